@@ -1,0 +1,102 @@
+//! The command line: `serve`, `check` and `demo`, with their help texts and exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{config, demo, server};
+
+/// Switchyard: an edge reverse proxy and traffic switcher.
+///
+/// Routes by host and path to weighted pools of upstream servers, terminates TLS,
+/// and reloads its config on SIGHUP without dropping a connection.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, propagate_version = true)]
+pub struct Cli {
+    /// Log level for the process log (error, warn, info, debug, trace). The access log is separate.
+    #[arg(long, global = true, env = "SWITCHYARD_LOG", default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy with a config file. SIGHUP reloads it, SIGTERM drains and stops,
+    /// SIGQUIT hands the listening sockets to a new process started with --upgrade.
+    Serve {
+        /// Path of the TOML config file.
+        #[arg(short, long, default_value = "/etc/switchyard/switchyard.toml")]
+        config: PathBuf,
+        /// Take over the listening sockets of a running instance (zero-downtime binary upgrade).
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Check a config file like `nginx -t`: print a one-line summary and exit 0, or print every
+    /// error as file:line:column: reason and exit 1.
+    Check {
+        /// Path of the TOML config file.
+        #[arg(short, long, default_value = "/etc/switchyard/switchyard.toml")]
+        config: PathBuf,
+    },
+    /// Start an embedded demo: two built-in backends (pools blue and green of service "demo")
+    /// behind the proxy on 127.0.0.1:8080 at blue=100, green=0, and print what to try next.
+    Demo {
+        /// Address of the demo proxy.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Directory for the demo's config and access log.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("switchyard-demo"))]
+        dir: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match cli.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok(cfg) => {
+                println!("{}", cfg.summary());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config, upgrade } => {
+            let options = server::ServeOptions { upgrade };
+            report(server::serve(&config, &options))
+        }
+        Command::Demo { listen, dir } => report(demo::run(&demo::DemoOptions {
+            listen,
+            dir,
+            green_fail_ratio: 0.0,
+        })),
+    }
+}
+
+fn report(result: Result<(), server::ServeError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(level);
+    builder.format_timestamp_millis();
+    builder.target(env_logger::Target::Stderr);
+    // A second init (tests) is harmless.
+    let _ = builder.try_init();
+}

@@ -1,0 +1,678 @@
+//! Reads the TOML config and turns it into a validated model, reporting every error with file:line:col.
+//!
+//! `check`, `serve` and reload all go through [`load`], so they report the same errors.
+
+mod raw;
+pub mod values;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use rustls::sign::CertifiedKey;
+use toml::Spanned;
+
+pub use raw::Balance;
+use raw::{RawConfig, RawDefaults, RawRoute};
+
+/// One problem found in a config file, with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.reason)
+    }
+}
+
+/// Every problem found in one config file (never empty).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated configuration: everything here has been checked and can be compiled without errors.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub listeners: Vec<ListenerConfig>,
+    pub certificates: Vec<CertificateConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub access_log: AccessLogTarget,
+    pub upgrade_socket: String,
+    pub pid_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: bool,
+    pub h2: bool,
+    pub redirect_https: bool,
+    pub https_port: u16,
+}
+
+#[derive(Clone)]
+pub struct CertificateConfig {
+    pub cert_path: PathBuf,
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+    pub fallback: bool,
+}
+
+impl fmt::Debug for CertificateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateConfig")
+            .field("cert_path", &self.cert_path)
+            .field("names", &self.names)
+            .field("fallback", &self.fallback)
+            .finish()
+    }
+}
+
+/// Which requests a route's host matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// One name, lowercase.
+    Exact(String),
+    /// `*.suffix`: any name ending in `.suffix`; holds the suffix without `*.`.
+    Wildcard(String),
+    /// `*`: every host.
+    Any,
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub host: HostPattern,
+    pub path: String,
+    pub strip_prefix: bool,
+    pub service: String,
+    pub options: RouteOptions,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteOptions {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    pub max_body_size: u64,
+    pub redirect_https: bool,
+    pub compression: bool,
+    pub websocket: bool,
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Default for RouteOptions {
+    /// nginx's proxy defaults as our users run them: connect 30 s, read/send 60 s, 10 MB bodies.
+    fn default() -> Self {
+        RouteOptions {
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_body_size: 10 << 20,
+            redirect_https: false,
+            compression: true,
+            websocket: true,
+            response_headers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub weight: u32,
+    pub servers: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+/// Largest pool or server weight: keeps sums far from overflow.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+impl Config {
+    /// `config ok: 3 routes, 2 services, 3 pools`
+    pub fn summary(&self) -> String {
+        let pools: usize = self.services.iter().map(|s| s.pools.len()).sum();
+        format!(
+            "config ok: {} routes, {} services, {} pools, {} listeners, {} certificates",
+            self.routes.len(),
+            self.services.len(),
+            pools,
+            self.listeners.len(),
+            self.certificates.len()
+        )
+    }
+}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            reason: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names the file in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut v = Validator::new(text, path);
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            v.error(span, e.message().to_string());
+            return Err(ConfigErrors(v.errors));
+        }
+    };
+    let config = v.validate(raw);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+/// Byte offsets to line:column, and the growing list of errors.
+struct Validator {
+    file: String,
+    base_dir: PathBuf,
+    line_starts: Vec<usize>,
+    text_len: usize,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn new(text: &str, path: &Path) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Validator {
+            file: path.display().to_string(),
+            base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            line_starts,
+            text_len: text.len(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text_len);
+        let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
+        (line, offset - self.line_starts[line - 1] + 1)
+    }
+
+    fn error(&mut self, span: Range<usize>, reason: impl Into<String>) {
+        let (line, column) = self.line_col(span.start);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            reason: reason.into(),
+        });
+    }
+
+    fn resolve_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&mut self, raw: RawConfig) -> Config {
+        let server = self.server(&raw);
+        let listeners = self.listeners(&raw);
+        let certificates = self.certificates(&raw);
+        let services = self.services(&raw);
+        let defaults = self.route_options(&raw.defaults, &RouteOptions::default());
+        let routes = self.routes(&raw, &defaults, &services);
+        Config {
+            source: PathBuf::from(&self.file),
+            server,
+            listeners,
+            certificates,
+            routes,
+            services,
+        }
+    }
+
+    fn server(&mut self, raw: &RawConfig) -> ServerSettings {
+        let s = &raw.server;
+        let threads = match &s.threads {
+            Some(t) if *t.get_ref() == 0 => {
+                self.error(t.span(), "threads must be at least 1");
+                1
+            }
+            Some(t) => *t.get_ref(),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let access_log = match s.access_log.as_deref() {
+            None | Some("stdout") => AccessLogTarget::Stdout,
+            Some("stderr") => AccessLogTarget::Stderr,
+            Some("off") => AccessLogTarget::Off,
+            Some(path) => AccessLogTarget::File(self.resolve_path(path)),
+        };
+        ServerSettings {
+            threads,
+            grace_period: s.grace_period.map_or(Duration::from_secs(5), |d| d.0),
+            shutdown_timeout: s.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0),
+            access_log,
+            upgrade_socket: s
+                .upgrade_socket
+                .as_ref()
+                .map_or_else(|| "/tmp/switchyard_upgrade.sock".into(), |t| t.0.clone()),
+            pid_file: s.pid_file.as_ref().map(|t| t.0.clone()),
+        }
+    }
+
+    fn listeners(&mut self, raw: &RawConfig) -> Vec<ListenerConfig> {
+        if raw.listeners.is_empty() {
+            self.error(0..0, "no [[listeners]]: at least one listener is needed");
+        }
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for l in &raw.listeners {
+            let span = l.span();
+            let l = l.get_ref();
+            let name = l.name.get_ref().0.clone();
+            if let Some(first) = names.insert(name.clone(), span.start) {
+                let (line, _) = self.line_col(first);
+                self.error(
+                    l.name.span(),
+                    format!("duplicate listener name \"{name}\" (first defined at line {line})"),
+                );
+            }
+            let Some(address) = self.socket_addr(&l.address) else {
+                continue;
+            };
+            if let Some(first) = addrs.insert(address, span.start) {
+                let (line, _) = self.line_col(first);
+                self.error(
+                    l.address.span(),
+                    format!("duplicate listener address {address} (first defined at line {line})"),
+                );
+            }
+            out.push(ListenerConfig {
+                name,
+                address,
+                tls: l.tls,
+                h2: l.h2.unwrap_or(true),
+                redirect_https: l.redirect_https,
+                https_port: l.https_port.unwrap_or(443),
+            });
+        }
+        out
+    }
+
+    fn socket_addr(&mut self, addr: &Spanned<values::Text>) -> Option<SocketAddr> {
+        let text = addr.get_ref();
+        let resolved = text
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| text.to_socket_addrs().ok().and_then(|mut a| a.next()));
+        if resolved.is_none() {
+            self.error(
+                addr.span(),
+                format!("invalid socket address \"{text}\" (expected host:port)"),
+            );
+        }
+        resolved
+    }
+
+    fn certificates(&mut self, raw: &RawConfig) -> Vec<CertificateConfig> {
+        let mut out = Vec::new();
+        let mut fallback_seen = None;
+        for c in &raw.certificates {
+            let span = c.span();
+            let c = c.get_ref();
+            if c.fallback {
+                if let Some(first) = fallback_seen {
+                    let (line, _) = self.line_col(first);
+                    self.error(
+                        span.clone(),
+                        format!("only one certificate may be the fallback (first at line {line})"),
+                    );
+                }
+                fallback_seen = Some(span.start);
+            }
+            let cert_path = self.resolve_path(c.cert.get_ref());
+            let key_path = self.resolve_path(c.key.get_ref());
+            match crate::tls::load_certified_key(&cert_path, &key_path) {
+                Ok((key, san_names)) => {
+                    let names = match &c.names {
+                        Some(list) => list.iter().map(|n| n.get_ref().to_ascii_lowercase()).collect(),
+                        None => san_names,
+                    };
+                    if names.is_empty() && !c.fallback {
+                        self.error(
+                            c.cert.span(),
+                            format!(
+                                "certificate \"{}\" names no DNS host; set `names` or `fallback = true`",
+                                c.cert.get_ref()
+                            ),
+                        );
+                    }
+                    out.push(CertificateConfig {
+                        cert_path,
+                        names,
+                        key,
+                        fallback: c.fallback,
+                    });
+                }
+                Err(e) => {
+                    let span = match e {
+                        crate::tls::TlsError::ReadKey { .. }
+                        | crate::tls::TlsError::NoKey { .. }
+                        | crate::tls::TlsError::BadKey { .. } => c.key.span(),
+                        _ => c.cert.span(),
+                    };
+                    self.error(span, e.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    fn services(&mut self, raw: &RawConfig) -> Vec<ServiceConfig> {
+        let mut out = Vec::new();
+        for (name, svc) in &raw.services {
+            let span = svc.span();
+            let svc = svc.get_ref();
+            if svc.pools.is_empty() {
+                self.error(span.clone(), format!("service \"{name}\" has no pools"));
+            }
+            let mut pools = Vec::new();
+            let mut sum: u64 = 0;
+            for (pool_name, pool) in &svc.pools {
+                let pspan = pool.span();
+                let pool = pool.get_ref();
+                let weight = match &pool.weight {
+                    Some(w) if *w.get_ref() > MAX_WEIGHT => {
+                        self.error(w.span(), format!("pool weight must be at most {MAX_WEIGHT}"));
+                        0
+                    }
+                    Some(w) => *w.get_ref(),
+                    None => 1,
+                };
+                sum += u64::from(weight);
+                if pool.servers.is_empty() {
+                    self.error(
+                        pspan.clone(),
+                        format!("pool \"{pool_name}\" of service \"{name}\" has no servers"),
+                    );
+                }
+                let mut servers = Vec::new();
+                for s in &pool.servers {
+                    let sspan = s.span();
+                    let entry = s.get_ref();
+                    if entry.weight == 0 || entry.weight > MAX_WEIGHT {
+                        self.error(
+                            sspan.clone(),
+                            format!("server weight must be between 1 and {MAX_WEIGHT}"),
+                        );
+                        continue;
+                    }
+                    let spanned = Spanned::new(sspan, entry.address.clone());
+                    if let Some(address) = self.socket_addr(&spanned) {
+                        if servers.iter().any(|s: &ServerConfig| s.address == address) {
+                            self.error(
+                                spanned.span(),
+                                format!("server {address} is listed twice in pool \"{pool_name}\""),
+                            );
+                        }
+                        servers.push(ServerConfig {
+                            address,
+                            weight: entry.weight,
+                        });
+                    }
+                }
+                pools.push(PoolConfig {
+                    name: pool_name.clone(),
+                    weight,
+                    servers,
+                });
+            }
+            if !svc.pools.is_empty() && sum == 0 {
+                self.error(
+                    span,
+                    format!(
+                        "weights of service \"{name}\" sum to 0; at least one pool needs a weight above 0"
+                    ),
+                );
+            }
+            out.push(ServiceConfig {
+                name: name.clone(),
+                balance: svc.balance,
+                pools,
+            });
+        }
+        out
+    }
+
+    fn routes(
+        &mut self,
+        raw: &RawConfig,
+        defaults: &RouteOptions,
+        services: &[ServiceConfig],
+    ) -> Vec<RouteConfig> {
+        let mut seen: HashMap<(HostPattern, String), usize> = HashMap::new();
+        let mut out = Vec::new();
+        for r in &raw.routes {
+            let span = r.span();
+            let r = r.get_ref();
+            let Some(host_raw) = &r.host else {
+                self.error(span.clone(), "route has no `host` (use \"*\" for a catch-all)");
+                continue;
+            };
+            let Some(host) = self.host_pattern(host_raw) else {
+                continue;
+            };
+            let path = match &r.path {
+                None => "/".to_string(),
+                Some(p) if !p.get_ref().starts_with('/') => {
+                    self.error(p.span(), format!("path \"{}\" must start with /", p.get_ref()));
+                    continue;
+                }
+                Some(p) if p.get_ref().contains(['?', '#', ' ']) => {
+                    self.error(p.span(), format!("path \"{}\" must be a plain path prefix", p.get_ref()));
+                    continue;
+                }
+                Some(p) => {
+                    let trimmed = p.get_ref().trim_end_matches('/');
+                    if trimmed.is_empty() { "/".into() } else { trimmed.to_string() }
+                }
+            };
+            let service = match &r.service {
+                None => {
+                    self.error(span.clone(), "route has no `service`");
+                    continue;
+                }
+                Some(s) if !services.iter().any(|svc| svc.name == s.get_ref().0) => {
+                    self.error(
+                        s.span(),
+                        format!("route refers to unknown service \"{}\"", s.get_ref()),
+                    );
+                    continue;
+                }
+                Some(s) => s.get_ref().0.clone(),
+            };
+            if let Some(first) = seen.insert((host.clone(), path.clone()), span.start) {
+                let (line, _) = self.line_col(first);
+                self.error(
+                    host_raw.span(),
+                    format!(
+                        "duplicate route for host \"{host}\" path \"{path}\" (first defined at line {line})"
+                    ),
+                );
+                continue;
+            }
+            let options = self.route_options(&as_defaults(r), defaults);
+            out.push(RouteConfig {
+                host,
+                path,
+                strip_prefix: r.strip_prefix.unwrap_or(false),
+                service,
+                options,
+            });
+        }
+        out
+    }
+
+    fn host_pattern(&mut self, host: &Spanned<values::Text>) -> Option<HostPattern> {
+        let h = host.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if h == "*" {
+            return Some(HostPattern::Any);
+        }
+        let (pattern, name) = match h.strip_prefix("*.") {
+            Some(suffix) => (HostPattern::Wildcard(suffix.to_string()), suffix),
+            None => (HostPattern::Exact(h.clone()), h.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            self.error(
+                host.span(),
+                format!(
+                    "invalid host \"{}\" (expected a name, \"*.name\" or \"*\")",
+                    host.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(pattern)
+    }
+
+    fn route_options(&mut self, raw: &RawDefaults, base: &RouteOptions) -> RouteOptions {
+        let mut o = base.clone();
+        if let Some(d) = raw.connect_timeout {
+            o.connect_timeout = d.0;
+        }
+        if let Some(d) = raw.read_timeout {
+            o.read_timeout = d.0;
+        }
+        if let Some(d) = raw.send_timeout {
+            o.send_timeout = d.0;
+        }
+        if let Some(b) = raw.max_body_size {
+            o.max_body_size = b.0;
+        }
+        if let Some(b) = raw.redirect_https {
+            o.redirect_https = b;
+        }
+        if let Some(b) = raw.compression {
+            o.compression = b;
+        }
+        if let Some(b) = raw.websocket {
+            o.websocket = b;
+        }
+        if let Some(headers) = &raw.response_headers {
+            let span = headers.span();
+            for (name, value) in headers.get_ref() {
+                let parsed = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                );
+                match parsed {
+                    (Ok(n), Ok(v)) => {
+                        o.response_headers.retain(|(existing, _)| existing != n);
+                        o.response_headers.push((n, v));
+                    }
+                    (Err(_), _) => self.error(span.clone(), format!("invalid header name \"{name}\"")),
+                    (_, Err(_)) => self.error(
+                        span.clone(),
+                        format!("invalid value for header \"{name}\""),
+                    ),
+                }
+            }
+        }
+        o
+    }
+}
+
+/// A route's own options, seen as a set of defaults to layer over the global ones.
+fn as_defaults(r: &RawRoute) -> RawDefaults {
+    RawDefaults {
+        connect_timeout: r.connect_timeout,
+        read_timeout: r.read_timeout,
+        send_timeout: r.send_timeout,
+        max_body_size: r.max_body_size,
+        redirect_https: r.redirect_https,
+        compression: r.compression,
+        websocket: r.websocket,
+        response_headers: r.response_headers.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

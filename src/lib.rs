@@ -1,0 +1,16 @@
+//! Switchyard: an edge reverse proxy and traffic switcher on pingora.
+//!
+//! Dependencies point one way: config → snapshot → proxy. See docs/architecture.md.
+
+pub mod access_log;
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,400 @@
+//! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
+
+pub mod respond;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::modules::http::HttpModules;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::access_log::Entry;
+use crate::routing::{self, Route};
+use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
+use crate::upstream::ActiveGuard;
+use respond::Refusal;
+
+/// Servers tried for one request: the first pick plus bounded retries on connect failure.
+const MAX_TRIES: usize = 3;
+/// Compression level for gzip/brotli/zstd when a route has compression on.
+const COMPRESSION_LEVEL: u32 = 5;
+
+/// One per listener; all share the runtime (and so the snapshot).
+pub struct Proxy {
+    runtime: Arc<Runtime>,
+    listener: Arc<str>,
+    tls: bool,
+}
+
+impl Proxy {
+    pub fn new(runtime: Arc<Runtime>, listener: &str, tls: bool) -> Proxy {
+        Proxy {
+            runtime,
+            listener: listener.into(),
+            tls,
+        }
+    }
+}
+
+/// Per-request state, carried across phases.
+pub struct Ctx {
+    start: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    route: Option<usize>,
+    pool: Option<usize>,
+    upstream: Option<SocketAddr>,
+    tried: [Option<SocketAddr>; MAX_TRIES],
+    tries: usize,
+    guard: Option<ActiveGuard>,
+    request_id: String,
+    client_ip: Option<IpAddr>,
+    upstream_start: Option<Instant>,
+    upstream_ms: Option<f64>,
+    body_bytes: u64,
+}
+
+impl Ctx {
+    fn route<'a>(&self, snap: &'a Snapshot) -> Option<&'a Route> {
+        self.route.and_then(|i| snap.routes.get(i))
+    }
+}
+
+/// A client-supplied request id is kept when it is short and printable; otherwise one is made.
+fn request_id(req: &RequestHeader) -> String {
+    if let Some(v) = req.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            // All bytes are ASCII graphic, so this is valid UTF-8.
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute form) or the Host header.
+fn request_host(req: &RequestHeader) -> &str {
+    req.uri
+        .host()
+        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            snapshot: None,
+            route: None,
+            pool: None,
+            upstream: None,
+            tried: [None; MAX_TRIES],
+            tries: 0,
+            guard: None,
+            request_id: String::new(),
+            client_ip: None,
+            upstream_start: None,
+            upstream_ms: None,
+            body_bytes: 0,
+        }
+    }
+
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // On for every request; routes with compression off turn it down to 0 in request_filter.
+        modules.add_module(ResponseCompressionBuilder::enable(COMPRESSION_LEVEL));
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snap = self.runtime.snapshot.load_full();
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let req = session.req_header();
+        ctx.request_id = request_id(req);
+        let host = routing::normalize_host(request_host(req));
+        let path = req.uri.path();
+        ctx.route = snap.routes.lookup(&host, path);
+        let Some(route) = ctx.route(&snap) else {
+            ctx.snapshot = Some(snap);
+            respond::write_error(session, Refusal::NoRoute.status(), &ctx.request_id).await?;
+            return Ok(true);
+        };
+
+        let listener_redirect = snap
+            .listener(&self.listener)
+            .map(|l| (l.redirect_https, l.https_port));
+        if !self.tls {
+            if let Some((on_listener, port)) = listener_redirect {
+                if on_listener || route.options.redirect_https {
+                    let location = https_location(&host, port, req);
+                    ctx.snapshot = Some(snap);
+                    respond::write_redirect(session, &location, &ctx.request_id).await?;
+                    return Ok(true);
+                }
+            }
+        }
+
+        let declared = req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > route.options.max_body_size) {
+            ctx.snapshot = Some(snap);
+            respond::write_error(session, Refusal::BodyTooLarge.status(), &ctx.request_id).await?;
+            return Ok(true);
+        }
+
+        if !route.options.compression {
+            if let Some(c) = session
+                .downstream_modules_ctx
+                .get_mut::<ResponseCompression>()
+            {
+                c.adjust_level(0);
+            }
+        }
+        ctx.snapshot = Some(snap);
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            let limit = ctx
+                .snapshot
+                .as_deref()
+                .and_then(|s| ctx.route(s))
+                .map_or(u64::MAX, |r| r.options.max_body_size);
+            if ctx.body_bytes > limit {
+                return Err(Refusal::BodyTooLarge.into_error("request body over max_body_size"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let snap = ctx
+            .snapshot
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot in context"))?;
+        let route = ctx
+            .route(&snap)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
+        let service = &snap.services[route.service];
+        let pool_idx = match ctx.pool {
+            Some(p) => p,
+            None => service
+                .pick_pool()
+                .ok_or_else(|| Refusal::NoServer.into_error("every pool has weight 0"))?,
+        };
+        ctx.pool = Some(pool_idx);
+        let pool = &service.pools[pool_idx];
+        let exclude: [SocketAddr; MAX_TRIES] = std::array::from_fn(|i| {
+            ctx.tried[i].unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        });
+        let Some(server_idx) = pool.pick(service.balance, &exclude[..ctx.tries]) else {
+            return Err(if ctx.tries == 0 {
+                Refusal::NoServer.into_error("no server available in pool")
+            } else {
+                Error::explain(
+                    ErrorType::ConnectError,
+                    "every server of the pool failed to connect",
+                )
+                .into_up()
+            });
+        };
+        let server = &pool.servers[server_idx];
+        if ctx.tries < MAX_TRIES {
+            ctx.tried[ctx.tries] = Some(server.addr);
+            ctx.tries += 1;
+        }
+        ctx.guard = Some(server.acquire());
+        ctx.upstream = Some(server.addr);
+        ctx.upstream_start = Some(Instant::now());
+
+        let mut peer = HttpPeer::new(server.addr, false, String::new());
+        let o = &route.options;
+        peer.options.connection_timeout = Some(o.connect_timeout);
+        peer.options.read_timeout = Some(o.read_timeout);
+        peer.options.write_timeout = Some(o.send_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.guard = None;
+        let pool_size = ctx
+            .snapshot
+            .as_deref()
+            .and_then(|s| {
+                let route = ctx.route(s)?;
+                let pool = ctx.pool?;
+                Some(s.services[route.service].pools[pool].servers.len())
+            })
+            .unwrap_or(0);
+        // Connecting never sent the request, so another server is safe for every method.
+        if ctx.tries < MAX_TRIES.min(pool_size) {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(snap) = ctx.snapshot.as_deref() else {
+            return Ok(());
+        };
+        let Some(route) = ctx.route(snap) else {
+            return Ok(());
+        };
+        if let Some(ip) = ctx.client_ip {
+            let ip = ip.to_string();
+            let xff = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip.clone(),
+            };
+            upstream.insert_header("x-forwarded-for", xff)?;
+            upstream.insert_header("x-real-ip", ip)?;
+        }
+        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        let host = request_host(session.req_header()).to_string();
+        if !host.is_empty() {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+
+        if route.strip_prefix && &*route.prefix != "/" {
+            let path = routing::strip(&route.prefix, upstream.uri.path());
+            let target = match upstream.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            let uri = target
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InternalError, "rewriting path", e))?;
+            upstream.set_uri(uri);
+        }
+        if !route.options.websocket && upstream.headers.contains_key(header::UPGRADE) {
+            upstream.remove_header(&header::UPGRADE);
+            upstream.remove_header(&header::CONNECTION);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(start) = ctx.upstream_start {
+            ctx.upstream_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.snapshot.as_deref().and_then(|s| ctx.route(s)) {
+            for (name, value) in &route.options.response_headers {
+                resp.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let status = respond::status_for(e);
+        if status > 0 {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = request_id(session.req_header());
+            }
+            if let Err(write) = respond::write_error(session, status, &ctx.request_id).await {
+                log::debug!("could not send {status} to the client: {write}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.guard = None;
+        let log = &self.runtime.access_log;
+        if !log.enabled() {
+            return;
+        }
+        let snap = ctx.snapshot.as_deref();
+        let route = snap.and_then(|s| ctx.route(s));
+        let service = snap.zip(route).map(|(s, r)| &s.services[r.service]);
+        let pool = service.zip(ctx.pool).map(|(s, p)| &*s.pools[p].name);
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let entry = Entry {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            method: req.method.as_str(),
+            host: request_host(req),
+            path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            status,
+            bytes: session.body_bytes_sent(),
+            duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+            route: route.map(|r| &*r.id),
+            service: service.map(|s| &*s.name),
+            pool,
+            upstream: ctx.upstream.map(|a| a.to_string()),
+            upstream_ms: ctx.upstream_ms,
+            request_id: &ctx.request_id,
+            listener: &self.listener,
+            protocol: if session.is_http2() { "h2" } else { "http/1.1" },
+            error: e.map(|e| e.to_string()),
+        };
+        log.write(&entry);
+    }
+}
+
+/// `https://host[:port]/path?query` for a redirect.
+fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    }
+}

@@ -1,0 +1,137 @@
+//! The one place where errors become HTTP responses: status mapping and the small JSON error body.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora_error::{Error, ErrorSource, ErrorType};
+
+/// Why the proxy answered instead of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoRoute,
+    BodyTooLarge,
+    NoServer,
+    BadRequest,
+}
+
+impl Refusal {
+    pub fn status(self) -> u16 {
+        match self {
+            Refusal::NoRoute => 404,
+            Refusal::BodyTooLarge => 413,
+            Refusal::NoServer => 503,
+            Refusal::BadRequest => 400,
+        }
+    }
+
+    /// As a pingora error, for phases that can only fail (the status survives to `fail_to_proxy`).
+    pub fn into_error(self, context: &'static str) -> Box<Error> {
+        Error::explain(ErrorType::HTTPStatus(self.status()), context)
+    }
+}
+
+/// The status a failed request is answered with.
+///
+/// Upstream timeouts are 504 and other upstream failures 502, as nginx does; statuses chosen by the
+/// proxy itself travel as `HTTPStatus`. A downstream that went away gets nothing (0).
+pub fn status_for(e: &Error) -> u16 {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(code) => *code,
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => 0,
+                ReadTimedout | WriteTimedout => 408,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "bad request",
+        404 => "no route for this host and path",
+        408 => "request timed out",
+        413 => "request body too large",
+        502 => "upstream failed",
+        503 => "no upstream server available",
+        504 => "upstream timed out",
+        _ => "error",
+    }
+}
+
+/// `{"error":"...","status":N,"request_id":"..."}`
+pub fn body(status: u16, request_id: &str) -> Bytes {
+    let value = serde_json::json!({
+        "error": reason(status),
+        "status": status,
+        "request_id": request_id,
+    });
+    let mut text = value.to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+/// Writes an error response with the JSON body; the connection is closed afterwards.
+pub async fn write_error(
+    session: &mut ServerSession,
+    status: u16,
+    request_id: &str,
+) -> pingora_error::Result<()> {
+    let body = body(status, request_id);
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session.write_error_response(resp, body).await
+}
+
+/// A permanent redirect that keeps the method and body (308).
+pub async fn write_redirect(
+    session: &mut ServerSession,
+    location: &str,
+    request_id: &str,
+) -> pingora_error::Result<()> {
+    let mut resp = ResponseHeader::build(308, Some(4))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+    resp.insert_header("x-request-id", request_id)?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.finish_body().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_errors_like_nginx() {
+        let up = |t: ErrorType| {
+            status_for(&Error::new_up(t))
+        };
+        assert_eq!(up(ErrorType::ReadTimedout), 504);
+        assert_eq!(up(ErrorType::ConnectTimedout), 504);
+        assert_eq!(up(ErrorType::ConnectRefused), 502);
+        assert_eq!(up(ErrorType::ConnectionClosed), 502);
+        assert_eq!(status_for(&Refusal::BodyTooLarge.into_error("x")), 413);
+        assert_eq!(status_for(&Error::new_down(ErrorType::ConnectionClosed)), 0);
+    }
+
+    #[test]
+    fn error_body_is_small_json() {
+        let b = body(404, "abc");
+        let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["request_id"], "abc");
+        assert_eq!(v["error"], "no route for this host and path");
+    }
+}

@@ -1,0 +1,224 @@
+//! The host table: exact names, wildcard suffixes and a catch-all, each with path prefixes, longest first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{HostPattern, RouteConfig, RouteOptions};
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// `host` + `path`, as written, for logs and metrics.
+    pub id: Arc<str>,
+    pub prefix: Box<str>,
+    pub strip_prefix: bool,
+    /// Index into `Snapshot::services`.
+    pub service: usize,
+    pub options: RouteOptions,
+}
+
+/// Routes sharing one host pattern, longest prefix first.
+#[derive(Debug, Default)]
+struct HostRoutes {
+    routes: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    exact: HashMap<Box<str>, HostRoutes>,
+    wildcard: HashMap<Box<str>, HostRoutes>,
+    catch_all: HostRoutes,
+}
+
+impl RouteTable {
+    /// Compiles routes; `service_index` maps a service name to its index (validated beforehand).
+    pub fn build(routes: &[RouteConfig], service_index: impl Fn(&str) -> Option<usize>) -> Self {
+        let mut table = RouteTable::default();
+        for r in routes {
+            let Some(service) = service_index(&r.service) else {
+                // Unreachable after validation; a route to nowhere is dropped rather than panicking.
+                continue;
+            };
+            let idx = table.routes.len() as u32;
+            table.routes.push(Route {
+                id: format!("{}{}", r.host, r.path).into(),
+                prefix: r.path.clone().into(),
+                strip_prefix: r.strip_prefix,
+                service,
+                options: r.options.clone(),
+            });
+            let entry = match &r.host {
+                HostPattern::Exact(h) => table.exact.entry(h.as_str().into()).or_default(),
+                HostPattern::Wildcard(s) => table.wildcard.entry(s.as_str().into()).or_default(),
+                HostPattern::Any => &mut table.catch_all,
+            };
+            entry.routes.push(idx);
+        }
+        let routes = &table.routes;
+        let by_len = |list: &mut HostRoutes| {
+            list.routes
+                .sort_by_key(|&i| std::cmp::Reverse(routes[i as usize].prefix.len()));
+        };
+        table.exact.values_mut().for_each(by_len);
+        table.wildcard.values_mut().for_each(by_len);
+        by_len(&mut table.catch_all);
+        table
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    pub fn get(&self, idx: usize) -> Option<&Route> {
+        self.routes.get(idx)
+    }
+
+    /// Finds the route for a normalized host (lowercase, no port) and a path.
+    ///
+    /// The most specific host pattern that has a matching prefix wins: the exact name, then wildcards
+    /// from the longest suffix to the shortest, then the catch-all.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<usize> {
+        if let Some(found) = self.exact.get(host).and_then(|h| self.match_path(h, path)) {
+            return Some(found);
+        }
+        let mut rest = host;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(found) = self.wildcard.get(parent).and_then(|h| self.match_path(h, path)) {
+                return Some(found);
+            }
+            rest = parent;
+        }
+        self.match_path(&self.catch_all, path)
+    }
+
+    fn match_path(&self, host: &HostRoutes, path: &str) -> Option<usize> {
+        host.routes
+            .iter()
+            .map(|&i| i as usize)
+            .find(|&i| prefix_matches(&self.routes[i].prefix, path))
+    }
+}
+
+/// `/v1/auth` matches `/v1/auth` and `/v1/auth/x`, not `/v1/authors`; `/` matches everything.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The path sent upstream when a route strips its prefix: `/v1/auth/login` → `/login`.
+pub fn strip(prefix: &str, path: &str) -> String {
+    if prefix == "/" {
+        return path.to_string();
+    }
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
+    if rest.is_empty() {
+        "/".to_string()
+    } else {
+        rest.to_string()
+    }
+}
+
+/// Host header value → lookup key: port removed, trailing dot removed, lowercase (borrowed when already so).
+pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
+    let without_port = if raw.starts_with('[') {
+        raw.split_once(']').map_or(raw, |(h, _)| &h[1..])
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        })
+    };
+    let host = without_port.strip_suffix('.').unwrap_or(without_port);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: HostPattern, path: &str, service: &str) -> RouteConfig {
+        RouteConfig {
+            host,
+            path: path.into(),
+            strip_prefix: false,
+            service: service.into(),
+            options: RouteOptions::default(),
+        }
+    }
+
+    fn table() -> RouteTable {
+        let routes = vec![
+            route(HostPattern::Exact("api.example.com".into()), "/", "api"),
+            route(HostPattern::Exact("api.example.com".into()), "/v1/auth", "auth"),
+            route(HostPattern::Exact("api.example.com".into()), "/v1", "v1"),
+            route(HostPattern::Wildcard("example.com".into()), "/", "wild"),
+            route(HostPattern::Wildcard("dev.example.com".into()), "/", "dev"),
+            route(HostPattern::Exact("only.example.org".into()), "/admin", "admin"),
+            route(HostPattern::Any, "/", "any"),
+        ];
+        let names = ["api", "auth", "v1", "wild", "dev", "admin", "any"];
+        RouteTable::build(&routes, |s| names.iter().position(|n| *n == s))
+    }
+
+    fn svc(t: &RouteTable, host: &str, path: &str) -> Option<usize> {
+        t.lookup(host, path).map(|i| t.get(i).expect("route").service)
+    }
+
+    #[test]
+    fn longest_prefix_wins_on_segment_boundaries() {
+        let t = table();
+        assert_eq!(svc(&t, "api.example.com", "/v1/auth/login"), Some(1));
+        assert_eq!(svc(&t, "api.example.com", "/v1/auth"), Some(1));
+        assert_eq!(svc(&t, "api.example.com", "/v1/authors"), Some(2));
+        assert_eq!(svc(&t, "api.example.com", "/v2"), Some(0));
+    }
+
+    #[test]
+    fn wildcards_most_specific_first_then_catch_all() {
+        let t = table();
+        assert_eq!(svc(&t, "x.example.com", "/"), Some(3));
+        assert_eq!(svc(&t, "a.b.example.com", "/"), Some(3));
+        assert_eq!(svc(&t, "api.dev.example.com", "/"), Some(4));
+        assert_eq!(svc(&t, "example.com", "/"), Some(6));
+        assert_eq!(svc(&t, "elsewhere.net", "/"), Some(6));
+        // A host whose own prefixes do not match falls through to less specific patterns.
+        assert_eq!(svc(&t, "only.example.org", "/other"), Some(6));
+        assert_eq!(svc(&t, "only.example.org", "/admin/x"), Some(5));
+    }
+
+    #[test]
+    fn no_catch_all_means_no_route() {
+        let routes = vec![route(HostPattern::Exact("a.test".into()), "/", "a")];
+        let t = RouteTable::build(&routes, |_| Some(0));
+        assert_eq!(t.lookup("b.test", "/"), None);
+        assert_eq!(t.lookup("a.test", "/x"), Some(0));
+    }
+
+    #[test]
+    fn strips_and_normalizes() {
+        assert_eq!(strip("/v1/auth", "/v1/auth/login"), "/login");
+        assert_eq!(strip("/v1/auth", "/v1/auth"), "/");
+        assert_eq!(strip("/", "/x"), "/x");
+        assert_eq!(normalize_host("API.Example.com:8443"), "api.example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert!(matches!(normalize_host("plain"), std::borrow::Cow::Borrowed(_)));
+    }
+}

@@ -1,0 +1,135 @@
+//! Assembles the pingora server: one proxy service per listener, TLS by SNI, SIGHUP reload, drain timeouts.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora_proxy::http_proxy_service_with_name;
+
+use crate::access_log::AccessLog;
+use crate::config::{self, Config, ConfigErrors};
+use crate::proxy::Proxy;
+use crate::runtime::Runtime;
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
+    #[error("cannot set up listener \"{name}\": {reason}")]
+    Listener { name: String, reason: String },
+}
+
+/// How `serve` was asked to start.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Take the listening sockets over from a running instance (zero-downtime upgrade).
+    pub upgrade: bool,
+}
+
+/// Loads the config and runs until SIGTERM/SIGINT (graceful) or SIGQUIT (upgrade hand-off).
+pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeError> {
+    let config = config::load(config_path)?;
+    let runtime = build_runtime(config, config_path)?;
+    let server = build_server(&runtime, options)?;
+    install_reload_on_hangup(runtime.clone())?;
+    log::info!(
+        "switchyard {} serving {} (generation 1)",
+        env!("CARGO_PKG_VERSION"),
+        runtime.snapshot.load().config.summary()
+    );
+    server.run_forever()
+}
+
+pub fn build_runtime(config: Config, config_path: &Path) -> Result<Arc<Runtime>, ServeError> {
+    let fallback = tls::self_signed(&["switchyard.invalid"])?;
+    let access_log = AccessLog::open(&config.server.access_log).map_err(ServeError::AccessLog)?;
+    Ok(Runtime::new(config, config_path.to_path_buf(), fallback, access_log))
+}
+
+/// A pingora server with one proxy service per configured listener.
+pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Server, ServeError> {
+    let snap = runtime.snapshot.load();
+    let cfg = &snap.config;
+    let mut conf = ServerConf {
+        threads: cfg.server.threads,
+        grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(cfg.server.shutdown_timeout.as_secs()),
+        upgrade_sock: cfg.server.upgrade_socket.clone(),
+        ..ServerConf::default()
+    };
+    if let Some(pid) = &cfg.server.pid_file {
+        conf.pid_file = pid.clone();
+    }
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    for l in &cfg.listeners {
+        let proxy = Proxy::new(runtime.clone(), &l.name, l.tls);
+        let mut svc = http_proxy_service_with_name(&server.configuration, proxy, &l.name);
+        let addr = l.address.to_string();
+        if l.tls {
+            let mut settings =
+                TlsSettings::intermediate("", "").map_err(|e| ServeError::Listener {
+                    name: l.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            settings.set_cert_resolver(runtime.certs.resolver());
+            if l.h2 {
+                settings.enable_h2();
+            }
+            svc.add_tls_with_settings(&addr, None, settings);
+        } else {
+            svc.add_tcp(&addr);
+        }
+        server.add_service(svc);
+    }
+    Ok(server)
+}
+
+/// SIGHUP re-reads the config on a thread of its own; a rejected config leaves the old one serving.
+///
+/// The handler is installed before any listener accepts, so an early SIGHUP never kills the process.
+pub fn install_reload_on_hangup(runtime: Arc<Runtime>) -> Result<(), ServeError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(ServeError::Signal)?;
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                reload_and_log(&runtime);
+            }
+        })
+        .map_err(ServeError::Signal)?;
+    Ok(())
+}
+
+pub fn reload_and_log(runtime: &Runtime) {
+    match runtime.reload() {
+        Ok(generation) => log::info!(
+            "reloaded {}: {} (generation {generation})",
+            runtime.config_path().display(),
+            runtime.snapshot.load().config.summary()
+        ),
+        Err(errors) => {
+            log::error!(
+                "reload rejected, the previous config keeps serving; {} error(s):",
+                errors.0.len()
+            );
+            for e in &errors.0 {
+                log::error!("{e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Services, pools and servers: the weighted pool pick and the in-pool balancing, both lock-free.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::config::{Balance, ServiceConfig};
+
+/// State of one upstream server that outlives snapshots (kept across reloads and weight changes).
+#[derive(Debug, Default)]
+pub struct ServerState {
+    /// Requests in flight to this server (least-connections input).
+    pub active: AtomicUsize,
+}
+
+/// Server states by address, shared by every snapshot.
+#[derive(Debug, Default)]
+pub struct ServerRegistry {
+    states: parking_lot::Mutex<HashMap<SocketAddr, Arc<ServerState>>>,
+}
+
+impl ServerRegistry {
+    /// The state for `addr`, created on first use. Only called while compiling a snapshot.
+    pub fn state(&self, addr: SocketAddr) -> Arc<ServerState> {
+        self.states.lock().entry(addr).or_default().clone()
+    }
+}
+
+/// Decrements a server's in-flight count when the request is done with it.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<ServerState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub state: Arc<ServerState>,
+}
+
+impl Server {
+    pub fn acquire(&self) -> ActiveGuard {
+        self.state.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.state.clone())
+    }
+}
+
+/// Picks an index by weight: cumulative sums built once, a binary search per pick.
+#[derive(Debug, Clone)]
+pub struct WeightedIndex {
+    cumulative: Vec<u64>,
+}
+
+impl WeightedIndex {
+    /// `None` when every weight is 0.
+    pub fn new(weights: impl IntoIterator<Item = u32>) -> Option<Self> {
+        let mut total = 0u64;
+        let cumulative: Vec<u64> = weights
+            .into_iter()
+            .map(|w| {
+                total += u64::from(w);
+                total
+            })
+            .collect();
+        (total > 0).then_some(WeightedIndex { cumulative })
+    }
+
+    pub fn total(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// The index owning point `x` in `[0, total)`; a zero weight owns no point, so is never returned.
+    pub fn index_of(&self, x: u64) -> usize {
+        self.cumulative.partition_point(|&c| c <= x)
+    }
+
+    pub fn pick(&self) -> usize {
+        self.index_of(fastrand::u64(0..self.total()))
+    }
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    pub name: Arc<str>,
+    pub weight: u32,
+    pub servers: Vec<Server>,
+    /// Round robin order honouring server weights, interleaved (a, b, a, c, a, b ...).
+    schedule: Vec<u32>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// Picks a server not in `exclude`, or `None` when every server is excluded.
+    pub fn pick(&self, balance: Balance, exclude: &[SocketAddr]) -> Option<usize> {
+        let usable = |i: usize| !exclude.contains(&self.servers[i].addr);
+        match balance {
+            Balance::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let len = self.schedule.len();
+                (0..len)
+                    .map(|k| self.schedule[(start + k) % len] as usize)
+                    .find(|&i| usable(i))
+            }
+            Balance::LeastConn => {
+                // Fewest in flight per unit of weight; ties rotate so idle pools still spread.
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                let n = self.servers.len();
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .filter(|&i| usable(i))
+                    .min_by(|&a, &b| {
+                        let load = |i: usize| {
+                            let s = &self.servers[i];
+                            (s.state.active.load(Ordering::Relaxed) as u64 + 1) * 1_000_000
+                                / u64::from(s.weight)
+                        };
+                        load(a).cmp(&load(b))
+                    })
+            }
+        }
+    }
+}
+
+/// Smooth weighted round robin order for one cycle (nginx's algorithm, computed once).
+fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
+    let g = weights.iter().copied().fold(0, gcd);
+    let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w / g.max(1))).collect();
+    let total: i64 = weights.iter().sum();
+    // Bound the table: past 4096 entries, proportions are kept by scaling down.
+    if total > 4096 {
+        let scaled: Vec<u32> = weights
+            .iter()
+            .map(|&w| ((w * 4096 / total).max(1)) as u32)
+            .collect();
+        return smooth_schedule(&scaled);
+    }
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..weights.len() {
+            current[i] += weights[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u32);
+    }
+    out
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: Arc<str>,
+    pub balance: Balance,
+    pub pools: Vec<Pool>,
+    picker: Option<WeightedIndex>,
+}
+
+impl Service {
+    pub fn build(cfg: &ServiceConfig, registry: &ServerRegistry) -> Service {
+        let pools: Vec<Pool> = cfg
+            .pools
+            .iter()
+            .map(|p| {
+                let servers: Vec<Server> = p
+                    .servers
+                    .iter()
+                    .map(|s| Server {
+                        addr: s.address,
+                        weight: s.weight,
+                        state: registry.state(s.address),
+                    })
+                    .collect();
+                let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+                Pool {
+                    name: p.name.as_str().into(),
+                    weight: p.weight,
+                    schedule: smooth_schedule(&weights),
+                    servers,
+                    next: AtomicUsize::new(fastrand::usize(..1024)),
+                }
+            })
+            .collect();
+        let picker = WeightedIndex::new(pools.iter().map(|p| p.weight));
+        Service {
+            name: cfg.name.as_str().into(),
+            balance: cfg.balance,
+            pools,
+            picker,
+        }
+    }
+
+    /// Picks a pool by the current weights; `None` only if every weight is 0.
+    pub fn pick_pool(&self) -> Option<usize> {
+        self.picker.as_ref().map(WeightedIndex::pick)
+    }
+
+    pub fn pool_index(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| &*p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PoolConfig, ServerConfig};
+
+    #[test]
+    fn zero_weight_is_never_picked() {
+        let w = WeightedIndex::new([0, 3, 0, 1]).expect("non-zero total");
+        let mut counts = [0; 4];
+        for x in 0..w.total() {
+            counts[w.index_of(x)] += 1;
+        }
+        assert_eq!(counts, [0, 3, 0, 1]);
+        assert!(WeightedIndex::new([0, 0]).is_none());
+    }
+
+    #[test]
+    fn smooth_schedule_interleaves_by_weight() {
+        let s = smooth_schedule(&[5, 1, 1]);
+        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_schedule(&[2, 2]), vec![0, 1]);
+        let big = smooth_schedule(&[1_000_000, 1]);
+        assert!(big.len() <= 4097 && big.contains(&1));
+    }
+
+    fn service(balance: Balance) -> Service {
+        let cfg = ServiceConfig {
+            name: "s".into(),
+            balance,
+            pools: vec![PoolConfig {
+                name: "blue".into(),
+                weight: 1,
+                servers: (1..=3)
+                    .map(|p| ServerConfig {
+                        address: SocketAddr::from(([127, 0, 0, 1], p)),
+                        weight: 1,
+                    })
+                    .collect(),
+            }],
+        };
+        Service::build(&cfg, &ServerRegistry::default())
+    }
+
+    #[test]
+    fn round_robin_cycles_and_skips_excluded() {
+        let svc = service(Balance::RoundRobin);
+        let pool = &svc.pools[0];
+        let picks: Vec<usize> = (0..6).map(|_| pool.pick(Balance::RoundRobin, &[]).expect("pick")).collect();
+        for i in 0..3 {
+            assert_eq!(picks.iter().filter(|&&p| p == i).count(), 2);
+        }
+        let ex = [pool.servers[0].addr, pool.servers[1].addr];
+        for _ in 0..5 {
+            assert_eq!(pool.pick(Balance::RoundRobin, &ex), Some(2));
+        }
+        let all: Vec<_> = pool.servers.iter().map(|s| s.addr).collect();
+        assert_eq!(pool.pick(Balance::RoundRobin, &all), None);
+    }
+
+    #[test]
+    fn least_conn_prefers_idle_servers() {
+        let svc = service(Balance::LeastConn);
+        let pool = &svc.pools[0];
+        let _g0 = pool.servers[0].acquire();
+        let _g1 = pool.servers[1].acquire();
+        assert_eq!(pool.pick(Balance::LeastConn, &[]), Some(2));
+        drop(_g1);
+        let p = pool.pick(Balance::LeastConn, &[]).expect("pick");
+        assert!(p == 1 || p == 2);
+    }
+}
