@@ -126,7 +126,11 @@ impl fmt::Debug for Backend {
 impl BackendBuilder {
     /// Share of requests (0.0 to 1.0) answered with 500 instead of their normal status.
     pub fn fail_ratio(mut self, ratio: f64) -> BackendBuilder {
-        self.fail_ratio = if ratio.is_nan() { 0.0 } else { ratio.clamp(0.0, 1.0) };
+        self.fail_ratio = if ratio.is_nan() {
+            0.0
+        } else {
+            ratio.clamp(0.0, 1.0)
+        };
         self
     }
 
@@ -141,7 +145,9 @@ impl BackendBuilder {
         let listener = std::net::TcpListener::bind(self.addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let shared = Arc::new(self.into_shared());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread_shared = Arc::clone(&shared);
@@ -152,7 +158,10 @@ impl BackendBuilder {
                     let listener = match TcpListener::from_std(listener) {
                         Ok(listener) => listener,
                         Err(err) => {
-                            log::error!("backend {}: cannot register listener: {err}", thread_shared.name);
+                            log::error!(
+                                "backend {}: cannot register listener: {err}",
+                                thread_shared.name
+                            );
                             return;
                         }
                     };
@@ -330,16 +339,24 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
 }
 
 /// Consumes exactly `len` body bytes (first from `buf`, then from the socket) without keeping them.
-async fn discard_exact(stream: &mut TcpStream, buf: &mut Vec<u8>, len: u64) -> Result<u64, ConnError> {
+async fn discard_exact(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    len: u64,
+) -> Result<u64, ConnError> {
     let buffered = buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
     buf.drain(..buffered);
     let mut remaining = len - buffered as u64;
     let mut scratch = vec![0u8; 16 * 1024];
     while remaining > 0 {
-        let want = scratch.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = scratch
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let n = stream.read(&mut scratch[..want]).await?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "body ended early").into());
+            return Err(
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "body ended early").into(),
+            );
         }
         remaining -= n as u64;
     }
@@ -435,7 +452,13 @@ struct Echo<'a> {
     body_bytes: u64,
 }
 
-fn echo_response(shared: &Shared, head: &RequestHead, status: u16, body_bytes: u64, keep_alive: bool) -> Vec<u8> {
+fn echo_response(
+    shared: &Shared,
+    head: &RequestHead,
+    status: u16,
+    body_bytes: u64,
+    keep_alive: bool,
+) -> Vec<u8> {
     let echo = Echo {
         backend: &shared.name,
         method: &head.method,
@@ -449,7 +472,13 @@ fn echo_response(shared: &Shared, head: &RequestHead, status: u16, body_bytes: u
 
     let mut out = Vec::with_capacity(body.len() + 160);
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes());
-    out.extend_from_slice(format!("x-backend: {}\r\ncontent-type: application/json\r\n", shared.name).as_bytes());
+    out.extend_from_slice(
+        format!(
+            "x-backend: {}\r\ncontent-type: application/json\r\n",
+            shared.name
+        )
+        .as_bytes(),
+    );
     // 204 and 304 never carry a body; HEAD answers announce the length they would have.
     let no_body = status == 204 || status == 304;
     if !no_body {
@@ -504,7 +533,10 @@ impl RequestHead {
 
     /// The first value of header `name` (lowercase).
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether any value of header `name` lists `token` (comma-separated, case-insensitive).
@@ -521,7 +553,8 @@ impl RequestHead {
     }
 
     fn expects_continue(&self) -> bool {
-        self.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        self.header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
     }
 
     fn is_websocket_upgrade(&self) -> bool {
@@ -545,7 +578,10 @@ impl RequestHead {
 }
 
 /// All comma-separated tokens of every value of header `name`, trimmed.
-fn header_tokens<'a>(headers: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+fn header_tokens<'a>(
+    headers: &'a [(String, String)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .iter()
         .filter(move |(n, _)| n == name)
@@ -585,7 +621,8 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, ParseError> {
     let mut lines = text.split("\r\n");
     let request_line = lines.next().ok_or(ParseError("empty request"))?;
     let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(ParseError("request line is not `METHOD target HTTP/1.x`"));
     };
@@ -608,11 +645,16 @@ fn parse_head(head: &[u8]) -> Result<RequestHead, ParseError> {
         if line.starts_with([' ', '\t']) {
             return Err(ParseError("obsolete header line folding"));
         }
-        let (name, value) = line.split_once(':').ok_or(ParseError("header line without colon"))?;
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(ParseError("header line without colon"))?;
         if name.is_empty() || !name.bytes().all(is_token_char) {
             return Err(ParseError("invalid header name"));
         }
-        headers.push((name.to_ascii_lowercase(), value.trim_matches([' ', '\t']).to_string()));
+        headers.push((
+            name.to_ascii_lowercase(),
+            value.trim_matches([' ', '\t']).to_string(),
+        ));
     }
     Ok(RequestHead {
         method: method.to_string(),
@@ -644,7 +686,9 @@ fn body_framing(headers: &[(String, String)]) -> Result<Framing, ParseError> {
         if value.is_empty() || !value.bytes().all(|c| c.is_ascii_digit()) {
             return Err(ParseError("invalid content-length"));
         }
-        let parsed: u64 = value.parse().map_err(|_| ParseError("content-length too large"))?;
+        let parsed: u64 = value
+            .parse()
+            .map_err(|_| ParseError("content-length too large"))?;
         if length.is_some_and(|known| known != parsed) {
             return Err(ParseError("conflicting content-length values"));
         }
@@ -683,7 +727,9 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> ChunkedDecoder {
-        ChunkedDecoder { state: ChunkState::Size }
+        ChunkedDecoder {
+            state: ChunkState::Size,
+        }
     }
 
     /// Whether the terminating chunk and trailers have been read.
@@ -707,17 +753,27 @@ impl ChunkedDecoder {
                     };
                     let size = parse_chunk_size(&rest[..line_len])?;
                     pos += line_len + 2;
-                    self.state = if size == 0 { ChunkState::Trailer } else { ChunkState::Data(size) };
+                    self.state = if size == 0 {
+                        ChunkState::Trailer
+                    } else {
+                        ChunkState::Data(size)
+                    };
                 }
                 ChunkState::Data(remaining) => {
                     if rest.is_empty() {
                         return Ok(pos);
                     }
-                    let take = rest.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                    let take = rest
+                        .len()
+                        .min(usize::try_from(remaining).unwrap_or(usize::MAX));
                     out.extend_from_slice(&rest[..take]);
                     pos += take;
                     let left = remaining - take as u64;
-                    self.state = if left == 0 { ChunkState::DataEnd } else { ChunkState::Data(left) };
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
                 }
                 ChunkState::DataEnd => {
                     if rest.len() < 2 {
@@ -790,7 +846,11 @@ mod tests {
         let (out, consumed, done) = decode_all(input).unwrap();
         assert_eq!(out, b"hello, world");
         assert!(done);
-        assert_eq!(&input[consumed..], b"GET / HTTP/1.1\r\n", "must stop right after the body");
+        assert_eq!(
+            &input[consumed..],
+            b"GET / HTTP/1.1\r\n",
+            "must stop right after the body"
+        );
     }
 
     #[test]
@@ -835,12 +895,30 @@ mod tests {
 
     #[test]
     fn chunked_rejects_garbage() {
-        assert_eq!(decode_all(b"zz\r\n").unwrap_err(), ParseError("invalid chunk size"));
-        assert_eq!(decode_all(b"+5\r\nhello\r\n").unwrap_err(), ParseError("invalid chunk size"));
-        assert_eq!(decode_all(b"\r\n").unwrap_err(), ParseError("invalid chunk size"));
-        assert_eq!(decode_all(b"11111111111111111\r\n").unwrap_err(), ParseError("invalid chunk size"));
-        assert_eq!(decode_all(b"3\r\nabcX\r\n").unwrap_err(), ParseError("chunk data not followed by CRLF"));
-        assert_eq!(decode_all(&[b'1'; MAX_CHUNK_LINE + 1]).unwrap_err(), ParseError("chunk line too long"));
+        assert_eq!(
+            decode_all(b"zz\r\n").unwrap_err(),
+            ParseError("invalid chunk size")
+        );
+        assert_eq!(
+            decode_all(b"+5\r\nhello\r\n").unwrap_err(),
+            ParseError("invalid chunk size")
+        );
+        assert_eq!(
+            decode_all(b"\r\n").unwrap_err(),
+            ParseError("invalid chunk size")
+        );
+        assert_eq!(
+            decode_all(b"11111111111111111\r\n").unwrap_err(),
+            ParseError("invalid chunk size")
+        );
+        assert_eq!(
+            decode_all(b"3\r\nabcX\r\n").unwrap_err(),
+            ParseError("chunk data not followed by CRLF")
+        );
+        assert_eq!(
+            decode_all(&[b'1'; MAX_CHUNK_LINE + 1]).unwrap_err(),
+            ParseError("chunk line too long")
+        );
     }
 
     #[test]
@@ -885,24 +963,42 @@ mod tests {
     #[test]
     fn framing_rules() {
         let headers = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-            list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
         };
         assert_eq!(body_framing(&headers(&[])), Ok(Framing::Empty));
-        assert_eq!(body_framing(&headers(&[("content-length", "0")])), Ok(Framing::Empty));
         assert_eq!(
-            body_framing(&headers(&[("transfer-encoding", "gzip, Chunked"), ("content-length", "5")])),
+            body_framing(&headers(&[("content-length", "0")])),
+            Ok(Framing::Empty)
+        );
+        assert_eq!(
+            body_framing(&headers(&[
+                ("transfer-encoding", "gzip, Chunked"),
+                ("content-length", "5")
+            ])),
             Ok(Framing::Chunked)
         );
         assert!(body_framing(&headers(&[("transfer-encoding", "gzip")])).is_err());
-        assert_eq!(body_framing(&headers(&[("content-length", "7, 7")])), Ok(Framing::Length(7)));
-        assert!(body_framing(&headers(&[("content-length", "7"), ("content-length", "8")])).is_err());
+        assert_eq!(
+            body_framing(&headers(&[("content-length", "7, 7")])),
+            Ok(Framing::Length(7))
+        );
+        assert!(body_framing(&headers(&[
+            ("content-length", "7"),
+            ("content-length", "8")
+        ]))
+        .is_err());
         assert!(body_framing(&headers(&[("content-length", "-1")])).is_err());
         assert!(body_framing(&headers(&[("content-length", "99999999999999999999999")])).is_err());
     }
 
     #[test]
     fn websocket_accept_matches_rfc_6455_example() {
-        assert_eq!(websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     /// Reads one response (head and content-length body) from `stream`, leaving anything after it.
@@ -910,7 +1006,11 @@ mod tests {
         let mut raw = Vec::new();
         let mut byte = [0u8; 1];
         while !raw.ends_with(b"\r\n\r\n") {
-            assert_eq!(stream.read(&mut byte).unwrap(), 1, "EOF inside response head");
+            assert_eq!(
+                stream.read(&mut byte).unwrap(),
+                1,
+                "EOF inside response head"
+            );
             raw.push(byte[0]);
         }
         let head = String::from_utf8(raw).unwrap();
@@ -926,7 +1026,9 @@ mod tests {
 
     fn connect(backend: &Backend) -> std::net::TcpStream {
         let stream = std::net::TcpStream::connect(backend.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         stream
     }
 
@@ -944,7 +1046,10 @@ mod tests {
         let (head, body) = read_response(&mut stream);
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.contains("x-backend: blue\r\n"), "{head}");
-        assert!(head.contains("content-type: application/json\r\n"), "{head}");
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{head}"
+        );
         assert_eq!(body.last(), Some(&b'\n'));
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["backend"], "blue");
@@ -962,7 +1067,9 @@ mod tests {
         assert_eq!(backend.requests(), 2);
 
         // Connection: close is honoured.
-        stream.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let (head, _) = read_response(&mut stream);
         assert!(head.contains("connection: close\r\n"), "{head}");
         let mut rest = Vec::new();
@@ -974,7 +1081,9 @@ mod tests {
     fn drop_closes_without_answer() {
         let backend = Backend::spawn("blue").unwrap();
         let mut stream = connect(&backend);
-        stream.write_all(b"GET /drop HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        stream
+            .write_all(b"GET /drop HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
         let mut rest = Vec::new();
         // Either a clean EOF or a reset; never an answer.
         let _ = stream.read_to_end(&mut rest);
@@ -986,7 +1095,9 @@ mod tests {
         let backend = Backend::spawn("slow").unwrap();
         let mut stream = connect(&backend);
         let start = std::time::Instant::now();
-        stream.write_all(b"GET /delay/200 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        stream
+            .write_all(b"GET /delay/200 HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
         let (head, _) = read_response(&mut stream);
         assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
         assert!(start.elapsed() >= Duration::from_millis(200));
@@ -1003,8 +1114,14 @@ mod tests {
             )
             .unwrap();
         let (head, _) = read_response(&mut stream);
-        assert!(head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{head}");
-        assert!(head.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{head}");
+        assert!(
+            head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{head}"
+        );
         stream.write_all(b" and late \x00\xff").unwrap();
         let mut echoed = vec![0u8; 17];
         stream.read_exact(&mut echoed).unwrap();
@@ -1016,7 +1133,9 @@ mod tests {
         let backend = Backend::builder("bad").fail_ratio(1.0).spawn().unwrap();
         let mut stream = connect(&backend);
         for _ in 0..3 {
-            stream.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                .unwrap();
             let (head, body) = read_response(&mut stream);
             assert!(head.starts_with("HTTP/1.1 500 "), "{head}");
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -1036,7 +1155,10 @@ mod tests {
     async fn spawn_works_inside_a_runtime() {
         let backend = Backend::spawn("nested").unwrap();
         let mut stream = tokio::net::TcpStream::connect(backend.addr).await.unwrap();
-        stream.write_all(b"GET /status/204 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await.unwrap();
+        stream
+            .write_all(b"GET /status/204 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await.unwrap();
         let text = String::from_utf8(raw).unwrap();

@@ -17,13 +17,24 @@ pub struct DemoOptions {
 }
 
 /// The demo config text with every placeholder filled in.
-pub fn render(listen: SocketAddr, blue: SocketAddr, green: SocketAddr, dir: &std::path::Path) -> String {
+pub fn render(
+    listen: SocketAddr,
+    blue: SocketAddr,
+    green: SocketAddr,
+    dir: &std::path::Path,
+) -> String {
     TEMPLATE
         .replace("{listen}", &listen.to_string())
         .replace("{blue}", &blue.to_string())
         .replace("{green}", &green.to_string())
-        .replace("{access_log}", &dir.join("access.log").display().to_string())
-        .replace("{upgrade_socket}", &dir.join("upgrade.sock").display().to_string())
+        .replace(
+            "{access_log}",
+            &dir.join("access.log").display().to_string(),
+        )
+        .replace(
+            "{upgrade_socket}",
+            &dir.join("upgrade.sock").display().to_string(),
+        )
 }
 
 /// Starts the backends, writes the config and serves it until stopped.
@@ -45,7 +56,10 @@ pub fn run(options: &DemoOptions) -> Result<(), ServeError> {
     let url = format!("http://{}", options.listen);
     println!("Switchyard demo");
     println!("  proxy    {url}  (any host) -> service \"demo\": blue=100 green=0");
-    println!("  blue     http://{}  green  http://{}", blue.addr, green.addr);
+    println!(
+        "  blue     http://{}  green  http://{}",
+        blue.addr, green.addr
+    );
     println!("  config   {}", config_path.display());
     println!("  log      {}", options.dir.join("access.log").display());
     println!();
@@ -76,12 +90,16 @@ mod tests {
         let dir = std::env::temp_dir();
         let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let text = render(a, a, "127.0.0.1:2".parse().expect("addr"), &dir);
-        let cfg = crate::config::parse(&text, &dir.join("demo.toml")).expect("demo config is valid");
+        let cfg =
+            crate::config::parse(&text, &dir.join("demo.toml")).expect("demo config is valid");
         let pools: Vec<(String, u32)> = cfg.services[0]
             .pools
             .iter()
             .map(|p| (p.name.clone(), p.weight))
             .collect();
-        assert_eq!(pools, vec![("blue".to_string(), 100), ("green".to_string(), 0)]);
+        assert_eq!(
+            pools,
+            vec![("blue".to_string(), 100), ("green".to_string(), 0)]
+        );
     }
 }

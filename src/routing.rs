@@ -88,7 +88,11 @@ impl RouteTable {
         }
         let mut rest = host;
         while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(found) = self.wildcard.get(parent).and_then(|h| self.match_path(h, path)) {
+            if let Some(found) = self
+                .wildcard
+                .get(parent)
+                .and_then(|h| self.match_path(h, path))
+            {
                 return Some(found);
             }
             rest = parent;
@@ -166,11 +170,19 @@ mod tests {
     fn table() -> RouteTable {
         let routes = vec![
             route(HostPattern::Exact("api.example.com".into()), "/", "api"),
-            route(HostPattern::Exact("api.example.com".into()), "/v1/auth", "auth"),
+            route(
+                HostPattern::Exact("api.example.com".into()),
+                "/v1/auth",
+                "auth",
+            ),
             route(HostPattern::Exact("api.example.com".into()), "/v1", "v1"),
             route(HostPattern::Wildcard("example.com".into()), "/", "wild"),
             route(HostPattern::Wildcard("dev.example.com".into()), "/", "dev"),
-            route(HostPattern::Exact("only.example.org".into()), "/admin", "admin"),
+            route(
+                HostPattern::Exact("only.example.org".into()),
+                "/admin",
+                "admin",
+            ),
             route(HostPattern::Any, "/", "any"),
         ];
         let names = ["api", "auth", "v1", "wild", "dev", "admin", "any"];
@@ -178,7 +190,8 @@ mod tests {
     }
 
     fn svc(t: &RouteTable, host: &str, path: &str) -> Option<usize> {
-        t.lookup(host, path).map(|i| t.get(i).expect("route").service)
+        t.lookup(host, path)
+            .map(|i| t.get(i).expect("route").service)
     }
 
     #[test]
@@ -219,6 +232,9 @@ mod tests {
         assert_eq!(normalize_host("API.Example.com:8443"), "api.example.com");
         assert_eq!(normalize_host("example.com."), "example.com");
         assert_eq!(normalize_host("[::1]:80"), "::1");
-        assert!(matches!(normalize_host("plain"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            normalize_host("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

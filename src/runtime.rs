@@ -35,7 +35,10 @@ impl Runtime {
         access_log: AccessLog,
     ) -> Arc<Runtime> {
         let registry = ServerRegistry::default();
-        let certs = CertStore::new(CertMap::build(&config.certificates, generated_fallback.clone()));
+        let certs = CertStore::new(CertMap::build(
+            &config.certificates,
+            generated_fallback.clone(),
+        ));
         let snapshot = Snapshot::compile(Arc::new(config), 1, &registry);
         Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -66,8 +69,10 @@ impl Runtime {
                 );
             }
         }
-        self.certs
-            .swap(CertMap::build(&config.certificates, self.generated_fallback.clone()));
+        self.certs.swap(CertMap::build(
+            &config.certificates,
+            self.generated_fallback.clone(),
+        ));
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let snapshot = Snapshot::compile(Arc::new(config), generation, &self.registry);
         self.snapshot.store(Arc::new(snapshot));

@@ -52,7 +52,12 @@ pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeErro
 pub fn build_runtime(config: Config, config_path: &Path) -> Result<Arc<Runtime>, ServeError> {
     let fallback = tls::self_signed(&["switchyard.invalid"])?;
     let access_log = AccessLog::open(&config.server.access_log).map_err(ServeError::AccessLog)?;
-    Ok(Runtime::new(config, config_path.to_path_buf(), fallback, access_log))
+    Ok(Runtime::new(
+        config,
+        config_path.to_path_buf(),
+        fallback,
+        access_log,
+    ))
 }
 
 /// A pingora server with one proxy service per configured listener.

@@ -16,11 +16,17 @@ use crate::config::CertificateConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read certificate \"{path}\": {source}")]
-    ReadCert { path: PathBuf, source: std::io::Error },
+    ReadCert {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no PEM certificate found in \"{path}\"")]
     NoCert { path: PathBuf },
     #[error("cannot read key \"{path}\": {source}")]
-    ReadKey { path: PathBuf, source: std::io::Error },
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no PEM private key found in \"{path}\"")]
     NoKey { path: PathBuf },
     #[error("unusable private key \"{path}\": {reason}")]
@@ -46,7 +52,9 @@ pub fn load_certified_key(
         .filter_map(Result::ok)
         .collect();
     let Some(leaf) = chain.first() else {
-        return Err(TlsError::NoCert { path: cert_path.into() });
+        return Err(TlsError::NoCert {
+            path: cert_path.into(),
+        });
     };
     let names = dns_names(leaf).map_err(|reason| TlsError::Parse {
         path: cert_path.into(),
@@ -56,8 +64,9 @@ pub fn load_certified_key(
         path: key_path.into(),
         source,
     })?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|_| TlsError::NoKey { path: key_path.into() })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
+        path: key_path.into(),
+    })?;
     let provider = rustls::crypto::ring::default_provider();
     let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(k) => TlsError::Mismatch {

@@ -263,7 +263,9 @@ mod tests {
     fn round_robin_cycles_and_skips_excluded() {
         let svc = service(Balance::RoundRobin);
         let pool = &svc.pools[0];
-        let picks: Vec<usize> = (0..6).map(|_| pool.pick(Balance::RoundRobin, &[]).expect("pick")).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| pool.pick(Balance::RoundRobin, &[]).expect("pick"))
+            .collect();
         for i in 0..3 {
             assert_eq!(picks.iter().filter(|&&p| p == i).count(), 2);
         }

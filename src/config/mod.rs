@@ -31,7 +31,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.reason)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.reason
+        )
     }
 }
 
@@ -242,6 +246,7 @@ struct Validator {
     file: String,
     base_dir: PathBuf,
     line_starts: Vec<usize>,
+    text: String,
     text_len: usize,
     errors: Vec<ConfigError>,
 }
@@ -254,6 +259,7 @@ impl Validator {
             file: path.display().to_string(),
             base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
             line_starts,
+            text: text.to_string(),
             text_len: text.len(),
             errors: Vec::new(),
         }
@@ -273,6 +279,12 @@ impl Validator {
             column,
             reason: reason.into(),
         });
+    }
+
+    /// Where a table header is written, for tables toml cannot span; the file start if absent.
+    fn header_span(&self, header: &str) -> Range<usize> {
+        let start = self.text.find(header).unwrap_or(0);
+        start..start + header.len()
     }
 
     fn resolve_path(&self, p: &str) -> PathBuf {
@@ -406,7 +418,10 @@ impl Validator {
             match crate::tls::load_certified_key(&cert_path, &key_path) {
                 Ok((key, san_names)) => {
                     let names = match &c.names {
-                        Some(list) => list.iter().map(|n| n.get_ref().to_ascii_lowercase()).collect(),
+                        Some(list) => list
+                            .iter()
+                            .map(|n| n.get_ref().to_ascii_lowercase())
+                            .collect(),
                         None => san_names,
                     };
                     if names.is_empty() && !c.fallback {
@@ -442,8 +457,10 @@ impl Validator {
     fn services(&mut self, raw: &RawConfig) -> Vec<ServiceConfig> {
         let mut out = Vec::new();
         for (name, svc) in &raw.services {
-            let span = svc.span();
-            let svc = svc.get_ref();
+            let span = match svc.pools.values().next() {
+                Some(first_pool) => first_pool.span(),
+                None => self.header_span(&format!("[services.{name}]")),
+            };
             if svc.pools.is_empty() {
                 self.error(span.clone(), format!("service \"{name}\" has no pools"));
             }
@@ -454,7 +471,10 @@ impl Validator {
                 let pool = pool.get_ref();
                 let weight = match &pool.weight {
                     Some(w) if *w.get_ref() > MAX_WEIGHT => {
-                        self.error(w.span(), format!("pool weight must be at most {MAX_WEIGHT}"));
+                        self.error(
+                            w.span(),
+                            format!("pool weight must be at most {MAX_WEIGHT}"),
+                        );
                         0
                     }
                     Some(w) => *w.get_ref(),
@@ -527,7 +547,10 @@ impl Validator {
             let span = r.span();
             let r = r.get_ref();
             let Some(host_raw) = &r.host else {
-                self.error(span.clone(), "route has no `host` (use \"*\" for a catch-all)");
+                self.error(
+                    span.clone(),
+                    "route has no `host` (use \"*\" for a catch-all)",
+                );
                 continue;
             };
             let Some(host) = self.host_pattern(host_raw) else {
@@ -536,16 +559,26 @@ impl Validator {
             let path = match &r.path {
                 None => "/".to_string(),
                 Some(p) if !p.get_ref().starts_with('/') => {
-                    self.error(p.span(), format!("path \"{}\" must start with /", p.get_ref()));
+                    self.error(
+                        p.span(),
+                        format!("path \"{}\" must start with /", p.get_ref()),
+                    );
                     continue;
                 }
                 Some(p) if p.get_ref().contains(['?', '#', ' ']) => {
-                    self.error(p.span(), format!("path \"{}\" must be a plain path prefix", p.get_ref()));
+                    self.error(
+                        p.span(),
+                        format!("path \"{}\" must be a plain path prefix", p.get_ref()),
+                    );
                     continue;
                 }
                 Some(p) => {
                     let trimmed = p.get_ref().trim_end_matches('/');
-                    if trimmed.is_empty() { "/".into() } else { trimmed.to_string() }
+                    if trimmed.is_empty() {
+                        "/".into()
+                    } else {
+                        trimmed.to_string()
+                    }
                 }
             };
             let service = match &r.service {
@@ -598,7 +631,9 @@ impl Validator {
             && name.split('.').all(|label| {
                 !label.is_empty()
                     && label.len() <= 63
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             });
         if !valid {
             self.error(
@@ -648,11 +683,12 @@ impl Validator {
                         o.response_headers.retain(|(existing, _)| existing != n);
                         o.response_headers.push((n, v));
                     }
-                    (Err(_), _) => self.error(span.clone(), format!("invalid header name \"{name}\"")),
-                    (_, Err(_)) => self.error(
-                        span.clone(),
-                        format!("invalid value for header \"{name}\""),
-                    ),
+                    (Err(_), _) => {
+                        self.error(span.clone(), format!("invalid header name \"{name}\""))
+                    }
+                    (_, Err(_)) => {
+                        self.error(span.clone(), format!("invalid value for header \"{name}\""))
+                    }
                 }
             }
         }

@@ -25,7 +25,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
-    pub services: BTreeMap<String, Spanned<RawService>>,
+    /// Not `Spanned`: a service is often an implicit table (`[services.api.pools.blue]` only),
+    /// which toml cannot span; its errors point at its pools or its header instead.
+    pub services: BTreeMap<String, RawService>,
 }
 
 #[derive(Debug, Deserialize, Default)]

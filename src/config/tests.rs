@@ -35,19 +35,27 @@ fn base_is_valid() {
 fn unknown_key_has_location() {
     let e = errors(&BASE.replace("weight = 1", "weight = 1\nbogus = 2"));
     assert_eq!(e.len(), 1);
-    assert!(e[0].starts_with("t.toml:13:1: unknown field `bogus`"), "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:12:1: unknown field `bogus`"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn reports_every_semantic_error() {
-    let text = BASE.replace("service = \"api\"", "service = \"nope\"").replace(
-        "servers = [\"127.0.0.1:9001\"]",
-        "servers = []",
-    );
+    let text = BASE
+        .replace("service = \"api\"", "service = \"nope\"")
+        .replace("servers = [\"127.0.0.1:9001\"]", "servers = []");
     let e = errors(&text);
     assert_eq!(e.len(), 2, "{e:?}");
-    assert!(e.iter().any(|m| m.contains("pool \"blue\" of service \"api\" has no servers")));
-    assert!(e.iter().any(|m| m.starts_with("t.toml:8:11: route refers to unknown service \"nope\"")), "{e:?}");
+    assert!(e
+        .iter()
+        .any(|m| m.contains("pool \"blue\" of service \"api\" has no servers")));
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("t.toml:8:11: route refers to unknown service \"nope\"")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -74,11 +82,17 @@ fn duplicate_routes_name_the_first() {
 fn env_and_values() {
     let e = errors(&BASE.replace("127.0.0.1:8080", "${SWITCHYARD_UNIT_UNSET}"));
     assert_eq!(e.len(), 1);
-    assert!(e[0].contains("environment variable \"SWITCHYARD_UNIT_UNSET\" is not set"), "{e:?}");
+    assert!(
+        e[0].contains("environment variable \"SWITCHYARD_UNIT_UNSET\" is not set"),
+        "{e:?}"
+    );
     let e = errors(&format!("{BASE}\n[defaults]\nread_timeout = \"abc\"\n"));
     assert!(e[0].contains("invalid duration \"abc\""), "{e:?}");
     let e = errors(&BASE.replace("127.0.0.1:9001", "nonsense"));
-    assert!(e[0].contains("invalid socket address \"nonsense\""), "{e:?}");
+    assert!(
+        e[0].contains("invalid socket address \"nonsense\""),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -86,7 +100,10 @@ fn route_options_layer_over_defaults() {
     let text = format!(
         "{BASE}\n[defaults]\nmax_body_size = \"1KB\"\n[defaults.response_headers]\nX-A = \"1\"\n"
     )
-    .replace("service = \"api\"", "service = \"api\"\nread_timeout = \"5s\"\npath = \"/v1/\"");
+    .replace(
+        "service = \"api\"",
+        "service = \"api\"\nread_timeout = \"5s\"\npath = \"/v1/\"",
+    );
     let cfg = parse(&text, Path::new("t.toml")).expect("valid");
     let r = &cfg.routes[0];
     assert_eq!(r.path, "/v1");

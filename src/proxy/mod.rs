@@ -207,9 +207,8 @@ impl ProxyHttp for Proxy {
         };
         ctx.pool = Some(pool_idx);
         let pool = &service.pools[pool_idx];
-        let exclude: [SocketAddr; MAX_TRIES] = std::array::from_fn(|i| {
-            ctx.tried[i].unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-        });
+        let exclude: [SocketAddr; MAX_TRIES] =
+            std::array::from_fn(|i| ctx.tried[i].unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
         let Some(server_idx) = pool.pick(service.balance, &exclude[..ctx.tries]) else {
             return Err(if ctx.tries == 0 {
                 Refusal::NoServer.into_error("no server available in pool")
@@ -277,7 +276,11 @@ impl ProxyHttp for Proxy {
         };
         if let Some(ip) = ctx.client_ip {
             let ip = ip.to_string();
-            let xff = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let xff = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
                 _ => ip.clone(),
             };
@@ -362,9 +365,7 @@ impl ProxyHttp for Proxy {
         let route = snap.and_then(|s| ctx.route(s));
         let service = snap.zip(route).map(|(s, r)| &s.services[r.service]);
         let pool = service.zip(ctx.pool).map(|(s, p)| &*s.pools[p].name);
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let entry = Entry {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),

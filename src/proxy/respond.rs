@@ -115,9 +115,7 @@ mod tests {
 
     #[test]
     fn maps_errors_like_nginx() {
-        let up = |t: ErrorType| {
-            status_for(&Error::new_up(t))
-        };
+        let up = |t: ErrorType| status_for(&Error::new_up(t));
         assert_eq!(up(ErrorType::ReadTimedout), 504);
         assert_eq!(up(ErrorType::ConnectTimedout), 504);
         assert_eq!(up(ErrorType::ConnectRefused), 502);

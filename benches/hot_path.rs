@@ -1,0 +1,117 @@
+//! Microbenchmarks of the request path's own work: route lookup among 10,000 hosts and the weighted pick.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use switchyard::config::{
+    Balance, HostPattern, PoolConfig, RouteConfig, RouteOptions, ServerConfig, ServiceConfig,
+};
+use switchyard::routing::{normalize_host, RouteTable};
+use switchyard::upstream::{ServerRegistry, Service};
+
+fn route(host: HostPattern, path: &str) -> RouteConfig {
+    RouteConfig {
+        host,
+        path: path.into(),
+        strip_prefix: false,
+        service: "svc".into(),
+        options: RouteOptions::default(),
+    }
+}
+
+/// 10,000 exact hosts (each with two prefixes), 1,000 wildcards and a catch-all.
+fn big_table() -> RouteTable {
+    let mut routes = Vec::new();
+    for i in 0..10_000 {
+        let host = format!("app{i}.tenant{}.example.com", i % 97);
+        routes.push(route(HostPattern::Exact(host.clone()), "/"));
+        routes.push(route(HostPattern::Exact(host), "/v1/auth"));
+    }
+    for i in 0..1_000 {
+        routes.push(route(
+            HostPattern::Wildcard(format!("zone{i}.example.net")),
+            "/",
+        ));
+    }
+    routes.push(route(HostPattern::Any, "/"));
+    RouteTable::build(&routes, |_| Some(0))
+}
+
+fn bench_routes(c: &mut Criterion) {
+    let table = big_table();
+    let mut g = c.benchmark_group("route_lookup_10k_hosts");
+    g.bench_function("exact_host_longest_prefix", |b| {
+        b.iter(|| {
+            table.lookup(
+                black_box("app4711.tenant55.example.com"),
+                black_box("/v1/auth/login"),
+            )
+        })
+    });
+    g.bench_function("wildcard_host", |b| {
+        b.iter(|| table.lookup(black_box("a.b.zone512.example.net"), black_box("/x")))
+    });
+    g.bench_function("catch_all", |b| {
+        b.iter(|| table.lookup(black_box("unknown.example.org"), black_box("/")))
+    });
+    g.bench_function("normalize_then_lookup", |b| {
+        b.iter(|| {
+            let host = normalize_host(black_box("app4711.tenant55.example.com:443"));
+            table.lookup(&host, black_box("/"))
+        })
+    });
+    g.finish();
+}
+
+fn bench_pick(c: &mut Criterion) {
+    let servers = |base: u16| -> Vec<ServerConfig> {
+        (0..8)
+            .map(|i| ServerConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], base + i)),
+                weight: 1 + u32::from(i % 3),
+            })
+            .collect()
+    };
+    let cfg = |balance| ServiceConfig {
+        name: "svc".into(),
+        balance,
+        pools: vec![
+            PoolConfig {
+                name: "blue".into(),
+                weight: 90,
+                servers: servers(9000),
+            },
+            PoolConfig {
+                name: "green".into(),
+                weight: 10,
+                servers: servers(9100),
+            },
+            PoolConfig {
+                name: "idle".into(),
+                weight: 0,
+                servers: servers(9200),
+            },
+        ],
+    };
+    let registry = ServerRegistry::default();
+    let rr = Service::build(&cfg(Balance::RoundRobin), &registry);
+    let lc = Service::build(&cfg(Balance::LeastConn), &registry);
+    let mut g = c.benchmark_group("weighted_pick");
+    g.bench_function("pool_then_round_robin", |b| {
+        b.iter(|| {
+            let p = rr.pick_pool().unwrap_or(0);
+            rr.pools[p].pick(Balance::RoundRobin, &[])
+        })
+    });
+    g.bench_function("pool_then_least_conn", |b| {
+        b.iter(|| {
+            let p = lc.pick_pool().unwrap_or(0);
+            lc.pools[p].pick(Balance::LeastConn, &[])
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_routes, bench_pick);
+criterion_main!(benches);

@@ -1,0 +1,362 @@
+//! `switchyard check`: every config error is reported as `file:line:col: reason` with exit code 1.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::ops::RangeInclusive;
+use std::process::Command;
+
+use support::*;
+
+/// A valid config: 3 routes, 2 services, 3 pools.
+const GOOD: &str = r#"
+[server]
+threads = 1
+
+[[listeners]]
+name = "http"
+address = "127.0.0.1:18080"
+
+[[listeners]]
+name = "https"
+address = "127.0.0.1:18443"
+tls = true
+
+[[certificates]]
+cert = "{certs}/example.com.crt"
+key = "{certs}/example.com.key"
+fallback = true
+
+[[routes]]
+host = "api.example.com"
+service = "api"
+
+[[routes]]
+host = "api.example.com"
+path = "/v1/auth"
+strip_prefix = true
+service = "auth"
+read_timeout = "5s"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.blue]
+weight = 80
+servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
+
+[services.api.pools.green]
+weight = 20
+servers = [{ address = "127.0.0.1:9003", weight = 2 }]
+
+[services.auth.pools.stable]
+weight = 1
+servers = ["127.0.0.1:9101"]
+"#;
+
+/// 1-based (line, column) of the first occurrence of `marker` in `text`.
+fn pos(text: &str, marker: &str) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(col) = line.find(marker) {
+            return (i + 1, col + 1);
+        }
+    }
+    panic!("marker {marker:?} not in config:\n{text}");
+}
+
+/// 1-based line of the `n`th (0-based) line that equals `exact` after trimming.
+fn nth_line(text: &str, exact: &str, n: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == exact)
+        .nth(n)
+        .map(|(i, _)| i + 1)
+        .unwrap_or_else(|| panic!("line {exact:?} #{n} not in config:\n{text}"))
+}
+
+/// One reported error.
+#[derive(Debug)]
+struct Reported {
+    line: usize,
+    col: usize,
+    reason: String,
+}
+
+/// Runs `check` on `config`, asserts exit code 1 and nothing on stdout, and parses every
+/// `switchyard.toml:<line>:<col>: <reason>` line of stderr.
+fn check_errors(config: &str) -> Vec<Reported> {
+    let (code, stdout, stderr) = check(config);
+    assert_eq!(
+        code, 1,
+        "check must fail\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
+    assert!(!stdout.contains("config ok"), "stdout: {stdout}");
+    let reported: Vec<Reported> = stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("switchyard.toml:")?;
+            let (line, rest) = rest.split_once(':')?;
+            let (col, reason) = rest.split_once(": ")?;
+            Some(Reported {
+                line: line.parse().ok()?,
+                col: col.parse().ok()?,
+                reason: reason.to_string(),
+            })
+        })
+        .collect();
+    assert!(
+        !reported.is_empty(),
+        "no `switchyard.toml:<line>:<col>: <reason>` line on stderr:\n{stderr}"
+    );
+    reported
+}
+
+/// Finds the error whose reason starts with `reason`.
+fn find<'a>(reported: &'a [Reported], reason: &str) -> &'a Reported {
+    reported
+        .iter()
+        .find(|r| r.reason.starts_with(reason))
+        .unwrap_or_else(|| panic!("no error starting with {reason:?} in {reported:#?}"))
+}
+
+/// Asserts exactly one error, starting with `reason`, at `at` (line, column).
+fn assert_single(config: &str, at: (usize, usize), reason: &str) -> Reported {
+    let mut reported = check_errors(config);
+    assert_eq!(reported.len(), 1, "expected one error: {reported:#?}");
+    let r = reported.remove(0);
+    assert!(
+        r.reason.starts_with(reason),
+        "reason {:?} should start with {reason:?}",
+        r.reason
+    );
+    assert_eq!((r.line, r.col), at, "location of {:?}", r.reason);
+    r
+}
+
+/// Asserts exactly one error, starting with `reason`, on a line within `lines`.
+fn assert_single_within(config: &str, lines: RangeInclusive<usize>, reason: &str) -> Reported {
+    let mut reported = check_errors(config);
+    assert_eq!(reported.len(), 1, "expected one error: {reported:#?}");
+    let r = reported.remove(0);
+    assert!(
+        r.reason.starts_with(reason),
+        "reason {:?} should start with {reason:?}",
+        r.reason
+    );
+    assert!(
+        lines.contains(&r.line),
+        "{:?} reported at line {}, expected within {lines:?}",
+        r.reason,
+        r.line
+    );
+    assert!(r.col >= 1, "column {}", r.col);
+    r
+}
+
+#[test]
+fn good_config_summary() {
+    let (code, stdout, stderr) = check(&fill(GOOD, &[]));
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout: {stdout}");
+    assert!(
+        lines[0].starts_with("config ok: 3 routes, 2 services, 3 pools"),
+        "summary line: {:?}",
+        lines[0]
+    );
+    assert!(!stderr.contains("switchyard.toml:"), "stderr: {stderr}");
+}
+
+#[test]
+fn reference_config_is_valid() {
+    let output = Command::new(BIN)
+        .args(["check", "--config", "config/switchyard.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stdout.starts_with("config ok: 4 routes, 2 services, 3 pools"),
+        "stdout: {stdout}"
+    );
+}
+
+#[test]
+fn unknown_key() {
+    let config = fill(
+        &GOOD.replace("threads = 1\n", "threads = 1\nbogus = 1\n"),
+        &[],
+    );
+    assert_single(&config, pos(&config, "bogus = 1"), "unknown field `bogus`");
+}
+
+#[test]
+fn pool_weights_sum_to_zero() {
+    let config = fill(
+        &GOOD
+            .replace("weight = 80", "weight = 0")
+            .replace("weight = 20", "weight = 0"),
+        &[],
+    );
+    let first = nth_line(&config, "[services.api.pools.blue]", 0);
+    let last = pos(&config, "servers = [{ address").0;
+    assert_single_within(
+        &config,
+        first..=last,
+        "weights of service \"api\" sum to 0; at least one pool needs a weight above 0",
+    );
+}
+
+#[test]
+fn route_to_unknown_service() {
+    let config = fill(
+        &GOOD.replace(
+            "host = \"*\"\nservice = \"api\"",
+            "host = \"*\"\nservice = \"nope\"",
+        ),
+        &[],
+    );
+    assert_single(
+        &config,
+        pos(&config, "\"nope\""),
+        "route refers to unknown service \"nope\"",
+    );
+}
+
+#[test]
+fn duplicate_route() {
+    // The second route spells the default path out: "/" twice for the same host.
+    let config = fill(
+        &GOOD.replace(
+            "[[routes]]\nhost = \"*\"",
+            "[[routes]]\nhost = \"a.example.com\"\nservice = \"api\"\n\n[[routes]]\nhost = \"a.example.com\"\npath = \"/\"\nservice = \"auth\"\n\n[[routes]]\nhost = \"*\"",
+        ),
+        &[],
+    );
+    let first_header = nth_line(&config, "[[routes]]", 2);
+    let first_host = first_header + 1;
+    let second_host = first_header + 5;
+    let mut reported = check_errors(&config);
+    assert_eq!(reported.len(), 1, "{reported:#?}");
+    let r = reported.remove(0);
+    let accepted = [first_header, first_host].map(|n| {
+        format!("duplicate route for host \"a.example.com\" path \"/\" (first defined at line {n})")
+    });
+    assert!(
+        accepted.contains(&r.reason),
+        "reason {:?}, expected one of {accepted:#?}",
+        r.reason
+    );
+    assert_eq!(r.line, second_host, "the error points at the second route");
+    assert!(r.col >= 1);
+}
+
+#[test]
+fn pool_without_servers() {
+    let config = fill(
+        &GOOD.replace(
+            "servers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]",
+            "servers = []",
+        ),
+        &[],
+    );
+    let header_line = nth_line(&config, "[services.api.pools.blue]", 0);
+    let servers_line = pos(&config, "servers = []").0;
+    assert_single_within(
+        &config,
+        header_line..=servers_line,
+        "pool \"blue\" of service \"api\" has no servers",
+    );
+}
+
+#[test]
+fn unreadable_certificate() {
+    let config = fill(
+        &GOOD.replace(
+            "cert = \"{certs}/example.com.crt\"",
+            "cert = \"missing.crt\"",
+        ),
+        &[],
+    );
+    let r = assert_single(
+        &config,
+        pos(&config, "\"missing.crt\""),
+        "cannot read certificate \"missing.crt\": ",
+    );
+    assert!(
+        r.reason.contains("No such file or directory"),
+        "the OS error is missing: {:?}",
+        r.reason
+    );
+}
+
+#[test]
+fn unset_environment_variable() {
+    let config = fill(
+        &GOOD.replace(
+            "host = \"api.example.com\"\nservice = \"api\"",
+            "host = \"${SWITCHYARD_TEST_UNSET}\"\nservice = \"api\"",
+        ),
+        &[],
+    );
+    assert_single(
+        &config,
+        pos(&config, "\"${SWITCHYARD_TEST_UNSET}\""),
+        "environment variable \"SWITCHYARD_TEST_UNSET\" is not set",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let config = fill(
+        &GOOD.replace("read_timeout = \"5s\"", "read_timeout = \"abc\""),
+        &[],
+    );
+    assert_single(&config, pos(&config, "\"abc\""), "invalid duration \"abc\"");
+}
+
+#[test]
+fn bad_socket_address() {
+    let config = fill(
+        &GOOD.replace("address = \"127.0.0.1:18443\"", "address = \"nonsense\""),
+        &[],
+    );
+    assert_single(
+        &config,
+        pos(&config, "\"nonsense\""),
+        "invalid socket address \"nonsense\"",
+    );
+}
+
+#[test]
+fn several_errors_are_all_reported() {
+    let config = fill(
+        &GOOD
+            .replace(
+                "host = \"*\"\nservice = \"api\"",
+                "host = \"*\"\nservice = \"nope\"",
+            )
+            .replace("servers = [\"127.0.0.1:9101\"]", "servers = []"),
+        &[],
+    );
+    let reported = check_errors(&config);
+    assert_eq!(reported.len(), 2, "{reported:#?}");
+    let unknown = find(&reported, "route refers to unknown service \"nope\"");
+    assert_eq!((unknown.line, unknown.col), pos(&config, "\"nope\""));
+    let empty = find(
+        &reported,
+        "pool \"stable\" of service \"auth\" has no servers",
+    );
+    let header_line = nth_line(&config, "[services.auth.pools.stable]", 0);
+    assert!(
+        (header_line..=pos(&config, "servers = []").0).contains(&empty.line),
+        "{empty:?}"
+    );
+}

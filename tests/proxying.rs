@@ -1,0 +1,518 @@
+//! What the proxy adds and enforces on the way through: forwarded headers, request ids, the access log,
+//! websockets, redirects, body limits, timeouts and upstream failures.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const CONFIG: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[[listeners]]
+name = "https"
+address = "127.0.0.1:{https}"
+tls = true
+
+[[certificates]]
+cert = "{certs}/example.com.crt"
+key = "{certs}/example.com.key"
+fallback = true
+
+[defaults.response_headers]
+X-Test-Header = "from-defaults"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[[routes]]
+host = "secure.example.com"
+service = "api"
+redirect_https = true
+
+[[routes]]
+host = "limits.example.com"
+service = "api"
+max_body_size = "1KB"
+
+[[routes]]
+host = "slow.example.com"
+service = "api"
+read_timeout = "300ms"
+
+[[routes]]
+host = "dead.example.com"
+service = "dead"
+
+[[routes]]
+host = "hdr.example.com"
+service = "api"
+[routes.response_headers]
+X-Test-Header = "from-route"
+
+[services.api.pools.blue]
+weight = 1
+servers = ["{blue}"]
+
+[services.dead.pools.main]
+weight = 1
+servers = ["127.0.0.1:{closed}"]
+"#;
+
+struct Setup {
+    blue: Backend,
+    proxy: Proxy,
+    http: u16,
+    https: u16,
+}
+
+fn setup() -> Setup {
+    let blue = Backend::spawn("blue").unwrap();
+    let (http, https, closed) = (free_port(), free_port(), free_port());
+    let proxy = Proxy::start(&fill(
+        CONFIG,
+        &[
+            ("http", &http),
+            ("https", &https),
+            ("closed", &closed),
+            ("blue", &blue.addr),
+        ],
+    ));
+    Setup {
+        blue,
+        proxy,
+        http,
+        https,
+    }
+}
+
+fn http_addr(s: &Setup) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], s.http))
+}
+
+#[test]
+fn forwarded_headers_over_http() {
+    let s = setup();
+    let client = http1_client();
+    let host = format!("fwd.example.com:{}", s.http);
+
+    let resp = client
+        .get(format!("http://{host}/hdr?x=1"))
+        .header("X-Forwarded-For", "1.2.3.4")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let response_id = header(&resp, "x-request-id");
+    let body = json_body(resp);
+    let h = &body["headers"];
+    assert_eq!(body["backend"], "blue");
+    assert_eq!(body["path"], "/hdr?x=1");
+    assert_eq!(h["host"], host.as_str(), "Host must be preserved");
+    assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    let fwd_host = h["x-forwarded-host"].as_str().unwrap_or_default();
+    assert!(
+        fwd_host == host || fwd_host == "fwd.example.com",
+        "x-forwarded-host {fwd_host:?}, expected the client's Host"
+    );
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert!(
+        is_request_id(&response_id),
+        "generated x-request-id {response_id:?}"
+    );
+    assert_eq!(
+        h["x-request-id"],
+        response_id.as_str(),
+        "backend and client see the same request id"
+    );
+
+    // Without a client X-Forwarded-For the proxy starts one; every request gets a fresh id.
+    let resp = client.get(format!("http://{host}/again")).send().unwrap();
+    let second_id = header(&resp, "x-request-id");
+    let body = json_body(resp);
+    assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert!(is_request_id(&second_id));
+    assert_ne!(
+        second_id, response_id,
+        "request ids must differ per request"
+    );
+
+    // A client-supplied request id is kept.
+    let resp = client
+        .get(format!("http://{host}/mine"))
+        .header("X-Request-Id", "client-chosen-id-42")
+        .send()
+        .unwrap();
+    assert_eq!(header(&resp, "x-request-id"), "client-chosen-id-42");
+    let body = json_body(resp);
+    assert_eq!(body["headers"]["x-request-id"], "client-chosen-id-42");
+}
+
+#[test]
+fn forwarded_proto_is_https_over_tls() {
+    let s = setup();
+    let resp = http1_client()
+        .get(format!("https://fwd.example.com:{}/tls", s.https))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    let body = json_body(resp);
+    assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(
+        body["headers"]["host"],
+        format!("fwd.example.com:{}", s.https)
+    );
+    assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
+}
+
+/// Waits for the access log line with `request_id`.
+fn access_log_entry(proxy: &Proxy, request_id: &str) -> serde_json::Value {
+    let mut found = None;
+    let appeared = wait_until(Duration::from_secs(5), || {
+        found = proxy
+            .access_log()
+            .into_iter()
+            .find(|e| e["request_id"] == request_id);
+        found.is_some()
+    });
+    assert!(
+        appeared,
+        "no access log line with request_id {request_id}; log:\n{}",
+        std::fs::read_to_string(proxy.access_log_path()).unwrap_or_default()
+    );
+    found.unwrap()
+}
+
+#[test]
+fn access_log_line_per_request() {
+    let s = setup();
+    let client = http1_client();
+
+    let resp = client
+        .post(format!("http://log.example.com:{}/status/201?x=1", s.http))
+        .header("X-Request-Id", "access-log-test-1")
+        .body("hello")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let sent = resp.bytes().unwrap().len();
+
+    let e = access_log_entry(&s.proxy, "access-log-test-1");
+    assert!(
+        !e["time"].as_str().unwrap_or_default().is_empty(),
+        "time: {e}"
+    );
+    assert_eq!(e["client_ip"], "127.0.0.1", "{e}");
+    assert_eq!(e["method"], "POST", "{e}");
+    assert!(
+        e["host"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("log.example.com"),
+        "host: {e}"
+    );
+    assert!(
+        e["path"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("/status/201"),
+        "path: {e}"
+    );
+    assert_eq!(e["status"], 201, "{e}");
+    let bytes = e["bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("bytes is not a number: {e}"));
+    assert!(
+        bytes as usize >= sent,
+        "bytes {bytes} < body size {sent}: {e}"
+    );
+    assert!(
+        e["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        "duration_ms: {e}"
+    );
+    assert!(!e["route"].is_null(), "route: {e}");
+    assert_eq!(e["service"], "api", "{e}");
+    assert_eq!(e["pool"], "blue", "{e}");
+    assert_eq!(e["upstream"], s.blue.addr.to_string(), "{e}");
+    assert!(
+        e["upstream_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        "upstream_ms: {e}"
+    );
+
+    // A generated id is logged too.
+    let resp = client
+        .get(format!("http://log.example.com:{}/gen", s.http))
+        .send()
+        .unwrap();
+    let id = header(&resp, "x-request-id");
+    assert!(is_request_id(&id));
+    let e = access_log_entry(&s.proxy, &id);
+    assert_eq!(e["method"], "GET", "{e}");
+    assert_eq!(e["status"], 200, "{e}");
+}
+
+#[test]
+fn websocket_upgrade_and_echo() {
+    let s = setup();
+    let mut stream = connect(http_addr(&s));
+    stream
+        .write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: ws.example.com:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                s.http
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("x-backend: blue\r\n"), "{head}");
+
+    for message in [
+        &b"hello websocket"[..],
+        &[0x81, 0x05, 0x00, 0xff, 0x10, b'\r', b'\n'][..],
+    ] {
+        stream.write_all(message).unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        stream.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, message);
+    }
+}
+
+#[test]
+fn route_redirect_https() {
+    let s = setup();
+    let client = http1_client();
+    let resp = client
+        .get(format!("http://secure.example.com:{}/a/b?c=d&e=f", s.http))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        header(&resp, "location"),
+        "https://secure.example.com/a/b?c=d&e=f"
+    );
+
+    // Other routes on the same listener are not redirected.
+    let resp = client
+        .get(format!("http://x.example.com:{}/a", s.http))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Over TLS the redirecting route serves normally.
+    let resp = client
+        .get(format!("https://secure.example.com:{}/a/b?c=d", s.https))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json_body(resp)["path"], "/a/b?c=d");
+    assert_eq!(
+        s.blue.requests(),
+        2,
+        "the redirect must not reach the backend"
+    );
+}
+
+const REDIRECT_LISTENER: &str = r#"
+{server}
+[[listeners]]
+name = "plain"
+address = "127.0.0.1:{http}"
+redirect_https = true
+https_port = {https}
+
+[[listeners]]
+name = "https"
+address = "127.0.0.1:{https}"
+tls = true
+
+[[certificates]]
+cert = "{certs}/example.com.crt"
+key = "{certs}/example.com.key"
+fallback = true
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.blue]
+weight = 1
+servers = ["{blue}"]
+"#;
+
+#[test]
+fn listener_redirect_https() {
+    let blue = Backend::spawn("blue").unwrap();
+    let (http, https) = (free_port(), free_port());
+    let _proxy = Proxy::start(&fill(
+        REDIRECT_LISTENER,
+        &[("http", &http), ("https", &https), ("blue", &blue.addr)],
+    ));
+    let client = http1_client();
+    for (host, path) in [("a.example.com", "/"), ("other.test", "/x/y?q=1&r")] {
+        let resp = client
+            .get(format!("http://{host}:{http}{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 308, "{host}{path}");
+        assert_eq!(
+            header(&resp, "location"),
+            format!("https://{host}:{https}{path}")
+        );
+    }
+    let resp = client
+        .get(format!("https://a.example.com:{https}/x/y?q=1"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json_body(resp)["path"], "/x/y?q=1");
+    assert_eq!(blue.requests(), 1);
+}
+
+#[test]
+fn content_length_over_limit_is_413() {
+    let s = setup();
+    let client = http1_client();
+    let url = format!("http://limits.example.com:{}/upload", s.http);
+
+    let resp = client.post(&url).body(vec![b'a'; 1000]).send().unwrap();
+    assert_eq!(resp.status(), 200, "1000 bytes are under the 1KB limit");
+    assert_eq!(json_body(resp)["body_bytes"], 1000);
+
+    let resp = client.post(&url).body(vec![b'a'; 1025]).send().unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_proxy_error(&json_body(resp), 413);
+
+    // Declared too large: refused from the headers alone.
+    let mut request =
+        b"POST /upload HTTP/1.1\r\nHost: limits.example.com\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    request.extend_from_slice(&[b'b'; 2048]);
+    let resp = raw_request(http_addr(&s), &request);
+    assert_eq!(resp.status, 413);
+    assert_proxy_error(&resp.json(), 413);
+    assert_eq!(
+        s.blue.requests(),
+        1,
+        "only the small upload may reach the backend"
+    );
+}
+
+#[test]
+fn chunked_body_over_limit_is_413() {
+    let s = setup();
+    let mut request =
+        b"POST /upload HTTP/1.1\r\nHost: limits.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    let chunk = [b'c'; 512];
+    for _ in 0..4 {
+        request.extend_from_slice(b"200\r\n");
+        request.extend_from_slice(&chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let resp = raw_request(http_addr(&s), &request);
+    assert_eq!(resp.status, 413, "2048 chunked bytes over a 1KB limit");
+    assert_proxy_error(&resp.json(), 413);
+
+    // Under the limit, chunked passes.
+    let request = b"POST /upload HTTP/1.1\r\nHost: limits.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+                    5\r\nhello\r\n0\r\n\r\n";
+    let resp = raw_request(http_addr(&s), request);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["body_bytes"], 5);
+}
+
+#[test]
+fn slow_upstream_is_504() {
+    let s = setup();
+    let start = Instant::now();
+    let resp = http1_client()
+        .get(format!("http://slow.example.com:{}/delay/2000", s.http))
+        .send()
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(resp.status(), 504);
+    assert_proxy_error(&json_body(resp), 504);
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "504 took {elapsed:?} with read_timeout 300ms"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "504 came before the read timeout: {elapsed:?}"
+    );
+
+    // A fast answer on the same route is fine.
+    let resp = http1_client()
+        .get(format!("http://slow.example.com:{}/delay/10", s.http))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[test]
+fn closed_upstream_port_is_502_quickly() {
+    let s = setup();
+    let start = Instant::now();
+    let resp = http1_client()
+        .get(format!("http://dead.example.com:{}/", s.http))
+        .send()
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(resp.status(), 502);
+    let request_id = header(&resp, "x-request-id");
+    let body = json_body(resp);
+    assert_proxy_error(&body, 502);
+    assert_eq!(body["request_id"], request_id.as_str());
+    assert!(elapsed < Duration::from_secs(2), "502 took {elapsed:?}");
+}
+
+#[test]
+fn backend_status_passes_through() {
+    let s = setup();
+    let resp = http1_client()
+        .get(format!("http://a.example.com:{}/status/503", s.http))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(header(&resp, "x-backend"), "blue");
+    let body = json_body(resp);
+    assert_eq!(
+        body["backend"], "blue",
+        "a backend's own 503 is forwarded as is"
+    );
+}
+
+#[test]
+fn configured_response_headers() {
+    let s = setup();
+    let client = http1_client();
+    let resp = client
+        .get(format!("http://a.example.com:{}/", s.http))
+        .send()
+        .unwrap();
+    assert_eq!(header(&resp, "x-test-header"), "from-defaults");
+    let resp = client
+        .get(format!("http://hdr.example.com:{}/", s.http))
+        .send()
+        .unwrap();
+    assert_eq!(header(&resp, "x-test-header"), "from-route");
+    assert_eq!(resp.headers().get_all("x-test-header").iter().count(), 1);
+}

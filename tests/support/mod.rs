@@ -1,0 +1,551 @@
+//! Loopback test harness: echo backends, the real `switchyard` binary as a child process, and clients.
+//
+// Each integration test file does `mod support;` and uses only part of this, hence the allow.
+#![allow(dead_code, unused_imports)]
+
+use std::fmt::Display;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use switchyard::backend::Backend;
+
+/// Directory with the checked-in test CA and leaf certificates.
+pub const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
+
+/// The proxy binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A `[server]` section for tests: one worker thread, fast shutdown, access log and upgrade socket
+/// inside the proxy's temp dir. Put `{server}` in a template to get it.
+pub const SERVER: &str = r#"[server]
+threads = 1
+grace_period = "0s"
+shutdown_timeout = "1s"
+access_log = "{tmp}/access.log"
+upgrade_socket = "{tmp}/upgrade.sock"
+"#;
+
+/// How long `Proxy::start` waits for every listener to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Substitutes `{name}` placeholders in a config template.
+///
+/// `{server}` becomes [`SERVER`] and `{certs}` the certificate directory; `vars` supplies the rest
+/// (`{http}`, `{blue}`, ...). `{tmp}` is left for [`Proxy::start`] / [`check`], which know the
+/// temp dir. Any other `{word}` left over is a test bug and panics.
+pub fn fill(template: &str, vars: &[(&str, &dyn Display)]) -> String {
+    let mut out = template
+        .replace("{server}", SERVER)
+        .replace("{certs}", CERTS);
+    for (name, value) in vars {
+        out = out.replace(&format!("{{{name}}}"), &value.to_string());
+    }
+    if let Some(left) = leftover_placeholder(&out, &["tmp"]) {
+        panic!("config template has an unfilled placeholder {{{left}}}:\n{out}");
+    }
+    out
+}
+
+/// The first `{word}` in `text` (word = lowercase letters, digits, `_`) not in `allowed`.
+fn leftover_placeholder(text: &str, allowed: &[&str]) -> Option<String> {
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        if let Some(end) = after.find('}') {
+            let word = &after[..end];
+            let is_word = !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+            if is_word && !allowed.contains(&word) {
+                return Some(word.to_string());
+            }
+        }
+        rest = after;
+    }
+    None
+}
+
+/// Replaces `{tmp}` with the given directory.
+fn fill_tmp(config: &str, dir: &Path) -> String {
+    let out = config.replace("{tmp}", &dir.display().to_string());
+    if let Some(left) = leftover_placeholder(&out, &[]) {
+        panic!("config has an unfilled placeholder {{{left}}}:\n{out}");
+    }
+    out
+}
+
+/// The addresses of all `[[listeners]]` in a config.
+fn listener_addrs(config: &str) -> Vec<SocketAddr> {
+    let value: toml::Value = toml::from_str(config)
+        .unwrap_or_else(|e| panic!("test config is not valid TOML: {e}\n{config}"));
+    let listeners = value
+        .get("listeners")
+        .and_then(|l| l.as_array())
+        .unwrap_or_else(|| panic!("test config has no [[listeners]]:\n{config}"));
+    listeners
+        .iter()
+        .map(|l| {
+            let addr = l
+                .get("address")
+                .and_then(|a| a.as_str())
+                .expect("listener without address");
+            addr.parse()
+                .unwrap_or_else(|e| panic!("listener address {addr:?}: {e}"))
+        })
+        .collect()
+}
+
+/// Sends a signal to a process with the `kill` command.
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed: {status}");
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `switchyard serve` child process; killed on drop.
+pub struct Proxy {
+    child: Child,
+    dir: tempfile::TempDir,
+    config_path: PathBuf,
+    listeners: Vec<SocketAddr>,
+    exit: Option<ExitStatus>,
+}
+
+impl Proxy {
+    /// Writes `config` (with `{tmp}` filled in) to a temp dir, starts the proxy on it and waits
+    /// until every listener accepts TCP connections.
+    pub fn start(config: &str) -> Proxy {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let config = fill_tmp(config, dir.path());
+        let listeners = listener_addrs(&config);
+        let config_path = dir.path().join("switchyard.toml");
+        std::fs::write(&config_path, &config).expect("write config");
+        let stdout =
+            std::fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log");
+        let stderr =
+            std::fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn switchyard");
+        let mut proxy = Proxy {
+            child,
+            dir,
+            config_path,
+            listeners,
+            exit: None,
+        };
+        proxy.wait_listening();
+        proxy
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut pending = self.listeners.clone();
+        while !pending.is_empty() {
+            if let Some(status) = self.try_exit() {
+                panic!(
+                    "switchyard exited during start-up ({status}) with config:\n{}\n--- stderr ---\n{}",
+                    self.config(),
+                    self.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "switchyard did not listen on {pending:?} within {START_TIMEOUT:?}\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+            pending.retain(|addr| {
+                TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err()
+            });
+            if !pending.is_empty() {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The temp dir holding the config, the logs and the access log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Absolute path of the config file the proxy runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The config file's current text.
+    pub fn config(&self) -> String {
+        std::fs::read_to_string(&self.config_path).unwrap_or_default()
+    }
+
+    /// Everything the proxy wrote to stderr (its process log) so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Everything the proxy wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// Path of `{tmp}/access.log` (where [`SERVER`] points the access log).
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir().join("access.log")
+    }
+
+    /// The access log's JSON lines so far (a torn last line is skipped).
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.access_log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits until the process log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.stderr().contains(needle))
+    }
+
+    /// Rewrites the config file (atomically, `{tmp}` filled in) and sends SIGHUP.
+    pub fn reload_with(&mut self, config: &str) {
+        let config = fill_tmp(config, self.dir.path());
+        let staging = self.dir().join("switchyard.toml.new");
+        std::fs::write(&staging, config).expect("write new config");
+        std::fs::rename(&staging, &self.config_path).expect("replace config");
+        self.sighup();
+    }
+
+    pub fn sighup(&self) {
+        send_signal(self.pid(), "HUP");
+    }
+
+    pub fn sigterm(&self) {
+        send_signal(self.pid(), "TERM");
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().expect("try_wait");
+        }
+        self.exit
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if self.try_exit().is_none() {
+            // The process may exit between the check and the signal; a failed kill is fine then.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.pid().to_string())
+                .status();
+            if self.wait_exit(Duration::from_secs(3)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- switchyard stderr ({}) ---\n{}",
+                self.dir().display(),
+                self.stderr()
+            );
+        }
+    }
+}
+
+/// Runs `switchyard check --config switchyard.toml` in a temp dir holding `config` (with `{tmp}`
+/// filled in); errors therefore read `switchyard.toml:<line>:<col>: <reason>`.
+/// Returns (exit code, stdout, stderr).
+pub fn check(config: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let config = fill_tmp(config, dir.path());
+    std::fs::write(dir.path().join("switchyard.toml"), config).expect("write config");
+    let output = Command::new(BIN)
+        .args(["check", "--config", "switchyard.toml"])
+        .current_dir(dir.path())
+        .env_remove("SWITCHYARD_TEST_UNSET")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchyard check");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Resolves every host name to 127.0.0.1 (the port comes from the URL).
+struct Loopback;
+
+impl reqwest::dns::Resolve for Loopback {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async {
+            let addrs: reqwest::dns::Addrs =
+                Box::new(std::iter::once(SocketAddr::from(([127, 0, 0, 1], 0))));
+            Ok(addrs)
+        })
+    }
+}
+
+/// The test CA as a reqwest root certificate.
+pub fn test_ca() -> reqwest::Certificate {
+    let pem = std::fs::read(format!("{CERTS}/test-ca.crt")).expect("read certs/test-ca.crt");
+    reqwest::Certificate::from_pem(&pem).expect("parse certs/test-ca.crt")
+}
+
+/// A blocking client: any host name goes to 127.0.0.1, only the test CA is trusted, no proxy from
+/// the environment, redirects are not followed, 10 s timeout.
+pub fn client_builder() -> reqwest::blocking::ClientBuilder {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .dns_resolver(Arc::new(Loopback))
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(test_ca())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+}
+
+/// HTTP/1.1 only (plain or TLS).
+pub fn http1_client() -> reqwest::blocking::Client {
+    client_builder().http1_only().build().expect("build client")
+}
+
+/// HTTP/2 without negotiation (h2c on plain listeners).
+pub fn h2c_client() -> reqwest::blocking::Client {
+    client_builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("build client")
+}
+
+/// HTTPS offering h2 and http/1.1 over ALPN.
+pub fn https_client() -> reqwest::blocking::Client {
+    client_builder().build().expect("build client")
+}
+
+/// A response body parsed as JSON, with the status and text in the panic message if it is not.
+pub fn json_body(resp: reqwest::blocking::Response) -> serde_json::Value {
+    let status = resp.status();
+    let text = resp.text().expect("read body");
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text:?}"))
+}
+
+/// The value of a response header as a string ("" when absent).
+pub fn header(resp: &reqwest::blocking::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("header is not ASCII").to_string())
+        .unwrap_or_default()
+}
+
+/// Whether `s` looks like a generated request id: 32 lowercase hex characters.
+pub fn is_request_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Asserts that `body` is the proxy's own error JSON for `status`:
+/// `{"error": "...", "status": N, "request_id": "..."}`.
+pub fn assert_proxy_error(body: &serde_json::Value, status: u16) {
+    assert_eq!(body["status"], status, "error body: {body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        !error.is_empty(),
+        "error body without an error text: {body}"
+    );
+    let id = body["request_id"].as_str().unwrap_or_default();
+    assert!(
+        is_request_id(id),
+        "error body without a generated request_id: {body}"
+    );
+    assert!(
+        body.get("backend").is_none(),
+        "error came from a backend, not the proxy: {body}"
+    );
+}
+
+/// One HTTP/1.x response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{}: body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Connects to `addr` with a 10 s read timeout.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set_read_timeout");
+    stream
+}
+
+/// Writes `request` as is and reads one response.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut stream = connect(addr);
+    stream.write_all(request).expect("write request");
+    read_response(&mut stream)
+}
+
+/// Reads exactly one response (head, then a content-length, chunked or until-EOF body) from `stream`.
+/// Responses without a body (1xx, 204, 304) stop after the head.
+pub fn read_response(stream: &mut TcpStream) -> RawResponse {
+    let head = read_head(stream);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {l:?}"));
+            (n.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body = if status < 200 || status == 204 || status == 304 {
+        Vec::new()
+    } else if find("transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
+    {
+        let mut decoder = switchyard::backend::ChunkedDecoder::new();
+        let mut body = Vec::new();
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !decoder.is_done() {
+            let n = stream.read(&mut buf).expect("read chunked body");
+            assert!(n > 0, "EOF inside chunked body");
+            pending.extend_from_slice(&buf[..n]);
+            let used = decoder
+                .decode(&pending, &mut body)
+                .expect("valid chunked body");
+            pending.drain(..used);
+        }
+        body
+    } else if let Some(len) = find("content-length") {
+        let mut body = vec![0u8; len.parse().expect("numeric content-length")];
+        stream.read_exact(&mut body).expect("read body");
+        body
+    } else {
+        let mut body = Vec::new();
+        stream.read_to_end(&mut body).expect("read body to EOF");
+        body
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Reads a response head byte by byte (so nothing after it is consumed) up to the blank line.
+pub fn read_head(stream: &mut TcpStream) -> String {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            Ok(_) => panic!(
+                "EOF before the end of the response head; got {:?}",
+                String::from_utf8_lossy(&raw)
+            ),
+            Err(e) => panic!(
+                "reading the response head: {e}; got {:?}",
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
+    String::from_utf8(raw).expect("response head is not UTF-8")
+}

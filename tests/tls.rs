@@ -1,0 +1,408 @@
+//! TLS termination: certificate choice by SNI, the fallback certificate, protocol versions, and HTTP/2 over ALPN.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, ProtocolVersion, SignatureScheme,
+};
+
+use support::*;
+
+const CONFIG: &str = r#"
+{server}
+[[listeners]]
+name = "https"
+address = "127.0.0.1:{https}"
+tls = true
+h2 = {h2}
+
+[[certificates]]
+cert = "{certs}/example.com.crt"
+key = "{certs}/example.com.key"
+
+[[certificates]]
+cert = "{certs}/other.test.crt"
+key = "{certs}/other.test.key"
+fallback = true
+
+[[routes]]
+host = "*"
+service = "api"
+
+[[routes]]
+host = "limits.example.com"
+service = "api"
+max_body_size = "1KB"
+
+[services.api.pools.blue]
+weight = 1
+servers = ["{blue}"]
+"#;
+
+fn start(h2: bool) -> (Backend, Proxy, u16) {
+    let blue = Backend::spawn("blue").unwrap();
+    let https = free_port();
+    let proxy = Proxy::start(&fill(
+        CONFIG,
+        &[("https", &https), ("blue", &blue.addr), ("h2", &h2)],
+    ));
+    (blue, proxy, https)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The leaf (first) certificate of a PEM file in certs/.
+fn leaf(file: &str) -> CertificateDer<'static> {
+    CertificateDer::pem_file_iter(format!("{CERTS}/{file}"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+}
+
+/// Accepts any server certificate (signatures are still checked) so a test can look at what it got.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A rustls client limited to `versions`; verifying against the test CA, or accepting anything.
+fn client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    verify: bool,
+) -> Arc<ClientConfig> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .unwrap();
+    let config = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(leaf("test-ca.crt")).unwrap();
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_no_client_auth()
+    };
+    Arc::new(config)
+}
+
+/// A completed TLS handshake with the proxy.
+struct Tls {
+    conn: ClientConnection,
+    sock: TcpStream,
+}
+
+fn handshake(
+    port: u16,
+    name: ServerName<'static>,
+    config: Arc<ClientConfig>,
+) -> Result<Tls, String> {
+    let mut sock = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut conn = ClientConnection::new(config, name).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
+    }
+    Ok(Tls { conn, sock })
+}
+
+impl Tls {
+    fn leaf(&self) -> CertificateDer<'static> {
+        self.conn.peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned()
+    }
+
+    /// Sends a GET with `Connection: close` and returns the whole response as text.
+    fn get(mut self, host: &str, path: &str) -> String {
+        let mut stream = rustls::Stream::new(&mut self.conn, &mut self.sock);
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        stream.flush().unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                // A peer that closes without close_notify ends the stream like this.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => panic!("TLS read: {e}"),
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+}
+
+fn dns(name: &str) -> ServerName<'static> {
+    ServerName::try_from(name.to_string()).unwrap()
+}
+
+#[test]
+fn certificate_chosen_by_sni() {
+    let (_blue, _proxy, https) = start(true);
+
+    // Each certificate covers only its own names, so a verified connection proves the right choice.
+    let client = https_client();
+    for host in [
+        "example.com",
+        "www.example.com",
+        "other.test",
+        "a.other.test",
+    ] {
+        let resp = client
+            .get(format!("https://{host}:{https}/sni"))
+            .send()
+            .unwrap_or_else(|e| panic!("https://{host}: {e:?}"));
+        assert_eq!(resp.status(), 200, "{host}");
+        assert_eq!(json_body(resp)["backend"], "blue");
+    }
+
+    // And the served leaf is byte-for-byte the configured one.
+    let tls13 = client_config(&[&rustls::version::TLS13], true);
+    let example = leaf("example.com.crt");
+    let other = leaf("other.test.crt");
+    assert_ne!(example, other);
+    assert!(
+        handshake(https, dns("www.example.com"), tls13.clone())
+            .unwrap()
+            .leaf()
+            == example
+    );
+    assert!(
+        handshake(https, dns("a.other.test"), tls13.clone())
+            .unwrap()
+            .leaf()
+            == other
+    );
+}
+
+#[test]
+fn unknown_sni_gets_fallback_certificate() {
+    let (_blue, _proxy, https) = start(true);
+    let any = client_config(&[&rustls::version::TLS13, &rustls::version::TLS12], false);
+    let fallback = leaf("other.test.crt");
+
+    let tls = handshake(https, dns("unknown.invalid"), any.clone()).unwrap();
+    assert!(
+        tls.leaf() == fallback,
+        "unknown SNI must get the certificate marked fallback"
+    );
+    let response = tls.get("unknown.invalid", "/fallback");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"backend\":\"blue\""), "{response}");
+
+    // No SNI at all (connecting by IP address) gets the fallback too.
+    let tls = handshake(
+        https,
+        ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
+        any,
+    )
+    .unwrap();
+    assert!(
+        tls.leaf() == fallback,
+        "a handshake without SNI must get the fallback certificate"
+    );
+
+    // A client that verifies names rejects it for the unknown name.
+    let err = https_client()
+        .get(format!("https://unknown.invalid:{https}/"))
+        .send();
+    assert!(
+        err.is_err(),
+        "the fallback certificate must not verify for unknown.invalid"
+    );
+}
+
+const NO_FALLBACK: &str = r#"
+{server}
+[[listeners]]
+name = "https"
+address = "127.0.0.1:{https}"
+tls = true
+
+[[certificates]]
+cert = "{certs}/example.com.crt"
+key = "{certs}/example.com.key"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.blue]
+weight = 1
+servers = ["{blue}"]
+"#;
+
+#[test]
+fn without_a_fallback_unknown_sni_gets_a_generated_certificate() {
+    let blue = Backend::spawn("blue").unwrap();
+    let https = free_port();
+    let _proxy = Proxy::start(&fill(
+        NO_FALLBACK,
+        &[("https", &https), ("blue", &blue.addr)],
+    ));
+    let any = client_config(&[&rustls::version::TLS13], false);
+    let served = handshake(https, dns("unknown.invalid"), any)
+        .unwrap()
+        .leaf();
+    assert!(served != leaf("example.com.crt") && served != leaf("other.test.crt"));
+    let verified = client_config(&[&rustls::version::TLS13], true);
+    assert!(
+        handshake(https, dns("www.example.com"), verified)
+            .unwrap()
+            .leaf()
+            == leaf("example.com.crt"),
+        "a known name still gets its certificate"
+    );
+}
+
+#[test]
+fn tls12_and_tls13_are_accepted() {
+    let (_blue, _proxy, https) = start(true);
+    for (version, expected) in [
+        (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
+    ] {
+        let tls = handshake(
+            https,
+            dns("www.example.com"),
+            client_config(&[version], true),
+        )
+        .unwrap_or_else(|e| panic!("{expected:?} handshake failed: {e}"));
+        assert_eq!(tls.conn.protocol_version(), Some(expected));
+        let response = tls.get("www.example.com", "/version");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{expected:?}: {response}"
+        );
+        assert!(
+            response.contains("\"path\":\"/version\""),
+            "{expected:?}: {response}"
+        );
+    }
+}
+
+#[test]
+fn h2_negotiated_over_alpn() {
+    let (_blue, _proxy, https) = start(true);
+    let resp = https_client()
+        .post(format!("https://h2.example.com:{https}/hello?x=1"))
+        .body("four")
+        .send()
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-backend"), "blue");
+    assert!(is_request_id(&header(&resp, "x-request-id")));
+    let body = json_body(resp);
+    assert_eq!(body["backend"], "blue");
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["path"], "/hello?x=1");
+    assert_eq!(body["body_bytes"], 4);
+    assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(
+        body["headers"]["host"],
+        format!("h2.example.com:{https}"),
+        "Host from :authority"
+    );
+}
+
+#[test]
+fn h2_can_be_turned_off() {
+    let (_blue, _proxy, https) = start(false);
+    let resp = https_client()
+        .get(format!("https://h2.example.com:{https}/"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.version(),
+        reqwest::Version::HTTP_11,
+        "h2 = false must not offer h2 over ALPN"
+    );
+}
+
+#[test]
+fn h2_body_over_limit_is_413() {
+    let (blue, _proxy, https) = start(true);
+    let client = https_client();
+    let url = format!("https://limits.example.com:{https}/upload");
+
+    let resp = client.post(&url).body(vec![b'a'; 1000]).send().unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json_body(resp)["body_bytes"], 1000);
+
+    // With a content-length.
+    let resp = client.post(&url).body(vec![b'a'; 4096]).send().unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 413);
+    assert_proxy_error(&json_body(resp), 413);
+    assert_eq!(blue.requests(), 1);
+
+    // Streamed without a length: the limit is enforced on the DATA frames.
+    let body = reqwest::blocking::Body::new(std::io::Cursor::new(vec![b'b'; 4096]));
+    let resp = client.post(&url).body(body).send().unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 413);
+}
