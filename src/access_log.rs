@@ -30,10 +30,16 @@ pub struct Entry<'a> {
     pub error: Option<String>,
 }
 
+enum Msg {
+    Line(String),
+    /// Flush everything queued so far, then acknowledge.
+    Flush(mpsc::Sender<()>),
+}
+
 /// A cheap handle: serializing happens on the caller, writing on the log thread.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<String>>,
+    tx: Option<mpsc::Sender<Msg>>,
 }
 
 impl AccessLog {
@@ -49,7 +55,7 @@ impl AccessLog {
                     .open(path)?,
             ),
         };
-        let (tx, rx) = mpsc::channel::<String>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_loop(rx, sink))?;
@@ -64,19 +70,38 @@ impl AccessLog {
         let Some(tx) = &self.tx else { return };
         if let Ok(line) = serde_json::to_string(entry) {
             // The log thread only stops with the process; a send error means it is gone already.
-            let _ = tx.send(line);
+            let _ = tx.send(Msg::Line(line));
+        }
+    }
+
+    /// Waits (at most `timeout`) until every line queued so far is written out.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        let Some(tx) = &self.tx else { return };
+        let (ack_tx, ack_rx) = mpsc::channel();
+        if tx.send(Msg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(timeout);
         }
     }
 }
 
 /// Writes lines in batches: flushes whenever the queue runs dry, so lines appear promptly.
-fn write_loop(rx: mpsc::Receiver<String>, sink: Box<dyn Write + Send>) {
+fn write_loop(rx: mpsc::Receiver<Msg>, sink: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
-    while let Ok(line) = rx.recv() {
-        let _ = writeln!(out, "{line}");
-        while let Ok(line) = rx.try_recv() {
-            let _ = writeln!(out, "{line}");
+    let mut acks = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            match msg {
+                Msg::Line(line) => {
+                    let _ = writeln!(out, "{line}");
+                }
+                Msg::Flush(ack) => acks.push(ack),
+            }
+            next = rx.try_recv().ok();
         }
         let _ = out.flush();
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The state every part of the process shares: the one snapshot swap, server states, certificates, reload.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,6 +20,8 @@ pub struct Runtime {
     pub registry: ServerRegistry,
     pub certs: Arc<CertStore>,
     pub access_log: AccessLog,
+    /// Requests between `new_ctx` and the end of `logging`: what a drain waits for.
+    in_flight: Arc<AtomicUsize>,
     config_path: PathBuf,
     generated_fallback: Arc<CertifiedKey>,
     generation: AtomicU64,
@@ -45,11 +47,22 @@ impl Runtime {
             registry,
             certs,
             access_log,
+            in_flight: Arc::default(),
             config_path,
             generated_fallback,
             generation: AtomicU64::new(1),
             write_lock: parking_lot::Mutex::new(()),
         })
+    }
+
+    /// Counts one request in flight until the returned guard is dropped.
+    pub fn begin_request(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     pub fn config_path(&self) -> &std::path::Path {
@@ -77,5 +90,15 @@ impl Runtime {
         let snapshot = Snapshot::compile(Arc::new(config), generation, &self.registry);
         self.snapshot.store(Arc::new(snapshot));
         Ok(generation)
+    }
+}
+
+/// One request in flight; dropping it (with the request's context) ends the count.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

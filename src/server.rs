@@ -2,10 +2,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{
+    RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
+};
 use pingora_proxy::http_proxy_service_with_name;
 
 use crate::access_log::AccessLog;
@@ -35,7 +38,7 @@ pub struct ServeOptions {
     pub upgrade: bool,
 }
 
-/// Loads the config and runs until SIGTERM/SIGINT (graceful) or SIGQUIT (upgrade hand-off).
+/// Loads the config and runs until SIGTERM (drain), SIGQUIT (upgrade hand-off) or SIGINT (fast stop).
 pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeError> {
     let config = config::load(config_path)?;
     let runtime = build_runtime(config, config_path)?;
@@ -46,7 +49,57 @@ pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeErro
         env!("CARGO_PKG_VERSION"),
         runtime.snapshot.load().config.summary()
     );
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainingSignals {
+            runtime: runtime.clone(),
+        }),
+    });
+    runtime.access_log.flush(Duration::from_secs(2));
+    Ok(())
+}
+
+/// pingora's signal set (SIGTERM stop, SIGQUIT upgrade, SIGINT fast stop), with an early exit
+/// once a graceful stop has no request left in flight.
+struct DrainingSignals {
+    runtime: Arc<Runtime>,
+}
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for DrainingSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        let kind = UnixShutdownSignalWatch.recv().await;
+        if !matches!(kind, ShutdownSignal::FastShutdown) {
+            let timeout = self.runtime.snapshot.load().config.server.drain_timeout;
+            log::info!(
+                "draining: listeners close, {} request(s) in flight get up to {timeout:?}",
+                self.runtime.in_flight()
+            );
+            exit_when_drained(self.runtime.clone(), timeout);
+        }
+        kind
+    }
+}
+
+/// Exits the process as soon as no request is in flight (or leaves it to pingora at the timeout).
+fn exit_when_drained(runtime: Arc<Runtime>, timeout: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || {
+            let deadline = Instant::now() + timeout;
+            // Let the shutdown broadcast close the listeners first.
+            std::thread::sleep(Duration::from_millis(100));
+            while Instant::now() < deadline {
+                if runtime.in_flight() == 0 {
+                    log::info!("drained: no request in flight, exiting");
+                    runtime.access_log.flush(Duration::from_secs(2));
+                    std::process::exit(0);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("cannot watch the drain ({e}); waiting the full drain_timeout");
+    }
 }
 
 pub fn build_runtime(config: Config, config_path: &Path) -> Result<Arc<Runtime>, ServeError> {
@@ -66,8 +119,10 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     let cfg = &snap.config;
     let mut conf = ServerConf {
         threads: cfg.server.threads,
-        grace_period_seconds: Some(cfg.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(cfg.server.shutdown_timeout.as_secs()),
+        // pingora sleeps the whole grace period; `exit_when_drained` ends the process earlier once
+        // no request is in flight, so the grace period is only the upper bound.
+        grace_period_seconds: Some(cfg.server.drain_timeout.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: cfg.server.upgrade_socket.clone(),
         ..ServerConf::default()
     };

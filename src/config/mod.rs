@@ -69,8 +69,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub threads: usize,
-    pub grace_period: Duration,
-    pub shutdown_timeout: Duration,
+    /// How long in-flight requests get after SIGTERM or SIGQUIT; the process exits once none remain.
+    pub drain_timeout: Duration,
     pub access_log: AccessLogTarget,
     pub upgrade_socket: String,
     pub pid_file: Option<String>,
@@ -331,8 +331,7 @@ impl Validator {
         };
         ServerSettings {
             threads,
-            grace_period: s.grace_period.map_or(Duration::from_secs(5), |d| d.0),
-            shutdown_timeout: s.shutdown_timeout.map_or(Duration::from_secs(5), |d| d.0),
+            drain_timeout: s.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
             access_log,
             upgrade_socket: s
                 .upgrade_socket

@@ -34,8 +34,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub threads: Option<Spanned<usize>>,
-    pub grace_period: Option<Duration>,
-    pub shutdown_timeout: Option<Duration>,
+    pub drain_timeout: Option<Duration>,
     pub access_log: Option<Text>,
     pub upgrade_socket: Option<Text>,
     pub pid_file: Option<Text>,

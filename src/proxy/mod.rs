@@ -18,7 +18,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::Entry;
 use crate::routing::{self, Route};
-use crate::runtime::Runtime;
+use crate::runtime::{InFlight, Runtime};
 use crate::snapshot::Snapshot;
 use crate::upstream::ActiveGuard;
 use respond::Refusal;
@@ -47,6 +47,7 @@ impl Proxy {
 
 /// Per-request state, carried across phases.
 pub struct Ctx {
+    _in_flight: InFlight,
     start: Instant,
     snapshot: Option<Arc<Snapshot>>,
     route: Option<usize>,
@@ -94,6 +95,7 @@ impl ProxyHttp for Proxy {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
+            _in_flight: self.runtime.begin_request(),
             start: Instant::now(),
             snapshot: None,
             route: None,

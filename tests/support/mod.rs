@@ -23,8 +23,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 /// inside the proxy's temp dir. Put `{server}` in a template to get it.
 pub const SERVER: &str = r#"[server]
 threads = 1
-grace_period = "0s"
-shutdown_timeout = "1s"
+drain_timeout = "1s"
 access_log = "{tmp}/access.log"
 upgrade_socket = "{tmp}/upgrade.sock"
 "#;
@@ -263,6 +262,29 @@ impl Proxy {
 
     pub fn sigterm(&self) {
         send_signal(self.pid(), "TERM");
+    }
+
+    /// Sends any signal by name (`QUIT` hands the sockets to an upgraded process).
+    pub fn signal(&self, name: &str) {
+        send_signal(self.pid(), name);
+    }
+
+    /// Starts a second process on the same config with `--upgrade`: it waits for this one's
+    /// listening sockets, which this one hands over on SIGQUIT. The caller stops the child.
+    pub fn spawn_upgrade(&self) -> Child {
+        let stderr = std::fs::File::create(self.dir.path().join("stderr-upgrade.log"))
+            .expect("create stderr-upgrade.log");
+        Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--upgrade")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn upgraded switchyard")
     }
 
     /// The exit status, if the process has exited.
