@@ -9,11 +9,12 @@ use rustls::sign::CertifiedKey;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigErrors};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{effective_overrides, Snapshot};
+use crate::state::{Overrides, StateError, StateStore};
 use crate::tls::{CertMap, CertStore};
 use crate::upstream::ServerRegistry;
 
-/// Owned by the server; handed to every listener's proxy and to background services.
+/// Owned by the server; handed to every listener's proxy, the admin API and background services.
 pub struct Runtime {
     /// The one ArcSwap: each request loads it once; a change stores a whole new snapshot.
     pub snapshot: ArcSwap<Snapshot>,
@@ -25,24 +26,43 @@ pub struct Runtime {
     config_path: PathBuf,
     generated_fallback: Arc<CertifiedKey>,
     generation: AtomicU64,
-    /// Serializes writers (reload today, admin API next) so generations stay in order.
-    write_lock: parking_lot::Mutex<()>,
+    store: Option<StateStore>,
+    /// The writer lock: reload and admin changes take it, so generations stay in order and a
+    /// change is persisted before its snapshot is published. Holds the runtime weight overrides.
+    writer: parking_lot::Mutex<Overrides>,
+}
+
+/// Why a runtime change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("the new state could not be saved, nothing changed: {0}")]
+    Persist(#[from] StateError),
 }
 
 impl Runtime {
+    /// Builds the runtime from a validated config and the persisted overrides (if a store is given).
     pub fn new(
         config: Config,
         config_path: PathBuf,
         generated_fallback: Arc<CertifiedKey>,
         access_log: AccessLog,
-    ) -> Arc<Runtime> {
+        store: Option<StateStore>,
+    ) -> Result<Arc<Runtime>, StateError> {
+        let saved = match &store {
+            Some(s) => s.load()?.weights,
+            None => Overrides::new(),
+        };
+        let (overrides, dropped) = effective_overrides(&config, &saved);
+        for d in dropped {
+            log::warn!("dropping a saved weight override: {d}");
+        }
         let registry = ServerRegistry::default();
         let certs = CertStore::new(CertMap::build(
             &config.certificates,
             generated_fallback.clone(),
         ));
-        let snapshot = Snapshot::compile(Arc::new(config), 1, &registry);
-        Arc::new(Runtime {
+        let snapshot = Snapshot::compile(Arc::new(config), 1, &registry, &overrides);
+        Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
             certs,
@@ -51,8 +71,9 @@ impl Runtime {
             config_path,
             generated_fallback,
             generation: AtomicU64::new(1),
-            write_lock: parking_lot::Mutex::new(()),
-        })
+            store,
+            writer: parking_lot::Mutex::new(overrides),
+        }))
     }
 
     /// Counts one request in flight until the returned guard is dropped.
@@ -69,10 +90,20 @@ impl Runtime {
         &self.config_path
     }
 
+    pub fn generation(&self) -> u64 {
+        self.snapshot.load().generation
+    }
+
+    /// The runtime weight overrides in force.
+    pub fn overrides(&self) -> Overrides {
+        self.writer.lock().clone()
+    }
+
     /// Re-reads the config file. On error nothing changes and every error is returned.
+    /// Runtime weight overrides survive; those that no longer fit the config are dropped.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
         let config = config::load(&self.config_path)?;
-        let _writer = self.write_lock.lock();
+        let mut overrides = self.writer.lock();
         let old = self.snapshot.load();
         for (old_l, new_l) in old.config.listeners.iter().zip(&config.listeners) {
             if old_l.address != new_l.address || old_l.tls != new_l.tls {
@@ -82,14 +113,50 @@ impl Runtime {
                 );
             }
         }
+        let (kept, dropped) = effective_overrides(&config, &overrides);
+        if !dropped.is_empty() {
+            for d in &dropped {
+                log::warn!("dropping a weight override at reload: {d}");
+            }
+            if let Some(store) = &self.store {
+                if let Err(e) = store.save_weights(&kept) {
+                    log::error!("{e}");
+                }
+            }
+            *overrides = kept;
+        }
         self.certs.swap(CertMap::build(
             &config.certificates,
             self.generated_fallback.clone(),
         ));
+        Ok(self.publish(Arc::new(config), &overrides))
+    }
+
+    /// Replaces the overrides: persisted first, then published as a new snapshot. `check` sees the
+    /// current snapshot and the proposed overrides under the writer lock and may refuse the change.
+    pub fn change_overrides<E: From<ChangeError>>(
+        &self,
+        change: impl FnOnce(&Snapshot, &mut Overrides) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let mut overrides = self.writer.lock();
+        let current = self.snapshot.load_full();
+        let mut proposed = overrides.clone();
+        change(&current, &mut proposed)?;
+        if let Some(store) = &self.store {
+            store
+                .save_weights(&proposed)
+                .map_err(|e| E::from(ChangeError::Persist(e)))?;
+        }
+        *overrides = proposed;
+        Ok(self.publish(current.config.clone(), &overrides))
+    }
+
+    /// Compiles and swaps in a new snapshot; the caller holds the writer lock.
+    fn publish(&self, config: Arc<Config>, overrides: &Overrides) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let snapshot = Snapshot::compile(Arc::new(config), generation, &self.registry);
+        let snapshot = Snapshot::compile(config, generation, &self.registry, overrides);
         self.snapshot.store(Arc::new(snapshot));
-        Ok(generation)
+        generation
     }
 }
 

@@ -15,6 +15,7 @@ use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigErrors};
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
+use crate::state::{StateError, StateStore};
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum ServeError {
     AccessLog(std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(std::io::Error),
     #[error("cannot set up listener \"{name}\": {reason}")]
@@ -105,12 +108,18 @@ fn exit_when_drained(runtime: Arc<Runtime>, timeout: Duration) {
 pub fn build_runtime(config: Config, config_path: &Path) -> Result<Arc<Runtime>, ServeError> {
     let fallback = tls::self_signed(&["switchyard.invalid"])?;
     let access_log = AccessLog::open(&config.server.access_log).map_err(ServeError::AccessLog)?;
+    // Runtime state only changes through the admin API, so it is kept only when that is on.
+    let store = match &config.admin {
+        Some(_) => Some(StateStore::open(&config.server.state_dir)?),
+        None => None,
+    };
     Ok(Runtime::new(
         config,
         config_path.to_path_buf(),
         fallback,
         access_log,
-    ))
+        store,
+    )?)
 }
 
 /// A pingora server with one proxy service per configured listener.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::state::Overrides;
 use crate::routing::RouteTable;
 use crate::upstream::{ServerRegistry, Service};
 
@@ -25,12 +26,30 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles a validated config. Cannot fail: everything was checked by `config::validate`.
-    pub fn compile(config: Arc<Config>, generation: u64, registry: &ServerRegistry) -> Snapshot {
+    /// Compiles a validated config with the runtime weight overrides applied on top.
+    ///
+    /// Cannot fail: the config was validated, and `overrides` only names pools that exist with
+    /// sums above 0 (see [`effective_overrides`]).
+    pub fn compile(
+        config: Arc<Config>,
+        generation: u64,
+        registry: &ServerRegistry,
+        overrides: &Overrides,
+    ) -> Snapshot {
         let services: Vec<Service> = config
             .services
             .iter()
-            .map(|s| Service::build(s, registry))
+            .map(|s| {
+                let mut s = s.clone();
+                if let Some(weights) = overrides.get(&s.name) {
+                    for pool in &mut s.pools {
+                        if let Some(w) = weights.get(&pool.name) {
+                            pool.weight = *w;
+                        }
+                    }
+                }
+                Service::build(&s, registry)
+            })
             .collect();
         let routes = RouteTable::build(&config.routes, |name| {
             services.iter().position(|s| &*s.name == name)
@@ -60,4 +79,39 @@ impl Snapshot {
     pub fn service_index(&self, name: &str) -> Option<usize> {
         self.services.iter().position(|s| &*s.name == name)
     }
+}
+
+/// The overrides that still apply to `config`: entries for services or pools that no longer exist
+/// are dropped, and so are a service's overrides if they would leave it with a weight sum of 0.
+/// Returns the kept overrides and a message for each dropped one.
+pub fn effective_overrides(config: &Config, overrides: &Overrides) -> (Overrides, Vec<String>) {
+    let mut kept = Overrides::new();
+    let mut dropped = Vec::new();
+    for (service, weights) in overrides {
+        let Some(svc) = config.services.iter().find(|s| &s.name == service) else {
+            dropped.push(format!("service \"{service}\" is no longer in the config"));
+            continue;
+        };
+        let mut valid = std::collections::BTreeMap::new();
+        for (pool, w) in weights {
+            if svc.pools.iter().any(|p| &p.name == pool) {
+                valid.insert(pool.clone(), *w);
+            } else {
+                dropped.push(format!("pool \"{pool}\" of service \"{service}\" is no longer in the config"));
+            }
+        }
+        let sum: u64 = svc
+            .pools
+            .iter()
+            .map(|p| u64::from(*valid.get(&p.name).unwrap_or(&p.weight)))
+            .sum();
+        if sum == 0 {
+            dropped.push(format!("overrides of service \"{service}\" would leave every pool at weight 0"));
+            continue;
+        }
+        if !valid.is_empty() {
+            kept.insert(service.clone(), valid);
+        }
+    }
+    (kept, dropped)
 }

@@ -2,16 +2,84 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-use crate::config::{Balance, ServiceConfig};
+use crate::config::{Balance, PassivePolicy, ServiceConfig};
 
 /// State of one upstream server that outlives snapshots (kept across reloads and weight changes).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ServerState {
     /// Requests in flight to this server (least-connections input).
     pub active: AtomicUsize,
+    /// The active health checks' verdict; true until checks say otherwise.
+    healthy: AtomicBool,
+    /// Consecutive failed attempts seen on the request path (passive checks).
+    fails: AtomicU32,
+    /// Ejected by passive checks until this instant (ms on the process clock); 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+}
+
+impl Default for ServerState {
+    fn default() -> Self {
+        ServerState {
+            active: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            fails: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Milliseconds since the process started: a cheap monotonic clock for ejection deadlines.
+pub fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl ServerState {
+    /// Whether requests may go here: healthy by active checks and not ejected by passive ones.
+    pub fn is_available(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.is_ejected()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && clock_ms() < until
+    }
+
+    /// Sets the active-check verdict; returns whether it changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::Relaxed) != healthy
+    }
+
+    /// A request reached the server: the passive failure streak ends.
+    pub fn report_success(&self) {
+        if self.fails.load(Ordering::Relaxed) != 0 {
+            self.fails.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request failed to connect or timed out; ejects the server for `policy.fail_timeout` after
+    /// `policy.max_fails` in a row. Returns true when this failure ejected it.
+    pub fn report_failure(&self, policy: &PassivePolicy) -> bool {
+        if policy.max_fails == 0 {
+            return false;
+        }
+        let fails = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= policy.max_fails {
+            self.fails.store(0, Ordering::Relaxed);
+            let until = clock_ms() + policy.fail_timeout.as_millis() as u64;
+            self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
 }
 
 /// Server states by address, shared by every snapshot.
@@ -98,7 +166,10 @@ pub struct Pool {
 impl Pool {
     /// Picks a server not in `exclude`, or `None` when every server is excluded.
     pub fn pick(&self, balance: Balance, exclude: &[SocketAddr]) -> Option<usize> {
-        let usable = |i: usize| !exclude.contains(&self.servers[i].addr);
+        let usable = |i: usize| {
+            let s = &self.servers[i];
+            s.state.is_available() && !exclude.contains(&s.addr)
+        };
         match balance {
             Balance::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +239,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 pub struct Service {
     pub name: Arc<str>,
     pub balance: Balance,
+    pub passive: PassivePolicy,
     pub pools: Vec<Pool>,
     picker: Option<WeightedIndex>,
 }
@@ -201,6 +273,7 @@ impl Service {
         Service {
             name: cfg.name.as_str().into(),
             balance: cfg.balance,
+            passive: cfg.passive.clone(),
             pools,
             picker,
         }
@@ -209,6 +282,29 @@ impl Service {
     /// Picks a pool by the current weights; `None` only if every weight is 0.
     pub fn pick_pool(&self) -> Option<usize> {
         self.picker.as_ref().map(WeightedIndex::pick)
+    }
+
+    /// When the picked pool has no available server: another pool with weight above 0 that has
+    /// one, by weight. Pools at weight 0 never get traffic, not even as a fallback.
+    pub fn fallback_pool(&self, failed: usize) -> Option<usize> {
+        let weights = self.pools.iter().enumerate().map(|(i, p)| {
+            let usable = i != failed && p.servers.iter().any(|s| s.state.is_available());
+            if usable {
+                p.weight
+            } else {
+                0
+            }
+        });
+        WeightedIndex::new(weights).map(|w| w.pick())
+    }
+
+    /// Servers of a pool that may take requests now.
+    pub fn available_servers(&self, pool: usize) -> usize {
+        self.pools[pool]
+            .servers
+            .iter()
+            .filter(|s| s.state.is_available())
+            .count()
     }
 
     pub fn pool_index(&self, name: &str) -> Option<usize> {
@@ -245,6 +341,8 @@ mod tests {
         let cfg = ServiceConfig {
             name: "s".into(),
             balance,
+            health: None,
+            passive: PassivePolicy::default(),
             pools: vec![PoolConfig {
                 name: "blue".into(),
                 weight: 1,
@@ -287,5 +385,47 @@ mod tests {
         drop(_g1);
         let p = pool.pick(Balance::LeastConn, &[]).expect("pick");
         assert!(p == 1 || p == 2);
+    }
+
+    #[test]
+    fn passive_ejection_and_unhealthy_servers_are_skipped() {
+        let svc = service(Balance::RoundRobin);
+        let pool = &svc.pools[0];
+        let policy = PassivePolicy {
+            max_fails: 2,
+            fail_timeout: std::time::Duration::from_millis(200),
+        };
+        assert!(!pool.servers[0].state.report_failure(&policy));
+        assert!(pool.servers[0].state.report_failure(&policy));
+        assert!(pool.servers[1].state.set_healthy(false));
+        for _ in 0..6 {
+            assert_eq!(pool.pick(Balance::RoundRobin, &[]), Some(2));
+        }
+        assert_eq!(svc.available_servers(0), 1);
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        assert!(pool.servers[0].state.is_available(), "ejection ends after fail_timeout");
+    }
+
+    #[test]
+    fn fallback_only_to_weighted_pools_with_servers() {
+        let mk = |name: &str, weight, port| PoolConfig {
+            name: name.into(),
+            weight,
+            servers: vec![ServerConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], port)),
+                weight: 1,
+            }],
+        };
+        let cfg = ServiceConfig {
+            name: "s".into(),
+            balance: Balance::RoundRobin,
+            health: None,
+            passive: PassivePolicy::default(),
+            pools: vec![mk("blue", 1, 1), mk("green", 0, 2), mk("canary", 1, 3)],
+        };
+        let svc = Service::build(&cfg, &ServerRegistry::default());
+        assert_eq!(svc.fallback_pool(0), Some(2));
+        svc.pools[2].servers[0].state.set_healthy(false);
+        assert_eq!(svc.fallback_pool(0), None, "green has weight 0, canary is down");
     }
 }

@@ -64,6 +64,59 @@ pub struct Config {
     pub certificates: Vec<CertificateConfig>,
     pub routes: Vec<RouteConfig>,
     pub services: Vec<ServiceConfig>,
+    /// The admin API, when `[admin]` is present.
+    pub admin: Option<AdminConfig>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    /// Bearer token; from `token`, else `token_file`, else $SWITCHYARD_TOKEN.
+    pub token: Option<String>,
+    /// Whether `GET /metrics` needs the token too (default: scrapable without it).
+    pub metrics_require_token: bool,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("metrics_require_token", &self.metrics_require_token)
+            .finish()
+    }
+}
+
+/// The default admin API address, when `[admin]` gives none.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:9900";
+
+/// Active health checks: every server of every pool of the service is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    /// The status that counts as healthy; any 2xx or 3xx when absent.
+    pub expect_status: Option<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive checks on the request path, like nginx's max_fails/fail_timeout: `max_fails` connect
+/// errors or timeouts in a row eject a server for `fail_timeout`. `max_fails = 0` turns them off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassivePolicy {
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}
+
+impl Default for PassivePolicy {
+    fn default() -> Self {
+        PassivePolicy {
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +127,8 @@ pub struct ServerSettings {
     pub access_log: AccessLogTarget,
     pub upgrade_socket: String,
     pub pid_file: Option<String>,
+    /// Where runtime state (weight overrides) is persisted.
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +229,8 @@ impl Default for RouteOptions {
 pub struct ServiceConfig {
     pub name: String,
     pub balance: Balance,
+    pub health: Option<HealthCheck>,
+    pub passive: PassivePolicy,
     pub pools: Vec<PoolConfig>,
 }
 
@@ -303,7 +360,9 @@ impl Validator {
         let services = self.services(&raw);
         let defaults = self.route_options(&raw.defaults, &RouteOptions::default());
         let routes = self.routes(&raw, &defaults, &services);
+        let admin = self.admin(&raw);
         Config {
+            admin,
             source: PathBuf::from(&self.file),
             server,
             listeners,
@@ -338,6 +397,10 @@ impl Validator {
                 .as_ref()
                 .map_or_else(|| "/tmp/switchyard_upgrade.sock".into(), |t| t.0.clone()),
             pid_file: s.pid_file.as_ref().map(|t| t.0.clone()),
+            state_dir: s.state_dir.as_ref().map_or_else(
+                || PathBuf::from("/var/lib/switchyard"),
+                |t| self.resolve_path(t),
+            ),
         }
     }
 
@@ -525,13 +588,104 @@ impl Validator {
                     ),
                 );
             }
+            let health = svc.health.as_ref().map(|h| self.health(h));
+            let defaults = PassivePolicy::default();
+            let passive = svc.passive.as_ref().map_or(defaults.clone(), |p| PassivePolicy {
+                max_fails: p.max_fails.unwrap_or(defaults.max_fails),
+                fail_timeout: p.fail_timeout.map_or(defaults.fail_timeout, |d| d.0),
+            });
             out.push(ServiceConfig {
                 name: name.clone(),
                 balance: svc.balance,
+                health,
+                passive,
                 pools,
             });
         }
         out
+    }
+
+    fn health(&mut self, raw: &Spanned<raw::RawHealth>) -> HealthCheck {
+        let h = raw.get_ref();
+        let path = match &h.path {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                self.error(p.span(), format!("health check path \"{}\" must start with /", p.get_ref()));
+                "/".to_string()
+            }
+            Some(p) => p.get_ref().0.clone(),
+            None => "/health/ready".to_string(),
+        };
+        if let Some(s) = &h.expect_status {
+            if !(100..=599).contains(s.get_ref()) {
+                self.error(s.span(), format!("expect_status {} is not an HTTP status", s.get_ref()));
+            }
+        }
+        let interval = h.interval.map_or(Duration::from_secs(2), |d| d.0);
+        let timeout = h.timeout.map_or(Duration::from_secs(1), |d| d.0);
+        if interval.is_zero() || timeout.is_zero() {
+            self.error(raw.span(), "health check interval and timeout must be above 0");
+        }
+        let healthy_threshold = self.threshold(&h.healthy_threshold, 2);
+        let unhealthy_threshold = self.threshold(&h.unhealthy_threshold, 3);
+        HealthCheck {
+            path,
+            expect_status: h.expect_status.as_ref().map(|s| *s.get_ref()),
+            interval,
+            timeout,
+            healthy_threshold,
+            unhealthy_threshold,
+        }
+    }
+
+    fn threshold(&mut self, t: &Option<Spanned<u32>>, default: u32) -> u32 {
+        match t {
+            Some(v) if *v.get_ref() == 0 => {
+                self.error(v.span(), "thresholds must be at least 1");
+                1
+            }
+            Some(v) => *v.get_ref(),
+            None => default,
+        }
+    }
+
+    fn admin(&mut self, raw: &RawConfig) -> Option<AdminConfig> {
+        let spanned = raw.admin.as_ref()?;
+        let a = spanned.get_ref();
+        let address = match &a.address {
+            Some(addr) => self.socket_addr(addr)?,
+            None => DEFAULT_ADMIN_ADDRESS.parse().ok()?,
+        };
+        let mut token = a.token.as_ref().map(|t| t.0.clone());
+        if token.is_none() {
+            if let Some(file) = &a.token_file {
+                let path = self.resolve_path(file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => token = Some(t.trim().to_string()),
+                    Err(e) => self.error(
+                        file.span(),
+                        format!("cannot read token file \"{}\": {e}", path.display()),
+                    ),
+                }
+            }
+        }
+        if token.is_none() {
+            token = std::env::var("SWITCHYARD_TOKEN").ok();
+        }
+        let token = token.filter(|t| !t.is_empty());
+        if token.is_none() && !address.ip().is_loopback() {
+            let span = a.address.as_ref().map_or(spanned.span(), |s| s.span());
+            self.error(
+                span,
+                format!(
+                    "the admin API on non-loopback address {address} needs a token (token, token_file or SWITCHYARD_TOKEN)"
+                ),
+            );
+        }
+        Some(AdminConfig {
+            address,
+            token,
+            metrics_require_token: a.metrics_require_token,
+        })
     }
 
     fn routes(

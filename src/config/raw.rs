@@ -28,6 +28,35 @@ pub struct RawConfig {
     /// Not `Spanned`: a service is often an implicit table (`[services.api.pools.blue]` only),
     /// which toml cannot span; its errors point at its pools or its header instead.
     pub services: BTreeMap<String, RawService>,
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<Spanned<Text>>,
+    pub token: Option<Text>,
+    pub token_file: Option<Spanned<Text>>,
+    #[serde(default)]
+    pub metrics_require_token: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: Option<Spanned<Text>>,
+    pub expect_status: Option<Spanned<u16>>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub healthy_threshold: Option<Spanned<u32>>,
+    pub unhealthy_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -38,6 +67,7 @@ pub struct RawServer {
     pub access_log: Option<Text>,
     pub upgrade_socket: Option<Text>,
     pub pid_file: Option<Text>,
+    pub state_dir: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +145,8 @@ pub struct RawService {
     pub balance: Balance,
     #[serde(default)]
     pub pools: BTreeMap<String, Spanned<RawPool>>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub passive: Option<RawPassive>,
 }
 
 #[derive(Debug, Deserialize)]

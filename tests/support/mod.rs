@@ -26,6 +26,7 @@ threads = 1
 drain_timeout = "1s"
 access_log = "{tmp}/access.log"
 upgrade_socket = "{tmp}/upgrade.sock"
+state_dir = "{tmp}/state"
 "#;
 
 /// How long `Proxy::start` waits for every listener to accept connections.

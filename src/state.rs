@@ -1,0 +1,170 @@
+//! Runtime state that must outlive the process (weight overrides), written atomically to the state dir.
+//!
+//! Every write goes to a temporary file that is fsynced, renamed over the old file, and followed by an
+//! fsync of the directory: a crash at any moment leaves either the old or the new file, never a torn one.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Pool weights set at runtime, by service then pool. They win over the config file's weights.
+pub type Overrides = BTreeMap<String, BTreeMap<String, u32>>;
+
+const STATE_FILE: &str = "state.json";
+const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state directory \"{path}\": {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot read state file \"{path}\": {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("state file \"{path}\" is not valid ({reason}); move it away to start from the config alone")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot write state file \"{path}\": {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistedState {
+    pub version: u32,
+    #[serde(default)]
+    pub weights: Overrides,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// Opens (creating, mode 0700) the state directory.
+    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
+        fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+            path: dir.into(),
+            source,
+        })?;
+        set_mode(dir, 0o700);
+        Ok(StateStore { dir: dir.into() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// The saved state; an absent file is the empty state.
+    pub fn load(&self) -> Result<PersistedState, StateError> {
+        let path = self.path();
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(PersistedState {
+                    version: VERSION,
+                    ..PersistedState::default()
+                })
+            }
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        let state: PersistedState =
+            serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if state.version != VERSION {
+            return Err(StateError::Corrupt {
+                path,
+                reason: format!("version {} is not {VERSION}", state.version),
+            });
+        }
+        Ok(state)
+    }
+
+    pub fn save_weights(&self, weights: &Overrides) -> Result<(), StateError> {
+        let state = PersistedState {
+            version: VERSION,
+            weights: weights.clone(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&state).map_err(|e| StateError::Write {
+            path: self.path(),
+            source: std::io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        write_atomic(&self.path(), &bytes, 0o600).map_err(|source| StateError::Write {
+            path: self.path(),
+            source,
+        })
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        set_mode(&tmp, mode);
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    // Best effort: a filesystem without Unix modes still gets the data.
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_starts_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(&dir.path().join("state")).expect("open");
+        assert!(store.load().expect("load").weights.is_empty());
+        let mut w = Overrides::new();
+        w.entry("api".into()).or_default().insert("green".into(), 10);
+        store.save_weights(&w).expect("save");
+        assert_eq!(store.load().expect("load").weights, w);
+        let leftovers: Vec<_> = fs::read_dir(store.dir())
+            .expect("ls")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("state.json")]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(store.path()).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_not_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open(dir.path()).expect("open");
+        fs::write(store.path(), b"{\"version\":1,\"weights\":{\"api\":").expect("write");
+        let err = store.load().expect_err("corrupt");
+        assert!(err.to_string().contains("is not valid"), "{err}");
+    }
+}
