@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use switchyard::config::{
-    Balance, HostPattern, PoolConfig, RouteConfig, RouteOptions, ServerConfig, ServiceConfig,
+    Balance, HostPattern, PassivePolicy, PoolConfig, RouteConfig, RouteOptions, ServerConfig, ServiceConfig,
 };
 use switchyard::routing::{normalize_host, RouteTable};
 use switchyard::upstream::{ServerRegistry, Service};
@@ -76,6 +76,8 @@ fn bench_pick(c: &mut Criterion) {
     let cfg = |balance| ServiceConfig {
         name: "svc".into(),
         balance,
+        health: None,
+        passive: PassivePolicy::default(),
         pools: vec![
             PoolConfig {
                 name: "blue".into(),

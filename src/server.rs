@@ -9,11 +9,13 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{
     RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
 };
+use pingora::services::background::background_service;
 use pingora_proxy::http_proxy_service_with_name;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigErrors};
 use crate::proxy::Proxy;
+use crate::health::HealthChecker;
 use crate::runtime::Runtime;
 use crate::state::{StateError, StateStore};
 use crate::tls;
@@ -164,6 +166,10 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         }
         server.add_service(svc);
     }
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker::new(runtime.clone()),
+    ));
     Ok(server)
 }
 

@@ -99,6 +99,12 @@ impl ServerRegistry {
 #[derive(Debug)]
 pub struct ActiveGuard(Arc<ServerState>);
 
+impl ActiveGuard {
+    pub fn state(&self) -> &ServerState {
+        &self.0
+    }
+}
+
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);

@@ -201,19 +201,27 @@ impl ProxyHttp for Proxy {
             .route(&snap)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
         let service = &snap.services[route.service];
-        let pool_idx = match ctx.pool {
+        let mut pool_idx = match ctx.pool {
             Some(p) => p,
             None => service
                 .pick_pool()
                 .ok_or_else(|| Refusal::NoServer.into_error("every pool has weight 0"))?,
         };
-        ctx.pool = Some(pool_idx);
-        let pool = &service.pools[pool_idx];
         let exclude: [SocketAddr; MAX_TRIES] =
             std::array::from_fn(|i| ctx.tried[i].unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
-        let Some(server_idx) = pool.pick(service.balance, &exclude[..ctx.tries]) else {
+        let mut picked = service.pools[pool_idx].pick(service.balance, &exclude[..ctx.tries]);
+        if picked.is_none() && ctx.tries == 0 {
+            // The whole pool is down: another pool with weight above 0 takes the request.
+            if let Some(other) = service.fallback_pool(pool_idx) {
+                pool_idx = other;
+                picked = service.pools[other].pick(service.balance, &[]);
+            }
+        }
+        ctx.pool = Some(pool_idx);
+        let pool = &service.pools[pool_idx];
+        let Some(server_idx) = picked else {
             return Err(if ctx.tries == 0 {
-                Refusal::NoServer.into_error("no server available in pool")
+                Refusal::NoServer.into_error("no healthy server in any weighted pool")
             } else {
                 Error::explain(
                     ErrorType::ConnectError,
@@ -247,7 +255,20 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.guard = None;
+        if let (Some(guard), Some(snap)) = (ctx.guard.take(), ctx.snapshot.as_deref()) {
+            if let Some(route) = ctx.route(snap) {
+                let service = &snap.services[route.service];
+                if guard.state().report_failure(&service.passive) {
+                    log::warn!(
+                        "ejecting {} of service \"{}\" for {:?} after {} failures",
+                        ctx.upstream.map_or_else(String::new, |a| a.to_string()),
+                        service.name,
+                        service.passive.fail_timeout,
+                        service.passive.max_fails
+                    );
+                }
+            }
+        }
         let pool_size = ctx
             .snapshot
             .as_deref()
@@ -323,6 +344,9 @@ impl ProxyHttp for Proxy {
         if let Some(start) = ctx.upstream_start {
             ctx.upstream_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
         }
+        if let Some(guard) = &ctx.guard {
+            guard.state().report_success();
+        }
         Ok(())
     }
 
@@ -358,7 +382,20 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        ctx.guard = None;
+        if let (Some(guard), Some(e)) = (ctx.guard.take(), e) {
+            // A timeout or broken connection after connecting counts against the server, as
+            // nginx's max_fails does; connect errors were counted in fail_to_connect already.
+            let upstream_failure = e.esource() == &pingora_error::ErrorSource::Upstream
+                && respond::status_for(e) >= 502;
+            let snap = ctx.snapshot.as_deref();
+            if let Some((snap, route)) = snap.and_then(|s| Some((s, ctx.route(s)?))) {
+                if upstream_failure {
+                    guard
+                        .state()
+                        .report_failure(&snap.services[route.service].passive);
+                }
+            }
+        }
         let log = &self.runtime.access_log;
         if !log.enabled() {
             return;

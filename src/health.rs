@@ -1,0 +1,240 @@
+//! Active health checks: a background service that probes every server of every checked service.
+//!
+//! The first probe of a server decides its state at once; after that it takes `unhealthy_threshold`
+//! failures in a row to take it out and `healthy_threshold` successes in a row to bring it back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::config::HealthCheck;
+use crate::runtime::Runtime;
+use crate::upstream::ServerState;
+
+/// How often the checker looks for probes that are due.
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("I/O error: {0}")]
+    Io(std::io::Error),
+    #[error("not an HTTP response")]
+    Malformed,
+    #[error("status {0} is not the expected one")]
+    Status(u16),
+}
+
+/// One HTTP/1.1 GET; Ok(status) when the status is the expected one.
+pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<u16, ProbeError> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(ProbeError::Connect)?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n",
+            check.path
+        );
+        stream.write_all(request.as_bytes()).await.map_err(ProbeError::Io)?;
+        let mut buf = [0u8; 64];
+        let mut len = 0;
+        // The status line is all we need: "HTTP/1.1 200 ..." fits in the first bytes.
+        while len < 12 {
+            let n = stream.read(&mut buf[len..]).await.map_err(ProbeError::Io)?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+        }
+        parse_status(&buf[..len]).ok_or(ProbeError::Malformed)
+    };
+    let status = tokio::time::timeout(check.timeout, attempt)
+        .await
+        .map_err(|_| ProbeError::Timeout(check.timeout))??;
+    let expected = match check.expect_status {
+        Some(want) => status == want,
+        None => (200..400).contains(&status),
+    };
+    if expected {
+        Ok(status)
+    } else {
+        Err(ProbeError::Status(status))
+    }
+}
+
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(head.get(..12)?).ok()?;
+    if !text.starts_with("HTTP/1.") {
+        return None;
+    }
+    text.get(9..12)?.parse().ok()
+}
+
+/// Consecutive outcomes of one server's probes.
+#[derive(Debug, Default)]
+struct Streak {
+    probed: bool,
+    successes: u32,
+    failures: u32,
+}
+
+impl Streak {
+    /// Records one outcome; returns the new health verdict when it should change.
+    fn record(&mut self, ok: bool, currently_healthy: bool, check: &HealthCheck) -> Option<bool> {
+        let first = !self.probed;
+        self.probed = true;
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+            let back = first || self.successes >= check.healthy_threshold;
+            (!currently_healthy && back).then_some(true)
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            let out = first || self.failures >= check.unhealthy_threshold;
+            (currently_healthy && out).then_some(false)
+        }
+    }
+}
+
+pub struct HealthChecker {
+    runtime: Arc<Runtime>,
+}
+
+impl HealthChecker {
+    pub fn new(runtime: Arc<Runtime>) -> HealthChecker {
+        HealthChecker { runtime }
+    }
+}
+
+struct Target {
+    service: Arc<str>,
+    addr: SocketAddr,
+    state: Arc<ServerState>,
+    check: HealthCheck,
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut streaks: HashMap<(Arc<str>, SocketAddr), Streak> = HashMap::new();
+        let mut due: HashMap<Arc<str>, Instant> = HashMap::new();
+        loop {
+            let snap = self.runtime.snapshot.load_full();
+            let now = Instant::now();
+            let mut targets = Vec::new();
+            for (svc, cfg) in snap.services.iter().zip(&snap.config.services) {
+                let Some(check) = &cfg.health else { continue };
+                let next = due.entry(svc.name.clone()).or_insert(now);
+                if *next > now {
+                    continue;
+                }
+                *next = now + check.interval;
+                for pool in &svc.pools {
+                    for server in &pool.servers {
+                        targets.push(Target {
+                            service: svc.name.clone(),
+                            addr: server.addr,
+                            state: server.state.clone(),
+                            check: check.clone(),
+                        });
+                    }
+                }
+            }
+            let mut probes = JoinSet::new();
+            for t in targets {
+                probes.spawn(async move {
+                    let result = probe(t.addr, &t.check).await;
+                    (t, result)
+                });
+            }
+            while let Some(done) = probes.join_next().await {
+                let Ok((t, result)) = done else { continue };
+                let streak = streaks.entry((t.service.clone(), t.addr)).or_default();
+                if let Some(healthy) = streak.record(result.is_ok(), t.state.is_healthy(), &t.check) {
+                    t.state.set_healthy(healthy);
+                    match &result {
+                        Ok(status) => log::info!(
+                            "health: {} of service \"{}\" is healthy again (status {status})",
+                            t.addr,
+                            t.service
+                        ),
+                        Err(e) => log::warn!(
+                            "health: {} of service \"{}\" is unhealthy: {e}",
+                            t.addr,
+                            t.service
+                        ),
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(healthy: u32, unhealthy: u32) -> HealthCheck {
+        HealthCheck {
+            path: "/health".into(),
+            expect_status: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: healthy,
+            unhealthy_threshold: unhealthy,
+        }
+    }
+
+    #[test]
+    fn first_probe_decides_then_thresholds_apply() {
+        let c = check(2, 3);
+        let mut s = Streak::default();
+        assert_eq!(s.record(false, true, &c), Some(false), "first failure takes it out");
+        assert_eq!(s.record(true, false, &c), None);
+        assert_eq!(s.record(true, false, &c), Some(true), "two successes bring it back");
+        assert_eq!(s.record(false, true, &c), None);
+        assert_eq!(s.record(false, true, &c), None);
+        assert_eq!(s.record(true, true, &c), None, "a success resets the failure streak");
+        assert_eq!(s.record(false, true, &c), None);
+        assert_eq!(s.record(false, true, &c), None);
+        assert_eq!(s.record(false, true, &c), Some(false));
+    }
+
+    #[test]
+    fn parses_status_lines() {
+        assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(parse_status(b"HTTP/1.0 503 x"), Some(503));
+        assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
+        assert_eq!(parse_status(b"HTTP/1.1"), None);
+    }
+
+    #[tokio::test]
+    async fn probes_a_real_backend() {
+        let backend = crate::backend::Backend::spawn("h").expect("backend");
+        let mut c = check(1, 1);
+        c.path = "/status/204".into();
+        assert_eq!(probe(backend.addr, &c).await.expect("healthy"), 204);
+        c.path = "/status/503".into();
+        assert!(matches!(probe(backend.addr, &c).await, Err(ProbeError::Status(503))));
+        c.expect_status = Some(503);
+        assert_eq!(probe(backend.addr, &c).await.expect("expected 503"), 503);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        assert!(matches!(probe(addr, &c).await, Err(ProbeError::Connect(_))));
+    }
+}
