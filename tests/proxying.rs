@@ -53,6 +53,16 @@ host = "dead.example.com"
 service = "dead"
 
 [[routes]]
+host = "nozip.example.com"
+service = "api"
+compression = false
+
+[[routes]]
+host = "nows.example.com"
+service = "api"
+websocket = false
+
+[[routes]]
 host = "hdr.example.com"
 service = "api"
 [routes.response_headers]
@@ -515,4 +525,47 @@ fn configured_response_headers() {
         .unwrap();
     assert_eq!(header(&resp, "x-test-header"), "from-route");
     assert_eq!(resp.headers().get_all("x-test-header").iter().count(), 1);
+}
+
+#[test]
+fn compression_follows_the_route_option() {
+    let s = setup();
+    let client = http1_client();
+    let get = |host: &str| {
+        client
+            .get(format!("http://{host}:{}/compress-me", s.http))
+            .header("Accept-Encoding", "gzip")
+            .send()
+            .unwrap()
+    };
+    let zipped = get("zip.example.com");
+    assert_eq!(zipped.status(), 200);
+    assert_eq!(header(&zipped, "content-encoding"), "gzip");
+    let bytes = zipped.bytes().unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
+
+    let plain = get("nozip.example.com");
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(json_body(plain)["path"], "/compress-me");
+}
+
+#[test]
+fn websocket_off_drops_the_upgrade() {
+    let s = setup();
+    let mut stream = connect(http_addr(&s));
+    stream
+        .write_all(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: nows.example.com:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                s.http
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let resp = read_response(&mut stream);
+    assert_eq!(resp.status, 200, "the backend answers a plain request");
+    let seen = resp.json();
+    assert!(seen["headers"].get("upgrade").is_none(), "{seen}");
 }
