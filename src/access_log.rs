@@ -30,22 +30,34 @@ pub struct Entry<'a> {
     pub error: Option<String>,
 }
 
-enum Msg {
-    Line(String),
-    /// Flush everything queued so far, then acknowledge.
-    Flush(mpsc::Sender<()>),
+/// Lines wait here until the writer thread takes them: a short lock per request, no wake-up.
+#[derive(Debug, Default)]
+struct Pending {
+    buf: parking_lot::Mutex<Vec<u8>>,
 }
+
+/// Past this many buffered bytes the writer is woken at once instead of at its next tick.
+const WAKE_AT: usize = 64 * 1024;
+/// The longest a line waits before it is written (like nginx's `flush=`).
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A cheap handle: serializing happens on the caller, writing on the log thread.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<Msg>>,
+    inner: Option<std::sync::Arc<Shared>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pending: Pending,
+    /// Wakes the writer early (buffer full) or asks for a flush with an acknowledgement.
+    wake: mpsc::SyncSender<Option<mpsc::Sender<()>>>,
 }
 
 impl AccessLog {
     pub fn open(target: &AccessLogTarget) -> std::io::Result<AccessLog> {
         let sink: Box<dyn Write + Send> = match target {
-            AccessLogTarget::Off => return Ok(AccessLog { tx: None }),
+            AccessLogTarget::Off => return Ok(AccessLog { inner: None }),
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
             AccessLogTarget::Stderr => Box::new(std::io::stderr()),
             AccessLogTarget::File(path) => Box::new(
@@ -55,52 +67,68 @@ impl AccessLog {
                     .open(path)?,
             ),
         };
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let (wake, woken) = mpsc::sync_channel(16);
+        let shared = std::sync::Arc::new(Shared {
+            pending: Pending::default(),
+            wake,
+        });
+        let for_writer = shared.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, sink))?;
-        Ok(AccessLog { tx: Some(tx) })
+            .spawn(move || write_loop(&for_writer, &woken, sink))?;
+        Ok(AccessLog {
+            inner: Some(shared),
+        })
     }
 
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.inner.is_some()
     }
 
     pub fn write(&self, entry: &Entry<'_>) {
-        let Some(tx) = &self.tx else { return };
-        if let Ok(line) = serde_json::to_string(entry) {
-            // The log thread only stops with the process; a send error means it is gone already.
-            let _ = tx.send(Msg::Line(line));
+        let Some(shared) = &self.inner else { return };
+        let mut buf = shared.pending.buf.lock();
+        if serde_json::to_writer(&mut *buf, entry).is_ok() {
+            buf.push(b'\n');
+        }
+        let full = buf.len() >= WAKE_AT;
+        drop(buf);
+        if full {
+            // A full wake queue already holds a wake-up; nothing is lost by dropping this one.
+            let _ = shared.wake.try_send(None);
         }
     }
 
     /// Waits (at most `timeout`) until every line queued so far is written out.
     pub fn flush(&self, timeout: std::time::Duration) {
-        let Some(tx) = &self.tx else { return };
+        let Some(shared) = &self.inner else { return };
         let (ack_tx, ack_rx) = mpsc::channel();
-        if tx.send(Msg::Flush(ack_tx)).is_ok() {
+        if shared.wake.send(Some(ack_tx)).is_ok() {
             let _ = ack_rx.recv_timeout(timeout);
         }
     }
 }
 
-/// Writes lines in batches: flushes whenever the queue runs dry, so lines appear promptly.
-fn write_loop(rx: mpsc::Receiver<Msg>, sink: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
-    let mut acks = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            match msg {
-                Msg::Line(line) => {
-                    let _ = writeln!(out, "{line}");
-                }
-                Msg::Flush(ack) => acks.push(ack),
-            }
-            next = rx.try_recv().ok();
+/// Takes the pending bytes every `FLUSH_EVERY` (or when woken) and writes them in one go.
+fn write_loop(
+    shared: &Shared,
+    woken: &mpsc::Receiver<Option<mpsc::Sender<()>>>,
+    mut sink: Box<dyn Write + Send>,
+) {
+    let mut spare = Vec::with_capacity(WAKE_AT * 2);
+    loop {
+        let ack = match woken.recv_timeout(FLUSH_EVERY) {
+            Ok(ack) => ack,
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        std::mem::swap(&mut *shared.pending.buf.lock(), &mut spare);
+        if !spare.is_empty() {
+            let _ = sink.write_all(&spare);
+            let _ = sink.flush();
+            spare.clear();
         }
-        let _ = out.flush();
-        for ack in acks.drain(..) {
+        if let Some(ack) = ack {
             let _ = ack.send(());
         }
     }

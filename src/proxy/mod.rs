@@ -28,26 +28,45 @@ const MAX_TRIES: usize = 3;
 /// Compression level for gzip/brotli/zstd when a route has compression on.
 const COMPRESSION_LEVEL: u32 = 5;
 
-/// One per listener; all share the runtime (and so the snapshot).
+/// One listening socket, as the request path needs to know it.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    pub tls: bool,
+}
+
+/// The proxy for every listener: one pingora service, one pool of worker threads.
 pub struct Proxy {
     runtime: Arc<Runtime>,
-    listener: Arc<str>,
-    tls: bool,
+    listeners: Vec<ListenerInfo>,
 }
 
 impl Proxy {
-    pub fn new(runtime: Arc<Runtime>, listener: &str, tls: bool) -> Proxy {
-        Proxy {
-            runtime,
-            listener: listener.into(),
-            tls,
-        }
+    pub fn new(runtime: Arc<Runtime>, listeners: Vec<ListenerInfo>) -> Proxy {
+        Proxy { runtime, listeners }
+    }
+
+    fn listener_name(&self, ctx: &Ctx) -> &str {
+        self.listeners.get(ctx.listener).map_or("", |l| &l.name)
+    }
+
+    /// The listener a connection arrived on, by its local address (a wildcard bind matches any IP).
+    fn listener_of(&self, session: &Session) -> Option<usize> {
+        let local = session.server_addr().and_then(|a| a.as_inet())?;
+        self.listeners.iter().position(|l| {
+            l.address.port() == local.port()
+                && (l.address.ip() == local.ip() || l.address.ip().is_unspecified())
+        })
     }
 }
 
 /// Per-request state, carried across phases.
 pub struct Ctx {
     _in_flight: InFlight,
+    /// Index into `Proxy::listeners`.
+    listener: usize,
+    tls: bool,
     start: Instant,
     snapshot: Option<Arc<Snapshot>>,
     route: Option<usize>,
@@ -96,6 +115,8 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             _in_flight: self.runtime.begin_request(),
+            listener: 0,
+            tls: false,
             start: Instant::now(),
             snapshot: None,
             route: None,
@@ -119,6 +140,10 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.runtime.snapshot.load_full();
+        if let Some(i) = self.listener_of(session) {
+            ctx.tls = self.listeners[i].tls;
+            ctx.listener = i;
+        }
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -135,9 +160,9 @@ impl ProxyHttp for Proxy {
         };
 
         let listener_redirect = snap
-            .listener(&self.listener)
+            .listener(self.listener_name(ctx))
             .map(|l| (l.redirect_https, l.https_port));
-        if !self.tls {
+        if !ctx.tls {
             if let Some((on_listener, port)) = listener_redirect {
                 if on_listener || route.options.redirect_https {
                     let location = https_location(&host, port, req);
@@ -310,7 +335,7 @@ impl ProxyHttp for Proxy {
             upstream.insert_header("x-forwarded-for", xff)?;
             upstream.insert_header("x-real-ip", ip)?;
         }
-        upstream.insert_header("x-forwarded-proto", if self.tls { "https" } else { "http" })?;
+        upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         let host = request_host(session.req_header()).to_string();
         if !host.is_empty() {
             upstream.insert_header("x-forwarded-host", host)?;
@@ -421,7 +446,7 @@ impl ProxyHttp for Proxy {
             upstream: ctx.upstream.map(|a| a.to_string()),
             upstream_ms: ctx.upstream_ms,
             request_id: &ctx.request_id,
-            listener: &self.listener,
+            listener: self.listener_name(ctx),
             protocol: if session.is_http2() { "h2" } else { "http/1.1" },
             error: e.map(|e| e.to_string()),
         };
