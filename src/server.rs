@@ -14,7 +14,7 @@ use pingora_proxy::http_proxy_service_with_name;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigErrors};
-use crate::proxy::Proxy;
+use crate::proxy::{ListenerInfo, Proxy};
 use crate::health::HealthChecker;
 use crate::runtime::Runtime;
 use crate::state::{StateError, StateStore};
@@ -146,9 +146,19 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    // One service for every listener: one pool of `threads` workers, like nginx's workers.
+    let listeners = cfg
+        .listeners
+        .iter()
+        .map(|l| ListenerInfo {
+            name: l.name.as_str().into(),
+            address: l.address,
+            tls: l.tls,
+        })
+        .collect();
+    let proxy = Proxy::new(runtime.clone(), listeners);
+    let mut svc = http_proxy_service_with_name(&server.configuration, proxy, "proxy");
     for l in &cfg.listeners {
-        let proxy = Proxy::new(runtime.clone(), &l.name, l.tls);
-        let mut svc = http_proxy_service_with_name(&server.configuration, proxy, &l.name);
         let addr = l.address.to_string();
         if l.tls {
             let mut settings =
@@ -164,8 +174,8 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         } else {
             svc.add_tcp(&addr);
         }
-        server.add_service(svc);
     }
+    server.add_service(svc);
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(runtime.clone()),
