@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check` and `demo`, with their help texts and exit codes.
+//! The command line: `serve`, `check`, `demo` and `ctl`, with their help texts and exit codes.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{config, demo, server};
+use crate::{config, ctl, demo, server};
 
 /// Switchyard: an edge reverse proxy and traffic switcher.
 ///
@@ -48,10 +48,15 @@ pub enum Command {
         /// Address of the demo proxy.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Directory for the demo's config and access log.
+        /// Directory for the demo's config, access log and runtime state.
         #[arg(long, default_value_os_t = std::env::temp_dir().join("switchyard-demo"))]
         dir: PathBuf,
+        /// Address of the demo's admin API (for `switchyard ctl`). It requires the token in
+        /// SWITCHYARD_TOKEN when that is set, and no token otherwise.
+        #[arg(long, default_value = crate::config::DEFAULT_ADMIN_ADDRESS)]
+        admin: SocketAddr,
     },
+    Ctl(ctl::CtlArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -74,11 +79,13 @@ pub fn main() -> ExitCode {
             let options = server::ServeOptions { upgrade };
             report(server::serve(&config, &options))
         }
-        Command::Demo { listen, dir } => report(demo::run(&demo::DemoOptions {
+        Command::Demo { listen, dir, admin } => report(demo::run(&demo::DemoOptions {
             listen,
             dir,
+            admin,
             green_fail_ratio: 0.0,
         })),
+        Command::Ctl(args) => ctl::run(&args),
     }
 }
 

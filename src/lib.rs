@@ -3,10 +3,12 @@
 //! Dependencies point one way: config → snapshot → proxy. See docs/architecture.md.
 
 pub mod access_log;
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod demo;
 pub mod health;
 pub mod metrics;

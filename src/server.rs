@@ -14,8 +14,8 @@ use pingora_proxy::http_proxy_service_with_name;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigErrors};
-use crate::proxy::{ListenerInfo, Proxy};
 use crate::health::HealthChecker;
+use crate::proxy::{ListenerInfo, Proxy};
 use crate::runtime::Runtime;
 use crate::state::{StateError, StateStore};
 use crate::tls;
@@ -180,6 +180,9 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         "health checks",
         HealthChecker::new(runtime.clone()),
     ));
+    if let Some(admin) = &cfg.admin {
+        server.add_service(crate::admin::service(runtime.clone(), admin));
+    }
     Ok(server)
 }
 

@@ -85,7 +85,7 @@ fn fill_tmp(config: &str, dir: &Path) -> String {
     out
 }
 
-/// The addresses of all `[[listeners]]` in a config.
+/// The addresses of all `[[listeners]]` in a config, and of `[admin]` when it names one.
 fn listener_addrs(config: &str) -> Vec<SocketAddr> {
     let value: toml::Value = toml::from_str(config)
         .unwrap_or_else(|e| panic!("test config is not valid TOML: {e}\n{config}"));
@@ -93,13 +93,19 @@ fn listener_addrs(config: &str) -> Vec<SocketAddr> {
         .get("listeners")
         .and_then(|l| l.as_array())
         .unwrap_or_else(|| panic!("test config has no [[listeners]]:\n{config}"));
+    let admin = value
+        .get("admin")
+        .and_then(|a| a.get("address"))
+        .and_then(|a| a.as_str());
     listeners
         .iter()
         .map(|l| {
-            let addr = l
-                .get("address")
+            l.get("address")
                 .and_then(|a| a.as_str())
-                .expect("listener without address");
+                .expect("listener without address")
+        })
+        .chain(admin)
+        .map(|addr| {
             addr.parse()
                 .unwrap_or_else(|e| panic!("listener address {addr:?}: {e}"))
         })
@@ -133,7 +139,9 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// A running `switchyard serve` child process; killed on drop.
 pub struct Proxy {
     child: Child,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// The temp dir `dir` is in, removed on drop; `None` when the caller owns the directory.
+    _temp: Option<tempfile::TempDir>,
     config_path: PathBuf,
     listeners: Vec<SocketAddr>,
     exit: Option<ExitStatus>,
@@ -141,36 +149,49 @@ pub struct Proxy {
 
 impl Proxy {
     /// Writes `config` (with `{tmp}` filled in) to a temp dir, starts the proxy on it and waits
-    /// until every listener accepts TCP connections.
+    /// until every listener (and the admin API, if configured) accepts TCP connections.
     pub fn start(config: &str) -> Proxy {
-        let dir = tempfile::tempdir().expect("create temp dir");
-        let config = fill_tmp(config, dir.path());
+        let temp = tempfile::tempdir().expect("create temp dir");
+        let mut proxy = Proxy::spawn_in(temp.path(), config);
+        proxy._temp = Some(temp);
+        proxy.wait_listening();
+        proxy
+    }
+
+    /// Like [`Proxy::start`] in a directory the caller owns, so that a second proxy can start on
+    /// the same `{tmp}` (config, state dir) after this one stopped. The logs are overwritten.
+    pub fn start_in(dir: &Path, config: &str) -> Proxy {
+        let mut proxy = Proxy::spawn_in(dir, config);
+        proxy.wait_listening();
+        proxy
+    }
+
+    fn spawn_in(dir: &Path, config: &str) -> Proxy {
+        let config = fill_tmp(config, dir);
         let listeners = listener_addrs(&config);
-        let config_path = dir.path().join("switchyard.toml");
+        let config_path = dir.join("switchyard.toml");
         std::fs::write(&config_path, &config).expect("write config");
-        let stdout =
-            std::fs::File::create(dir.path().join("stdout.log")).expect("create stdout.log");
-        let stderr =
-            std::fs::File::create(dir.path().join("stderr.log")).expect("create stderr.log");
+        let stdout = std::fs::File::create(dir.join("stdout.log")).expect("create stdout.log");
+        let stderr = std::fs::File::create(dir.join("stderr.log")).expect("create stderr.log");
         let child = Command::new(BIN)
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .current_dir(dir.path())
+            .current_dir(dir)
+            .env_remove("SWITCHYARD_TOKEN")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("spawn switchyard");
-        let mut proxy = Proxy {
+        Proxy {
             child,
-            dir,
+            dir: dir.to_path_buf(),
+            _temp: None,
             config_path,
             listeners,
             exit: None,
-        };
-        proxy.wait_listening();
-        proxy
+        }
     }
 
     fn wait_listening(&mut self) {
@@ -206,7 +227,7 @@ impl Proxy {
 
     /// The temp dir holding the config, the logs and the access log.
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// Absolute path of the config file the proxy runs with.
@@ -250,7 +271,7 @@ impl Proxy {
 
     /// Rewrites the config file (atomically, `{tmp}` filled in) and sends SIGHUP.
     pub fn reload_with(&mut self, config: &str) {
-        let config = fill_tmp(config, self.dir.path());
+        let config = fill_tmp(config, &self.dir);
         let staging = self.dir().join("switchyard.toml.new");
         std::fs::write(&staging, config).expect("write new config");
         std::fs::rename(&staging, &self.config_path).expect("replace config");
@@ -273,14 +294,14 @@ impl Proxy {
     /// Starts a second process on the same config with `--upgrade`: it waits for this one's
     /// listening sockets, which this one hands over on SIGQUIT. The caller stops the child.
     pub fn spawn_upgrade(&self) -> Child {
-        let stderr = std::fs::File::create(self.dir.path().join("stderr-upgrade.log"))
+        let stderr = std::fs::File::create(self.dir.join("stderr-upgrade.log"))
             .expect("create stderr-upgrade.log");
         Command::new(BIN)
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
             .arg("--upgrade")
-            .current_dir(self.dir.path())
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -571,4 +592,139 @@ pub fn read_head(stream: &mut TcpStream) -> String {
         }
     }
     String::from_utf8(raw).expect("response head is not UTF-8")
+}
+
+/// A client of the admin API on 127.0.0.1:`port`; sends `token` as a bearer token when set.
+pub struct Admin {
+    pub port: u16,
+    pub token: Option<String>,
+    client: reqwest::blocking::Client,
+}
+
+/// One admin API answer: status, headers, the body as text and as JSON (`Null` if not JSON).
+#[derive(Debug)]
+pub struct AdminReply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+impl AdminReply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The `error` text of an error body ("" when absent).
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or_default()
+    }
+
+    /// The weight in force of `pool` in a service view.
+    pub fn weight(&self, pool: &str) -> u64 {
+        self.pool(pool)["weight"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no weight for pool {pool} in {}", self.text))
+    }
+
+    /// One pool of a service view.
+    pub fn pool(&self, pool: &str) -> &serde_json::Value {
+        self.json["pools"]
+            .as_array()
+            .and_then(|pools| pools.iter().find(|p| p["name"] == pool))
+            .unwrap_or_else(|| panic!("no pool {pool} in {}", self.text))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.json["generation"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no generation in {}", self.text))
+    }
+}
+
+impl Admin {
+    pub fn new(port: u16, token: Option<&str>) -> Admin {
+        Admin {
+            port,
+            token: token.map(str::to_string),
+            client: http1_client(),
+        }
+    }
+
+    /// Sends one request; `headers` are added as given.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> AdminReply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .client
+            .request(method, format!("http://127.0.0.1:{}{path}", self.port));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().expect("admin API request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().expect("admin API body");
+        let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        AdminReply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> AdminReply {
+        self.send("GET", path, None, &[])
+    }
+
+    /// `PUT /v1/services/{service}/weights` with a JSON body.
+    pub fn put_weights(&self, service: &str, body: &str) -> AdminReply {
+        self.send(
+            "PUT",
+            &format!("/v1/services/{service}/weights"),
+            Some(body),
+            &[],
+        )
+    }
+
+    /// `POST /v1/services/{service}/switch` to `pool`.
+    pub fn switch(&self, service: &str, pool: &str) -> AdminReply {
+        let body = serde_json::json!({ "to": pool }).to_string();
+        self.send(
+            "POST",
+            &format!("/v1/services/{service}/switch"),
+            Some(&body),
+            &[],
+        )
+    }
+}
+
+/// Which backend answers one request through a proxy listener on 127.0.0.1:`http`.
+pub fn backend_via(client: &reqwest::blocking::Client, http: u16, host: &str) -> String {
+    let resp = client
+        .get(format!("http://{host}:{http}/probe"))
+        .send()
+        .expect("request through the proxy");
+    assert_eq!(resp.status(), 200, "request through the proxy failed");
+    json_body(resp)["backend"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }

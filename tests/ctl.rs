@@ -1,0 +1,423 @@
+//! `switchyard ctl` against a real proxy: exit codes 0/1/2, reasons on stderr, status output.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const TOKEN: &str = "ctl-test-token";
+
+/// Service "app" with live pools blue and green and a pool red whose server is a closed port;
+/// requests for host red.test reach that port through "red-direct", which ejects it after one
+/// failure (server state is shared by address), making red unhealthy. Pool amber is the same
+/// with an ejection of only 2s, so that it turns healthy again while `--wait-healthy` waits.
+const CONFIG: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[[routes]]
+host = "red.test"
+service = "red-direct"
+
+[[routes]]
+host = "*"
+service = "app"
+
+[services.app.pools.blue]
+weight = 100
+servers = ["{blue}"]
+
+[services.app.pools.green]
+weight = 0
+servers = ["{green}"]
+
+[services.app.pools.red]
+weight = 0
+servers = ["{dead}"]
+
+[services.app.pools.amber]
+weight = 0
+servers = ["{dead2}"]
+
+[[routes]]
+host = "amber.test"
+service = "amber-direct"
+
+[services.amber-direct.passive]
+max_fails = 1
+fail_timeout = "2s"
+
+[services.amber-direct.pools.only]
+weight = 1
+servers = ["{dead2}"]
+
+[services.red-direct.passive]
+max_fails = 1
+fail_timeout = "60s"
+
+[services.red-direct.pools.only]
+weight = 1
+servers = ["{dead}"]
+
+[admin]
+address = "127.0.0.1:{admin}"
+token = "{token}"
+"#;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `switchyard ctl ARGS` with SWITCHYARD_ADMIN/SWITCHYARD_TOKEN set from `env` only.
+fn ctl(env: &[(&str, &str)], args: &[&str]) -> Run {
+    let output = Command::new(BIN)
+        .arg("ctl")
+        .args(args)
+        .env_remove("SWITCHYARD_ADMIN")
+        .env_remove("SWITCHYARD_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+struct Setup {
+    _blue: Backend,
+    _green: Backend,
+    http: u16,
+    admin: u16,
+    proxy: Proxy,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let blue = Backend::spawn("blue").unwrap();
+        let green = Backend::spawn("green").unwrap();
+        let (http, admin) = (free_port(), free_port());
+        let config = fill(
+            CONFIG,
+            &[
+                ("http", &http),
+                ("admin", &admin),
+                ("blue", &blue.addr),
+                ("green", &green.addr),
+                ("dead", &format!("127.0.0.1:{}", free_port())),
+                ("dead2", &format!("127.0.0.1:{}", free_port())),
+                ("token", &TOKEN),
+            ],
+        );
+        let proxy = Proxy::start(&config);
+        Setup {
+            _blue: blue,
+            _green: green,
+            http,
+            admin,
+            proxy,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin)
+    }
+
+    /// ctl with the admin URL and token from the environment, as a deploy script would.
+    fn ctl(&self, args: &[&str]) -> Run {
+        let url = self.url();
+        ctl(
+            &[("SWITCHYARD_ADMIN", &url), ("SWITCHYARD_TOKEN", TOKEN)],
+            args,
+        )
+    }
+
+    fn backend_now(&self) -> String {
+        backend_via(&http1_client(), self.http, "app.test")
+    }
+
+    /// The `status` table row of a pool.
+    fn status_row(&self, pool: &str) -> String {
+        let run = self.ctl(&["status"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(pool))
+            .unwrap_or_else(|| panic!("no row for {pool}:\n{}", run.stdout))
+            .to_string()
+    }
+}
+
+#[test]
+fn ctl_changes_weights_and_shows_overrides() {
+    let s = Setup::start();
+    let run = s.ctl(&["status"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("service \"app\""), "{}", run.stdout);
+    assert!(!run.stdout.contains("(override)"), "{}", run.stdout);
+    assert!(
+        s.status_row("blue").contains("1/1"),
+        "{}",
+        s.status_row("blue")
+    );
+
+    let run = s.ctl(&["weights", "app", "blue=50", "green=50"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("blue=50 green=50"), "{}", run.stdout);
+    let blue = s.status_row("blue");
+    assert!(blue.contains("(override)"), "{blue}");
+    let cols: Vec<&str> = blue.split_whitespace().collect();
+    assert_eq!(
+        &cols[..3],
+        ["blue", "50", "100"],
+        "pool, weight, config weight: {blue}"
+    );
+    assert!(s.status_row("green").contains("(override)"));
+    assert!(!s.status_row("red").contains("(override)"));
+
+    // --json prints the API's JSON; the flag may come before or after the subcommand.
+    for args in [
+        &["--json", "status", "app"][..],
+        &["status", "app", "--json"],
+    ] {
+        let run = s.ctl(args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let pools = json["pools"].as_array().unwrap();
+        let blue = pools.iter().find(|p| p["name"] == "blue").unwrap();
+        assert_eq!(
+            (&blue["overridden"], &blue["weight"]),
+            (&true.into(), &50.into())
+        );
+    }
+
+    // --if-match: a stale generation is refused (exit 1), the current one applies.
+    let generation = {
+        let run = s.ctl(&["--json", "status", "app"]);
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()["generation"]
+            .as_u64()
+            .unwrap()
+    };
+    let stale = (generation - 1).to_string();
+    let run = s.ctl(&[
+        "weights",
+        "app",
+        "blue=0",
+        "green=100",
+        "--if-match",
+        &stale,
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(&format!("generation is {generation}")),
+        "{}",
+        run.stderr
+    );
+    let current = generation.to_string();
+    let run = s.ctl(&[
+        "weights",
+        "app",
+        "blue=0",
+        "green=100",
+        "--if-match",
+        &current,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(s.backend_now(), "green");
+
+    let run = s.ctl(&["clear-weights", "app"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!s.ctl(&["status"]).stdout.contains("(override)"));
+    assert_eq!(s.backend_now(), "blue");
+
+    // Flags instead of the environment.
+    let url = s.url();
+    let run = ctl(&[], &["--admin", &url, "--token", TOKEN, "reload"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("reloaded"), "{}", run.stdout);
+}
+
+#[test]
+fn ctl_switch_waits_for_health_and_is_refused_when_unhealthy() {
+    let s = Setup::start();
+    let resp = http1_client()
+        .get(format!("http://red.test:{}/", s.http))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_server_error());
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .status_row("red")
+            .contains("0/1")),
+        "red was not ejected: {}",
+        s.status_row("red")
+    );
+
+    let run = s.ctl(&["switch", "app", "red"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("has no healthy server; switch refused"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.backend_now(), "blue");
+
+    let started = Instant::now();
+    let run = s.ctl(&["switch", "app", "red", "--wait-healthy", "1s"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(started.elapsed() >= Duration::from_secs(1), "gave up early");
+    assert!(
+        run.stderr.contains("no healthy server after waiting 1s"),
+        "{}",
+        run.stderr
+    );
+    let run = s.ctl(&["switch", "app", "purple", "--wait-healthy", "5s"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no pool \"purple\""), "{}", run.stderr);
+
+    let run = s.ctl(&["switch", "app", "green", "--wait-healthy", "10s"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("amber=0 blue=0 green=100 red=0"),
+        "{}",
+        run.stdout
+    );
+    for _ in 0..10 {
+        assert_eq!(s.backend_now(), "green");
+    }
+
+    // --wait-healthy waits while the pool is down and switches once it is back.
+    let resp = http1_client()
+        .get(format!("http://amber.test:{}/", s.http))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_server_error());
+    let ejected = Instant::now();
+    assert!(
+        s.status_row("amber").contains("0/1"),
+        "{}",
+        s.status_row("amber")
+    );
+    let run = s.ctl(&["switch", "app", "amber", "--wait-healthy", "20s"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("waiting up to 20s"), "{}", run.stderr);
+    assert!(
+        ejected.elapsed() >= Duration::from_millis(1500),
+        "did not wait for the pool"
+    );
+    assert!(run.stdout.contains("amber=100"), "{}", run.stdout);
+}
+
+#[test]
+fn ctl_failures_exit_1_with_the_reason() {
+    let s = Setup::start();
+    let url = s.url();
+    let run = ctl(&[("SWITCHYARD_ADMIN", &url)], &["status"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("missing bearer token"),
+        "{}",
+        run.stderr
+    );
+    let run = ctl(
+        &[("SWITCHYARD_ADMIN", &url), ("SWITCHYARD_TOKEN", "wrong")],
+        &["status"],
+    );
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("wrong bearer token"), "{}", run.stderr);
+
+    let run = s.ctl(&["weights", "app", "purple=5"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no pool \"purple\""), "{}", run.stderr);
+    let run = s.ctl(&["weights", "app", "blue=0", "green=0", "red=0"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("sum to 0"), "{}", run.stderr);
+    let run = s.ctl(&["clear-weights", "nope"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("unknown service \"nope\""),
+        "{}",
+        run.stderr
+    );
+
+    // A rejected reload prints every error as file:line:col.
+    let good = s.proxy.config();
+    std::fs::write(
+        s.proxy.config_path(),
+        good.replace("weight = 100", "weight = -1"),
+    )
+    .unwrap();
+    let run = s.ctl(&["reload"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("config rejected"), "{}", run.stderr);
+    let location = format!("{}:", s.proxy.config_path().display());
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with(&location)),
+        "no file:line:col error in {}",
+        run.stderr
+    );
+    std::fs::write(s.proxy.config_path(), good).unwrap();
+    assert_eq!(s.ctl(&["reload"]).code, 0);
+
+    // Nothing listening.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let run = ctl(
+        &[("SWITCHYARD_TOKEN", TOKEN)],
+        &["--admin", &closed, "status"],
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot reach the admin API at {closed}")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn ctl_usage_errors_exit_2() {
+    // None of these gets as far as the network.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let env = [("SWITCHYARD_ADMIN", closed.as_str())];
+    for args in [
+        &["frobnicate"][..],
+        &[],
+        &["weights", "app"],
+        &["weights", "app", "blue"],
+        &["weights", "app", "blue=-1"],
+        &["weights", "app", "blue=ten"],
+        &["weights", "app", "=5"],
+        &["switch", "app"],
+        &["switch", "app", "green", "--wait-healthy", "soon"],
+        &["weights", "app", "blue=1", "--if-match", "x"],
+        &["--admin", "https://127.0.0.1:9900", "status"],
+    ] {
+        let run = ctl(&env, args);
+        assert_eq!(run.code, 2, "ctl {args:?}: {}", run.stderr);
+        assert!(!run.stderr.is_empty(), "ctl {args:?} said nothing");
+    }
+    let run = ctl(&env, &["weights", "app", "blue"]);
+    assert!(run.stderr.contains("POOL=WEIGHT"), "{}", run.stderr);
+
+    // Every subcommand has help.
+    for sub in ["status", "weights", "switch", "reload", "clear-weights"] {
+        let run = ctl(&[], &[sub, "--help"]);
+        assert_eq!(run.code, 0, "{sub} --help");
+        assert!(
+            run.stdout.contains("Usage: switchyard ctl"),
+            "{}",
+            run.stdout
+        );
+    }
+    let run = ctl(&[], &["--help"]);
+    assert!(run.stdout.contains("plain HTTP"), "{}", run.stdout);
+}
