@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use switchyard::config::{
-    Balance, HostPattern, PassivePolicy, PoolConfig, RouteConfig, RouteOptions, ServerConfig, ServiceConfig,
+    Balance, HostPattern, PassivePolicy, PoolConfig, RouteConfig, RouteOptions, ServerConfig,
+    ServiceConfig,
 };
 use switchyard::routing::{normalize_host, RouteTable};
 use switchyard::upstream::{ServerRegistry, Service};

@@ -10,6 +10,8 @@ declare -A NEED=(
   [cmake]=cmake
   [curl]=curl
   [openssl]=openssl
+  [promtool]=prometheus
+  [prometheus]=prometheus
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -69,8 +69,16 @@ fn balance_name(b: Balance) -> &'static str {
     }
 }
 
-fn view(snap: &Snapshot, service: &Service, overrides: Option<&BTreeMap<String, u32>>) -> ServiceView {
-    let config = snap.config.services.iter().find(|s| *s.name == *service.name);
+fn view(
+    snap: &Snapshot,
+    service: &Service,
+    overrides: Option<&BTreeMap<String, u32>>,
+) -> ServiceView {
+    let config = snap
+        .config
+        .services
+        .iter()
+        .find(|s| *s.name == *service.name);
     let pools = service
         .pools
         .iter()
@@ -190,7 +198,11 @@ pub fn set_weights(
 }
 
 /// Drops a service's runtime overrides: the config file's weights apply again.
-pub fn clear_weights(rt: &Runtime, service: &str, if_match: Option<u64>) -> Result<u64, ControlError> {
+pub fn clear_weights(
+    rt: &Runtime,
+    service: &str,
+    if_match: Option<u64>,
+) -> Result<u64, ControlError> {
     rt.change_overrides(|snap, overrides| {
         check_generation(snap, if_match)?;
         find(snap, service)?;
@@ -201,14 +213,21 @@ pub fn clear_weights(rt: &Runtime, service: &str, if_match: Option<u64>) -> Resu
 
 /// The blue/green flip: `to` gets weight 100, every other pool 0. Refused when `to` has no
 /// available server. In-flight requests on the old pool finish; new ones go to `to`.
-pub fn switch(rt: &Runtime, service: &str, to: &str, if_match: Option<u64>) -> Result<u64, ControlError> {
+pub fn switch(
+    rt: &Runtime,
+    service: &str,
+    to: &str,
+    if_match: Option<u64>,
+) -> Result<u64, ControlError> {
     rt.change_overrides(|snap, overrides| {
         check_generation(snap, if_match)?;
         let svc = find(snap, service)?;
-        let idx = svc.pool_index(to).ok_or_else(|| ControlError::UnknownPool {
-            service: service.into(),
-            pool: to.into(),
-        })?;
+        let idx = svc
+            .pool_index(to)
+            .ok_or_else(|| ControlError::UnknownPool {
+                service: service.into(),
+                pool: to.into(),
+            })?;
         if svc.available_servers(idx) == 0 {
             return Err(ControlError::Unhealthy {
                 service: service.into(),

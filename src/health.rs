@@ -39,12 +39,17 @@ pub enum ProbeError {
 /// One HTTP/1.1 GET; Ok(status) when the status is the expected one.
 pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<u16, ProbeError> {
     let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(ProbeError::Connect)?;
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(ProbeError::Connect)?;
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n",
             check.path
         );
-        stream.write_all(request.as_bytes()).await.map_err(ProbeError::Io)?;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(ProbeError::Io)?;
         let mut buf = [0u8; 64];
         let mut len = 0;
         // The status line is all we need: "HTTP/1.1 200 ..." fits in the first bytes.
@@ -160,7 +165,8 @@ impl BackgroundService for HealthChecker {
             while let Some(done) = probes.join_next().await {
                 let Ok((t, result)) = done else { continue };
                 let streak = streaks.entry((t.service.clone(), t.addr)).or_default();
-                if let Some(healthy) = streak.record(result.is_ok(), t.state.is_healthy(), &t.check) {
+                if let Some(healthy) = streak.record(result.is_ok(), t.state.is_healthy(), &t.check)
+                {
                     t.state.set_healthy(healthy);
                     match &result {
                         Ok(status) => log::info!(
@@ -203,12 +209,24 @@ mod tests {
     fn first_probe_decides_then_thresholds_apply() {
         let c = check(2, 3);
         let mut s = Streak::default();
-        assert_eq!(s.record(false, true, &c), Some(false), "first failure takes it out");
+        assert_eq!(
+            s.record(false, true, &c),
+            Some(false),
+            "first failure takes it out"
+        );
         assert_eq!(s.record(true, false, &c), None);
-        assert_eq!(s.record(true, false, &c), Some(true), "two successes bring it back");
+        assert_eq!(
+            s.record(true, false, &c),
+            Some(true),
+            "two successes bring it back"
+        );
         assert_eq!(s.record(false, true, &c), None);
         assert_eq!(s.record(false, true, &c), None);
-        assert_eq!(s.record(true, true, &c), None, "a success resets the failure streak");
+        assert_eq!(
+            s.record(true, true, &c),
+            None,
+            "a success resets the failure streak"
+        );
         assert_eq!(s.record(false, true, &c), None);
         assert_eq!(s.record(false, true, &c), None);
         assert_eq!(s.record(false, true, &c), Some(false));
@@ -229,7 +247,10 @@ mod tests {
         c.path = "/status/204".into();
         assert_eq!(probe(backend.addr, &c).await.expect("healthy"), 204);
         c.path = "/status/503".into();
-        assert!(matches!(probe(backend.addr, &c).await, Err(ProbeError::Status(503))));
+        assert!(matches!(
+            probe(backend.addr, &c).await,
+            Err(ProbeError::Status(503))
+        ));
         c.expect_status = Some(503);
         assert_eq!(probe(backend.addr, &c).await.expect("expected 503"), 503);
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -11,6 +11,7 @@ pub mod control;
 pub mod ctl;
 pub mod demo;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

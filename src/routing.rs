@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{HostPattern, RouteConfig, RouteOptions};
+use crate::limits::Limiter;
 
 /// One compiled route.
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub struct Route {
     /// Index into `Snapshot::services`.
     pub service: usize,
     pub options: RouteOptions,
+    /// The rate-limit zones named by `options.limits`, all of which a request must pass.
+    pub zones: Vec<Arc<dyn Limiter>>,
 }
 
 /// Routes sharing one host pattern, longest prefix first.
@@ -47,6 +50,7 @@ impl RouteTable {
                 strip_prefix: r.strip_prefix,
                 service,
                 options: r.options.clone(),
+                zones: Vec::new(),
             });
             let entry = match &r.host {
                 HostPattern::Exact(h) => table.exact.entry(h.as_str().into()).or_default(),
@@ -64,6 +68,18 @@ impl RouteTable {
         table.wildcard.values_mut().for_each(by_len);
         by_len(&mut table.catch_all);
         table
+    }
+
+    /// Resolves every route's zone names (validated beforehand; an unknown name is skipped).
+    pub fn attach_zones(&mut self, zones: &HashMap<String, Arc<dyn Limiter>>) {
+        for route in &mut self.routes {
+            route.zones = route
+                .options
+                .limits
+                .iter()
+                .filter_map(|name| zones.get(name).cloned())
+                .collect();
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -9,6 +9,9 @@ use rustls::sign::CertifiedKey;
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigErrors};
+use crate::limits::conn::ConnLimits;
+use crate::limits::ZoneRegistry;
+use crate::metrics::Metrics;
 use crate::snapshot::{effective_overrides, Snapshot};
 use crate::state::{Overrides, StateError, StateStore};
 use crate::tls::{CertMap, CertStore};
@@ -21,6 +24,12 @@ pub struct Runtime {
     pub registry: ServerRegistry,
     pub certs: Arc<CertStore>,
     pub access_log: AccessLog,
+    /// Every Prometheus metric; `metrics::render` turns them into the `/metrics` text.
+    pub metrics: Metrics,
+    /// Rate-limit zones by name, kept across reloads while their spec is unchanged.
+    pub zones: ZoneRegistry,
+    /// Open client connections and their caps.
+    pub connections: Arc<ConnLimits>,
     /// Requests between `new_ctx` and the end of `logging`: what a drain waits for.
     in_flight: Arc<AtomicUsize>,
     config_path: PathBuf,
@@ -61,12 +70,19 @@ impl Runtime {
             &config.certificates,
             generated_fallback.clone(),
         ));
-        let snapshot = Snapshot::compile(Arc::new(config), 1, &registry, &overrides);
+        let zones = ZoneRegistry::default();
+        let connections = Arc::new(ConnLimits::default());
+        connections.set_caps(config.limits.connections);
+        let resolved = zones.resolve(&config.limits.zones);
+        let snapshot = Snapshot::compile(Arc::new(config), 1, &registry, &overrides, &resolved);
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
             certs,
             access_log,
+            metrics: Metrics::new(),
+            zones,
+            connections,
             in_flight: Arc::default(),
             config_path,
             generated_fallback,
@@ -101,7 +117,14 @@ impl Runtime {
 
     /// Re-reads the config file. On error nothing changes and every error is returned.
     /// Runtime weight overrides survive; those that no longer fit the config are dropped.
+    /// Every outcome is counted in `switchyard_config_reloads_total`.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
+        let result = self.load_and_publish();
+        self.metrics.record_reload(result.is_ok());
+        result
+    }
+
+    fn load_and_publish(&self) -> Result<u64, ConfigErrors> {
         let config = config::load(&self.config_path)?;
         let mut overrides = self.writer.lock();
         let old = self.snapshot.load();
@@ -154,7 +177,9 @@ impl Runtime {
     /// Compiles and swaps in a new snapshot; the caller holds the writer lock.
     fn publish(&self, config: Arc<Config>, overrides: &Overrides) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let snapshot = Snapshot::compile(config, generation, &self.registry, overrides);
+        let zones = self.zones.resolve(&config.limits.zones);
+        self.connections.set_caps(config.limits.connections);
+        let snapshot = Snapshot::compile(config, generation, &self.registry, overrides, &zones);
         self.snapshot.store(Arc::new(snapshot));
         generation
     }

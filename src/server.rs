@@ -6,11 +6,8 @@ use std::time::{Duration, Instant};
 
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{
-    RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
-};
-use pingora::services::background::background_service;
-use pingora_proxy::http_proxy_service_with_name;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigErrors};
@@ -54,48 +51,51 @@ pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeErro
         env!("CARGO_PKG_VERSION"),
         runtime.snapshot.load().config.summary()
     );
-    server.run(RunArgs {
-        shutdown_signal: Box::new(DrainingSignals {
-            runtime: runtime.clone(),
-        }),
-    });
+    // pingora's signals: SIGTERM stop, SIGQUIT upgrade, SIGINT fast stop. `DrainWatch` ends a
+    // graceful stop early once nothing is left in flight.
+    server.run(RunArgs::default());
     runtime.access_log.flush(Duration::from_secs(2));
     Ok(())
 }
 
-/// pingora's signal set (SIGTERM stop, SIGQUIT upgrade, SIGINT fast stop), with an early exit
-/// once a graceful stop has no request left in flight.
-struct DrainingSignals {
+/// Starts the drain when pingora broadcasts its shutdown, that is after the listeners stopped
+/// accepting (and, for an upgrade, after the sockets were handed over).
+struct DrainWatch {
     runtime: Arc<Runtime>,
 }
 
 #[async_trait::async_trait]
-impl ShutdownSignalWatch for DrainingSignals {
-    async fn recv(&self) -> ShutdownSignal {
-        let kind = UnixShutdownSignalWatch.recv().await;
-        if !matches!(kind, ShutdownSignal::FastShutdown) {
-            let timeout = self.runtime.snapshot.load().config.server.drain_timeout;
-            log::info!(
-                "draining: listeners close, {} request(s) in flight get up to {timeout:?}",
-                self.runtime.in_flight()
-            );
-            exit_when_drained(self.runtime.clone(), timeout);
+impl BackgroundService for DrainWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
         }
-        kind
+        let timeout = self.runtime.snapshot.load().config.server.drain_timeout;
+        log::info!(
+            "draining: listeners closed, {} connection(s) and {} request(s) get up to {timeout:?}",
+            self.runtime.connections.open(),
+            self.runtime.in_flight()
+        );
+        exit_when_drained(self.runtime.clone(), timeout);
     }
 }
 
-/// Exits the process as soon as no request is in flight (or leaves it to pingora at the timeout).
+/// Exits the process as soon as no connection or request is left (or leaves it to pingora at the
+/// timeout).
 fn exit_when_drained(runtime: Arc<Runtime>, timeout: Duration) {
     let spawned = std::thread::Builder::new()
         .name("drain".into())
         .spawn(move || {
             let deadline = Instant::now() + timeout;
-            // Let the shutdown broadcast close the listeners first.
-            std::thread::sleep(Duration::from_millis(100));
+            // Idle keep-alive connections are closed by pingora at shutdown; a connection that
+            // is open has a request in flight or one on its way. Zero twice in a row covers a
+            // connection accepted just before the listeners closed.
+            let mut idle_checks = 0;
             while Instant::now() < deadline {
-                if runtime.in_flight() == 0 {
-                    log::info!("drained: no request in flight, exiting");
+                let idle = runtime.in_flight() == 0 && runtime.connections.open() == 0;
+                idle_checks = if idle { idle_checks + 1 } else { 0 };
+                if idle_checks >= 3 {
+                    log::info!("drained: no connection or request left, exiting");
                     runtime.access_log.flush(Duration::from_secs(2));
                     std::process::exit(0);
                 }
@@ -157,7 +157,13 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         })
         .collect();
     let proxy = Proxy::new(runtime.clone(), listeners);
-    let mut svc = http_proxy_service_with_name(&server.configuration, proxy, "proxy");
+    let mut svc = crate::metrics::proxy_service(
+        &server.configuration,
+        &runtime.metrics,
+        proxy,
+        &cfg.listeners,
+        runtime.connections.clone(),
+    );
     for l in &cfg.listeners {
         let addr = l.address.to_string();
         if l.tls {
@@ -179,6 +185,16 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(runtime.clone()),
+    ));
+    server.add_service(background_service(
+        "drain watch",
+        DrainWatch {
+            runtime: runtime.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "rate-limit upkeep",
+        crate::limits::Upkeep::new(runtime.clone()),
     ));
     if let Some(admin) = &cfg.admin {
         server.add_service(crate::admin::service(runtime.clone(), admin));

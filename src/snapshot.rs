@@ -1,10 +1,12 @@
 //! Everything a request needs, compiled from the config into one immutable value and swapped as a whole.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::state::Overrides;
+use crate::limits::Limiter;
 use crate::routing::RouteTable;
+use crate::state::Overrides;
 use crate::upstream::{ServerRegistry, Service};
 
 /// What a plain or TLS listener does with every request, whatever the route.
@@ -35,6 +37,7 @@ impl Snapshot {
         generation: u64,
         registry: &ServerRegistry,
         overrides: &Overrides,
+        zones: &HashMap<String, Arc<dyn Limiter>>,
     ) -> Snapshot {
         let services: Vec<Service> = config
             .services
@@ -51,9 +54,10 @@ impl Snapshot {
                 Service::build(&s, registry)
             })
             .collect();
-        let routes = RouteTable::build(&config.routes, |name| {
+        let mut routes = RouteTable::build(&config.routes, |name| {
             services.iter().position(|s| &*s.name == name)
         });
+        routes.attach_zones(zones);
         let listeners = config
             .listeners
             .iter()
@@ -97,7 +101,9 @@ pub fn effective_overrides(config: &Config, overrides: &Overrides) -> (Overrides
             if svc.pools.iter().any(|p| &p.name == pool) {
                 valid.insert(pool.clone(), *w);
             } else {
-                dropped.push(format!("pool \"{pool}\" of service \"{service}\" is no longer in the config"));
+                dropped.push(format!(
+                    "pool \"{pool}\" of service \"{service}\" is no longer in the config"
+                ));
             }
         }
         let sum: u64 = svc
@@ -106,7 +112,9 @@ pub fn effective_overrides(config: &Config, overrides: &Overrides) -> (Overrides
             .map(|p| u64::from(*valid.get(&p.name).unwrap_or(&p.weight)))
             .sum();
         if sum == 0 {
-            dropped.push(format!("overrides of service \"{service}\" would leave every pool at weight 0"));
+            dropped.push(format!(
+                "overrides of service \"{service}\" would leave every pool at weight 0"
+            ));
             continue;
         }
         if !valid.is_empty() {

@@ -19,13 +19,22 @@ const VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot create state directory \"{path}\": {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read state file \"{path}\": {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state file \"{path}\" is not valid ({reason}); move it away to start from the config alone")]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot write state file \"{path}\": {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What `state.json` holds.
@@ -145,7 +154,9 @@ mod tests {
         let store = StateStore::open(&dir.path().join("state")).expect("open");
         assert!(store.load().expect("load").weights.is_empty());
         let mut w = Overrides::new();
-        w.entry("api".into()).or_default().insert("green".into(), 10);
+        w.entry("api".into())
+            .or_default()
+            .insert("green".into(), 10);
         store.save_weights(&w).expect("save");
         assert_eq!(store.load().expect("load").weights, w);
         let leftovers: Vec<_> = fs::read_dir(store.dir())
@@ -155,7 +166,10 @@ mod tests {
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("state.json")]);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(store.path()).expect("stat").permissions().mode();
+        let mode = fs::metadata(store.path())
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -409,7 +409,10 @@ mod tests {
         }
         assert_eq!(svc.available_servers(0), 1);
         std::thread::sleep(std::time::Duration::from_millis(250));
-        assert!(pool.servers[0].state.is_available(), "ejection ends after fail_timeout");
+        assert!(
+            pool.servers[0].state.is_available(),
+            "ejection ends after fail_timeout"
+        );
     }
 
     #[test]
@@ -432,6 +435,10 @@ mod tests {
         let svc = Service::build(&cfg, &ServerRegistry::default());
         assert_eq!(svc.fallback_pool(0), Some(2));
         svc.pools[2].servers[0].state.set_healthy(false);
-        assert_eq!(svc.fallback_pool(0), None, "green has weight 0, canary is down");
+        assert_eq!(
+            svc.fallback_pool(0),
+            None,
+            "green has weight 0, canary is down"
+        );
     }
 }

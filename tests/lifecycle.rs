@@ -108,7 +108,7 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
                 match client.get(format!("http://127.0.0.1:{http}/")).send() {
                     Ok(r) if r.status() == 200 => ok += 1,
                     Ok(r) => failed.push(format!("status {}", r.status())),
-                    Err(e) => failed.push(e.to_string()),
+                    Err(e) => failed.push(format!("{e:?}")),
                 }
             }
             (ok, failed)

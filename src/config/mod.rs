@@ -2,6 +2,7 @@
 //!
 //! `check`, `serve` and reload all go through [`load`], so they report the same errors.
 
+mod limits;
 mod raw;
 pub mod values;
 
@@ -17,6 +18,7 @@ use http::header::{HeaderName, HeaderValue};
 use rustls::sign::CertifiedKey;
 use toml::Spanned;
 
+pub use limits::{LimitsConfig, DEFAULT_MAX_KEYS};
 pub use raw::Balance;
 use raw::{RawConfig, RawDefaults, RawRoute};
 
@@ -66,6 +68,7 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// The admin API, when `[admin]` is present.
     pub admin: Option<AdminConfig>,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -129,6 +132,9 @@ pub struct ServerSettings {
     pub pid_file: Option<String>,
     /// Where runtime state (weight overrides) is persisted.
     pub state_dir: PathBuf,
+    /// Whether requests are counted and timed for Prometheus (default true). Off only to measure
+    /// what the recording costs: scrape-time gauges and connection counts are kept either way.
+    pub metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +213,8 @@ pub struct RouteOptions {
     pub compression: bool,
     pub websocket: bool,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Names of the rate-limit zones the route's requests must all pass.
+    pub limits: Vec<String>,
 }
 
 impl Default for RouteOptions {
@@ -221,6 +229,7 @@ impl Default for RouteOptions {
             compression: true,
             websocket: true,
             response_headers: Vec::new(),
+            limits: Vec::new(),
         }
     }
 }
@@ -305,6 +314,8 @@ struct Validator {
     line_starts: Vec<usize>,
     text: String,
     text_len: usize,
+    /// Zone names of `[limits.zones]`, known before routes are read.
+    zone_names: Vec<String>,
     errors: Vec<ConfigError>,
 }
 
@@ -318,6 +329,7 @@ impl Validator {
             line_starts,
             text: text.to_string(),
             text_len: text.len(),
+            zone_names: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -358,11 +370,18 @@ impl Validator {
         let listeners = self.listeners(&raw);
         let certificates = self.certificates(&raw);
         let services = self.services(&raw);
+        let limits = raw
+            .limits
+            .as_ref()
+            .map(|l| self.limits(l))
+            .unwrap_or_default();
+        self.zone_names = limits.zones.iter().map(|z| z.name.clone()).collect();
         let defaults = self.route_options(&raw.defaults, &RouteOptions::default());
         let routes = self.routes(&raw, &defaults, &services);
         let admin = self.admin(&raw);
         Config {
             admin,
+            limits,
             source: PathBuf::from(&self.file),
             server,
             listeners,
@@ -401,6 +420,7 @@ impl Validator {
                 || PathBuf::from("/var/lib/switchyard"),
                 |t| self.resolve_path(t),
             ),
+            metrics: s.metrics.unwrap_or(true),
         }
     }
 
@@ -590,10 +610,13 @@ impl Validator {
             }
             let health = svc.health.as_ref().map(|h| self.health(h));
             let defaults = PassivePolicy::default();
-            let passive = svc.passive.as_ref().map_or(defaults.clone(), |p| PassivePolicy {
-                max_fails: p.max_fails.unwrap_or(defaults.max_fails),
-                fail_timeout: p.fail_timeout.map_or(defaults.fail_timeout, |d| d.0),
-            });
+            let passive = svc
+                .passive
+                .as_ref()
+                .map_or(defaults.clone(), |p| PassivePolicy {
+                    max_fails: p.max_fails.unwrap_or(defaults.max_fails),
+                    fail_timeout: p.fail_timeout.map_or(defaults.fail_timeout, |d| d.0),
+                });
             out.push(ServiceConfig {
                 name: name.clone(),
                 balance: svc.balance,
@@ -609,7 +632,10 @@ impl Validator {
         let h = raw.get_ref();
         let path = match &h.path {
             Some(p) if !p.get_ref().starts_with('/') => {
-                self.error(p.span(), format!("health check path \"{}\" must start with /", p.get_ref()));
+                self.error(
+                    p.span(),
+                    format!("health check path \"{}\" must start with /", p.get_ref()),
+                );
                 "/".to_string()
             }
             Some(p) => p.get_ref().0.clone(),
@@ -617,13 +643,19 @@ impl Validator {
         };
         if let Some(s) = &h.expect_status {
             if !(100..=599).contains(s.get_ref()) {
-                self.error(s.span(), format!("expect_status {} is not an HTTP status", s.get_ref()));
+                self.error(
+                    s.span(),
+                    format!("expect_status {} is not an HTTP status", s.get_ref()),
+                );
             }
         }
         let interval = h.interval.map_or(Duration::from_secs(2), |d| d.0);
         let timeout = h.timeout.map_or(Duration::from_secs(1), |d| d.0);
         if interval.is_zero() || timeout.is_zero() {
-            self.error(raw.span(), "health check interval and timeout must be above 0");
+            self.error(
+                raw.span(),
+                "health check interval and timeout must be above 0",
+            );
         }
         let healthy_threshold = self.threshold(&h.healthy_threshold, 2);
         let unhealthy_threshold = self.threshold(&h.unhealthy_threshold, 3);
@@ -824,6 +856,19 @@ impl Validator {
         if let Some(b) = raw.websocket {
             o.websocket = b;
         }
+        if let Some(zones) = &raw.limits {
+            o.limits.clear();
+            for z in zones {
+                if self.zone_names.iter().any(|n| n == &z.get_ref().0) {
+                    o.limits.push(z.get_ref().0.clone());
+                } else {
+                    self.error(
+                        z.span(),
+                        format!("unknown rate-limit zone \"{}\"", z.get_ref()),
+                    );
+                }
+            }
+        }
         if let Some(headers) = &raw.response_headers {
             let span = headers.span();
             for (name, value) in headers.get_ref() {
@@ -860,6 +905,7 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         compression: r.compression,
         websocket: r.websocket,
         response_headers: r.response_headers.clone(),
+        limits: r.limits.clone(),
     }
 }
 

@@ -29,6 +29,7 @@ pub struct RawConfig {
     /// which toml cannot span; its errors point at its pools or its header instead.
     pub services: BTreeMap<String, RawService>,
     pub admin: Option<Spanned<RawAdmin>>,
+    pub limits: Option<super::limits::RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +69,7 @@ pub struct RawServer {
     pub upgrade_socket: Option<Text>,
     pub pid_file: Option<Text>,
     pub state_dir: Option<Text>,
+    pub metrics: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +113,8 @@ macro_rules! with_route_options {
             pub compression: Option<bool>,
             pub websocket: Option<bool>,
             pub response_headers: Option<Spanned<BTreeMap<String, Text>>>,
+            /// Rate-limit zones (by name) every request of the route must pass.
+            pub limits: Option<Vec<Spanned<Text>>>,
         }
     };
 }

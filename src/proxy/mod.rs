@@ -17,6 +17,8 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::Entry;
+use crate::limits::{KeyKind, Verdict};
+use crate::metrics::Finished;
 use crate::routing::{self, Route};
 use crate::runtime::{InFlight, Runtime};
 use crate::snapshot::Snapshot;
@@ -47,6 +49,55 @@ impl Proxy {
         Proxy { runtime, listeners }
     }
 
+    /// Runs the route's zones; `Some((limit, retry_after))` when one of them refuses the request.
+    fn check_zones(
+        &self,
+        snap: &Snapshot,
+        route: &Route,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Option<(u32, Duration)> {
+        if route.zones.is_empty() {
+            return None;
+        }
+        let path = req.uri.path();
+        let limits = &snap.config.limits;
+        if limits
+            .exempt_paths
+            .iter()
+            .any(|p| routing::prefix_matches(p, path))
+        {
+            return None;
+        }
+        let registry = &self.runtime.zones;
+        for zone in &route.zones {
+            let key = match &zone.spec().key {
+                KeyKind::ClientIp => registry.key(ctx.client_ip?),
+                KeyKind::ClientIpRoute => registry.key((ctx.client_ip?, &*route.id)),
+                KeyKind::Header(name) => match req.headers.get(name.as_str()) {
+                    Some(v) => registry.key(v.as_bytes()),
+                    None => continue,
+                },
+            };
+            match zone.check(key) {
+                Verdict::Allowed {
+                    limit,
+                    remaining,
+                    reset,
+                } => {
+                    if ctx.rate.is_none_or(|(_, r, _)| remaining < r) {
+                        ctx.rate = Some((limit, remaining, reset));
+                    }
+                }
+                Verdict::Limited { limit, retry_after } => {
+                    self.runtime.metrics.record_rate_limited(&zone.spec().name);
+                    return Some((limit, retry_after));
+                }
+            }
+        }
+        None
+    }
+
     fn listener_name(&self, ctx: &Ctx) -> &str {
         self.listeners.get(ctx.listener).map_or("", |l| &l.name)
     }
@@ -58,6 +109,44 @@ impl Proxy {
             l.address.port() == local.port()
                 && (l.address.ip() == local.ip() || l.address.ip().is_unspecified())
         })
+    }
+}
+
+impl Proxy {
+    /// Counts and times the finished request, unless `[server] metrics = false`.
+    fn record_request(&self, session: &Session, ctx: &Ctx) {
+        let on = match ctx.snapshot.as_deref() {
+            Some(snap) => snap.config.server.metrics,
+            None => self.runtime.snapshot.load().config.server.metrics,
+        };
+        if !on {
+            return;
+        }
+        self.runtime.metrics.record_request(&Finished {
+            snapshot: ctx.snapshot.as_deref(),
+            route: ctx.route,
+            pool: ctx.pool,
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            duration: ctx.start.elapsed(),
+            upstream_seconds: ctx.upstream_ms.map(|ms| ms / 1000.0),
+        });
+    }
+
+    /// Counts a failed connect, its retry and the ejection it caused (same switch as above).
+    fn record_connect_error(&self, ctx: &Ctx, ejected: bool, retried: bool) {
+        let Some(snap) = ctx.snapshot.as_deref() else {
+            return;
+        };
+        let Some(route) = ctx.route(snap).filter(|_| snap.config.server.metrics) else {
+            return;
+        };
+        let metrics = &self.runtime.metrics;
+        if let Some(pool) = ctx.pool {
+            metrics.record_connect_error(snap, route.service, pool, retried);
+        }
+        if ejected {
+            metrics.record_ejection(snap, route.service);
+        }
     }
 }
 
@@ -76,7 +165,12 @@ pub struct Ctx {
     tries: usize,
     guard: Option<ActiveGuard>,
     request_id: String,
+    /// The real client: the peer, or who a trusted proxy's X-Forwarded-For names.
     client_ip: Option<IpAddr>,
+    /// The socket peer: the address appended to X-Forwarded-For.
+    peer_ip: Option<IpAddr>,
+    /// The most constrained zone's (limit, remaining, reset) for the RateLimit-* headers.
+    rate: Option<(u32, u32, Duration)>,
     upstream_start: Option<Instant>,
     upstream_ms: Option<f64>,
     body_bytes: u64,
@@ -127,6 +221,8 @@ impl ProxyHttp for Proxy {
             guard: None,
             request_id: String::new(),
             client_ip: None,
+            peer_ip: None,
+            rate: None,
             upstream_start: None,
             upstream_ms: None,
             body_bytes: 0,
@@ -144,11 +240,19 @@ impl ProxyHttp for Proxy {
             ctx.tls = self.listeners[i].tls;
             ctx.listener = i;
         }
-        ctx.client_ip = session
+        ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header();
+        let trusted = &snap.config.limits.trusted_proxies;
+        ctx.client_ip = ctx.peer_ip.map(|peer| {
+            let xff = req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            trusted.client_ip(peer, xff)
+        });
         ctx.request_id = request_id(req);
         let host = routing::normalize_host(request_host(req));
         let path = req.uri.path();
@@ -171,6 +275,12 @@ impl ProxyHttp for Proxy {
                     return Ok(true);
                 }
             }
+        }
+
+        if let Some((limit, retry_after)) = self.check_zones(&snap, route, req, ctx) {
+            ctx.snapshot = Some(snap);
+            respond::write_rate_limited(session, limit, retry_after, &ctx.request_id).await?;
+            return Ok(true);
         }
 
         let declared = req
@@ -280,10 +390,12 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        let mut ejected = false;
         if let (Some(guard), Some(snap)) = (ctx.guard.take(), ctx.snapshot.as_deref()) {
             if let Some(route) = ctx.route(snap) {
                 let service = &snap.services[route.service];
                 if guard.state().report_failure(&service.passive) {
+                    ejected = true;
                     log::warn!(
                         "ejecting {} of service \"{}\" for {:?} after {} failures",
                         ctx.upstream.map_or_else(String::new, |a| a.to_string()),
@@ -304,9 +416,11 @@ impl ProxyHttp for Proxy {
             })
             .unwrap_or(0);
         // Connecting never sent the request, so another server is safe for every method.
-        if ctx.tries < MAX_TRIES.min(pool_size) {
+        let retried = ctx.tries < MAX_TRIES.min(pool_size);
+        if retried {
             e.set_retry(true);
         }
+        self.record_connect_error(ctx, ejected, retried);
         e
     }
 
@@ -322,18 +436,20 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route(snap) else {
             return Ok(());
         };
-        if let Some(ip) = ctx.client_ip {
-            let ip = ip.to_string();
+        if let Some(peer) = ctx.peer_ip {
+            let peer = peer.to_string();
             let xff = match upstream
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
             {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip.clone(),
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+                _ => peer,
             };
             upstream.insert_header("x-forwarded-for", xff)?;
-            upstream.insert_header("x-real-ip", ip)?;
+        }
+        if let Some(ip) = ctx.client_ip {
+            upstream.insert_header("x-real-ip", ip.to_string())?;
         }
         upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
         let host = request_host(session.req_header()).to_string();
@@ -387,6 +503,11 @@ impl ProxyHttp for Proxy {
             }
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some((limit, remaining, reset)) = ctx.rate {
+            resp.insert_header("ratelimit-limit", limit)?;
+            resp.insert_header("ratelimit-remaining", remaining)?;
+            resp.insert_header("ratelimit-reset", respond::whole_seconds(reset))?;
+        }
         Ok(())
     }
 
@@ -414,13 +535,17 @@ impl ProxyHttp for Proxy {
                 && respond::status_for(e) >= 502;
             let snap = ctx.snapshot.as_deref();
             if let Some((snap, route)) = snap.and_then(|s| Some((s, ctx.route(s)?))) {
-                if upstream_failure {
-                    guard
+                if upstream_failure
+                    && guard
                         .state()
-                        .report_failure(&snap.services[route.service].passive);
+                        .report_failure(&snap.services[route.service].passive)
+                    && snap.config.server.metrics
+                {
+                    self.runtime.metrics.record_ejection(snap, route.service);
                 }
             }
         }
+        self.record_request(session, ctx);
         let log = &self.runtime.access_log;
         if !log.enabled() {
             return;

@@ -61,6 +61,7 @@ fn reason(status: u16) -> &'static str {
         404 => "no route for this host and path",
         408 => "request timed out",
         413 => "request body too large",
+        429 => "rate limit exceeded",
         502 => "upstream failed",
         503 => "no upstream server available",
         504 => "upstream timed out",
@@ -93,6 +94,32 @@ pub async fn write_error(
     resp.insert_header("x-request-id", request_id)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     session.write_error_response(resp, body).await
+}
+
+/// Whole seconds for Retry-After and RateLimit-Reset, rounded up.
+pub fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_nanos().div_ceil(1_000_000_000) as u64
+}
+
+/// 429 with Retry-After and the RateLimit-* headers; the connection stays open.
+pub async fn write_rate_limited(
+    session: &mut ServerSession,
+    limit: u32,
+    retry_after: std::time::Duration,
+    request_id: &str,
+) -> pingora_error::Result<()> {
+    let body = body(429, request_id);
+    let wait = whole_seconds(retry_after).max(1);
+    let mut resp = ResponseHeader::build(429, Some(8))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::RETRY_AFTER, wait)?;
+    resp.insert_header("ratelimit-limit", limit)?;
+    resp.insert_header("ratelimit-remaining", 0)?;
+    resp.insert_header("ratelimit-reset", wait)?;
+    resp.insert_header("x-request-id", request_id)?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
 }
 
 /// A permanent redirect that keeps the method and body (308).

@@ -1,0 +1,337 @@
+//! Rate and connection limits over real sockets: nginx-equivalent burst numbers, a stricter zone on
+//! one path, exempt paths, X-Forwarded-For trusted only from configured proxies, connection caps,
+//! and a spray of distinct keys that stays within the zone's key bound.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const CONFIG: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[limits]
+exempt_paths = ["/health"]
+{limits_extra}
+
+[limits.zones.per_ip]
+key = "client_ip"
+rate = "100r/m"
+burst = 20
+
+[limits.zones.login]
+key = "client_ip"
+rate = "6r/m"
+burst = 1
+
+[limits.zones.sprayed]
+key = "client_ip"
+rate = "1r/m"
+burst = 0
+max_keys = 256
+
+[limits.zones.by_key]
+key = "header:X-Api-Key"
+rate = "1r/m"
+burst = 0
+
+[defaults]
+limits = ["per_ip"]
+
+[[routes]]
+host = "*"
+service = "api"
+
+[[routes]]
+host = "*"
+path = "/login"
+service = "api"
+limits = ["per_ip", "login"]
+
+[[routes]]
+host = "spray.test"
+service = "api"
+limits = ["sprayed"]
+
+[[routes]]
+host = "keyed.test"
+service = "api"
+limits = ["by_key"]
+
+[[routes]]
+host = "open.test"
+service = "api"
+limits = []
+
+[services.api.pools.blue]
+servers = ["{blue}"]
+"#;
+
+struct Setup {
+    _blue: Backend,
+    proxy: Proxy,
+    http: u16,
+    admin: u16,
+}
+
+fn setup(limits_extra: &str) -> Setup {
+    let blue = Backend::spawn("blue").unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let proxy = Proxy::start(&fill(
+        CONFIG,
+        &[
+            ("http", &http),
+            ("admin", &admin),
+            ("blue", &blue.addr),
+            ("limits_extra", &limits_extra),
+        ],
+    ));
+    Setup {
+        _blue: blue,
+        proxy,
+        http,
+        admin,
+    }
+}
+
+fn get(s: &Setup, host: &str, path: &str, xff: Option<&str>) -> reqwest::blocking::Response {
+    let mut req = http1_client().get(format!("http://{host}:{}{path}", s.http));
+    if let Some(x) = xff {
+        req = req.header("X-Forwarded-For", x);
+    }
+    req.send().unwrap()
+}
+
+#[test]
+fn burst_then_429_then_one_more_after_the_emission_interval() {
+    let s = setup("");
+    // rate=100r/m burst=20 nodelay in nginx: 21 at once.
+    for i in 0..21 {
+        let r = get(&s, "a.test", "/x", None);
+        assert_eq!(r.status(), 200, "request {i} of the burst");
+        assert_eq!(header(&r, "ratelimit-limit"), "21");
+        assert_eq!(header(&r, "ratelimit-remaining"), (20 - i).to_string());
+    }
+    let limited = get(&s, "a.test", "/x", None);
+    assert_eq!(limited.status(), 429);
+    assert_eq!(
+        header(&limited, "retry-after"),
+        "1",
+        "600 ms rounds up to 1 s"
+    );
+    assert_eq!(header(&limited, "ratelimit-remaining"), "0");
+    let body = json_body(limited);
+    assert_eq!(body["status"], 429);
+    assert_eq!(body["error"], "rate limit exceeded");
+    assert!(is_request_id(body["request_id"].as_str().unwrap()));
+
+    std::thread::sleep(Duration::from_millis(650));
+    assert_eq!(
+        get(&s, "a.test", "/x", None).status(),
+        200,
+        "one more after 600 ms"
+    );
+    assert_eq!(get(&s, "a.test", "/x", None).status(), 429, "and only one");
+
+    let metrics = Admin::new(s.admin, None).get("/metrics").text;
+    assert!(
+        metrics.contains("switchyard_rate_limited_total{zone=\"per_ip\"} 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("rate_limit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn a_stricter_zone_on_one_path_and_exempt_paths() {
+    let s = setup("");
+    assert_eq!(get(&s, "a.test", "/login", None).status(), 200);
+    assert_eq!(get(&s, "a.test", "/login", None).status(), 200);
+    let r = get(&s, "a.test", "/login", None);
+    assert_eq!(r.status(), 429, "login allows burst 1 + 1");
+    assert_eq!(header(&r, "retry-after"), "10", "6r/m: one every 10 s");
+    // The same client is still within per_ip elsewhere.
+    assert_eq!(get(&s, "a.test", "/other", None).status(), 200);
+    // /health is exempt whatever the zones say, and a route with no zones is never limited.
+    for _ in 0..40 {
+        assert_eq!(get(&s, "a.test", "/health/ready", None).status(), 200);
+        assert_eq!(get(&s, "open.test", "/", None).status(), 200);
+    }
+}
+
+#[test]
+fn header_keyed_zone_counts_per_key_and_skips_requests_without_it() {
+    let s = setup("");
+    let with_key = |key: &str| {
+        http1_client()
+            .get(format!("http://keyed.test:{}/", s.http))
+            .header("X-Api-Key", key)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(with_key("alpha"), 200);
+    assert_eq!(with_key("alpha"), 429);
+    assert_eq!(with_key("beta"), 200, "another key has its own bucket");
+    for _ in 0..3 {
+        assert_eq!(
+            get(&s, "keyed.test", "/", None).status(),
+            200,
+            "no key, not counted"
+        );
+    }
+}
+
+#[test]
+fn forwarded_for_is_ignored_from_untrusted_peers() {
+    let s = setup("");
+    // Every request claims another client; the peer (127.0.0.1) is not trusted, so one bucket.
+    for i in 0..21 {
+        let r = get(&s, "a.test", "/", Some(&format!("203.0.113.{i}")));
+        assert_eq!(r.status(), 200);
+        if i == 0 {
+            assert_eq!(json_body(r)["headers"]["x-real-ip"], "127.0.0.1");
+        }
+    }
+    assert_eq!(get(&s, "a.test", "/", Some("198.51.100.77")).status(), 429);
+    let logged = s.proxy.access_log_path();
+    assert!(wait_until(Duration::from_secs(3), || {
+        std::fs::read_to_string(&logged)
+            .unwrap_or_default()
+            .contains("\"status\":429")
+    }));
+    let log = s.proxy.access_log();
+    assert!(
+        log.iter().all(|l| l["client_ip"] == "127.0.0.1"),
+        "logs use the socket address"
+    );
+}
+
+#[test]
+fn forwarded_for_is_honoured_from_trusted_proxies() {
+    let s = setup(r#"trusted_proxies = ["127.0.0.0/8"]"#);
+    for i in 0..30 {
+        let r = get(&s, "a.test", "/", Some(&format!("6.6.6.6, 203.0.113.{i}")));
+        assert_eq!(r.status(), 200, "each request is another client");
+        if i == 0 {
+            let seen = json_body(r);
+            assert_eq!(seen["headers"]["x-real-ip"], "203.0.113.0");
+            assert_eq!(
+                seen["headers"]["x-forwarded-for"],
+                "6.6.6.6, 203.0.113.0, 127.0.0.1"
+            );
+        }
+    }
+    // The client named by the trusted proxy is the key: it runs out like any client.
+    for _ in 0..21 {
+        get(&s, "a.test", "/", Some("198.51.100.9"));
+    }
+    assert_eq!(get(&s, "a.test", "/", Some("198.51.100.9")).status(), 429);
+    assert!(
+        wait_until(Duration::from_secs(3), || s
+            .proxy
+            .access_log()
+            .iter()
+            .any(|l| l["client_ip"] == "198.51.100.9")),
+        "logs use the real client IP"
+    );
+}
+
+fn open_idle(addr: SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: open.test\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut c);
+    assert_eq!(resp.status, 200);
+    c
+}
+
+#[test]
+fn connection_caps_per_ip_and_total() {
+    let s = setup("max_connections_per_ip = 2");
+    let addr = SocketAddr::from(([127, 0, 0, 1], s.http));
+    let first = open_idle(addr);
+    let _second = open_idle(addr);
+    let mut third = TcpStream::connect(addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut refused = String::new();
+    third.read_to_string(&mut refused).unwrap();
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
+    assert!(refused.contains("too many connections"), "{refused}");
+    drop(first);
+    // The freed slot is usable again once the proxy has seen the close.
+    let started = Instant::now();
+    let ok = wait_until(Duration::from_secs(3), || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: open.test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        let _ = c.read_to_string(&mut text);
+        text.starts_with("HTTP/1.1 200")
+    });
+    assert!(
+        ok,
+        "no slot after closing a connection ({:?})",
+        started.elapsed()
+    );
+    let metrics = Admin::new(s.admin, None).get("/metrics").text;
+    // At least the third connection; a retry above may have raced the close and been refused too.
+    let refused: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_connections_refused_total{reason=\"per_ip\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 1, "{metrics}");
+
+    let t = setup("max_connections = 1");
+    let taddr = SocketAddr::from(([127, 0, 0, 1], t.http));
+    let _only = open_idle(taddr);
+    let mut over = TcpStream::connect(taddr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut text = String::new();
+    over.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 503"), "{text:?}");
+}
+
+#[test]
+fn a_spray_of_distinct_clients_stays_within_max_keys() {
+    let s = setup(r#"trusted_proxies = ["127.0.0.0/8"]"#);
+    let client = http1_client();
+    for i in 0..3000u32 {
+        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        let r = client
+            .get(format!("http://spray.test:{}/", s.http))
+            .header("X-Forwarded-For", ip)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "a new client always has its burst");
+    }
+    let metrics = Admin::new(s.admin, None).get("/metrics").text;
+    let keys: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_rate_limit_keys{zone=\"sprayed\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no key gauge in:\n{metrics}"));
+    assert!(
+        keys > 0.0 && keys <= 256.0,
+        "zone holds {keys} keys, bound is 256"
+    );
+}

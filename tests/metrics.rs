@@ -1,0 +1,889 @@
+//! Prometheus metrics over real sockets: `/metrics` on the admin listener after real proxied
+//! requests, the alert rules checked and unit-tested by the real `promtool`, and a real Prometheus
+//! server scraping Switchyard and answering PromQL through its HTTP API.
+//!
+//! `promtool` and `prometheus` come from Debian's `prometheus` package. When missing: under CI
+//! (`CI` set) the test fails; otherwise, as root, it installs the package; otherwise it fails
+//! with what to install. It never skips.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The checked-in alert rules.
+const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus/alerts.yml");
+/// The checked-in Grafana dashboard.
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/config/prometheus/grafana-dashboard.json"
+);
+
+/// Service "api" (host api.test): blue is a live backend, green has weight 0. Service "mixed"
+/// (mixed.test): one dead and one live server, so connect failures are retried on the live one.
+/// Service "down" (down.test): its only server is a closed port, ejected after one failure.
+const CONFIG: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[[routes]]
+host = "api.test"
+service = "api"
+
+[[routes]]
+host = "mixed.test"
+service = "mixed"
+
+[[routes]]
+host = "down.test"
+service = "down"
+
+[services.api.pools.blue]
+weight = 100
+servers = ["{blue}"]
+
+[services.api.pools.green]
+weight = 0
+servers = ["{green}"]
+
+[services.mixed.pools.main]
+weight = 1
+servers = ["{dead_a}", "{blue}"]
+
+[services.down.passive]
+max_fails = 1
+fail_timeout = "5m"
+
+[services.down.pools.only]
+weight = 1
+servers = ["{dead_b}"]
+
+[admin]
+address = "127.0.0.1:{admin}"
+"#;
+
+/// A proxy on `CONFIG` with its backends.
+struct Setup {
+    proxy: Proxy,
+    http: u16,
+    admin: u16,
+    _blue: Backend,
+    _green: Backend,
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+fn closed_port() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+fn config(http: u16, admin: u16, blue: &Backend, green: &Backend) -> String {
+    fill(
+        CONFIG,
+        &[
+            ("http", &http),
+            ("admin", &admin),
+            ("blue", &blue.addr),
+            ("green", &green.addr),
+            ("dead_a", &closed_port()),
+            ("dead_b", &closed_port()),
+        ],
+    )
+}
+
+fn setup() -> Setup {
+    let blue = Backend::spawn("blue").unwrap();
+    let green = Backend::spawn("green").unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let proxy = Proxy::start(&config(http, admin, &blue, &green));
+    Setup {
+        proxy,
+        http,
+        admin,
+        _blue: blue,
+        _green: green,
+    }
+}
+
+/// GET http://{host}:{port}{path} through the proxy; returns the status.
+fn get(http: u16, host: &str, path: &str) -> u16 {
+    http1_client()
+        .get(format!("http://{host}:{http}{path}"))
+        .send()
+        .unwrap_or_else(|e| panic!("GET {host}{path}: {e}"))
+        .status()
+        .as_u16()
+}
+
+/// `GET /metrics` on the admin listener, without a token.
+fn scrape(admin: u16) -> String {
+    let resp = http1_client()
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .expect("GET /metrics");
+    assert_eq!(resp.status(), 200, "GET /metrics without a token");
+    let content_type = header(&resp, "content-type");
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    resp.text().unwrap()
+}
+
+/// One sample of the text format: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the sample lines of the text format (label values here hold no `"`, `,` or `\`).
+fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("no value in {line:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|e| panic!("value in {line:?}: {e}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').expect("closing brace");
+                    let labels = body
+                        .split(',')
+                        .filter(|kv| !kv.is_empty())
+                        .map(|kv| {
+                            let (k, v) = kv.split_once('=').expect("label=value");
+                            (k.to_string(), v.trim_matches('"').to_string())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+                None => (series, BTreeMap::new()),
+            };
+            (name.to_string(), labels, value)
+        })
+        .collect()
+}
+
+/// The value of the one sample of `name` with exactly the labels `labels` (None if absent).
+fn exact(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    samples(text)
+        .into_iter()
+        .find(|(n, l, _)| n == name && *l == want)
+        .map(|(_, _, v)| v)
+}
+
+/// The sum over every sample of `name` whose labels include `labels`.
+fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text)
+        .into_iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+/// Scrapes until `check` passes (the access-log phase that records a request may still be
+/// running when the client has its response), or panics with the last scrape.
+fn scrape_until(admin: u16, what: &str, mut check: impl FnMut(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(admin);
+        if check(&text) {
+            return text;
+        }
+        if Instant::now() > deadline {
+            panic!("/metrics never showed {what}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_endpoint_counts_proxied_requests() {
+    let s = setup();
+    let requests = "switchyard_requests_total";
+    let initial = scrape(s.admin);
+    // Series of every weighted pool exist before any request, at 0.
+    let blue = [("service", "api"), ("pool", "blue")];
+    let no_errors = exact(&initial, "switchyard_upstream_connect_errors_total", &blue);
+    assert_eq!(no_errors, Some(0.0), "{initial}");
+    assert_eq!(
+        exact(&initial, "switchyard_config_generation", &[]),
+        Some(1.0)
+    );
+
+    for _ in 0..3 {
+        assert_eq!(get(s.http, "api.test", "/"), 200);
+    }
+    assert_eq!(get(s.http, "api.test", "/status/503"), 503);
+    assert_eq!(get(s.http, "nowhere.test", "/"), 404);
+    assert_eq!(get(s.http, "down.test", "/"), 502);
+    for _ in 0..4 {
+        assert_eq!(
+            get(s.http, "mixed.test", "/"),
+            200,
+            "retried on the live server"
+        );
+    }
+
+    let expected = [
+        (("api.test/", "api", "blue", "200"), 3.0),
+        (("api.test/", "api", "blue", "503"), 1.0),
+        (("", "", "", "404"), 1.0),
+        (("down.test/", "down", "only", "502"), 1.0),
+        (("mixed.test/", "mixed", "main", "200"), 4.0),
+    ];
+    let text = scrape_until(s.admin, "the 10 requests", |t| {
+        sum(t, requests, &[]) >= 10.0
+            && sum(t, "switchyard_request_duration_seconds_count", &[]) >= 10.0
+    });
+    for ((route, service, pool, code), want) in expected {
+        let labels = [
+            ("route", route),
+            ("service", service),
+            ("pool", pool),
+            ("code", code),
+        ];
+        assert_eq!(
+            exact(&text, requests, &labels),
+            Some(want),
+            "{labels:?}\n{text}"
+        );
+    }
+    assert_eq!(sum(&text, requests, &[]), 10.0, "no other series:\n{text}");
+
+    let count = |service, pool| {
+        exact(
+            &text,
+            "switchyard_request_duration_seconds_count",
+            &[("service", service), ("pool", pool)],
+        )
+    };
+    assert_eq!(count("api", "blue"), Some(4.0));
+    assert_eq!(count("", ""), Some(1.0), "the request without a route");
+    assert_eq!(count("api", "green"), Some(0.0));
+    let le_inf = exact(
+        &text,
+        "switchyard_request_duration_seconds_bucket",
+        &[("service", "api"), ("pool", "blue"), ("le", "+Inf")],
+    );
+    assert_eq!(le_inf, Some(4.0));
+    let upstream = exact(&text, "switchyard_upstream_response_seconds_count", &blue);
+    assert_eq!(upstream, Some(4.0), "the backend answered 4 times");
+
+    // down.test: one connect error, no other server to retry on, ejected after max_fails = 1.
+    let down = [("service", "down"), ("pool", "only")];
+    assert_eq!(
+        exact(&text, "switchyard_upstream_connect_errors_total", &down),
+        Some(1.0)
+    );
+    assert_eq!(
+        exact(&text, "switchyard_upstream_retries_total", &down),
+        Some(0.0)
+    );
+    let ejections = exact(
+        &text,
+        "switchyard_upstream_ejections_total",
+        &[("service", "down")],
+    );
+    assert_eq!(ejections, Some(1.0));
+    let down_server = sum(&text, "switchyard_server_available", &down);
+    assert_eq!(down_server, 0.0, "the ejected server is unavailable");
+    assert_eq!(
+        sum(&text, "switchyard_server_healthy", &down),
+        1.0,
+        "but not unhealthy"
+    );
+
+    // mixed.test: every connect error went to the live server instead.
+    let mixed = [("service", "mixed"), ("pool", "main")];
+    let errors = exact(&text, "switchyard_upstream_connect_errors_total", &mixed).unwrap();
+    let retries = exact(&text, "switchyard_upstream_retries_total", &mixed).unwrap();
+    assert!(
+        errors >= 1.0,
+        "4 round-robin requests over 2 servers hit the dead one"
+    );
+    assert_eq!(retries, errors, "each failed connect was retried");
+
+    assert_eq!(exact(&text, "switchyard_pool_weight", &blue), Some(100.0));
+    assert_eq!(
+        exact(&text, "switchyard_pool_weight_overridden", &blue),
+        Some(0.0)
+    );
+    assert_eq!(sum(&text, "switchyard_server_available", &blue), 1.0);
+    assert_eq!(
+        exact(&text, "switchyard_requests_in_flight", &[]),
+        Some(0.0)
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let build = exact(&text, "switchyard_build_info", &[("version", version)]);
+    assert_eq!(build, Some(1.0));
+}
+
+#[test]
+fn reload_outcomes_and_generation_are_exported() {
+    let mut s = setup();
+    let good = s.proxy.config();
+    let reloads = |t: &str, result| {
+        exact(t, "switchyard_config_reloads_total", &[("result", result)]).unwrap_or(-1.0)
+    };
+    let stamp = |t: &str| {
+        exact(
+            t,
+            "switchyard_config_last_reload_success_timestamp_seconds",
+            &[],
+        )
+        .unwrap()
+    };
+    let before = scrape(s.admin);
+    assert_eq!(
+        (reloads(&before, "success"), reloads(&before, "failure")),
+        (0.0, 0.0)
+    );
+
+    s.proxy.reload_with("[server]\nthreads = 0\n");
+    let failed = scrape_until(s.admin, "a failed reload", |t| reloads(t, "failure") == 1.0);
+    assert_eq!(reloads(&failed, "success"), 0.0);
+    assert_eq!(
+        stamp(&failed),
+        stamp(&before),
+        "a failure leaves the timestamp"
+    );
+    assert_eq!(
+        exact(&failed, "switchyard_config_generation", &[]),
+        Some(1.0)
+    );
+
+    std::thread::sleep(Duration::from_millis(20));
+    s.proxy
+        .reload_with(&good.replace("weight = 0", "weight = 5"));
+    // Counters are read as the scrape encodes, the generation a moment before from the snapshot:
+    // a scrape that overlaps the reload may show the new count with the old generation.
+    let ok = scrape_until(s.admin, "a successful reload", |t| {
+        reloads(t, "success") == 1.0 && exact(t, "switchyard_config_generation", &[]) == Some(2.0)
+    });
+    assert!(stamp(&ok) > stamp(&before));
+    let green = [("service", "api"), ("pool", "green")];
+    assert_eq!(exact(&ok, "switchyard_pool_weight", &green), Some(5.0));
+}
+
+/// A plain and a TLS listener in front of one backend.
+const LISTENERS: &str = r#"
+{server}
+[[listeners]]
+name = "plain"
+address = "127.0.0.1:{http}"
+
+[[listeners]]
+name = "secure"
+address = "127.0.0.1:{https}"
+tls = true
+
+[[certificates]]
+cert = "{certs}/localhost.crt"
+key = "{certs}/localhost.key"
+fallback = true
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.blue]
+weight = 1
+servers = ["{blue}"]
+
+[admin]
+address = "127.0.0.1:{admin}"
+"#;
+
+#[test]
+fn client_connections_and_failed_tls_handshakes_are_counted_per_listener() {
+    use std::io::{Read, Write};
+
+    let blue = Backend::spawn("blue").unwrap();
+    let (http, https, admin) = (free_port(), free_port(), free_port());
+    let _proxy = Proxy::start(&fill(
+        LISTENERS,
+        &[
+            ("http", &http),
+            ("https", &https),
+            ("admin", &admin),
+            ("blue", &blue.addr),
+        ],
+    ));
+    let value = |t: &str, name: &str, listener: &str| exact(t, name, &[("listener", listener)]);
+    let open = "switchyard_downstream_connections";
+    let opened = "switchyard_downstream_connections_opened_total";
+    let tls_errors = "switchyard_tls_handshake_errors_total";
+    // `Proxy::start` probes each listener with one connect-then-close: a plain connection opened
+    // and closed, and a TLS handshake that never completed. Wait until both are counted.
+    let start = scrape_until(admin, "the start-up probes counted and closed", |t| {
+        value(t, opened, "plain").is_some_and(|n| n >= 1.0)
+            && value(t, tls_errors, "secure").is_some_and(|n| n >= 1.0)
+            && value(t, open, "plain") == Some(0.0)
+            && value(t, open, "secure") == Some(0.0)
+            && value(t, "switchyard_tls_handshakes_in_progress", "secure") == Some(0.0)
+    });
+    let errors_before = value(&start, tls_errors, "secure").unwrap();
+    let opened_before = value(&start, opened, "plain").unwrap();
+    assert_eq!(
+        value(&start, tls_errors, "plain"),
+        None,
+        "no TLS on the plain listener"
+    );
+
+    // One keep-alive connection per listener, held open.
+    let mut plain = connect(format!("127.0.0.1:{http}").parse().unwrap());
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut plain).status, 200);
+    let client = https_client();
+    let resp = client
+        .get(format!("https://localhost:{https}/"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let both = scrape_until(admin, "one open connection per listener", |t| {
+        value(t, open, "plain") == Some(1.0) && value(t, open, "secure") == Some(1.0)
+    });
+    assert_eq!(value(&both, opened, "plain"), Some(opened_before + 1.0));
+    assert_eq!(
+        value(&both, tls_errors, "secure"),
+        Some(errors_before),
+        "a good handshake"
+    );
+
+    // Two handshakes that never complete: plain HTTP to the TLS port, and connect-then-close.
+    let mut not_tls = connect(format!("127.0.0.1:{https}").parse().unwrap());
+    not_tls
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = not_tls.read_to_end(&mut rest);
+    drop(connect(format!("127.0.0.1:{https}").parse().unwrap()));
+    scrape_until(admin, "two handshake errors", |t| {
+        value(t, tls_errors, "secure") == Some(errors_before + 2.0)
+            && value(t, "switchyard_tls_handshakes_in_progress", "secure") == Some(0.0)
+    });
+
+    drop(plain);
+    drop(client);
+    scrape_until(admin, "the connections closed", |t| {
+        value(t, open, "plain") == Some(0.0) && value(t, open, "secure") == Some(0.0)
+    });
+}
+
+// ------------------------------------------------------------------------------------------------
+// promtool and Prometheus: Debian's `prometheus` package
+// ------------------------------------------------------------------------------------------------
+
+/// Serializes installs: tests run on several threads.
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/usr/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The path of `tool` (`promtool` or `prometheus`), installing Debian's `prometheus` package when
+/// allowed (see the module docs).
+fn prometheus_tool(tool: &str) -> PathBuf {
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = find_in_path(tool) {
+        return p;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{tool} is missing and CI is set: install Debian's `prometheus` package \
+             (scripts/test.sh does)"
+        );
+    }
+    if !is_root() {
+        panic!(
+            "{tool} is missing: install Debian's `prometheus` package \
+             (apt-get install prometheus), or run the tests as root to have them install it"
+        );
+    }
+    eprintln!("{tool} is missing: installing Debian's prometheus package");
+    let install = || {
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "prometheus",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let updated = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(updated && install(), "apt-get install prometheus failed");
+    }
+    find_in_path(tool).unwrap_or_else(|| panic!("{tool} still missing after installing prometheus"))
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn promtool_checks_the_alert_rules() {
+    let promtool = prometheus_tool("promtool");
+    let (ok, out) = run(Command::new(&promtool).args(["check", "rules", ALERTS]));
+    assert!(ok, "promtool check rules {ALERTS}:\n{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
+/// Unit tests of the alert rules on synthetic series: each alert fires where it should and only
+/// there. ALERTS{} is compared rather than the alerts themselves, so the annotation texts can
+/// change without touching this test.
+const RULE_TESTS: &str = r#"
+rule_files:
+  - {alerts}
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # blue: 10 rps of 200 and 1 rps of 502 (9% 5xx); green: 1% 5xx; canary: all 500 but < 1 rps.
+      - series: 'switchyard_requests_total{route="*/",service="api",pool="blue",code="200"}'
+        values: '0+600x30'
+      - series: 'switchyard_requests_total{route="*/",service="api",pool="blue",code="502"}'
+        values: '0+60x30'
+      - series: 'switchyard_requests_total{route="*/",service="api",pool="green",code="200"}'
+        values: '0+600x30'
+      - series: 'switchyard_requests_total{route="*/",service="api",pool="green",code="503"}'
+        values: '0+6x30'
+      - series: 'switchyard_requests_total{route="*/",service="api",pool="canary",code="500"}'
+        values: '0+1x30'
+      # blue: every request between 1 s and 2.5 s; green: every request under 100 ms.
+      - series: 'switchyard_request_duration_seconds_bucket{service="api",pool="blue",le="1"}'
+        values: '0x30'
+      - series: 'switchyard_request_duration_seconds_bucket{service="api",pool="blue",le="2.5"}'
+        values: '0+660x30'
+      - series: 'switchyard_request_duration_seconds_bucket{service="api",pool="blue",le="+Inf"}'
+        values: '0+660x30'
+      - series: 'switchyard_request_duration_seconds_count{service="api",pool="blue"}'
+        values: '0+660x30'
+      - series: 'switchyard_request_duration_seconds_bucket{service="api",pool="green",le="0.1"}'
+        values: '0+606x30'
+      - series: 'switchyard_request_duration_seconds_bucket{service="api",pool="green",le="+Inf"}'
+        values: '0+606x30'
+      - series: 'switchyard_request_duration_seconds_count{service="api",pool="green"}'
+        values: '0+606x30'
+      # blue has weight and both servers down; green has weight 0 and its server down.
+      - series: 'switchyard_server_available{service="api",pool="blue",server="10.0.0.1:80"}'
+        values: '0x30'
+      - series: 'switchyard_server_available{service="api",pool="blue",server="10.0.0.2:80"}'
+        values: '0x30'
+      - series: 'switchyard_server_available{service="api",pool="green",server="10.0.0.3:80"}'
+        values: '0x30'
+      - series: 'switchyard_server_available{service="api",pool="canary",server="10.0.0.4:80"}'
+        values: '1x30'
+      - series: 'switchyard_pool_weight{service="api",pool="blue"}'
+        values: '10x30'
+      - series: 'switchyard_pool_weight{service="api",pool="green"}'
+        values: '0x30'
+      - series: 'switchyard_pool_weight{service="api",pool="canary"}'
+        values: '1x30'
+      # One failed reload at minute 3.
+      - series: 'switchyard_config_reloads_total{result="failure"}'
+        values: '0 0 0 1x27'
+      - series: 'switchyard_config_reloads_total{result="success"}'
+        values: '0+1x30'
+    promql_expr_test:
+      - expr: ALERTS{alertname="SwitchyardPool5xxRatioHigh"}
+        eval_time: 10m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardPool5xxRatioHigh",alertstate="firing",severity="critical",service="api",pool="blue"}'
+            value: 1
+      - expr: ALERTS{alertname="SwitchyardPoolLatencyP99High"}
+        eval_time: 20m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardPoolLatencyP99High",alertstate="firing",severity="warning",service="api",pool="blue"}'
+            value: 1
+      - expr: ALERTS{alertname="SwitchyardServerDown"}
+        eval_time: 2m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardServerDown",alertstate="firing",severity="warning",service="api",pool="blue",server="10.0.0.1:80"}'
+            value: 1
+          - labels: 'ALERTS{alertname="SwitchyardServerDown",alertstate="firing",severity="warning",service="api",pool="blue",server="10.0.0.2:80"}'
+            value: 1
+          - labels: 'ALERTS{alertname="SwitchyardServerDown",alertstate="firing",severity="warning",service="api",pool="green",server="10.0.0.3:80"}'
+            value: 1
+      - expr: ALERTS{alertname="SwitchyardPoolDown"}
+        eval_time: 2m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardPoolDown",alertstate="firing",severity="critical",service="api",pool="blue"}'
+            value: 1
+      - expr: ALERTS{alertname="SwitchyardReloadFailed"}
+        eval_time: 2m
+        exp_samples: []
+      - expr: ALERTS{alertname="SwitchyardReloadFailed"}
+        eval_time: 5m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardReloadFailed",alertstate="firing",severity="warning",result="failure"}'
+            value: 1
+"#;
+
+#[test]
+fn promtool_unit_tests_the_alert_rules() {
+    let promtool = prometheus_tool("promtool");
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("alerts_test.yml");
+    std::fs::write(&tests, RULE_TESTS.replace("{alerts}", ALERTS)).unwrap();
+    let (ok, out) = run(Command::new(&promtool).arg("test").arg("rules").arg(&tests));
+    assert!(ok, "promtool test rules:\n{out}");
+}
+
+/// A Prometheus server started by a test; stopped by PID (TERM, then KILL) on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts Prometheus on a free 127.0.0.1 port, scraping `target` every second and
+    /// evaluating the checked-in alert rules every second.
+    fn start(dir: &Path, target: &str) -> Prometheus {
+        let binary = prometheus_tool("prometheus");
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {ALERTS}\n\
+                 scrape_configs:\n  - job_name: switchyard\n    scrape_interval: 1s\n    \
+                 static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// GET /api/v1/{path} with query parameters; the JSON answer, or None while not up yet.
+    fn api(&self, path: &str, params: &[(&str, &str)]) -> Option<serde_json::Value> {
+        let resp = http1_client()
+            .get(format!("http://127.0.0.1:{}/api/v1/{path}", self.port))
+            .query(params)
+            .send()
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let json: serde_json::Value = resp.json().ok()?;
+        (json["status"] == "success").then_some(json)
+    }
+
+    /// Runs `expr` as an instant query; the error Prometheus reports, if any.
+    fn query_error(&self, expr: &str) -> Option<String> {
+        let resp = http1_client()
+            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .query(&[("query", expr)])
+            .send()
+            .unwrap();
+        let json: serde_json::Value = resp.json().unwrap();
+        (json["status"] != "success").then(|| json.to_string())
+    }
+
+    /// Polls `check` on the answer of `path` every 250 ms for up to 30 s.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        mut check: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("prometheus exited ({status}):\n{}", self.log());
+            }
+            if let Some(json) = self.api(path, params) {
+                if check(&json) {
+                    return json;
+                }
+                last = Some(json);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "Prometheus never answered {what} within 30 s; last answer: {last:?}\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn real_prometheus_scrapes_switchyard_and_answers_promql() {
+    let s = setup();
+    for _ in 0..3 {
+        assert_eq!(get(s.http, "api.test", "/"), 200);
+    }
+    // Ejects down.test's only server: SwitchyardServerDown and SwitchyardPoolDown go pending.
+    assert_eq!(get(s.http, "down.test", "/"), 502);
+    scrape_until(s.admin, "the 4 requests", |t| {
+        sum(t, "switchyard_requests_total", &[]) == 4.0
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("127.0.0.1:{}", s.admin);
+    let mut prom = Prometheus::start(dir.path(), &target);
+
+    let query = r#"switchyard_requests_total{service="api",pool="blue"}"#;
+    let answer = prom.wait_for(
+        "the blue pool's requests",
+        "query",
+        &[("query", query)],
+        |j| {
+            j["data"]["result"]
+                .as_array()
+                .is_some_and(|r| r.len() == 1 && r[0]["value"][1] == "3")
+        },
+    );
+    let series = &answer["data"]["result"][0]["metric"];
+    assert_eq!(series["__name__"], "switchyard_requests_total");
+    assert_eq!(series["route"], "api.test/");
+    assert_eq!(series["code"], "200");
+    assert_eq!(series["job"], "switchyard");
+    assert_eq!(series["instance"], target.as_str());
+
+    // The target is healthy, and so is every alert rule once evaluated against real series.
+    prom.wait_for("the target up", "query", &[("query", "up")], |j| {
+        j["data"]["result"][0]["value"][1] == "1"
+    });
+    let rules = prom.wait_for("the alert rules evaluated", "rules", &[], |j| {
+        let groups = j["data"]["groups"].as_array().cloned().unwrap_or_default();
+        let rules: Vec<_> = groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        rules.len() == 5 && rules.iter().all(|r| r["health"] == "ok")
+    });
+    assert_eq!(rules["data"]["groups"][0]["name"], "switchyard");
+
+    // Every query of the Grafana dashboard is valid PromQL for this Prometheus.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for annotation in dashboard["annotations"]["list"].as_array().unwrap() {
+        exprs.push(annotation["expr"].as_str().unwrap().to_string());
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    for expr in &exprs {
+        let expr = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$service", ".*");
+        if let Some(error) = prom.query_error(&expr) {
+            panic!("dashboard query {expr:?} is rejected: {error}");
+        }
+    }
+
+    // The ejected server trips the server-down and pool-down alerts (pending: `for: 1m`).
+    let pending = prom.wait_for("the alerts pending", "query", &[("query", "ALERTS")], |j| {
+        let names: Vec<String> = j["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a["metric"]["service"] == "down")
+            .map(|a| a["metric"]["alertname"].as_str().unwrap_or("").to_string())
+            .collect();
+        names.contains(&"SwitchyardServerDown".to_string())
+            && names.contains(&"SwitchyardPoolDown".to_string())
+    });
+    let alerts = pending["data"]["result"].as_array().unwrap();
+    assert!(
+        alerts.iter().all(|a| a["metric"]["service"] == "down"),
+        "no alert about the healthy services: {alerts:?}"
+    );
+    drop(prom);
+    drop(s);
+}
