@@ -335,3 +335,48 @@ fn a_spray_of_distinct_clients_stays_within_max_keys() {
         "zone holds {keys} keys, bound is 256"
     );
 }
+
+#[test]
+fn reload_keeps_counters_of_unchanged_zones_and_resets_changed_ones() {
+    let mut s = setup("");
+    for _ in 0..2 {
+        get(&s, "a.test", "/login", None);
+    }
+    assert_eq!(get(&s, "a.test", "/login", None).status(), 429);
+
+    // Same zones, another route added: the login zone keeps its count.
+    let blue_addr = s._blue.addr;
+    let same = fill(
+        &CONFIG.replace(
+            "[[routes]]\nhost = \"open.test\"",
+            "[[routes]]\nhost = \"extra.test\"\nservice = \"api\"\n\n[[routes]]\nhost = \"open.test\"",
+        ),
+        &[
+            ("http", &s.http),
+            ("admin", &s.admin),
+            ("blue", &blue_addr),
+            ("limits_extra", &""),
+        ],
+    );
+    s.proxy.reload_with(&same);
+    assert!(s.proxy.wait_for_log("generation 2", Duration::from_secs(5)));
+    assert_eq!(
+        get(&s, "a.test", "/login", None).status(),
+        429,
+        "counter kept"
+    );
+
+    // The login zone changes (burst 1 → 3): it starts empty.
+    let changed = same.replace("rate = \"6r/m\"\nburst = 1", "rate = \"6r/m\"\nburst = 3");
+    assert_ne!(changed, same);
+    s.proxy.reload_with(&changed);
+    assert!(s.proxy.wait_for_log("generation 3", Duration::from_secs(5)));
+    for i in 0..4 {
+        assert_eq!(
+            get(&s, "a.test", "/login", None).status(),
+            200,
+            "request {i}"
+        );
+    }
+    assert_eq!(get(&s, "a.test", "/login", None).status(), 429);
+}

@@ -1,0 +1,104 @@
+//! A kill -9 at any moment leaves the state file whole: the old weights or the new, never a torn
+//! file, and the next process starts with one of them.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+
+const CONFIG: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[[routes]]
+host = "*"
+service = "app"
+
+[services.app.pools.blue]
+weight = 1
+servers = ["{blue}"]
+
+[services.app.pools.green]
+weight = 1
+servers = ["{green}"]
+"#;
+
+#[test]
+fn kill_9_during_weight_changes_never_tears_the_state_file() {
+    let blue = Backend::spawn("blue").unwrap();
+    let green = Backend::spawn("green").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..6u64 {
+        let (http, admin_port) = (free_port(), free_port());
+        let config = fill(
+            CONFIG,
+            &[
+                ("http", &http),
+                ("admin", &admin_port),
+                ("blue", &blue.addr),
+                ("green", &green.addr),
+            ],
+        );
+        let mut proxy = Proxy::start_in(dir.path(), &config);
+        let admin = Admin::new(admin_port, None);
+        // The process must start on whatever the previous kill left behind.
+        let view = admin.get("/v1/services/app");
+        assert_eq!(view.status, 200, "{}", view.text);
+        let (b, g) = (view.weight("blue"), view.weight("green"));
+        assert!(
+            (b, g) == (1, 1) || (b + g == 100 && (b == 10 || b == 90)),
+            "round {round}: weights ({b}, {g}) are not a state that was ever written"
+        );
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let client = http1_client();
+                let url = format!("http://127.0.0.1:{admin_port}/v1/services/app/weights");
+                let mut i = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = if i % 2 == 0 {
+                        r#"{"blue": 90, "green": 10}"#
+                    } else {
+                        r#"{"blue": 10, "green": 90}"#
+                    };
+                    // Fails once the process is killed; that is the point.
+                    let _ = client.put(&url).body(body).send();
+                    i += 1;
+                }
+            })
+        };
+        // Kill at a different moment each round, in the middle of the write storm.
+        std::thread::sleep(Duration::from_millis(150 + 37 * round));
+        proxy.signal("KILL");
+        assert!(proxy.wait_exit(Duration::from_secs(5)).is_some());
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+
+        let text = std::fs::read_to_string(dir.path().join("state/state.json")).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("round {round}: torn state file ({e}):\n{text}"));
+        let blue_w = state["weights"]["app"]["blue"].as_u64().unwrap();
+        assert!(blue_w == 10 || blue_w == 90, "{text}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "state.json")
+            .collect();
+        // A temporary file may survive a kill; it is never read and the next write replaces it.
+        assert!(
+            leftovers.iter().all(|n| n.starts_with(".state.json.tmp.")),
+            "{leftovers:?}"
+        );
+    }
+}

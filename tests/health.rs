@@ -1,0 +1,231 @@
+//! Upstream health over real sockets: active checks take a failing server out and bring it back,
+//! passive checks eject a server that refuses connections, and a whole pool down fails over to
+//! another weighted pool or answers 503 at once.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const ACTIVE: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.health]
+path = "/health"
+interval = "100ms"
+timeout = "200ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+
+[services.api.pools.blue]
+servers = ["{a}", "{b}"]
+"#;
+
+/// Which backend answered each of `n` requests; every request must succeed.
+fn spread(http: u16, n: usize) -> HashMap<String, usize> {
+    let client = http1_client();
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let resp = client
+            .get(format!("http://app.test:{http}/"))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        *seen
+            .entry(json_body(resp)["backend"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+fn server_available(admin: &Admin, server: std::net::SocketAddr) -> Option<bool> {
+    let svc = admin.get("/v1/services/api").json;
+    svc["pools"][0]["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["address"] == server.to_string())
+        .map(|s| s["available"] == true)
+}
+
+#[test]
+fn active_checks_take_a_dead_server_out_and_bring_it_back() {
+    let a = Backend::spawn("a").unwrap();
+    let b = Backend::spawn("b").unwrap();
+    let b_addr = b.addr;
+    let (http, admin_port) = (free_port(), free_port());
+    let _proxy = Proxy::start(&fill(
+        ACTIVE,
+        &[
+            ("http", &http),
+            ("admin", &admin_port),
+            ("a", &a.addr),
+            ("b", &b_addr),
+        ],
+    ));
+    let admin = Admin::new(admin_port, None);
+    let both = spread(http, 40);
+    assert!(
+        both.get("a").is_some() && both.get("b").is_some(),
+        "{both:?}"
+    );
+
+    b.stop();
+    let out = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(5), || server_available(&admin, b_addr)
+            == Some(false)),
+        "the stopped server was not marked unhealthy"
+    );
+    assert!(
+        out.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        out.elapsed()
+    );
+    // Out of rotation: every request goes to a, none fails.
+    assert_eq!(spread(http, 30), HashMap::from([("a".to_string(), 30)]));
+    let metrics = admin.get("/metrics").text;
+    let line =
+        format!("switchyard_server_healthy{{pool=\"blue\",server=\"{b_addr}\",service=\"api\"}} 0");
+    assert!(metrics.contains(&line), "{line} not in metrics");
+
+    let _b_again = Backend::spawn_on(b_addr, "b").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || server_available(&admin, b_addr)
+            == Some(true)),
+        "the restarted server did not come back"
+    );
+    let back = spread(http, 40);
+    assert!(back.get("b").copied().unwrap_or(0) > 0, "{back:?}");
+}
+
+const PASSIVE: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[[routes]]
+host = "down.test"
+service = "down"
+
+[services.api.passive]
+max_fails = 2
+fail_timeout = "1s"
+
+[services.api.pools.blue]
+servers = ["{a}", "127.0.0.1:{closed}"]
+
+[services.down.pools.only]
+weight = 1
+servers = ["127.0.0.1:{closed2}"]
+
+[services.down.pools.spare]
+weight = 0
+servers = ["{a}"]
+"#;
+
+#[test]
+fn passive_ejection_retries_elsewhere_and_a_dead_pool_is_503_at_once() {
+    let a = Backend::spawn("a").unwrap();
+    let (http, closed, closed2) = (free_port(), free_port(), free_port());
+    let proxy = Proxy::start(&fill(
+        PASSIVE,
+        &[
+            ("http", &http),
+            ("a", &a.addr),
+            ("closed", &closed),
+            ("closed2", &closed2),
+        ],
+    ));
+    // Connect failures are retried on the other server: no client sees them.
+    assert_eq!(spread(http, 20), HashMap::from([("a".to_string(), 20)]));
+    assert!(
+        proxy.wait_for_log("ejecting 127.0.0.1:", Duration::from_secs(3)),
+        "no ejection logged:\n{}",
+        proxy.stderr()
+    );
+
+    // A pool whose only server is down, with the other pool at weight 0: 503 without waiting,
+    // and the weight-0 pool gets nothing.
+    let before = a.requests();
+    let client = http1_client();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let resp = client
+            .get(format!("http://down.test:{http}/"))
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert!(status == 502 || status == 503, "status {status}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    let resp = client
+        .get(format!("http://down.test:{http}/"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 503, "after ejection the pool is known down");
+    assert_proxy_error(&json_body(resp), 503);
+    assert_eq!(a.requests(), before, "a weight-0 pool is never a fallback");
+}
+
+const FAILOVER: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.health]
+path = "/"
+interval = "100ms"
+timeout = "200ms"
+unhealthy_threshold = 1
+
+[services.api.pools.blue]
+weight = 50
+servers = ["{blue}"]
+
+[services.api.pools.green]
+weight = 50
+servers = ["{green}"]
+"#;
+
+#[test]
+fn a_pool_that_is_down_hands_its_share_to_the_other_weighted_pool() {
+    let blue = Backend::spawn("blue").unwrap();
+    let green = Backend::spawn("green").unwrap();
+    let http = free_port();
+    let _proxy = Proxy::start(&fill(
+        FAILOVER,
+        &[
+            ("http", &http),
+            ("blue", &blue.addr),
+            ("green", &green.addr),
+        ],
+    ));
+    let both = spread(http, 40);
+    assert!(both.len() == 2, "{both:?}");
+    green.stop();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(spread(http, 30), HashMap::from([("blue".to_string(), 30)]));
+}
