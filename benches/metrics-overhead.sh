@@ -29,7 +29,10 @@
 # steadier than req/s. See docs/metrics.md for recorded figures.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH_NAME="metrics-overhead"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
 WARMUP="${WARMUP:-2}"
@@ -37,127 +40,27 @@ CONNECTIONS="${CONNECTIONS:-64}"
 WRK_THREADS="${WRK_THREADS:-2}"
 THREADS="${THREADS:-2}"
 ACCESS_LOG="${ACCESS_LOG:-off}"
-
-say() { echo "[metrics-overhead] $*" >&2; }
-fail() { say "error: $*"; exit 1; }
+INSTRUCTIONS="${INSTRUCTIONS:-0}"
 
 # ------------------------------------------------------------------------------------------------
 # Tools and binary
 # ------------------------------------------------------------------------------------------------
-pkgs=()
-command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || pkgs+=(nginx)
-command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
-command -v curl >/dev/null 2>&1 || pkgs+=(curl)
-INSTRUCTIONS="${INSTRUCTIONS:-0}"
-[[ "$INSTRUCTIONS" != 1 ]] || command -v valgrind >/dev/null 2>&1 || pkgs+=(valgrind)
-if ((${#pkgs[@]})); then
-    say "installing ${pkgs[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-fi
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+tools=(nginx wrk curl)
+[[ "$INSTRUCTIONS" != 1 ]] || tools+=(valgrind)
+require_tools "${tools[@]}"
+find_switchyard
 
-if [[ -n "${SWITCHYARD_BIN:-}" ]]; then
-    BIN="$SWITCHYARD_BIN"
-else
-    say "cargo build --release --bin switchyard"
-    (cd "$ROOT" && cargo build --release --bin switchyard) >&2
-    BIN="$ROOT/target/release/switchyard"
-fi
-[[ -x "$BIN" ]] || fail "no switchyard binary at $BIN"
+# Temp dir $TMP; every PID in PIDS is stopped on exit.
+bench_setup
 
-# ------------------------------------------------------------------------------------------------
-# Temp dir and processes
-# ------------------------------------------------------------------------------------------------
-TMP="$(mktemp -d /tmp/switchyard-metrics-overhead.XXXXXX)"
-chmod 0755 "$TMP" # nginx workers (user nobody) create temp dirs below it
-STARTED=()
-
-stop() {
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "pid $pid ignored TERM; sending KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-on_exit() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${STARTED[@]}"; do stop "$pid"; done
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# N ports that were free a moment ago on 127.0.0.1 (held open together so they differ).
-ports() {
-    python3 - "$1" <<'PY'
-import socket, sys
-held = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    held.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in held))
-PY
-}
-
-await_port() { # port pid name
-    local i
-    for ((i = 0; i < 200; i++)); do
-        kill -0 "$2" 2>/dev/null || fail "$3 (pid $2) exited during start-up"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    fail "$3 is not listening on 127.0.0.1:$1 after 20 s"
-}
-
-LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-read -r BACKEND ON_HTTP ON_ADMIN OFF_HTTP OFF_ADMIN CG_HTTP CG_ADMIN <<<"$(ports 7)"
+LOAD_BEFORE="$(loadavg)"
+read -r BACKEND ON_HTTP ON_ADMIN OFF_HTTP OFF_ADMIN CG_HTTP CG_ADMIN <<<"$(free_ports 7)"
 
 # ------------------------------------------------------------------------------------------------
 # Backend: nginx, one worker, a fixed 100-byte 200
 # ------------------------------------------------------------------------------------------------
-mkdir -p "$TMP/backend/logs"
-cat >"$TMP/backend/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/backend/nginx.pid;
-error_log $TMP/backend/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $TMP/backend/client_body;
-    proxy_temp_path $TMP/backend/proxy;
-    fastcgi_temp_path $TMP/backend/fastcgi;
-    uwsgi_temp_path $TMP/backend/uwsgi;
-    scgi_temp_path $TMP/backend/scgi;
-    server {
-        listen 127.0.0.1:$BACKEND;
-        location / {
-            default_type text/plain;
-            return 200 "metrics-overhead backend: fixed body, the same for every request, 100 bytes in all............\n";
-        }
-    }
-}
-EOF
-"$NGINX" -t -q -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" ||
-    fail "backend nginx config test failed"
-"$NGINX" -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" &
-STARTED+=("$!")
-await_port "$BACKEND" "$!" "backend nginx"
+start_backend "$BACKEND" \
+    "metrics-overhead backend: fixed body, the same for every request, 100 bytes in all............"
 
 # ------------------------------------------------------------------------------------------------
 # Switchyard twice: metrics on and off
@@ -195,19 +98,19 @@ servers = ["127.0.0.1:$BACKEND"]
 [admin]
 address = "127.0.0.1:$3"
 EOF
-    "$BIN" check --config "$dir/switchyard.toml" >&2 || fail "switchyard check failed for $1"
+    "$SY_BIN" check --config "$dir/switchyard.toml" >&2 || die "switchyard check failed for $1"
 }
 
 start_switchyard() { # variant http-port admin-port metrics(true|false)
     local dir="$TMP/$1"
     write_config "$@" "$THREADS"
-    "$BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
-    STARTED+=("$!")
+    "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    PIDS+=("$!")
     PID[$1]=$!
-    await_port "$2" "$!" "switchyard ($1)"
-    await_port "$3" "$!" "switchyard admin ($1)"
+    wait_port "$2" "$!" "switchyard ($1)"
+    wait_port "$3" "$!" "switchyard admin ($1)"
     [[ "$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/")" == 200 ]] ||
-        fail "switchyard ($1) does not answer 200"
+        die "switchyard ($1) does not answer 200"
 }
 declare -A PID
 start_switchyard on "$ON_HTTP" "$ON_ADMIN" true
@@ -231,11 +134,11 @@ load() {
     before="$(cpu_ticks "$1")"
     wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" "$url" >"$out" 2>&1 || {
         cat "$out" >&2
-        fail "wrk failed on $url"
+        die "wrk failed on $url"
     }
     if grep -qE 'Socket errors|Non-2xx' "$out"; then
         cat "$out" >&2
-        fail "errors during the $1 run"
+        die "errors during the $1 run"
     fi
     after="$(cpu_ticks "$1")"
     awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
@@ -243,7 +146,7 @@ load() {
         END { printf "%s %.2f\n", rps, ticks / hz * 1e6 / n }' "$out"
 }
 
-say "warm-up: ${WARMUP}s per variant"
+log "warm-up: ${WARMUP}s per variant"
 load on "$WARMUP" "$TMP/warmup-on.txt" >/dev/null
 load off "$WARMUP" "$TMP/warmup-off.txt" >/dev/null
 
@@ -267,11 +170,9 @@ counted() { # admin-port → the sum of switchyard_requests_total
 }
 ON_COUNT="$(counted "$ON_ADMIN")"
 OFF_COUNT="$(counted "$OFF_ADMIN")"
-((ON_COUNT > 0)) || fail "metrics=true recorded no request"
-((OFF_COUNT == 0)) || fail "metrics=false still recorded $OFF_COUNT requests"
+((ON_COUNT > 0)) || die "metrics=true recorded no request"
+((OFF_COUNT == 0)) || die "metrics=false still recorded $OFF_COUNT requests"
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END {
-    if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 ON_MED="$(median <<<"${RPS[on]}")"
 OFF_MED="$(median <<<"${RPS[off]}")"
 ON_CPU="$(median <<<"${CPU[on]}")"
@@ -291,12 +192,12 @@ if [[ "$INSTRUCTIONS" == 1 ]]; then
         write_config "cg-$v" "$CG_HTTP" "$CG_ADMIN" "$metrics" 1
         dir="$TMP/cg-$v"
         valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
-            "$BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+            "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
         vpid=$!
-        STARTED+=("$vpid")
+        PIDS+=("$vpid")
         for ((i = 0; i < 600; i++)); do
             curl -s -o /dev/null "http://127.0.0.1:$CG_HTTP/" && break
-            kill -0 "$vpid" 2>/dev/null || fail "switchyard under valgrind exited"
+            kill -0 "$vpid" 2>/dev/null || die "switchyard under valgrind exited"
             sleep 0.2
         done
         wrk -t1 -c4 -d5s "http://127.0.0.1:$CG_HTTP/" >/dev/null
@@ -308,7 +209,7 @@ if [[ "$INSTRUCTIONS" == 1 ]]; then
         ir="$(cat "$dir"/callgrind.out.* | awk '/^totals:/ { s += $2 } END { printf "%.0f", s }')"
         IR[$v]="$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.0f", i / n }')"
         echo "callgrind metrics=$v requests=$n instructions/request=${IR[$v]}"
-        stop "$vpid"
+        stop_pid "$vpid"
     done
     IR_LINE="$(awk -v on="${IR[on]}" -v off="${IR[off]}" \
         'BEGIN { printf "metrics overhead instructions_per_request=%+.2f%% (%+d per request)", (on - off) / off * 100, on - off }')"

@@ -20,7 +20,10 @@
 # here is stopped by PID on exit and the temp dir is removed. See benches/RESULTS.md.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH_NAME="vs-nginx"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-3}"
 THREADS="${THREADS:-2}"
@@ -32,122 +35,22 @@ CERT="$ROOT/certs/localhost.crt"
 KEY="$ROOT/certs/localhost.key"
 CA="$ROOT/certs/test-ca.crt"
 
-log() { echo "[vs-nginx] $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ------------------------------------------------------------------------------------------------
-# Tools
+# Tools and binary
 # ------------------------------------------------------------------------------------------------
-need_pkgs=()
-command -v nginx   >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkgs+=(nginx)
-command -v wrk     >/dev/null 2>&1 || need_pkgs+=(wrk)
-command -v h2load  >/dev/null 2>&1 || need_pkgs+=(nghttp2-client)
-command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
-command -v curl    >/dev/null 2>&1 || need_pkgs+=(curl)
-if ((${#need_pkgs[@]})); then
-    log "installing missing packages: ${need_pkgs[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_pkgs[@]}"
-fi
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+require_tools nginx wrk h2load:nghttp2-client openssl curl
+NGINX="$(nginx_bin)"
 
-if [[ "$SKIP_SWITCHYARD" != "1" ]]; then
-    if [[ -n "${SWITCHYARD_BIN:-}" ]]; then
-        SY_BIN="$SWITCHYARD_BIN"
-    else
-        log "building switchyard (cargo build --release)"
-        (cd "$ROOT" && cargo build --release --bin switchyard) >&2
-        SY_BIN="$ROOT/target/release/switchyard"
-    fi
-    [[ -x "$SY_BIN" ]] || die "switchyard binary not found at $SY_BIN"
-fi
+[[ "$SKIP_SWITCHYARD" == "1" ]] || find_switchyard
 
 [[ -r "$CERT" && -r "$KEY" ]] || die "missing $CERT / $KEY (run certs/make-certs.sh)"
 
-# ------------------------------------------------------------------------------------------------
-# Temp dir, process bookkeeping, cleanup
-# ------------------------------------------------------------------------------------------------
-TMP="$(mktemp -d /tmp/switchyard-vs-nginx.XXXXXX)"
-chmod 0755 "$TMP"   # nginx workers (user nobody) create temp dirs below it
-PIDS=()
-
-stop_pid() {
-    local pid="$1" i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do            # up to 15 s for a graceful stop
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid did not stop on TERM, sending KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [[ -n "${BENCH_OUT:-}" && -d "$TMP" ]]; then
-        mkdir -p "$BENCH_OUT"
-        # access logs grow to hundreds of MB: keep their line count and last lines only
-        (cd "$TMP" && find . -type f ! -name '*.h2log' ! -name 'access.log' -print0 |
-            xargs -0 -r cp --parents -t "$BENCH_OUT") || true
-        (cd "$TMP" && find . -type f -name 'access.log' -print0 |
-            while IFS= read -r -d '' f; do
-                mkdir -p "$BENCH_OUT/$(dirname "$f")"
-                { echo "# $(wc -l <"$f") lines; the last 20:"; tail -n 20 "$f"; } >"$BENCH_OUT/$f.tail"
-            done) || true
-        log "raw outputs copied to $BENCH_OUT"
-    fi
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Free TCP ports on 127.0.0.1: bind port 0 several times at once, report, release.
-free_ports() {
-    local n="$1"
-    if command -v python3 >/dev/null 2>&1; then
-        python3 - "$n" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-PY
-    else
-        # bash fallback: random high ports that nothing answers on
-        local out=() p
-        while ((${#out[@]} < n)); do
-            p=$((20000 + RANDOM % 40000))
-            [[ " ${out[*]} " == *" $p "* ]] && continue
-            if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then out+=("$p"); fi
-        done
-        echo "${out[*]}"
-    fi
-}
-
-wait_port() {
-    local port="$1" pid="$2" what="$3" i
-    for ((i = 0; i < 200; i++)); do
-        kill -0 "$pid" 2>/dev/null || die "$what (pid $pid) exited during start-up"
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "$what did not listen on 127.0.0.1:$port within 20 s"
-}
+# Temp dir $TMP; every PID in PIDS is stopped on exit, BENCH_OUT gets a copy of $TMP first.
+bench_setup
+KEEP_OUTPUTS="${BENCH_OUT:-}"
 
 # Other work on the machine skews the figures: note the load average before anything starts.
-LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+LOADAVG_START="$(loadavg)"
 
 read -r BACKEND_PORT NG_HTTP NG_TLS SY_HTTP SY_TLS <<<"$(free_ports 5)"
 
@@ -156,39 +59,7 @@ read -r BACKEND_PORT NG_HTTP NG_TLS SY_HTTP SY_TLS <<<"$(free_ports 5)"
 # ------------------------------------------------------------------------------------------------
 # 99 characters + "\n" = 100 bytes
 BODY="switchyard-vs-nginx benchmark backend: a fixed response body that is one hundred bytes long........"
-mkdir -p "$TMP/backend/logs"
-cat >"$TMP/backend/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $TMP/backend/nginx.pid;
-error_log $TMP/backend/logs/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $TMP/backend/client_body;
-    proxy_temp_path $TMP/backend/proxy;
-    fastcgi_temp_path $TMP/backend/fastcgi;
-    uwsgi_temp_path $TMP/backend/uwsgi;
-    scgi_temp_path $TMP/backend/scgi;
-    server {
-        listen 127.0.0.1:$BACKEND_PORT;
-        location / {
-            default_type text/plain;
-            return 200 "$BODY\n";
-        }
-    }
-}
-EOF
-"$NGINX" -t -q -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" \
-    || die "backend nginx config test failed"
-"$NGINX" -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/logs/error.log" &
-BACKEND_PID=$!
-PIDS+=("$BACKEND_PID")
-wait_port "$BACKEND_PORT" "$BACKEND_PID" "backend nginx"
+start_backend "$BACKEND_PORT" "$BODY"
 BODY_LEN="$(curl -sS "http://127.0.0.1:$BACKEND_PORT/" | wc -c)"
 log "backend: nginx pid $BACKEND_PID on 127.0.0.1:$BACKEND_PORT (body $BODY_LEN bytes)"
 
@@ -465,8 +336,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END {
-    if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 
 # ------------------------------------------------------------------------------------------------

@@ -671,6 +671,7 @@ fn route_options(o: &RouteOptions) -> Value {
         "compression": o.compression,
         "websocket": o.websocket,
         "response_headers": headers,
+        "limits": o.limits,
     })
 }
 
@@ -776,12 +777,44 @@ pub fn config_view(cfg: &Config) -> Value {
             "upgrade_socket": s.upgrade_socket,
             "pid_file": s.pid_file,
             "state_dir": s.state_dir.display().to_string(),
+            "metrics": s.metrics,
         },
+        "limits": limits_view(&cfg.limits),
         "listeners": listeners,
         "certificates": certificates,
         "routes": routes,
         "services": services,
         "admin": admin,
+    })
+}
+
+fn limits_view(l: &crate::config::LimitsConfig) -> Value {
+    use crate::limits::KeyKind;
+    let zones: Vec<Value> = l
+        .zones
+        .iter()
+        .map(|z| {
+            let key = match &z.key {
+                KeyKind::ClientIp => "client_ip".to_string(),
+                KeyKind::ClientIpRoute => "client_ip_route".to_string(),
+                KeyKind::Header(h) => format!("header:{h}"),
+            };
+            json!({
+                "name": z.name,
+                "key": key,
+                "requests": z.rate.requests,
+                "per": duration(z.rate.per),
+                "burst": z.burst,
+                "max_keys": z.max_keys,
+            })
+        })
+        .collect();
+    json!({
+        "trusted_proxies": l.trusted_proxies.0.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "max_connections": l.connections.total,
+        "max_connections_per_ip": l.connections.per_ip,
+        "exempt_paths": l.exempt_paths,
+        "zones": zones,
     })
 }
 

@@ -72,7 +72,7 @@ impl Setup {
         Setup {
             blue: Backend::spawn("blue").unwrap(),
             green: Backend::spawn("green").unwrap(),
-            dead: free_port(),
+            dead: closed_port(),
             http: free_port(),
             admin: free_port(),
         }

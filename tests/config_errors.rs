@@ -55,6 +55,19 @@ weight = 1
 servers = ["127.0.0.1:9101"]
 "#;
 
+/// `GOOD` with each `(from, to)` replacement applied (every `from` must be in it), `{certs}` filled.
+fn good_with(replacements: &[(&str, &str)]) -> String {
+    let mut config = GOOD.to_string();
+    for (from, to) in replacements {
+        assert!(
+            config.contains(from),
+            "{from:?} is not in the config:\n{config}"
+        );
+        config = config.replace(from, to);
+    }
+    fill(&config, &[])
+}
+
 /// 1-based (line, column) of the first occurrence of `marker` in `text`.
 fn pos(text: &str, marker: &str) -> (usize, usize) {
     for (i, line) in text.lines().enumerate() {
@@ -120,8 +133,8 @@ fn find<'a>(reported: &'a [Reported], reason: &str) -> &'a Reported {
         .unwrap_or_else(|| panic!("no error starting with {reason:?} in {reported:#?}"))
 }
 
-/// Asserts exactly one error, starting with `reason`, at `at` (line, column).
-fn assert_single(config: &str, at: (usize, usize), reason: &str) -> Reported {
+/// Asserts exactly one error, starting with `reason`, and returns it.
+fn single_error(config: &str, reason: &str) -> Reported {
     let mut reported = check_errors(config);
     assert_eq!(reported.len(), 1, "expected one error: {reported:#?}");
     let r = reported.remove(0);
@@ -130,20 +143,19 @@ fn assert_single(config: &str, at: (usize, usize), reason: &str) -> Reported {
         "reason {:?} should start with {reason:?}",
         r.reason
     );
+    r
+}
+
+/// Asserts exactly one error, starting with `reason`, at `at` (line, column).
+fn assert_single(config: &str, at: (usize, usize), reason: &str) -> Reported {
+    let r = single_error(config, reason);
     assert_eq!((r.line, r.col), at, "location of {:?}", r.reason);
     r
 }
 
 /// Asserts exactly one error, starting with `reason`, on a line within `lines`.
 fn assert_single_within(config: &str, lines: RangeInclusive<usize>, reason: &str) -> Reported {
-    let mut reported = check_errors(config);
-    assert_eq!(reported.len(), 1, "expected one error: {reported:#?}");
-    let r = reported.remove(0);
-    assert!(
-        r.reason.starts_with(reason),
-        "reason {:?} should start with {reason:?}",
-        r.reason
-    );
+    let r = single_error(config, reason);
     assert!(
         lines.contains(&r.line),
         "{:?} reported at line {}, expected within {lines:?}",
@@ -190,21 +202,13 @@ fn reference_config_is_valid() {
 
 #[test]
 fn unknown_key() {
-    let config = fill(
-        &GOOD.replace("threads = 1\n", "threads = 1\nbogus = 1\n"),
-        &[],
-    );
+    let config = good_with(&[("threads = 1\n", "threads = 1\nbogus = 1\n")]);
     assert_single(&config, pos(&config, "bogus = 1"), "unknown field `bogus`");
 }
 
 #[test]
 fn pool_weights_sum_to_zero() {
-    let config = fill(
-        &GOOD
-            .replace("weight = 80", "weight = 0")
-            .replace("weight = 20", "weight = 0"),
-        &[],
-    );
+    let config = good_with(&[("weight = 80", "weight = 0"), ("weight = 20", "weight = 0")]);
     let first = nth_line(&config, "[services.api.pools.blue]", 0);
     let last = pos(&config, "servers = [{ address").0;
     assert_single_within(
@@ -216,13 +220,10 @@ fn pool_weights_sum_to_zero() {
 
 #[test]
 fn route_to_unknown_service() {
-    let config = fill(
-        &GOOD.replace(
-            "host = \"*\"\nservice = \"api\"",
-            "host = \"*\"\nservice = \"nope\"",
-        ),
-        &[],
-    );
+    let config = good_with(&[(
+        "host = \"*\"\nservice = \"api\"",
+        "host = \"*\"\nservice = \"nope\"",
+    )]);
     assert_single(
         &config,
         pos(&config, "\"nope\""),
@@ -233,13 +234,10 @@ fn route_to_unknown_service() {
 #[test]
 fn duplicate_route() {
     // The second route spells the default path out: "/" twice for the same host.
-    let config = fill(
-        &GOOD.replace(
-            "[[routes]]\nhost = \"*\"",
-            "[[routes]]\nhost = \"a.example.com\"\nservice = \"api\"\n\n[[routes]]\nhost = \"a.example.com\"\npath = \"/\"\nservice = \"auth\"\n\n[[routes]]\nhost = \"*\"",
-        ),
-        &[],
-    );
+    let routes = "[[routes]]\nhost = \"a.example.com\"\nservice = \"api\"\n\n\
+                  [[routes]]\nhost = \"a.example.com\"\npath = \"/\"\nservice = \"auth\"\n\n\
+                  [[routes]]\nhost = \"*\"";
+    let config = good_with(&[("[[routes]]\nhost = \"*\"", routes)]);
     let first_header = nth_line(&config, "[[routes]]", 2);
     let first_host = first_header + 1;
     let second_host = first_header + 5;
@@ -260,13 +258,10 @@ fn duplicate_route() {
 
 #[test]
 fn pool_without_servers() {
-    let config = fill(
-        &GOOD.replace(
-            "servers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]",
-            "servers = []",
-        ),
-        &[],
-    );
+    let config = good_with(&[(
+        "servers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]",
+        "servers = []",
+    )]);
     let header_line = nth_line(&config, "[services.api.pools.blue]", 0);
     let servers_line = pos(&config, "servers = []").0;
     assert_single_within(
@@ -278,13 +273,10 @@ fn pool_without_servers() {
 
 #[test]
 fn unreadable_certificate() {
-    let config = fill(
-        &GOOD.replace(
-            "cert = \"{certs}/example.com.crt\"",
-            "cert = \"missing.crt\"",
-        ),
-        &[],
-    );
+    let config = good_with(&[(
+        "cert = \"{certs}/example.com.crt\"",
+        "cert = \"missing.crt\"",
+    )]);
     let r = assert_single(
         &config,
         pos(&config, "\"missing.crt\""),
@@ -299,13 +291,10 @@ fn unreadable_certificate() {
 
 #[test]
 fn unset_environment_variable() {
-    let config = fill(
-        &GOOD.replace(
-            "host = \"api.example.com\"\nservice = \"api\"",
-            "host = \"${SWITCHYARD_TEST_UNSET}\"\nservice = \"api\"",
-        ),
-        &[],
-    );
+    let config = good_with(&[(
+        "host = \"api.example.com\"\nservice = \"api\"",
+        "host = \"${SWITCHYARD_TEST_UNSET}\"\nservice = \"api\"",
+    )]);
     assert_single(
         &config,
         pos(&config, "\"${SWITCHYARD_TEST_UNSET}\""),
@@ -315,19 +304,13 @@ fn unset_environment_variable() {
 
 #[test]
 fn bad_duration() {
-    let config = fill(
-        &GOOD.replace("read_timeout = \"5s\"", "read_timeout = \"abc\""),
-        &[],
-    );
+    let config = good_with(&[("read_timeout = \"5s\"", "read_timeout = \"abc\"")]);
     assert_single(&config, pos(&config, "\"abc\""), "invalid duration \"abc\"");
 }
 
 #[test]
 fn bad_socket_address() {
-    let config = fill(
-        &GOOD.replace("address = \"127.0.0.1:18443\"", "address = \"nonsense\""),
-        &[],
-    );
+    let config = good_with(&[("address = \"127.0.0.1:18443\"", "address = \"nonsense\"")]);
     assert_single(
         &config,
         pos(&config, "\"nonsense\""),
@@ -337,15 +320,13 @@ fn bad_socket_address() {
 
 #[test]
 fn several_errors_are_all_reported() {
-    let config = fill(
-        &GOOD
-            .replace(
-                "host = \"*\"\nservice = \"api\"",
-                "host = \"*\"\nservice = \"nope\"",
-            )
-            .replace("servers = [\"127.0.0.1:9101\"]", "servers = []"),
-        &[],
-    );
+    let config = good_with(&[
+        (
+            "host = \"*\"\nservice = \"api\"",
+            "host = \"*\"\nservice = \"nope\"",
+        ),
+        ("servers = [\"127.0.0.1:9101\"]", "servers = []"),
+    ]);
     let reported = check_errors(&config);
     assert_eq!(reported.len(), 2, "{reported:#?}");
     let unknown = find(&reported, "route refers to unknown service \"nope\"");

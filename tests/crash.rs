@@ -67,7 +67,7 @@ fn kill_9_during_weight_changes_never_tears_the_state_file() {
                 let url = format!("http://127.0.0.1:{admin_port}/v1/services/app/weights");
                 let mut i = 0u32;
                 while !stop.load(Ordering::Relaxed) {
-                    let body = if i % 2 == 0 {
+                    let body = if i.is_multiple_of(2) {
                         r#"{"blue": 90, "green": 10}"#
                     } else {
                         r#"{"blue": 10, "green": 90}"#

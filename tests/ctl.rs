@@ -16,10 +16,7 @@ const TOKEN: &str = "ctl-test-token";
 /// with an ejection of only 2s, so that it turns healthy again while `--wait-healthy` waits.
 const CONFIG: &str = r#"
 {server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
-
+{http_listener}
 [[routes]]
 host = "red.test"
 service = "red-direct"
@@ -113,8 +110,8 @@ impl Setup {
                 ("admin", &admin),
                 ("blue", &blue.addr),
                 ("green", &green.addr),
-                ("dead", &format!("127.0.0.1:{}", free_port())),
-                ("dead2", &format!("127.0.0.1:{}", free_port())),
+                ("dead", &closed_addr()),
+                ("dead2", &closed_addr()),
                 ("token", &TOKEN),
             ],
         );
@@ -369,7 +366,7 @@ fn ctl_failures_exit_1_with_the_reason() {
     assert_eq!(s.ctl(&["reload"]).code, 0);
 
     // Nothing listening.
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed = format!("http://127.0.0.1:{}", closed_port());
     let run = ctl(
         &[("SWITCHYARD_TOKEN", TOKEN)],
         &["--admin", &closed, "status"],
@@ -386,7 +383,7 @@ fn ctl_failures_exit_1_with_the_reason() {
 #[test]
 fn ctl_usage_errors_exit_2() {
     // None of these gets as far as the network.
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed = format!("http://127.0.0.1:{}", closed_port());
     let env = [("SWITCHYARD_ADMIN", closed.as_str())];
     for args in [
         &["frobnicate"][..],

@@ -77,10 +77,7 @@ fn active_checks_take_a_dead_server_out_and_bring_it_back() {
     ));
     let admin = Admin::new(admin_port, None);
     let both = spread(http, 40);
-    assert!(
-        both.get("a").is_some() && both.get("b").is_some(),
-        "{both:?}"
-    );
+    assert!(both.contains_key("a") && both.contains_key("b"), "{both:?}");
 
     b.stop();
     let out = Instant::now();
@@ -144,7 +141,7 @@ servers = ["{a}"]
 #[test]
 fn passive_ejection_retries_elsewhere_and_a_dead_pool_is_503_at_once() {
     let a = Backend::spawn("a").unwrap();
-    let (http, closed, closed2) = (free_port(), free_port(), free_port());
+    let (http, closed, closed2) = (free_port(), closed_port(), closed_port());
     let proxy = Proxy::start(&fill(
         PASSIVE,
         &[

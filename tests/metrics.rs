@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,10 +28,7 @@ const DASHBOARD: &str = concat!(
 /// Service "down" (down.test): its only server is a closed port, ejected after one failure.
 const CONFIG: &str = r#"
 {server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
-
+{http_listener}
 [[routes]]
 host = "api.test"
 service = "api"
@@ -78,11 +74,6 @@ struct Setup {
     _green: Backend,
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-fn closed_port() -> String {
-    format!("127.0.0.1:{}", free_port())
-}
-
 fn config(http: u16, admin: u16, blue: &Backend, green: &Backend) -> String {
     fill(
         CONFIG,
@@ -91,8 +82,8 @@ fn config(http: u16, admin: u16, blue: &Backend, green: &Backend) -> String {
             ("admin", &admin),
             ("blue", &blue.addr),
             ("green", &green.addr),
-            ("dead_a", &closed_port()),
-            ("dead_b", &closed_port()),
+            ("dead_a", &closed_addr()),
+            ("dead_b", &closed_addr()),
         ],
     )
 }
@@ -133,66 +124,6 @@ fn scrape(admin: u16) -> String {
     resp.text().unwrap()
 }
 
-/// One sample of the text format: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-/// Parses the sample lines of the text format (label values here hold no `"`, `,` or `\`).
-fn samples(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|line| {
-            let (series, value) = line
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("no value in {line:?}"));
-            let value: f64 = value
-                .parse()
-                .unwrap_or_else(|e| panic!("value in {line:?}: {e}"));
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => {
-                    let body = rest.strip_suffix('}').expect("closing brace");
-                    let labels = body
-                        .split(',')
-                        .filter(|kv| !kv.is_empty())
-                        .map(|kv| {
-                            let (k, v) = kv.split_once('=').expect("label=value");
-                            (k.to_string(), v.trim_matches('"').to_string())
-                        })
-                        .collect();
-                    (name, labels)
-                }
-                None => (series, BTreeMap::new()),
-            };
-            (name.to_string(), labels, value)
-        })
-        .collect()
-}
-
-/// The value of the one sample of `name` with exactly the labels `labels` (None if absent).
-fn exact(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    samples(text)
-        .into_iter()
-        .find(|(n, l, _)| n == name && *l == want)
-        .map(|(_, _, v)| v)
-}
-
-/// The sum over every sample of `name` whose labels include `labels`.
-fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(text)
-        .into_iter()
-        .filter(|(n, l, _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, _, v)| v)
-        .sum()
-}
-
 /// Scrapes until `check` passes (the access-log phase that records a request may still be
 /// running when the client has its response), or panics with the last scrape.
 fn scrape_until(admin: u16, what: &str, mut check: impl FnMut(&str) -> bool) -> String {
@@ -216,10 +147,10 @@ fn metrics_endpoint_counts_proxied_requests() {
     let initial = scrape(s.admin);
     // Series of every weighted pool exist before any request, at 0.
     let blue = [("service", "api"), ("pool", "blue")];
-    let no_errors = exact(&initial, "switchyard_upstream_connect_errors_total", &blue);
+    let no_errors = metric(&initial, "switchyard_upstream_connect_errors_total", &blue);
     assert_eq!(no_errors, Some(0.0), "{initial}");
     assert_eq!(
-        exact(&initial, "switchyard_config_generation", &[]),
+        metric_value(&initial, "switchyard_config_generation"),
         Some(1.0)
     );
 
@@ -245,8 +176,8 @@ fn metrics_endpoint_counts_proxied_requests() {
         (("mixed.test/", "mixed", "main", "200"), 4.0),
     ];
     let text = scrape_until(s.admin, "the 10 requests", |t| {
-        sum(t, requests, &[]) >= 10.0
-            && sum(t, "switchyard_request_duration_seconds_count", &[]) >= 10.0
+        metric_sum(t, requests, &[]) >= 10.0
+            && metric_sum(t, "switchyard_request_duration_seconds_count", &[]) >= 10.0
     });
     for ((route, service, pool, code), want) in expected {
         let labels = [
@@ -256,15 +187,19 @@ fn metrics_endpoint_counts_proxied_requests() {
             ("code", code),
         ];
         assert_eq!(
-            exact(&text, requests, &labels),
+            metric(&text, requests, &labels),
             Some(want),
             "{labels:?}\n{text}"
         );
     }
-    assert_eq!(sum(&text, requests, &[]), 10.0, "no other series:\n{text}");
+    assert_eq!(
+        metric_sum(&text, requests, &[]),
+        10.0,
+        "no other series:\n{text}"
+    );
 
     let count = |service, pool| {
-        exact(
+        metric(
             &text,
             "switchyard_request_duration_seconds_count",
             &[("service", service), ("pool", pool)],
@@ -273,61 +208,61 @@ fn metrics_endpoint_counts_proxied_requests() {
     assert_eq!(count("api", "blue"), Some(4.0));
     assert_eq!(count("", ""), Some(1.0), "the request without a route");
     assert_eq!(count("api", "green"), Some(0.0));
-    let le_inf = exact(
+    let le_inf = metric(
         &text,
         "switchyard_request_duration_seconds_bucket",
         &[("service", "api"), ("pool", "blue"), ("le", "+Inf")],
     );
     assert_eq!(le_inf, Some(4.0));
-    let upstream = exact(&text, "switchyard_upstream_response_seconds_count", &blue);
+    let upstream = metric(&text, "switchyard_upstream_response_seconds_count", &blue);
     assert_eq!(upstream, Some(4.0), "the backend answered 4 times");
 
     // down.test: one connect error, no other server to retry on, ejected after max_fails = 1.
     let down = [("service", "down"), ("pool", "only")];
     assert_eq!(
-        exact(&text, "switchyard_upstream_connect_errors_total", &down),
+        metric(&text, "switchyard_upstream_connect_errors_total", &down),
         Some(1.0)
     );
     assert_eq!(
-        exact(&text, "switchyard_upstream_retries_total", &down),
+        metric(&text, "switchyard_upstream_retries_total", &down),
         Some(0.0)
     );
-    let ejections = exact(
+    let ejections = metric(
         &text,
         "switchyard_upstream_ejections_total",
         &[("service", "down")],
     );
     assert_eq!(ejections, Some(1.0));
-    let down_server = sum(&text, "switchyard_server_available", &down);
+    let down_server = metric_sum(&text, "switchyard_server_available", &down);
     assert_eq!(down_server, 0.0, "the ejected server is unavailable");
     assert_eq!(
-        sum(&text, "switchyard_server_healthy", &down),
+        metric_sum(&text, "switchyard_server_healthy", &down),
         1.0,
         "but not unhealthy"
     );
 
     // mixed.test: every connect error went to the live server instead.
     let mixed = [("service", "mixed"), ("pool", "main")];
-    let errors = exact(&text, "switchyard_upstream_connect_errors_total", &mixed).unwrap();
-    let retries = exact(&text, "switchyard_upstream_retries_total", &mixed).unwrap();
+    let errors = metric(&text, "switchyard_upstream_connect_errors_total", &mixed).unwrap();
+    let retries = metric(&text, "switchyard_upstream_retries_total", &mixed).unwrap();
     assert!(
         errors >= 1.0,
         "4 round-robin requests over 2 servers hit the dead one"
     );
     assert_eq!(retries, errors, "each failed connect was retried");
 
-    assert_eq!(exact(&text, "switchyard_pool_weight", &blue), Some(100.0));
+    assert_eq!(metric(&text, "switchyard_pool_weight", &blue), Some(100.0));
     assert_eq!(
-        exact(&text, "switchyard_pool_weight_overridden", &blue),
+        metric(&text, "switchyard_pool_weight_overridden", &blue),
         Some(0.0)
     );
-    assert_eq!(sum(&text, "switchyard_server_available", &blue), 1.0);
+    assert_eq!(metric_sum(&text, "switchyard_server_available", &blue), 1.0);
     assert_eq!(
-        exact(&text, "switchyard_requests_in_flight", &[]),
+        metric_value(&text, "switchyard_requests_in_flight"),
         Some(0.0)
     );
     let version = env!("CARGO_PKG_VERSION");
-    let build = exact(&text, "switchyard_build_info", &[("version", version)]);
+    let build = metric(&text, "switchyard_build_info", &[("version", version)]);
     assert_eq!(build, Some(1.0));
 }
 
@@ -336,15 +271,10 @@ fn reload_outcomes_and_generation_are_exported() {
     let mut s = setup();
     let good = s.proxy.config();
     let reloads = |t: &str, result| {
-        exact(t, "switchyard_config_reloads_total", &[("result", result)]).unwrap_or(-1.0)
+        metric(t, "switchyard_config_reloads_total", &[("result", result)]).unwrap_or(-1.0)
     };
     let stamp = |t: &str| {
-        exact(
-            t,
-            "switchyard_config_last_reload_success_timestamp_seconds",
-            &[],
-        )
-        .unwrap()
+        metric_value(t, "switchyard_config_last_reload_success_timestamp_seconds").unwrap()
     };
     let before = scrape(s.admin);
     assert_eq!(
@@ -361,7 +291,7 @@ fn reload_outcomes_and_generation_are_exported() {
         "a failure leaves the timestamp"
     );
     assert_eq!(
-        exact(&failed, "switchyard_config_generation", &[]),
+        metric_value(&failed, "switchyard_config_generation"),
         Some(1.0)
     );
 
@@ -371,11 +301,11 @@ fn reload_outcomes_and_generation_are_exported() {
     // Counters are read as the scrape encodes, the generation a moment before from the snapshot:
     // a scrape that overlaps the reload may show the new count with the old generation.
     let ok = scrape_until(s.admin, "a successful reload", |t| {
-        reloads(t, "success") == 1.0 && exact(t, "switchyard_config_generation", &[]) == Some(2.0)
+        reloads(t, "success") == 1.0 && metric_value(t, "switchyard_config_generation") == Some(2.0)
     });
     assert!(stamp(&ok) > stamp(&before));
     let green = [("service", "api"), ("pool", "green")];
-    assert_eq!(exact(&ok, "switchyard_pool_weight", &green), Some(5.0));
+    assert_eq!(metric(&ok, "switchyard_pool_weight", &green), Some(5.0));
 }
 
 /// A plain and a TLS listener in front of one backend.
@@ -395,14 +325,7 @@ cert = "{certs}/localhost.crt"
 key = "{certs}/localhost.key"
 fallback = true
 
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.blue]
-weight = 1
-servers = ["{blue}"]
-
+{catch_all_blue}
 [admin]
 address = "127.0.0.1:{admin}"
 "#;
@@ -422,7 +345,7 @@ fn client_connections_and_failed_tls_handshakes_are_counted_per_listener() {
             ("blue", &blue.addr),
         ],
     ));
-    let value = |t: &str, name: &str, listener: &str| exact(t, name, &[("listener", listener)]);
+    let value = |t: &str, name: &str, listener: &str| metric(t, name, &[("listener", listener)]);
     let open = "switchyard_downstream_connections";
     let opened = "switchyard_downstream_connections_opened_total";
     let tls_errors = "switchyard_tls_handshake_errors_total";
@@ -805,7 +728,7 @@ fn real_prometheus_scrapes_switchyard_and_answers_promql() {
     // Ejects down.test's only server: SwitchyardServerDown and SwitchyardPoolDown go pending.
     assert_eq!(get(s.http, "down.test", "/"), 502);
     scrape_until(s.admin, "the 4 requests", |t| {
-        sum(t, "switchyard_requests_total", &[]) == 4.0
+        metric_sum(t, "switchyard_requests_total", &[]) == 4.0
     });
 
     let dir = tempfile::tempdir().unwrap();

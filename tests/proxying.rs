@@ -5,22 +5,15 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::*;
 
 const CONFIG: &str = r#"
 {server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
-
-[[listeners]]
-name = "https"
-address = "127.0.0.1:{https}"
-tls = true
-
+{http_listener}
+{https_listener}
 [[certificates]]
 cert = "{certs}/example.com.crt"
 key = "{certs}/example.com.key"
@@ -29,10 +22,7 @@ fallback = true
 [defaults.response_headers]
 X-Test-Header = "from-defaults"
 
-[[routes]]
-host = "*"
-service = "api"
-
+{catch_all_blue}
 [[routes]]
 host = "secure.example.com"
 service = "api"
@@ -68,10 +58,6 @@ service = "api"
 [routes.response_headers]
 X-Test-Header = "from-route"
 
-[services.api.pools.blue]
-weight = 1
-servers = ["{blue}"]
-
 [services.dead.pools.main]
 weight = 1
 servers = ["127.0.0.1:{closed}"]
@@ -86,7 +72,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let blue = Backend::spawn("blue").unwrap();
-    let (http, https, closed) = (free_port(), free_port(), free_port());
+    let (http, https, closed) = (free_port(), free_port(), closed_port());
     let proxy = Proxy::start(&fill(
         CONFIG,
         &[
@@ -270,20 +256,26 @@ fn access_log_line_per_request() {
     assert_eq!(e["status"], 200, "{e}");
 }
 
-#[test]
-fn websocket_upgrade_and_echo() {
-    let s = setup();
-    let mut stream = connect(http_addr(&s));
+/// Connects to the http listener and sends a websocket upgrade request for `/ws` on `host`.
+fn websocket_upgrade(s: &Setup, host: &str) -> TcpStream {
+    let mut stream = connect(http_addr(s));
     stream
         .write_all(
             format!(
-                "GET /ws HTTP/1.1\r\nHost: ws.example.com:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                "GET /ws HTTP/1.1\r\nHost: {host}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 s.http
             )
             .as_bytes(),
         )
         .unwrap();
+    stream
+}
+
+#[test]
+fn websocket_upgrade_and_echo() {
+    let s = setup();
+    let mut stream = websocket_upgrade(&s, "ws.example.com");
     let head = read_head(&mut stream);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let lower = head.to_ascii_lowercase();
@@ -347,23 +339,13 @@ address = "127.0.0.1:{http}"
 redirect_https = true
 https_port = {https}
 
-[[listeners]]
-name = "https"
-address = "127.0.0.1:{https}"
-tls = true
-
+{https_listener}
 [[certificates]]
 cert = "{certs}/example.com.crt"
 key = "{certs}/example.com.key"
 fallback = true
 
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.blue]
-weight = 1
-servers = ["{blue}"]
+{catch_all_blue}
 "#;
 
 #[test]
@@ -553,17 +535,7 @@ fn compression_follows_the_route_option() {
 #[test]
 fn websocket_off_drops_the_upgrade() {
     let s = setup();
-    let mut stream = connect(http_addr(&s));
-    stream
-        .write_all(
-            format!(
-                "GET /ws HTTP/1.1\r\nHost: nows.example.com:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                s.http
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+    let mut stream = websocket_upgrade(&s, "nows.example.com");
     let resp = read_response(&mut stream);
     assert_eq!(resp.status, 200, "the backend answers a plain request");
     let seen = resp.json();

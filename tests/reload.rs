@@ -9,26 +9,6 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-const CONFIG: &str = r#"
-{server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
-
-[[routes]]
-host = "*"
-service = "api"
-{route_extra}
-
-[services.api.pools.blue]
-weight = {blue_weight}
-servers = ["{blue}"]
-
-[services.api.pools.green]
-weight = {green_weight}
-servers = ["{green}"]
-"#;
-
 #[derive(Default)]
 struct LoadStats {
     ok: usize,
@@ -39,15 +19,7 @@ struct LoadStats {
 
 /// Which backend answers a fresh connection's request.
 fn backend_now(http: u16) -> String {
-    let resp = http1_client()
-        .get(format!("http://probe.test:{http}/probe"))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    json_body(resp)["backend"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    backend_via(&http1_client(), http, "probe.test")
 }
 
 #[test]
@@ -56,16 +28,12 @@ fn reload_under_load() {
     let green = Backend::spawn("green").unwrap();
     let http = free_port();
     let config = |blue_weight: u32, green_weight: u32, route_extra: &str| {
-        fill(
-            CONFIG,
-            &[
-                ("http", &http),
-                ("blue", &blue.addr),
-                ("green", &green.addr),
-                ("blue_weight", &blue_weight),
-                ("green_weight", &green_weight),
-                ("route_extra", &route_extra),
-            ],
+        blue_green(
+            http,
+            &blue,
+            &green,
+            (blue_weight, green_weight),
+            route_extra,
         )
     };
     let mut proxy = Proxy::start(&config(100, 0, ""));

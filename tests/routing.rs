@@ -25,12 +25,24 @@ fn hit(client: &reqwest::blocking::Client, url: &str) -> (String, String) {
     )
 }
 
-const HOSTS: &str = r#"
-{server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
+/// Starts a proxy with `routes` (its `[[routes]]`) and, for each of `services`, a backend of that
+/// name and a service of that name whose one pool is just that backend (see [`one_server_service`]).
+/// Returns the proxy's http port, the proxy and the backends, in the order of `services`.
+fn start(routes: &str, services: &[&str]) -> (u16, Proxy, Vec<Backend>) {
+    let http = free_port();
+    let backends: Vec<Backend> = services
+        .iter()
+        .map(|name| Backend::spawn(name).unwrap())
+        .collect();
+    let mut config = format!("{{server}}\n{{http_listener}}\n{routes}");
+    for (name, backend) in services.iter().zip(&backends) {
+        config += &format!("\n{}", one_server_service(name, backend.addr));
+    }
+    let proxy = Proxy::start(&fill(&config, &[("http", &http)]));
+    (http, proxy, backends)
+}
 
+const HOSTS: &str = r#"
 [[routes]]
 host = "exact.example.com"
 service = "exact"
@@ -46,41 +58,11 @@ service = "deep"
 [[routes]]
 host = "*"
 service = "other"
-
-[services.exact.pools.main]
-weight = 1
-servers = ["{exact}"]
-
-[services.wild.pools.main]
-weight = 1
-servers = ["{wild}"]
-
-[services.deep.pools.main]
-weight = 1
-servers = ["{deep}"]
-
-[services.other.pools.main]
-weight = 1
-servers = ["{other}"]
 "#;
 
 #[test]
 fn exact_wildcard_and_catch_all_hosts() {
-    let exact = Backend::spawn("exact").unwrap();
-    let wild = Backend::spawn("wild").unwrap();
-    let deep = Backend::spawn("deep").unwrap();
-    let other = Backend::spawn("other").unwrap();
-    let http = free_port();
-    let _proxy = Proxy::start(&fill(
-        HOSTS,
-        &[
-            ("http", &http),
-            ("exact", &exact.addr),
-            ("wild", &wild.addr),
-            ("deep", &deep.addr),
-            ("other", &other.addr),
-        ],
-    ));
+    let (http, _proxy, _backends) = start(HOSTS, &["exact", "wild", "deep", "other"]);
     let client = http1_client();
     let cases = [
         ("exact.example.com", "exact"),
@@ -103,11 +85,6 @@ fn exact_wildcard_and_catch_all_hosts() {
 // The routes are declared neither shortest- nor longest-first, so first-match and last-match
 // implementations both fail.
 const PATHS: &str = r#"
-{server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
-
 [[routes]]
 host = "api.test"
 service = "root"
@@ -122,35 +99,11 @@ service = "auth"
 host = "api.test"
 path = "/v1"
 service = "v1"
-
-[services.root.pools.main]
-weight = 1
-servers = ["{root}"]
-
-[services.auth.pools.main]
-weight = 1
-servers = ["{auth}"]
-
-[services.v1.pools.main]
-weight = 1
-servers = ["{v1}"]
 "#;
 
 #[test]
 fn longest_path_prefix_wins_and_strip_prefix() {
-    let root = Backend::spawn("root").unwrap();
-    let auth = Backend::spawn("auth").unwrap();
-    let v1 = Backend::spawn("v1").unwrap();
-    let http = free_port();
-    let _proxy = Proxy::start(&fill(
-        PATHS,
-        &[
-            ("http", &http),
-            ("root", &root.addr),
-            ("auth", &auth.addr),
-            ("v1", &v1.addr),
-        ],
-    ));
+    let (http, _proxy, _backends) = start(PATHS, &["root", "auth", "v1"]);
     let client = http1_client();
     let cases = [
         ("/v1/auth/login?user=x", "auth", "/login?user=x"),
@@ -171,29 +124,18 @@ fn longest_path_prefix_wins_and_strip_prefix() {
 }
 
 const ONLY_A: &str = r#"
-{server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
-
 [[routes]]
 host = "a.example.com"
 service = "api"
-
-[services.api.pools.main]
-weight = 1
-servers = ["{blue}"]
 "#;
 
 #[test]
 fn no_matching_route_is_a_json_404() {
-    let blue = Backend::spawn("blue").unwrap();
-    let http = free_port();
-    let _proxy = Proxy::start(&fill(ONLY_A, &[("http", &http), ("blue", &blue.addr)]));
+    let (http, _proxy, backends) = start(ONLY_A, &["api"]);
     let client = http1_client();
 
     let (backend, _) = hit(&client, &format!("http://a.example.com:{http}/"));
-    assert_eq!(backend, "blue");
+    assert_eq!(backend, "api");
 
     for host in ["b.example.com", "example.com", "a.example.com.evil.test"] {
         let resp = client
@@ -215,30 +157,21 @@ fn no_matching_route_is_a_json_404() {
         );
     }
     assert_eq!(
-        blue.requests(),
+        backends[0].requests(),
         1,
         "unrouted requests must not reach a backend"
     );
 }
 
-const SPLIT: &str = r#"
-{server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
-
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.blue]
-weight = {blue_weight}
-servers = ["{blue}"]
-
-[services.api.pools.green]
-weight = {green_weight}
-servers = ["{green}"]
-"#;
+/// Starts backends blue and green and a proxy on [`BLUE_GREEN`] with these weights; returns the
+/// proxy's http port, the proxy and the backends.
+fn start_split(blue_weight: u32, green_weight: u32) -> (u16, Proxy, Backend, Backend) {
+    let blue = Backend::spawn("blue").unwrap();
+    let green = Backend::spawn("green").unwrap();
+    let http = free_port();
+    let config = blue_green(http, &blue, &green, (blue_weight, green_weight), "");
+    (http, Proxy::start(&config), blue, green)
+}
 
 /// Sends `n` requests and counts how many each backend answered: (blue, green).
 fn split(http: u16, n: usize) -> (usize, usize) {
@@ -257,19 +190,7 @@ fn split(http: u16, n: usize) -> (usize, usize) {
 
 #[test]
 fn weighted_split_80_20() {
-    let blue = Backend::spawn("blue").unwrap();
-    let green = Backend::spawn("green").unwrap();
-    let http = free_port();
-    let _proxy = Proxy::start(&fill(
-        SPLIT,
-        &[
-            ("http", &http),
-            ("blue", &blue.addr),
-            ("green", &green.addr),
-            ("blue_weight", &80),
-            ("green_weight", &20),
-        ],
-    ));
+    let (http, _proxy, _blue, _green) = start_split(80, 20);
     let (b, g) = split(http, 1000);
     assert_eq!(b + g, 1000);
     // 80 % ± 5 percentage points (about 4 standard deviations for a random split).
@@ -281,19 +202,7 @@ fn weighted_split_80_20() {
 
 #[test]
 fn weight_zero_pool_gets_no_request() {
-    let blue = Backend::spawn("blue").unwrap();
-    let green = Backend::spawn("green").unwrap();
-    let http = free_port();
-    let _proxy = Proxy::start(&fill(
-        SPLIT,
-        &[
-            ("http", &http),
-            ("blue", &blue.addr),
-            ("green", &green.addr),
-            ("blue_weight", &1),
-            ("green_weight", &0),
-        ],
-    ));
+    let (http, _proxy, _blue, green) = start_split(1, 0);
     let (b, g) = split(http, 500);
     assert_eq!((b, g), (500, 0));
     assert_eq!(

@@ -35,18 +35,11 @@ cert = "{certs}/other.test.crt"
 key = "{certs}/other.test.key"
 fallback = true
 
-[[routes]]
-host = "*"
-service = "api"
-
+{catch_all_blue}
 [[routes]]
 host = "limits.example.com"
 service = "api"
 max_body_size = "1KB"
-
-[services.api.pools.blue]
-weight = 1
-servers = ["{blue}"]
 "#;
 
 fn start(h2: bool) -> (Backend, Proxy, u16) {
@@ -275,22 +268,12 @@ fn unknown_sni_gets_fallback_certificate() {
 
 const NO_FALLBACK: &str = r#"
 {server}
-[[listeners]]
-name = "https"
-address = "127.0.0.1:{https}"
-tls = true
-
+{https_listener}
 [[certificates]]
 cert = "{certs}/example.com.crt"
 key = "{certs}/example.com.key"
 
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.blue]
-weight = 1
-servers = ["{blue}"]
+{catch_all_blue}
 "#;
 
 #[test]

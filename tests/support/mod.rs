@@ -3,6 +3,7 @@
 // Each integration test file does `mod support;` and uses only part of this, hence the allow.
 #![allow(dead_code, unused_imports)]
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,6 +30,79 @@ upgrade_socket = "{tmp}/upgrade.sock"
 state_dir = "{tmp}/state"
 "#;
 
+/// A plain `[[listeners]]` entry named "http" on 127.0.0.1:`{http}`. Put `{http_listener}` in a
+/// template to get it.
+pub const HTTP_LISTENER: &str = r#"[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+"#;
+
+/// A TLS `[[listeners]]` entry named "https" on 127.0.0.1:`{https}` (certificates are up to the
+/// template). Put `{https_listener}` in a template to get it.
+pub const HTTPS_LISTENER: &str = r#"[[listeners]]
+name = "https"
+address = "127.0.0.1:{https}"
+tls = true
+"#;
+
+/// A catch-all route to service "api", whose one pool "blue" (weight 1) is the server `{blue}`.
+/// Put `{catch_all_blue}` in a template to get it.
+pub const CATCH_ALL_BLUE: &str = r#"[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.blue]
+weight = 1
+servers = ["{blue}"]
+"#;
+
+/// Every host to service "api", whose pools "blue" and "green" are the servers `{blue}` and
+/// `{green}` weighted `{blue_weight}` and `{green_weight}`; `{route_extra}` is added to the route.
+/// See [`blue_green`].
+pub const BLUE_GREEN: &str = r#"
+{server}
+{http_listener}
+[[routes]]
+host = "*"
+service = "api"
+{route_extra}
+
+[services.api.pools.blue]
+weight = {blue_weight}
+servers = ["{blue}"]
+
+[services.api.pools.green]
+weight = {green_weight}
+servers = ["{green}"]
+"#;
+
+/// [`BLUE_GREEN`] for a proxy on 127.0.0.1:`http` with these backends, `(blue, green)` weights and
+/// extra route settings (`""` for none).
+pub fn blue_green(
+    http: u16,
+    blue: &Backend,
+    green: &Backend,
+    (blue_weight, green_weight): (u32, u32),
+    route_extra: &str,
+) -> String {
+    fill(
+        BLUE_GREEN,
+        &[
+            ("http", &http),
+            ("blue", &blue.addr),
+            ("green", &green.addr),
+            ("blue_weight", &blue_weight),
+            ("green_weight", &green_weight),
+            ("route_extra", &route_extra),
+        ],
+    )
+}
+
+/// A service `name` whose one pool, "main" (weight 1), is the one server `server`.
+pub fn one_server_service(name: &str, server: impl Display) -> String {
+    format!("[services.{name}.pools.main]\nweight = 1\nservers = [\"{server}\"]\n")
+}
+
 /// How long `Proxy::start` waits for every listener to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -38,14 +112,34 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
+/// `127.0.0.1:PORT` for a port that nothing listens on (bound, then released): a dead server.
+pub fn closed_addr() -> String {
+    format!("127.0.0.1:{}", closed_port())
+}
+
+/// A port nothing listens on, and nothing in the tests can start listening on: taken from the
+/// privileged range 600-999 (the OS never hands those out for port 0), a new one per call within
+/// this test process so that two dead servers of one config have distinct addresses (and so
+/// distinct health state). A port from `free_port()` could be taken by a backend of a test
+/// running in parallel.
+pub fn closed_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    600 + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 400
+}
+
 /// Substitutes `{name}` placeholders in a config template.
 ///
-/// `{server}` becomes [`SERVER`] and `{certs}` the certificate directory; `vars` supplies the rest
-/// (`{http}`, `{blue}`, ...). `{tmp}` is left for [`Proxy::start`] / [`check`], which know the
-/// temp dir. Any other `{word}` left over is a test bug and panics.
+/// `{server}` becomes [`SERVER`], `{http_listener}` [`HTTP_LISTENER`], `{https_listener}`
+/// [`HTTPS_LISTENER`], `{catch_all_blue}` [`CATCH_ALL_BLUE`] and `{certs}` the certificate
+/// directory; `vars` supplies the rest (`{http}`, `{blue}`, ...). `{tmp}` is left for
+/// [`Proxy::start`] / [`check`], which know the temp dir. Any other `{word}` left over is a test
+/// bug and panics.
 pub fn fill(template: &str, vars: &[(&str, &dyn Display)]) -> String {
     let mut out = template
         .replace("{server}", SERVER)
+        .replace("{http_listener}", HTTP_LISTENER)
+        .replace("{https_listener}", HTTPS_LISTENER)
+        .replace("{catch_all_blue}", CATCH_ALL_BLUE)
         .replace("{certs}", CERTS);
     for (name, value) in vars {
         out = out.replace(&format!("{{{name}}}"), &value.to_string());
@@ -727,4 +821,93 @@ pub fn backend_via(client: &reqwest::blocking::Client, http: u16, host: &str) ->
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+// ------------------------------------------------------------------------------------------------
+// The Prometheus text format (`GET /metrics`)
+// ------------------------------------------------------------------------------------------------
+
+/// Labels of one series, by name.
+pub type Labels = BTreeMap<String, String>;
+
+/// One sample of the text format: name, labels, value.
+pub type Sample = (String, Labels, f64);
+
+/// Splits a series `name{k="v",...}` (or a bare `name`) into name and labels. Label values here
+/// hold no `"`, `,` or `\`.
+fn parse_series(series: &str) -> (String, Labels) {
+    match series.split_once('{') {
+        Some((name, rest)) => {
+            let body = rest
+                .strip_suffix('}')
+                .unwrap_or_else(|| panic!("no closing brace in {series:?}"));
+            let labels = body
+                .split(',')
+                .filter(|kv| !kv.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("label without = in {series:?}"));
+                    (k.to_string(), v.trim_matches('"').to_string())
+                })
+                .collect();
+            (name.to_string(), labels)
+        }
+        None => (series.to_string(), Labels::new()),
+    }
+}
+
+/// Parses the sample lines of the text format; panics on a line that is not `series value`.
+pub fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("no value in {line:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|e| panic!("value in {line:?}: {e}"));
+            let (name, labels) = parse_series(series);
+            (name, labels, value)
+        })
+        .collect()
+}
+
+/// The value of the sample of `name` with exactly the labels `want` (None if absent).
+fn exact_sample(text: &str, name: &str, want: &Labels) -> Option<f64> {
+    samples(text)
+        .into_iter()
+        .find(|(n, l, _)| n == name && l == want)
+        .map(|(_, _, v)| v)
+}
+
+/// The value of the sample of `name` with exactly the labels `labels` (None if absent).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: Labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    exact_sample(text, name, &want)
+}
+
+/// The value of the sample written as `series`, e.g. `switchyard_rate_limit_keys{zone="a"}` or
+/// `switchyard_config_generation`: the same name and exactly the same labels, in any order.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    let (name, want) = parse_series(series);
+    exact_sample(text, &name, &want)
+}
+
+/// The sum over every sample of `name` whose labels include `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text)
+        .into_iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
 }

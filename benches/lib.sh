@@ -1,0 +1,203 @@
+# shellcheck shell=bash
+# Shared by the benchmark scripts in benches/: tools, the switchyard binary, the temp dir and the
+# processes started in it, free ports, the nginx backend. Source it from a script with
+#
+#   BENCH_NAME=my-bench                       # prefix of the log lines, name of the temp dir
+#   source "$(dirname "$0")/lib.sh"
+#
+# and call bench_setup before starting anything.
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BENCH_NAME="${BENCH_NAME:?set BENCH_NAME before sourcing benches/lib.sh}"
+
+log() { echo "[$BENCH_NAME] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ------------------------------------------------------------------------------------------------
+# Tools and binaries
+# ------------------------------------------------------------------------------------------------
+
+# require_tools COMMAND[:PACKAGE]...: apt-get installs the package (by default named like the
+# command) of every command that is missing.
+require_tools() {
+    local spec cmd missing=()
+    for spec in "$@"; do
+        cmd="${spec%%:*}"
+        command -v "$cmd" >/dev/null 2>&1 && continue
+        [[ "$cmd" == nginx && -x /usr/sbin/nginx ]] && continue   # not on every PATH
+        missing+=("${spec#*:}")
+    done
+    ((${#missing[@]})) || return 0
+    log "installing missing packages: ${missing[*]}"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
+# Sets SY_BIN: $SWITCHYARD_BIN when set, else a fresh `cargo build --release`.
+find_switchyard() {
+    if [[ -n "${SWITCHYARD_BIN:-}" ]]; then
+        SY_BIN="$SWITCHYARD_BIN"
+    else
+        log "building switchyard (cargo build --release)"
+        (cd "$ROOT" && cargo build --release --bin switchyard) >&2
+        SY_BIN="$ROOT/target/release/switchyard"
+    fi
+    [[ -x "$SY_BIN" ]] || die "switchyard binary not found at $SY_BIN"
+}
+
+# ------------------------------------------------------------------------------------------------
+# Temp dir, process bookkeeping, cleanup
+# ------------------------------------------------------------------------------------------------
+
+# Creates TMP (/tmp/switchyard-$BENCH_NAME.XXXXXX) and the exit trap that stops every PID in PIDS
+# and removes TMP. Set KEEP_OUTPUTS to a directory to have TMP's files copied there first.
+bench_setup() {
+    TMP="$(mktemp -d "/tmp/switchyard-$BENCH_NAME.XXXXXX")"
+    chmod 0755 "$TMP"   # nginx workers (user nobody) create temp dirs below it
+    PIDS=()
+    KEEP_OUTPUTS=""
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# stop_pid PID: TERM, up to 15 s for a graceful stop, then KILL.
+stop_pid() {
+    local pid="$1" i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid did not stop on TERM, sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# Copies TMP's files to $1; access logs grow to hundreds of MB: only their line count and last
+# lines are kept.
+keep_outputs() {
+    local dest="$1"
+    mkdir -p "$dest"
+    (cd "$TMP" && find . -type f ! -name '*.h2log' ! -name 'access.log' -print0 |
+        xargs -0 -r cp --parents -t "$dest") || true
+    (cd "$TMP" && find . -type f -name 'access.log' -print0 |
+        while IFS= read -r -d '' f; do
+            mkdir -p "$dest/$(dirname "$f")"
+            { echo "# $(wc -l <"$f") lines; the last 20:"; tail -n 20 "$f"; } >"$dest/$f.tail"
+        done) || true
+    log "raw outputs copied to $dest"
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [[ -n "$KEEP_OUTPUTS" && -d "$TMP" ]]; then keep_outputs "$KEEP_OUTPUTS"; fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+
+# ------------------------------------------------------------------------------------------------
+# Ports
+# ------------------------------------------------------------------------------------------------
+
+# free_ports N: N distinct TCP ports free on 127.0.0.1 a moment ago (bound together, then
+# released), separated by spaces.
+free_ports() {
+    local n="$1"
+    if command -v python3 >/dev/null 2>&1; then
+        python3 - "$n" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+PY
+    else
+        # bash fallback: random high ports that nothing answers on
+        local ports=() p
+        while ((${#ports[@]} < n)); do
+            p=$((20000 + RANDOM % 40000))
+            [[ " ${ports[*]} " == *" $p "* ]] && continue
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then ports+=("$p"); fi
+        done
+        echo "${ports[*]}"
+    fi
+}
+
+# wait_port PORT PID WHAT: until 127.0.0.1:PORT accepts connections (20 s at most); fails when
+# PID exits first.
+wait_port() {
+    local port="$1" pid="$2" what="$3" i
+    for ((i = 0; i < 200; i++)); do
+        kill -0 "$pid" 2>/dev/null || die "$what (pid $pid) exited during start-up"
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "$what did not listen on 127.0.0.1:$port within 20 s"
+}
+
+# ------------------------------------------------------------------------------------------------
+# Backend
+# ------------------------------------------------------------------------------------------------
+
+# start_backend PORT BODY: nginx with one worker in $TMP/backend answering every request with 200
+# and BODY plus a newline; sets BACKEND_PID once it listens.
+start_backend() {
+    local port="$1" body="$2" dir="$TMP/backend" nginx
+    nginx="$(nginx_bin)"
+    mkdir -p "$dir/logs"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            default_type text/plain;
+            return 200 "$body\n";
+        }
+    }
+}
+EOF
+    "$nginx" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" ||
+        die "backend nginx config test failed"
+    "$nginx" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
+    BACKEND_PID=$!
+    PIDS+=("$BACKEND_PID")
+    wait_port "$port" "$BACKEND_PID" "backend nginx"
+}
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------
+
+# The 1, 5 and 15 minute load averages: other work on the machine skews the figures.
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# The median of the numbers on stdin (separated by spaces or newlines); "nan" when there is none.
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END {
+    if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
