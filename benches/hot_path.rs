@@ -1,13 +1,16 @@
-//! Microbenchmarks of the request path's own work: route lookup among 10,000 hosts and the weighted pick.
+//! Microbenchmarks of the request path's own work: route lookup among 10,000 hosts, the weighted
+//! pick, and recording a finished request in its pool's live window.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use switchyard::config::{
     Balance, HostPattern, PassivePolicy, PoolConfig, RouteConfig, RouteOptions, ServerConfig,
     ServiceConfig,
 };
+use switchyard::rollout::{PoolWindow, WindowSpec};
 use switchyard::routing::{normalize_host, RouteTable};
 use switchyard::upstream::{ServerRegistry, Service};
 
@@ -116,5 +119,47 @@ fn bench_pick(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_routes, bench_pick);
+/// One finished request into a pool's live window (default 10 s in 1 s buckets), one thread: a
+/// clock read (the proxy shares it with the latency), the bucket's epoch check and three relaxed
+/// atomic adds. Latencies vary so the adds
+/// hit different histogram bins.
+fn bench_window(c: &mut Criterion) {
+    let window = PoolWindow::new(WindowSpec::default());
+    let mut i = 0u64;
+    c.bench_function("window_record", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let latency = Duration::from_micros(200 + (i & 1023) * 37);
+            window.record(
+                Instant::now(),
+                black_box(latency),
+                black_box(i.is_multiple_of(20)),
+            );
+        })
+    });
+    // The same without the clock read, to show what the clock costs.
+    let mut t = 0u64;
+    c.bench_function("window_record_at", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            t += 1;
+            let latency = Duration::from_micros(200 + (i & 1023) * 37);
+            window.record_at(
+                black_box(t / 1_000_000),
+                latency,
+                black_box(i.is_multiple_of(20)),
+            );
+        })
+    });
+    // Merging a full window (10 buckets of 400 bins) for the admin API and scrapes.
+    let full = PoolWindow::new(WindowSpec::default());
+    for t in 0..10_000u64 {
+        full.record_at(t, Duration::from_micros(100 + t * 13), t.is_multiple_of(20));
+    }
+    c.bench_function("window_snapshot", |b| {
+        b.iter(|| black_box(full.snapshot_at(black_box(9_999))))
+    });
+}
+
+criterion_group!(benches, bench_routes, bench_pick, bench_window);
 criterion_main!(benches);

@@ -814,6 +814,7 @@ fn limits_view(l: &crate::config::LimitsConfig) -> Value {
         "max_connections": l.connections.total,
         "max_connections_per_ip": l.connections.per_ip,
         "exempt_paths": l.exempt_paths,
+        "rate_limit_headers": l.rate_limit_headers,
         "zones": zones,
     })
 }

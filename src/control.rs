@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::{Balance, MAX_WEIGHT};
+use crate::rollout::Windows;
 use crate::runtime::{ChangeError, Runtime};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
@@ -47,6 +48,37 @@ pub struct PoolView {
     pub overridden: bool,
     pub healthy_servers: usize,
     pub servers: Vec<ServerView>,
+    /// The pool's live window (see `rollout::window`).
+    pub live: LiveView,
+}
+
+/// A pool's requests, errors and latency quantiles over its live window.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveView {
+    /// The window's length; it covers between one bucket less and this much history.
+    pub window_seconds: f64,
+    pub requests: u64,
+    /// 5xx sent and upstream failures.
+    pub errors: u64,
+    pub error_rate: f64,
+    /// `null` without requests. Within about 3 % of the true quantile.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl LiveView {
+    fn new(windows: &Windows, service: &str, pool: &str) -> LiveView {
+        let stats = windows.get(service, pool).map(|w| w.snapshot());
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        LiveView {
+            window_seconds: windows.spec().length().as_secs_f64(),
+            requests: stats.map_or(0, |s| s.requests),
+            errors: stats.map_or(0, |s| s.errors),
+            error_rate: stats.map_or(0.0, |s| s.error_rate),
+            p50_ms: stats.and_then(|s| ms(s.p50)),
+            p99_ms: stats.and_then(|s| ms(s.p99)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +105,7 @@ fn view(
     snap: &Snapshot,
     service: &Service,
     overrides: Option<&BTreeMap<String, u32>>,
+    windows: &Windows,
 ) -> ServiceView {
     let config = snap
         .config
@@ -105,6 +138,7 @@ fn view(
                 overridden: overrides.is_some_and(|o| o.contains_key(&*p.name)),
                 healthy_servers: servers.iter().filter(|s| s.available).count(),
                 servers,
+                live: LiveView::new(windows, &service.name, &p.name),
             }
         })
         .collect();
@@ -121,7 +155,7 @@ pub fn services(rt: &Runtime) -> Vec<ServiceView> {
     let overrides = rt.overrides();
     snap.services
         .iter()
-        .map(|s| view(&snap, s, overrides.get(&*s.name)))
+        .map(|s| view(&snap, s, overrides.get(&*s.name), &rt.windows))
         .collect()
 }
 
@@ -133,7 +167,7 @@ pub fn service(rt: &Runtime, name: &str) -> Result<ServiceView, ControlError> {
         .iter()
         .find(|s| &*s.name == name)
         .ok_or_else(|| ControlError::UnknownService(name.into()))?;
-    Ok(view(&snap, svc, overrides.get(name)))
+    Ok(view(&snap, svc, overrides.get(name), &rt.windows))
 }
 
 fn check_generation(snap: &Snapshot, if_match: Option<u64>) -> Result<(), ControlError> {

@@ -14,6 +14,7 @@ pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod rollout;
 pub mod routing;
 pub mod runtime;
 pub mod server;

@@ -32,7 +32,7 @@ use pingora_core::services::listening::Service;
 use pingora_core::upstreams::peer::{Tracer, Tracing};
 use pingora_proxy::HttpProxy;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -91,6 +91,9 @@ pub struct Metrics {
     server_available: IntGaugeVec,
     pool_weight: IntGaugeVec,
     pool_weight_overridden: IntGaugeVec,
+    pool_window_requests: IntGaugeVec,
+    pool_window_error_ratio: GaugeVec,
+    pool_window_latency: GaugeVec,
     config_generation: IntGauge,
     reloads_success: IntCounter,
     reloads_failure: IntCounter,
@@ -142,6 +145,11 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let vec = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge definition");
+    register(registry, vec)
+}
+
+fn float_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let vec = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge definition");
     register(registry, vec)
 }
 
@@ -252,6 +260,24 @@ impl Metrics {
             "1 when the pool's weight comes from a runtime override (admin API), 0 when from the config file.",
             &["service", "pool"],
         );
+        let pool_window_requests = gauge_vec(
+            &r,
+            "switchyard_pool_window_requests",
+            "Requests the pool finished in its live window (10 s by default), read at scrape time.",
+            &["service", "pool"],
+        );
+        let pool_window_error_ratio = float_gauge_vec(
+            &r,
+            "switchyard_pool_window_error_ratio",
+            "Share of the pool's requests in its live window that failed (5xx sent or upstream failure); 0 without requests.",
+            &["service", "pool"],
+        );
+        let pool_window_latency = float_gauge_vec(
+            &r,
+            "switchyard_pool_window_latency_seconds",
+            "Request duration quantiles of the pool over its live window (within about 3 %); absent without requests.",
+            &["service", "pool", "quantile"],
+        );
         let config_generation = register(
             &r,
             IntGauge::new(
@@ -326,6 +352,9 @@ impl Metrics {
             server_available,
             pool_weight,
             pool_weight_overridden,
+            pool_window_requests,
+            pool_window_error_ratio,
+            pool_window_latency,
             config_generation,
             last_reload_success,
             unrouted: Codes::default(),
@@ -561,6 +590,9 @@ impl Metrics {
         self.server_available.reset();
         self.pool_weight.reset();
         self.pool_weight_overridden.reset();
+        self.pool_window_requests.reset();
+        self.pool_window_error_ratio.reset();
+        self.pool_window_latency.reset();
         for svc in &snap.services {
             let service_overrides = overrides.get(&*svc.name);
             for pool in &svc.pools {
@@ -572,6 +604,22 @@ impl Metrics {
                 self.pool_weight_overridden
                     .with_label_values(&labels)
                     .set(i64::from(overridden));
+                if let Some(live) = rt.windows.get(&svc.name, &pool.name) {
+                    let stats = live.snapshot();
+                    self.pool_window_requests
+                        .with_label_values(&labels)
+                        .set(i64::try_from(stats.requests).unwrap_or(i64::MAX));
+                    self.pool_window_error_ratio
+                        .with_label_values(&labels)
+                        .set(stats.error_rate);
+                    for (quantile, value) in [("0.5", stats.p50), ("0.99", stats.p99)] {
+                        if let Some(v) = value {
+                            self.pool_window_latency
+                                .with_label_values(&[&*svc.name, &*pool.name, quantile])
+                                .set(v.as_secs_f64());
+                        }
+                    }
+                }
                 for server in &pool.servers {
                     let addr = server.addr.to_string();
                     let labels = [&*svc.name, &*pool.name, addr.as_str()];

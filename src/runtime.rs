@@ -12,6 +12,7 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::limits::conn::ConnLimits;
 use crate::limits::ZoneRegistry;
 use crate::metrics::Metrics;
+use crate::rollout::{WindowSpec, Windows};
 use crate::snapshot::{effective_overrides, Snapshot};
 use crate::state::{Overrides, StateError, StateStore};
 use crate::tls::{CertMap, CertStore};
@@ -30,6 +31,8 @@ pub struct Runtime {
     pub zones: ZoneRegistry,
     /// Open client connections and their caps.
     pub connections: Arc<ConnLimits>,
+    /// Each pool's live window of requests, errors and latencies, kept across snapshots by name.
+    pub windows: Windows,
     /// Requests between `new_ctx` and the end of `logging`: what a drain waits for.
     in_flight: Arc<AtomicUsize>,
     config_path: PathBuf,
@@ -75,6 +78,8 @@ impl Runtime {
         connections.set_caps(config.limits.connections);
         let resolved = zones.resolve(&config.limits.zones);
         let snapshot = Snapshot::compile(Arc::new(config), 1, &registry, &overrides, &resolved);
+        let windows = Windows::new(WindowSpec::default());
+        windows.resolve(&snapshot);
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
@@ -83,6 +88,7 @@ impl Runtime {
             metrics: Metrics::new(),
             zones,
             connections,
+            windows,
             in_flight: Arc::default(),
             config_path,
             generated_fallback,
@@ -180,6 +186,8 @@ impl Runtime {
         let zones = self.zones.resolve(&config.limits.zones);
         self.connections.set_caps(config.limits.connections);
         let snapshot = Snapshot::compile(config, generation, &self.registry, overrides, &zones);
+        // Before the store: requests on the new snapshot find their windows' table ready.
+        self.windows.resolve(&snapshot);
         self.snapshot.store(Arc::new(snapshot));
         generation
     }

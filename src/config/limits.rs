@@ -25,6 +25,8 @@ pub struct RawLimits {
     pub exempt_paths: Vec<Spanned<Text>>,
     #[serde(default)]
     pub zones: BTreeMap<String, Spanned<RawZone>>,
+    #[serde(default)]
+    pub rate_limit_headers: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +47,8 @@ pub struct LimitsConfig {
     /// Path prefixes no zone applies to (on every host).
     pub exempt_paths: Vec<String>,
     pub zones: Vec<ZoneSpec>,
+    /// RateLimit-Limit/Remaining/Reset on responses that passed (a 429 always has them).
+    pub rate_limit_headers: bool,
 }
 
 impl Validator {
@@ -133,6 +137,7 @@ impl Validator {
             connections,
             exempt_paths,
             zones,
+            rate_limit_headers: raw.rate_limit_headers,
         }
     }
 }

@@ -13,12 +13,13 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
 use pingora::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::Entry;
 use crate::limits::{KeyKind, Verdict};
 use crate::metrics::Finished;
+use crate::rollout;
 use crate::routing::{self, Route};
 use crate::runtime::{InFlight, Runtime};
 use crate::snapshot::Snapshot;
@@ -85,7 +86,7 @@ impl Proxy {
                     remaining,
                     reset,
                 } => {
-                    if ctx.rate.is_none_or(|(_, r, _)| remaining < r) {
+                    if limits.rate_limit_headers && ctx.rate.is_none_or(|(_, r, _)| remaining < r) {
                         ctx.rate = Some((limit, remaining, reset));
                     }
                 }
@@ -130,6 +131,28 @@ impl Proxy {
             duration: ctx.start.elapsed(),
             upstream_seconds: ctx.upstream_ms.map(|ms| ms / 1000.0),
         });
+    }
+
+    /// Records the finished request in its pool's live window (whatever `[server] metrics` says:
+    /// rollouts read it). A request that never got a pool is in no window.
+    fn record_window(&self, session: &Session, e: Option<&Error>, ctx: &Ctx) {
+        let Some(snap) = ctx.snapshot.as_deref() else {
+            return;
+        };
+        let (Some(route), Some(pool)) = (ctx.route(snap), ctx.pool) else {
+            return;
+        };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
+        let now = Instant::now();
+        self.runtime.windows.record(
+            snap,
+            route.service,
+            pool,
+            now,
+            now.saturating_duration_since(ctx.start),
+            rollout::is_error(status, upstream_failed),
+        );
     }
 
     /// Counts a failed connect, its retry and the ejection it caused (same switch as above).
@@ -545,6 +568,7 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
+        self.record_window(session, e, ctx);
         self.record_request(session, ctx);
         let log = &self.runtime.access_log;
         if !log.enabled() {

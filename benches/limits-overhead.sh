@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# What one rate-limit zone costs on the request path with many active keys: the same Switchyard
+# build and the same config twice in front of the same nginx backend, once with a `client_ip` zone
+# on the catch-all route (`limits = ["bench"]`) and once without (`limits = []`). Both have the
+# same [limits] table (trusted proxies and the zone definition), so resolving the client IP from
+# X-Forwarded-For is the same work; only the zone check differs. wrk rotates X-Forwarded-For over
+# KEYS distinct client IPs (10.0.0.0 upwards), so the zone holds KEYS keys while it is measured.
+#
+#   benches/limits-overhead.sh                  # build switchyard (release) and run
+#   ROUNDS=5 DURATION=10 benches/limits-overhead.sh
+#   SWITCHYARD_BIN=target/release/switchyard INSTRUCTIONS=1 benches/limits-overhead.sh
+#
+# Environment (all optional):
+#   ROUNDS=3           measured runs per variant; the two variants alternate, the order flips
+#                      every round; the summary uses the median of each
+#   DURATION=5         seconds per measured run (wrk -d)
+#   WARMUP=2           seconds of unmeasured load per variant before the first round
+#   CONNECTIONS=64     wrk -c
+#   WRK_THREADS=2      wrk -t
+#   THREADS=2          switchyard [server] threads
+#   KEYS=10000         distinct client IPs wrk rotates X-Forwarded-For over (the zone's active
+#                      keys); the zone's max_keys is twice this, so nothing is evicted
+#   ACCESS_LOG=off     switchyard [server] access_log; "off" isolates the zone's cost; a path
+#                      measures with it on
+#   SWITCHYARD_BIN     switchyard binary to use; when unset: cargo build --release
+#   INSTRUCTIONS=0     1: also count instructions per request under valgrind's callgrind (one
+#                      worker thread, wrk -t1 -c4 with the same rotation for 20 s per variant
+#                      after a warm-up): slow, but repeatable to a fraction of a percent where
+#                      req/s on a shared machine is not
+#
+# The zone (rate 1000000r/s, burst 1000000) never refuses: the run fails on any non-2xx answer.
+# Its keys are idle a microsecond after each request and the zone's upkeep drops idle keys every
+# 10 s, so the held-key gauge refills from 0 after each sweep: the admin API's /metrics
+# (`switchyard_rate_limit_keys{zone="bench"}`) is sampled every second during every run and the
+# highest sample is printed (it must reach 90% of KEYS; the variant without the zone must hold 0).
+#
+# Both proxies run at once on ports picked free at run time (the idle one costs nothing), all on
+# 127.0.0.1; every process started here is stopped by PID on exit and the temp dir is removed.
+# The last line reads `limits overhead rps=X%`: (median rps with the zone - without) / without;
+# negative means slower with the zone. The lines before it compare the proxy's own CPU time per
+# request (from /proc/PID/stat; positive = more CPU with the zone) and, with INSTRUCTIONS=1, the
+# instructions per request (`limits overhead instructions=+X%`). See docs/limits.md for figures.
+set -euo pipefail
+
+BENCH_NAME="limits-overhead"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-5}"
+WARMUP="${WARMUP:-2}"
+CONNECTIONS="${CONNECTIONS:-64}"
+WRK_THREADS="${WRK_THREADS:-2}"
+THREADS="${THREADS:-2}"
+KEYS="${KEYS:-10000}"
+ACCESS_LOG="${ACCESS_LOG:-off}"
+INSTRUCTIONS="${INSTRUCTIONS:-0}"
+((KEYS >= 32)) || die "KEYS must be at least 32 (max_keys = 2 * KEYS must be at least 64)"
+
+# ------------------------------------------------------------------------------------------------
+# Tools and binary
+# ------------------------------------------------------------------------------------------------
+tools=(nginx wrk curl)
+[[ "$INSTRUCTIONS" != 1 ]] || tools+=(valgrind)
+require_tools "${tools[@]}"
+find_switchyard
+
+# Temp dir $TMP; every PID in PIDS is stopped on exit.
+bench_setup
+
+LOAD_BEFORE="$(loadavg)"
+read -r BACKEND ZONE_HTTP ZONE_ADMIN NONE_HTTP NONE_ADMIN CG_HTTP CG_ADMIN <<<"$(free_ports 7)"
+
+# ------------------------------------------------------------------------------------------------
+# Backend: nginx, one worker, a fixed 100-byte 200
+# ------------------------------------------------------------------------------------------------
+start_backend "$BACKEND" \
+    "limits-overhead backend: fixed body, the same for every request, 100 bytes in all............."
+
+# ------------------------------------------------------------------------------------------------
+# The load: X-Forwarded-For rotating over KEYS client IPs
+# ------------------------------------------------------------------------------------------------
+# Every wrk thread builds its KEYS requests once (init), then sends them in turn, each thread
+# from its own starting point; wrk's own work per request stays a table lookup.
+LUA="$TMP/rotate-xff.lua"
+cat >"$LUA" <<'EOF'
+-- generated by benches/limits-overhead.sh: X-Forwarded-For rotates over KEYS client IPs
+-- (wrk -s rotate-xff.lua URL -- KEYS)
+local threads = 0
+function setup(thread)
+    thread:set("id", threads)
+    threads = threads + 1
+end
+
+local reqs, n, i = {}, 0, 0
+function init(args)
+    n = tonumber(args[1]) or 10000
+    for k = 0, n - 1 do
+        local ip = string.format("10.%d.%d.%d", math.floor(k / 65536) % 256,
+            math.floor(k / 256) % 256, k % 256)
+        reqs[k] = wrk.format(nil, nil, { ["X-Forwarded-For"] = ip })
+    end
+    i = ((id or 0) * 7919) % n
+end
+
+function request()
+    i = (i + 1) % n
+    return reqs[i]
+end
+EOF
+
+# ------------------------------------------------------------------------------------------------
+# Switchyard twice: with the zone on the route and without
+# ------------------------------------------------------------------------------------------------
+write_config() { # dir-name http-port admin-port route-limits threads
+    local dir="$TMP/$1" log
+    mkdir -p "$dir"
+    log="$ACCESS_LOG"
+    [[ "$log" == off || "$log" == stdout || "$log" == stderr ]] || log="$dir/access.log"
+    cat >"$dir/switchyard.toml" <<EOF
+# generated by benches/limits-overhead.sh
+[server]
+threads = $5
+drain_timeout = "2s"
+access_log = "$log"
+upgrade_socket = "$dir/upgrade.sock"
+state_dir = "$dir/state"
+
+[[listeners]]
+name = "http"
+address = "127.0.0.1:$2"
+
+[limits]
+trusted_proxies = ["127.0.0.1/32"]
+
+[limits.zones.bench]
+key = "client_ip"
+rate = "1000000r/s"
+burst = 1000000
+max_keys = $((2 * KEYS))
+
+[defaults]
+compression = false
+
+[[routes]]
+host = "*"
+service = "backend"
+limits = $4
+
+[services.backend.pools.main]
+weight = 1
+servers = ["127.0.0.1:$BACKEND"]
+
+[admin]
+address = "127.0.0.1:$3"
+EOF
+    "$SY_BIN" check --config "$dir/switchyard.toml" >&2 || die "switchyard check failed for $1"
+}
+
+limits_of() { if [[ "$1" == *zone ]]; then echo '["bench"]'; else echo '[]'; fi; }
+
+start_switchyard() { # variant http-port admin-port
+    local dir="$TMP/$1"
+    write_config "$1" "$2" "$3" "$(limits_of "$1")" "$THREADS"
+    "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    PIDS+=("$!")
+    PID[$1]=$!
+    wait_port "$2" "$!" "switchyard ($1)"
+    wait_port "$3" "$!" "switchyard admin ($1)"
+    [[ "$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/")" == 200 ]] ||
+        die "switchyard ($1) does not answer 200"
+}
+declare -A PID
+start_switchyard zone "$ZONE_HTTP" "$ZONE_ADMIN"
+start_switchyard none "$NONE_HTTP" "$NONE_ADMIN"
+
+# ------------------------------------------------------------------------------------------------
+# Load
+# ------------------------------------------------------------------------------------------------
+port_of() { if [[ "$1" == zone ]]; then echo "$ZONE_HTTP"; else echo "$NONE_HTTP"; fi; }
+admin_of() { if [[ "$1" == zone ]]; then echo "$ZONE_ADMIN"; else echo "$NONE_ADMIN"; fi; }
+
+# metric admin-port name label-filter → the sum of the matching series (0 when there is none).
+metric() {
+    curl -sS "http://127.0.0.1:$1/metrics" |
+        awk -v name="$2" -v filter="$3" 'index($0, name "{") == 1 && index($0, filter) { s += $NF }
+            END { printf "%d\n", s }'
+}
+zone_keys() { metric "$1" switchyard_rate_limit_keys 'zone="bench"'; }
+
+# CPU time (user + system, clock ticks) the variant's switchyard process has used so far.
+TICKS_PER_SEC="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
+
+# wrk_checked out wrk-args... : wrk with the rotation script; fails on socket errors or non-2xx
+# answers (a 429 from the zone among them).
+wrk_checked() {
+    local out="$1"
+    shift
+    wrk -s "$LUA" "$@" -- "$KEYS" >"$out" 2>&1 || {
+        cat "$out" >&2
+        die "wrk $* failed"
+    }
+    if grep -qE 'Socket errors|Non-2xx' "$out"; then
+        cat "$out" >&2
+        die "errors during wrk $*"
+    fi
+}
+
+# load variant seconds out → prints "req/s cpu-µs-per-request max-keys-held". CPU per request is
+# the proxy's own CPU time over the requests it served: much less sensitive than req/s to other
+# work on the machine. The zone's held keys are sampled once a second during the run (both
+# variants alike, so the scrapes cost the same on both sides).
+load() {
+    local url out="$3" before after sampler
+    url="http://127.0.0.1:$(port_of "$1")/"
+    (
+        for ((s = 1; s < $2; s++)); do
+            sleep 1
+            zone_keys "$(admin_of "$1")"
+        done
+    ) >"$out.keys" &
+    sampler=$!
+    before="$(cpu_ticks "$1")"
+    wrk_checked "$out" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" "$url"
+    after="$(cpu_ticks "$1")"
+    wait "$sampler" || die "sampling the zone's keys failed"
+    zone_keys "$(admin_of "$1")" >>"$out.keys"
+    awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" -v keys="$(sort -n "$out.keys" | tail -n 1)" '
+        / requests in / { n = $1 } /^Requests\/sec:/ { rps = $2 }
+        END { printf "%s %.2f %d\n", rps, ticks / hz * 1e6 / n, keys }' "$out"
+}
+
+log "warm-up: ${WARMUP}s per variant"
+load zone "$WARMUP" "$TMP/warmup-zone.txt" >/dev/null
+load none "$WARMUP" "$TMP/warmup-none.txt" >/dev/null
+
+declare -A RPS=([zone]="" [none]="") CPU=([zone]="" [none]="") HELD=([zone]="" [none]="")
+for ((r = 1; r <= ROUNDS; r++)); do
+    order=(zone none)
+    ((r % 2 == 0)) && order=(none zone)
+    for v in "${order[@]}"; do
+        read -r rps cpu keys <<<"$(load "$v" "$DURATION" "$TMP/run-$v-$r.txt")"
+        RPS[$v]+="$rps "
+        CPU[$v]+="$cpu "
+        HELD[$v]+="$keys "
+        echo "round $r limits=$v rps=$rps cpu_us_per_request=$cpu zone_keys_max=$keys"
+        sleep 1
+    done
+done
+
+# The zone really held about KEYS keys and refused nobody; the other variant never used it.
+ZONE_KEYS_MAX="$(tr ' ' '\n' <<<"${HELD[zone]}" | grep -v '^$' | sort -n | tail -n 1)"
+NONE_KEYS_MAX="$(tr ' ' '\n' <<<"${HELD[none]}" | grep -v '^$' | sort -n | tail -n 1)"
+ZONE_LIMITED="$(metric "$ZONE_ADMIN" switchyard_rate_limited_total 'zone="bench"')"
+ZONE_429="$(metric "$ZONE_ADMIN" switchyard_requests_total 'code="429"')"
+((ZONE_KEYS_MAX * 10 >= KEYS * 9)) ||
+    die "the zone held at most $ZONE_KEYS_MAX keys, expected about $KEYS"
+# + 1: the start-up check's request came from 127.0.0.1 itself (until the next sweep drops it).
+((ZONE_KEYS_MAX <= KEYS + 1)) ||
+    die "the zone held $ZONE_KEYS_MAX keys, more than the $KEYS client IPs (+ 127.0.0.1)"
+((NONE_KEYS_MAX == 0)) || die "limits=[] still filled the zone ($NONE_KEYS_MAX keys)"
+((ZONE_LIMITED == 0 && ZONE_429 == 0)) ||
+    die "the zone refused requests ($ZONE_LIMITED rate-limited, $ZONE_429 answered 429)"
+
+ZONE_MED="$(median <<<"${RPS[zone]}")"
+NONE_MED="$(median <<<"${RPS[none]}")"
+ZONE_CPU="$(median <<<"${CPU[zone]}")"
+NONE_CPU="$(median <<<"${CPU[none]}")"
+# Each round's two runs are back to back: their ratio cancels slow drifts of the machine's load.
+PAIRED="$(paste -d' ' <(tr ' ' '\n' <<<"${RPS[zone]}" | grep -v '^$') <(tr ' ' '\n' <<<"${RPS[none]}" | grep -v '^$') |
+    awk '{ printf "%.4f ", ($1 - $2) / $2 * 100 }' | median)"
+
+# Instructions per request under callgrind: zero the counters after a warm-up, run a fixed load
+# with the same rotation, dump, divide by the requests wrk completed.
+IR_LINE=""
+if [[ "$INSTRUCTIONS" == 1 ]]; then
+    declare -A IR CG_KEYS
+    for v in zone none; do
+        write_config "cg-$v" "$CG_HTTP" "$CG_ADMIN" "$(limits_of "$v")" 1
+        dir="$TMP/cg-$v"
+        valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+            "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+        vpid=$!
+        PIDS+=("$vpid")
+        for ((i = 0; i < 600; i++)); do
+            curl -s -o /dev/null "http://127.0.0.1:$CG_HTTP/" && break
+            kill -0 "$vpid" 2>/dev/null || die "switchyard under valgrind exited"
+            sleep 0.2
+        done
+        wrk_checked "$dir/warmup.txt" -t1 -c4 -d5s "http://127.0.0.1:$CG_HTTP/"
+        callgrind_control -z "$vpid" >/dev/null
+        wrk_checked "$dir/run.txt" -t1 -c4 -d20s "http://127.0.0.1:$CG_HTTP/"
+        callgrind_control -d "$vpid" >/dev/null
+        n="$(awk '/ requests in / { print $1 }' "$dir/run.txt")"
+        CG_KEYS[$v]="$(zone_keys "$CG_ADMIN")"
+        sleep 1
+        # The dump is one file per thread; each has one "totals:" line.
+        ir="$(cat "$dir"/callgrind.out.* | awk '/^totals:/ { s += $2 } END { printf "%.0f", s }')"
+        IR[$v]="$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.0f", i / n }')"
+        echo "callgrind limits=$v requests=$n instructions/request=${IR[$v]} zone_keys_after=${CG_KEYS[$v]}"
+        stop_pid "$vpid"
+    done
+    (("${CG_KEYS[none]}" == 0)) || die "limits=[] filled the zone under callgrind (${CG_KEYS[none]} keys)"
+    IR_LINE="$(awk -v on="${IR[zone]}" -v off="${IR[none]}" \
+        'BEGIN { printf "limits overhead instructions=%+.2f%% (%+d per request)", (on - off) / off * 100, on - off }')"
+fi
+
+echo
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+echo "switchyard threads=$THREADS access_log=$ACCESS_LOG; wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s over $KEYS client IPs; $ROUNDS rounds"
+echo "zone held at most $ZONE_KEYS_MAX keys (per round: ${HELD[zone]% }); $ZONE_LIMITED requests refused"
+echo "limits=zone rps: ${RPS[zone]}(median $ZONE_MED)"
+echo "limits=none rps: ${RPS[none]}(median $NONE_MED)"
+echo "limits=zone switchyard CPU µs/request: ${CPU[zone]}(median $ZONE_CPU)"
+echo "limits=none switchyard CPU µs/request: ${CPU[none]}(median $NONE_CPU)"
+awk -v on="$ZONE_CPU" -v off="$NONE_CPU" 'BEGIN { printf "limits overhead cpu_per_request=%+.2f%%\n", (on - off) / off * 100 }'
+awk -v p="$PAIRED" 'BEGIN { printf "limits overhead rps, median of the per-round pairs=%+.2f%%\n", p }'
+[[ -z "$IR_LINE" ]] || echo "$IR_LINE"
+awk -v on="$ZONE_MED" -v off="$NONE_MED" 'BEGIN { printf "limits overhead rps=%+.2f%%\n", (on - off) / off * 100 }'
