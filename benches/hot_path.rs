@@ -87,16 +87,19 @@ fn bench_pick(c: &mut Criterion) {
                 name: "blue".into(),
                 weight: 90,
                 servers: servers(9000),
+                health: None,
             },
             PoolConfig {
                 name: "green".into(),
                 weight: 10,
                 servers: servers(9100),
+                health: None,
             },
             PoolConfig {
                 name: "idle".into(),
                 weight: 0,
                 servers: servers(9200),
+                health: None,
             },
         ],
     };

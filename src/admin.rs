@@ -727,16 +727,7 @@ pub fn config_view(cfg: &Config) -> Value {
         .services
         .iter()
         .map(|svc| {
-            let health = svc.health.as_ref().map(|h| {
-                json!({
-                    "path": h.path,
-                    "expect_status": h.expect_status,
-                    "interval": duration(h.interval),
-                    "timeout": duration(h.timeout),
-                    "healthy_threshold": h.healthy_threshold,
-                    "unhealthy_threshold": h.unhealthy_threshold,
-                })
-            });
+            let health = svc.health.as_ref().map(health_view);
             let pools: Vec<Value> = svc
                 .pools
                 .iter()
@@ -746,7 +737,12 @@ pub fn config_view(cfg: &Config) -> Value {
                         .iter()
                         .map(|s| json!({"address": s.address.to_string(), "weight": s.weight}))
                         .collect();
-                    json!({"name": p.name, "weight": p.weight, "servers": servers})
+                    json!({
+                        "name": p.name,
+                        "weight": p.weight,
+                        "servers": servers,
+                        "health": p.health.as_ref().map(health_view),
+                    })
                 })
                 .collect();
             json!({
@@ -785,6 +781,17 @@ pub fn config_view(cfg: &Config) -> Value {
         "routes": routes,
         "services": services,
         "admin": admin,
+    })
+}
+
+fn health_view(h: &crate::config::HealthCheck) -> Value {
+    json!({
+        "path": h.path,
+        "expect_status": h.expect_status,
+        "interval": duration(h.interval),
+        "timeout": duration(h.timeout),
+        "healthy_threshold": h.healthy_threshold,
+        "unhealthy_threshold": h.unhealthy_threshold,
     })
 }
 

@@ -132,19 +132,24 @@ struct Target {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut streaks: HashMap<(Arc<str>, SocketAddr), Streak> = HashMap::new();
-        let mut due: HashMap<Arc<str>, Instant> = HashMap::new();
+        let mut due: HashMap<(Arc<str>, Arc<str>), Instant> = HashMap::new();
         loop {
             let snap = self.runtime.snapshot.load_full();
             let now = Instant::now();
             let mut targets = Vec::new();
             for (svc, cfg) in snap.services.iter().zip(&snap.config.services) {
-                let Some(check) = &cfg.health else { continue };
-                let next = due.entry(svc.name.clone()).or_insert(now);
-                if *next > now {
-                    continue;
-                }
-                *next = now + check.interval;
-                for pool in &svc.pools {
+                for (pool, pool_cfg) in svc.pools.iter().zip(&cfg.pools) {
+                    // A pool's own check wins over the service's.
+                    let Some(check) = pool_cfg.health.as_ref().or(cfg.health.as_ref()) else {
+                        continue;
+                    };
+                    let next = due
+                        .entry((svc.name.clone(), pool.name.clone()))
+                        .or_insert(now);
+                    if *next > now {
+                        continue;
+                    }
+                    *next = now + check.interval;
                     for server in &pool.servers {
                         targets.push(Target {
                             service: svc.name.clone(),

@@ -358,6 +358,7 @@ mod tests {
                         weight: 1,
                     })
                     .collect(),
+                health: None,
             }],
         };
         Service::build(&cfg, &ServerRegistry::default())
@@ -424,6 +425,7 @@ mod tests {
                 address: SocketAddr::from(([127, 0, 0, 1], port)),
                 weight: 1,
             }],
+            health: None,
         };
         let cfg = ServiceConfig {
             name: "s".into(),

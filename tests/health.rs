@@ -53,9 +53,11 @@ fn spread(http: u16, n: usize) -> HashMap<String, usize> {
 
 fn server_available(admin: &Admin, server: std::net::SocketAddr) -> Option<bool> {
     let svc = admin.get("/v1/services/api").json;
-    svc["pools"][0]["servers"]
+    svc["pools"]
         .as_array()?
         .iter()
+        .filter_map(|p| p["servers"].as_array())
+        .flatten()
         .find(|s| s["address"] == server.to_string())
         .map(|s| s["available"] == true)
 }
@@ -225,4 +227,67 @@ fn a_pool_that_is_down_hands_its_share_to_the_other_weighted_pool() {
     green.stop();
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(spread(http, 30), HashMap::from([("blue".to_string(), 30)]));
+}
+
+const PER_POOL: &str = r#"
+{server}
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.health]
+path = "/status/200"
+interval = "100ms"
+unhealthy_threshold = 1
+
+[services.api.pools.blue]
+weight = 50
+servers = ["{blue}"]
+
+[services.api.pools.green]
+weight = 50
+servers = ["{green}"]
+
+# green's own check fails (the backend answers 503 there): it wins over the service's.
+[services.api.pools.green.health]
+path = "/status/503"
+interval = "100ms"
+unhealthy_threshold = 1
+"#;
+
+#[test]
+fn a_pool_check_overrides_the_service_check() {
+    let blue = Backend::spawn("blue").unwrap();
+    let green = Backend::spawn("green").unwrap();
+    let (http, admin_port) = (free_port(), free_port());
+    let _proxy = Proxy::start(&fill(
+        PER_POOL,
+        &[
+            ("http", &http),
+            ("admin", &admin_port),
+            ("blue", &blue.addr),
+            ("green", &green.addr),
+        ],
+    ));
+    let admin = Admin::new(admin_port, None);
+    assert!(
+        wait_until(Duration::from_secs(5), || server_available(
+            &admin, green.addr
+        ) == Some(false)),
+        "green's own failing check did not take it out"
+    );
+    assert_eq!(server_available(&admin, blue.addr), Some(true));
+    let config = admin.get("/v1/config").json;
+    assert_eq!(
+        config["services"][0]["pools"][1]["health"]["path"],
+        "/status/503"
+    );
+    assert_eq!(spread(http, 20), HashMap::from([("blue".to_string(), 20)]));
 }

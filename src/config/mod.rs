@@ -248,6 +248,8 @@ pub struct PoolConfig {
     pub name: String,
     pub weight: u32,
     pub servers: Vec<ServerConfig>,
+    /// The pool's own active check; `None` uses the service's.
+    pub health: Option<HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,10 +596,12 @@ impl Validator {
                         });
                     }
                 }
+                let health = pool.health.as_ref().map(|h| self.health(h));
                 pools.push(PoolConfig {
                     name: pool_name.clone(),
                     weight,
                     servers,
+                    health,
                 });
             }
             if !svc.pools.is_empty() && sum == 0 {

@@ -159,6 +159,8 @@ pub struct RawPool {
     pub weight: Option<Spanned<u32>>,
     #[serde(default)]
     pub servers: Vec<Spanned<RawServerEntry>>,
+    /// This pool's own active check, instead of the service's.
+    pub health: Option<Spanned<RawHealth>>,
 }
 
 /// A pool member: `"host:port"` or `{ address = "host:port", weight = 2 }`.
