@@ -201,3 +201,66 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # The median of the numbers on stdin (separated by spaces or newlines); "nan" when there is none.
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END {
     if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# paired_median "a1 a2 …" "b1 b2 …" → the median of the per-round differences (a - b) / b in %.
+# Each round's two runs are back to back: their ratio cancels slow drifts of the machine's load.
+paired_median() {
+    paste -d' ' <(tr ' ' '\n' <<<"$1" | grep -v '^$') <(tr ' ' '\n' <<<"$2" | grep -v '^$') |
+        awk '{ printf "%.4f ", ($1 - $2) / $2 * 100 }' | median
+}
+
+# ------------------------------------------------------------------------------------------------
+# A/B runs of one Switchyard build with two configs (the overhead benches)
+# ------------------------------------------------------------------------------------------------
+
+# CPU time (user + system, clock ticks) process PID has used so far.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+TICKS_PER_SEC="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# start_variant name config http-port admin-port: serves `config`, waits for both ports and a 200;
+# the process goes into PIDS and PID[name] (the caller declares `declare -A PID`).
+start_variant() {
+    local dir
+    dir="$(dirname "$2")"
+    "$SY_BIN" serve --config "$2" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    PIDS+=("$!")
+    # shellcheck disable=SC2034 # PID belongs to the caller
+    PID[$1]=$!
+    wait_port "$3" "$!" "switchyard ($1)"
+    wait_port "$4" "$!" "switchyard admin ($1)"
+    [[ "$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$3/")" == 200 ]] ||
+        die "switchyard ($1) does not answer 200"
+}
+
+# callgrind_per_request config http-port wrk-function [after-function]
+#   → prints "requests instructions-per-request".
+# Runs the config under valgrind's callgrind, warms up with `wrk-function out -t1 -c4 -d5s URL`,
+# zeroes the counters, runs `wrk-function out -t1 -c4 -d20s URL`, dumps and divides the
+# instructions of every thread by the requests wrk completed. `after-function`, if given, runs
+# after the dump while the process still serves, its output going to DIR/after.txt next to the
+# config. Stops the process before returning.
+callgrind_per_request() {
+    local config="$1" port="$2" run="$3" after="${4:-}" dir vpid n ir i
+    dir="$(dirname "$config")"
+    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+        "$SY_BIN" serve --config "$config" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    vpid=$!
+    PIDS+=("$vpid")
+    for ((i = 0; i < 600; i++)); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+        kill -0 "$vpid" 2>/dev/null || die "switchyard under valgrind exited"
+        sleep 0.2
+    done
+    "$run" "$dir/warmup.txt" -t1 -c4 -d5s "http://127.0.0.1:$port/"
+    callgrind_control -z "$vpid" >/dev/null
+    "$run" "$dir/run.txt" -t1 -c4 -d20s "http://127.0.0.1:$port/"
+    callgrind_control -d "$vpid" >/dev/null
+    n="$(awk '/ requests in / { print $1 }' "$dir/run.txt")"
+    [[ -z "$after" ]] || "$after" >"$dir/after.txt"
+    sleep 1
+    # The dump is one file per thread; each has one "totals:" line.
+    ir="$(cat "$dir"/callgrind.out.* | awk '/^totals:/ { s += $2 } END { printf "%.0f", s }')"
+    stop_pid "$vpid"
+    awk -v i="$ir" -v n="$n" 'BEGIN { printf "%d %.0f\n", n, i / n }'
+}

@@ -160,15 +160,8 @@ EOF
 limits_of() { if [[ "$1" == *zone ]]; then echo '["bench"]'; else echo '[]'; fi; }
 
 start_switchyard() { # variant http-port admin-port
-    local dir="$TMP/$1"
     write_config "$1" "$2" "$3" "$(limits_of "$1")" "$THREADS"
-    "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
-    PIDS+=("$!")
-    PID[$1]=$!
-    wait_port "$2" "$!" "switchyard ($1)"
-    wait_port "$3" "$!" "switchyard admin ($1)"
-    [[ "$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/")" == 200 ]] ||
-        die "switchyard ($1) does not answer 200"
+    start_variant "$1" "$TMP/$1/switchyard.toml" "$2" "$3"
 }
 declare -A PID
 start_switchyard zone "$ZONE_HTTP" "$ZONE_ADMIN"
@@ -187,10 +180,6 @@ metric() {
             END { printf "%d\n", s }'
 }
 zone_keys() { metric "$1" switchyard_rate_limit_keys 'zone="bench"'; }
-
-# CPU time (user + system, clock ticks) the variant's switchyard process has used so far.
-TICKS_PER_SEC="$(getconf CLK_TCK)"
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
 
 # wrk_checked out wrk-args... : wrk with the rotation script; fails on socket errors or non-2xx
 # answers (a 429 from the zone among them).
@@ -221,9 +210,9 @@ load() {
         done
     ) >"$out.keys" &
     sampler=$!
-    before="$(cpu_ticks "$1")"
+    before="$(cpu_ticks "${PID[$1]}")"
     wrk_checked "$out" -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" "$url"
-    after="$(cpu_ticks "$1")"
+    after="$(cpu_ticks "${PID[$1]}")"
     wait "$sampler" || die "sampling the zone's keys failed"
     zone_keys "$(admin_of "$1")" >>"$out.keys"
     awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" -v keys="$(sort -n "$out.keys" | tail -n 1)" '
@@ -267,39 +256,19 @@ ZONE_MED="$(median <<<"${RPS[zone]}")"
 NONE_MED="$(median <<<"${RPS[none]}")"
 ZONE_CPU="$(median <<<"${CPU[zone]}")"
 NONE_CPU="$(median <<<"${CPU[none]}")"
-# Each round's two runs are back to back: their ratio cancels slow drifts of the machine's load.
-PAIRED="$(paste -d' ' <(tr ' ' '\n' <<<"${RPS[zone]}" | grep -v '^$') <(tr ' ' '\n' <<<"${RPS[none]}" | grep -v '^$') |
-    awk '{ printf "%.4f ", ($1 - $2) / $2 * 100 }' | median)"
+PAIRED="$(paired_median "${RPS[zone]}" "${RPS[none]}")"
 
 # Instructions per request under callgrind: zero the counters after a warm-up, run a fixed load
 # with the same rotation, dump, divide by the requests wrk completed.
 IR_LINE=""
 if [[ "$INSTRUCTIONS" == 1 ]]; then
     declare -A IR CG_KEYS
+    cg_zone_keys() { zone_keys "$CG_ADMIN"; }
     for v in zone none; do
         write_config "cg-$v" "$CG_HTTP" "$CG_ADMIN" "$(limits_of "$v")" 1
-        dir="$TMP/cg-$v"
-        valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
-            "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
-        vpid=$!
-        PIDS+=("$vpid")
-        for ((i = 0; i < 600; i++)); do
-            curl -s -o /dev/null "http://127.0.0.1:$CG_HTTP/" && break
-            kill -0 "$vpid" 2>/dev/null || die "switchyard under valgrind exited"
-            sleep 0.2
-        done
-        wrk_checked "$dir/warmup.txt" -t1 -c4 -d5s "http://127.0.0.1:$CG_HTTP/"
-        callgrind_control -z "$vpid" >/dev/null
-        wrk_checked "$dir/run.txt" -t1 -c4 -d20s "http://127.0.0.1:$CG_HTTP/"
-        callgrind_control -d "$vpid" >/dev/null
-        n="$(awk '/ requests in / { print $1 }' "$dir/run.txt")"
-        CG_KEYS[$v]="$(zone_keys "$CG_ADMIN")"
-        sleep 1
-        # The dump is one file per thread; each has one "totals:" line.
-        ir="$(cat "$dir"/callgrind.out.* | awk '/^totals:/ { s += $2 } END { printf "%.0f", s }')"
-        IR[$v]="$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.0f", i / n }')"
+        read -r n IR[$v] <<<"$(callgrind_per_request "$TMP/cg-$v/switchyard.toml" "$CG_HTTP" wrk_checked cg_zone_keys)"
+        CG_KEYS[$v]="$(cat "$TMP/cg-$v/after.txt")"
         echo "callgrind limits=$v requests=$n instructions/request=${IR[$v]} zone_keys_after=${CG_KEYS[$v]}"
-        stop_pid "$vpid"
     done
     (("${CG_KEYS[none]}" == 0)) || die "limits=[] filled the zone under callgrind (${CG_KEYS[none]} keys)"
     IR_LINE="$(awk -v on="${IR[zone]}" -v off="${IR[none]}" \

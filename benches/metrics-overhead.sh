@@ -102,15 +102,8 @@ EOF
 }
 
 start_switchyard() { # variant http-port admin-port metrics(true|false)
-    local dir="$TMP/$1"
     write_config "$@" "$THREADS"
-    "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
-    PIDS+=("$!")
-    PID[$1]=$!
-    wait_port "$2" "$!" "switchyard ($1)"
-    wait_port "$3" "$!" "switchyard admin ($1)"
-    [[ "$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$2/")" == 200 ]] ||
-        die "switchyard ($1) does not answer 200"
+    start_variant "$1" "$TMP/$1/switchyard.toml" "$2" "$3"
 }
 declare -A PID
 start_switchyard on "$ON_HTTP" "$ON_ADMIN" true
@@ -121,17 +114,13 @@ start_switchyard off "$OFF_HTTP" "$OFF_ADMIN" false
 # ------------------------------------------------------------------------------------------------
 port_of() { if [[ "$1" == on ]]; then echo "$ON_HTTP"; else echo "$OFF_HTTP"; fi; }
 
-# CPU time (user + system, clock ticks) the variant's switchyard process has used so far.
-TICKS_PER_SEC="$(getconf CLK_TCK)"
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
-
 # load variant seconds out → prints "req/s cpu-µs-per-request"; fails on socket errors or
 # non-2xx answers. CPU per request is the proxy's own CPU time over the requests it served: much
 # less sensitive than req/s to other work on the machine.
 load() {
     local url out="$3" before after
     url="http://127.0.0.1:$(port_of "$1")/"
-    before="$(cpu_ticks "$1")"
+    before="$(cpu_ticks "${PID[$1]}")"
     wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" "$url" >"$out" 2>&1 || {
         cat "$out" >&2
         die "wrk failed on $url"
@@ -140,7 +129,7 @@ load() {
         cat "$out" >&2
         die "errors during the $1 run"
     fi
-    after="$(cpu_ticks "$1")"
+    after="$(cpu_ticks "${PID[$1]}")"
     awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
         / requests in / { n = $1 } /^Requests\/sec:/ { rps = $2 }
         END { printf "%s %.2f\n", rps, ticks / hz * 1e6 / n }' "$out"
@@ -177,39 +166,24 @@ ON_MED="$(median <<<"${RPS[on]}")"
 OFF_MED="$(median <<<"${RPS[off]}")"
 ON_CPU="$(median <<<"${CPU[on]}")"
 OFF_CPU="$(median <<<"${CPU[off]}")"
-# Each round's two runs are back to back: their ratio cancels slow drifts of the machine's load.
-PAIRED="$(paste -d' ' <(tr ' ' '\n' <<<"${RPS[on]}" | grep -v '^$') <(tr ' ' '\n' <<<"${RPS[off]}" | grep -v '^$') |
-    awk '{ printf "%.4f ", ($1 - $2) / $2 * 100 }' | median)"
+PAIRED="$(paired_median "${RPS[on]}" "${RPS[off]}")"
 
 # Instructions per request under callgrind: zero the counters after a warm-up, run a fixed load,
 # dump, divide by the requests wrk completed.
 IR_LINE=""
 if [[ "$INSTRUCTIONS" == 1 ]]; then
     declare -A IR
+    plain_wrk() { # out wrk-args...
+        local out="$1"
+        shift
+        wrk "$@" >"$out"
+    }
     for v in on off; do
         metrics=true
         [[ "$v" == on ]] || metrics=false
         write_config "cg-$v" "$CG_HTTP" "$CG_ADMIN" "$metrics" 1
-        dir="$TMP/cg-$v"
-        valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
-            "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
-        vpid=$!
-        PIDS+=("$vpid")
-        for ((i = 0; i < 600; i++)); do
-            curl -s -o /dev/null "http://127.0.0.1:$CG_HTTP/" && break
-            kill -0 "$vpid" 2>/dev/null || die "switchyard under valgrind exited"
-            sleep 0.2
-        done
-        wrk -t1 -c4 -d5s "http://127.0.0.1:$CG_HTTP/" >/dev/null
-        callgrind_control -z "$vpid" >/dev/null
-        n="$(wrk -t1 -c4 -d20s "http://127.0.0.1:$CG_HTTP/" | awk '/ requests in / { print $1 }')"
-        callgrind_control -d "$vpid" >/dev/null
-        sleep 1
-        # The dump is one file per thread; each has one "totals:" line.
-        ir="$(cat "$dir"/callgrind.out.* | awk '/^totals:/ { s += $2 } END { printf "%.0f", s }')"
-        IR[$v]="$(awk -v i="$ir" -v n="$n" 'BEGIN { printf "%.0f", i / n }')"
+        read -r n IR[$v] <<<"$(callgrind_per_request "$TMP/cg-$v/switchyard.toml" "$CG_HTTP" plain_wrk)"
         echo "callgrind metrics=$v requests=$n instructions/request=${IR[$v]}"
-        stop_pid "$vpid"
     done
     IR_LINE="$(awk -v on="${IR[on]}" -v off="${IR[off]}" \
         'BEGIN { printf "metrics overhead instructions_per_request=%+.2f%% (%+d per request)", (on - off) / off * 100, on - off }')"

@@ -12,9 +12,7 @@ use support::*;
 
 const CONFIG: &str = r#"
 {server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
+{http_listener}
 
 [admin]
 address = "127.0.0.1:{admin}"

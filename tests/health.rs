@@ -12,9 +12,7 @@ use support::*;
 
 const ACTIVE: &str = r#"
 {server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
+{http_listener}
 
 [admin]
 address = "127.0.0.1:{admin}"
@@ -112,9 +110,7 @@ fn active_checks_take_a_dead_server_out_and_bring_it_back() {
 
 const PASSIVE: &str = r#"
 {server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
+{http_listener}
 
 [[routes]]
 host = "*"
@@ -186,9 +182,7 @@ fn passive_ejection_retries_elsewhere_and_a_dead_pool_is_503_at_once() {
 
 const FAILOVER: &str = r#"
 {server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
+{http_listener}
 
 [[routes]]
 host = "*"
@@ -231,9 +225,7 @@ fn a_pool_that_is_down_hands_its_share_to_the_other_weighted_pool() {
 
 const PER_POOL: &str = r#"
 {server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
+{http_listener}
 
 [admin]
 address = "127.0.0.1:{admin}"

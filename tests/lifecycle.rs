@@ -17,9 +17,7 @@ drain_timeout = "{shutdown}"
 access_log = "off"
 upgrade_socket = "{tmp}/upgrade.sock"
 
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
+{http_listener}
 
 [[routes]]
 host = "*"

@@ -115,7 +115,7 @@ impl Proxy {
 
 impl Proxy {
     /// Counts and times the finished request, unless `[server] metrics = false`.
-    fn record_request(&self, session: &Session, ctx: &Ctx) {
+    fn record_request(&self, ctx: &Ctx, status: u16, duration: Duration) {
         let on = match ctx.snapshot.as_deref() {
             Some(snap) => snap.config.server.metrics,
             None => self.runtime.snapshot.load().config.server.metrics,
@@ -127,24 +127,22 @@ impl Proxy {
             snapshot: ctx.snapshot.as_deref(),
             route: ctx.route,
             pool: ctx.pool,
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
-            duration: ctx.start.elapsed(),
+            status,
+            duration,
             upstream_seconds: ctx.upstream_ms.map(|ms| ms / 1000.0),
         });
     }
 
     /// Records the finished request in its pool's live window (whatever `[server] metrics` says:
     /// rollouts read it). A request that never got a pool is in no window.
-    fn record_window(&self, session: &Session, e: Option<&Error>, ctx: &Ctx) {
+    fn record_window(&self, ctx: &Ctx, e: Option<&Error>, status: u16, now: Instant) {
         let Some(snap) = ctx.snapshot.as_deref() else {
             return;
         };
         let (Some(route), Some(pool)) = (ctx.route(snap), ctx.pool) else {
             return;
         };
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
-        let now = Instant::now();
         self.runtime.windows.record(
             snap,
             route.service,
@@ -568,8 +566,12 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
-        self.record_window(session, e, ctx);
-        self.record_request(session, ctx);
+        // Read once, for the window, the metrics and the log alike.
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let now = Instant::now();
+        let duration = now.saturating_duration_since(ctx.start);
+        self.record_window(ctx, e, status, now);
+        self.record_request(ctx, status, duration);
         let log = &self.runtime.access_log;
         if !log.enabled() {
             return;
@@ -578,7 +580,6 @@ impl ProxyHttp for Proxy {
         let route = snap.and_then(|s| ctx.route(s));
         let service = snap.zip(route).map(|(s, r)| &s.services[r.service]);
         let pool = service.zip(ctx.pool).map(|(s, p)| &*s.pools[p].name);
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let entry = Entry {
             time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
@@ -588,7 +589,7 @@ impl ProxyHttp for Proxy {
             path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
             status,
             bytes: session.body_bytes_sent(),
-            duration_ms: ctx.start.elapsed().as_secs_f64() * 1000.0,
+            duration_ms: duration.as_secs_f64() * 1000.0,
             route: route.map(|r| &*r.id),
             service: service.map(|s| &*s.name),
             pool,
