@@ -397,7 +397,7 @@ mod tests {
         WindowStats {
             requests,
             errors,
-            error_rate: super::window::error_rate(errors, requests),
+            error_rate: crate::rollout::window::error_rate(errors, requests),
             p50: Some(Duration::from_millis(1)),
             p99: Some(Duration::from_millis(p99_ms)),
             window: Duration::from_secs(10),
