@@ -21,6 +21,12 @@ const TOKEN: &str = "rollout-token-0123456789";
 const CONFIG: &str = r#"
 {server}
 {http_listener}
+{https_listener}
+[[certificates]]
+cert = "{certs}/example.com.crt"
+key = "{certs}/example.com.key"
+fallback = true
+
 [[routes]]
 host = "*"
 service = "api"
@@ -42,17 +48,19 @@ token = "{token}"
 
 struct Setup {
     http: u16,
+    https: u16,
     admin_port: u16,
     config: String,
 }
 
 impl Setup {
     fn new(blue: &str, green: &str, extra: &str) -> Setup {
-        let (http, admin_port) = (free_port(), free_port());
+        let (http, https, admin_port) = (free_port(), free_port(), free_port());
         let config = fill(
             CONFIG,
             &[
                 ("http", &http),
+                ("https", &https),
                 ("admin", &admin_port),
                 ("blue", &blue),
                 ("green", &green),
@@ -62,6 +70,7 @@ impl Setup {
         );
         Setup {
             http,
+            https,
             admin_port,
             config,
         }
@@ -693,5 +702,63 @@ fn a_watched_switch_goes_back_on_a_breach() {
         "{} failed: {:?}",
         bad.len(),
         &bad[..bad.len().min(5)]
+    );
+}
+
+#[test]
+fn shielding_retries_idempotent_requests_on_stable_over_h1_and_h2() {
+    let blue = Backend::spawn("blue").expect("backend");
+    let green = Backend::builder("green")
+        .fail_ratio(1.0)
+        .spawn()
+        .expect("backend");
+    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), "");
+    let _proxy = Proxy::start(&s.config);
+    let admin = s.admin();
+    // A canary that fails everything but is never judged bad (rate above 1 is impossible).
+    let started = start_rollout(
+        &admin,
+        json!({"canary": "green", "steps": [50, 100], "interval": "1h", "max_error_rate": 1.0}),
+    );
+    assert_eq!(started.status, 201, "{}", started.text);
+    let plain = format!("http://api.test:{}/shield", s.http);
+    let tls = format!("https://api.example.com:{}/shield", s.https);
+    for (client, url, version) in [
+        (http1_client(), &plain, reqwest::Version::HTTP_11),
+        (https_client(), &tls, reqwest::Version::HTTP_2),
+    ] {
+        for _ in 0..20 {
+            let resp = client.get(url).send().expect("GET");
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.version(), version);
+            assert_eq!(json_body(resp)["backend"], "blue");
+        }
+        let head = client.head(url).send().expect("HEAD");
+        assert_eq!(head.status(), 200);
+    }
+    let url = plain;
+    // POST is not in shield_methods: about half go to the failing canary and fail.
+    let client = http1_client();
+    let failed = (0..20)
+        .filter(|_| {
+            let resp = client.post(&url).body("x").send().expect("POST");
+            resp.status().is_server_error()
+        })
+        .count();
+    assert!(failed > 0, "POST must not be retried on stable");
+    assert!(green.requests() >= 20, "the canary was tried first");
+    let metrics = admin.get("/metrics").text;
+    let shielded = metric(
+        &metrics,
+        "switchyard_rollout_shielded_requests_total",
+        &[("service", "api"), ("canary", "green")],
+    )
+    .unwrap_or(0.0);
+    assert!(shielded >= 20.0, "shielded {shielded}");
+    let svc = admin.get("/v1/services/api");
+    let live = &svc.pool("green")["live"];
+    assert!(
+        live["errors"].as_f64().unwrap_or(0.0) >= shielded,
+        "shielded failures count against the canary: {live}"
     );
 }
