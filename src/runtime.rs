@@ -27,6 +27,8 @@ pub struct Runtime {
     pub access_log: AccessLog,
     /// Every Prometheus metric; `metrics::render` turns them into the `/metrics` text.
     pub metrics: Metrics,
+    /// ACME challenges, certificate statuses and renewal requests (`acme::AcmeManager` orders).
+    pub acme: Arc<crate::acme::AcmeState>,
     /// Rate-limit zones by name, kept across reloads while their spec is unchanged.
     pub zones: ZoneRegistry,
     /// Open client connections and their caps.
@@ -80,12 +82,15 @@ impl Runtime {
         let snapshot = Snapshot::compile(Arc::new(config), 1, &registry, &overrides, &resolved);
         let windows = Windows::new(WindowSpec::default());
         windows.resolve(&snapshot);
+        let metrics = Metrics::new();
+        let acme = crate::acme::AcmeState::new(metrics.registry());
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
             certs,
             access_log,
-            metrics: Metrics::new(),
+            metrics,
+            acme,
             zones,
             connections,
             windows,
