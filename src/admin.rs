@@ -56,6 +56,8 @@ pub enum AdminError {
     Control(#[from] ControlError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("no ACME certificate covers \"{0}\"")]
+    UnknownCertificate(String),
 }
 
 impl AdminError {
@@ -79,6 +81,7 @@ impl AdminError {
                 ControlError::Change(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::UnknownCertificate(_) => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -126,6 +129,8 @@ pub enum Resource {
     Live,
     Ready,
     Metrics,
+    Certs,
+    CertRenew(String),
 }
 
 impl Resource {
@@ -144,6 +149,8 @@ impl Resource {
             ["v1", "services", s, "switch"] => Resource::Switch(segment(s)?),
             ["v1", "reload"] => Resource::Reload,
             ["v1", "config"] => Resource::Config,
+            ["v1", "certs"] => Resource::Certs,
+            ["v1", "certs", n, "renew"] => Resource::CertRenew(segment(n)?),
             ["health", "live"] => Resource::Live,
             ["health", "ready"] => Resource::Ready,
             ["metrics"] => Resource::Metrics,
@@ -156,7 +163,7 @@ impl Resource {
     pub fn allow(&self) -> &'static [&'static str] {
         match self {
             Resource::Weights(_) => &["PUT", "DELETE"],
-            Resource::Switch(_) | Resource::Reload => &["POST"],
+            Resource::Switch(_) | Resource::Reload | Resource::CertRenew(_) => &["POST"],
             _ => &["GET"],
         }
     }
@@ -202,6 +209,8 @@ pub enum Action {
     Live,
     Ready,
     Metrics,
+    ListCerts,
+    RenewCert(String),
 }
 
 /// Path and method to an action: 404 for an unknown path, 405 for a method the path lacks.
@@ -218,6 +227,8 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
         (Resource::Live, "GET") => Action::Live,
         (Resource::Ready, "GET") => Action::Ready,
         (Resource::Metrics, "GET") => Action::Metrics,
+        (Resource::Certs, "GET") => Action::ListCerts,
+        (Resource::CertRenew(n), "POST") => Action::RenewCert(n),
         (resource, _) => {
             return Err(AdminError::MethodNotAllowed {
                 method: method.into(),
@@ -474,6 +485,24 @@ impl AdminApp {
                 StatusCode::OK,
                 &json!({"status": "ready", "generation": rt.generation()}),
             )),
+            Action::ListCerts => Ok(json_response(
+                StatusCode::OK,
+                &json!({"certificates": rt.acme.certificates()}),
+            )),
+            Action::RenewCert(name) => {
+                let id = rt
+                    .acme
+                    .request_renewal(&name)
+                    .ok_or(AdminError::UnknownCertificate(name))?;
+                log::info!(
+                    "admin ({}): renewal of certificate \"{id}\" requested",
+                    head.peer
+                );
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({"status": "renewal requested", "certificate": id}),
+                ))
+            }
             Action::Metrics => Ok(text_response(
                 StatusCode::OK,
                 METRICS_CONTENT_TYPE,

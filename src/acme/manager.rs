@@ -66,8 +66,8 @@ pub struct AcmeManager {
     runtime: Arc<Runtime>,
     storage: Arc<dyn CertStorage>,
     certs: Mutex<BTreeMap<String, Managed>>,
-    /// The config generation last reconciled.
-    seen_generation: Mutex<u64>,
+    /// The config generation last reconciled, and the directory it named.
+    seen_generation: Mutex<(u64, Option<String>)>,
     /// The account, once created or restored, with the directory it belongs to.
     account: Mutex<Option<(String, Account)>>,
 }
@@ -81,7 +81,7 @@ impl AcmeManager {
             storage: Arc::new(FsStorage::new(&state_dir)),
             runtime,
             certs: Mutex::default(),
-            seen_generation: Mutex::new(0),
+            seen_generation: Mutex::new((0, None)),
             account: Mutex::new(None),
         };
         manager.reconcile();
@@ -95,21 +95,33 @@ impl AcmeManager {
     /// Follows the config: certificates added, changed or removed by a reload.
     fn reconcile(&self) {
         let snap = self.runtime.snapshot.load();
-        {
+        let directory = snap.config.acme.as_ref().map(|a| a.directory.clone());
+        let ca_changed = {
             let mut seen = self.seen_generation.lock();
-            if *seen == snap.generation {
+            if seen.0 == snap.generation {
                 return;
             }
-            *seen = snap.generation;
-        }
+            let changed = seen.0 != 0 && seen.1 != directory;
+            *seen = (snap.generation, directory.clone());
+            changed
+        };
         let specs: Vec<AcmeCertificate> = snap
             .config
             .acme
             .as_ref()
             .map(|a| a.certificates.clone())
             .unwrap_or_default();
-        let directory = snap.config.acme.as_ref().map(|a| a.directory.clone());
         let mut certs = self.certs.lock();
+        if ca_changed {
+            log::info!(
+                "acme: the directory changed to {}: ordering every certificate from it",
+                directory.as_deref().unwrap_or("-")
+            );
+            for m in certs.values_mut() {
+                m.next_attempt = SystemTime::now();
+                m.failures = 0;
+            }
+        }
         let removed: Vec<String> = certs
             .keys()
             .filter(|id| !specs.iter().any(|s| &s.id == *id))
