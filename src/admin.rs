@@ -901,6 +901,11 @@ mod tests {
             Action::Switch("a b".into())
         );
         assert_eq!(ok("POST", "/v1/reload"), Action::Reload);
+        assert_eq!(ok("GET", "/v1/certs"), Action::ListCerts);
+        assert_eq!(
+            ok("POST", "/v1/certs/*.example.com/renew"),
+            Action::RenewCert("*.example.com".into())
+        );
         assert_eq!(ok("GET", "/v1/config"), Action::ShowConfig);
         assert_eq!(ok("GET", "/health/live"), Action::Live);
         assert_eq!(ok("GET", "/health/ready"), Action::Ready);

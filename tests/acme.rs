@@ -38,11 +38,18 @@ struct CaOptions {
     validity: Option<u64>,
     /// PEBBLE_WFE_NONCEREJECT: percentage of good nonces refused.
     nonce_reject: u32,
+    /// Require external account binding with [`EAB_KID`] and [`EAB_KEY`].
+    eab: bool,
 }
+
+const EAB_KID: &str = "kid-1";
+/// An HMAC key as a CA hands it out: base64url.
+const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
 
 const NORMAL: CaOptions = CaOptions {
     validity: None,
     nonce_reject: 0,
+    eab: false,
 };
 
 /// A running pebble + pebble-challtestsrv; both killed (by PID) on drop.
@@ -144,6 +151,10 @@ impl Ca {
         }});
         if let Some(v) = options.validity {
             config["pebble"]["certificateValidityPeriod"] = v.into();
+        }
+        if options.eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ EAB_KID: EAB_KEY });
         }
         let config_path = self.dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
@@ -331,7 +342,7 @@ fn setup(names: &[&str], challenge: &str, options: CaOptions) -> Setup {
     let ca = Ca::start(http, https, options);
     let blue = Backend::spawn("blue").unwrap();
     let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let acme_extra = if challenge == "dns-01" {
+    let mut acme_extra = if challenge == "dns-01" {
         // The documented example hook, pointed at pebble-challtestsrv by a small wrapper.
         let wrapper = ca.dir.path().join("dns-hook");
         std::fs::write(
@@ -349,6 +360,11 @@ fn setup(names: &[&str], challenge: &str, options: CaOptions) -> Setup {
     } else {
         String::new()
     };
+    if options.eab {
+        acme_extra.push_str(&format!(
+            "\neab = {{ kid = \"{EAB_KID}\", hmac_key = \"{EAB_KEY}\" }}"
+        ));
+    }
     let config = fill(
         CONFIG,
         &[
@@ -614,7 +630,7 @@ fn renewal_swaps_the_certificate_without_a_failed_request() {
         "http-01",
         CaOptions {
             validity: Some(10),
-            nonce_reject: 0,
+            ..NORMAL
         },
     );
     let roots = s.ca.roots();
@@ -747,8 +763,8 @@ fn ca_failures_back_off_while_the_old_certificate_serves() {
 
     // 2. pebble back, refusing every nonce: orders fail with bad_nonce; the old one serves.
     s.ca.start_pebble(CaOptions {
-        validity: None,
         nonce_reject: 100,
+        ..NORMAL
     });
     assert!(
         wait_until(Duration::from_secs(15), || failures("bad_nonce") >= 1.0),
@@ -815,6 +831,68 @@ fn a_name_is_pending_on_a_self_signed_certificate_until_the_ca_answers() {
             &[("name", "pending.switchyard.test")]
         ),
         Some(0.0)
+    );
+}
+
+#[test]
+fn external_account_binding() {
+    let s = setup(
+        &["eab.switchyard.test"],
+        "http-01",
+        CaOptions {
+            eab: true,
+            ..NORMAL
+        },
+    );
+    let roots = s.ca.roots();
+    let _proxy = Proxy::start(&s.config);
+    // pebble refuses accounts without a valid binding: a certificate proves it was sent.
+    wait_served(
+        s.https,
+        &["eab.switchyard.test"],
+        &roots,
+        Duration::from_secs(30),
+    );
+}
+
+#[test]
+fn reload_adds_and_removes_acme_certificates() {
+    let s = setup(&["first.switchyard.test"], "http-01", NORMAL);
+    let roots = s.ca.roots();
+    let mut proxy = Proxy::start(&s.config);
+    wait_served(
+        s.https,
+        &["first.switchyard.test"],
+        &roots,
+        Duration::from_secs(30),
+    );
+    let second = s.config.replace(
+        "names = [\"first.switchyard.test\"]",
+        "names = [\"second.switchyard.test\"]",
+    );
+    assert_ne!(second, s.config);
+    proxy.reload_with(&second);
+    wait_served(
+        s.https,
+        &["second.switchyard.test"],
+        &roots,
+        Duration::from_secs(30),
+    );
+    // The removed certificate is no longer served (the fallback does not verify).
+    assert!(fetch(s.https, "first.switchyard.test", &roots).is_err());
+    let admin = Admin::new(s.admin, None);
+    let list = certs(&admin);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["id"], "second.switchyard.test");
+    let text = metrics(&admin);
+    assert!(
+        metric(
+            &text,
+            "switchyard_cert_expiry_timestamp_seconds",
+            &[("name", "first.switchyard.test")]
+        )
+        .is_none(),
+        "{text}"
     );
 }
 
