@@ -939,6 +939,16 @@ fn restarts_place_no_new_order() {
             "{}",
             proxy.stderr()
         );
+        // The loaded certificate's renewal window is asked for (ARI); pebble has none, which
+        // leaves the schedule alone.
+        assert!(
+            proxy.wait_for_log(
+                "offers no renewal information (ARI)",
+                Duration::from_secs(10)
+            ),
+            "{}",
+            proxy.stderr()
+        );
     }
     assert_eq!(
         s.ca.new_orders(),

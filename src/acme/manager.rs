@@ -17,7 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::storage::{CertMeta, CertStorage, FsStorage, StoredCert};
 use super::view::{rfc3339, CertStatus};
-use super::{client, unix, AcmeError};
+use super::{ari, client, unix, AcmeError};
 use crate::config::{AcmeCertificate, AcmeConfig};
 use crate::runtime::Runtime;
 
@@ -34,6 +34,8 @@ struct Leaf {
     serial: String,
     issuer: String,
     names: Vec<String>,
+    /// Its ARI identifier (RFC 9773), when it has an authority key identifier.
+    ari_id: Option<String>,
 }
 
 impl Leaf {
@@ -59,6 +61,8 @@ struct Managed {
     last_error: Option<String>,
     orders: u64,
     ordering: bool,
+    /// When to ask the CA for the renewal window (ARI) next; `None`: not at all.
+    ari_next: Option<SystemTime>,
 }
 
 /// See the module docs.
@@ -70,6 +74,8 @@ pub struct AcmeManager {
     seen_generation: Mutex<(u64, Option<String>)>,
     /// The account, once created or restored, with the directory it belongs to.
     account: Mutex<Option<(String, Account)>>,
+    /// A directory known to offer no ARI.
+    no_ari: Mutex<Option<String>>,
 }
 
 impl AcmeManager {
@@ -83,6 +89,7 @@ impl AcmeManager {
             certs: Mutex::default(),
             seen_generation: Mutex::new((0, None)),
             account: Mutex::new(None),
+            no_ari: Mutex::new(None),
         };
         manager.reconcile();
         manager
@@ -172,6 +179,7 @@ impl AcmeManager {
             last_error: None,
             orders: 0,
             ordering: false,
+            ari_next: None,
         };
         let stored = match self.storage.load_cert(&m.spec.id) {
             Ok(s) => s,
@@ -204,6 +212,7 @@ impl AcmeManager {
                             m.spec.id
                         );
                     }
+                    m.ari_next = Some(now);
                     m.leaf = Some(leaf);
                     return m;
                 }
@@ -288,7 +297,9 @@ impl AcmeManager {
         self.certs
             .lock()
             .values()
-            .map(|m| m.next_attempt.duration_since(now).unwrap_or_default())
+            .flat_map(|m| [Some(m.next_attempt), m.ari_next])
+            .flatten()
+            .map(|t| t.duration_since(now).unwrap_or_default())
             .min()
             .unwrap_or(TICK)
             .min(TICK)
@@ -330,6 +341,80 @@ impl AcmeManager {
             chain_pem: issued.chain_pem,
             key_pem: issued.key_pem,
         })
+    }
+
+    /// The ids whose renewal window (ARI) should be asked for now.
+    fn ari_due(&self) -> Vec<String> {
+        let now = SystemTime::now();
+        self.certs
+            .lock()
+            .values()
+            .filter(|m| m.ari_next.is_some_and(|t| t <= now))
+            .map(|m| m.spec.id.clone())
+            .collect()
+    }
+
+    /// Asks the CA for the renewal window of `id` and renews earlier if it says so (best
+    /// effort: a CA without ARI or a failed request leaves the schedule as it is).
+    async fn ari(&self, id: &str) {
+        let Some(cfg) = self.config() else {
+            return;
+        };
+        let no_ari = self.no_ari.lock().as_deref() == Some(cfg.directory.as_str());
+        let ari_id = {
+            let mut certs = self.certs.lock();
+            let Some(m) = certs.get_mut(id) else {
+                return;
+            };
+            m.ari_next = None;
+            match m.leaf.as_ref().and_then(|l| l.ari_id.clone()) {
+                Some(ari_id) if !no_ari => ari_id,
+                _ => return,
+            }
+        };
+        let answer = match self.account(&cfg).await {
+            Ok(account) => ari::window(&account, &ari_id).await,
+            Err(e) => Err(e),
+        };
+        let now = SystemTime::now();
+        let mut certs = self.certs.lock();
+        let Some(m) = certs.get_mut(id) else {
+            return;
+        };
+        match answer {
+            Ok(None) => {
+                log::info!(
+                    "acme: {} offers no renewal information (ARI); renewing with a third of the lifetime left",
+                    cfg.directory
+                );
+                *self.no_ari.lock() = Some(cfg.directory.clone());
+            }
+            Ok(Some(window)) => {
+                m.ari_next = Some(now + window.poll_after);
+                let at = ari::pick(&window, unix(now));
+                let at_time = std::time::UNIX_EPOCH + Duration::from_secs(at);
+                if m.failures == 0 && at_time < m.next_attempt {
+                    log::info!(
+                        "acme: the CA suggests renewing {} from {} to {}{}: renewal moved to {}",
+                        m.spec.names.join(", "),
+                        rfc3339(window.start),
+                        rfc3339(window.end),
+                        window
+                            .explanation
+                            .as_deref()
+                            .map(|u| format!(" ({u})"))
+                            .unwrap_or_default(),
+                        rfc3339(at)
+                    );
+                    m.next_attempt = at_time;
+                    self.publish(m);
+                }
+            }
+            Err(e) => {
+                log::warn!("acme: renewal information for \"{id}\" unavailable: {e}");
+                m.ari_next = Some(now + ari::MIN_POLL);
+            }
+        }
     }
 
     /// Places the order for `id` and applies the outcome.
@@ -381,6 +466,7 @@ impl AcmeManager {
                 m.leaf = Some(leaf);
                 m.failures = 0;
                 m.last_error = None;
+                m.ari_next = Some(SystemTime::now() + ari::MIN_POLL);
             }
             Err(e) => {
                 let reason = e.reason();
@@ -441,6 +527,7 @@ fn parse(chain_pem: &str, key_pem: &str) -> Result<(Arc<CertifiedKey>, Leaf), Ac
         serial: x509.raw_serial_as_string().replace(':', ""),
         issuer: x509.issuer().to_string(),
         names,
+        ari_id: ari::cert_id(&x509),
     };
     let key =
         PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| bad(format!("key: {e}")))?;
@@ -460,6 +547,12 @@ impl BackgroundService for AcmeManager {
                     return;
                 }
                 self.attempt(&id).await;
+            }
+            for id in self.ari_due() {
+                if *shutdown.borrow() {
+                    return;
+                }
+                self.ari(&id).await;
             }
             let idle = self.idle_time();
             tokio::select! {
@@ -509,6 +602,7 @@ mod tests {
             serial: "01".into(),
             issuer: "x".into(),
             names: vec!["a.example".into()],
+            ari_id: None,
         };
         assert_eq!(leaf.renew_at(), 1000 + 60 * 86400);
         assert!(leaf.covers(&["a.example".into()]));

@@ -8,6 +8,7 @@
 //!   [`storage`] before the listeners accept, orders what is missing or due, renews, backs off.
 
 pub mod alpn;
+mod ari;
 mod client;
 mod dns;
 mod manager;
