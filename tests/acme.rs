@@ -911,7 +911,8 @@ fn restarts_place_no_new_order() {
         );
         (serial, proxy.stderr())
     };
-    // Normally 1; a first order that failed and was retried would show here.
+    // Normally 1; a first order that failed and was retried would show here. Rounds alternate a
+    // crash (SIGKILL) and a clean stop (SIGTERM).
     let orders = s.ca.new_orders();
     if orders != 1 {
         eprintln!("{orders} orders for the first certificate:\n{first_log}");
@@ -949,6 +950,10 @@ fn restarts_place_no_new_order() {
             "{}",
             proxy.stderr()
         );
+        // Every other round ends in a crash (SIGKILL) rather than a clean stop.
+        if round % 2 == 0 {
+            proxy.signal("KILL");
+        }
     }
     assert_eq!(
         s.ca.new_orders(),

@@ -33,7 +33,7 @@ pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 /// Why an order (or getting ready for one) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
-    #[error("{0}")]
+    #[error("{}", with_sources(.0))]
     Ca(#[from] instant_acme::Error),
     #[error("the CA did not validate {name}: {detail}")]
     Validation { name: String, detail: String },
@@ -209,6 +209,22 @@ impl Drop for ChallengeGuard {
             }
         }
     }
+}
+
+/// An error and its causes, `outer: inner: innermost` (hyper's "client error (Connect)" alone
+/// does not say that the CA's certificate was not trusted).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn unix(t: SystemTime) -> u64 {

@@ -118,10 +118,17 @@ impl FsStorage {
         self.root.join("certs").join(id.replace('*', "_wildcard"))
     }
 
+    /// Creates `dir` (below the root); the root and every directory down to `dir` get 0700.
     fn mkdir(&self, dir: &Path) -> Result<(), StorageError> {
+        use std::os::unix::fs::PermissionsExt;
         let result = fs::create_dir_all(dir).and_then(|()| {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            let mut path = self.root.clone();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
+            for part in dir.strip_prefix(&self.root).unwrap_or(Path::new("")) {
+                path.push(part);
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
+            }
+            Ok(())
         });
         result.map_err(|source| StorageError::Write {
             path: dir.into(),
@@ -287,6 +294,18 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        for d in [
+            "acme",
+            "acme/certs",
+            "acme/certs/a.example",
+            "acme/certs/a.example/03",
+        ] {
+            let mode = fs::metadata(dir.path().join(d))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{d}");
+        }
     }
 
     #[test]
