@@ -162,8 +162,9 @@ impl Resource {
     /// The methods the resource answers, for 405's `Allow`.
     pub fn allow(&self) -> &'static [&'static str] {
         match self {
+            Resource::CertRenew(_) => &["POST"],
             Resource::Weights(_) => &["PUT", "DELETE"],
-            Resource::Switch(_) | Resource::Reload | Resource::CertRenew(_) => &["POST"],
+            Resource::Switch(_) | Resource::Reload => &["POST"],
             _ => &["GET"],
         }
     }

@@ -76,14 +76,14 @@ impl Runtime {
             generated_fallback.clone(),
         ));
         let zones = ZoneRegistry::default();
+        let metrics = Metrics::new();
+        let acme = crate::acme::AcmeState::new(metrics.registry());
         let connections = Arc::new(ConnLimits::default());
         connections.set_caps(config.limits.connections);
         let resolved = zones.resolve(&config.limits.zones);
         let snapshot = Snapshot::compile(Arc::new(config), 1, &registry, &overrides, &resolved);
         let windows = Windows::new(WindowSpec::default());
         windows.resolve(&snapshot);
-        let metrics = Metrics::new();
-        let acme = crate::acme::AcmeState::new(metrics.registry());
         Ok(Arc::new(Runtime {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
