@@ -623,6 +623,40 @@ fn http01_is_answered_before_redirects_and_routing() {
 }
 
 #[test]
+fn http01_is_answered_before_rate_limits() {
+    // Every request to the name is limited to 1 a minute per client IP, and the test uses up
+    // the allowance of 127.0.0.1 (the CA's address too) before the CA comes up.
+    let mut s = setup(&["limited.switchyard.test"], "http-01", NORMAL);
+    s.config = s.config.replacen(
+        "host = \"*\"\nservice = \"api\"\n",
+        "host = \"*\"\nservice = \"api\"\nlimits = [\"tight\"]\n",
+        1,
+    );
+    s.config
+        .push_str("\n[limits.zones.tight]\nkey = \"client_ip\"\nrate = \"1r/m\"\nburst = 0\n");
+    assert!(s.config.contains("limits = [\"tight\"]"), "{}", s.config);
+    s.ca.stop_pebble();
+    let _proxy = Proxy::start(&s.config);
+    let client = http1_client();
+    let url = format!("http://limited.switchyard.test:{}/", s.http);
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| client.get(&url).send().unwrap().status().as_u16())
+        .collect();
+    assert_eq!(statuses[1..], [429, 429], "{statuses:?}");
+    s.ca.start_pebble(NORMAL);
+    let roots = s.ca.roots();
+    let admin = Admin::new(s.admin, None);
+    let valid = wait_until(Duration::from_secs(20), || {
+        certs(&admin)[0]["status"] == "valid"
+    });
+    assert!(valid, "{:?}", certs(&admin));
+    // Requests are still refused, over a handshake that verifies against the CA's root.
+    assert_eq!(client.get(&url).send().unwrap().status(), 429);
+    let err = fetch(s.https, "limited.switchyard.test", &roots).unwrap_err();
+    assert!(err.contains("429"), "{err}");
+}
+
+#[test]
 fn renewal_swaps_the_certificate_without_a_failed_request() {
     // pebble issues 10-second certificates: renewal is due every ~6.7 s.
     let s = setup(
