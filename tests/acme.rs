@@ -65,6 +65,52 @@ struct Ca {
     tls_port: u16,
     /// Log files of every pebble started so far (one per start).
     logs: Vec<PathBuf>,
+    /// Holds the ports of a stopped pebble.
+    hold: Option<PortHold>,
+}
+
+/// Keeps a stopped pebble's ports from tests running in parallel (they pick free ports, and
+/// could get these): connections are accepted and closed at once, as if the CA were gone.
+struct PortHold {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PortHold {
+    fn new(ports: &[u16]) -> PortHold {
+        let listeners: Vec<std::net::TcpListener> = ports
+            .iter()
+            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).ok())
+            .collect();
+        for l in &listeners {
+            l.set_nonblocking(true).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                for l in &listeners {
+                    while let Ok((conn, _)) = l.accept() {
+                        drop(conn);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        PortHold {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PortHold {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Ca {
@@ -113,6 +159,7 @@ impl Ca {
             http_port,
             tls_port,
             logs: Vec::new(),
+            hold: None,
         };
         wait_accepting(dns_management, "pebble-challtestsrv management");
         // A port picked by `free_port` may be taken by a parallel test before pebble (which
@@ -139,6 +186,7 @@ impl Ca {
     /// Starts pebble; false if it exited before listening (a port was taken).
     fn try_start_pebble(&mut self, options: CaOptions) -> bool {
         assert!(self.pebble.is_none(), "pebble already runs");
+        self.hold = None;
         let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{}", self.listen),
             "managementListenAddress": format!("127.0.0.1:{}", self.management),
@@ -194,12 +242,18 @@ impl Ca {
                 .send()
                 .is_ok_and(|r| r.status() == 200);
         if !answers {
-            self.stop_pebble();
+            self.kill_pebble();
         }
         answers
     }
 
+    /// Stops pebble; its ports stay held (see [`PortHold`]) until it starts again.
     fn stop_pebble(&mut self) {
+        self.kill_pebble();
+        self.hold = Some(PortHold::new(&[self.listen, self.management]));
+    }
+
+    fn kill_pebble(&mut self) {
         if let Some(mut child) = self.pebble.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -267,7 +321,7 @@ impl Ca {
 
 impl Drop for Ca {
     fn drop(&mut self) {
-        self.stop_pebble();
+        self.kill_pebble();
         let _ = self.challtestsrv.kill();
         let _ = self.challtestsrv.wait();
         if std::thread::panicking() {
