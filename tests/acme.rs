@@ -137,7 +137,7 @@ impl Ca {
         std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
         std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
 
-        let (dns, dns_management) = (free_udp_and_tcp_port(), free_port());
+        let (dns, dns_management) = (free_udp_and_tcp_port(), unique_port());
         let challtestsrv = Command::new(challtestsrv)
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
@@ -152,8 +152,8 @@ impl Ca {
             dir,
             pebble: None,
             challtestsrv,
-            listen: free_port(),
-            management: free_port(),
+            listen: unique_port(),
+            management: unique_port(),
             dns,
             dns_management,
             http_port,
@@ -168,7 +168,7 @@ impl Ca {
             if ca.try_start_pebble(options) {
                 return ca;
             }
-            (ca.listen, ca.management) = (free_port(), free_port());
+            (ca.listen, ca.management) = (unique_port(), unique_port());
         }
         panic!("pebble did not start:\n{}", ca.log());
     }
@@ -338,10 +338,23 @@ fn log_file(dir: &Path, name: &str) -> std::fs::File {
         .unwrap()
 }
 
+/// A free port on 127.0.0.1 that no other test of this file was given: pebble binds its ports
+/// only after a moment of key generation, long enough for a parallel test to be handed the same
+/// port by the OS meanwhile.
+fn unique_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = free_port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
 /// A port free for both UDP and TCP on 127.0.0.1 (the DNS server binds both).
 fn free_udp_and_tcp_port() -> u16 {
     loop {
-        let port = free_port();
+        let port = unique_port();
         if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -392,7 +405,7 @@ struct Setup {
 
 /// pebble plus a proxy config for one ACME certificate (`names` as TOML strings).
 fn setup(names: &[&str], challenge: &str, options: CaOptions) -> Setup {
-    let (http, https, admin) = (free_port(), free_port(), free_port());
+    let (http, https, admin) = (unique_port(), unique_port(), unique_port());
     let ca = Ca::start(http, https, options);
     let blue = Backend::spawn("blue").unwrap();
     let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
@@ -920,6 +933,67 @@ fn a_name_is_pending_on_a_self_signed_certificate_until_the_ca_answers() {
         ),
         Some(0.0)
     );
+}
+
+#[test]
+fn a_restart_keeps_the_backoff_of_failed_orders() {
+    let mut s = setup(&["crashloop.switchyard.test"], "http-01", NORMAL);
+    s.config = s
+        .config
+        .replace("backoff_min = \"1s\"", "backoff_min = \"30s\"")
+        .replace("backoff_max = \"4s\"", "backoff_max = \"60s\"");
+    s.ca.stop_pebble();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Admin::new(s.admin, None);
+    {
+        let _proxy = Proxy::start_in(dir.path(), &s.config);
+        let failed = wait_until(Duration::from_secs(10), || {
+            certs(&admin)[0]["failures"] == 1
+        });
+        assert!(failed, "{:?}", certs(&admin));
+    }
+    // Restarted (as a crash loop would): the failure is remembered, no order is placed before
+    // the backoff ends.
+    let proxy = Proxy::start_in(dir.path(), &s.config);
+    let status = certs(&admin)[0].clone();
+    assert_eq!(status["failures"], 1, "{status}");
+    assert!(status["last_error"].is_string(), "{status}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let next = status["next_attempt_unix"].as_u64().unwrap();
+    assert!(next > now + 10, "next attempt {next}, now {now}");
+    assert!(
+        proxy.stderr().contains("failed order(s) in a row"),
+        "{}",
+        proxy.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        metric_sum(&metrics(&admin), "switchyard_acme_orders_total", &[]),
+        0.0
+    );
+    // An operator may still force an order; success clears the saved backoff.
+    s.ca.start_pebble(NORMAL);
+    let reply = admin.send(
+        "POST",
+        "/v1/certs/crashloop.switchyard.test/renew",
+        None,
+        &[],
+    );
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let roots = s.ca.roots();
+    wait_served(
+        s.https,
+        &["crashloop.switchyard.test"],
+        &roots,
+        Duration::from_secs(20),
+    );
+    let retry = dir
+        .path()
+        .join("state/acme/certs/crashloop.switchyard.test/retry.json");
+    assert!(wait_until(Duration::from_secs(5), || !retry.exists()));
 }
 
 #[test]

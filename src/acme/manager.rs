@@ -15,7 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::storage::{CertMeta, CertStorage, FsStorage, StoredCert};
+use super::storage::{CertMeta, CertStorage, FsStorage, RetryState, StoredCert};
 use super::view::{rfc3339, CertStatus};
 use super::{ari, client, unix, AcmeError};
 use crate::config::{AcmeCertificate, AcmeConfig};
@@ -168,8 +168,32 @@ impl AcmeManager {
         }
     }
 
-    /// A newly configured certificate: the stored one if usable, else a self-signed stand-in.
+    /// A newly configured certificate: the stored one if usable, else a self-signed stand-in;
+    /// a saved backoff that ends later than the certificate is due is kept.
     fn adopt(&self, spec: AcmeCertificate, directory: &str) -> Managed {
+        let mut m = self.adopt_stored(spec, directory);
+        match self.storage.load_retry(&m.spec.id) {
+            Ok(Some(r)) => {
+                let until = std::time::UNIX_EPOCH + Duration::from_secs(r.next_attempt);
+                if until > m.next_attempt {
+                    log::warn!(
+                        "acme: {} failed order(s) in a row for \"{}\" before this start; next attempt at {}",
+                        r.failures,
+                        m.spec.id,
+                        rfc3339(r.next_attempt)
+                    );
+                    m.failures = r.failures;
+                    m.last_error = Some(r.last_error);
+                    m.next_attempt = until;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("acme: {e}"),
+        }
+        m
+    }
+
+    fn adopt_stored(&self, spec: AcmeCertificate, directory: &str) -> Managed {
         let now = SystemTime::now();
         let mut m = Managed {
             spec,
@@ -488,6 +512,15 @@ impl AcmeManager {
             }
         }
         self.publish(m);
+        let retry = m.last_error.as_ref().map(|e| RetryState {
+            failures: m.failures,
+            next_attempt: unix(m.next_attempt),
+            last_error: e.clone(),
+        });
+        drop(certs);
+        if let Err(e) = self.storage.save_retry(id, retry.as_ref()) {
+            log::error!("acme: {e}");
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! certs/<id>/<serial>/cert.pem                           0600  leaf first, then the chain
 //! certs/<id>/<serial>/key.pem                            0600  PKCS#8 key of the leaf
 //! certs/<id>/current.json                                0600  which <serial> serves, and for what
+//! certs/<id>/retry.json                                  0600  failed orders in a row, next attempt
 //! ```
 //!
 //! A new certificate is written into its own `<serial>` directory first; `current.json` is
@@ -52,6 +53,17 @@ pub struct CertMeta {
     pub obtained_at: u64,
 }
 
+/// Failed orders in a row and when to try again: kept so that a restart (or a crash loop) does
+/// not order again before the backoff allows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryState {
+    pub failures: u32,
+    /// Unix seconds.
+    pub next_attempt: u64,
+    pub last_error: String,
+}
+
 /// A certificate chain and its key, as PEM, with its metadata.
 #[derive(Clone)]
 pub struct StoredCert {
@@ -79,6 +91,10 @@ pub trait CertStorage: Send + Sync {
     fn save_cert(&self, id: &str, cert: &StoredCert) -> Result<(), StorageError>;
     /// Where the files of the certificate in force are, for people and other tools.
     fn describe(&self, id: &str) -> String;
+    /// The retry state after failed orders, if any.
+    fn load_retry(&self, id: &str) -> Result<Option<RetryState>, StorageError>;
+    /// Saves the retry state; `None` (after a success) removes it.
+    fn save_retry(&self, id: &str, retry: Option<&RetryState>) -> Result<(), StorageError>;
 }
 
 /// [`CertStorage`] in `state_dir/acme/`.
@@ -224,6 +240,40 @@ impl CertStorage for FsStorage {
     fn describe(&self, id: &str) -> String {
         self.cert_dir(id).display().to_string()
     }
+
+    fn load_retry(&self, id: &str) -> Result<Option<RetryState>, StorageError> {
+        let path = self.cert_dir(id).join("retry.json");
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    fn save_retry(&self, id: &str, retry: Option<&RetryState>) -> Result<(), StorageError> {
+        let dir = self.cert_dir(id);
+        let path = dir.join("retry.json");
+        match retry {
+            Some(r) => {
+                self.mkdir(&dir)?;
+                let bytes = serde_json::to_vec(r).map_err(|e| StorageError::Write {
+                    path: path.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+                write(&path, &bytes)
+            }
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(StorageError::Write { path, source: e })
+                }
+                _ => Ok(()),
+            },
+        }
+    }
 }
 
 /// Removes certificate directories of `dir` other than `keep` and the newest other one.
@@ -306,6 +356,23 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o700, "{d}");
         }
+    }
+
+    #[test]
+    fn retry_state_round_trips_and_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = FsStorage::new(dir.path());
+        assert_eq!(s.load_retry("a.example").expect("load"), None);
+        let r = RetryState {
+            failures: 3,
+            next_attempt: 42,
+            last_error: "no".into(),
+        };
+        s.save_retry("a.example", Some(&r)).expect("save");
+        assert_eq!(s.load_retry("a.example").expect("load"), Some(r));
+        s.save_retry("a.example", None).expect("remove");
+        s.save_retry("a.example", None).expect("remove twice");
+        assert_eq!(s.load_retry("a.example").expect("load"), None);
     }
 
     #[test]
