@@ -407,7 +407,14 @@ struct Setup {
 fn setup(names: &[&str], challenge: &str, options: CaOptions) -> Setup {
     let (http, https, admin) = (unique_port(), unique_port(), unique_port());
     let ca = Ca::start(http, https, options);
-    let blue = Backend::spawn("blue").unwrap();
+    // On a port from `unique_port` too: a port-0 bind could take one handed out to a test that
+    // has not bound it yet.
+    let blue = loop {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], unique_port()));
+        if let Ok(b) = Backend::spawn_on(addr, "blue") {
+            break b;
+        }
+    };
     let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
     let mut acme_extra = if challenge == "dns-01" {
         // The documented example hook, pointed at pebble-challtestsrv by a small wrapper.
