@@ -12,6 +12,8 @@ declare -A NEED=(
   [openssl]=openssl
   [promtool]=prometheus
   [prometheus]=prometheus
+  [pebble]=pebble
+  [pebble-challtestsrv]=pebble
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -58,6 +58,8 @@ pub enum AdminError {
     Control(#[from] ControlError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("no ACME certificate covers \"{0}\"")]
+    UnknownCertificate(String),
 }
 
 impl AdminError {
@@ -84,6 +86,7 @@ impl AdminError {
                 ControlError::Change(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::UnknownCertificate(_) => StatusCode::NOT_FOUND,
         }
     }
 }
@@ -141,6 +144,8 @@ pub enum Resource {
     Live,
     Ready,
     Metrics,
+    Certs,
+    CertRenew(String),
 }
 
 impl Resource {
@@ -167,6 +172,8 @@ impl Resource {
             }
             ["v1", "reload"] => Resource::Reload,
             ["v1", "config"] => Resource::Config,
+            ["v1", "certs"] => Resource::Certs,
+            ["v1", "certs", n, "renew"] => Resource::CertRenew(segment(n)?),
             ["health", "live"] => Resource::Live,
             ["health", "ready"] => Resource::Ready,
             ["metrics"] => Resource::Metrics,
@@ -178,6 +185,7 @@ impl Resource {
     /// The methods the resource answers, for 405's `Allow`.
     pub fn allow(&self) -> &'static [&'static str] {
         match self {
+            Resource::CertRenew(_) => &["POST"],
             Resource::Weights(_) => &["PUT", "DELETE"],
             Resource::Switch(_)
             | Resource::Reload
@@ -232,6 +240,8 @@ pub enum Action {
     Live,
     Ready,
     Metrics,
+    ListCerts,
+    RenewCert(String),
 }
 
 /// Path and method to an action: 404 for an unknown path, 405 for a method the path lacks.
@@ -252,6 +262,8 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
         (Resource::Live, "GET") => Action::Live,
         (Resource::Ready, "GET") => Action::Ready,
         (Resource::Metrics, "GET") => Action::Metrics,
+        (Resource::Certs, "GET") => Action::ListCerts,
+        (Resource::CertRenew(n), "POST") => Action::RenewCert(n),
         (resource, _) => {
             return Err(AdminError::MethodNotAllowed {
                 method: method.into(),
@@ -622,6 +634,24 @@ impl AdminApp {
                 StatusCode::OK,
                 &json!({"status": "ready", "generation": rt.generation()}),
             )),
+            Action::ListCerts => Ok(json_response(
+                StatusCode::OK,
+                &json!({"certificates": rt.acme.certificates()}),
+            )),
+            Action::RenewCert(name) => {
+                let id = rt
+                    .acme
+                    .request_renewal(&name)
+                    .ok_or(AdminError::UnknownCertificate(name))?;
+                log::info!(
+                    "admin ({}): renewal of certificate \"{id}\" requested",
+                    head.peer
+                );
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({"status": "renewal requested", "certificate": id}),
+                ))
+            }
             Action::Metrics => Ok(text_response(
                 StatusCode::OK,
                 METRICS_CONTENT_TYPE,
@@ -1021,6 +1051,11 @@ mod tests {
             Action::Switch("a b".into())
         );
         assert_eq!(ok("POST", "/v1/reload"), Action::Reload);
+        assert_eq!(ok("GET", "/v1/certs"), Action::ListCerts);
+        assert_eq!(
+            ok("POST", "/v1/certs/*.example.com/renew"),
+            Action::RenewCert("*.example.com".into())
+        );
         assert_eq!(ok("GET", "/v1/config"), Action::ShowConfig);
         assert_eq!(ok("GET", "/health/live"), Action::Live);
         assert_eq!(ok("GET", "/health/ready"), Action::Ready);

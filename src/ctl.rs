@@ -90,6 +90,14 @@ pub enum CtlCommand {
         /// The service, as named in the config.
         service: String,
     },
+    /// List the ACME certificates: names, status (pending, valid, renewing, failing, expired),
+    /// challenge, expiry, next order and issuer. With --renew NAME, order a new certificate for
+    /// the one covering NAME now instead.
+    Certs {
+        /// Force the renewal of the certificate that covers this name.
+        #[arg(long, value_name = "NAME")]
+        renew: Option<String>,
+    },
 }
 
 /// Why a ctl command did not succeed.
@@ -192,6 +200,20 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
                 "overrides cleared, the config's weights apply: {}\n",
                 weights_line(&reply.value)
             );
+            (reply, summary)
+        }
+        CtlCommand::Certs { renew: Some(name) } => {
+            let path = format!("/v1/certs/{}/renew", encode_segment(name));
+            let reply = client.call("POST", &path, None, None)?;
+            let summary = format!(
+                "renewal of certificate \"{}\" requested; `switchyard ctl certs` shows its progress\n",
+                str_of(&reply.value["certificate"])
+            );
+            (reply, summary)
+        }
+        CtlCommand::Certs { renew: None } => {
+            let reply = client.call("GET", "/v1/certs", None, None)?;
+            let summary = crate::acme::view::table(&reply.value);
             (reply, summary)
         }
     };
@@ -322,15 +344,20 @@ fn status_table(body: &Value) -> String {
 
 /// `/v1/services/{service}{suffix}` with the service name percent-encoded.
 fn service_path(service: &str, suffix: &str) -> String {
+    format!("/v1/services/{}{suffix}", encode_segment(service))
+}
+
+/// One path segment, percent-encoded.
+fn encode_segment(segment: &str) -> String {
     let mut encoded = String::new();
-    for b in service.bytes() {
+    for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
             encoded.push(char::from(b));
         } else {
             encoded.push_str(&format!("%{b:02X}"));
         }
     }
-    format!("/v1/services/{encoded}{suffix}")
+    encoded
 }
 
 /// `blue=90` → `("blue", 90)`.

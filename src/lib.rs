@@ -3,6 +3,7 @@
 //! Dependencies point one way: config → snapshot → proxy. See docs/architecture.md.
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod backend;
 pub mod cli;

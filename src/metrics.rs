@@ -167,6 +167,11 @@ fn unix_now() -> f64 {
 }
 
 impl Metrics {
+    /// The registry `render` exposes; other modules (ACME) register their metrics here.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn new() -> Metrics {
         let r = Registry::new();
         let requests = counter_vec(
@@ -784,6 +789,7 @@ pub fn proxy_service(
     proxy: Proxy,
     listeners: &[ListenerConfig],
     connections: Arc<ConnLimits>,
+    pre_tls: Option<PreTlsCallback>,
 ) -> Service<ObservedApp<LimitedApp<HttpProxy<Proxy>>>> {
     let index = Arc::new(metrics.listener_index(listeners));
     let watch = listeners
@@ -798,7 +804,7 @@ pub fn proxy_service(
     if let Some(watch) = watch {
         // Applies to every TLS endpoint added afterwards.
         svc.endpoints()
-            .set_pre_tls_callback(TlsWatch::hook(&watch, None));
+            .set_pre_tls_callback(TlsWatch::hook(&watch, pre_tls));
     }
     svc
 }
@@ -975,7 +981,15 @@ impl PreTlsProcess for TlsHook {
     async fn process(&self, stream: &mut L4Stream) -> pingora_error::Result<()> {
         self.watch.started(stream);
         match &self.inner {
-            Some(inner) => inner.process(stream).await,
+            Some(inner) => {
+                let result = inner.process(stream).await;
+                if result.is_err() {
+                    // The inner hook took the connection over (an ACME TLS-ALPN-01 challenge
+                    // answered): not a client handshake that failed.
+                    self.watch.completed(stream.id());
+                }
+                result
+            }
             None => Ok(()),
         }
     }

@@ -27,6 +27,8 @@ pub struct Runtime {
     pub access_log: AccessLog,
     /// Every Prometheus metric; `metrics::render` turns them into the `/metrics` text.
     pub metrics: Metrics,
+    /// ACME challenges, certificate statuses and renewal requests (`acme::AcmeManager` orders).
+    pub acme: Arc<crate::acme::AcmeState>,
     /// Rate-limit zones by name, kept across reloads while their spec is unchanged.
     pub zones: ZoneRegistry,
     /// Open client connections and their caps.
@@ -87,6 +89,8 @@ impl Runtime {
             generated_fallback.clone(),
         ));
         let zones = ZoneRegistry::default();
+        let metrics = Metrics::new();
+        let acme = crate::acme::AcmeState::new(metrics.registry());
         let connections = Arc::new(ConnLimits::default());
         connections.set_caps(config.limits.connections);
         let resolved = zones.resolve(&config.limits.zones);
@@ -101,7 +105,8 @@ impl Runtime {
             registry,
             certs,
             access_log,
-            metrics: Metrics::new(),
+            metrics,
+            acme,
             zones,
             connections,
             windows,

@@ -163,6 +163,7 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         proxy,
         &cfg.listeners,
         runtime.connections.clone(),
+        Some(crate::acme::alpn::responder(runtime.acme.clone())),
     );
     for l in &cfg.listeners {
         let addr = l.address.to_string();
@@ -191,6 +192,11 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         DrainWatch {
             runtime: runtime.clone(),
         },
+    ));
+    // Loads the stored ACME certificates now, before any listener accepts.
+    server.add_service(background_service(
+        "acme",
+        crate::acme::AcmeManager::new(runtime.clone()),
     ));
     server.add_service(background_service(
         "rate-limit upkeep",

@@ -1,4 +1,4 @@
-//! Certificates by SNI: a store swapped at runtime (reload today, ACME next) and the rustls resolver over it.
+//! Certificates by SNI: a store swapped at runtime (at reload, and by ACME) and the rustls resolver over it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -109,6 +109,7 @@ pub fn self_signed(names: &[&str]) -> Result<Arc<CertifiedKey>, TlsError> {
 }
 
 /// The certificates in force: exact names, wildcard suffixes, and the fallback.
+#[derive(Clone)]
 pub struct CertMap {
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
@@ -150,6 +151,22 @@ impl CertMap {
         }
     }
 
+    /// Adds certificates for names no configured certificate covers (ACME certificates).
+    fn overlay<'a>(
+        &mut self,
+        extra: impl IntoIterator<Item = (&'a [String], &'a Arc<CertifiedKey>)>,
+    ) {
+        for (names, key) in extra {
+            for name in names {
+                match name.strip_prefix("*.") {
+                    Some(suffix) => self.wildcard.entry(suffix.to_string()),
+                    None => self.exact.entry(name.clone()),
+                }
+                .or_insert_with(|| key.clone());
+            }
+        }
+    }
+
     /// The certificate for a server name: exact match, then a wildcard one label up, then the fallback.
     pub fn lookup(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
         let Some(name) = name else {
@@ -176,8 +193,27 @@ impl CertMap {
 }
 
 /// The swappable store the TLS listeners read on every handshake.
+///
+/// What it serves is the configured map (replaced at reload) plus the ACME certificates by
+/// certificate id (replaced one at a time by the ACME manager); both sources are kept so either
+/// change rebuilds the whole map, swapped in one store.
 pub struct CertStore {
     current: ArcSwap<CertMap>,
+    sources: parking_lot::Mutex<Sources>,
+}
+
+struct Sources {
+    configured: CertMap,
+    /// ACME certificate id → (names, key).
+    acme: std::collections::BTreeMap<String, (Vec<String>, Arc<CertifiedKey>)>,
+}
+
+impl Sources {
+    fn build(&self) -> CertMap {
+        let mut map = self.configured.clone();
+        map.overlay(self.acme.values().map(|(n, k)| (n.as_slice(), k)));
+        map
+    }
 }
 
 impl fmt::Debug for CertStore {
@@ -189,12 +225,35 @@ impl fmt::Debug for CertStore {
 impl CertStore {
     pub fn new(map: CertMap) -> Arc<CertStore> {
         Arc::new(CertStore {
-            current: ArcSwap::from_pointee(map),
+            current: ArcSwap::from_pointee(map.clone()),
+            sources: parking_lot::Mutex::new(Sources {
+                configured: map,
+                acme: Default::default(),
+            }),
         })
     }
 
+    /// Replaces the configured certificates; ACME certificates stay.
     pub fn swap(&self, map: CertMap) {
-        self.current.store(Arc::new(map));
+        let mut sources = self.sources.lock();
+        sources.configured = map;
+        self.current.store(Arc::new(sources.build()));
+    }
+
+    /// Serves `key` for `names` under ACME certificate `id` (replacing what `id` served before),
+    /// or stops serving `id` when `key` is `None`. Handshakes already running keep the old key.
+    pub fn set_acme(&self, id: &str, names: &[String], key: Option<Arc<CertifiedKey>>) {
+        let mut sources = self.sources.lock();
+        match key {
+            Some(k) => sources.acme.insert(id.to_string(), (names.to_vec(), k)),
+            None => sources.acme.remove(id),
+        };
+        self.current.store(Arc::new(sources.build()));
+    }
+
+    /// The certificate a handshake for `name` gets now.
+    pub fn lookup(&self, name: &str) -> Arc<CertifiedKey> {
+        self.current.load().lookup(Some(name)).clone()
     }
 
     pub fn resolver(self: &Arc<Self>) -> Arc<dyn ResolvesServerCert> {

@@ -413,67 +413,10 @@ fn client_connections_and_failed_tls_handshakes_are_counted_per_listener() {
 // promtool and Prometheus: Debian's `prometheus` package
 // ------------------------------------------------------------------------------------------------
 
-/// Serializes installs: tests run on several threads.
-static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/bin".into(), "/usr/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// The path of `tool` (`promtool` or `prometheus`), installing Debian's `prometheus` package when
 /// allowed (see the module docs).
 fn prometheus_tool(tool: &str) -> PathBuf {
-    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = find_in_path(tool) {
-        return p;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{tool} is missing and CI is set: install Debian's `prometheus` package \
-             (scripts/test.sh does)"
-        );
-    }
-    if !is_root() {
-        panic!(
-            "{tool} is missing: install Debian's `prometheus` package \
-             (apt-get install prometheus), or run the tests as root to have them install it"
-        );
-    }
-    eprintln!("{tool} is missing: installing Debian's prometheus package");
-    let install = || {
-        Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "prometheus",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let updated = Command::new("apt-get")
-            .args(["update", "-q"])
-            .stdin(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(updated && install(), "apt-get install prometheus failed");
-    }
-    find_in_path(tool).unwrap_or_else(|| panic!("{tool} still missing after installing prometheus"))
+    debian_tool(tool, "prometheus")
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -585,6 +528,24 @@ tests:
         eval_time: 5m
         exp_samples:
           - labels: 'ALERTS{alertname="SwitchyardReloadFailed",alertstate="firing",severity="warning",result="failure"}'
+            value: 1
+  - interval: 1m
+    input_series:
+      # ACME certificates: one expires 10 days after the test's epoch, one in 60 days.
+      - series: 'switchyard_cert_expiry_timestamp_seconds{name="soon.example.com"}'
+        values: '864000x120'
+      - series: 'switchyard_cert_expiry_timestamp_seconds{name="later.example.com"}'
+        values: '5184000x120'
+    promql_expr_test:
+      - expr: ALERTS{alertname="SwitchyardCertificateExpiringSoon"}
+        eval_time: 5m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardCertificateExpiringSoon",alertstate="pending",severity="warning",name="soon.example.com"}'
+            value: 1
+      - expr: ALERTS{alertname="SwitchyardCertificateExpiringSoon"}
+        eval_time: 1h
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardCertificateExpiringSoon",alertstate="firing",severity="warning",name="soon.example.com"}'
             value: 1
 "#;
 
@@ -757,13 +718,17 @@ fn real_prometheus_scrapes_switchyard_and_answers_promql() {
     prom.wait_for("the target up", "query", &[("query", "up")], |j| {
         j["data"]["result"][0]["value"][1] == "1"
     });
+    let in_file = std::fs::read_to_string(ALERTS)
+        .unwrap()
+        .matches("- alert:")
+        .count();
     let rules = prom.wait_for("the alert rules evaluated", "rules", &[], |j| {
         let groups = j["data"]["groups"].as_array().cloned().unwrap_or_default();
         let rules: Vec<_> = groups
             .iter()
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect();
-        rules.len() == 5 && rules.iter().all(|r| r["health"] == "ok")
+        rules.len() == in_file && rules.iter().all(|r| r["health"] == "ok")
     });
     assert_eq!(rules["data"]["groups"][0]["name"], "switchyard");
 

@@ -2,6 +2,7 @@
 //!
 //! `check`, `serve` and reload all go through [`load`], so they report the same errors.
 
+mod acme;
 mod limits;
 mod raw;
 pub mod rollout;
@@ -19,6 +20,7 @@ use http::header::{HeaderName, HeaderValue};
 use rustls::sign::CertifiedKey;
 use toml::Spanned;
 
+pub use acme::{AcmeCertificate, AcmeConfig, ChallengeKind, Eab};
 pub use limits::{LimitsConfig, DEFAULT_MAX_KEYS};
 pub use raw::Balance;
 use raw::{RawConfig, RawDefaults, RawRoute};
@@ -70,6 +72,8 @@ pub struct Config {
     /// The admin API, when `[admin]` is present.
     pub admin: Option<AdminConfig>,
     pub limits: LimitsConfig,
+    /// Certificates obtained over ACME, when `[acme]` is present.
+    pub acme: Option<AcmeConfig>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -388,7 +392,12 @@ impl Validator {
         let defaults = self.route_options(&raw.defaults, &RouteOptions::default());
         let routes = self.routes(&raw, &defaults, &services);
         let admin = self.admin(&raw);
+        let acme = raw
+            .acme
+            .as_ref()
+            .map(|a| self.acme(a, &listeners, &certificates));
         Config {
+            acme,
             admin,
             limits,
             source: PathBuf::from(&self.file),

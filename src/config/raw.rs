@@ -30,6 +30,7 @@ pub struct RawConfig {
     pub services: BTreeMap<String, RawService>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub limits: Option<super::limits::RawLimits>,
+    pub acme: Option<Spanned<super::acme::RawAcme>>,
 }
 
 #[derive(Debug, Deserialize)]

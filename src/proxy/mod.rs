@@ -317,6 +317,14 @@ impl ProxyHttp for Proxy {
             trusted.client_ip(peer, xff)
         });
         ctx.request_id = request_id(req);
+        // ACME HTTP-01 challenges: answered before routing, redirects and rate limits.
+        if req.uri.path().starts_with(crate::acme::HTTP01_PREFIX) {
+            if let Some(key_auth) = self.runtime.acme.http01_response(req.uri.path()) {
+                ctx.snapshot = Some(snap);
+                respond::write_acme_challenge(session, &key_auth, &ctx.request_id).await?;
+                return Ok(true);
+            }
+        }
         let host = routing::normalize_host(request_host(req));
         let path = req.uri.path();
         ctx.route = snap.routes.lookup(&host, path);

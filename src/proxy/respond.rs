@@ -122,6 +122,21 @@ pub async fn write_rate_limited(
     session.write_response_body(body, true).await
 }
 
+/// 200 with an ACME HTTP-01 key authorization as the body.
+pub async fn write_acme_challenge(
+    session: &mut ServerSession,
+    key_authorization: &str,
+    request_id: &str,
+) -> pingora_error::Result<()> {
+    let body = Bytes::from(key_authorization.to_string());
+    let mut resp = ResponseHeader::build(200, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header("x-request-id", request_id)?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
+}
+
 /// A permanent redirect that keeps the method and body (308).
 pub async fn write_redirect(
     session: &mut ServerSession,

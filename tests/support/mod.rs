@@ -911,3 +911,65 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .map(|(_, _, v)| v)
         .sum()
 }
+
+// ------------------------------------------------------------------------------------------------
+// Real peers from Debian packages
+// ------------------------------------------------------------------------------------------------
+
+/// Serializes installs: tests run on several threads.
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin".into(), "/usr/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The path of `tool`, from Debian's `package`. When missing: under CI (`CI` set) the test
+/// fails; otherwise, as root, the package is installed; otherwise the test fails with what to
+/// install. It never skips.
+pub fn debian_tool(tool: &str, package: &str) -> PathBuf {
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = find_in_path(tool) {
+        return p;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{tool} is missing and CI is set: install Debian's `{package}` package \
+             (scripts/test.sh does)"
+        );
+    }
+    if !is_root() {
+        panic!(
+            "{tool} is missing: install Debian's `{package}` package \
+             (apt-get install {package}), or run the tests as root to have them install it"
+        );
+    }
+    eprintln!("{tool} is missing: installing Debian's {package} package");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let updated = Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(updated && install(), "apt-get install {package} failed");
+    }
+    find_in_path(tool).unwrap_or_else(|| panic!("{tool} still missing after installing {package}"))
+}

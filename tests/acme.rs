@@ -1,0 +1,1247 @@
+//! Automatic TLS against a real ACME CA: Debian's pebble and pebble-challtestsrv, started here.
+//!
+//! Every test starts its own pebble (directory TLS certificate generated here, the issuing root
+//! read from pebble's management API) and pebble-challtestsrv (the DNS pebble resolves with: any
+//! name is 127.0.0.1; TXT records for DNS-01) on ports the OS picked, and stops them by PID when
+//! it ends. pebble's validation authority dials the proxy's own listeners (`httpPort`, `tlsPort`).
+//! Clients verify the served chain against pebble's root.
+//!
+//! pebble comes from Debian's `pebble` package. When missing: under CI (`CI` set) the test
+//! fails; otherwise, as root, it installs the package; otherwise it fails with what to install.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::RootCertStore;
+
+use support::*;
+
+// ------------------------------------------------------------------------------------------------
+// pebble and pebble-challtestsrv
+// ------------------------------------------------------------------------------------------------
+
+/// How pebble is started.
+#[derive(Clone, Copy)]
+struct CaOptions {
+    /// `certificateValidityPeriod` in seconds (pebble's default when `None`: about 5 years).
+    validity: Option<u64>,
+    /// PEBBLE_WFE_NONCEREJECT: percentage of good nonces refused.
+    nonce_reject: u32,
+    /// Require external account binding with [`EAB_KID`] and [`EAB_KEY`].
+    eab: bool,
+}
+
+const EAB_KID: &str = "kid-1";
+/// An HMAC key as a CA hands it out: base64url.
+const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+
+const NORMAL: CaOptions = CaOptions {
+    validity: None,
+    nonce_reject: 0,
+    eab: false,
+};
+
+/// A running pebble + pebble-challtestsrv; both killed (by PID) on drop.
+struct Ca {
+    dir: tempfile::TempDir,
+    pebble: Option<Child>,
+    challtestsrv: Child,
+    listen: u16,
+    management: u16,
+    dns: u16,
+    dns_management: u16,
+    http_port: u16,
+    tls_port: u16,
+    /// Log files of every pebble started so far (one per start).
+    logs: Vec<PathBuf>,
+    /// Holds the ports of a stopped pebble.
+    hold: Option<PortHold>,
+}
+
+/// Keeps a stopped pebble's ports from tests running in parallel (they pick free ports, and
+/// could get these): connections are accepted and closed at once, as if the CA were gone.
+struct PortHold {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PortHold {
+    fn new(ports: &[u16]) -> PortHold {
+        let listeners: Vec<std::net::TcpListener> = ports
+            .iter()
+            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).ok())
+            .collect();
+        for l in &listeners {
+            l.set_nonblocking(true).unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                for l in &listeners {
+                    while let Ok((conn, _)) = l.accept() {
+                        drop(conn);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        PortHold {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for PortHold {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Ca {
+    /// Starts both; pebble validates by connecting to 127.0.0.1:`http_port` / `tls_port`.
+    fn start(http_port: u16, tls_port: u16, options: CaOptions) -> Ca {
+        debian_tool("pebble", "pebble");
+        let challtestsrv = debian_tool("pebble-challtestsrv", "pebble");
+        let dir = tempfile::tempdir().unwrap();
+        // The directory's own HTTPS certificate (Debian ships none): a CA and a leaf for 127.0.0.1.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "switchyard test ACME directory CA",
+        );
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca_cert, &ca_key)
+            .unwrap();
+        std::fs::write(dir.path().join("directory-ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
+
+        let (dns, dns_management) = (free_udp_and_tcp_port(), unique_port());
+        let challtestsrv = Command::new(challtestsrv)
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-management", &format!("127.0.0.1:{dns_management}")])
+            .stdin(Stdio::null())
+            .stdout(log_file(dir.path(), "challtestsrv.log"))
+            .stderr(log_file(dir.path(), "challtestsrv.log"))
+            .spawn()
+            .expect("start pebble-challtestsrv");
+        let mut ca = Ca {
+            dir,
+            pebble: None,
+            challtestsrv,
+            listen: unique_port(),
+            management: unique_port(),
+            dns,
+            dns_management,
+            http_port,
+            tls_port,
+            logs: Vec::new(),
+            hold: None,
+        };
+        wait_accepting(dns_management, "pebble-challtestsrv management");
+        // A port picked by `free_port` may be taken by a parallel test before pebble (which
+        // spends a moment generating keys) binds it: then pebble exits, and gets other ports.
+        for _ in 0..5 {
+            if ca.try_start_pebble(options) {
+                return ca;
+            }
+            (ca.listen, ca.management) = (unique_port(), unique_port());
+        }
+        panic!("pebble did not start:\n{}", ca.log());
+    }
+
+    /// (Re)starts pebble on the same ports. A new pebble has a new root and forgets every
+    /// account and order.
+    fn start_pebble(&mut self, options: CaOptions) {
+        assert!(
+            self.try_start_pebble(options),
+            "pebble did not start:\n{}",
+            self.log()
+        );
+    }
+
+    /// Starts pebble; false if it exited before listening (a port was taken).
+    fn try_start_pebble(&mut self, options: CaOptions) -> bool {
+        assert!(self.pebble.is_none(), "pebble already runs");
+        self.hold = None;
+        let mut config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{}", self.listen),
+            "managementListenAddress": format!("127.0.0.1:{}", self.management),
+            "certificate": self.dir.path().join("cert.pem"),
+            "privateKey": self.dir.path().join("key.pem"),
+            "httpPort": self.http_port,
+            "tlsPort": self.tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        if let Some(v) = options.validity {
+            config["pebble"]["certificateValidityPeriod"] = v.into();
+        }
+        if options.eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ EAB_KID: EAB_KEY });
+        }
+        let config_path = self.dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let log = format!("pebble-{}.log", self.logs.len());
+        self.logs.push(self.dir.path().join(&log));
+        let child = Command::new(debian_tool("pebble", "pebble"))
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdin(Stdio::null())
+            .stdout(log_file(self.dir.path(), &log))
+            .stderr(log_file(self.dir.path(), &log))
+            .spawn()
+            .expect("start pebble");
+        self.pebble = Some(child);
+        let ports = [self.listen, self.management];
+        let mut exited = false;
+        let up = wait_until(Duration::from_secs(15), || {
+            exited = self
+                .pebble
+                .as_mut()
+                .is_some_and(|c| c.try_wait().unwrap().is_some());
+            exited
+                || ports
+                    .iter()
+                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        });
+        assert!(up, "pebble does not listen on {ports:?}:\n{}", self.log());
+        // Something listening there may be another test's socket: ask for the directory.
+        let answers = !exited
+            && self
+                .https()
+                .get(self.directory())
+                .send()
+                .is_ok_and(|r| r.status() == 200);
+        if !answers {
+            self.kill_pebble();
+        }
+        answers
+    }
+
+    /// Stops pebble; its ports stay held (see [`PortHold`]) until it starts again.
+    fn stop_pebble(&mut self) {
+        self.kill_pebble();
+        self.hold = Some(PortHold::new(&[self.listen, self.management]));
+    }
+
+    fn kill_pebble(&mut self) {
+        if let Some(mut child) = self.pebble.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.listen)
+    }
+
+    /// The PEM file the proxy trusts for the directory's HTTPS (`ca_root`).
+    fn directory_ca(&self) -> PathBuf {
+        self.dir.path().join("directory-ca.pem")
+    }
+
+    fn https(&self) -> reqwest::blocking::Client {
+        let pem = std::fs::read(self.directory_ca()).unwrap();
+        reqwest::blocking::Client::builder()
+            .no_proxy()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    /// The root the running pebble issues under, from its management API.
+    fn roots(&self) -> RootCertStore {
+        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
+        let pem = self.https().get(url).send().unwrap().text().unwrap();
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        assert!(!roots.is_empty(), "no root from pebble: {pem}");
+        roots
+    }
+
+    /// New orders pebble received, over all its starts (its log has a line per request).
+    fn new_orders(&self) -> usize {
+        self.logs
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("POST /order-plz"))
+                    .count()
+            })
+            .sum()
+    }
+
+    fn log(&self) -> String {
+        self.logs
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+
+    fn challtestsrv_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.dns_management)
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        self.kill_pebble();
+        let _ = self.challtestsrv.kill();
+        let _ = self.challtestsrv.wait();
+        if std::thread::panicking() {
+            eprintln!("--- pebble log ---\n{}", self.log());
+        }
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .unwrap()
+}
+
+/// A free port on 127.0.0.1 that no other test of this file was given: pebble binds its ports
+/// only after a moment of key generation, long enough for a parallel test to be handed the same
+/// port by the OS meanwhile.
+fn unique_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = free_port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (the DNS server binds both).
+fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let port = unique_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn wait_accepting(port: u16, what: &str) {
+    let up = wait_until(Duration::from_secs(15), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "{what} does not listen on 127.0.0.1:{port}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// The proxy
+// ------------------------------------------------------------------------------------------------
+
+const CONFIG: &str = r#"
+{server}
+{http_listener}
+{https_listener}
+{catch_all_blue}
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[acme]
+directory = "{directory}"
+ca_root = "{ca_root}"
+email = "ops@switchyard.test"
+backoff_min = "1s"
+backoff_max = "4s"
+{acme_extra}
+
+[[acme.certificates]]
+names = [{names}]
+challenge = "{challenge}"
+"#;
+
+struct Setup {
+    ca: Ca,
+    _blue: Backend,
+    http: u16,
+    https: u16,
+    admin: u16,
+    config: String,
+}
+
+/// pebble plus a proxy config for one ACME certificate (`names` as TOML strings).
+fn setup(names: &[&str], challenge: &str, options: CaOptions) -> Setup {
+    let (http, https, admin) = (unique_port(), unique_port(), unique_port());
+    let ca = Ca::start(http, https, options);
+    // On a port from `unique_port` too: a port-0 bind could take one handed out to a test that
+    // has not bound it yet.
+    let blue = loop {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], unique_port()));
+        if let Ok(b) = Backend::spawn_on(addr, "blue") {
+            break b;
+        }
+    };
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let mut acme_extra = if challenge == "dns-01" {
+        // The documented example hook, pointed at pebble-challtestsrv by a small wrapper.
+        let wrapper = ca.dir.path().join("dns-hook");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nDNS_HOOK_BACKEND=challtestsrv CHALLTESTSRV_URL={} exec {}/examples/dns-hook.sh \"$@\"\n",
+                ca.challtestsrv_url(),
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        format!("dns_hook = \"{}\"", wrapper.display())
+    } else {
+        String::new()
+    };
+    if options.eab {
+        acme_extra.push_str(&format!(
+            "\neab = {{ kid = \"{EAB_KID}\", hmac_key = \"{EAB_KEY}\" }}"
+        ));
+    }
+    let config = fill(
+        CONFIG,
+        &[
+            ("http", &http),
+            ("https", &https),
+            ("admin", &admin),
+            ("blue", &blue.addr),
+            ("directory", &ca.directory()),
+            ("ca_root", &ca.directory_ca().display()),
+            ("acme_extra", &acme_extra),
+            ("names", &quoted.join(", ")),
+            ("challenge", &challenge),
+        ],
+    );
+    Setup {
+        ca,
+        _blue: blue,
+        http,
+        https,
+        admin,
+        config,
+    }
+}
+
+/// One HTTPS request for `name` on a new connection, verified against `roots`: the leaf's
+/// serial (hex), or why it failed.
+fn fetch(port: u16, name: &str, roots: &RootCertStore) -> Result<String, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), server_name).map_err(|e| e.to_string())?;
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes())
+        .map_err(|e| format!("handshake or write: {e}"))?;
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            // pingora may close without close_notify once the response is complete.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "unexpected response: {:?}",
+            text.lines().next().unwrap_or_default()
+        ));
+    }
+    let leaf = conn.peer_certificates().ok_or("no certificate")?[0].clone();
+    Ok(serial(&leaf))
+}
+
+fn serial(cert: &CertificateDer<'_>) -> String {
+    let (_, x509) = x509_parser::parse_x509_certificate(cert).unwrap();
+    x509.raw_serial_as_string().replace(':', "")
+}
+
+/// Waits until every name is served a certificate that verifies against `roots`; returns the
+/// serial of the first name's certificate.
+fn wait_served(port: u16, names: &[&str], roots: &RootCertStore, timeout: Duration) -> String {
+    let mut last = String::new();
+    let ok = wait_until(timeout, || {
+        names.iter().all(|n| match fetch(port, n, roots) {
+            Ok(s) => {
+                last = s;
+                true
+            }
+            Err(e) => {
+                last = e;
+                false
+            }
+        })
+    });
+    assert!(
+        ok,
+        "{names:?} not served a valid certificate within {timeout:?}: {last}"
+    );
+    fetch(port, names[0], roots).unwrap()
+}
+
+fn certs(admin: &Admin) -> Vec<serde_json::Value> {
+    let reply = admin.get("/v1/certs");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json["certificates"].as_array().unwrap().clone()
+}
+
+fn metrics(admin: &Admin) -> String {
+    admin.get("/metrics").text
+}
+
+/// Obtains a first certificate for `names` through `challenge`: served to a verifying client,
+/// shown as valid by the API and the metrics, stored with a 0600 key. Returns the time from
+/// start to a served certificate.
+fn first_certificate(names: &[&str], challenge: &str) -> Duration {
+    let s = setup(names, challenge, NORMAL);
+    let roots = s.ca.roots();
+    let started = Instant::now();
+    let proxy = Proxy::start(&s.config);
+    wait_served(s.https, names, &roots, Duration::from_secs(30));
+    let elapsed = started.elapsed();
+    eprintln!("{challenge} {names:?}: first certificate served {elapsed:?} after start");
+
+    let admin = Admin::new(s.admin, None);
+    let list = certs(&admin);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["status"], "valid", "{list:?}");
+    assert_eq!(list[0]["challenge"], challenge);
+    assert!(
+        list[0]["issuer"].as_str().unwrap().contains("Pebble"),
+        "{list:?}"
+    );
+    let text = metrics(&admin);
+    for name in names {
+        let expiry = metric(
+            &text,
+            "switchyard_cert_expiry_timestamp_seconds",
+            &[("name", name)],
+        );
+        assert!(
+            expiry.is_some_and(|t| t > 0.0),
+            "no expiry for {name}:\n{text}"
+        );
+        let next = metric(
+            &text,
+            "switchyard_cert_next_renewal_timestamp_seconds",
+            &[("name", name)],
+        );
+        assert!(
+            next.is_some_and(|n| n < expiry.unwrap()),
+            "next renewal for {name}"
+        );
+        assert_eq!(
+            metric(&text, "switchyard_cert_pending", &[("name", name)]),
+            Some(0.0)
+        );
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "switchyard_acme_orders_total",
+            &[("challenge", challenge), ("result", "success")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(s.ca.new_orders(), 1);
+    // The waiting period was logged, and the files are where docs/acme.md says, key 0600.
+    assert!(proxy.stderr().contains("wait(s) for a first certificate"));
+    if challenge == "tls-alpn-01" {
+        // Answered by the pre-TLS hook, once per name.
+        let answered = proxy
+            .stderr()
+            .matches("answered a TLS-ALPN-01 challenge")
+            .count();
+        assert!(answered >= names.len(), "{}", proxy.stderr());
+    }
+    let id = names[0].replace('*', "_wildcard");
+    let base = proxy.dir().join("state/acme/certs").join(&id);
+    let current: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("current.json")).unwrap()).unwrap();
+    let key = base
+        .join(current["serial"].as_str().unwrap())
+        .join("key.pem");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+    elapsed
+}
+
+// ------------------------------------------------------------------------------------------------
+// The tests
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn two_names_through_http01_within_the_target_time() {
+    let elapsed = first_certificate(&["one.switchyard.test", "two.switchyard.test"], "http-01");
+    // Target: 2 s with PEBBLE_VA_NOSLEEP; generous bound for a loaded test machine.
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "first certificate after {elapsed:?}"
+    );
+}
+
+#[test]
+fn two_names_through_tls_alpn01() {
+    first_certificate(
+        &["alpn1.switchyard.test", "alpn2.switchyard.test"],
+        "tls-alpn-01",
+    );
+}
+
+#[test]
+fn two_names_through_dns01_with_the_example_hook() {
+    first_certificate(&["dns1.switchyard.test", "dns2.switchyard.test"], "dns-01");
+}
+
+#[test]
+fn a_wildcard_through_dns01() {
+    let s = setup(
+        &["*.wild.switchyard.test", "wild.switchyard.test"],
+        "dns-01",
+        NORMAL,
+    );
+    let roots = s.ca.roots();
+    let _proxy = Proxy::start(&s.config);
+    wait_served(
+        s.https,
+        &["anything.wild.switchyard.test", "wild.switchyard.test"],
+        &roots,
+        Duration::from_secs(30),
+    );
+    // One label only: a deeper name is not covered (the fallback answers, which does not verify).
+    assert!(fetch(s.https, "a.b.wild.switchyard.test", &roots).is_err());
+}
+
+#[test]
+fn http01_is_answered_before_redirects_and_routing() {
+    // Every plain request is redirected to HTTPS and no route matches the ACME host, yet the
+    // challenge is answered: the certificate is issued through HTTP-01.
+    let mut s = setup(&["redirected.switchyard.test"], "http-01", NORMAL);
+    s.config = s.config.replace(
+        "[[routes]]\nhost = \"*\"",
+        "[[routes]]\nhost = \"only.this.host\"",
+    );
+    s.config = s.config.replacen(
+        &format!("address = \"127.0.0.1:{}\"\n", s.http),
+        &format!(
+            "address = \"127.0.0.1:{}\"\nredirect_https = true\n",
+            s.http
+        ),
+        1,
+    );
+    assert!(s.config.contains("redirect_https = true"), "{}", s.config);
+    let roots = s.ca.roots();
+    let _proxy = Proxy::start(&s.config);
+    let admin = Admin::new(s.admin, None);
+    let valid = wait_until(Duration::from_secs(30), || {
+        certs(&admin)[0]["status"] == "valid"
+    });
+    assert!(valid, "{:?}", certs(&admin));
+    // Without a route the proxy answers 404 over TLS, but the handshake verifies.
+    let err = fetch(s.https, "redirected.switchyard.test", &roots).unwrap_err();
+    assert!(err.contains("404"), "{err}");
+}
+
+#[test]
+fn http01_is_answered_before_rate_limits() {
+    // Every request to the name is limited to 1 a minute per client IP, and the test uses up
+    // the allowance of 127.0.0.1 (the CA's address too) before the CA comes up.
+    let mut s = setup(&["limited.switchyard.test"], "http-01", NORMAL);
+    s.config = s.config.replacen(
+        "host = \"*\"\nservice = \"api\"\n",
+        "host = \"*\"\nservice = \"api\"\nlimits = [\"tight\"]\n",
+        1,
+    );
+    s.config
+        .push_str("\n[limits.zones.tight]\nkey = \"client_ip\"\nrate = \"1r/m\"\nburst = 0\n");
+    assert!(s.config.contains("limits = [\"tight\"]"), "{}", s.config);
+    s.ca.stop_pebble();
+    let _proxy = Proxy::start(&s.config);
+    let client = http1_client();
+    let url = format!("http://limited.switchyard.test:{}/", s.http);
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| client.get(&url).send().unwrap().status().as_u16())
+        .collect();
+    assert_eq!(statuses[1..], [429, 429], "{statuses:?}");
+    s.ca.start_pebble(NORMAL);
+    let roots = s.ca.roots();
+    let admin = Admin::new(s.admin, None);
+    let valid = wait_until(Duration::from_secs(20), || {
+        certs(&admin)[0]["status"] == "valid"
+    });
+    assert!(valid, "{:?}", certs(&admin));
+    // Requests are still refused, over a handshake that verifies against the CA's root.
+    assert_eq!(client.get(&url).send().unwrap().status(), 429);
+    let err = fetch(s.https, "limited.switchyard.test", &roots).unwrap_err();
+    assert!(err.contains("429"), "{err}");
+}
+
+#[test]
+fn renewal_swaps_the_certificate_without_a_failed_request() {
+    // pebble issues 10-second certificates: renewal is due every ~6.7 s.
+    let s = setup(
+        &["renew.switchyard.test"],
+        "http-01",
+        CaOptions {
+            validity: Some(10),
+            ..NORMAL
+        },
+    );
+    let roots = s.ca.roots();
+    let _proxy = Proxy::start(&s.config);
+    let first = wait_served(
+        s.https,
+        &["renew.switchyard.test"],
+        &roots,
+        Duration::from_secs(30),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let serials = Arc::new(Mutex::new(BTreeSet::new()));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, requests, failures, serials, roots) = (
+                stop.clone(),
+                requests.clone(),
+                failures.clone(),
+                serials.clone(),
+                roots.clone(),
+            );
+            let port = s.https;
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    match fetch(port, "renew.switchyard.test", &roots) {
+                        Ok(serial) => {
+                            serials.lock().unwrap().insert(serial);
+                        }
+                        Err(e) => failures.lock().unwrap().push(e),
+                    }
+                }
+            })
+        })
+        .collect();
+    // Long enough for at least two renewals.
+    let admin = Admin::new(s.admin, None);
+    let renewed_twice = wait_until(Duration::from_secs(40), || {
+        serials.lock().unwrap().len() >= 3
+    });
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let serials = serials.lock().unwrap().clone();
+    let failures = failures.lock().unwrap().clone();
+    let total = requests.load(Ordering::Relaxed);
+    eprintln!(
+        "renewal under load: {total} requests, {} failed, {} serials seen (first {first})",
+        failures.len(),
+        serials.len()
+    );
+    assert!(renewed_twice, "serials seen: {serials:?}");
+    assert!(serials.contains(&first));
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let text = metrics(&admin);
+    assert!(
+        metric_sum(
+            &text,
+            "switchyard_acme_orders_total",
+            &[("result", "success")]
+        ) >= 3.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn ca_failures_back_off_while_the_old_certificate_serves() {
+    let mut s = setup(&["backoff.switchyard.test"], "http-01", NORMAL);
+    let old_roots = s.ca.roots();
+    let proxy = Proxy::start(&s.config);
+    let name = ["backoff.switchyard.test"];
+    let first = wait_served(s.https, &name, &old_roots, Duration::from_secs(30));
+    let admin = Admin::new(s.admin, None);
+    let failures = |reason: &str| {
+        metric(
+            &metrics(&admin),
+            "switchyard_acme_failures_total",
+            &[("challenge", "http-01"), ("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    };
+    let account_file = || {
+        let dir = proxy.dir().join("state/acme/accounts");
+        let entry = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        json
+    };
+    let account_before = account_file();
+
+    // 1. pebble gone: forced renewal fails, retries back off (1 s, 2 s, 4 s, 4 s...).
+    s.ca.stop_pebble();
+    let reply = admin.send("POST", "/v1/certs/backoff.switchyard.test/renew", None, &[]);
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.json["certificate"], "backoff.switchyard.test");
+    assert!(wait_until(Duration::from_secs(10), || failures(
+        "ca_unreachable"
+    ) >= 1.0));
+    let watch_start = Instant::now();
+    while watch_start.elapsed() < Duration::from_secs(7) {
+        assert_eq!(fetch(s.https, name[0], &old_roots).unwrap(), first);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let down = failures("ca_unreachable");
+    // Retrying without backoff would make hundreds of attempts in 7 s; with it, 1 + 2 + 4 s.
+    assert!((2.0..=6.0).contains(&down), "{down} failures in 7 s");
+    let status = &certs(&admin)[0];
+    assert_eq!(status["status"], "failing", "{status}");
+    assert!(status["last_error"].as_str().is_some(), "{status}");
+    let ctl = Command::new(BIN)
+        .args([
+            "ctl",
+            "--admin",
+            &format!("http://127.0.0.1:{}", s.admin),
+            "certs",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&ctl.stdout);
+    assert!(ctl.status.success() && table.contains("failing"), "{table}");
+    assert!(table.contains("backoff.switchyard.test"), "{table}");
+
+    // 2. pebble back, refusing every nonce: orders fail with bad_nonce; the old one serves.
+    s.ca.start_pebble(CaOptions {
+        nonce_reject: 100,
+        ..NORMAL
+    });
+    assert!(
+        wait_until(Duration::from_secs(15), || failures("bad_nonce") >= 1.0),
+        "{}",
+        metrics(&admin)
+    );
+    assert_eq!(fetch(s.https, name[0], &old_roots).unwrap(), first);
+
+    // 3. A healthy pebble (a new one: it forgot our account): the next retry registers the
+    //    same key again and obtains a certificate under the new root.
+    s.ca.stop_pebble();
+    s.ca.start_pebble(NORMAL);
+    let new_roots = s.ca.roots();
+    let renewed = wait_served(s.https, &name, &new_roots, Duration::from_secs(20));
+    assert_ne!(renewed, first);
+    let account_after = account_file();
+    assert_eq!(
+        account_before["key_pkcs8"], account_after["key_pkcs8"],
+        "the account key was kept"
+    );
+    assert_eq!(certs(&admin)[0]["status"], "valid");
+}
+
+#[test]
+fn a_name_is_pending_on_a_self_signed_certificate_until_the_ca_answers() {
+    let mut s = setup(&["pending.switchyard.test"], "http-01", NORMAL);
+    s.ca.stop_pebble();
+    let proxy = Proxy::start(&s.config);
+    let admin = Admin::new(s.admin, None);
+    let failed = wait_until(Duration::from_secs(10), || {
+        certs(&admin)[0]["last_error"].is_string()
+    });
+    assert!(failed, "{:?}", certs(&admin));
+    let status = &certs(&admin)[0];
+    assert_eq!(status["status"], "pending", "{status}");
+    assert!(status["not_after"].is_null(), "{status}");
+    let text = metrics(&admin);
+    assert_eq!(
+        metric(
+            &text,
+            "switchyard_cert_pending",
+            &[("name", "pending.switchyard.test")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(proxy
+        .stderr()
+        .contains("pending.switchyard.test wait(s) for a first certificate"));
+    // The CA comes up: the next retry (backoff 1 s to 4 s) creates the account and the certificate.
+    s.ca.start_pebble(NORMAL);
+    let roots = s.ca.roots();
+    wait_served(
+        s.https,
+        &["pending.switchyard.test"],
+        &roots,
+        Duration::from_secs(20),
+    );
+    assert_eq!(certs(&admin)[0]["status"], "valid");
+    assert_eq!(
+        metric(
+            &metrics(&admin),
+            "switchyard_cert_pending",
+            &[("name", "pending.switchyard.test")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_restart_keeps_the_backoff_of_failed_orders() {
+    let mut s = setup(&["crashloop.switchyard.test"], "http-01", NORMAL);
+    s.config = s
+        .config
+        .replace("backoff_min = \"1s\"", "backoff_min = \"30s\"")
+        .replace("backoff_max = \"4s\"", "backoff_max = \"60s\"");
+    s.ca.stop_pebble();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Admin::new(s.admin, None);
+    {
+        let _proxy = Proxy::start_in(dir.path(), &s.config);
+        let failed = wait_until(Duration::from_secs(10), || {
+            certs(&admin)[0]["failures"] == 1
+        });
+        assert!(failed, "{:?}", certs(&admin));
+    }
+    // Restarted (as a crash loop would): the failure is remembered, no order is placed before
+    // the backoff ends.
+    let proxy = Proxy::start_in(dir.path(), &s.config);
+    let status = certs(&admin)[0].clone();
+    assert_eq!(status["failures"], 1, "{status}");
+    assert!(status["last_error"].is_string(), "{status}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let next = status["next_attempt_unix"].as_u64().unwrap();
+    assert!(next > now + 10, "next attempt {next}, now {now}");
+    assert!(
+        proxy.stderr().contains("failed order(s) in a row"),
+        "{}",
+        proxy.stderr()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        metric_sum(&metrics(&admin), "switchyard_acme_orders_total", &[]),
+        0.0
+    );
+    // An operator may still force an order; success clears the saved backoff.
+    s.ca.start_pebble(NORMAL);
+    let reply = admin.send(
+        "POST",
+        "/v1/certs/crashloop.switchyard.test/renew",
+        None,
+        &[],
+    );
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let roots = s.ca.roots();
+    wait_served(
+        s.https,
+        &["crashloop.switchyard.test"],
+        &roots,
+        Duration::from_secs(20),
+    );
+    let retry = dir
+        .path()
+        .join("state/acme/certs/crashloop.switchyard.test/retry.json");
+    assert!(wait_until(Duration::from_secs(5), || !retry.exists()));
+}
+
+#[test]
+fn external_account_binding() {
+    let s = setup(
+        &["eab.switchyard.test"],
+        "http-01",
+        CaOptions {
+            eab: true,
+            ..NORMAL
+        },
+    );
+    let roots = s.ca.roots();
+    let _proxy = Proxy::start(&s.config);
+    // pebble refuses accounts without a valid binding: a certificate proves it was sent.
+    wait_served(
+        s.https,
+        &["eab.switchyard.test"],
+        &roots,
+        Duration::from_secs(30),
+    );
+}
+
+#[test]
+fn reload_adds_and_removes_acme_certificates() {
+    let s = setup(&["first.switchyard.test"], "http-01", NORMAL);
+    let roots = s.ca.roots();
+    let mut proxy = Proxy::start(&s.config);
+    wait_served(
+        s.https,
+        &["first.switchyard.test"],
+        &roots,
+        Duration::from_secs(30),
+    );
+    let second = s.config.replace(
+        "names = [\"first.switchyard.test\"]",
+        "names = [\"second.switchyard.test\"]",
+    );
+    assert_ne!(second, s.config);
+    proxy.reload_with(&second);
+    wait_served(
+        s.https,
+        &["second.switchyard.test"],
+        &roots,
+        Duration::from_secs(30),
+    );
+    // The removed certificate is no longer served (the fallback does not verify).
+    assert!(fetch(s.https, "first.switchyard.test", &roots).is_err());
+    let admin = Admin::new(s.admin, None);
+    let list = certs(&admin);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["id"], "second.switchyard.test");
+    let text = metrics(&admin);
+    assert!(
+        metric(
+            &text,
+            "switchyard_cert_expiry_timestamp_seconds",
+            &[("name", "first.switchyard.test")]
+        )
+        .is_none(),
+        "{text}"
+    );
+}
+
+#[test]
+fn restarts_place_no_new_order() {
+    let s = setup(&["restart.switchyard.test"], "tls-alpn-01", NORMAL);
+    let roots = s.ca.roots();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, first_log) = {
+        let proxy = Proxy::start_in(dir.path(), &s.config);
+        let serial = wait_served(
+            s.https,
+            &["restart.switchyard.test"],
+            &roots,
+            Duration::from_secs(30),
+        );
+        (serial, proxy.stderr())
+    };
+    // Normally 1; a first order that failed and was retried would show here. Rounds alternate a
+    // crash (SIGKILL) and a clean stop (SIGTERM).
+    let orders = s.ca.new_orders();
+    if orders != 1 {
+        eprintln!("{orders} orders for the first certificate:\n{first_log}");
+    }
+    for round in 0..10 {
+        let proxy = Proxy::start_in(dir.path(), &s.config);
+        // Served from disk as soon as the listeners accept.
+        assert_eq!(
+            fetch(s.https, "restart.switchyard.test", &roots).unwrap(),
+            first,
+            "restart {round}"
+        );
+        let admin = Admin::new(s.admin, None);
+        assert_eq!(certs(&admin)[0]["status"], "valid");
+        let text = metrics(&admin);
+        assert_eq!(
+            metric_sum(&text, "switchyard_acme_orders_total", &[]),
+            0.0,
+            "restart {round}: {text}"
+        );
+        assert!(
+            proxy
+                .stderr()
+                .contains("loaded certificate for restart.switchyard.test"),
+            "{}",
+            proxy.stderr()
+        );
+        // The loaded certificate's renewal window is asked for (ARI); pebble has none, which
+        // leaves the schedule alone.
+        assert!(
+            proxy.wait_for_log(
+                "offers no renewal information (ARI)",
+                Duration::from_secs(10)
+            ),
+            "{}",
+            proxy.stderr()
+        );
+        // Every other round ends in a crash (SIGKILL) rather than a clean stop.
+        if round % 2 == 0 {
+            proxy.signal("KILL");
+        }
+    }
+    assert_eq!(
+        s.ca.new_orders(),
+        orders,
+        "pebble saw new orders across 10 restarts"
+    );
+    eprintln!("10 restarts: 0 new orders");
+}
+
+#[test]
+fn renew_endpoint_and_ctl_for_unknown_names() {
+    let s = setup(&["known.switchyard.test"], "http-01", NORMAL);
+    let _proxy = Proxy::start(&s.config);
+    let admin = Admin::new(s.admin, None);
+    let reply = admin.send("POST", "/v1/certs/unknown.switchyard.test/renew", None, &[]);
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    let reply = admin.get("/v1/certs/known.switchyard.test/renew");
+    assert_eq!(reply.status, 405);
+    let ctl = Command::new(BIN)
+        .args(["ctl", "--admin", &format!("http://127.0.0.1:{}", s.admin)])
+        .args(["certs", "--renew", "unknown.switchyard.test"])
+        .output()
+        .unwrap();
+    assert_eq!(ctl.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&ctl.stderr).contains("no ACME certificate covers"));
+}
+
+// ------------------------------------------------------------------------------------------------
+// `switchyard check`
+// ------------------------------------------------------------------------------------------------
+
+const CHECK: &str = r#"{server}
+{http_listener}
+{catch_all_blue}
+
+[acme]
+{acme}
+"#;
+
+fn check_acme(acme: &str) -> (i32, String) {
+    let config = fill(
+        CHECK,
+        &[("http", &8080), ("blue", &"127.0.0.1:9"), ("acme", &acme)],
+    );
+    let (code, _, stderr) = check(&config);
+    (code, stderr)
+}
+
+#[test]
+fn check_reports_names_that_cannot_be_issued_with_their_location() {
+    let (code, err) = check_acme(
+        r#"email = "ops@switchyard.test"
+
+[[acme.certificates]]
+names = ["*.wild.example.com", "10.0.0.1", "localhost", "ok.example.com"]
+
+[[acme.certificates]]
+names = ["ok.example.com"]
+challenge = "dns-01"
+
+[[acme.certificates]]
+names = ["tls.example.com"]
+challenge = "tls-alpn-01"
+
+[[acme.certificates]]
+names = ["x.example.com"]
+challenge = "http-02"
+"#,
+    );
+    assert_eq!(code, 1, "{err}");
+    let expect = [
+        // line:col of each problem in the filled-in file.
+        "wildcard \"*.wild.example.com\" can only be issued through dns-01, not http-01",
+        "\"10.0.0.1\" cannot be issued: IP addresses",
+        "\"localhost\" cannot be issued: a CA issues only for fully qualified names",
+        "\"ok.example.com\" is listed in more than one ACME certificate",
+        "dns-01 needs `dns_hook` in [acme]",
+        "tls-alpn-01 needs a TLS listener",
+        "unknown ACME challenge \"http-02\"",
+    ];
+    for e in expect {
+        let line = err
+            .lines()
+            .find(|l| l.contains(e))
+            .unwrap_or_else(|| panic!("missing {e:?} in:\n{err}"));
+        let (location, _) = line.split_once(": ").unwrap();
+        let parts: Vec<&str> = location.split(':').collect();
+        assert_eq!(parts.len(), 3, "{line}");
+        assert_eq!(parts[0], "switchyard.toml", "{line}");
+        assert!(parts[1].parse::<usize>().unwrap() > 1, "{line}");
+    }
+}
+
+#[test]
+fn check_reports_bad_acme_settings() {
+    let (code, err) = check_acme(
+        r#"directory = "http://insecure.example/dir"
+staging = true
+email = "not-an-email"
+ca_root = "/nonexistent/root.pem"
+dns_hook = "/nonexistent/hook"
+eab = { kid = "k", hmac_key = "not base64!" }
+backoff_min = "10s"
+backoff_max = "1s"
+"#,
+    );
+    assert_eq!(code, 1);
+    for e in [
+        "set either `directory` or `staging = true`, not both",
+        "invalid contact email \"not-an-email\"",
+        "cannot read ca_root \"/nonexistent/root.pem\"",
+        "dns_hook \"/nonexistent/hook\" cannot be used",
+        "eab.hmac_key must be base64url",
+        "backoff_max must be at least backoff_min",
+        "[acme] lists no certificates",
+    ] {
+        assert!(err.contains(e), "missing {e:?} in:\n{err}");
+    }
+    let (code, err) = check_acme("bogus = 1\n[[acme.certificates]]\nnames = [\"a.example.com\"]\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown field `bogus`"), "{err}");
+}
