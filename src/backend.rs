@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -54,6 +54,9 @@ struct Shared {
     name: String,
     fail_ratio: f64,
     requests: AtomicU64,
+    /// Answers turned into 500 by `fail_ratio`, and when the first of them was decided.
+    injected_failures: AtomicU64,
+    first_injected_failure: OnceLock<Instant>,
 }
 
 impl Backend {
@@ -89,6 +92,17 @@ impl Backend {
     /// How many requests this backend has parsed so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many answers `fail_ratio` has turned into 500 so far.
+    pub fn injected_failures(&self) -> u64 {
+        self.shared.injected_failures.load(Ordering::Relaxed)
+    }
+
+    /// When the first answer was turned into 500 by `fail_ratio` (the rollback benchmark's "first
+    /// canary error"); `None` before that.
+    pub fn first_injected_failure(&self) -> Option<Instant> {
+        self.shared.first_injected_failure.get().copied()
     }
 
     /// Stops the backend and waits for its thread; open connections are closed.
@@ -190,6 +204,8 @@ impl BackendBuilder {
             name: self.name,
             fail_ratio: self.fail_ratio,
             requests: AtomicU64::new(0),
+            injected_failures: AtomicU64::new(0),
+            first_injected_failure: OnceLock::new(),
         }
     }
 }
@@ -320,6 +336,8 @@ async fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> Result<(),
         }
         if shared.fail_ratio > 0.0 && fastrand::f64() < shared.fail_ratio {
             status = 500;
+            shared.first_injected_failure.get_or_init(Instant::now);
+            shared.injected_failures.fetch_add(1, Ordering::Relaxed);
         }
         let keep_alive = head.keep_alive();
         let response = echo_response(shared, &head, status, body_bytes, keep_alive);
@@ -1131,6 +1149,14 @@ mod tests {
     #[test]
     fn fail_ratio_one_always_fails() {
         let backend = Backend::builder("bad").fail_ratio(1.0).spawn().unwrap();
+        assert_eq!(
+            (
+                backend.injected_failures(),
+                backend.first_injected_failure()
+            ),
+            (0, None)
+        );
+        let before = Instant::now();
         let mut stream = connect(&backend);
         for _ in 0..3 {
             stream
@@ -1141,6 +1167,8 @@ mod tests {
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(json["backend"], "bad");
         }
+        assert_eq!(backend.injected_failures(), 3);
+        assert!(backend.first_injected_failure().unwrap() >= before);
     }
 
     #[test]

@@ -1041,9 +1041,9 @@ struct Reply {
 }
 
 /// One response: status and body.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Client {
@@ -1176,7 +1176,7 @@ impl Client {
 }
 
 /// Parses a whole HTTP/1.1 response read until the server closed the connection.
-fn parse_response(raw: &[u8]) -> Result<Answer, &'static str> {
+pub(crate) fn parse_response(raw: &[u8]) -> Result<Answer, &'static str> {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
