@@ -82,6 +82,9 @@ fn bench_pick(c: &mut Criterion) {
         balance,
         health: None,
         passive: PassivePolicy::default(),
+        rollout: Default::default(),
+        sticky: None,
+        pool_override: None,
         pools: vec![
             PoolConfig {
                 name: "blue".into(),

@@ -22,7 +22,9 @@ use serde_json::{json, Value};
 use crate::config::{
     AccessLogTarget, AdminConfig, Balance, Config, ConfigErrors, RouteOptions, MAX_WEIGHT,
 };
-use crate::control::{self, ControlError, ServiceView};
+use crate::control::{
+    self, ControlError, RolloutAction, RolloutRequest, ServiceView, SwitchRequest,
+};
 use crate::runtime::Runtime;
 
 /// Largest accepted request body.
@@ -73,9 +75,12 @@ impl AdminError {
                     StatusCode::NOT_FOUND
                 }
                 ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-                ControlError::Conflict { .. } | ControlError::Unhealthy { .. } => {
-                    StatusCode::CONFLICT
-                }
+                ControlError::NoRollout(_) => StatusCode::NOT_FOUND,
+                ControlError::Conflict { .. }
+                | ControlError::Unhealthy { .. }
+                | ControlError::RolloutOwnsWeights { .. }
+                | ControlError::RolloutActive { .. }
+                | ControlError::NoActiveRollout(_) => StatusCode::CONFLICT,
                 ControlError::Change(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,6 +96,11 @@ pub fn error_response(e: &AdminError) -> Response<Vec<u8>> {
     match e {
         AdminError::Control(ControlError::Conflict { current, .. }) => {
             body["generation"] = json!(current);
+        }
+        AdminError::Control(
+            ControlError::RolloutOwnsWeights { id, .. } | ControlError::RolloutActive { id, .. },
+        ) => {
+            body["rollout"] = json!(id);
         }
         AdminError::Rejected(errors) => {
             let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
@@ -121,6 +131,11 @@ pub enum Resource {
     Service(String),
     Weights(String),
     Switch(String),
+    Rollouts(String),
+    /// `/v1/services/{s}/rollouts/current` (or the current rollout's id).
+    Rollout(String),
+    RolloutAction(String, RolloutAction),
+    RolloutEvents(String),
     Reload,
     Config,
     Live,
@@ -142,6 +157,14 @@ impl Resource {
             ["v1", "services", s] => Resource::Service(segment(s)?),
             ["v1", "services", s, "weights"] => Resource::Weights(segment(s)?),
             ["v1", "services", s, "switch"] => Resource::Switch(segment(s)?),
+            ["v1", "services", s, "rollouts"] => Resource::Rollouts(segment(s)?),
+            ["v1", "services", s, "rollouts", "current"] => Resource::Rollout(segment(s)?),
+            ["v1", "services", s, "rollouts", "current", "events"] => {
+                Resource::RolloutEvents(segment(s)?)
+            }
+            ["v1", "services", s, "rollouts", "current", action] => {
+                Resource::RolloutAction(segment(s)?, RolloutAction::parse(action)?)
+            }
             ["v1", "reload"] => Resource::Reload,
             ["v1", "config"] => Resource::Config,
             ["health", "live"] => Resource::Live,
@@ -156,7 +179,10 @@ impl Resource {
     pub fn allow(&self) -> &'static [&'static str] {
         match self {
             Resource::Weights(_) => &["PUT", "DELETE"],
-            Resource::Switch(_) | Resource::Reload => &["POST"],
+            Resource::Switch(_)
+            | Resource::Reload
+            | Resource::Rollouts(_)
+            | Resource::RolloutAction(..) => &["POST"],
             _ => &["GET"],
         }
     }
@@ -197,6 +223,10 @@ pub enum Action {
     SetWeights(String),
     ClearWeights(String),
     Switch(String),
+    StartRollout(String),
+    ShowRollout(String),
+    ActOnRollout(String, RolloutAction),
+    RolloutEvents(String),
     Reload,
     ShowConfig,
     Live,
@@ -213,6 +243,10 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
         (Resource::Weights(s), "PUT") => Action::SetWeights(s),
         (Resource::Weights(s), "DELETE") => Action::ClearWeights(s),
         (Resource::Switch(s), "POST") => Action::Switch(s),
+        (Resource::Rollouts(s), "POST") => Action::StartRollout(s),
+        (Resource::Rollout(s), "GET") => Action::ShowRollout(s),
+        (Resource::RolloutAction(s, a), "POST") => Action::ActOnRollout(s, a),
+        (Resource::RolloutEvents(s), "GET") => Action::RolloutEvents(s),
         (Resource::Reload, "POST") => Action::Reload,
         (Resource::Config, "GET") => Action::ShowConfig,
         (Resource::Live, "GET") => Action::Live,
@@ -330,17 +364,85 @@ pub fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, u32>, AdminError> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SwitchRequest {
+struct RawSwitch {
     to: String,
+    watch: Option<Value>,
 }
 
-/// `{"to": "green"}` → `"green"`.
-pub fn parse_switch(body: &[u8]) -> Result<String, AdminError> {
+/// `{"to": "green", "watch": "30s"}` (watch optional).
+pub fn parse_switch(body: &[u8]) -> Result<SwitchRequest, AdminError> {
     let value = parse_json(body)?;
-    let req: SwitchRequest = serde_json::from_value(value).map_err(|e| {
-        AdminError::BadRequest(format!("the body must be {{\"to\": \"<pool>\"}}: {e}"))
+    let req: RawSwitch = serde_json::from_value(value).map_err(|e| {
+        AdminError::BadRequest(format!(
+            "the body must be {{\"to\": \"<pool>\", \"watch\": \"<duration>\" (optional)}}: {e}"
+        ))
     })?;
-    Ok(req.to)
+    Ok(SwitchRequest {
+        to: req.to,
+        watch: duration_field("watch", req.watch)?,
+        ..SwitchRequest::default()
+    })
+}
+
+/// A duration in a request body: `"30s"`, `"500ms"`, or a number of seconds; errors name `field`.
+fn duration_field(
+    field: &str,
+    v: Option<Value>,
+) -> Result<Option<std::time::Duration>, AdminError> {
+    let bad = |why: String| AdminError::BadRequest(format!("\"{field}\": {why}"));
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => crate::config::values::Duration::parse(&s)
+            .map(|d| Some(d.0))
+            .map_err(bad),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
+            .ok_or_else(|| bad(format!("{n} is not a number of seconds"))),
+        Some(other) => Err(bad(format!("{other} is not a duration like \"30s\""))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRolloutRequest {
+    canary: String,
+    stable: Option<String>,
+    steps: Option<Vec<u32>>,
+    interval: Option<Value>,
+    max_error_rate: Option<f64>,
+    max_p99: Option<Value>,
+    min_requests: Option<u64>,
+    shield: Option<bool>,
+}
+
+/// The body of `POST /v1/services/{s}/rollouts`.
+pub fn parse_rollout(body: &[u8]) -> Result<RolloutRequest, AdminError> {
+    let value = parse_json(body)?;
+    let r: RawRolloutRequest = serde_json::from_value(value).map_err(|e| {
+        AdminError::BadRequest(format!(
+            "the body must be {{\"canary\": \"<pool>\", ...}} (see docs/rollouts.md): {e}"
+        ))
+    })?;
+    Ok(RolloutRequest {
+        canary: r.canary,
+        stable: r.stable,
+        steps: r.steps,
+        interval: duration_field("interval", r.interval)?,
+        max_error_rate: r.max_error_rate,
+        max_p99: duration_field("max_p99", r.max_p99)?,
+        min_requests: r.min_requests,
+        shield: r.shield,
+    })
+}
+
+/// `?force=true` (or `force=1`) in a query string.
+pub fn forced(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| matches!(kv, "force" | "force=true" | "force=1"))
+    })
 }
 
 /// What the handler needs of a request head, copied out of the session.
@@ -348,6 +450,7 @@ pub fn parse_switch(body: &[u8]) -> Result<String, AdminError> {
 pub struct Head {
     pub method: String,
     pub path: String,
+    pub query: Option<String>,
     pub authorization: Option<Vec<u8>>,
     pub if_match: Option<Vec<u8>>,
     /// Who asked, for the log.
@@ -421,8 +524,9 @@ impl AdminApp {
                 let weights = parse_weights(body)?;
                 let if_match = parse_if_match(head.if_match.as_deref())?;
                 let (svc, w) = (name.clone(), weights.clone());
+                let force = forced(head.query.as_deref());
                 let generation =
-                    blocking(move || control::set_weights(&rt, &svc, &w, if_match)).await?;
+                    blocking(move || control::set_weights(&rt, &svc, &w, if_match, force)).await?;
                 let list: Vec<String> = weights.iter().map(|(p, w)| format!("{p}={w}")).collect();
                 log::info!(
                     "admin ({}): weights of service \"{name}\" set to {} (generation {generation})",
@@ -434,8 +538,9 @@ impl AdminApp {
             Action::ClearWeights(name) => {
                 let if_match = parse_if_match(head.if_match.as_deref())?;
                 let svc = name.clone();
+                let force = forced(head.query.as_deref());
                 let generation =
-                    blocking(move || control::clear_weights(&rt, &svc, if_match)).await?;
+                    blocking(move || control::clear_weights(&rt, &svc, if_match, force)).await?;
                 log::info!(
                     "admin ({}): weight overrides of service \"{name}\" cleared, the config's weights apply (generation {generation})",
                     head.peer
@@ -443,17 +548,60 @@ impl AdminApp {
                 service_response(&control::service(&self.runtime, &name)?)
             }
             Action::Switch(name) => {
-                let to = parse_switch(body)?;
-                let if_match = parse_if_match(head.if_match.as_deref())?;
-                let (svc, pool) = (name.clone(), to.clone());
-                let generation =
-                    blocking(move || control::switch(&rt, &svc, &pool, if_match)).await?;
+                let mut req = parse_switch(body)?;
+                req.if_match = parse_if_match(head.if_match.as_deref())?;
+                req.force = forced(head.query.as_deref());
+                let to = req.to.clone();
+                let svc = name.clone();
+                let (generation, watch) =
+                    blocking(move || control::switch(&rt, &svc, &req)).await?;
                 log::info!(
-                    "admin ({}): service \"{name}\" switched to pool \"{to}\" (generation {generation})",
-                    head.peer
+                    "admin ({}): service \"{name}\" switched to pool \"{to}\" (generation {generation}){}",
+                    head.peer,
+                    if watch.is_some() { ", watched" } else { "" }
                 );
-                service_response(&control::service(&self.runtime, &name)?)
+                let view = control::service(&self.runtime, &name)?;
+                match watch {
+                    None => service_response(&view),
+                    Some(rollout) => {
+                        let mut body = serde_json::to_value(&view)
+                            .map_err(|e| AdminError::Internal(e.to_string()))?;
+                        body["rollout"] = json!(rollout);
+                        Ok(json_response(StatusCode::OK, &body))
+                    }
+                }
             }
+            Action::StartRollout(name) => {
+                let req = parse_rollout(body)?;
+                let svc = name.clone();
+                let view = blocking(move || control::start_rollout(&rt, &svc, &req)).await?;
+                log::info!(
+                    "admin ({}): rollout {} of \"{}\" started on service \"{name}\"",
+                    head.peer,
+                    view.id,
+                    view.canary
+                );
+                Ok(json_response(StatusCode::CREATED, &view))
+            }
+            Action::ShowRollout(name) => Ok(json_response(
+                StatusCode::OK,
+                &control::rollout_view(&rt, &name)?,
+            )),
+            Action::ActOnRollout(name, action) => {
+                let svc = name.clone();
+                let view = blocking(move || control::act_on_rollout(&rt, &svc, action)).await?;
+                log::info!(
+                    "admin ({}): rollout {} of service \"{name}\": {action:?} → {}",
+                    head.peer,
+                    view.id,
+                    view.state.as_str()
+                );
+                Ok(json_response(StatusCode::OK, &view))
+            }
+            Action::RolloutEvents(name) => Ok(json_response(
+                StatusCode::OK,
+                &json!({"events": control::rollout_events(&rt, &name)?}),
+            )),
             Action::Reload => {
                 let result = blocking(move || rt.reload()).await;
                 log_reload(&self.runtime, &head.peer, &result);
@@ -526,6 +674,7 @@ impl ServeHttp for AdminApp {
         let head = Head {
             method: req.method.as_str().to_string(),
             path: req.uri.path().to_string(),
+            query: req.uri.query().map(str::to_string),
             authorization: req
                 .headers
                 .get(header::AUTHORIZATION)
@@ -985,11 +1134,20 @@ mod tests {
 
     #[test]
     fn parses_switch_body() {
-        assert_eq!(parse_switch(br#"{"to": "green"}"#).expect("valid"), "green");
+        assert_eq!(
+            parse_switch(br#"{"to": "green"}"#).expect("valid").to,
+            "green"
+        );
+        let watched = parse_switch(br#"{"to": "green", "watch": "30s"}"#).expect("valid");
+        assert_eq!(watched.watch, Some(std::time::Duration::from_secs(30)));
+        let seconds = parse_switch(br#"{"to": "green", "watch": 1.5}"#).expect("valid");
+        assert_eq!(seconds.watch, Some(std::time::Duration::from_millis(1500)));
         for bad in [
             r#"{}"#,
             r#"{"to": 1}"#,
             r#"{"to": "g", "x": 1}"#,
+            r#"{"to": "g", "watch": "soon"}"#,
+            r#"{"to": "g", "watch": -1}"#,
             r#""green""#,
             "",
         ] {

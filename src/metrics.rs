@@ -101,6 +101,7 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     rate_limit_keys: IntGaugeVec,
     connections_refused: IntCounterVec,
+    rollout: RolloutMetrics,
     /// Requests that matched no route (route="", service="", pool="").
     unrouted: Codes,
     unrouted_duration: Histogram,
@@ -330,6 +331,7 @@ impl Metrics {
             &["reason"],
         );
         Metrics {
+            rollout: RolloutMetrics::new(&r),
             rate_limited,
             rate_limit_keys,
             connections_refused,
@@ -472,6 +474,23 @@ impl Metrics {
     /// Counts a request refused by a rate-limit zone.
     pub fn record_rate_limited(&self, zone: &str) {
         self.rate_limited.with_label_values(&[zone]).inc();
+    }
+
+    /// Counts a rollout transition; a rollback or abort also by its reason.
+    pub fn record_rollout_event(&self, e: &crate::rollout::Event) {
+        let m = &self.rollout;
+        m.events.with_label_values(&[&e.service, &e.event]).inc();
+        if let Some(reason) = &e.reason {
+            m.rollbacks.with_label_values(&[&e.service, reason]).inc();
+        }
+    }
+
+    /// Counts a request that failed on a canary and was retried on the stable pool.
+    pub fn record_shielded(&self, service: &str, canary: &str) {
+        self.rollout
+            .shielded
+            .with_label_values(&[service, canary])
+            .inc();
     }
 
     /// Counts a config reload (SIGHUP or admin API) by its outcome.
@@ -632,6 +651,7 @@ impl Metrics {
                 }
             }
         }
+        self.rollout.refresh(rt);
         for watch in self.tls_watches.lock().iter() {
             let mut by_listener = vec![0i64; watch.listeners.entries.len()];
             for &listener in watch.pending.lock().values() {
@@ -987,6 +1007,84 @@ impl Tracing for HandshakeTracer {
     }
 }
 
+/// Rollout series: transitions and shielded requests counted as they happen, the state of each
+/// service's latest rollout read at scrape time.
+struct RolloutMetrics {
+    events: IntCounterVec,
+    rollbacks: IntCounterVec,
+    shielded: IntCounterVec,
+    state: IntGaugeVec,
+    canary_weight: IntGaugeVec,
+    step: IntGaugeVec,
+}
+
+impl RolloutMetrics {
+    fn new(r: &Registry) -> RolloutMetrics {
+        RolloutMetrics {
+            events: counter_vec(
+                r,
+                "switchyard_rollout_events_total",
+                "Rollout transitions by event (started, step, held, paused, resumed, promoted, rolled_back, aborted, restarted).",
+                &["service", "event"],
+            ),
+            rollbacks: counter_vec(
+                r,
+                "switchyard_rollout_rollbacks_total",
+                "Rollouts ended without promotion, by reason: error_rate, latency (automatic), operator (abort), forced (weight change), config (reload).",
+                &["service", "reason"],
+            ),
+            shielded: counter_vec(
+                r,
+                "switchyard_rollout_shielded_requests_total",
+                "Idempotent requests that failed on the canary (connect error or 5xx) and were retried on the stable pool.",
+                &["service", "canary"],
+            ),
+            state: gauge_vec(
+                r,
+                "switchyard_rollout_state",
+                "State of the service's latest rollout: 1 progressing, 2 paused, 3 promoted, 4 rolled back, 5 aborted.",
+                &["service", "kind"],
+            ),
+            canary_weight: gauge_vec(
+                r,
+                "switchyard_rollout_canary_weight",
+                "Percent of traffic the latest rollout gives its canary (0 once rolled back or aborted, 100 once promoted).",
+                &["service", "canary"],
+            ),
+            step: gauge_vec(
+                r,
+                "switchyard_rollout_step",
+                "1-based step of the service's latest rollout.",
+                &["service"],
+            ),
+        }
+    }
+
+    fn refresh(&self, rt: &Runtime) {
+        self.state.reset();
+        self.canary_weight.reset();
+        self.step.reset();
+        rt.with_rollouts(|book| {
+            for (service, history) in &book.services {
+                let Some(r) = &history.current else { continue };
+                let kind = match r.kind {
+                    crate::rollout::Kind::Rollout => "rollout",
+                    crate::rollout::Kind::Switch => "switch",
+                };
+                self.state
+                    .with_label_values(&[service.as_str(), kind])
+                    .set(r.state.code());
+                self.canary_weight
+                    .with_label_values(&[service.as_str(), r.canary.as_str()])
+                    .set(i64::from(r.canary_weight()));
+                self.step
+                    .with_label_values(&[service.as_str()])
+                    .set(i64::try_from(r.step + 1).unwrap_or(i64::MAX));
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -1212,11 +1310,12 @@ servers = ["127.0.0.1:4"]
         let rt = runtime(CONFIG, Path::new("/nonexistent/switchyard.toml"));
         let old = rt.snapshot.load_full();
         rt.metrics.record_request(&finished(&old, Some(0), 200));
-        rt.change_overrides(|_, o| {
-            o.entry("api".into())
+        rt.change(|_, book| {
+            book.overrides
+                .entry("api".into())
                 .or_default()
                 .insert("green".into(), 50);
-            Ok::<(), ChangeError>(())
+            Ok::<_, ChangeError>(((), Vec::new()))
         })
         .expect("override applies");
         let new = rt.snapshot.load_full();

@@ -196,6 +196,10 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         "rate-limit upkeep",
         crate::limits::Upkeep::new(runtime.clone()),
     ));
+    server.add_service(background_service(
+        "rollouts",
+        crate::rollout::service::RolloutService::new(runtime.clone()),
+    ));
     if let Some(admin) = &cfg.admin {
         server.add_service(crate::admin::service(runtime.clone(), admin));
     }

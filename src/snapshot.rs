@@ -6,8 +6,9 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::limits::Limiter;
 use crate::routing::RouteTable;
+use crate::runtime::Book;
 use crate::state::Overrides;
-use crate::upstream::{ServerRegistry, Service};
+use crate::upstream::{ServerRegistry, Service, Shield};
 
 /// What a plain or TLS listener does with every request, whatever the route.
 #[derive(Debug, Clone)]
@@ -28,17 +29,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles a validated config with the runtime weight overrides applied on top.
+    /// Compiles a validated config with the runtime weight overrides applied on top, and the
+    /// shielding of each active rollout.
     ///
-    /// Cannot fail: the config was validated, and `overrides` only names pools that exist with
+    /// Cannot fail: the config was validated, and the overrides only name pools that exist with
     /// sums above 0 (see [`effective_overrides`]).
     pub fn compile(
         config: Arc<Config>,
         generation: u64,
         registry: &ServerRegistry,
-        overrides: &Overrides,
+        book: &Book,
         zones: &HashMap<String, Arc<dyn Limiter>>,
     ) -> Snapshot {
+        let overrides = &book.overrides;
         let services: Vec<Service> = config
             .services
             .iter()
@@ -51,7 +54,19 @@ impl Snapshot {
                         }
                     }
                 }
-                Service::build(&s, registry)
+                let mut service = Service::build(&s, registry);
+                if let Some(r) = book.rollouts.active(&s.name).filter(|r| r.shield) {
+                    if let (Some(canary), Some(stable)) =
+                        (service.pool_index(&r.canary), service.pool_index(&r.stable))
+                    {
+                        service.shield = Some(Shield {
+                            canary,
+                            stable,
+                            methods: s.rollout.shield_methods.clone(),
+                        });
+                    }
+                }
+                service
             })
             .collect();
         let mut routes = RouteTable::build(&config.routes, |name| {

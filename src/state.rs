@@ -1,4 +1,4 @@
-//! Runtime state that must outlive the process (weight overrides), written atomically to the state dir.
+//! Runtime state that must outlive the process (weight overrides, rollouts), written atomically to the state dir.
 //!
 //! Every write goes to a temporary file that is fsynced, renamed over the old file, and followed by an
 //! fsync of the directory: a crash at any moment leaves either the old or the new file, never a torn one.
@@ -9,6 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::rollout::Rollouts;
 
 /// Pool weights set at runtime, by service then pool. They win over the config file's weights.
 pub type Overrides = BTreeMap<String, BTreeMap<String, u32>>;
@@ -38,12 +40,15 @@ pub enum StateError {
 }
 
 /// What `state.json` holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersistedState {
     pub version: u32,
     #[serde(default)]
     pub weights: Overrides,
+    /// Each service's latest rollout and its events.
+    #[serde(default)]
+    pub rollouts: Rollouts,
 }
 
 /// The state directory.
@@ -98,10 +103,18 @@ impl StateStore {
         Ok(state)
     }
 
-    pub fn save_weights(&self, weights: &Overrides) -> Result<(), StateError> {
-        let state = PersistedState {
+    /// Saves the weights and rollouts together (one file, one atomic write).
+    pub fn save(&self, weights: &Overrides, rollouts: &Rollouts) -> Result<(), StateError> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            version: u32,
+            weights: &'a Overrides,
+            rollouts: &'a Rollouts,
+        }
+        let state = Borrowed {
             version: VERSION,
-            weights: weights.clone(),
+            weights,
+            rollouts,
         };
         let mut bytes = serde_json::to_vec_pretty(&state).map_err(|e| StateError::Write {
             path: self.path(),
@@ -157,7 +170,7 @@ mod tests {
         w.entry("api".into())
             .or_default()
             .insert("green".into(), 10);
-        store.save_weights(&w).expect("save");
+        store.save(&w, &Rollouts::default()).expect("save");
         assert_eq!(store.load().expect("load").weights, w);
         let leftovers: Vec<_> = fs::read_dir(store.dir())
             .expect("ls")

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use crate::config::rollout::{PoolOverride, StickyKey};
 use crate::config::{Balance, PassivePolicy, ServiceConfig};
 
 /// State of one upstream server that outlives snapshots (kept across reloads and weight changes).
@@ -159,6 +160,19 @@ impl WeightedIndex {
     }
 }
 
+/// A stable 64-bit hash of a sticky key (FNV-1a, then a SplitMix64 finish so that similar keys
+/// land far apart): the same key maps to the same point in every process and version.
+pub fn sticky_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 #[derive(Debug)]
 pub struct Pool {
     pub name: Arc<str>,
@@ -248,6 +262,20 @@ pub struct Service {
     pub passive: PassivePolicy,
     pub pools: Vec<Pool>,
     picker: Option<WeightedIndex>,
+    /// Pick the pool by a hash of the client rather than at random.
+    pub sticky: Option<StickyKey>,
+    /// A header/cookie naming the pool (testers).
+    pub pool_override: Option<PoolOverride>,
+    /// Set while a rollout with shielding is active: where a failed canary request is retried.
+    pub shield: Option<Shield>,
+}
+
+/// During a rollout: an idempotent request that failed on `canary` is retried once on `stable`.
+#[derive(Debug, Clone)]
+pub struct Shield {
+    pub canary: usize,
+    pub stable: usize,
+    pub methods: Vec<http::Method>,
 }
 
 impl Service {
@@ -282,12 +310,26 @@ impl Service {
             passive: cfg.passive.clone(),
             pools,
             picker,
+            sticky: cfg.sticky.clone(),
+            pool_override: cfg.pool_override.clone(),
+            shield: None,
         }
     }
 
     /// Picks a pool by the current weights; `None` only if every weight is 0.
     pub fn pick_pool(&self) -> Option<usize> {
         self.picker.as_ref().map(WeightedIndex::pick)
+    }
+
+    /// The pool owning the point `hash` maps to: pools own consecutive ranges of the hash space
+    /// in config order, sized by weight. When weight moves from one pool to its neighbour only the
+    /// hashes at the boundary change owner, all in the same direction: as a canary's weight rises,
+    /// clients only move from stable to canary, never back.
+    pub fn pick_pool_by(&self, hash: u64) -> Option<usize> {
+        let picker = self.picker.as_ref()?;
+        let x = (u128::from(hash) * u128::from(picker.total())) >> 64;
+        // x < total, as hash < 2^64.
+        Some(picker.index_of(x as u64))
     }
 
     /// When the picked pool has no available server: another pool with weight above 0 that has
@@ -349,6 +391,9 @@ mod tests {
             balance,
             health: None,
             passive: PassivePolicy::default(),
+            rollout: Default::default(),
+            sticky: None,
+            pool_override: None,
             pools: vec![PoolConfig {
                 name: "blue".into(),
                 weight: 1,
@@ -432,6 +477,9 @@ mod tests {
             balance: Balance::RoundRobin,
             health: None,
             passive: PassivePolicy::default(),
+            rollout: Default::default(),
+            sticky: None,
+            pool_override: None,
             pools: vec![mk("blue", 1, 1), mk("green", 0, 2), mk("canary", 1, 3)],
         };
         let svc = Service::build(&cfg, &ServerRegistry::default());

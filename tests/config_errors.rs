@@ -341,3 +341,30 @@ fn several_errors_are_all_reported() {
         "{empty:?}"
     );
 }
+
+#[test]
+fn rollout_sticky_and_override_errors_are_located() {
+    let config = good_with(&[(
+        "[services.auth.pools.stable]",
+        "[services.api.rollout]\nsteps = [5, 1, 100]\nmax_error_rate = 1.5\nshield_methods = [\"GET\", \"B@D\"]\n\n\
+         [services.api.sticky]\nkey = \"hash\"\n\n\
+         [services.api.pool_override]\nsecret = \"x\"\n\n\
+         [services.auth.pools.stable]",
+    )]);
+    let reported = check_errors(&config);
+    assert_eq!(reported.len(), 5, "{reported:#?}");
+    for (reason, marker) in [
+        (
+            "steps [5, 1, 100] must be strictly ascending",
+            "[5, 1, 100]",
+        ),
+        ("max_error_rate 1.5 is not a share between 0 and 1", "1.5"),
+        ("\"B@D\" is not an HTTP method", "\"B@D\""),
+        ("sticky key \"hash\" is not", "\"hash\""),
+    ] {
+        let r = find(&reported, reason);
+        assert_eq!((r.line, r.col), pos(&config, marker), "{reason}");
+    }
+    let o = find(&reported, "pool_override needs a header or a cookie");
+    assert_eq!(o.line, nth_line(&config, "[services.api.pool_override]", 0));
+}

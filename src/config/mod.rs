@@ -4,6 +4,7 @@
 
 mod limits;
 mod raw;
+pub mod rollout;
 pub mod values;
 
 use std::collections::HashMap;
@@ -241,6 +242,12 @@ pub struct ServiceConfig {
     pub health: Option<HealthCheck>,
     pub passive: PassivePolicy,
     pub pools: Vec<PoolConfig>,
+    /// Defaults of this service's rollouts, and its pools' live window.
+    pub rollout: rollout::RolloutPolicy,
+    /// Keep each client on one pool (by hash) while weights move.
+    pub sticky: Option<rollout::StickyKey>,
+    /// A header/cookie with which testers pick a pool.
+    pub pool_override: Option<rollout::PoolOverride>,
 }
 
 #[derive(Debug, Clone)]
@@ -621,12 +628,21 @@ impl Validator {
                     max_fails: p.max_fails.unwrap_or(defaults.max_fails),
                     fail_timeout: p.fail_timeout.map_or(defaults.fail_timeout, |d| d.0),
                 });
+            let rollout = self.rollout_policy(svc.rollout.as_ref());
+            let sticky = svc.sticky.as_ref().and_then(|s| self.sticky(s));
+            let pool_override = svc
+                .pool_override
+                .as_ref()
+                .and_then(|o| self.pool_override(o));
             out.push(ServiceConfig {
                 name: name.clone(),
                 balance: svc.balance,
                 health,
                 passive,
                 pools,
+                rollout,
+                sticky,
+                pool_override,
             });
         }
         out

@@ -151,6 +151,9 @@ pub struct RawService {
     pub pools: BTreeMap<String, Spanned<RawPool>>,
     pub health: Option<Spanned<RawHealth>>,
     pub passive: Option<RawPassive>,
+    pub rollout: Option<super::rollout::RawRollout>,
+    pub sticky: Option<super::rollout::RawSticky>,
+    pub pool_override: Option<Spanned<super::rollout::RawPoolOverride>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,13 +17,14 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::Entry;
+use crate::config::rollout::StickyKey;
 use crate::limits::{KeyKind, Verdict};
 use crate::metrics::Finished;
 use crate::rollout;
 use crate::routing::{self, Route};
 use crate::runtime::{InFlight, Runtime};
 use crate::snapshot::Snapshot;
-use crate::upstream::ActiveGuard;
+use crate::upstream::{sticky_hash, ActiveGuard, Service};
 use respond::Refusal;
 
 /// Servers tried for one request: the first pick plus bounded retries on connect failure.
@@ -114,6 +115,38 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// If this request is shielded and still on its canary: counts the failure against the
+    /// canary (window and metrics) and points the request at the stable pool for one retry.
+    fn shield(&self, ctx: &mut Ctx) -> bool {
+        let Some(stable) = ctx.shield_to.take() else {
+            return false;
+        };
+        let Some(snap) = ctx.snapshot.clone() else {
+            return false;
+        };
+        let (Some(route), Some(canary)) = (ctx.route(&snap), ctx.pool) else {
+            return false;
+        };
+        let now = Instant::now();
+        self.runtime.windows.record(
+            &snap,
+            route.service,
+            canary,
+            now,
+            now.saturating_duration_since(ctx.start),
+            true,
+        );
+        let service = &snap.services[route.service];
+        self.runtime
+            .metrics
+            .record_shielded(&service.name, &service.pools[canary].name);
+        ctx.pool = Some(stable);
+        ctx.tried = [None; MAX_TRIES];
+        ctx.tries = 0;
+        ctx.upstream = None;
+        true
+    }
+
     /// Counts and times the finished request, unless `[server] metrics = false`.
     fn record_request(&self, ctx: &Ctx, status: u16, duration: Duration) {
         let on = match ctx.snapshot.as_deref() {
@@ -195,6 +228,12 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     upstream_ms: Option<f64>,
     body_bytes: u64,
+    /// A failure on this request's canary pool is retried once on this (stable) pool.
+    shield_to: Option<usize>,
+    /// The retry under way is a shield: keep it whatever pingora's default retry policy says.
+    shielding: bool,
+    /// A new sticky id to hand the client in a cookie: (cookie name, id).
+    sticky_cookie: Option<(String, String)>,
 }
 
 impl Ctx {
@@ -247,6 +286,9 @@ impl ProxyHttp for Proxy {
             upstream_start: None,
             upstream_ms: None,
             body_bytes: 0,
+            shield_to: None,
+            shielding: false,
+            sticky_cookie: None,
         }
     }
 
@@ -348,7 +390,7 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let snap = ctx
             .snapshot
             .clone()
@@ -359,9 +401,16 @@ impl ProxyHttp for Proxy {
         let service = &snap.services[route.service];
         let mut pool_idx = match ctx.pool {
             Some(p) => p,
-            None => service
-                .pick_pool()
-                .ok_or_else(|| Refusal::NoServer.into_error("every pool has weight 0"))?,
+            None => {
+                let (pool, forced) = choose_pool(service, session.req_header(), ctx)
+                    .ok_or_else(|| Refusal::NoServer.into_error("every pool has weight 0"))?;
+                if let Some(shield) = service.shield.as_ref().filter(|s| {
+                    !forced && s.canary == pool && s.methods.contains(&session.req_header().method)
+                }) {
+                    ctx.shield_to = Some(shield.stable);
+                }
+                pool
+            }
         };
         let exclude: [SocketAddr; MAX_TRIES] =
             std::array::from_fn(|i| ctx.tried[i].unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
@@ -370,6 +419,7 @@ impl ProxyHttp for Proxy {
             // The whole pool is down: another pool with weight above 0 takes the request.
             if let Some(other) = service.fallback_pool(pool_idx) {
                 pool_idx = other;
+                ctx.shield_to = None;
                 picked = service.pools[other].pick(service.balance, &[]);
             }
         }
@@ -436,12 +486,42 @@ impl ProxyHttp for Proxy {
                 Some(s.services[route.service].pools[pool].servers.len())
             })
             .unwrap_or(0);
+        if self.shield(ctx) {
+            self.record_connect_error(ctx, ejected, true);
+            e.set_retry(true);
+            return e;
+        }
         // Connecting never sent the request, so another server is safe for every method.
         let retried = ctx.tries < MAX_TRIES.min(pool_size);
         if retried {
             e.set_retry(true);
         }
         self.record_connect_error(ctx, ejected, retried);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.shielding) {
+            // A shield retry: the method was allowed by the service's shield_methods; only a
+            // request body too large to replay stops it.
+            if session.as_ref().retry_buffer_truncated() {
+                e.set_retry(false);
+            }
+        } else if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
         e
     }
 
@@ -500,7 +580,7 @@ impl ProxyHttp for Proxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream: &mut ResponseHeader,
+        upstream: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(start) = ctx.upstream_start {
@@ -508,6 +588,16 @@ impl ProxyHttp for Proxy {
         }
         if let Some(guard) = &ctx.guard {
             guard.state().report_success();
+        }
+        if upstream.status.is_server_error() && self.shield(ctx) {
+            ctx.guard = None;
+            ctx.shielding = true;
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(upstream.status.as_u16()),
+                "the canary answered 5xx; retrying on the stable pool",
+            );
+            e.set_retry(true);
+            return Err(e.into_up());
         }
         Ok(())
     }
@@ -524,6 +614,15 @@ impl ProxyHttp for Proxy {
             }
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some((name, id)) = ctx.sticky_cookie.take() {
+            let secure = if ctx.tls { "; Secure" } else { "" };
+            resp.append_header(
+                header::SET_COOKIE,
+                format!(
+                    "{name}={id}; Path=/; Max-Age={STICKY_MAX_AGE}; HttpOnly; SameSite=Lax{secure}"
+                ),
+            )?;
+        }
         if let Some((limit, remaining, reset)) = ctx.rate {
             resp.insert_header("ratelimit-limit", limit)?;
             resp.insert_header("ratelimit-remaining", remaining)?;
@@ -612,4 +711,70 @@ fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
     } else {
         format!("https://{host}:{port}{target}")
     }
+}
+
+/// How long a sticky id cookie lives: 30 days.
+const STICKY_MAX_AGE: u64 = 30 * 24 * 3600;
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The pool a tester asked for with the service's override header or cookie (`POOL`, or
+/// `POOL:SECRET` when a secret is configured); `None` when absent, wrong or unknown.
+fn override_pool(service: &Service, req: &RequestHeader) -> Option<usize> {
+    let o = service.pool_override.as_ref()?;
+    let from_header = o
+        .header
+        .as_ref()
+        .and_then(|h| req.headers.get(h))
+        .and_then(|v| v.to_str().ok());
+    let value = from_header.or_else(|| o.cookie.as_deref().and_then(|c| cookie(req, c)))?;
+    let pool = match &o.secret {
+        Some(secret) => {
+            let (pool, given) = value.rsplit_once(':')?;
+            crate::admin::constant_time_eq(given.as_bytes(), secret.as_bytes()).then_some(pool)?
+        }
+        None => value,
+    };
+    let idx = service.pool_index(pool.trim())?;
+    (service.available_servers(idx) > 0).then_some(idx)
+}
+
+/// The request's pool: a tester's override, else the sticky assignment, else a weighted pick.
+/// The flag says whether the pool was forced (a forced request is not shielded).
+fn choose_pool(service: &Service, req: &RequestHeader, ctx: &mut Ctx) -> Option<(usize, bool)> {
+    if let Some(p) = override_pool(service, req) {
+        return Some((p, true));
+    }
+    let hash = match &service.sticky {
+        None => None,
+        Some(StickyKey::ClientIp) => ctx.client_ip.map(|ip| match ip {
+            IpAddr::V4(v4) => sticky_hash(&v4.octets()),
+            IpAddr::V6(v6) => sticky_hash(&v6.octets()),
+        }),
+        Some(StickyKey::Header(name)) => req.headers.get(name).map(|v| sticky_hash(v.as_bytes())),
+        Some(StickyKey::Cookie(name)) => Some(match cookie(req, name) {
+            Some(id) if !id.is_empty() => sticky_hash(id.as_bytes()),
+            _ => {
+                let id = format!("{:032x}", fastrand::u128(..));
+                let h = sticky_hash(id.as_bytes());
+                ctx.sticky_cookie = Some((name.clone(), id));
+                h
+            }
+        }),
+    };
+    match hash {
+        Some(h) => service.pick_pool_by(h),
+        None => service.pick_pool(),
+    }
+    .map(|p| (p, false))
 }

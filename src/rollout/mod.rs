@@ -1,5 +1,6 @@
-//! Progressive delivery. So far: the live window of every pool, which rollouts will be judged by.
+//! Progressive delivery: each pool's live window, and the rollouts judged by it.
 //!
+//! [`engine`] is the rollout state machine, [`service`] the background service that ticks it.
 //! Every finished request that reached a pool is recorded in that pool's [`PoolWindow`] (see
 //! [`window`] for the ring of buckets, the histogram and its error, and the races). Windows belong
 //! to a (service, pool) name pair, not to a snapshot: [`Windows`] keeps them by name, so a reload
@@ -12,6 +13,8 @@
 //! array indexes. Only a request that straddles a swap (its snapshot is older than the table)
 //! looks its window up by name, under a short lock.
 
+pub mod engine;
+pub mod service;
 pub mod window;
 
 use std::collections::HashMap;
@@ -22,6 +25,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::snapshot::Snapshot;
+pub use engine::{Decision, Event, Kind, Phase, Plan, Rollout, Rollouts, StepClock};
 pub use window::{is_error, PoolWindow, WindowError, WindowSpec, WindowStats};
 
 /// Windows by service name, then pool name.
@@ -29,7 +33,6 @@ type ByName = HashMap<String, HashMap<String, Arc<PoolWindow>>>;
 
 /// The live windows of every pool, kept across snapshots; lives in `Runtime.windows`.
 pub struct Windows {
-    spec: WindowSpec,
     by_name: Mutex<ByName>,
     /// The windows by the indexes of the newest resolved snapshot.
     table: ArcSwap<Table>,
@@ -45,29 +48,29 @@ struct Table {
 impl std::fmt::Debug for Windows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Windows")
-            .field("spec", &self.spec)
             .field("generation", &self.table.load().generation)
             .finish_non_exhaustive()
     }
 }
 
+impl Default for Windows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Windows {
     /// No windows yet; [`Windows::resolve`] creates them for a snapshot's pools.
-    pub fn new(spec: WindowSpec) -> Windows {
+    pub fn new() -> Windows {
         Windows {
-            spec,
             by_name: Mutex::new(HashMap::new()),
             table: ArcSwap::from_pointee(Table::default()),
         }
     }
 
-    /// The shape every window has.
-    pub fn spec(&self) -> WindowSpec {
-        self.spec
-    }
-
-    /// Makes `snap`'s pools the recorded ones: a pool keeps its window if it had one, gets a new
-    /// one if it is new, and pools `snap` no longer has lose theirs. Call it before `snap` is
+    /// Makes `snap`'s pools the recorded ones: a pool keeps its window if it had one of the same
+    /// shape (the service's `rollout.window`), gets a new one if it is new or its shape changed,
+    /// and pools `snap` no longer has lose theirs. Call it before `snap` is
     /// stored (so requests on it find the table ready), one snapshot at a time (the writer lock).
     pub fn resolve(&self, snap: &Snapshot) {
         let mut by_name = self.by_name.lock();
@@ -75,7 +78,9 @@ impl Windows {
         let services = snap
             .services
             .iter()
-            .map(|svc| {
+            .zip(snap.config.services.iter())
+            .map(|(svc, cfg)| {
+                let spec = cfg.rollout.window;
                 let old = by_name.get(&*svc.name);
                 let pools = next.entry(svc.name.to_string()).or_default();
                 svc.pools
@@ -83,8 +88,9 @@ impl Windows {
                     .map(|p| {
                         let window = old
                             .and_then(|o| o.get(&*p.name))
+                            .filter(|w| w.spec() == spec)
                             .cloned()
-                            .unwrap_or_else(|| Arc::new(PoolWindow::new(self.spec)));
+                            .unwrap_or_else(|| Arc::new(PoolWindow::new(spec)));
                         pools.insert(p.name.to_string(), window.clone());
                         window
                     })
@@ -136,7 +142,6 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Overrides;
     use crate::upstream::ServerRegistry;
     use std::path::Path;
 
@@ -156,7 +161,7 @@ mod tests {
             Arc::new(config),
             generation,
             &ServerRegistry::default(),
-            &Overrides::new(),
+            &crate::runtime::Book::default(),
             &HashMap::new(),
         )
     }
@@ -167,7 +172,7 @@ mod tests {
 
     #[test]
     fn windows_outlive_snapshots_but_not_their_pools() {
-        let windows = Windows::new(WindowSpec::default());
+        let windows = Windows::new();
         let first = snapshot(&["blue", "green"], 1);
         windows.resolve(&first);
         for pool in 0..2 {

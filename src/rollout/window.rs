@@ -125,6 +125,15 @@ impl WindowSpec {
     }
 }
 
+/// `errors / requests`, 0 without requests.
+pub fn error_rate(errors: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        errors as f64 / requests as f64
+    }
+}
+
 /// Milliseconds from the first window use to `t` (the windows' own clock; 0 for earlier instants).
 pub fn clock_ms(t: Instant) -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -213,6 +222,8 @@ pub struct WindowStats {
 pub struct PoolWindow {
     spec: WindowSpec,
     buckets: Box<[Box<Bucket>]>,
+    /// Every request ever recorded: rollouts count a step's requests by its difference.
+    total: AtomicU64,
 }
 
 impl std::fmt::Debug for PoolWindow {
@@ -228,6 +239,7 @@ impl PoolWindow {
         PoolWindow {
             spec,
             buckets: (0..spec.buckets).map(|_| Bucket::new()).collect(),
+            total: AtomicU64::new(0),
         }
     }
 
@@ -243,6 +255,7 @@ impl PoolWindow {
 
     /// Records one request that finished at `now_ms` on the windows' clock ([`clock_ms`]).
     pub fn record_at(&self, now_ms: u64, latency: Duration, error: bool) {
+        self.total.fetch_add(1, Ordering::Relaxed);
         let epoch = now_ms / self.spec.bucket_ms;
         let slot = &self.buckets[(epoch % self.spec.buckets) as usize];
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
@@ -280,6 +293,11 @@ impl PoolWindow {
                 return;
             }
         }
+    }
+
+    /// Requests recorded since the window was made.
+    pub fn total_requests(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// The figures of the window ending now.
@@ -320,11 +338,7 @@ impl PoolWindow {
         WindowStats {
             requests,
             errors,
-            error_rate: if requests == 0 {
-                0.0
-            } else {
-                errors as f64 / requests as f64
-            },
+            error_rate: error_rate(errors, requests),
             p50: quantile(&bins, total, 0.5),
             p99: quantile(&bins, total, 0.99),
             window: self.spec.length(),

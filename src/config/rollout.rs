@@ -1,0 +1,289 @@
+//! A service's progressive-delivery settings: rollout defaults, sticky pools, tester overrides.
+
+use std::time::Duration as StdDuration;
+
+use http::header::HeaderName;
+use http::Method;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::values::{Duration, Text};
+use super::Validator;
+use crate::rollout::WindowSpec;
+
+/// `[services.NAME.rollout]`: the defaults a rollout of this service starts with.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    pub steps: Option<Spanned<Vec<u32>>>,
+    pub interval: Option<Spanned<Duration>>,
+    pub max_error_rate: Option<Spanned<f64>>,
+    pub max_p99: Option<Spanned<Duration>>,
+    pub min_requests: Option<Spanned<u64>>,
+    pub window: Option<Spanned<Duration>>,
+    pub shield: Option<bool>,
+    pub shield_methods: Option<Vec<Spanned<Text>>>,
+}
+
+/// `[services.NAME.sticky]`: keep a client on one pool while weights move.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    pub key: Spanned<Text>,
+    pub cookie: Option<Spanned<Text>>,
+}
+
+/// `[services.NAME.pool_override]`: let testers pick a pool with a header or cookie.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoolOverride {
+    pub header: Option<Spanned<Text>>,
+    pub cookie: Option<Spanned<Text>>,
+    pub secret: Option<Text>,
+}
+
+/// How a rollout of a service is run unless its request says otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutPolicy {
+    /// Canary weights in percent, ascending, ending at 100.
+    pub steps: Vec<u32>,
+    /// How long each step lasts at least.
+    pub interval: StdDuration,
+    /// Above this share of 5xx/upstream failures (0..=1) the canary is rolled back.
+    pub max_error_rate: f64,
+    /// Above this p99 latency the canary is rolled back.
+    pub max_p99: Option<StdDuration>,
+    /// Requests the canary must serve in a step to advance, and the least a rate is judged on.
+    pub min_requests: u64,
+    /// The live window of each pool of the service.
+    pub window: WindowSpec,
+    /// Retry an idempotent request that failed on the canary once on the stable pool.
+    pub shield: bool,
+    pub shield_methods: Vec<Method>,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        RolloutPolicy {
+            steps: vec![1, 5, 25, 50, 100],
+            interval: StdDuration::from_secs(30),
+            max_error_rate: 0.05,
+            max_p99: None,
+            min_requests: 20,
+            window: WindowSpec::default(),
+            shield: true,
+            shield_methods: vec![Method::GET, Method::HEAD, Method::OPTIONS],
+        }
+    }
+}
+
+/// What a sticky assignment hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyKey {
+    /// A random id in this cookie, set on the first response.
+    Cookie(String),
+    ClientIp,
+    Header(HeaderName),
+}
+
+/// A header and/or cookie naming the pool a tester wants; with a secret, `POOL:SECRET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolOverride {
+    pub header: Option<HeaderName>,
+    pub cookie: Option<String>,
+    pub secret: Option<String>,
+}
+
+/// Cookie of a sticky assignment unless `cookie` names another.
+pub const DEFAULT_STICKY_COOKIE: &str = "switchyard_id";
+
+/// Steps must climb strictly from at least 1 to exactly 100 (percent of traffic on the canary).
+pub fn check_steps(steps: &[u32]) -> Result<(), String> {
+    if steps.is_empty() {
+        return Err("steps must not be empty".into());
+    }
+    if let Some(bad) = steps.iter().find(|s| !(1..=100).contains(*s)) {
+        return Err(format!("step {bad} is outside 1..=100 (percent)"));
+    }
+    if steps.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!("steps {steps:?} must be strictly ascending"));
+    }
+    if steps.last() != Some(&100) {
+        return Err(format!("steps {steps:?} must end at 100"));
+    }
+    Ok(())
+}
+
+/// An error rate limit must be a share between 0 and 1.
+pub fn check_error_rate(rate: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!(
+            "max_error_rate {rate} is not a share between 0 and 1"
+        ))
+    }
+}
+
+/// A cookie name: an RFC 6265 token.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+impl Validator {
+    pub(super) fn rollout_policy(&mut self, raw: Option<&RawRollout>) -> RolloutPolicy {
+        let mut policy = RolloutPolicy::default();
+        let Some(raw) = raw else { return policy };
+        if let Some(steps) = &raw.steps {
+            match check_steps(steps.get_ref()) {
+                Ok(()) => policy.steps = steps.get_ref().clone(),
+                Err(e) => self.error(steps.span(), e),
+            }
+        }
+        if let Some(i) = &raw.interval {
+            if i.get_ref().0.is_zero() {
+                self.error(i.span(), "rollout interval must be above 0");
+            } else {
+                policy.interval = i.get_ref().0;
+            }
+        }
+        if let Some(r) = &raw.max_error_rate {
+            match check_error_rate(*r.get_ref()) {
+                Ok(()) => policy.max_error_rate = *r.get_ref(),
+                Err(e) => self.error(r.span(), e),
+            }
+        }
+        policy.max_p99 = raw.max_p99.as_ref().map(|d| d.get_ref().0);
+        if let Some(n) = &raw.min_requests {
+            policy.min_requests = *n.get_ref();
+        }
+        if let Some(w) = &raw.window {
+            // Ten buckets, as the default 10 s in 1 s.
+            let length = w.get_ref().0;
+            match WindowSpec::new(length, length / 10) {
+                Ok(spec) => policy.window = spec,
+                Err(_) => self.error(
+                    w.span(),
+                    format!(
+                        "window {length:?} must be 100ms to 10m, in whole tens of milliseconds"
+                    ),
+                ),
+            }
+        }
+        if let Some(shield) = raw.shield {
+            policy.shield = shield;
+        }
+        if let Some(methods) = &raw.shield_methods {
+            policy.shield_methods.clear();
+            for m in methods {
+                match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                    Ok(method) => policy.shield_methods.push(method),
+                    Err(_) => self.error(
+                        m.span(),
+                        format!("\"{}\" is not an HTTP method", m.get_ref()),
+                    ),
+                }
+            }
+        }
+        policy
+    }
+
+    pub(super) fn sticky(&mut self, raw: &RawSticky) -> Option<StickyKey> {
+        let key = raw.key.get_ref().0.as_str();
+        let cookie = match &raw.cookie {
+            Some(c) if !is_cookie_name(c.get_ref()) => {
+                self.error(
+                    c.span(),
+                    format!("\"{}\" is not a cookie name", c.get_ref()),
+                );
+                return None;
+            }
+            Some(c) => c.get_ref().to_string(),
+            None => DEFAULT_STICKY_COOKIE.to_string(),
+        };
+        match key {
+            "cookie" => Some(StickyKey::Cookie(cookie)),
+            "client_ip" => Some(StickyKey::ClientIp),
+            _ => match key.strip_prefix("header:").map(HeaderName::try_from) {
+                Some(Ok(h)) => Some(StickyKey::Header(h)),
+                _ => {
+                    self.error(
+                        raw.key.span(),
+                        format!(
+                            "sticky key \"{key}\" is not \"cookie\", \"client_ip\" or \"header:NAME\""
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    pub(super) fn pool_override(&mut self, raw: &Spanned<RawPoolOverride>) -> Option<PoolOverride> {
+        let r = raw.get_ref();
+        let header = match &r.header {
+            Some(h) => match HeaderName::try_from(h.get_ref().0.as_str()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    self.error(
+                        h.span(),
+                        format!("\"{}\" is not a header name", h.get_ref()),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let cookie = match &r.cookie {
+            Some(c) if !is_cookie_name(c.get_ref()) => {
+                self.error(
+                    c.span(),
+                    format!("\"{}\" is not a cookie name", c.get_ref()),
+                );
+                None
+            }
+            Some(c) => Some(c.get_ref().to_string()),
+            None => None,
+        };
+        if header.is_none() && cookie.is_none() {
+            self.error(
+                raw.span(),
+                "pool_override needs a header or a cookie to read the pool from",
+            );
+            return None;
+        }
+        Some(PoolOverride {
+            header,
+            cookie,
+            secret: r.secret.as_ref().map(|s| s.to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_climb_to_100() {
+        assert!(check_steps(&[1, 5, 25, 50, 100]).is_ok());
+        assert!(check_steps(&[100]).is_ok());
+        assert!(check_steps(&[]).is_err());
+        assert!(check_steps(&[0, 100]).is_err());
+        assert!(check_steps(&[5, 5, 100]).is_err());
+        assert!(check_steps(&[50, 20, 100]).is_err());
+        assert!(check_steps(&[5, 50]).is_err());
+        assert!(check_steps(&[5, 101]).is_err());
+    }
+
+    #[test]
+    fn cookie_names_are_tokens() {
+        assert!(is_cookie_name("switchyard_id"));
+        assert!(!is_cookie_name("a b"));
+        assert!(!is_cookie_name("a;b"));
+        assert!(!is_cookie_name(""));
+    }
+}
