@@ -825,6 +825,17 @@ fn rollout_details(view: &Value) -> String {
     out
 }
 
+/// An event's time: RFC 3339 as sent, or from milliseconds since the Unix epoch.
+fn event_time(v: &Value) -> String {
+    match v.as_u64() {
+        Some(ms) => {
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                .to_string()
+        }
+        None => str_of(v).to_string(),
+    }
+}
+
 /// The human view of `GET …/rollouts/current/events`.
 fn events_table(body: &Value) -> String {
     let mut out = format!(
@@ -856,7 +867,7 @@ fn events_table(body: &Value) -> String {
             .map_or_else(|| "-".to_string(), |w| format!("{w}%"));
         out.push_str(&format!(
             "{:<24}  {:<8} {:<11} {:>4} {:>6} {:>8} {:>6} {:>7} {:>9}  {}\n",
-            str_of(&e["time"]),
+            event_time(&e["time"]),
             or_dash(&e["rollout"]),
             str_of(&e["event"]),
             step,
@@ -1431,7 +1442,7 @@ mod tests {
         let events = events_table(&json!({"events": [
             {"time": "2026-11-23T03:00:00.123Z", "rollout": 3, "event": "started", "step": 0,
              "canary_weight": 1, "message": "green from 0% to 1%"},
-            {"time": "2026-11-23T03:00:02.500Z", "rollout": 3, "event": "rolled_back", "step": 0,
+            {"time": 1795402802500_u64, "rollout": 3, "event": "rolled_back", "step": 0,
              "canary_weight": 1, "requests": 40, "errors": 9, "error_rate": 0.225, "p99_ms": 3.5,
              "message": "error rate 0.23 above 0.05"}
         ]}));
