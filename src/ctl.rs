@@ -576,8 +576,11 @@ fn follow(client: &Client, service: &str, first: Reply, json: bool) -> Result<St
     // The details (or the JSON) go to stdout as on success; the reason is the error.
     print!("{text}");
     let reason = view["reason"].as_str().unwrap_or("no reason given");
+    // Say where the traffic is unless the reason does already.
     let back = match str_of(&view["state"]) {
-        "rolled_back" => format!("; the traffic is back on \"{}\"", str_of(&view["stable"])),
+        "rolled_back" if !reason.contains("back on") => {
+            format!("; the traffic is back on \"{}\"", str_of(&view["stable"]))
+        }
         _ => String::new(),
     };
     Err(CtlError::Refused(format!(

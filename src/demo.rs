@@ -332,6 +332,11 @@ mod tests {
             pools,
             vec![("blue".to_string(), 100), ("green".to_string(), 0)]
         );
+        let rollout = &cfg.services[0].rollout;
+        assert_eq!(
+            (rollout.steps.as_slice(), rollout.interval.as_secs()),
+            (&[10, 25, 50, 100][..], 5)
+        );
         let admin_cfg = cfg.admin.expect("the demo runs the admin API");
         assert_eq!(admin_cfg.address, admin);
         assert_eq!(cfg.server.state_dir, dir.join("state"));
