@@ -1,12 +1,12 @@
 //! Rollback benchmark: time from a canary's first failed request to all traffic back on stable, at a steady request rate, and the failures clients saw meanwhile.
 //
-//   cargo bench --bench rollback                 # 5 rounds at each starting canary weight 5, 25, 50
+//   cargo bench --bench rollback                 # 5 rounds at each first canary weight 1, 5, 25, 50
 //   ROUNDS=3 WEIGHTS=5,50 cargo bench --bench rollback
 //   SWITCHYARD_BIN=target/release/switchyard cargo bench --bench rollback
 //
 // Environment (all optional):
 //   ROUNDS=5            rounds per starting weight (a fresh proxy and backends each round)
-//   WEIGHTS=5,25,50     the canary's weight at the first step, in percent
+//   WEIGHTS=1,5,25,50   the canary's weight at the first step, in percent
 //   RATE=200            client requests a second, open loop (sent on schedule, not after answers)
 //   FAIL=0.2            share of the canary's requests its backend answers with 500
 //   MIN_REQUESTS=20     the rollout's min_requests; MAX_ERROR_RATE=0.05 its max_error_rate
@@ -17,8 +17,10 @@
 // `POST /v1/services/demo/rollouts` with steps WEIGHT..100 every 30 s (so the rollback happens in
 // the first step). The clock starts at green's first 500 (the backend notes when it answered its
 // first injected failure) and stops when `GET /v1/services/demo`, polled every 10 ms, shows
-// green at weight 0 again. The load runs 1 s past that; every client request must have been
-// answered 2xx (a failed idempotent canary request is retried once on blue by the proxy).
+// green at weight 0 again. The rollback event says how many errors the decision counted (N); the
+// time from green's N-th 500 to the weights is the reaction, the rest is waiting for errors. The
+// load runs 1 s past that; every client request must have been answered 2xx (a failed idempotent
+// canary request is retried once on blue by the proxy).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -75,7 +77,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> BenchResult<T> {
 
 impl Settings {
     fn from_env() -> BenchResult<Settings> {
-        let weights = std::env::var("WEIGHTS").unwrap_or_else(|_| "5,25,50".into());
+        let weights = std::env::var("WEIGHTS").unwrap_or_else(|_| "1,5,25,50".into());
         let weights = weights
             .split(',')
             .map(|w| match w.trim().parse::<u32>() {
@@ -109,6 +111,10 @@ struct Round {
     detect_ms: f64,
     /// First canary error → the rollout's `finished_at` (ms, the proxy's own clock).
     engine_ms: Option<f64>,
+    /// The errors the rollback decision counted, and the time from the last of them to the
+    /// weights back on stable (ms).
+    decided_on: u64,
+    reaction_ms: Option<f64>,
     /// Rollout started → first canary error (ms).
     first_error_ms: f64,
     canary_requests: u64,
@@ -143,11 +149,13 @@ fn run() -> BenchResult<()> {
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let mut rounds = Vec::new();
     println!(
-        "{:>6} {:>5} {:>12} {:>12} {:>14} {:>14} {:>16}  reason",
+        "{:>6} {:>5} {:>10} {:>10} {:>3} {:>11} {:>13} {:>14} {:>15}  reason",
         "weight",
         "round",
         "detect ms",
         "engine ms",
+        "N",
+        "reaction ms",
         "first err ms",
         "canary req/err",
         "client req/fail"
@@ -156,11 +164,13 @@ fn run() -> BenchResult<()> {
         for &weight in &settings.weights {
             let r = runtime.block_on(one_round(&settings, weight))?;
             println!(
-                "{:>6} {:>5} {:>12.1} {:>12} {:>14.1} {:>14} {:>16}  {}",
+                "{:>6} {:>5} {:>10.1} {:>10} {:>3} {:>11} {:>13.1} {:>14} {:>15}  {}",
                 format!("{weight}%"),
                 round + 1,
                 r.detect_ms,
                 r.engine_ms.map_or("-".into(), |ms| format!("{ms:.1}")),
+                r.decided_on,
+                r.reaction_ms.map_or("-".into(), |ms| format!("{ms:.1}")),
                 r.first_error_ms,
                 format!("{}/{}", r.canary_requests, r.canary_errors),
                 format!("{}/{}", r.client_requests, r.client_failures),
@@ -170,25 +180,31 @@ fn run() -> BenchResult<()> {
         }
     }
     println!();
-    println!("| first step | rounds | first canary error → weights on stable, median (min–max) | engine (finished_at), median | canary requests before rollback, median | client requests / failed |");
-    println!("|---|---|---|---|---|---|");
+    println!("| first step | rounds | first canary error → weights on stable, median (min–max) | same by finished_at | errors decided on, median | decisive error → weights on stable, median (max) | canary requests before rollback, median | client requests / failed |");
+    println!("|---|---|---|---|---|---|---|---|");
     for &weight in &settings.weights {
         let of: Vec<&Round> = rounds.iter().filter(|r| r.weight == weight).collect();
         let detect: Vec<f64> = of.iter().map(|r| r.detect_ms).collect();
         let engine: Vec<f64> = of.iter().filter_map(|r| r.engine_ms).collect();
         let canary: Vec<f64> = of.iter().map(|r| r.canary_requests as f64).collect();
-        let (min, max) = detect
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
-        println!(
-            "| {weight}% | {} | {:.0} ms ({min:.0}–{max:.0}) | {} | {:.0} | {} / {} |",
-            of.len(),
-            median(&detect),
-            if engine.is_empty() {
+        let decided: Vec<f64> = of.iter().map(|r| r.decided_on as f64).collect();
+        let reaction: Vec<f64> = of.iter().filter_map(|r| r.reaction_ms).collect();
+        let (min, max) = min_max(&detect);
+        let ms = |v: &[f64]| {
+            if v.is_empty() {
                 "-".to_string()
             } else {
-                format!("{:.0} ms", median(&engine))
-            },
+                format!("{:.0} ms", median(v))
+            }
+        };
+        println!(
+            "| {weight}% | {} | {:.0} ms ({min:.0}–{max:.0}) | {} | {:.0} | {} ({:.0}) | {:.0} | {} / {} |",
+            of.len(),
+            median(&detect),
+            ms(&engine),
+            median(&decided),
+            ms(&reaction),
+            min_max(&reaction).1,
             median(&canary),
             of.iter().map(|r| r.client_requests).sum::<u64>(),
             of.iter().map(|r| r.client_failures).sum::<u64>(),
@@ -202,6 +218,12 @@ fn run() -> BenchResult<()> {
         ));
     }
     Ok(())
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)))
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -413,6 +435,10 @@ async fn admin_json(
     serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON ({e}): {text}"))
 }
 
+async fn admin_get(client: &reqwest::Client, url: &str) -> BenchResult<Value> {
+    admin_json(client, reqwest::Method::GET, url, None).await
+}
+
 fn green_weight(service: &Value) -> Option<u64> {
     service["pools"]
         .as_array()?
@@ -484,7 +510,7 @@ async fn one_round(settings: &Settings, weight: u32) -> BenchResult<Round> {
     }
 
     let (back, canary_requests, canary_errors) = loop {
-        let service = admin_json(&client, reqwest::Method::GET, &admin_url, None).await?;
+        let service = admin_get(&client, &admin_url).await?;
         if green_weight(&service) == Some(0) {
             break (Instant::now(), green.requests(), green.injected_failures());
         }
@@ -503,19 +529,23 @@ async fn one_round(settings: &Settings, weight: u32) -> BenchResult<Round> {
 
     tokio::time::sleep(COOL_DOWN).await;
     let (sent, failed, last_failure) = load.finish().await;
-    let rollout = admin_json(
-        &client,
-        reqwest::Method::GET,
-        &format!("{admin_url}/rollouts/current"),
-        None,
-    )
-    .await?;
+    let rollout = admin_get(&client, &format!("{admin_url}/rollouts/current")).await?;
     if rollout["state"] != "rolled_back" {
         return Err(format!(
             "the rollout ended {}, not rolled_back: {rollout}",
             rollout["state"]
         ));
     }
+    let events = admin_get(&client, &format!("{admin_url}/rollouts/current/events")).await?;
+    let decided_on = events["events"]
+        .as_array()
+        .and_then(|list| list.iter().rev().find(|e| e["event"] == "rolled_back"))
+        .and_then(|e| e["errors"].as_u64())
+        .ok_or_else(|| format!("no rolled_back event with an error count: {events}"))?;
+    let decisive = usize::try_from(decided_on)
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| green.injected_failure_times().get(i).copied());
     let mut reason = rollout["reason"].as_str().unwrap_or("-").to_string();
     if let Some(why) = last_failure {
         reason.push_str(&format!(" [last client failure: {why}]"));
@@ -525,6 +555,8 @@ async fn one_round(settings: &Settings, weight: u32) -> BenchResult<Round> {
         weight,
         detect_ms: back.duration_since(first_error).as_secs_f64() * 1000.0,
         engine_ms: wall_ms(first_error_wall, &rollout["finished_at"]),
+        decided_on,
+        reaction_ms: decisive.map(|t| back.duration_since(t).as_secs_f64() * 1000.0),
         first_error_ms: first_error.duration_since(started).as_secs_f64() * 1000.0,
         canary_requests,
         canary_errors,

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Upper bound for `/delay/{ms}`.
 const MAX_DELAY_MS: u64 = 60_000;
+/// How many injected failures a backend keeps the time of.
+const FAILURE_TIMES: usize = 16;
 /// The fixed GUID of RFC 6455 section 1.3.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -54,9 +56,10 @@ struct Shared {
     name: String,
     fail_ratio: f64,
     requests: AtomicU64,
-    /// Answers turned into 500 by `fail_ratio`, and when the first of them was decided.
+    /// Answers turned into 500 by `fail_ratio`, and when the first [`FAILURE_TIMES`] of them
+    /// were decided (the lock is taken on injected failures only).
     injected_failures: AtomicU64,
-    first_injected_failure: OnceLock<Instant>,
+    failure_times: parking_lot::Mutex<Vec<Instant>>,
 }
 
 impl Backend {
@@ -102,7 +105,12 @@ impl Backend {
     /// When the first answer was turned into 500 by `fail_ratio` (the rollback benchmark's "first
     /// canary error"); `None` before that.
     pub fn first_injected_failure(&self) -> Option<Instant> {
-        self.shared.first_injected_failure.get().copied()
+        self.shared.failure_times.lock().first().copied()
+    }
+
+    /// When the first 16 answers turned into 500 by `fail_ratio` were decided, in order.
+    pub fn injected_failure_times(&self) -> Vec<Instant> {
+        self.shared.failure_times.lock().clone()
     }
 
     /// Stops the backend and waits for its thread; open connections are closed.
@@ -205,7 +213,7 @@ impl BackendBuilder {
             fail_ratio: self.fail_ratio,
             requests: AtomicU64::new(0),
             injected_failures: AtomicU64::new(0),
-            first_injected_failure: OnceLock::new(),
+            failure_times: parking_lot::Mutex::new(Vec::with_capacity(FAILURE_TIMES)),
         }
     }
 }
@@ -336,8 +344,11 @@ async fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> Result<(),
         }
         if shared.fail_ratio > 0.0 && fastrand::f64() < shared.fail_ratio {
             status = 500;
-            shared.first_injected_failure.get_or_init(Instant::now);
             shared.injected_failures.fetch_add(1, Ordering::Relaxed);
+            let mut times = shared.failure_times.lock();
+            if times.len() < FAILURE_TIMES {
+                times.push(Instant::now());
+            }
         }
         let keep_alive = head.keep_alive();
         let response = echo_response(shared, &head, status, body_bytes, keep_alive);
@@ -1168,7 +1179,10 @@ mod tests {
             assert_eq!(json["backend"], "bad");
         }
         assert_eq!(backend.injected_failures(), 3);
-        assert!(backend.first_injected_failure().unwrap() >= before);
+        let times = backend.injected_failure_times();
+        assert_eq!(times.len(), 3);
+        assert!(times[0] >= before && times[0] <= times[2]);
+        assert_eq!(backend.first_injected_failure(), Some(times[0]));
     }
 
     #[test]
