@@ -75,6 +75,10 @@ pub enum CtlCommand {
         /// Only apply if the config generation is still N (as `status` shows); exit 1 if not.
         #[arg(long, value_name = "N")]
         if_match: Option<u64>,
+        /// Abort the service's active rollout, if any, and apply anyway (without it a change
+        /// of a rollout's weights is refused, exit 1).
+        #[arg(long)]
+        force: bool,
     },
     /// Blue/green flip: POOL gets weight 100, every other pool of the service 0. Refused (exit 1)
     /// when POOL has no healthy server. Requests in flight on the old pool finish.
@@ -91,6 +95,10 @@ pub enum CtlCommand {
         /// and switch back on its own if it fails them; `rollout status SERVICE --wait` follows it.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         watch: Option<DurationArg>,
+        /// Abort the service's active rollout, if any, and apply anyway (without it a change
+        /// of a rollout's weights is refused, exit 1).
+        #[arg(long)]
+        force: bool,
     },
     /// Re-read the config file, like SIGHUP. A rejected config keeps the old one serving; its
     /// errors are printed as file:line:col: reason (exit 1).
@@ -99,6 +107,10 @@ pub enum CtlCommand {
     ClearWeights {
         /// The service, as named in the config.
         service: String,
+        /// Abort the service's active rollout, if any, and apply anyway (without it a change
+        /// of a rollout's weights is refused, exit 1).
+        #[arg(long)]
+        force: bool,
     },
     /// Canary rollouts: shift traffic to a pool step by step, judged by its live error rate and
     /// latency, rolled back on their own when the canary fails a gate.
@@ -264,9 +276,10 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
             service,
             weights,
             if_match,
+            force,
         } => {
             let map: BTreeMap<&str, u32> = weights.iter().map(|(p, w)| (p.as_str(), *w)).collect();
-            let path = service_path(service, "/weights");
+            let path = forced(service_path(service, "/weights"), *force);
             let reply = client.call("PUT", &path, Some(&json!(map)), *if_match)?;
             let summary = format!("weights set: {}\n", weights_line(&reply.value));
             (reply, summary)
@@ -276,11 +289,12 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
             pool,
             wait_healthy,
             watch,
+            force,
         } => {
             if let Some(limit) = wait_healthy {
                 wait_healthy_pool(client, service, pool, *limit)?;
             }
-            let path = service_path(service, "/switch");
+            let path = forced(service_path(service, "/switch"), *force);
             let mut body = json!({ "to": pool });
             if let Some(watch) = watch {
                 body["watch"] = json!(watch.text);
@@ -302,8 +316,8 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
             let summary = format!("reloaded (generation {})\n", reply.value["generation"]);
             (reply, summary)
         }
-        CtlCommand::ClearWeights { service } => {
-            let path = service_path(service, "/weights");
+        CtlCommand::ClearWeights { service, force } => {
+            let path = forced(service_path(service, "/weights"), *force);
             let reply = client.call("DELETE", &path, None, None)?;
             let summary = format!(
                 "overrides cleared, the config's weights apply: {}\n",
@@ -583,10 +597,16 @@ fn follow(client: &Client, service: &str, first: Reply, json: bool) -> Result<St
         }
         _ => String::new(),
     };
+    // "rollout 2 of "demo" rolled back: error rate …", but "rollout 2 of "demo": aborted by …".
+    let state = state_label(view);
+    let what = if reason.starts_with(&state) {
+        ":".to_string()
+    } else {
+        format!(" {state}:")
+    };
     Err(CtlError::Refused(format!(
-        "{} {}: {reason}{back}",
-        rollout_name(view),
-        state_label(view)
+        "{}{what} {reason}{back}",
+        rollout_name(view)
     )))
 }
 
@@ -883,6 +903,15 @@ fn events_table(body: &Value) -> String {
         ));
     }
     out
+}
+
+/// `path?force=true` when `force`.
+fn forced(path: String, force: bool) -> String {
+    if force {
+        path + "?force=true"
+    } else {
+        path
+    }
 }
 
 /// `/v1/services/{service}{suffix}` with the service name percent-encoded.

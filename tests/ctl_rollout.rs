@@ -341,7 +341,8 @@ fn pause_resume_abort_promote_and_status() {
     s.expect(&["rollout", "resume", "api"], 0, ": progressing,");
 
     // Hand-set weights would fight the rollout: refused, naming it.
-    s.expect(&["weights", "api", "blue=100", "green=0"], 1, "rollout");
+    s.expect(&["weights", "api", "blue=100", "green=0"], 1, "rollout 1");
+    s.expect(&["switch", "api", "blue"], 1, "rollout 1");
 
     s.expect(&["rollout", "abort", "api"], 0, ": aborted,");
     assert_eq!(s.weights(), (100, 0));
@@ -350,7 +351,7 @@ fn pause_resume_abort_promote_and_status() {
     s.expect(
         &["rollout", "status", "api", "--wait"],
         1,
-        "rollout 1 of \"api\" aborted",
+        "rollout 1 of \"api\": aborted",
     );
 
     let run = s.expect(&["rollout", "events", "api"], 0, "started");
@@ -368,6 +369,25 @@ fn pause_resume_abort_promote_and_status() {
         "rollout 2 of \"api\": promoted, green at 100%",
     );
     assert_eq!(s.weights(), (0, 100));
+
+    // A third, overridden by hand with --force: it is aborted and the weights apply.
+    let back = [
+        "rollout",
+        "start",
+        "api",
+        "--canary",
+        "blue",
+        "--interval",
+        "60s",
+    ];
+    s.expect(&back, 0, "rollout 3 of \"api\" started");
+    s.expect(
+        &["weights", "api", "blue=30", "green=70", "--force"],
+        0,
+        "blue=30 green=70",
+    );
+    let run = s.expect(&["rollout", "status", "api"], 0, ": aborted,");
+    assert!(run.stdout.contains("  reason    "), "{run}");
     let (_, failed) = load.finish();
     assert_eq!(failed, 0);
 }
