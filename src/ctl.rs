@@ -704,7 +704,7 @@ fn progress_key(view: &Value) -> String {
 fn progress_line(view: &Value) -> String {
     let live = &view["canary_live"];
     let step = match view["holding"].as_str() {
-        Some(holding) => format!("holding: {holding}"),
+        Some(holding) => hold_text(holding),
         None => format!("{} requests this step", view["step_requests"]),
     };
     format!(
@@ -717,6 +717,15 @@ fn progress_line(view: &Value) -> String {
         percent(&live["error_rate"]),
         millis(&live["p99_ms"]),
     )
+}
+
+/// The API's hold text, starting with "holding" (it may say so itself).
+fn hold_text(holding: &str) -> String {
+    if holding.starts_with("holding") {
+        holding.to_string()
+    } else {
+        format!("holding: {holding}")
+    }
 }
 
 /// `rollout 3 of "demo"` (or `switch 3 of "demo"` for a watched switch).
@@ -828,7 +837,10 @@ fn rollout_details(view: &Value) -> String {
     );
     row("gates", format!("{}; shield {shield}", gates.join(", ")));
     if let Some(holding) = view["holding"].as_str() {
-        row("holding", holding.to_string());
+        row(
+            "holding",
+            holding.trim_start_matches("holding ").to_string(),
+        );
     }
     for side in ["canary", "stable"] {
         let live = live_line(&view[format!("{side}_live").as_str()]);
@@ -1422,6 +1434,19 @@ mod tests {
             line,
             "progressing  step 2/5  green 5%  holding: 3 of 20 requests in this step  canary 120 req 2.5% err p99 8.0ms"
         );
+        let own = view(
+            "progressing",
+            0,
+            1,
+            json!("holding step 1 (1%): 3 of 20 requests in this step"),
+        );
+        assert!(
+            progress_line(&own)
+                .contains("  green 1%  holding step 1 (1%): 3 of 20 requests in this step  canary"),
+            "{}",
+            progress_line(&own)
+        );
+        assert!(rollout_details(&own).contains("  holding   step 1 (1%): 3 of 20"));
         let mut same = a.clone();
         same["step_requests"] = json!(18);
         same["canary_live"]["requests"] = json!(121);

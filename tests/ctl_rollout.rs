@@ -169,10 +169,7 @@ impl Setup {
 
     /// `ctl rollout start api --canary green` with the fast settings and `extra`.
     fn start_rollout(&self, extra: &[&str]) -> Outcome {
-        let mut args = vec!["rollout", "start", "api", "--canary", "green"];
-        args.extend_from_slice(FAST);
-        args.extend_from_slice(extra);
-        self.ctl(&args)
+        self.ctl(&start_args("green", &[FAST, extra].concat()))
     }
 
     /// (blue, green) weights in force.
@@ -180,6 +177,13 @@ impl Setup {
         let view = self.admin.get("/v1/services/api");
         (view.weight("blue"), view.weight("green"))
     }
+}
+
+/// `rollout start api --canary CANARY SETTINGS…`.
+fn start_args<'a>(canary: &'a str, settings: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["rollout", "start", "api", "--canary", canary];
+    args.extend_from_slice(settings);
+    args
 }
 
 /// The progress lines of a piped `--wait` run, each as (state, step, weight, hold) and the line.
@@ -293,17 +297,7 @@ fn wait_rolls_back_a_failing_canary_and_exits_1_with_the_reason() {
 fn pause_resume_abort_promote_and_status() {
     let s = Setup::start(0.0);
     let load = Load::start(s.http);
-    let slow = [
-        "rollout",
-        "start",
-        "api",
-        "--canary",
-        "green",
-        "--steps",
-        "10,50,100",
-        "--interval",
-        "60s",
-    ];
+    let slow = start_args("green", &["--steps", "10,50,100", "--interval", "60s"]);
 
     let run = s.ctl(&["rollout", "status", "solo"]);
     assert_eq!(run.code, 1, "a service without rollouts: {run}");
@@ -371,15 +365,7 @@ fn pause_resume_abort_promote_and_status() {
     assert_eq!(s.weights(), (0, 100));
 
     // A third, overridden by hand with --force: it is aborted and the weights apply.
-    let back = [
-        "rollout",
-        "start",
-        "api",
-        "--canary",
-        "blue",
-        "--interval",
-        "60s",
-    ];
+    let back = start_args("blue", &["--interval", "60s"]);
     s.expect(&back, 0, "rollout 3 of \"api\" started");
     s.expect(
         &["weights", "api", "blue=30", "green=70", "--force"],
@@ -390,6 +376,35 @@ fn pause_resume_abort_promote_and_status() {
     assert!(run.stdout.contains("  reason    "), "{run}");
     let (_, failed) = load.finish();
     assert_eq!(failed, 0);
+}
+
+#[test]
+fn a_step_short_of_traffic_holds_and_says_so() {
+    let s = Setup::start(0.0);
+    let start = start_args("green", &["--steps", "1,100", "--interval", "200ms"]);
+    s.expect(&start, 0, "green at 1%");
+    let held = wait_until(Duration::from_secs(5), || {
+        s.ctl(&["rollout", "status", "api"])
+            .stdout
+            .contains("  holding   ")
+    });
+    let run = s.ctl(&["rollout", "status", "api"]);
+    assert!(held, "no hold shown: {run}");
+    assert!(run.stdout.contains("0 of 20 requests"), "{run}");
+    // Piped --wait prints the hold in its line; stopped by abort from here.
+    let url = s.admin_url.clone();
+    let follower =
+        std::thread::spawn(move || run_ctl(&url, &["rollout", "status", "api", "--wait"]));
+    std::thread::sleep(Duration::from_millis(600));
+    s.expect(&["rollout", "abort", "api"], 0, ": aborted,");
+    let run = follower.join().unwrap();
+    assert_eq!(run.code, 1, "{run}");
+    let lines = progress(&run.stdout);
+    assert!(
+        lines[0].1.contains("  holding") && lines[0].1.contains("0 of 20 requests"),
+        "{run}"
+    );
+    assert!(lines[lines.len() - 1].1.contains("] aborted  "), "{run}");
 }
 
 #[test]
@@ -455,10 +470,7 @@ fn wait_redraws_one_line_on_a_terminal() {
 fn rollout_usage_errors_exit_2() {
     // None of these gets as far as the network.
     let closed = format!("http://127.0.0.1:{}", closed_port());
-    let start = ["rollout", "start", "api", "--canary", "green"];
-    let with = |extra: &[&'static str]| -> Vec<&'static str> {
-        start.iter().chain(extra).copied().collect()
-    };
+    let with = |extra: &[&'static str]| start_args("green", extra);
     for args in [
         with(&["--steps", "5,1,100"]),
         with(&["--steps", "0,100"]),
