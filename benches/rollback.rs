@@ -18,7 +18,8 @@
 // the first step). The clock starts at green's first 500 (the backend notes when it answered its
 // first injected failure) and stops when `GET /v1/services/demo`, polled every 10 ms, shows
 // green at weight 0 again. The rollback event says how many errors the decision counted (N); the
-// time from green's N-th 500 to the weights is the reaction, the rest is waiting for errors. The
+// time from green's N-th 500 to the weights is the reaction, the rest is waiting for errors (with
+// the defaults the rule can first hold at the second error: 2 / min_requests 20 > 0.05). The
 // load runs 1 s past that; every client request must have been answered 2xx (a failed idempotent
 // canary request is retried once on blue by the proxy).
 
@@ -115,6 +116,10 @@ struct Round {
     /// weights back on stable (ms).
     decided_on: u64,
     reaction_ms: Option<f64>,
+    /// Green's second error → weights back on stable (ms): with min_requests 20 and
+    /// max_error_rate 0.05 the rule can first hold at the second error (2/20 > 0.05), so this is
+    /// the engine's lag whenever the canary had served at most 20 requests by then.
+    second_ms: Option<f64>,
     /// Rollout started → first canary error (ms).
     first_error_ms: f64,
     canary_requests: u64,
@@ -149,13 +154,14 @@ fn run() -> BenchResult<()> {
         .map_err(|e| format!("tokio runtime: {e}"))?;
     let mut rounds = Vec::new();
     println!(
-        "{:>6} {:>5} {:>10} {:>10} {:>3} {:>11} {:>13} {:>14} {:>15}  reason",
+        "{:>6} {:>5} {:>10} {:>10} {:>3} {:>11} {:>10} {:>13} {:>14} {:>15}  reason",
         "weight",
         "round",
         "detect ms",
         "engine ms",
         "N",
         "reaction ms",
+        "2nd err ms",
         "first err ms",
         "canary req/err",
         "client req/fail"
@@ -164,13 +170,14 @@ fn run() -> BenchResult<()> {
         for &weight in &settings.weights {
             let r = runtime.block_on(one_round(&settings, weight))?;
             println!(
-                "{:>6} {:>5} {:>10.1} {:>10} {:>3} {:>11} {:>13.1} {:>14} {:>15}  {}",
+                "{:>6} {:>5} {:>10.1} {:>10} {:>3} {:>11} {:>10} {:>13.1} {:>14} {:>15}  {}",
                 format!("{weight}%"),
                 round + 1,
                 r.detect_ms,
                 r.engine_ms.map_or("-".into(), |ms| format!("{ms:.1}")),
                 r.decided_on,
                 r.reaction_ms.map_or("-".into(), |ms| format!("{ms:.1}")),
+                r.second_ms.map_or("-".into(), |ms| format!("{ms:.1}")),
                 r.first_error_ms,
                 format!("{}/{}", r.canary_requests, r.canary_errors),
                 format!("{}/{}", r.client_requests, r.client_failures),
@@ -180,8 +187,8 @@ fn run() -> BenchResult<()> {
         }
     }
     println!();
-    println!("| first step | rounds | first canary error → weights on stable, median (min–max) | same by finished_at | errors decided on, median | decisive error → weights on stable, median (max) | canary requests before rollback, median | client requests / failed |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| first step | rounds | first canary error → weights on stable, median (min–max) | same by finished_at | errors decided on, median | decisive error → weights on stable, median (max) | second error → weights on stable, median (max) | canary requests before rollback, median | client requests / failed |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &weight in &settings.weights {
         let of: Vec<&Round> = rounds.iter().filter(|r| r.weight == weight).collect();
         let detect: Vec<f64> = of.iter().map(|r| r.detect_ms).collect();
@@ -189,6 +196,7 @@ fn run() -> BenchResult<()> {
         let canary: Vec<f64> = of.iter().map(|r| r.canary_requests as f64).collect();
         let decided: Vec<f64> = of.iter().map(|r| r.decided_on as f64).collect();
         let reaction: Vec<f64> = of.iter().filter_map(|r| r.reaction_ms).collect();
+        let second: Vec<f64> = of.iter().filter_map(|r| r.second_ms).collect();
         let (min, max) = min_max(&detect);
         let ms = |v: &[f64]| {
             if v.is_empty() {
@@ -198,13 +206,15 @@ fn run() -> BenchResult<()> {
             }
         };
         println!(
-            "| {weight}% | {} | {:.0} ms ({min:.0}–{max:.0}) | {} | {:.0} | {} ({:.0}) | {:.0} | {} / {} |",
+            "| {weight}% | {} | {:.0} ms ({min:.0}–{max:.0}) | {} | {:.0} | {} ({:.0}) | {} ({:.0}) | {:.0} | {} / {} |",
             of.len(),
             median(&detect),
             ms(&engine),
             median(&decided),
             ms(&reaction),
             min_max(&reaction).1,
+            ms(&second),
+            min_max(&second).1,
             median(&canary),
             of.iter().map(|r| r.client_requests).sum::<u64>(),
             of.iter().map(|r| r.client_failures).sum::<u64>(),
@@ -542,10 +552,12 @@ async fn one_round(settings: &Settings, weight: u32) -> BenchResult<Round> {
         .and_then(|list| list.iter().rev().find(|e| e["event"] == "rolled_back"))
         .and_then(|e| e["errors"].as_u64())
         .ok_or_else(|| format!("no rolled_back event with an error count: {events}"))?;
+    let times = green.injected_failure_times();
     let decisive = usize::try_from(decided_on)
         .ok()
         .and_then(|n| n.checked_sub(1))
-        .and_then(|i| green.injected_failure_times().get(i).copied());
+        .and_then(|i| times.get(i).copied());
+    let since = |t: Instant| back.duration_since(t).as_secs_f64() * 1000.0;
     let mut reason = rollout["reason"].as_str().unwrap_or("-").to_string();
     if let Some(why) = last_failure {
         reason.push_str(&format!(" [last client failure: {why}]"));
@@ -556,7 +568,8 @@ async fn one_round(settings: &Settings, weight: u32) -> BenchResult<Round> {
         detect_ms: back.duration_since(first_error).as_secs_f64() * 1000.0,
         engine_ms: wall_ms(first_error_wall, &rollout["finished_at"]),
         decided_on,
-        reaction_ms: decisive.map(|t| back.duration_since(t).as_secs_f64() * 1000.0),
+        reaction_ms: decisive.map(since),
+        second_ms: times.get(1).copied().map(since),
         first_error_ms: first_error.duration_since(started).as_secs_f64() * 1000.0,
         canary_requests,
         canary_errors,
