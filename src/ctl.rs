@@ -35,7 +35,7 @@ const DEFAULT_COLUMNS: usize = 80;
 const MAX_RESPONSE: u64 = 16 << 20;
 
 /// Talk to a running Switchyard through its admin API: read services, set weights, switch
-/// blue/green, reload.
+/// blue/green, reload, run canary rollouts.
 ///
 /// Speaks plain HTTP only (no https://): point it at the admin listener on loopback or a private
 /// network. Exit codes: 0 success; 1 refused or failed (the reason on stderr), including an
@@ -556,7 +556,14 @@ fn outcome(state: &str) -> Option<bool> {
 fn follow(client: &Client, service: &str, first: Reply, json: bool) -> Result<String, CtlError> {
     let id = first.value["id"].clone();
     let path = service_path(service, "/rollouts/current");
-    let mut progress = Progress::new(!json && std::io::stdout().is_terminal());
+    let mode = if json {
+        ProgressMode::Off
+    } else if std::io::stdout().is_terminal() {
+        ProgressMode::Redraw
+    } else {
+        ProgressMode::Lines
+    };
+    let mut progress = Progress::new(mode);
     let mut reply = first;
     let done = loop {
         progress.show(&reply.value);
@@ -564,18 +571,24 @@ fn follow(client: &Client, service: &str, first: Reply, json: bool) -> Result<St
             break done;
         }
         std::thread::sleep(FOLLOW_INTERVAL);
-        reply = client.call("GET", &path, None, None).map_err(|e| {
-            CtlError::Refused(format!(
-                "{e}\nstopped following {}; it goes on without ctl (follow it again with: switchyard ctl rollout status {service} --wait)",
-                rollout_name(&reply.value)
-            ))
-        })?;
-        if reply.value["id"] != id {
+        let next = match client.call("GET", &path, None, None) {
+            Ok(next) => next,
+            Err(e) => {
+                progress.finish();
+                return Err(CtlError::Refused(format!(
+                    "{e}\nstopped following {}; it goes on without ctl (follow it again with: switchyard ctl rollout status {service} --wait)",
+                    rollout_name(&reply.value)
+                )));
+            }
+        };
+        if next.value["id"] != id {
+            progress.finish();
             return Err(CtlError::Refused(format!(
                 "rollout {id} of \"{service}\" was replaced by {} while following it",
-                rollout_name(&reply.value)
+                rollout_name(&next.value)
             )));
         }
+        reply = next;
     };
     progress.finish();
     let view = &reply.value;
@@ -610,10 +623,20 @@ fn follow(client: &Client, service: &str, first: Reply, json: bool) -> Result<St
     )))
 }
 
-/// The progress shown while following a rollout: on a terminal one line redrawn in place, else
-/// one line per change of state, step, weight or hold.
+/// How `--wait` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProgressMode {
+    /// Not at all (--json).
+    Off,
+    /// One line redrawn in place (a terminal).
+    Redraw,
+    /// One line per change of state, step, weight or hold (piped).
+    Lines,
+}
+
+/// The progress shown while following a rollout.
 struct Progress {
-    tty: bool,
+    mode: ProgressMode,
     started: Instant,
     /// What the last line printed showed (piped output).
     last: Option<String>,
@@ -624,17 +647,23 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(tty: bool) -> Progress {
+    fn new(mode: ProgressMode) -> Progress {
         Progress {
-            tty,
+            mode,
             started: Instant::now(),
             last: None,
             drawn: false,
-            width: if tty { terminal_columns() } else { 0 },
+            width: match mode {
+                ProgressMode::Redraw => terminal_columns(),
+                _ => 0,
+            },
         }
     }
 
     fn show(&mut self, view: &Value) {
+        if self.mode == ProgressMode::Off {
+            return;
+        }
         let line = format!(
             "[{:>6.1}s] {}",
             self.started.elapsed().as_secs_f64(),
@@ -642,7 +671,7 @@ impl Progress {
         );
         let mut out = std::io::stdout().lock();
         // A closed stdout must not stop the rollout's follower; the exit code still tells.
-        if self.tty {
+        if self.mode == ProgressMode::Redraw {
             // A wrapped line could not be redrawn in place.
             let shown: String = line.chars().take(self.width.saturating_sub(1)).collect();
             let _ = write!(out, "\r\x1b[2K{shown}");

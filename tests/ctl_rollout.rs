@@ -279,6 +279,13 @@ fn wait_rolls_back_a_failing_canary_and_exits_1_with_the_reason() {
     // The shield: a failed GET on green was retried on blue, so no client saw a failure.
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
 
+    // --json --wait: no progress, the final view, the same exit code and reason.
+    let run = s.ctl(&["--json", "rollout", "status", "api", "--wait"]);
+    assert_eq!(run.code, 1, "{run}");
+    let view: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(view["state"], "rolled_back", "{run}");
+    assert!(run.stderr.contains("rolled back: error rate"), "{run}");
+
     // A finished rollout: status shows it (exit 0), --wait reports its outcome at once (exit 1).
     s.expect(&["rollout", "status", "api"], 0, "rolled back");
     s.expect(
