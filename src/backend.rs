@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -29,6 +29,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Upper bound for `/delay/{ms}`.
 const MAX_DELAY_MS: u64 = 60_000;
+/// How many injected failures a backend keeps the time of.
+const FAILURE_TIMES: usize = 16;
 /// The fixed GUID of RFC 6455 section 1.3.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -54,6 +56,10 @@ struct Shared {
     name: String,
     fail_ratio: f64,
     requests: AtomicU64,
+    /// Answers turned into 500 by `fail_ratio`, and when the first [`FAILURE_TIMES`] of them
+    /// were decided (the lock is taken on injected failures only).
+    injected_failures: AtomicU64,
+    failure_times: parking_lot::Mutex<Vec<Instant>>,
 }
 
 impl Backend {
@@ -89,6 +95,22 @@ impl Backend {
     /// How many requests this backend has parsed so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many answers `fail_ratio` has turned into 500 so far.
+    pub fn injected_failures(&self) -> u64 {
+        self.shared.injected_failures.load(Ordering::Relaxed)
+    }
+
+    /// When the first answer was turned into 500 by `fail_ratio` (the rollback benchmark's "first
+    /// canary error"); `None` before that.
+    pub fn first_injected_failure(&self) -> Option<Instant> {
+        self.shared.failure_times.lock().first().copied()
+    }
+
+    /// When the first 16 answers turned into 500 by `fail_ratio` were decided, in order.
+    pub fn injected_failure_times(&self) -> Vec<Instant> {
+        self.shared.failure_times.lock().clone()
     }
 
     /// Stops the backend and waits for its thread; open connections are closed.
@@ -190,6 +212,8 @@ impl BackendBuilder {
             name: self.name,
             fail_ratio: self.fail_ratio,
             requests: AtomicU64::new(0),
+            injected_failures: AtomicU64::new(0),
+            failure_times: parking_lot::Mutex::new(Vec::with_capacity(FAILURE_TIMES)),
         }
     }
 }
@@ -320,6 +344,11 @@ async fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> Result<(),
         }
         if shared.fail_ratio > 0.0 && fastrand::f64() < shared.fail_ratio {
             status = 500;
+            shared.injected_failures.fetch_add(1, Ordering::Relaxed);
+            let mut times = shared.failure_times.lock();
+            if times.len() < FAILURE_TIMES {
+                times.push(Instant::now());
+            }
         }
         let keep_alive = head.keep_alive();
         let response = echo_response(shared, &head, status, body_bytes, keep_alive);
@@ -1131,6 +1160,14 @@ mod tests {
     #[test]
     fn fail_ratio_one_always_fails() {
         let backend = Backend::builder("bad").fail_ratio(1.0).spawn().unwrap();
+        assert_eq!(
+            (
+                backend.injected_failures(),
+                backend.first_injected_failure()
+            ),
+            (0, None)
+        );
+        let before = Instant::now();
         let mut stream = connect(&backend);
         for _ in 0..3 {
             stream
@@ -1141,6 +1178,11 @@ mod tests {
             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(json["backend"], "bad");
         }
+        assert_eq!(backend.injected_failures(), 3);
+        let times = backend.injected_failure_times();
+        assert_eq!(times.len(), 3);
+        assert!(times[0] >= before && times[0] <= times[2]);
+        assert_eq!(backend.first_injected_failure(), Some(times[0]));
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub enum Command {
         config: PathBuf,
     },
     /// Start an embedded demo: two built-in backends (pools blue and green of service "demo")
-    /// behind the proxy on 127.0.0.1:8080 at blue=100, green=0, and print what to try next.
+    /// behind the proxy on 127.0.0.1:8080 at blue=100, green=0, light background traffic through
+    /// it, and print what to try next (a canary rollout of green among it).
     Demo {
         /// Address of the demo proxy.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -55,6 +56,16 @@ pub enum Command {
         /// SWITCHYARD_TOKEN when that is set, and no token otherwise.
         #[arg(long, default_value = crate::config::DEFAULT_ADMIN_ADDRESS)]
         admin: SocketAddr,
+        /// Make pool green fail this share of its requests with 500 (--bad-canary alone: 0.3, or
+        /// e.g. --bad-canary=0.5 or 50%), to watch a rollout of green roll back on its own.
+        #[arg(long, value_name = "SHARE", num_args = 0..=1, default_missing_value = "0.3",
+              value_parser = ctl::parse_ratio)]
+        bad_canary: Option<f64>,
+        /// Background GET requests a second that the demo sends through its own proxy, so that a
+        /// rollout has traffic to judge (0: none).
+        #[arg(long, value_name = "PER_SECOND", default_value_t = 50,
+              value_parser = clap::value_parser!(u32).range(0..=10_000))]
+        traffic: u32,
     },
     Ctl(ctl::CtlArgs),
 }
@@ -79,11 +90,18 @@ pub fn main() -> ExitCode {
             let options = server::ServeOptions { upgrade };
             report(server::serve(&config, &options))
         }
-        Command::Demo { listen, dir, admin } => report(demo::run(&demo::DemoOptions {
+        Command::Demo {
             listen,
             dir,
             admin,
-            green_fail_ratio: 0.0,
+            bad_canary,
+            traffic,
+        } => report(demo::run(&demo::DemoOptions {
+            listen,
+            dir,
+            admin,
+            green_fail_ratio: bad_canary.unwrap_or(0.0),
+            traffic,
         })),
         Command::Ctl(args) => ctl::run(&args),
     }

@@ -4,9 +4,11 @@
 // stderr); 2 usage errors (clap's own, an argument not in pool=N form, an unusable --admin URL).
 // The client speaks plain HTTP/1.1 over one `TcpStream` per request with `Connection: close`: the
 // admin API listens on loopback or a private address, and no TLS stack is pulled in for it.
+// `rollout ... --wait` follows a canary rollout by polling it; its exit code is the outcome (0
+// promoted, 1 rolled back or aborted).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -25,11 +27,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `switch --wait-healthy` looks at the target pool.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often `rollout ... --wait` looks at the rollout.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
+/// Width of the redrawn progress line when $COLUMNS does not say.
+const DEFAULT_COLUMNS: usize = 80;
 /// Largest response accepted from the admin API.
 const MAX_RESPONSE: u64 = 16 << 20;
 
 /// Talk to a running Switchyard through its admin API: read services, set weights, switch
-/// blue/green, reload.
+/// blue/green, reload, run canary rollouts.
 ///
 /// Speaks plain HTTP only (no https://): point it at the admin listener on loopback or a private
 /// network. Exit codes: 0 success; 1 refused or failed (the reason on stderr), including an
@@ -69,6 +75,10 @@ pub enum CtlCommand {
         /// Only apply if the config generation is still N (as `status` shows); exit 1 if not.
         #[arg(long, value_name = "N")]
         if_match: Option<u64>,
+        /// Abort the service's active rollout, if any, and apply anyway (without it a change
+        /// of a rollout's weights is refused, exit 1).
+        #[arg(long)]
+        force: bool,
     },
     /// Blue/green flip: POOL gets weight 100, every other pool of the service 0. Refused (exit 1)
     /// when POOL has no healthy server. Requests in flight on the old pool finish.
@@ -81,6 +91,14 @@ pub enum CtlCommand {
         /// every 500ms; exit 1 if it never does.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         wait_healthy: Option<Duration>,
+        /// After the flip, watch POOL for this long (e.g. 30s) with the service's rollout gates
+        /// and switch back on its own if it fails them; `rollout status SERVICE --wait` follows it.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        watch: Option<DurationArg>,
+        /// Abort the service's active rollout, if any, and apply anyway (without it a change
+        /// of a rollout's weights is refused, exit 1).
+        #[arg(long)]
+        force: bool,
     },
     /// Re-read the config file, like SIGHUP. A rejected config keeps the old one serving; its
     /// errors are printed as file:line:col: reason (exit 1).
@@ -89,6 +107,10 @@ pub enum CtlCommand {
     ClearWeights {
         /// The service, as named in the config.
         service: String,
+        /// Abort the service's active rollout, if any, and apply anyway (without it a change
+        /// of a rollout's weights is refused, exit 1).
+        #[arg(long)]
+        force: bool,
     },
     /// List the ACME certificates: names, status (pending, valid, renewing, failing, expired),
     /// challenge, expiry, next order and issuer. With --renew NAME, order a new certificate for
@@ -98,6 +120,100 @@ pub enum CtlCommand {
         #[arg(long, value_name = "NAME")]
         renew: Option<String>,
     },
+    /// Canary rollouts: shift traffic to a pool step by step, judged by its live error rate and
+    /// latency, rolled back on their own when the canary fails a gate.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout of the canary pool. Options not given take the service's
+    /// `[services.NAME.rollout]` settings. With --wait, follow it to the end: exit 0 when
+    /// promoted, 1 when rolled back or aborted.
+    Start(StartArgs),
+    /// Show the service's active or most recent rollout. With --wait, follow it to the end: exit
+    /// 0 when promoted, 1 when rolled back or aborted.
+    Status {
+        /// The service, as named in the config.
+        service: String,
+        /// Follow the rollout until it ends, showing its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Hold the active rollout at its current step until `resume`.
+    Pause {
+        /// The service, as named in the config.
+        service: String,
+    },
+    /// Let a paused rollout step on again.
+    Resume {
+        /// The service, as named in the config.
+        service: String,
+    },
+    /// End the active rollout now with the canary at 100%, skipping the remaining steps.
+    Promote {
+        /// The service, as named in the config.
+        service: String,
+    },
+    /// End the active rollout now and put the traffic back on the stable pool.
+    Abort {
+        /// The service, as named in the config.
+        service: String,
+    },
+    /// List what happened in the service's active or most recent rollout: steps, holds, the
+    /// gates' figures at each, and the reason it ended.
+    Events {
+        /// The service, as named in the config.
+        service: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The service, as named in the config.
+    pub service: String,
+    /// The pool to roll out.
+    #[arg(long, value_name = "POOL")]
+    pub canary: String,
+    /// The pool that keeps the rest of the traffic and gets it all back on a rollback (default:
+    /// the service's setting).
+    #[arg(long, value_name = "POOL")]
+    pub stable: Option<String>,
+    /// The canary's weight at each step in percent, ascending from 1 to 100 and ending at 100.
+    #[arg(long, value_name = "PERCENTS", value_parser = parse_steps)]
+    pub steps: Option<Steps>,
+    /// How long each step lasts before the next, if the canary passes the gates (e.g. 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub interval: Option<DurationArg>,
+    /// Roll back when the canary's error rate is above this (0.05 or 5%).
+    #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
+    pub max_error_rate: Option<f64>,
+    /// Roll back when the canary's p99 latency is above this (e.g. 500ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub max_p99: Option<DurationArg>,
+    /// Canary requests a step needs before it may move on.
+    #[arg(long, value_name = "N")]
+    pub min_requests: Option<u64>,
+    /// Do not retry the canary's failed idempotent requests on the stable pool.
+    #[arg(long)]
+    pub no_shield: bool,
+    /// Follow the rollout until it ends, showing its progress.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// Canary weights in percent, one per step (see [`parse_steps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Steps(pub Vec<u32>);
+
+/// A duration as typed (sent to the API as is) and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationArg {
+    pub text: String,
+    pub value: Duration,
 }
 
 /// Why a ctl command did not succeed.
@@ -168,9 +284,10 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
             service,
             weights,
             if_match,
+            force,
         } => {
             let map: BTreeMap<&str, u32> = weights.iter().map(|(p, w)| (p.as_str(), *w)).collect();
-            let path = service_path(service, "/weights");
+            let path = forced(service_path(service, "/weights"), *force);
             let reply = client.call("PUT", &path, Some(&json!(map)), *if_match)?;
             let summary = format!("weights set: {}\n", weights_line(&reply.value));
             (reply, summary)
@@ -179,13 +296,27 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
             service,
             pool,
             wait_healthy,
+            watch,
+            force,
         } => {
             if let Some(limit) = wait_healthy {
                 wait_healthy_pool(client, service, pool, *limit)?;
             }
-            let path = service_path(service, "/switch");
-            let reply = client.call("POST", &path, Some(&json!({ "to": pool })), None)?;
-            let summary = format!("switched to \"{pool}\": {}\n", weights_line(&reply.value));
+            let path = forced(service_path(service, "/switch"), *force);
+            let mut body = json!({ "to": pool });
+            if let Some(watch) = watch {
+                body["watch"] = json!(watch.text);
+            }
+            let reply = client.call("POST", &path, Some(&body), None)?;
+            let mut summary = format!("switched to \"{pool}\": {}\n", weights_line(&reply.value));
+            let rollout = &reply.value["rollout"];
+            if rollout.is_object() {
+                summary.push_str(&format!(
+                    "watching \"{pool}\" for {} ({}); follow it with: switchyard ctl rollout status {service} --wait\n",
+                    watch.as_ref().map_or("?", |w| w.text.as_str()),
+                    rollout_name(rollout),
+                ));
+            }
             (reply, summary)
         }
         CtlCommand::Reload => {
@@ -193,8 +324,8 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
             let summary = format!("reloaded (generation {})\n", reply.value["generation"]);
             (reply, summary)
         }
-        CtlCommand::ClearWeights { service } => {
-            let path = service_path(service, "/weights");
+        CtlCommand::ClearWeights { service, force } => {
+            let path = forced(service_path(service, "/weights"), *force);
             let reply = client.call("DELETE", &path, None, None)?;
             let summary = format!(
                 "overrides cleared, the config's weights apply: {}\n",
@@ -216,16 +347,22 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
             let summary = crate::acme::view::table(&reply.value);
             (reply, summary)
         }
+        CtlCommand::Rollout { command } => return rollout(client, command, args.json),
     };
-    if args.json {
-        let mut text = String::from_utf8_lossy(&reply.body).into_owned();
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        Ok(text)
+    Ok(if args.json {
+        json_text(&reply)
     } else {
-        Ok(summary)
+        summary
+    })
+}
+
+/// The body of a reply as sent, ending in a line break.
+fn json_text(reply: &Reply) -> String {
+    let mut text = String::from_utf8_lossy(&reply.body).into_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
     }
+    text
 }
 
 /// Polls the service until `pool` has an available server, or `limit` passes.
@@ -342,6 +479,504 @@ fn status_table(body: &Value) -> String {
     out
 }
 
+// ------------------------------------------------------------------------------------------------
+// Rollouts
+// ------------------------------------------------------------------------------------------------
+
+/// Carries out a `rollout` subcommand; returns what to print on success.
+fn rollout(client: &Client, command: &RolloutCommand, json: bool) -> Result<String, CtlError> {
+    let current =
+        |service: &str, suffix: &str| service_path(service, &format!("/rollouts/current{suffix}"));
+    let (service, reply, wait) = match command {
+        RolloutCommand::Start(args) => {
+            let path = service_path(&args.service, "/rollouts");
+            let reply = client.call("POST", &path, Some(&start_body(args)), None)?;
+            (&args.service, reply, args.wait)
+        }
+        RolloutCommand::Status { service, wait } => {
+            let reply = client.call("GET", &current(service, ""), None, None)?;
+            (service, reply, *wait)
+        }
+        RolloutCommand::Pause { service }
+        | RolloutCommand::Resume { service }
+        | RolloutCommand::Promote { service }
+        | RolloutCommand::Abort { service } => {
+            let action = match command {
+                RolloutCommand::Pause { .. } => "/pause",
+                RolloutCommand::Resume { .. } => "/resume",
+                RolloutCommand::Promote { .. } => "/promote",
+                _ => "/abort",
+            };
+            let reply = client.call("POST", &current(service, action), None, None)?;
+            (service, reply, false)
+        }
+        RolloutCommand::Events { service } => {
+            let reply = client.call("GET", &current(service, "/events"), None, None)?;
+            return Ok(if json {
+                json_text(&reply)
+            } else {
+                events_table(&reply.value)
+            });
+        }
+    };
+    if wait {
+        return follow(client, service, reply, json);
+    }
+    if json {
+        return Ok(json_text(&reply));
+    }
+    let view = &reply.value;
+    Ok(match command {
+        RolloutCommand::Status { .. } => rollout_details(view),
+        RolloutCommand::Start(_) => format!(
+            "{} started: {}\nfollow it with: switchyard ctl rollout status {service} --wait\n",
+            rollout_name(view),
+            rollout_line(view),
+        ),
+        _ => format!("{}: {}\n", rollout_name(view), rollout_line(view)),
+    })
+}
+
+/// The JSON body of `POST /v1/services/{s}/rollouts`: only the options given.
+fn start_body(args: &StartArgs) -> Value {
+    let mut body = json!({ "canary": args.canary });
+    if let Some(stable) = &args.stable {
+        body["stable"] = json!(stable);
+    }
+    if let Some(steps) = &args.steps {
+        body["steps"] = json!(steps.0);
+    }
+    if let Some(interval) = &args.interval {
+        body["interval"] = json!(interval.text);
+    }
+    if let Some(rate) = args.max_error_rate {
+        body["max_error_rate"] = json!(rate);
+    }
+    if let Some(p99) = &args.max_p99 {
+        body["max_p99"] = json!(p99.text);
+    }
+    if let Some(n) = args.min_requests {
+        body["min_requests"] = json!(n);
+    }
+    if args.no_shield {
+        body["shield"] = json!(false);
+    }
+    body
+}
+
+/// Whether a rollout state is final, and if so whether it succeeded.
+fn outcome(state: &str) -> Option<bool> {
+    match state {
+        "progressing" | "paused" => None,
+        "promoted" => Some(true),
+        // rolled_back, aborted, and anything this ctl does not know yet: not a success.
+        _ => Some(false),
+    }
+}
+
+/// Polls the rollout of `first` until it ends, showing its progress on stdout.
+fn follow(client: &Client, service: &str, first: Reply, json: bool) -> Result<String, CtlError> {
+    let id = first.value["id"].clone();
+    let path = service_path(service, "/rollouts/current");
+    let mode = if json {
+        ProgressMode::Off
+    } else if std::io::stdout().is_terminal() {
+        ProgressMode::Redraw
+    } else {
+        ProgressMode::Lines
+    };
+    let mut progress = Progress::new(mode);
+    let mut reply = first;
+    let done = loop {
+        progress.show(&reply.value);
+        if let Some(done) = outcome(str_of(&reply.value["state"])) {
+            break done;
+        }
+        std::thread::sleep(FOLLOW_INTERVAL);
+        let next = match client.call("GET", &path, None, None) {
+            Ok(next) => next,
+            Err(e) => {
+                progress.finish();
+                return Err(CtlError::Refused(format!(
+                    "{e}\nstopped following {}; it goes on without ctl (follow it again with: switchyard ctl rollout status {service} --wait)",
+                    rollout_name(&reply.value)
+                )));
+            }
+        };
+        if next.value["id"] != id {
+            progress.finish();
+            return Err(CtlError::Refused(format!(
+                "rollout {id} of \"{service}\" was replaced by {} while following it",
+                rollout_name(&next.value)
+            )));
+        }
+        reply = next;
+    };
+    progress.finish();
+    let view = &reply.value;
+    let text = if json {
+        json_text(&reply)
+    } else {
+        rollout_details(view)
+    };
+    if done {
+        return Ok(text);
+    }
+    // The details (or the JSON) go to stdout as on success; the reason is the error.
+    print!("{text}");
+    let reason = view["reason"].as_str().unwrap_or("no reason given");
+    // Say where the traffic is unless the reason does already.
+    let back = match str_of(&view["state"]) {
+        "rolled_back" if !reason.contains("back on") => {
+            format!("; the traffic is back on \"{}\"", str_of(&view["stable"]))
+        }
+        _ => String::new(),
+    };
+    // "rollout 2 of "demo" rolled back: error rate …", but "rollout 2 of "demo": aborted by …".
+    let state = state_label(view);
+    let what = if reason.starts_with(&state) {
+        ":".to_string()
+    } else {
+        format!(" {state}:")
+    };
+    Err(CtlError::Refused(format!(
+        "{}{what} {reason}{back}",
+        rollout_name(view)
+    )))
+}
+
+/// How `--wait` shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProgressMode {
+    /// Not at all (--json).
+    Off,
+    /// One line redrawn in place (a terminal).
+    Redraw,
+    /// One line per change of state, step, weight or hold (piped).
+    Lines,
+}
+
+/// The progress shown while following a rollout.
+struct Progress {
+    mode: ProgressMode,
+    started: Instant,
+    /// What the last line printed showed (piped output).
+    last: Option<String>,
+    /// Whether the redrawn line is on screen (terminal).
+    drawn: bool,
+    /// Characters the redrawn line may take without wrapping.
+    width: usize,
+}
+
+impl Progress {
+    fn new(mode: ProgressMode) -> Progress {
+        Progress {
+            mode,
+            started: Instant::now(),
+            last: None,
+            drawn: false,
+            width: match mode {
+                ProgressMode::Redraw => terminal_columns(),
+                _ => 0,
+            },
+        }
+    }
+
+    fn show(&mut self, view: &Value) {
+        if self.mode == ProgressMode::Off {
+            return;
+        }
+        let line = format!(
+            "[{:>6.1}s] {}",
+            self.started.elapsed().as_secs_f64(),
+            progress_line(view)
+        );
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the rollout's follower; the exit code still tells.
+        if self.mode == ProgressMode::Redraw {
+            // A wrapped line could not be redrawn in place.
+            let shown: String = line.chars().take(self.width.saturating_sub(1)).collect();
+            let _ = write!(out, "\r\x1b[2K{shown}");
+            self.drawn = true;
+        } else {
+            let key = progress_key(view);
+            if self.last.as_ref() == Some(&key) {
+                return;
+            }
+            self.last = Some(key);
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+
+    /// Ends the redrawn line.
+    fn finish(&mut self) {
+        if self.drawn {
+            println!();
+            self.drawn = false;
+        }
+    }
+}
+
+/// The terminal's width: $COLUMNS, else what `stty size` says of the terminal on stdin, else 80.
+fn terminal_columns() -> usize {
+    let from_env = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok());
+    from_env
+        .or_else(|| {
+            let out = std::process::Command::new("stty")
+                .arg("size")
+                .stdin(std::process::Stdio::inherit())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            // "ROWS COLUMNS"
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .filter(|&c| c > 0)
+        .unwrap_or(DEFAULT_COLUMNS)
+}
+
+/// What makes a progress line worth printing again when piped.
+fn progress_key(view: &Value) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        view["state"], view["step"], view["canary_weight"], view["holding"]
+    )
+}
+
+/// `progressing  step 2/5  green 5%  17 requests this step  canary 120 req 2.5% err p99 8.0ms`,
+/// with `holding: …` in place of the step's requests while the step holds.
+fn progress_line(view: &Value) -> String {
+    let live = &view["canary_live"];
+    let step = match view["holding"].as_str() {
+        Some(holding) => hold_text(holding),
+        None => format!("{} requests this step", view["step_requests"]),
+    };
+    format!(
+        "{}  step {}  {} {}%  {step}  canary {} req {} err p99 {}",
+        state_label(view),
+        step_of(view),
+        str_of(&view["canary"]),
+        view["canary_weight"],
+        live["requests"],
+        percent(&live["error_rate"]),
+        millis(&live["p99_ms"]),
+    )
+}
+
+/// The API's hold text, starting with "holding" (it may say so itself).
+fn hold_text(holding: &str) -> String {
+    if holding.starts_with("holding") {
+        holding.to_string()
+    } else {
+        format!("holding: {holding}")
+    }
+}
+
+/// `rollout 3 of "demo"` (or `switch 3 of "demo"` for a watched switch).
+fn rollout_name(view: &Value) -> String {
+    format!(
+        "{} {} of \"{}\"",
+        view["kind"].as_str().unwrap_or("rollout"),
+        view["id"],
+        str_of(&view["service"])
+    )
+}
+
+/// `rolled back`, `progressing`, …
+fn state_label(view: &Value) -> String {
+    str_of(&view["state"]).replace('_', " ")
+}
+
+/// `2/5`: the 1-based step out of all.
+fn step_of(view: &Value) -> String {
+    let total = view["steps"].as_array().map_or(0, Vec::len);
+    match view["step"].as_u64() {
+        Some(step) => format!("{}/{total}", step + 1),
+        None => format!("?/{total}"),
+    }
+}
+
+/// `progressing, green at 5% (step 2/5), stable blue`
+fn rollout_line(view: &Value) -> String {
+    format!(
+        "{}, {} at {}% (step {}), stable \"{}\"",
+        state_label(view),
+        str_of(&view["canary"]),
+        view["canary_weight"],
+        step_of(view),
+        str_of(&view["stable"]),
+    )
+}
+
+/// A ratio as a percentage (`2.5%`), `-` when absent.
+fn percent(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// Milliseconds (`8.0ms`), `-` when absent.
+fn millis(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1}ms"))
+}
+
+/// `120 requests, 3 errors (2.5%), p50 1.2ms, p99 8.0ms in the last 10s`
+fn live_line(live: &Value) -> String {
+    if !live.is_object() {
+        return "-".to_string();
+    }
+    format!(
+        "{} requests, {} errors ({}), p50 {}, p99 {} in the last {}s",
+        live["requests"],
+        live["errors"],
+        percent(&live["error_rate"]),
+        millis(&live["p50_ms"]),
+        millis(&live["p99_ms"]),
+        live["window_seconds"],
+    )
+}
+
+/// The human view of a rollout, for `rollout status`.
+fn rollout_details(view: &Value) -> String {
+    let steps: Vec<String> = view["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, w)| {
+            if Some(i as u64) == view["step"].as_u64() {
+                format!("[{w}]")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    let mut gates = vec![format!(
+        "error rate at most {}",
+        percent(&view["max_error_rate"])
+    )];
+    if !view["max_p99_ms"].is_null() {
+        gates.push(format!("p99 at most {}", millis(&view["max_p99_ms"])));
+    }
+    gates.push(format!(
+        "at least {} canary requests a step",
+        view["min_requests"]
+    ));
+    let shield = if view["shield"].as_bool().unwrap_or(false) {
+        "on"
+    } else {
+        "off"
+    };
+    let mut out = format!("{}: {}\n", rollout_name(view), rollout_line(view));
+    let mut row = |name: &str, value: String| out.push_str(&format!("  {name:<9} {value}\n"));
+    row(
+        "steps",
+        format!(
+            "{} (%), every {}s; this step since {}, {} canary requests",
+            steps.join(" "),
+            view["interval_seconds"],
+            str_of(&view["step_started_at"]),
+            view["step_requests"],
+        ),
+    );
+    row("gates", format!("{}; shield {shield}", gates.join(", ")));
+    if let Some(holding) = view["holding"].as_str() {
+        row(
+            "holding",
+            holding.trim_start_matches("holding ").to_string(),
+        );
+    }
+    for side in ["canary", "stable"] {
+        let live = live_line(&view[format!("{side}_live").as_str()]);
+        row(side, format!("{}: {live}", str_of(&view[side])));
+    }
+    let finished = match view["finished_at"].as_str() {
+        Some(at) => format!(", finished {at}"),
+        None => String::new(),
+    };
+    row(
+        "started",
+        format!("{}{finished}", str_of(&view["started_at"])),
+    );
+    if let Some(reason) = view["reason"].as_str() {
+        row("reason", reason.to_string());
+    }
+    out
+}
+
+/// An event's time: RFC 3339 as sent, or from milliseconds since the Unix epoch.
+fn event_time(v: &Value) -> String {
+    match v.as_u64() {
+        Some(ms) => {
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                .to_string()
+        }
+        None => str_of(v).to_string(),
+    }
+}
+
+/// The human view of `GET …/rollouts/current/events`.
+fn events_table(body: &Value) -> String {
+    let mut out = format!(
+        "{:<24}  {:<8} {:<11} {:>4} {:>6} {:>8} {:>6} {:>7} {:>9}  {}\n",
+        "TIME",
+        "ROLLOUT",
+        "EVENT",
+        "STEP",
+        "WEIGHT",
+        "REQUESTS",
+        "ERRORS",
+        "ERROR%",
+        "P99",
+        "MESSAGE"
+    );
+    let or_dash = |v: &Value| {
+        if v.is_null() {
+            "-".to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    for e in body["events"].as_array().into_iter().flatten() {
+        let step = e["step"]
+            .as_u64()
+            .map_or_else(|| "-".to_string(), |s| (s + 1).to_string());
+        let weight = e["canary_weight"]
+            .as_u64()
+            .map_or_else(|| "-".to_string(), |w| format!("{w}%"));
+        out.push_str(&format!(
+            "{:<24}  {:<8} {:<11} {:>4} {:>6} {:>8} {:>6} {:>7} {:>9}  {}\n",
+            event_time(&e["time"]),
+            or_dash(&e["rollout"]),
+            str_of(&e["event"]),
+            step,
+            weight,
+            or_dash(&e["requests"]),
+            or_dash(&e["errors"]),
+            percent(&e["error_rate"]),
+            millis(&e["p99_ms"]),
+            e["message"].as_str().unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// `path?force=true` when `force`.
+fn forced(path: String, force: bool) -> String {
+    if force {
+        path + "?force=true"
+    } else {
+        path
+    }
+}
+
 /// `/v1/services/{service}{suffix}` with the service name percent-encoded.
 fn service_path(service: &str, suffix: &str) -> String {
     format!("/v1/services/{}{suffix}", encode_segment(service))
@@ -371,6 +1006,62 @@ pub fn parse_pool_weight(arg: &str) -> Result<(String, u32), String> {
     }
     let weight: u32 = weight.trim().parse().map_err(|_| bad())?;
     Ok((pool.to_string(), weight))
+}
+
+/// `1,5,25,50,100`: canary weights in percent, ascending from 1 to 100 and ending at 100.
+pub fn parse_steps(arg: &str) -> Result<Steps, String> {
+    let bad = |why: String| {
+        format!("{why}; steps are canary weights in percent, ascending from 1 to 100 and ending at 100, such as 1,5,25,50,100")
+    };
+    let mut steps: Vec<u32> = Vec::new();
+    for part in arg.split(',') {
+        let part = part.trim();
+        let weight: u32 = part
+            .parse()
+            .map_err(|_| bad(format!("\"{part}\" is not a whole number")))?;
+        if !(1..=100).contains(&weight) {
+            return Err(bad(format!("{weight} is not between 1 and 100")));
+        }
+        if let Some(&before) = steps.last() {
+            if weight <= before {
+                return Err(bad(format!(
+                    "{weight} is not above the step before it, {before}"
+                )));
+            }
+        }
+        steps.push(weight);
+    }
+    if steps.last() != Some(&100) {
+        return Err(bad("the last step is not 100".to_string()));
+    }
+    Ok(Steps(steps))
+}
+
+/// `0.05` or `5%`: a share from 0 to 1.
+pub fn parse_ratio(arg: &str) -> Result<f64, String> {
+    let text = arg.trim();
+    let ratio = match text.strip_suffix('%') {
+        Some(pct) => pct.trim().parse::<f64>().map(|p| p / 100.0),
+        None => text.parse::<f64>(),
+    };
+    match ratio {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "expected a share from 0 to 1 such as 0.05, or a percentage such as 5%; got \"{arg}\""
+        )),
+    }
+}
+
+/// A duration above zero, kept as typed for the API.
+pub fn parse_duration_arg(arg: &str) -> Result<DurationArg, String> {
+    let value = parse_duration(arg)?;
+    if value.is_zero() {
+        return Err(format!("the duration \"{arg}\" must be longer than 0"));
+    }
+    Ok(DurationArg {
+        text: arg.trim().to_string(),
+        value,
+    })
 }
 
 /// `60s`, `500ms`, `2m`: the config file's duration syntax.
@@ -461,9 +1152,9 @@ struct Reply {
 }
 
 /// One response: status and body.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Client {
@@ -596,7 +1287,7 @@ impl Client {
 }
 
 /// Parses a whole HTTP/1.1 response read until the server closed the connection.
-fn parse_response(raw: &[u8]) -> Result<Answer, &'static str> {
+pub(crate) fn parse_response(raw: &[u8]) -> Result<Answer, &'static str> {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -738,5 +1429,156 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("ejected"), "{table}");
+    }
+
+    #[test]
+    fn parses_steps() {
+        assert_eq!(
+            parse_steps("1,5,25,50,100"),
+            Ok(Steps(vec![1, 5, 25, 50, 100]))
+        );
+        assert_eq!(parse_steps(" 50 , 100"), Ok(Steps(vec![50, 100])));
+        assert_eq!(parse_steps("100"), Ok(Steps(vec![100])));
+        for (bad, why) in [
+            ("", "\"\" is not a whole number"),
+            ("5,x,100", "\"x\" is not a whole number"),
+            ("0,100", "0 is not between 1 and 100"),
+            ("5,101", "101 is not between 1 and 100"),
+            ("50,5,100", "5 is not above the step before it, 50"),
+            ("5,5,100", "5 is not above the step before it, 5"),
+            ("1,5,50", "the last step is not 100"),
+        ] {
+            let err = parse_steps(bad).expect_err(bad);
+            assert!(err.starts_with(why), "{bad}: {err}");
+            assert!(err.contains("such as 1,5,25,50,100"), "{err}");
+        }
+    }
+
+    #[test]
+    fn parses_ratios_and_durations() {
+        assert_eq!(parse_ratio("0.05"), Ok(0.05));
+        assert_eq!(parse_ratio("5%"), Ok(0.05));
+        assert_eq!(parse_ratio("1"), Ok(1.0));
+        for bad in ["-0.1", "1.5", "101%", "NaN", "inf", "five"] {
+            assert!(parse_ratio(bad).is_err(), "{bad}");
+        }
+        let d = parse_duration_arg("300ms").expect("300ms");
+        assert_eq!((d.text.as_str(), d.value.as_millis()), ("300ms", 300));
+        assert!(parse_duration_arg("0s").is_err());
+        assert!(parse_duration_arg("soon").is_err());
+    }
+
+    fn view(state: &str, step: u64, weight: u64, holding: Value) -> Value {
+        json!({"id": 3, "service": "demo", "kind": "rollout", "canary": "green", "stable": "blue",
+            "state": state, "step": step, "steps": [1, 5, 25, 50, 100], "canary_weight": weight,
+            "interval_seconds": 30.0, "max_error_rate": 0.05, "max_p99_ms": null,
+            "min_requests": 20, "shield": true, "started_at": "2026-11-23T03:00:00.123Z",
+            "step_started_at": "2026-11-23T03:00:30.123Z", "finished_at": null, "reason": null,
+            "holding": holding, "step_requests": 17,
+            "canary_live": {"window_seconds": 10.0, "requests": 120, "errors": 3,
+                "error_rate": 0.025, "p50_ms": 1.2, "p99_ms": 8.0},
+            "stable_live": {"window_seconds": 10.0, "requests": 900, "errors": 0,
+                "error_rate": 0.0, "p50_ms": 1.0, "p99_ms": null},
+            "generation": 42})
+    }
+
+    #[test]
+    fn progress_lines_change_with_state_step_weight_and_hold() {
+        let a = view("progressing", 1, 5, json!("3 of 20 requests in this step"));
+        let line = progress_line(&a);
+        assert_eq!(
+            line,
+            "progressing  step 2/5  green 5%  holding: 3 of 20 requests in this step  canary 120 req 2.5% err p99 8.0ms"
+        );
+        let own = view(
+            "progressing",
+            0,
+            1,
+            json!("holding step 1 (1%): 3 of 20 requests in this step"),
+        );
+        assert!(
+            progress_line(&own)
+                .contains("  green 1%  holding step 1 (1%): 3 of 20 requests in this step  canary"),
+            "{}",
+            progress_line(&own)
+        );
+        assert!(rollout_details(&own).contains("  holding   step 1 (1%): 3 of 20"));
+        let mut same = a.clone();
+        same["step_requests"] = json!(18);
+        same["canary_live"]["requests"] = json!(121);
+        assert_eq!(progress_key(&a), progress_key(&same));
+        for changed in [
+            view("paused", 1, 5, json!("3 of 20 requests in this step")),
+            view("progressing", 2, 5, json!("3 of 20 requests in this step")),
+            view("progressing", 1, 25, json!("3 of 20 requests in this step")),
+            view("progressing", 1, 5, json!("4 of 20 requests in this step")),
+            view("progressing", 1, 5, Value::Null),
+        ] {
+            assert_ne!(progress_key(&a), progress_key(&changed), "{changed}");
+        }
+        assert_eq!(outcome("progressing"), None);
+        assert_eq!(outcome("paused"), None);
+        assert_eq!(outcome("promoted"), Some(true));
+        assert_eq!(outcome("rolled_back"), Some(false));
+        assert_eq!(outcome("aborted"), Some(false));
+    }
+
+    #[test]
+    fn rollout_details_and_events_read_well() {
+        let mut v = view("rolled_back", 0, 0, Value::Null);
+        v["reason"] = json!("error rate 0.21 above 0.05 (42 errors in 200 requests)");
+        v["finished_at"] = json!("2026-11-23T03:00:31.000Z");
+        let text = rollout_details(&v);
+        assert!(
+            text.starts_with(
+                "rollout 3 of \"demo\": rolled back, green at 0% (step 1/5), stable \"blue\"\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("[1] 5 25 50 100 (%), every 30.0s"), "{text}");
+        assert!(
+            text.contains("error rate at most 5.0%, at least 20 canary requests a step; shield on"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "blue: 900 requests, 0 errors (0.0%), p50 1.0ms, p99 - in the last 10.0s"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("finished 2026-11-23T03:00:31.000Z"), "{text}");
+        assert!(text.contains("reason    error rate 0.21"), "{text}");
+        // Missing fields show as "-" or "?", never a panic.
+        let sparse = rollout_details(&json!({"id": 1}));
+        assert!(sparse.starts_with("rollout 1 of \"?\""), "{sparse}");
+
+        let events = events_table(&json!({"events": [
+            {"time": "2026-11-23T03:00:00.123Z", "rollout": 3, "event": "started", "step": 0,
+             "canary_weight": 1, "message": "green from 0% to 1%"},
+            {"time": 1795402802500_u64, "rollout": 3, "event": "rolled_back", "step": 0,
+             "canary_weight": 1, "requests": 40, "errors": 9, "error_rate": 0.225, "p99_ms": 3.5,
+             "message": "error rate 0.23 above 0.05"}
+        ]}));
+        let lines: Vec<&str> = events.lines().collect();
+        assert_eq!(lines.len(), 3, "{events}");
+        assert!(lines[0].starts_with("TIME"), "{events}");
+        let cols: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            &cols[..9],
+            [
+                "2026-11-23T03:00:02.500Z",
+                "3",
+                "rolled_back",
+                "1",
+                "1%",
+                "40",
+                "9",
+                "22.5%",
+                "3.5ms"
+            ],
+            "{events}"
+        );
+        let cols: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(&cols[5..9], ["-", "-", "-", "-"], "{events}");
     }
 }

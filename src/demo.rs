@@ -2,11 +2,24 @@
 //
 // The demo also runs the admin API, so `switchyard ctl` can be tried against it; its token comes
 // from SWITCHYARD_TOKEN through the config's environment fallback (none when unset: loopback only).
+// It sends light background traffic through its own proxy (--traffic), so that a canary rollout
+// started with ctl has requests to judge, and --bad-canary makes green fail a share of them.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::MissedTickBehavior;
 
 use crate::backend::Backend;
+use crate::ctl::parse_response;
 use crate::server::{self, ServeError, ServeOptions};
 
 const TEMPLATE: &str = include_str!("demo.toml");
@@ -19,6 +32,8 @@ pub struct DemoOptions {
     pub admin: SocketAddr,
     /// Share of the green pool's requests answered with 500 (0.0 = healthy).
     pub green_fail_ratio: f64,
+    /// Background requests a second through the demo proxy (0 = none).
+    pub traffic: u32,
 }
 
 /// The demo config text with every placeholder filled in; the admin API listens on `admin`.
@@ -105,11 +120,195 @@ pub fn run(options: &DemoOptions) -> Result<(), ServeError> {
     println!("  {ctl} clear-weights demo        # back to the config's weights");
     println!("  curl -s{auth} {admin_url}/v1/services   # the API itself: docs/admin-api.md");
     println!("  tail -f {}", options.dir.join("access.log").display());
+    println!();
+    print!("{}", rollout_hints(options, &ctl, &url));
     println!("Stop with Ctrl-C. Weights set with ctl are kept in the state dir across restarts.");
 
+    let traffic = match options.traffic {
+        0 => None,
+        n => Some(Traffic::start(options.listen, n).map_err(io)?),
+    };
     let result = server::serve(&config_path, &ServeOptions::default());
+    drop(traffic);
     drop((blue, green));
     result
+}
+
+/// The "canary rollout" part of the next steps printed at start.
+fn rollout_hints(options: &DemoOptions, ctl: &str, url: &str) -> String {
+    let mut out = String::from("A canary rollout, in another terminal:\n");
+    if options.traffic > 0 {
+        out.push_str(&format!(
+            "  (the demo sends {} requests/s through {url} and reports every {}s what answered them)\n",
+            options.traffic,
+            TRAFFIC_REPORT.as_secs()
+        ));
+    } else {
+        out.push_str(&format!(
+            "  (no background traffic with --traffic 0; send some: while :; do curl -s {url}/ >/dev/null; done)\n"
+        ));
+    }
+    let start = format!("{ctl} rollout start demo --canary green --wait");
+    if options.green_fail_ratio > 0.0 {
+        out.push_str(&format!(
+            "  {start}\n      # green fails {:.0}% of its requests: the rollout rolls back on its own, and\n      # clients see no failure (a failed GET on green is retried once on blue)\n",
+            options.green_fail_ratio * 100.0
+        ));
+    } else {
+        out.push_str(&format!(
+            "  {start}\n      # green step by step to 100%; restart with --bad-canary to watch one roll back\n"
+        ));
+    }
+    out.push_str(&format!(
+        "  {ctl} rollout events demo      # what it did and why\n  {ctl} clear-weights demo        # start again from blue=100\n"
+    ));
+    out
+}
+
+/// How often the background traffic reports what it saw.
+const TRAFFIC_REPORT: Duration = Duration::from_secs(10);
+/// Longest a background request may take before it counts as failed.
+const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer a background request reads.
+const TRAFFIC_MAX_RESPONSE: u64 = 1 << 20;
+
+/// Background GET requests through the demo proxy at a steady rate, from a thread of their own,
+/// so that a rollout has canary traffic to judge; every 10 s one line says which pool answered
+/// and how many requests failed as the client saw them. Stops when dropped.
+struct Traffic {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the background requests saw since the last report.
+#[derive(Default)]
+struct Tally {
+    answered_by: BTreeMap<String, u64>,
+    failed: u64,
+    last_failure: Option<String>,
+}
+
+impl Traffic {
+    /// Sends `per_second` requests a second to `target` once it accepts connections.
+    fn start(target: SocketAddr, per_second: u32) -> std::io::Result<Traffic> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("demo-traffic".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = send_traffic(target, per_second) => {}
+                        _ = stop_rx => {}
+                    }
+                });
+            })?;
+        Ok(Traffic {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The thread may be gone already; nothing to tell it then.
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // A panic there has been reported by the panic hook already.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The traffic loop: waits for the proxy to listen, then one request per tick, open loop (a slow
+/// answer does not hold the next request back), and a report every [`TRAFFIC_REPORT`].
+async fn send_traffic(target: SocketAddr, per_second: u32) {
+    while TcpStream::connect(target).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second.max(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut report =
+        tokio::time::interval_at(tokio::time::Instant::now() + TRAFFIC_REPORT, TRAFFIC_REPORT);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let tally = Arc::clone(&tally);
+                tokio::spawn(async move {
+                    let result = tokio::time::timeout(TRAFFIC_TIMEOUT, traffic_request(target))
+                        .await
+                        .unwrap_or_else(|_| Err(format!("no answer within {TRAFFIC_TIMEOUT:?}")));
+                    let mut tally = tally.lock();
+                    match result {
+                        Ok(backend) => *tally.answered_by.entry(backend).or_default() += 1,
+                        Err(why) => {
+                            tally.failed += 1;
+                            tally.last_failure = Some(why);
+                        }
+                    }
+                });
+            }
+            _ = report.tick() => {
+                let seen = std::mem::take(&mut *tally.lock());
+                println!("{}", traffic_line(&seen));
+            }
+        }
+    }
+}
+
+/// `traffic, last 10s: blue 450, green 50; failed 0 (as clients see it)`
+fn traffic_line(tally: &Tally) -> String {
+    let pools: Vec<String> = tally
+        .answered_by
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    let answered = if pools.is_empty() {
+        "no answers".to_string()
+    } else {
+        pools.join(", ")
+    };
+    let last = match &tally.last_failure {
+        Some(why) => format!(", the last: {why}"),
+        None => String::new(),
+    };
+    format!(
+        "traffic, last {}s: {answered}; failed {} (as clients see it{last})",
+        TRAFFIC_REPORT.as_secs(),
+        tally.failed
+    )
+}
+
+/// One `GET /` through the proxy on its own connection; the answering backend's name, or why it
+/// failed.
+async fn traffic_request(target: SocketAddr) -> Result<String, String> {
+    let mut stream = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(
+            b"GET /demo-traffic HTTP/1.1\r\nHost: demo.traffic\r\nUser-Agent: switchyard-demo-traffic\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .take(TRAFFIC_MAX_RESPONSE)
+        .read_to_end(&mut raw)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    let answer = parse_response(&raw).map_err(str::to_string)?;
+    if !(200..300).contains(&answer.status) {
+        return Err(format!("HTTP {}", answer.status));
+    }
+    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    Ok(body["backend"].as_str().unwrap_or("?").to_string())
 }
 
 #[cfg(test)]
@@ -133,8 +332,51 @@ mod tests {
             pools,
             vec![("blue".to_string(), 100), ("green".to_string(), 0)]
         );
+        let rollout = &cfg.services[0].rollout;
+        assert_eq!(
+            (rollout.steps.as_slice(), rollout.interval.as_secs()),
+            (&[10, 25, 50, 100][..], 5)
+        );
         let admin_cfg = cfg.admin.expect("the demo runs the admin API");
         assert_eq!(admin_cfg.address, admin);
         assert_eq!(cfg.server.state_dir, dir.join("state"));
+    }
+
+    #[test]
+    fn traffic_report_and_rollout_hints() {
+        let mut tally = Tally::default();
+        assert_eq!(
+            traffic_line(&tally),
+            "traffic, last 10s: no answers; failed 0 (as clients see it)"
+        );
+        tally.answered_by.insert("green".into(), 5);
+        tally.answered_by.insert("blue".into(), 45);
+        tally.failed = 2;
+        tally.last_failure = Some("HTTP 502".into());
+        assert_eq!(
+            traffic_line(&tally),
+            "traffic, last 10s: blue 45, green 5; failed 2 (as clients see it, the last: HTTP 502)"
+        );
+
+        let a: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let mut options = DemoOptions {
+            listen: a,
+            dir: std::env::temp_dir(),
+            admin: a,
+            green_fail_ratio: 0.3,
+            traffic: 50,
+        };
+        let hints = rollout_hints(&options, "switchyard ctl", "http://127.0.0.1:8080");
+        assert!(
+            hints.contains("switchyard ctl rollout start demo --canary green --wait"),
+            "{hints}"
+        );
+        assert!(hints.contains("green fails 30% of its requests"), "{hints}");
+        assert!(hints.contains("sends 50 requests/s"), "{hints}");
+        options.green_fail_ratio = 0.0;
+        options.traffic = 0;
+        let hints = rollout_hints(&options, "switchyard ctl", "http://127.0.0.1:8080");
+        assert!(hints.contains("--bad-canary"), "{hints}");
+        assert!(hints.contains("no background traffic"), "{hints}");
     }
 }
