@@ -751,11 +751,13 @@ fn progress_key(view: &Value) -> String {
 }
 
 /// `progressing  step 2/5  green 5%  17 requests this step  canary 120 req 2.5% err p99 8.0ms`,
-/// with `holding: …` in place of the step's requests while the step holds.
+/// with `holding …` before the step's requests while the step holds. (The hold text stays the
+/// same while the step holds, so a piped --wait prints a line when the hold starts, not per
+/// request.)
 fn progress_line(view: &Value) -> String {
     let live = &view["canary_live"];
     let step = match view["holding"].as_str() {
-        Some(holding) => hold_text(holding),
+        Some(holding) => format!("{} ({} so far)", hold_text(holding), view["step_requests"]),
         None => format!("{} requests this step", view["step_requests"]),
     };
     format!(
@@ -1484,37 +1486,33 @@ mod tests {
 
     #[test]
     fn progress_lines_change_with_state_step_weight_and_hold() {
-        let a = view("progressing", 1, 5, json!("3 of 20 requests in this step"));
+        let a = view("progressing", 1, 5, json!("waiting for traffic"));
         let line = progress_line(&a);
         assert_eq!(
             line,
-            "progressing  step 2/5  green 5%  holding: 3 of 20 requests in this step  canary 120 req 2.5% err p99 8.0ms"
+            "progressing  step 2/5  green 5%  holding: waiting for traffic (17 so far)  canary 120 req 2.5% err p99 8.0ms"
         );
-        let own = view(
-            "progressing",
-            0,
-            1,
-            json!("holding step 1 (1%): 3 of 20 requests in this step"),
-        );
+        let text = "holding step 2 of 5 (5%) until the canary serves 20 requests in it";
+        let own = view("progressing", 1, 5, json!(text));
         assert!(
-            progress_line(&own)
-                .contains("  green 1%  holding step 1 (1%): 3 of 20 requests in this step  canary"),
+            progress_line(&own).contains(&format!("  green 5%  {text} (17 so far)  canary")),
             "{}",
             progress_line(&own)
         );
-        assert!(rollout_details(&own).contains("  holding   step 1 (1%): 3 of 20"));
-        let mut same = a.clone();
+        assert!(rollout_details(&own).contains("  holding   step 2 of 5 (5%) until the canary"));
+        // The live counts change every poll; the line is printed again only on a real change.
+        let mut same = own.clone();
         same["step_requests"] = json!(18);
         same["canary_live"]["requests"] = json!(121);
-        assert_eq!(progress_key(&a), progress_key(&same));
+        assert_eq!(progress_key(&own), progress_key(&same));
         for changed in [
-            view("paused", 1, 5, json!("3 of 20 requests in this step")),
-            view("progressing", 2, 5, json!("3 of 20 requests in this step")),
-            view("progressing", 1, 25, json!("3 of 20 requests in this step")),
-            view("progressing", 1, 5, json!("4 of 20 requests in this step")),
+            view("paused", 1, 5, json!(text)),
+            view("progressing", 2, 5, json!(text)),
+            view("progressing", 1, 25, json!(text)),
+            view("progressing", 1, 5, json!("another hold")),
             view("progressing", 1, 5, Value::Null),
         ] {
-            assert_ne!(progress_key(&a), progress_key(&changed), "{changed}");
+            assert_ne!(progress_key(&own), progress_key(&changed), "{changed}");
         }
         assert_eq!(outcome("progressing"), None);
         assert_eq!(outcome("paused"), None);

@@ -397,7 +397,7 @@ fn a_step_short_of_traffic_holds_and_says_so() {
     });
     let run = s.ctl(&["rollout", "status", "api"]);
     assert!(held, "no hold shown: {run}");
-    assert!(run.stdout.contains("0 of 20 requests"), "{run}");
+    assert!(run.stdout.contains("serves 20 requests"), "{run}");
     // Piped --wait prints the hold in its line; stopped by abort from here.
     let url = s.admin_url.clone();
     let follower =
@@ -408,7 +408,7 @@ fn a_step_short_of_traffic_holds_and_says_so() {
     assert_eq!(run.code, 1, "{run}");
     let lines = progress(&run.stdout);
     assert!(
-        lines[0].1.contains("  holding") && lines[0].1.contains("0 of 20 requests"),
+        lines[0].1.contains("  holding") && lines[0].1.contains("serves 20 requests"),
         "{run}"
     );
     assert!(lines[lines.len() - 1].1.contains("] aborted  "), "{run}");

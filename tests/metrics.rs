@@ -547,6 +547,25 @@ tests:
         exp_samples:
           - labels: 'ALERTS{alertname="SwitchyardCertificateExpiringSoon",alertstate="firing",severity="warning",name="soon.example.com"}'
             value: 1
+  - interval: 1m
+    input_series:
+      # api: one automatic rollback at minute 3; shop: an operator abort (no alert).
+      - series: 'switchyard_rollout_rollbacks_total{service="api",reason="error_rate"}'
+        values: '0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
+      - series: 'switchyard_rollout_rollbacks_total{service="shop",reason="operator"}'
+        values: '0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
+    promql_expr_test:
+      - expr: ALERTS{alertname="SwitchyardCanaryRolledBack"}
+        eval_time: 2m
+        exp_samples: []
+      - expr: ALERTS{alertname="SwitchyardCanaryRolledBack"}
+        eval_time: 5m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardCanaryRolledBack",alertstate="firing",severity="warning",service="api",reason="error_rate"}'
+            value: 1
+      - expr: ALERTS{alertname="SwitchyardCanaryRolledBack"}
+        eval_time: 24m
+        exp_samples: []
 "#;
 
 #[test]

@@ -396,7 +396,7 @@ fn low_traffic_holds_the_step() {
         view["holding"]
             .as_str()
             .unwrap_or_default()
-            .contains("of 50 requests"),
+            .contains("until the canary serves 50 requests"),
         "{view:#}"
     );
     let names = event_names(&admin);

@@ -14,7 +14,7 @@ use pingora::modules::http::compression::{ResponseCompression, ResponseCompressi
 use pingora::modules::http::HttpModules;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::access_log::Entry;
 use crate::config::rollout::StickyKey;
@@ -141,6 +141,7 @@ impl Proxy {
             .metrics
             .record_shielded(&service.name, &service.pools[canary].name);
         ctx.pool = Some(stable);
+        ctx.shielded = true;
         ctx.tried = [None; MAX_TRIES];
         ctx.tries = 0;
         ctx.upstream = None;
@@ -232,6 +233,8 @@ pub struct Ctx {
     shield_to: Option<usize>,
     /// The retry under way is a shield: keep it whatever pingora's default retry policy says.
     shielding: bool,
+    /// This request was shielded (its retry is expected: pingora's warning is not logged).
+    shielded: bool,
     /// A new sticky id to hand the client in a cookie: (cookie name, id).
     sticky_cookie: Option<(String, String)>,
 }
@@ -288,6 +291,7 @@ impl ProxyHttp for Proxy {
             body_bytes: 0,
             shield_to: None,
             shielding: false,
+            shielded: false,
             sticky_cookie: None,
         }
     }
@@ -506,6 +510,18 @@ impl ProxyHttp for Proxy {
         }
         self.record_connect_error(ctx, ejected, retried);
         e
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        // A shield retry is counted in switchyard_rollout_shielded_requests_total, not logged
+        // per request.
+        ctx.shielded && matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     fn error_while_proxy(

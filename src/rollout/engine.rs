@@ -333,16 +333,10 @@ impl Rollout {
                 // A watch ends with its period: the switch was already made.
                 return Decision::Promote;
             }
-            let message = format!(
-                "holding step {} ({}%): {served} of {} requests in this step",
-                self.step + 1,
-                self.canary_weight(),
-                self.min_requests
-            );
-            return if self.holding.as_deref() == Some(message.as_str()) {
+            return if self.holding.is_some() {
                 Decision::Stay
             } else {
-                Decision::Hold(message)
+                Decision::Hold(format!("{}: {served} so far", self.holding_text()))
             };
         }
         if self.step + 1 >= self.steps.len() {
@@ -350,6 +344,18 @@ impl Rollout {
         } else {
             Decision::Advance
         }
+    }
+
+    /// What a held step waits for (the same text until the step moves, so clients that show
+    /// changes are not flooded; the live count is `step_requests` in the view).
+    pub fn holding_text(&self) -> String {
+        format!(
+            "holding step {} of {} ({}%) until the canary serves {} requests in it",
+            self.step + 1,
+            self.steps.len(),
+            self.canary_weight(),
+            self.min_requests
+        )
     }
 
     /// Requests the canary served in the current step.
@@ -488,15 +494,15 @@ mod tests {
         );
         match r.judge(&stats(5, 0, 5), 5, later) {
             Decision::Hold(m) => {
-                assert!(m.contains("5 of 20 requests"), "{m}");
-                r.holding = Some(m);
+                assert!(m.contains("serves 20 requests in it: 5 so far"), "{m}");
+                r.holding = Some(r.holding_text());
             }
             other => panic!("expected a hold, got {other:?}"),
         }
         assert_eq!(
-            r.judge(&stats(5, 0, 5), 5, later),
+            r.judge(&stats(6, 0, 5), 6, later),
             Decision::Stay,
-            "a hold is said once"
+            "a hold is said once, even as requests trickle in"
         );
         assert_eq!(r.judge(&stats(25, 0, 5), 25, later), Decision::Advance);
         r.step = 2;

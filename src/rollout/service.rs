@@ -172,7 +172,7 @@ pub fn tick(snap: &Snapshot, book: &mut Book, windows: &Windows, now: Instant) -
         let (kind, message) = match r.judge(&stats, total, now) {
             Decision::Stay => continue,
             Decision::Hold(message) => {
-                r.holding = Some(message.clone());
+                r.holding = Some(r.holding_text());
                 ("held", message)
             }
             Decision::Advance => {
