@@ -280,11 +280,12 @@ mod tests {
 
     #[test]
     fn one_more_after_the_emission_interval() {
-        let z = zone("20r/s", 1); // 50 ms interval
+        // A 500 ms interval: wide margins against a descheduled test thread on a loaded machine.
+        let z = zone("2r/s", 1);
         assert!(matches!(z.check(1), Verdict::Allowed { .. }));
         assert!(matches!(z.check(1), Verdict::Allowed { .. }));
         assert!(matches!(z.check(1), Verdict::Limited { .. }));
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(600));
         assert!(matches!(z.check(1), Verdict::Allowed { .. }));
         assert!(matches!(z.check(1), Verdict::Limited { .. }));
     }
