@@ -49,12 +49,15 @@ pub struct BackendBuilder {
     name: String,
     addr: SocketAddr,
     fail_ratio: f64,
+    delay: Duration,
 }
 
 /// State shared by all connections of one backend.
 struct Shared {
     name: String,
     fail_ratio: f64,
+    /// Every answer waits this long first (a slow backend).
+    delay: Duration,
     requests: AtomicU64,
     /// Answers turned into 500 by `fail_ratio`, and when the first [`FAILURE_TIMES`] of them
     /// were decided (the lock is taken on injected failures only).
@@ -79,6 +82,7 @@ impl Backend {
             name: name.to_string(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             fail_ratio: 0.0,
+            delay: Duration::ZERO,
         }
     }
 
@@ -156,6 +160,12 @@ impl BackendBuilder {
         self
     }
 
+    /// Makes every answer wait `delay` before it is sent (on top of `/delay/{ms}`).
+    pub fn delay(mut self, delay: Duration) -> BackendBuilder {
+        self.delay = delay;
+        self
+    }
+
     /// Address to bind (default 127.0.0.1:0, a free port).
     pub fn addr(mut self, addr: SocketAddr) -> BackendBuilder {
         self.addr = addr;
@@ -211,6 +221,7 @@ impl BackendBuilder {
         Shared {
             name: self.name,
             fail_ratio: self.fail_ratio,
+            delay: self.delay,
             requests: AtomicU64::new(0),
             injected_failures: AtomicU64::new(0),
             failure_times: parking_lot::Mutex::new(Vec::with_capacity(FAILURE_TIMES)),
@@ -341,6 +352,9 @@ async fn serve_connection(stream: &mut TcpStream, shared: &Shared) -> Result<(),
                 Ok(ms) => tokio::time::sleep(Duration::from_millis(ms.min(MAX_DELAY_MS))).await,
                 Err(_) => status = 400,
             }
+        }
+        if !shared.delay.is_zero() {
+            tokio::time::sleep(shared.delay).await;
         }
         if shared.fail_ratio > 0.0 && fastrand::f64() < shared.fail_ratio {
             status = 500;

@@ -6,8 +6,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -315,13 +313,6 @@ fn if_match_conflicts_and_success() {
     assert_eq!(s.backend_now(), "blue");
 }
 
-#[derive(Default)]
-struct Load {
-    ok: usize,
-    failures: Vec<String>,
-    seen: BTreeSet<String>,
-}
-
 #[test]
 fn hundred_weight_changes_under_load() {
     let s = Setup::new();
@@ -329,30 +320,7 @@ fn hundred_weight_changes_under_load() {
     let admin = s.admin();
 
     // Sequential requests on one keep-alive client for the whole test.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        let url = format!("http://app.test:{}/load", s.http);
-        std::thread::spawn(move || {
-            let client = http1_client();
-            let mut load = Load::default();
-            while !stop.load(Ordering::Relaxed) {
-                match client.get(&url).send() {
-                    Ok(resp) if resp.status() == 200 => {
-                        load.ok += 1;
-                        let backend = json_body(resp)["backend"]
-                            .as_str()
-                            .unwrap_or("?")
-                            .to_string();
-                        load.seen.insert(backend);
-                    }
-                    Ok(resp) => load.failures.push(format!("status {}", resp.status())),
-                    Err(e) => load.failures.push(e.to_string()),
-                }
-            }
-            load
-        })
-    };
+    let load = Load::start(&format!("http://app.test:{}", s.http), 1, Duration::ZERO);
 
     // A second keep-alive client checks that each change applies to the very next requests.
     let probe = http1_client();
@@ -373,20 +341,22 @@ fn hundred_weight_changes_under_load() {
             );
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let load = load.join().unwrap();
+    let seen = load.finish();
+    let failed = failures(&seen);
     assert!(
-        load.failures.is_empty(),
+        failed.is_empty(),
         "failed requests under load: {:?}",
-        load.failures
+        failed
     );
     assert!(
-        load.ok >= 50,
+        seen.len() >= 50,
         "the load loop made only {} requests",
-        load.ok
+        seen.len()
     );
     assert_eq!(
-        load.seen,
+        seen.iter()
+            .map(|r| r.backend.clone())
+            .collect::<BTreeSet<_>>(),
         BTreeSet::from(["blue".to_string(), "green".to_string()]),
         "the load loop saw the weights change"
     );

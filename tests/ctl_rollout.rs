@@ -4,9 +4,6 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -64,57 +61,23 @@ fn run_ctl(admin_url: &str, args: &[&str]) -> Outcome {
     }
 }
 
-/// Steady GET requests through the proxy on a thread of their own, counting what failed.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+/// Steady GET requests through the proxy (about 150 a second): [`support::Load`].
+fn start_load(http: u16) -> Load {
+    Load::start(
+        &format!("http://api.test:{http}"),
+        1,
+        Duration::from_micros(6500),
+    )
 }
 
-impl Load {
-    /// About 150 requests a second, one at a time on a keep-alive connection.
-    fn start(http: u16) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let (s, o, f) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-        let thread = std::thread::spawn(move || {
-            let client = http1_client();
-            while !s.load(Ordering::Relaxed) {
-                let good = client
-                    .get(format!("http://api.test:{http}/load"))
-                    .send()
-                    .is_ok_and(|r| r.status().is_success());
-                if good { &o } else { &f }.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_micros(6500));
-            }
-        });
-        Load {
-            stop,
-            ok,
-            failed,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops the load; (answered with 2xx, failed).
-    fn finish(mut self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// Stops the load; (answered with 2xx, failed).
+fn finish(load: Load) -> (u64, u64) {
+    let seen = load.finish();
+    let ok = seen
+        .iter()
+        .filter(|s| (200..300).contains(&s.status))
+        .count() as u64;
+    (ok, seen.len() as u64 - ok)
 }
 
 struct Setup {
@@ -219,10 +182,10 @@ fn event_names(stdout: &str) -> Vec<&str> {
 #[test]
 fn wait_promotes_a_healthy_canary_with_one_line_per_change() {
     let s = Setup::start(0.0);
-    let load = Load::start(s.http);
+    let load = start_load(s.http);
     std::thread::sleep(Duration::from_millis(300));
     let run = s.start_rollout(&["--wait"]);
-    let (ok, failed) = load.finish();
+    let (ok, failed) = finish(load);
     assert_eq!(run.code, 0, "{run}");
 
     let lines = progress(&run.stdout);
@@ -256,11 +219,11 @@ fn wait_promotes_a_healthy_canary_with_one_line_per_change() {
 #[test]
 fn wait_rolls_back_a_failing_canary_and_exits_1_with_the_reason() {
     let s = Setup::start(0.5);
-    let load = Load::start(s.http);
+    let load = start_load(s.http);
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     let run = s.start_rollout(&["--wait"]);
-    let (ok, failed) = load.finish();
+    let (ok, failed) = finish(load);
     assert_eq!(run.code, 1, "{run}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -303,7 +266,7 @@ fn wait_rolls_back_a_failing_canary_and_exits_1_with_the_reason() {
 #[test]
 fn pause_resume_abort_promote_and_status() {
     let s = Setup::start(0.0);
-    let load = Load::start(s.http);
+    let load = start_load(s.http);
     let slow = start_args("green", &["--steps", "10,50,100", "--interval", "60s"]);
 
     let run = s.ctl(&["rollout", "status", "solo"]);
@@ -381,7 +344,7 @@ fn pause_resume_abort_promote_and_status() {
     );
     let run = s.expect(&["rollout", "status", "api"], 0, ": aborted,");
     assert!(run.stdout.contains("  reason    "), "{run}");
-    let (_, failed) = load.finish();
+    let (_, failed) = finish(load);
     assert_eq!(failed, 0);
 }
 
@@ -417,7 +380,7 @@ fn a_step_short_of_traffic_holds_and_says_so() {
 #[test]
 fn switch_watch_is_a_rollout_ctl_can_follow() {
     let s = Setup::start(0.0);
-    let load = Load::start(s.http);
+    let load = start_load(s.http);
     let run = s.expect(
         &["switch", "api", "green", "--watch", "1s"],
         0,
@@ -434,7 +397,7 @@ fn switch_watch_is_a_rollout_ctl_can_follow() {
     let run = s.ctl(&["rollout", "status", "api", "--wait"]);
     assert_eq!(run.code, 0, "a healthy switch outlives its watch: {run}");
     assert_eq!(s.weights(), (0, 100));
-    let (_, failed) = load.finish();
+    let (_, failed) = finish(load);
     assert_eq!(failed, 0);
 }
 
@@ -446,7 +409,7 @@ fn wait_redraws_one_line_on_a_terminal() {
         return;
     }
     let s = Setup::start(0.0);
-    let load = Load::start(s.http);
+    let load = start_load(s.http);
     let mut command = format!(
         "{BIN} ctl --admin {} rollout start api --canary green",
         s.admin_url
@@ -462,7 +425,7 @@ fn wait_redraws_one_line_on_a_terminal() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    load.finish();
+    finish(load);
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{text}");
     let redraws = text.matches("\r\x1b[2K").count();

@@ -3,19 +3,9 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
-
-#[derive(Default)]
-struct LoadStats {
-    ok: usize,
-    blue: usize,
-    green: usize,
-    failures: Vec<String>,
-}
 
 /// Which backend answers a fresh connection's request.
 fn backend_now(http: u16) -> String {
@@ -40,48 +30,7 @@ fn reload_under_load() {
     assert_eq!(backend_now(http), "blue");
 
     // Sequential requests on one keep-alive client for the whole test.
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(Mutex::new(LoadStats::default()));
-    let load = {
-        let (stop, stats) = (stop.clone(), stats.clone());
-        std::thread::spawn(move || {
-            let client = http1_client();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let result = client
-                    .get(format!("http://load.test:{http}/load/{i}"))
-                    .send()
-                    .map_err(|e| format!("request {i}: {e:?}"))
-                    .and_then(|resp| {
-                        let status = resp.status();
-                        let text = resp
-                            .text()
-                            .map_err(|e| format!("request {i} body: {e:?}"))?;
-                        if status != 200 {
-                            return Err(format!("request {i}: status {status}: {text}"));
-                        }
-                        let body: serde_json::Value = serde_json::from_str(&text)
-                            .map_err(|e| format!("request {i}: {e}: {text}"))?;
-                        Ok(body["backend"].as_str().unwrap_or_default().to_string())
-                    });
-                let mut stats = stats.lock().unwrap();
-                match result {
-                    Ok(backend) => {
-                        stats.ok += 1;
-                        match backend.as_str() {
-                            "blue" => stats.blue += 1,
-                            "green" => stats.green += 1,
-                            other => stats
-                                .failures
-                                .push(format!("request {i}: unexpected backend {other}")),
-                        }
-                    }
-                    Err(e) => stats.failures.push(e),
-                }
-            }
-        })
-    };
+    let load = Load::start(&format!("http://load.test:{http}"), 1, Duration::ZERO);
     let started = Instant::now();
     std::thread::sleep(Duration::from_millis(400));
 
@@ -128,27 +77,25 @@ fn reload_under_load() {
 
     // Keep the load running for about 3 s in total.
     std::thread::sleep(Duration::from_millis(3000).saturating_sub(started.elapsed()));
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
-
-    let stats = stats.lock().unwrap();
+    let seen = load.finish();
+    let count = |backend: &str| seen.iter().filter(|r| r.backend == backend).count();
+    let (blue, green) = (count("blue"), count("green"));
+    let failed: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.status != 200 || !["blue", "green"].contains(&r.backend.as_str()))
+        .collect();
     assert!(
-        stats.failures.is_empty(),
+        failed.is_empty(),
         "{} of {} requests failed during reloads: {:#?}",
-        stats.failures.len(),
-        stats.ok + stats.failures.len(),
-        &stats.failures[..stats.failures.len().min(10)]
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(10)]
     );
     assert!(
-        stats.ok >= 100,
+        seen.len() >= 100,
         "the load loop only managed {} requests",
-        stats.ok
+        seen.len()
     );
-    assert!(
-        stats.blue > 0 && stats.green > 0,
-        "load saw blue={} green={}",
-        stats.blue,
-        stats.green
-    );
+    assert!(blue > 0 && green > 0, "load saw blue={blue} green={green}");
     assert!(proxy.try_exit().is_none(), "the proxy died");
 }

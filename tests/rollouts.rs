@@ -4,11 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -123,115 +118,6 @@ fn event_names(admin: &Admin) -> Vec<String> {
         .collect()
 }
 
-/// One response seen by the load loop: which client, which backend, what status.
-#[derive(Debug, Clone)]
-struct Seen {
-    client: usize,
-    backend: String,
-    status: u16,
-}
-
-/// GET requests in a loop through the proxy until stopped, as `clients` distinct users taking
-/// turns (each sends `X-User: user-N`), one request every `pause`.
-struct Load {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(http: u16, clients: usize, pause: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, seen2) = (stop.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            let client = http1_client();
-            let mut i = 0usize;
-            while !stop2.load(Ordering::Relaxed) {
-                let user = i % clients;
-                i += 1;
-                let resp = client
-                    .get(format!("http://api.test:{http}/load/{i}"))
-                    .header("x-user", format!("user-{user}"))
-                    .send();
-                let (backend, status) = match resp {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let body: Value = r.json().unwrap_or(Value::Null);
-                        (body["backend"].as_str().unwrap_or("?").to_string(), status)
-                    }
-                    Err(e) => (format!("error: {e}"), 0),
-                };
-                seen2.lock().expect("load log").push(Seen {
-                    client: user,
-                    backend,
-                    status,
-                });
-                std::thread::sleep(pause);
-            }
-        });
-        Load {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Vec<Seen> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("load thread");
-        }
-        self.seen.lock().expect("load log").clone()
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn failures(seen: &[Seen]) -> Vec<&Seen> {
-    seen.iter().filter(|s| s.status != 200).collect()
-}
-
-/// A backend that answers every request with 200 after `delay` (a slow canary).
-fn slow_backend(delay: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind slow backend");
-    let addr = listener.local_addr().expect("addr").to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                loop {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        head.clear();
-                        std::thread::sleep(delay);
-                        let body = br#"{"backend":"slow"}"#;
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        if stream.write_all(resp.as_bytes()).is_err()
-                            || stream.write_all(body).is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[test]
 fn a_failing_canary_is_rolled_back_and_no_client_request_fails() {
     let blue = Backend::spawn("blue").expect("backend");
@@ -242,7 +128,11 @@ fn a_failing_canary_is_rolled_back_and_no_client_request_fails() {
     let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), "");
     let _proxy = Proxy::start(&s.config);
     let admin = s.admin();
-    let load = Load::start(s.http, 1, Duration::from_millis(5));
+    let load = Load::start(
+        &format!("http://api.test:{}", s.http),
+        1,
+        Duration::from_millis(5),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let started = start_rollout(
         &admin,
@@ -310,7 +200,11 @@ fn a_healthy_canary_is_promoted_through_every_step() {
     let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), extra);
     let _proxy = Proxy::start(&s.config);
     let admin = s.admin();
-    let load = Load::start(s.http, 1, Duration::from_millis(5));
+    let load = Load::start(
+        &format!("http://api.test:{}", s.http),
+        1,
+        Duration::from_millis(5),
+    );
     let started = start_rollout(&admin, json!({"canary": "green"}));
     assert_eq!(started.status, 201, "{}", started.text);
     assert_eq!(
@@ -344,11 +238,18 @@ fn a_healthy_canary_is_promoted_through_every_step() {
 #[test]
 fn a_latency_breach_rolls_back() {
     let blue = Backend::spawn("blue").expect("backend");
-    let slow = slow_backend(Duration::from_millis(150));
-    let s = Setup::new(&blue.addr.to_string(), &slow, "");
+    let slow = Backend::builder("slow")
+        .delay(Duration::from_millis(150))
+        .spawn()
+        .expect("backend");
+    let s = Setup::new(&blue.addr.to_string(), &slow.addr.to_string(), "");
     let _proxy = Proxy::start(&s.config);
     let admin = s.admin();
-    let load = Load::start(s.http, 1, Duration::from_millis(2));
+    let load = Load::start(
+        &format!("http://api.test:{}", s.http),
+        1,
+        Duration::from_millis(2),
+    );
     let started = start_rollout(
         &admin,
         json!({"canary": "green", "steps": [50, 100], "interval": "30s",
@@ -417,7 +318,11 @@ fn a_restart_mid_rollout_resumes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut proxy = Proxy::start_in(dir.path(), &s.config);
     let admin = s.admin();
-    let load = Load::start(s.http, 1, Duration::from_millis(2));
+    let load = Load::start(
+        &format!("http://api.test:{}", s.http),
+        1,
+        Duration::from_millis(2),
+    );
     assert_eq!(
         start_rollout(&admin, json!({"canary": "green"})).status,
         201
@@ -448,7 +353,11 @@ fn a_restart_mid_rollout_resumes_it() {
         Some("restarted")
     );
     // And it goes on to the end.
-    let load = Load::start(s.http, 1, Duration::from_millis(2));
+    let load = Load::start(
+        &format!("http://api.test:{}", s.http),
+        1,
+        Duration::from_millis(2),
+    );
     wait_state(&admin, "promoted", Duration::from_secs(10));
     assert!(failures(&load.finish()).is_empty());
 }
@@ -586,7 +495,11 @@ fn sticky_clients_only_move_from_stable_to_canary() {
     let _proxy = Proxy::start(&s.config);
     let admin = s.admin();
     let users = 60;
-    let load = Load::start(s.http, users, Duration::from_millis(1));
+    let load = Load::start(
+        &format!("http://api.test:{}", s.http),
+        users,
+        Duration::from_millis(1),
+    );
     assert_eq!(
         start_rollout(&admin, json!({"canary": "green"})).status,
         201
@@ -678,7 +591,11 @@ fn a_watched_switch_goes_back_on_a_breach() {
     let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), extra);
     let _proxy = Proxy::start(&s.config);
     let admin = s.admin();
-    let load = Load::start(s.http, 1, Duration::from_millis(5));
+    let load = Load::start(
+        &format!("http://api.test:{}", s.http),
+        1,
+        Duration::from_millis(5),
+    );
     let switched = admin.send(
         "POST",
         "/v1/services/api/switch",
