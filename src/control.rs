@@ -226,8 +226,7 @@ fn yield_weights(book: &mut Book, service: &str, force: bool) -> Result<Vec<Even
     );
     let mut e = rollout::service::event(r, "aborted", None, why);
     e.reason = Some("forced".into());
-    book.rollouts.push_event(service, e.clone());
-    Ok(vec![e])
+    Ok(vec![book.rollouts.push_event(e)])
 }
 
 /// Sets the weights of some pools of a service (others keep theirs). Returns the new generation.
@@ -364,8 +363,7 @@ pub fn switch(
         let message = format!("switched to \"{to}\", watching it for {watch:?}");
         let e = rollout::service::event(r, "started", None, message);
         let id = r.id;
-        book.rollouts.push_event(service, e.clone());
-        events.push(e);
+        events.push(book.rollouts.push_event(e));
         Ok((Some(id), events))
     })?;
     let view = match watched {
@@ -579,7 +577,7 @@ pub fn start_rollout(
         );
         let e = rollout::service::event(r, "started", None, message);
         let r = r.clone();
-        book.rollouts.push_event(service, e.clone());
+        let e = book.rollouts.push_event(e);
         rollout::service::apply_weights(book, snap, &r);
         Ok((r, vec![e]))
     })
@@ -655,7 +653,7 @@ pub fn act_on_rollout(
         let r = r.clone();
         let mut e = rollout::service::event(&r, kind, None, message);
         e.reason = reason;
-        book.rollouts.push_event(service, e.clone());
+        let e = book.rollouts.push_event(e);
         rollout::service::apply_weights(book, snap, &r);
         Ok((r, vec![e]))
     })

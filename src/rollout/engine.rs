@@ -235,13 +235,19 @@ impl Rollouts {
         history.current.insert(rollout)
     }
 
-    /// Appends an event to the service's history, dropping the oldest beyond [`MAX_EVENTS`].
-    pub fn push_event(&mut self, service: &str, event: Event) {
-        let events = &mut self.services.entry(service.to_string()).or_default().events;
-        events.push_back(event);
+    /// Appends an event to its service's history, dropping the oldest beyond [`MAX_EVENTS`];
+    /// returns it, to be logged once the change holds.
+    pub fn push_event(&mut self, event: Event) -> Event {
+        let events = &mut self
+            .services
+            .entry(event.service.clone())
+            .or_default()
+            .events;
+        events.push_back(event.clone());
         while events.len() > MAX_EVENTS {
             events.pop_front();
         }
+        event
     }
 }
 
@@ -540,23 +546,20 @@ mod tests {
     fn events_are_bounded() {
         let mut book = Rollouts::default();
         for i in 0..(MAX_EVENTS as u64 + 10) {
-            book.push_event(
-                "api",
-                Event {
-                    time: i,
-                    service: "api".into(),
-                    rollout: 1,
-                    event: "step".into(),
-                    step: 0,
-                    canary_weight: 0,
-                    requests: 0,
-                    errors: 0,
-                    error_rate: 0.0,
-                    p99_ms: None,
-                    message: String::new(),
-                    reason: None,
-                },
-            );
+            book.push_event(Event {
+                time: i,
+                service: "api".into(),
+                rollout: 1,
+                event: "step".into(),
+                step: 0,
+                canary_weight: 0,
+                requests: 0,
+                errors: 0,
+                error_rate: 0.0,
+                p99_ms: None,
+                message: String::new(),
+                reason: None,
+            });
         }
         let events = &book.services["api"].events;
         assert_eq!(events.len(), MAX_EVENTS);

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use serde_json::json;
 
 use super::engine::{Decision, Event, Phase, Rollout, Rollouts, StepClock};
 use super::{WindowStats, Windows};
@@ -51,30 +50,13 @@ pub fn event(r: &Rollout, kind: &str, canary: Option<&WindowStats>, message: Str
 
 /// Logs a transition as one JSON line with the figures that decided it.
 pub fn log_event(e: &Event) {
-    let line = json!({
-        "rollout_event": e.event,
-        "service": e.service,
-        "rollout": e.rollout,
-        "step": e.step,
-        "canary_weight": e.canary_weight,
-        "requests": e.requests,
-        "errors": e.errors,
-        "error_rate": e.error_rate,
-        "p99_ms": e.p99_ms,
-        "message": e.message,
-        "reason": e.reason,
-    });
+    // The same JSON as `GET .../rollouts/current/events` shows (Event is plain data: it serializes).
+    let line = serde_json::to_string(e).unwrap_or_default();
     if e.event == "rolled_back" || e.event == "aborted" {
         log::warn!(target: "switchyard::rollout", "{line}");
     } else {
         log::info!(target: "switchyard::rollout", "{line}");
     }
-}
-
-/// Records `e` in the service's history and returns it (to be logged once the change holds).
-fn push(rollouts: &mut Rollouts, service: &str, e: Event) -> Event {
-    rollouts.push_event(service, e.clone());
-    e
 }
 
 /// Sets the service's overrides to the weights `r`'s state gives.
@@ -111,7 +93,7 @@ pub fn end_orphans(config: &Config, rollouts: &mut Rollouts) -> Vec<Event> {
             r.finish(Phase::Aborted, unix_ms(), Some(why.clone()));
             let mut e = event(r, "aborted", None, why);
             e.reason = Some("config".into());
-            events.push(push(rollouts, &service, e));
+            events.push(rollouts.push_event(e));
         }
     }
     events
@@ -142,7 +124,7 @@ pub fn resume_after_restart(config: &Config, book: &mut Book) -> Vec<Event> {
             r.state.as_str()
         );
         let e = event(r, "restarted", None, message);
-        events.push(push(&mut book.rollouts, &service, e));
+        events.push(book.rollouts.push_event(e));
     }
     events
 }
@@ -214,7 +196,7 @@ pub fn tick(snap: &Snapshot, book: &mut Book, windows: &Windows, now: Instant) -
         }
         let mut e = event(&r, kind, Some(&stats), message);
         e.reason = cause.map(str::to_string);
-        out.events.push(push(&mut book.rollouts, &service, e));
+        out.events.push(book.rollouts.push_event(e));
     }
     out
 }
