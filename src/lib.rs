@@ -14,6 +14,7 @@ pub mod demo;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod rollout;
 pub mod routing;
