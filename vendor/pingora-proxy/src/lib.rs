@@ -67,6 +67,9 @@ use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::custom::CustomMessageWrite;
 use pingora_core::protocols::http::subrequest::server::SubrequestHandle;
 use pingora_core::protocols::http::v1::client::HttpSession as HttpSessionV1;
+use pingora_core::protocols::http::v1::server::{
+    REQUEST_HEADER_TIMEOUT, REQUEST_HEADER_TOO_LARGE, REQUEST_LINE_TOO_LONG,
+};
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession as HttpSession;
@@ -347,24 +350,19 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
-                    debug!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
-                    downstream_session
-                        .respond_error(400)
-                        .await
-                        .unwrap_or_else(|e| {
-                            error!("failed to send error response to downstream: {e}");
-                        });
-                } else {
-                    // otherwise the connection must be broken, no need to send anything
-                    error!(
-                        "Fail to proxy: {e}, downstream session type: {}",
-                        downstream_session.session_type()
-                    );
-                }
+                // What the client gets: a malformed head 400, an oversized one 414 or 431, a
+                // head cut off by the header timeout 408; otherwise the connection is broken
+                // and nothing can be sent.
+                let status = match &e.etype {
+                    InvalidHTTPHeader => 400,
+                    t if *t == REQUEST_LINE_TOO_LONG => 414,
+                    t if *t == REQUEST_HEADER_TOO_LARGE => 431,
+                    t if *t == REQUEST_HEADER_TIMEOUT => 408,
+                    _ => 0,
+                };
+                self.inner
+                    .request_head_error(&mut downstream_session, &e, status)
+                    .await;
                 downstream_session.shutdown().await;
                 return None;
             }
@@ -385,12 +383,10 @@ where
             .is_some_and(|opts| opts.allow_connect_method_proxying)
             && downstream_session.req_header().method == Method::CONNECT
         {
-            downstream_session
-                .respond_error(405)
-                .await
-                .unwrap_or_else(|e| {
-                    error!("failed to send error response to downstream: {e}");
-                });
+            let e = Error::explain(HTTPStatus(405), "CONNECT is not proxied").into_down();
+            self.inner
+                .request_head_error(&mut downstream_session, &e, 405)
+                .await;
             downstream_session.shutdown().await;
             return None;
         }
@@ -1603,6 +1599,14 @@ where
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
         self.server_options.as_ref()
+    }
+
+    fn init_h1_connection(&self, session: &mut HttpSession) {
+        self.inner.init_downstream_h1_connection(session);
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        self.inner.downstream_handshake_timeout()
     }
 
     fn h2_options(&self) -> Option<H2Options> {

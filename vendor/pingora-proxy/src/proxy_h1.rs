@@ -262,6 +262,13 @@ where
         let mut send_error = None;
         let mut upgraded = false;
 
+        // The upstream's read timeout times its answer, so it starts once the whole request has
+        // been sent: while a client is still uploading its body, the upstream waiting for it is
+        // not slow (the downstream read timeout times the client instead). An early answer is
+        // still read as it comes.
+        let response_timeout = client_session.read_timeout;
+        client_session.read_timeout = None;
+
         /* duplex mode, wait for either to complete */
         while !request_done || !response_done {
             tokio::select! {
@@ -272,6 +279,8 @@ where
                             if !upgraded && client_session.was_upgraded() {
                                 // upgrade can only happen once
                                 upgraded = true;
+                                // Both directions of an upgraded connection are timed as before.
+                                client_session.read_timeout = response_timeout;
                                 if send_error.is_none() {
                                     // continue receiving from downstream after body mode change
                                     request_done = false;
@@ -327,6 +336,9 @@ where
                     match send_body_to1(client_session, body).await {
                         Ok(send_done) => {
                             request_done = send_done;
+                            if request_done {
+                                client_session.read_timeout = response_timeout;
+                            }
                             // An upgraded request is terminated when either side is done
                             if request_done && client_session.was_upgraded() {
                                 response_done = true;
@@ -335,6 +347,7 @@ where
                         Err(e) => {
                            warn!("send error, draining read buf: {e}");
                            request_done = true;
+                           client_session.read_timeout = response_timeout;
 
                            // Built-in HTTP downstream sessions are expected to reject
                            // incomplete bodies before reaching this state. A downstream

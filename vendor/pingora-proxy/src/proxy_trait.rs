@@ -52,6 +52,44 @@ pub trait ProxyHttp {
     /// Define how the `ctx` should be created.
     fn new_ctx(&self) -> Self::CTX;
 
+    /// Called when a request head could not be read (malformed, too large, cut off by the header
+    /// timeout, or the connection broke while it arrived), and for a refused CONNECT request. No
+    /// other phase runs for such a request and no `CTX` exists. `status` is the answer pingora
+    /// suggests: 400, 405, 408, 414 or 431, or 0 when the connection is broken and nothing can
+    /// be sent. The connection is closed afterwards.
+    ///
+    /// These are the client's failures, not the server's: the default logs them at debug level
+    /// and sends pingora's empty error response.
+    async fn request_head_error(
+        &self,
+        session: &mut pingora_core::protocols::http::ServerSession,
+        e: &Error,
+        status: u16,
+    ) {
+        debug!("cannot read the request head: {e}, answering {status}");
+        if status != 0 {
+            session.respond_error(status).await.unwrap_or_else(|e| {
+                debug!("failed to send error response to downstream: {e}");
+            });
+        }
+    }
+
+    /// Called with the first HTTP/1 session of every new downstream connection, before its
+    /// request is read: the place for per-connection settings that may change while the server
+    /// runs (`set_header_timeout`, `set_head_limits`, `set_keepalive`). Later requests on the
+    /// connection inherit the previous request's settings. The default does nothing.
+    fn init_downstream_h1_connection(
+        &self,
+        _session: &mut pingora_core::protocols::http::ServerSession,
+    ) {
+    }
+
+    /// How long a new downstream connection's TLS handshake may take. Called once per accepted
+    /// connection. Default: 60 seconds.
+    fn downstream_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
     /// Define where the proxy should send the request to.
     ///
     /// The returned [HttpPeer] contains the information regarding where and how this request should

@@ -57,6 +57,12 @@ pub trait ServerApp {
 
     /// This callback will be called once after the service stops listening to its endpoints.
     async fn cleanup(&self) {}
+
+    /// How long a new connection's TLS handshake (and any pre-TLS callback) may take before the
+    /// connection is dropped. Called once per accepted connection. Default: 60 seconds.
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
 }
 #[non_exhaustive]
 #[derive(Clone, Debug, Default)]
@@ -106,6 +112,9 @@ pub struct HttpServerOptions {
 #[derive(Debug)]
 pub struct HttpPersistentSettings {
     keepalive_timeout: Option<u64>,
+    /// The HTTP/1 header timeout and head size limits carry to the next request.
+    header_timeout: Option<Duration>,
+    head_limits: crate::protocols::http::v1::server::RequestHeadLimits,
     keepalive_reuses_remaining: Option<u32>,
     /// User-defined context to carry to the next request on this connection.
     user_context: Option<Box<dyn Any + Send + Sync>>,
@@ -123,6 +132,8 @@ impl HttpPersistentSettings {
     pub fn for_session(session: &ServerSession) -> Self {
         HttpPersistentSettings {
             keepalive_timeout: session.get_keepalive(),
+            header_timeout: session.get_header_timeout(),
+            head_limits: session.get_head_limits(),
             keepalive_reuses_remaining: session.get_keepalive_reuses_remaining(),
             user_context: None,
             pipelined_prefix: None,
@@ -151,6 +162,8 @@ impl HttpPersistentSettings {
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
+            header_timeout,
+            head_limits,
             mut keepalive_reuses_remaining,
             user_context,
             pipelined_prefix,
@@ -164,6 +177,8 @@ impl HttpPersistentSettings {
         }
 
         session.set_keepalive(keepalive_timeout);
+        session.set_header_timeout(header_timeout);
+        session.set_head_limits(head_limits);
         session.set_keepalive_reuses_remaining(keepalive_reuses_remaining);
 
         // Carry user context into the session for the proxy layer to consume
@@ -246,6 +261,18 @@ pub trait HttpServerApp {
     }
 
     async fn http_cleanup(&self) {}
+
+    /// Called with the first HTTP/1 session of every new connection, before its request is
+    /// read: the place to apply per-connection settings that may change while the server runs
+    /// (header timeout, head limits, keep-alive). Later sessions of the connection inherit the
+    /// previous session's settings ([`HttpPersistentSettings`]). The default does nothing.
+    fn init_h1_connection(&self, _session: &mut ServerSession) {}
+
+    /// How long a new connection's TLS handshake (and any pre-TLS callback) may take before the
+    /// connection is dropped. Called once per accepted connection. Default: 60 seconds.
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
 
     #[doc(hidden)]
     async fn process_custom_session(
@@ -356,10 +383,12 @@ where
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
             );
+            self.init_h1_connection(&mut session);
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
+                session.set_reused_connection();
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
@@ -372,6 +401,10 @@ where
 
     async fn cleanup(&self) {
         self.http_cleanup().await;
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        HttpServerApp::handshake_timeout(self)
     }
 }
 

@@ -90,6 +90,16 @@ impl KVRef {
         self.value.get_bytes(buf)
     }
 
+    /// Where the name starts: the offset of the header line in the buffer.
+    pub fn name_start(&self) -> usize {
+        self.name.0
+    }
+
+    /// Where the value ends (its line end follows).
+    pub fn value_end(&self) -> usize {
+        self.value.1
+    }
+
     /// Return a new `KVRef` with name and value start indices and lengths.
     pub fn new(name_s: usize, name_len: usize, value_s: usize, value_len: usize) -> Self {
         KVRef {

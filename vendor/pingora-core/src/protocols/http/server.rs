@@ -341,6 +341,46 @@ impl Session {
         }
     }
 
+    /// Sets the longest a whole HTTP/1 request head may take to arrive: from accept for the
+    /// first request of a connection, from its first byte for later ones. Noop for h2 and
+    /// subrequests.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        if let Self::H1(s) = self {
+            s.set_header_timeout(timeout);
+        }
+    }
+
+    /// The HTTP/1 header timeout (`None` for h2 and subrequests).
+    pub fn get_header_timeout(&self) -> Option<Duration> {
+        match self {
+            Self::H1(s) => s.get_header_timeout(),
+            _ => None,
+        }
+    }
+
+    /// Sets the size limits on an HTTP/1 request head. Noop for h2 and subrequests (h2 header
+    /// lists are bounded through `H2Options`).
+    pub fn set_head_limits(&mut self, limits: super::v1::server::RequestHeadLimits) {
+        if let Self::H1(s) = self {
+            s.set_head_limits(limits);
+        }
+    }
+
+    /// The HTTP/1 request head limits (the defaults for h2 and subrequests).
+    pub fn get_head_limits(&self) -> super::v1::server::RequestHeadLimits {
+        match self {
+            Self::H1(s) => s.get_head_limits(),
+            _ => Default::default(),
+        }
+    }
+
+    /// Marks an HTTP/1 session as a later request on a reused connection. Noop otherwise.
+    pub fn set_reused_connection(&mut self) {
+        if let Self::H1(s) = self {
+            s.set_reused_connection();
+        }
+    }
+
     /// Get the number of times the upstream connection connection for this
     /// session can be reused via keepalive. Not applicable for h2 or
     /// subrequest
@@ -375,11 +415,11 @@ impl Session {
     /// Sets the downstream read timeout. This will trigger if we're unable
     /// to read from the stream after `timeout`.
     ///
-    /// This is a noop for h2.
+    /// For h2 it times the wait for each piece of the request body.
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         match self {
             Self::H1(s) => s.set_read_timeout(timeout),
-            Self::H2(_) => {}
+            Self::H2(s) => s.set_read_timeout(timeout),
             Self::Subrequest(s) => s.set_read_timeout(timeout),
             Self::Custom(c) => c.set_read_timeout(timeout),
         }
@@ -389,7 +429,7 @@ impl Session {
     pub fn get_read_timeout(&self) -> Option<Duration> {
         match self {
             Self::H1(s) => s.get_read_timeout(),
-            Self::H2(_) => None,
+            Self::H2(s) => s.get_read_timeout(),
             Self::Subrequest(s) => s.get_read_timeout(),
             Self::Custom(s) => s.get_read_timeout(),
         }

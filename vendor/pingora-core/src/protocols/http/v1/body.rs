@@ -675,6 +675,13 @@ impl BodyReader {
                             "Got size {chunk_size}, payload_index: {payload_index}, chunk: {:?}",
                             String::from_utf8_lossy(buf).escape_default(),
                         );
+                        // httparse reads a line with no digits at all ("\r\n", ";ext\r\n") as
+                        // size 0, the last chunk. RFC 9112 §7.1 requires at least one hex digit;
+                        // a peer that reads such a line differently would see another body end.
+                        if !buf.first().is_some_and(u8::is_ascii_hexdigit) {
+                            self.body_state = self.body_state.done(0);
+                            return Error::e_explain(INVALID_CHUNK, "chunk size has no digits");
+                        }
                         let chunk_size = match usize::try_from(chunk_size) {
                             Ok(chunk_size) => chunk_size,
                             Err(_) => {
@@ -2238,6 +2245,27 @@ mod tests {
         let err = body_reader.read_body(&mut mock_io).await.unwrap_err();
         assert_eq!(*err.etype(), INVALID_CHUNK);
         assert_eq!(body_reader.body_state, ParseState::Done(0));
+    }
+
+    #[tokio::test]
+    async fn read_with_body_chunk_size_without_digits() {
+        init_log();
+        // An empty size line (or one with only an extension) is not the last chunk.
+        for input in [
+            &b"\r\nGET /smuggled HTTP/1.1\r\n\r\n"[..],
+            &b";ext\r\n\r\n"[..],
+            &b"5\r\nhello\r\n\r\n\r\n"[..],
+        ] {
+            let mut mock_io = Builder::new().read(input).build();
+            let mut body_reader = BodyReader::new(false);
+            body_reader.init_chunked(b"");
+            let mut result = body_reader.read_body(&mut mock_io).await;
+            while let Ok(Some(_)) = result {
+                result = body_reader.read_body(&mut mock_io).await;
+            }
+            let err = result.unwrap_err();
+            assert_eq!(*err.etype(), INVALID_CHUNK, "{input:?}");
+        }
     }
 
     #[tokio::test]

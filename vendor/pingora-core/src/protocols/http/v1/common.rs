@@ -42,7 +42,7 @@ pub(super) enum HeaderParseState {
     Invalid(httparse::Error),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum KeepaliveStatus {
     Timeout(Duration),
     Infinite,

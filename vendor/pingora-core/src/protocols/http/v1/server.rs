@@ -158,6 +158,116 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// The longest a whole request head may take to arrive: from accept for the first request
+    /// of a connection, from the request's first byte for later ones. `None`: only the per-read
+    /// timeouts apply (the behaviour before this setting existed).
+    header_timeout: Option<Duration>,
+    /// Size limits on the request line and the header fields.
+    head_limits: RequestHeadLimits,
+    /// Whether this session reads the first request of its connection (the header deadline then
+    /// counts from accept, and there is no keep-alive idle phase).
+    first_on_connection: bool,
+}
+
+/// Size limits on a request head, checked while it is read.
+///
+/// Exceeding `request_line` fails with [`REQUEST_LINE_TOO_LONG`] (answered 414 by a proxy),
+/// exceeding `header_line` (any one header field line) or `total` (request line plus all header
+/// lines) with [`REQUEST_HEADER_TOO_LARGE`] (answered 431). Line lengths include their line end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeadLimits {
+    /// The longest request line, in bytes.
+    pub request_line: usize,
+    /// The longest header field line, in bytes.
+    pub header_line: usize,
+    /// The largest request head (request line and header lines), in bytes.
+    pub total: usize,
+}
+
+impl Default for RequestHeadLimits {
+    /// Pingora's historical single limit on the whole head.
+    fn default() -> Self {
+        RequestHeadLimits {
+            request_line: MAX_HEADER_SIZE,
+            header_line: MAX_HEADER_SIZE,
+            total: MAX_HEADER_SIZE,
+        }
+    }
+}
+
+/// The request line is longer than [`RequestHeadLimits::request_line`].
+pub const REQUEST_LINE_TOO_LONG: pingora_error::ErrorType =
+    pingora_error::ErrorType::new("RequestLineTooLong");
+/// A header line or the whole head is larger than [`RequestHeadLimits`] allow.
+pub const REQUEST_HEADER_TOO_LARGE: pingora_error::ErrorType =
+    pingora_error::ErrorType::new("RequestHeaderTooLarge");
+/// The request head did not arrive within the session's header timeout.
+pub const REQUEST_HEADER_TIMEOUT: pingora_error::ErrorType =
+    pingora_error::ErrorType::new("RequestHeaderTimeout");
+
+impl RequestHeadLimits {
+    /// Checks a head that is still incomplete (`buf` is everything read so far).
+    fn check_partial(&self, buf: &[u8]) -> Result<()> {
+        let mut lines = buf.split(|&b| b == b'\n');
+        let request_line = lines.next().unwrap_or_default();
+        // The split also yields the unfinished last line, whose length so far already counts.
+        if request_line.len() > self.request_line {
+            return Error::e_explain(
+                REQUEST_LINE_TOO_LONG,
+                format!("request line longer than {} bytes", self.request_line),
+            );
+        }
+        for line in lines {
+            if line.len() > self.header_line {
+                return Error::e_explain(
+                    REQUEST_HEADER_TOO_LARGE,
+                    format!("header line longer than {} bytes", self.header_line),
+                );
+            }
+        }
+        if buf.len() > self.total {
+            return Error::e_explain(
+                REQUEST_HEADER_TOO_LARGE,
+                format!("request head larger than {} bytes", self.total),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks a complete head of `head_len` bytes at the start of `buf`, whose header lines are
+    /// `headers` (offsets into `buf`).
+    fn check_complete(&self, buf: &[u8], head_len: usize, headers: &[KVRef]) -> Result<()> {
+        let request_line = buf[..head_len]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(head_len, |i| i + 1);
+        if request_line > self.request_line {
+            return Error::e_explain(
+                REQUEST_LINE_TOO_LONG,
+                format!("request line longer than {} bytes", self.request_line),
+            );
+        }
+        if head_len > self.total {
+            return Error::e_explain(
+                REQUEST_HEADER_TOO_LARGE,
+                format!("request head larger than {} bytes", self.total),
+            );
+        }
+        if self.header_line < head_len {
+            for h in headers {
+                // name ... value, plus ": " at least and the line end: a lower bound that is
+                // exact for the usual "Name: value\r\n".
+                let line = h.value_end().saturating_sub(h.name_start()) + 2;
+                if line > self.header_line {
+                    return Error::e_explain(
+                        REQUEST_HEADER_TOO_LARGE,
+                        format!("header line longer than {} bytes", self.header_line),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl HttpSession {
@@ -206,37 +316,118 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            header_timeout: None,
+            head_limits: RequestHeadLimits::default(),
+            first_on_connection: true,
         }
+    }
+
+    /// Sets the longest a whole request head may take to arrive (see the field's doc); `None`
+    /// leaves only the per-read timeouts.
+    pub fn set_header_timeout(&mut self, timeout: Option<Duration>) {
+        self.header_timeout = timeout;
+    }
+
+    /// The header timeout, see [`Self::set_header_timeout`].
+    pub fn get_header_timeout(&self) -> Option<Duration> {
+        self.header_timeout
+    }
+
+    /// Sets the size limits on the request head.
+    pub fn set_head_limits(&mut self, limits: RequestHeadLimits) {
+        self.head_limits = limits;
+    }
+
+    /// The size limits on the request head.
+    pub fn get_head_limits(&self) -> RequestHeadLimits {
+        self.head_limits
+    }
+
+    /// Marks this session as one for a later request on a reused connection: its head is
+    /// awaited for the keep-alive timeout, then timed from its first byte.
+    pub fn set_reused_connection(&mut self) {
+        self.first_on_connection = false;
+    }
+
+    /// The instant by which the whole head of the first request must have arrived: the header
+    /// timeout counted from the connection's establishment (a TLS handshake included).
+    fn first_request_deadline(&self, timeout: Duration) -> std::time::Instant {
+        let since_accept = self
+            .digest
+            .timing_digest
+            .first()
+            .and_then(|d| d.as_ref())
+            .and_then(|d| {
+                std::time::SystemTime::now()
+                    .duration_since(d.established_ts)
+                    .ok()
+            })
+            .unwrap_or_default();
+        std::time::Instant::now() + timeout.saturating_sub(since_accept)
     }
 
     async fn read_request_buf(
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
+        deadline: Option<std::time::Instant>,
     ) -> Result<Option<usize>> {
+        let idle = already_read == 0 && !self.first_on_connection;
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
-            match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
-                    Ok(res) => res,
-                    Err(e) => {
-                        debug!("keepalive timeout {d:?} reached, {e}");
-                        return Ok(None);
-                    }
-                },
-                KeepaliveStatus::Infinite => {
-                    // FIXME: this should only apply to reads between requests
-                    read_event.await
-                }
-                KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
+            match (deadline, self.keepalive_timeout) {
+                // A reused connection waiting for its next request: the keep-alive timeout.
+                (Some(_), KeepaliveStatus::Timeout(d)) if idle => {
+                    match timeout(d, read_event).await {
                         Ok(res) => res,
                         Err(e) => {
-                            debug!("read timeout {t:?} reached, {e}");
-                            return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            debug!("keepalive timeout {d:?} reached, {e}");
+                            return Ok(None);
+                        }
+                    }
+                }
+                (Some(_), KeepaliveStatus::Infinite) if idle => read_event.await,
+                // The head (or the first request's wait since accept) is under the deadline.
+                (Some(deadline), _) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match timeout(left, read_event).await {
+                        Ok(res) => res,
+                        Err(_) if already_read == 0 => {
+                            debug!("no request within the header timeout");
+                            return Ok(None);
+                        }
+                        Err(_) => {
+                            return Error::e_explain(
+                                REQUEST_HEADER_TIMEOUT,
+                                format!(
+                                    "request head incomplete at the header timeout ({already_read} bytes)"
+                                ),
+                            );
+                        }
+                    }
+                }
+                (None, keepalive) => match keepalive {
+                    KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
+                        Ok(res) => res,
+                        Err(e) => {
+                            debug!("keepalive timeout {d:?} reached, {e}");
+                            return Ok(None);
                         }
                     },
-                    None => read_event.await,
+                    KeepaliveStatus::Infinite => {
+                        // FIXME: this should only apply to reads between requests
+                        read_event.await
+                    }
+                    KeepaliveStatus::Off => match self.read_timeout {
+                        Some(t) => match timeout(t, read_event).await {
+                            Ok(res) => res,
+                            Err(e) => {
+                                debug!("read timeout {t:?} reached, {e}");
+                                return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            }
+                        },
+                        None => read_event.await,
+                    },
                 },
             }
         };
@@ -304,14 +495,25 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // With a header timeout: the first request's head is due that long after accept, a
+        // later one's that long after its first byte (set below once it arrives).
+        let mut deadline = self.header_timeout.map(|t| {
+            if self.first_on_connection {
+                self.first_request_deadline(t)
+            } else {
+                std::time::Instant::now() + t
+            }
+        });
+        let limits = self.head_limits;
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > limits.total.max(limits.request_line) {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
+                limits.check_partial(&buf)?;
                 return Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    REQUEST_HEADER_TOO_LARGE,
+                    format!("Request header larger than {}", limits.total),
                 );
             }
 
@@ -323,10 +525,20 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
-                already_read += n;
             } else {
-                return Ok(None);
+                match self
+                    .read_request_buf(&mut buf, already_read, deadline)
+                    .await?
+                {
+                    Some(n) => {
+                        // A reused connection's head is timed from its first byte.
+                        if already_read == 0 && !self.first_on_connection {
+                            deadline = self.header_timeout.map(|t| std::time::Instant::now() + t);
+                        }
+                        already_read += n;
+                    }
+                    None => return Ok(None),
+                }
             }
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
@@ -348,6 +560,7 @@ impl HttpSession {
                         // Note: req.headers has the correct number of headers
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
+                        limits.check_complete(&buf, s, &header_refs)?;
 
                         let mut request_header = Box::new(RequestHeader::build(
                             req.method.unwrap_or(""),
@@ -431,6 +644,7 @@ impl HttpSession {
                         return Ok(Some(s));
                     }
                     HeaderParseState::Partial => {
+                        limits.check_partial(&buf)?;
                         break; /* continue the read loop */
                     }
                     HeaderParseState::Invalid(e) => match e {
@@ -1930,6 +2144,126 @@ mod tests_stream {
         assert_eq!(res, input3.as_slice());
         assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
         assert_eq!(http_stream.body_bytes_read(), 3);
+    }
+
+    fn small_head_limits() -> RequestHeadLimits {
+        RequestHeadLimits {
+            request_line: 8192,
+            header_line: 8192,
+            total: 32768,
+        }
+    }
+
+    async fn read_with_limits(reads: &[&[u8]]) -> Result<Option<usize>> {
+        let mut builder = Builder::new();
+        for r in reads {
+            builder.read(r);
+        }
+        let mut http_stream = HttpSession::new(Box::new(builder.build()));
+        http_stream.set_head_limits(small_head_limits());
+        let result = http_stream.read_request().await;
+        drain_mock(&mut http_stream).await;
+        result
+    }
+
+    /// Reads what the mock still holds, which it requires before it is dropped.
+    async fn drain_mock(http_stream: &mut HttpSession) {
+        let mut rest = Vec::new();
+        let _ = http_stream.underlying_stream.read_to_end(&mut rest).await;
+    }
+
+    #[tokio::test]
+    async fn read_request_head_limits() {
+        init_log();
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        let err = read_with_limits(&[long_uri.as_bytes()]).await.unwrap_err();
+        assert_eq!(*err.etype(), REQUEST_LINE_TOO_LONG);
+
+        // The request line alone, over two reads, never completed.
+        let part = format!("GET /{}", "a".repeat(5000));
+        let more = "a".repeat(5000);
+        let err = read_with_limits(&[part.as_bytes(), more.as_bytes()])
+            .await
+            .unwrap_err();
+        assert_eq!(*err.etype(), REQUEST_LINE_TOO_LONG);
+
+        let long_header = format!("GET / HTTP/1.1\r\nX-A: {}\r\n\r\n", "b".repeat(9000));
+        let err = read_with_limits(&[long_header.as_bytes()])
+            .await
+            .unwrap_err();
+        assert_eq!(*err.etype(), REQUEST_HEADER_TOO_LARGE);
+
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            (0..5)
+                .map(|i| format!("X-{i}: {}\r\n", "c".repeat(7000)))
+                .collect::<String>()
+        );
+        let err = read_with_limits(&[many.as_bytes()]).await.unwrap_err();
+        assert_eq!(*err.etype(), REQUEST_HEADER_TOO_LARGE);
+
+        // Just under every limit: read.
+        let fits = format!(
+            "GET /{} HTTP/1.1\r\nX-A: {}\r\n\r\n",
+            "d".repeat(7000),
+            "e".repeat(7000)
+        );
+        let n = read_with_limits(&[fits.as_bytes()]).await.unwrap().unwrap();
+        assert_eq!(n, fits.len());
+    }
+
+    #[tokio::test]
+    async fn header_timeout_bounds_the_whole_head() {
+        init_log();
+        // Each read is well inside a per-read timeout, the whole head is not.
+        let mut builder = Builder::new();
+        builder.read(b"GET / HTTP/1.1\r\n");
+        for _ in 0..4 {
+            builder.wait(Duration::from_millis(400)).read(b"X-A: b\r\n");
+        }
+        builder.read(b"\r\n");
+        let mut http_stream = HttpSession::new(Box::new(builder.build()));
+        http_stream.read_timeout = Some(Duration::from_secs(5));
+        http_stream.set_keepalive(Some(5));
+        http_stream.set_header_timeout(Some(Duration::from_secs(1)));
+        let err = http_stream.read_request().await.unwrap_err();
+        assert_eq!(*err.etype(), REQUEST_HEADER_TIMEOUT);
+        drain_mock(&mut http_stream).await;
+    }
+
+    #[tokio::test]
+    async fn header_timeout_with_nothing_sent_closes_quietly() {
+        init_log();
+        let mock_io = Builder::new().wait(Duration::from_secs(3)).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.set_keepalive(Some(60));
+        http_stream.set_header_timeout(Some(Duration::from_millis(200)));
+        assert!(http_stream.read_request().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn reused_connection_waits_keepalive_then_times_the_head() {
+        init_log();
+        // Idle longer than the header timeout but within the keep-alive timeout: the head's own
+        // clock starts at its first byte.
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mock_io = Builder::new()
+            .wait(Duration::from_millis(800))
+            .read(&input[..])
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.set_reused_connection();
+        http_stream.set_keepalive(Some(5));
+        http_stream.set_header_timeout(Some(Duration::from_millis(300)));
+        assert_eq!(http_stream.read_request().await.unwrap(), Some(input.len()));
+
+        // Idle past the keep-alive timeout: closed quietly.
+        let mock_io = Builder::new().wait(Duration::from_secs(3)).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.set_reused_connection();
+        http_stream.set_keepalive(Some(1));
+        http_stream.set_header_timeout(Some(Duration::from_secs(10)));
+        assert!(http_stream.read_request().await.unwrap().is_none());
     }
 
     #[tokio::test]
