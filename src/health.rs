@@ -3,7 +3,7 @@
 //! The first probe of a server decides its state at once; after that it takes `unhealthy_threshold`
 //! failures in a row to take it out and `healthy_threshold` successes in a row to bring it back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,19 +133,34 @@ impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut streaks: HashMap<(Arc<str>, SocketAddr), Streak> = HashMap::new();
         let mut due: HashMap<(Arc<str>, Arc<str>), Instant> = HashMap::new();
+        // The check each pool was last probed with: a changed one starts over.
+        let mut checks: HashMap<(Arc<str>, Arc<str>), HealthCheck> = HashMap::new();
         loop {
             let snap = self.runtime.snapshot.load_full();
             let now = Instant::now();
             let mut targets = Vec::new();
+            let mut checked: HashSet<SocketAddr> = HashSet::new();
+            let mut unchecked = Vec::new();
+            let mut seen_pools = HashSet::new();
             for (svc, cfg) in snap.services.iter().zip(&snap.config.services) {
                 for (pool, pool_cfg) in svc.pools.iter().zip(&cfg.pools) {
                     // A pool's own check wins over the service's.
                     let Some(check) = pool_cfg.health.as_ref().or(cfg.health.as_ref()) else {
+                        unchecked.extend(pool.servers.iter().map(|s| (svc.name.clone(), s)));
                         continue;
                     };
-                    let next = due
-                        .entry((svc.name.clone(), pool.name.clone()))
-                        .or_insert(now);
+                    let key = (svc.name.clone(), pool.name.clone());
+                    seen_pools.insert(key.clone());
+                    checked.extend(pool.servers.iter().map(|s| s.addr));
+                    if checks.get(&key) != Some(check) {
+                        // New or changed (a reload): the next probe decides each verdict anew.
+                        checks.insert(key.clone(), check.clone());
+                        due.insert(key.clone(), now);
+                        for server in &pool.servers {
+                            streaks.remove(&(svc.name.clone(), server.addr));
+                        }
+                    }
+                    let next = due.entry(key).or_insert(now);
                     if *next > now {
                         continue;
                     }
@@ -160,6 +175,19 @@ impl BackgroundService for HealthChecker {
                     }
                 }
             }
+            checks.retain(|k, _| seen_pools.contains(k));
+            due.retain(|k, _| seen_pools.contains(k));
+            // No check (any more): up. An address another service checks keeps that verdict.
+            for (service, server) in unchecked {
+                if !checked.contains(&server.addr) && server.state.set_healthy(true) {
+                    streaks.remove(&(service.clone(), server.addr));
+                    log::info!(
+                        "health: {} of service \"{service}\" has no active check any more: healthy",
+                        server.addr
+                    );
+                }
+            }
+            self.note_returns(&snap);
             let mut probes = JoinSet::new();
             for t in targets {
                 probes.spawn(async move {
@@ -190,6 +218,27 @@ impl BackgroundService for HealthChecker {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+impl HealthChecker {
+    /// Logs and counts each server whose passive ejection has run out.
+    fn note_returns(&self, snap: &crate::snapshot::Snapshot) {
+        for svc in &snap.services {
+            for server in svc.pools.iter().flat_map(|p| &p.servers) {
+                if server.state.take_return() {
+                    log::info!(
+                        "{} of service \"{}\" returns after its passive ejection ({:?})",
+                        server.addr,
+                        svc.name,
+                        svc.passive.fail_timeout
+                    );
+                    if snap.config.server.metrics {
+                        self.runtime.metrics.record_return(&svc.name);
+                    }
+                }
             }
         }
     }

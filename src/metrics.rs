@@ -58,6 +58,39 @@ pub fn render(runtime: &Runtime) -> String {
     runtime.metrics.render(runtime)
 }
 
+/// What a client did wrong, as `switchyard_client_errors_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientError {
+    /// A malformed request (400).
+    BadRequest,
+    /// A request line over `max_request_line` (414).
+    UriTooLong,
+    /// A header line or head over `max_header_line` / `max_header_size` (431).
+    HeaderTooLarge,
+    /// A head not complete within `client_header_timeout` (408).
+    HeaderTimeout,
+    /// A request body stalled past `client_body_timeout` (408).
+    BodyTimeout,
+    /// The client closed or reset the connection mid-request.
+    Reset,
+    /// Plain HTTP sent to a TLS listener (400).
+    PlainHttpOnTls,
+}
+
+impl ClientError {
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientError::BadRequest => "bad_request",
+            ClientError::UriTooLong => "uri_too_long",
+            ClientError::HeaderTooLarge => "header_too_large",
+            ClientError::HeaderTimeout => "header_timeout",
+            ClientError::BodyTimeout => "body_timeout",
+            ClientError::Reset => "reset",
+            ClientError::PlainHttpOnTls => "plain_http_on_tls",
+        }
+    }
+}
+
 /// One finished request, as `logging` saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct Finished<'a> {
@@ -101,6 +134,8 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     rate_limit_keys: IntGaugeVec,
     connections_refused: IntCounterVec,
+    client_errors: IntCounterVec,
+    upstream_returns: IntCounterVec,
     rollout: RolloutMetrics,
     /// Requests that matched no route (route="", service="", pool="").
     unrouted: Codes,
@@ -335,8 +370,22 @@ impl Metrics {
             "Client connections closed at accept by max_connections (total) or max_connections_per_ip (per_ip).",
             &["reason"],
         );
+        let client_errors = counter_vec(
+            &r,
+            "switchyard_client_errors_total",
+            "Requests and connections that failed by the client's doing, by listener and kind (bad_request, uri_too_long, header_too_large, header_timeout, body_timeout, reset, plain_http_on_tls).",
+            &["listener", "kind"],
+        );
+        let upstream_returns = counter_vec(
+            &r,
+            "switchyard_upstream_returns_total",
+            "Servers back in service after a passive ejection ended (fail_timeout elapsed).",
+            &["service"],
+        );
         Metrics {
             rollout: RolloutMetrics::new(&r),
+            client_errors,
+            upstream_returns,
             rate_limited,
             rate_limit_keys,
             connections_refused,
@@ -474,6 +523,18 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Counts a failure the client caused (see [`ClientError`]).
+    pub fn record_client_error(&self, listener: &str, kind: ClientError) {
+        self.client_errors
+            .with_label_values(&[listener, kind.label()])
+            .inc();
+    }
+
+    /// Counts a server back in service after its passive ejection.
+    pub fn record_return(&self, service: &str) {
+        self.upstream_returns.with_label_values(&[service]).inc();
     }
 
     /// Counts a request refused by a rate-limit zone.
@@ -1386,7 +1447,11 @@ servers = ["127.0.0.1:4"]
             max_fails: 1,
             fail_timeout: Duration::from_secs(60),
         };
-        assert!(blue.servers[1].state.report_failure(&policy));
+        assert!(blue.servers[1]
+            .state
+            .report_failure(&policy, crate::upstream::Failure::Connect)
+            .is_some());
+        blue.servers[1].state.eject(&policy);
         let text = render(&rt);
         let server = |metric: &str, addr: &str| {
             value(

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -147,7 +149,7 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     // One service for every listener: one pool of `threads` workers, like nginx's workers.
-    let listeners = cfg
+    let listeners: Vec<ListenerInfo> = cfg
         .listeners
         .iter()
         .map(|l| ListenerInfo {
@@ -156,6 +158,13 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
             tls: l.tls,
         })
         .collect();
+    // On TLS listeners, before the handshake: plain HTTP is answered 400, then ACME
+    // TLS-ALPN-01 handshakes are answered.
+    let pre_tls = crate::proxy::plain::guard(
+        runtime.clone(),
+        listeners.clone(),
+        Some(crate::acme::alpn::responder(runtime.acme.clone())),
+    );
     let proxy = Proxy::new(runtime.clone(), listeners);
     let mut svc = crate::metrics::proxy_service(
         &server.configuration,
@@ -163,7 +172,7 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         proxy,
         &cfg.listeners,
         runtime.connections.clone(),
-        Some(crate::acme::alpn::responder(runtime.acme.clone())),
+        Some(pre_tls),
     );
     for l in &cfg.listeners {
         let addr = l.address.to_string();
@@ -177,9 +186,9 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
             if l.h2 {
                 settings.enable_h2();
             }
-            svc.add_tls_with_settings(&addr, None, settings);
+            svc.add_listener(ListenerConfig::tcp(addr).tls(settings).l4_buffer(l4_buffer()));
         } else {
-            svc.add_tcp(&addr);
+            svc.add_listener(ListenerConfig::tcp(addr).l4_buffer(l4_buffer()));
         }
     }
     server.add_service(svc);
@@ -210,6 +219,13 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         server.add_service(crate::admin::service(runtime.clone(), admin));
     }
     Ok(server)
+}
+
+/// Client sockets read straight into the request parser's buffers (pingora's default puts a
+/// 64 KB read buffer in front of every connection, idle ones included); writes keep a small
+/// buffer so a response head and a short body go out in one send.
+fn l4_buffer() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
 }
 
 /// SIGHUP re-reads the config on a thread of its own; a rejected config leaves the old one serving.

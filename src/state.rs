@@ -32,6 +32,11 @@ pub enum StateError {
     },
     #[error("state file \"{path}\" is not valid ({reason}); move it away to start from the config alone")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("state directory \"{path}\" is not writable ({source}); the admin API keeps runtime changes there: fix its permissions or set [server] state_dir")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write state file \"{path}\": {source}")]
     Write {
         path: PathBuf,
@@ -59,12 +64,28 @@ pub struct StateStore {
 
 impl StateStore {
     /// Opens (creating, mode 0700) the state directory.
+    /// Opens (creates) the state directory, removes the temp files a crash left there, and
+    /// makes sure it can be written now rather than at the first runtime change.
     pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
             path: dir.into(),
             source,
         })?;
         set_mode(dir, 0o700);
+        let removed = crate::fsutil::remove_stale_temps(dir);
+        if removed > 0 {
+            log::info!(
+                "removed {removed} temp file(s) an earlier run left in {}",
+                dir.display()
+            );
+        }
+        let probe = dir.join(format!(".write-probe.tmp.{}", std::process::id()));
+        fs::write(&probe, b"")
+            .and_then(|()| fs::remove_file(&probe))
+            .map_err(|source| StateError::NotWritable {
+                path: dir.into(),
+                source,
+            })?;
         Ok(StateStore { dir: dir.into() })
     }
 

@@ -44,7 +44,7 @@ pub fn load_certified_key(
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<(Arc<CertifiedKey>, Vec<String>), TlsError> {
-    let cert_pem = std::fs::read(cert_path).map_err(|source| TlsError::ReadCert {
+    let cert_pem = crate::fsutil::read_regular(cert_path).map_err(|source| TlsError::ReadCert {
         path: cert_path.into(),
         source,
     })?;
@@ -60,7 +60,7 @@ pub fn load_certified_key(
         path: cert_path.into(),
         reason,
     })?;
-    let key_pem = std::fs::read(key_path).map_err(|source| TlsError::ReadKey {
+    let key_pem = crate::fsutil::read_regular(key_path).map_err(|source| TlsError::ReadKey {
         path: key_path.into(),
         source,
     })?;

@@ -1,7 +1,8 @@
 //! Services, pools and servers: the weighted pool pick and the in-pool balancing, both lock-free.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -16,8 +17,10 @@ pub struct ServerState {
     pub active: AtomicUsize,
     /// The active health checks' verdict; true until checks say otherwise.
     healthy: AtomicBool,
-    /// Consecutive failed attempts seen on the request path (passive checks).
-    fails: AtomicU32,
+    /// Failures in the current passive streak (0: no streak; read on every success).
+    streak_len: AtomicU32,
+    /// The streak itself, touched only on failures and on the first success after them.
+    streak: parking_lot::Mutex<Streak>,
     /// Ejected by passive checks until this instant (ms on the process clock); 0 = not ejected.
     ejected_until_ms: AtomicU64,
 }
@@ -27,10 +30,66 @@ impl Default for ServerState {
         ServerState {
             active: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
-            fails: AtomicU32::new(0),
+            streak_len: AtomicU32::new(0),
+            streak: parking_lot::Mutex::new(Streak::default()),
             ejected_until_ms: AtomicU64::new(0),
         }
     }
+}
+
+/// Failures in a row on one server since its last success.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Streak {
+    /// Connects that failed: the server's doing, whoever asked.
+    pub connect_failures: u32,
+    /// Responses that timed out after the whole request was sent.
+    pub timeouts: u32,
+    /// The client of the streak's first timeout.
+    timeout_client: Option<IpAddr>,
+    /// Whether another client's request timed out too.
+    timeouts_from_several_clients: bool,
+}
+
+impl Streak {
+    /// What counts towards `max_fails`: every connect failure, and the timeouts only once
+    /// requests from at least two client addresses timed out (one client hammering a slow
+    /// endpoint must not eject the server for everyone).
+    pub fn counted(&self) -> u32 {
+        let timeouts = if self.timeouts_from_several_clients {
+            self.timeouts
+        } else {
+            0
+        };
+        self.connect_failures + timeouts
+    }
+}
+
+impl fmt::Display for Streak {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.connect_failures > 0 {
+            parts.push(format!("{} failed connects", self.connect_failures));
+        }
+        if self.timeouts > 0 {
+            let clients = if self.timeouts_from_several_clients {
+                "several clients"
+            } else {
+                "one client"
+            };
+            parts.push(format!("{} response timeouts from {clients}", self.timeouts));
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+/// A failure seen on the request path (passive health).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection could not be made.
+    Connect,
+    /// No (complete) response within `read_timeout` after the request was sent, or the
+    /// connection broke mid-response; for the request of `client`.
+    Response { client: Option<IpAddr> },
 }
 
 /// Milliseconds since the process started: a cheap monotonic clock for ejection deadlines.
@@ -61,25 +120,62 @@ impl ServerState {
 
     /// A request reached the server: the passive failure streak ends.
     pub fn report_success(&self) {
-        if self.fails.load(Ordering::Relaxed) != 0 {
-            self.fails.store(0, Ordering::Relaxed);
+        if self.streak_len.load(Ordering::Relaxed) != 0 {
+            *self.streak.lock() = Streak::default();
+            self.streak_len.store(0, Ordering::Relaxed);
         }
     }
 
-    /// A request failed to connect or timed out; ejects the server for `policy.fail_timeout` after
-    /// `policy.max_fails` in a row. Returns true when this failure ejected it.
-    pub fn report_failure(&self, policy: &PassivePolicy) -> bool {
+    /// Records a failure. Returns the streak when it now counts `policy.max_fails` failures: the
+    /// caller decides whether the server may be spared ([`Service::can_spare`]) and calls
+    /// [`ServerState::eject`]; the streak starts over either way.
+    pub fn report_failure(&self, policy: &PassivePolicy, failure: Failure) -> Option<Streak> {
         if policy.max_fails == 0 {
-            return false;
+            return None;
         }
-        let fails = self.fails.fetch_add(1, Ordering::Relaxed) + 1;
-        if fails >= policy.max_fails {
-            self.fails.store(0, Ordering::Relaxed);
-            let until = clock_ms() + policy.fail_timeout.as_millis() as u64;
-            self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
-            return true;
+        let mut streak = self.streak.lock();
+        match failure {
+            Failure::Connect => streak.connect_failures += 1,
+            Failure::Response { client } => {
+                streak.timeouts += 1;
+                match (streak.timeout_client, client) {
+                    (None, c) => streak.timeout_client = c.or(streak.timeout_client),
+                    (Some(first), Some(c)) if first != c => {
+                        streak.timeouts_from_several_clients = true
+                    }
+                    _ => {}
+                }
+                if streak.timeout_client.is_none() {
+                    // A client without an address (not expected) cannot be told apart.
+                    streak.timeouts_from_several_clients = true;
+                }
+            }
         }
-        false
+        self.streak_len.fetch_add(1, Ordering::Relaxed);
+        if streak.counted() < policy.max_fails {
+            return None;
+        }
+        let full = std::mem::take(&mut *streak);
+        self.streak_len.store(0, Ordering::Relaxed);
+        Some(full)
+    }
+
+    /// Takes the server out of rotation for `policy.fail_timeout`.
+    pub fn eject(&self, policy: &PassivePolicy) {
+        let until = clock_ms() + policy.fail_timeout.as_millis() as u64;
+        self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
+    }
+
+    /// Once, when a passive ejection has run out: clears it and returns true (the health
+    /// service logs and counts the return).
+    pub fn take_return(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0
+            && clock_ms() >= until
+            && self
+                .ejected_until_ms
+                .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -184,6 +280,17 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Like [`Pool::pick`] among servers that passive checks ejected but active checks find
+    /// healthy: when every server of the pool has failed, all are tried again (nginx).
+    pub fn pick_ejected(&self, exclude: &[SocketAddr]) -> Option<usize> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.servers.len();
+        (0..n).map(|k| (start + k) % n).find(|&i| {
+            let s = &self.servers[i];
+            s.state.is_healthy() && !exclude.contains(&s.addr)
+        })
+    }
+
     /// Picks a server not in `exclude`, or `None` when every server is excluded.
     pub fn pick(&self, balance: Balance, exclude: &[SocketAddr]) -> Option<usize> {
         let usable = |i: usize| {
@@ -346,6 +453,20 @@ impl Service {
         WeightedIndex::new(weights).map(|w| w.pick())
     }
 
+    /// Whether `server` of `pool` may be ejected: another server could take its traffic (one
+    /// of the pool, or one of another pool with weight above 0 that would take the pool's
+    /// traffic as a fallback). Passive ejection never removes the last one.
+    pub fn can_spare(&self, pool: usize, server: SocketAddr) -> bool {
+        let in_pool = self.pools[pool]
+            .servers
+            .iter()
+            .any(|s| s.addr != server && s.state.is_available());
+        in_pool
+            || self.pools.iter().enumerate().any(|(i, p)| {
+                i != pool && p.weight > 0 && p.servers.iter().any(|s| s.state.is_available())
+            })
+    }
+
     /// Servers of a pool that may take requests now.
     pub fn available_servers(&self, pool: usize) -> usize {
         self.pools[pool]
@@ -447,8 +568,15 @@ mod tests {
             max_fails: 2,
             fail_timeout: std::time::Duration::from_millis(200),
         };
-        assert!(!pool.servers[0].state.report_failure(&policy));
-        assert!(pool.servers[0].state.report_failure(&policy));
+        assert!(pool.servers[0]
+            .state
+            .report_failure(&policy, Failure::Connect)
+            .is_none());
+        assert!(pool.servers[0]
+            .state
+            .report_failure(&policy, Failure::Connect)
+            .is_some());
+        pool.servers[0].state.eject(&policy);
         assert!(pool.servers[1].state.set_healthy(false));
         for _ in 0..6 {
             assert_eq!(pool.pick(Balance::RoundRobin, &[]), Some(2));

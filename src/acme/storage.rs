@@ -105,9 +105,11 @@ pub struct FsStorage {
 
 impl FsStorage {
     pub fn new(state_dir: &Path) -> FsStorage {
-        FsStorage {
-            root: state_dir.join("acme"),
-        }
+        let root = state_dir.join("acme");
+        // Temp files of writes a crash interrupted (the state store cleans them too when the
+        // admin API is on).
+        crate::fsutil::remove_stale_temps(&root);
+        FsStorage { root }
     }
 
     fn account_path(&self, directory: &str) -> PathBuf {

@@ -145,7 +145,7 @@ impl Validator {
         };
         let ca_root = a.ca_root.as_ref().map(|p| {
             let path = self.resolve_path(p.get_ref());
-            match std::fs::read(&path) {
+            match crate::fsutil::read_regular(&path) {
                 Ok(pem) if pem_has_certificate(&pem) => {}
                 Ok(_) => self.error(
                     p.span(),

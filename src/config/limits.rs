@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::values::Text;
+use super::values::{Bytes, Text};
 use super::Validator;
 use crate::limits::client_ip::{IpNet, TrustedProxies};
 use crate::limits::conn::ConnCaps;
@@ -27,6 +27,9 @@ pub struct RawLimits {
     pub zones: BTreeMap<String, Spanned<RawZone>>,
     #[serde(default)]
     pub rate_limit_headers: bool,
+    pub max_request_line: Option<Spanned<Bytes>>,
+    pub max_header_line: Option<Spanned<Bytes>>,
+    pub max_header_size: Option<Spanned<Bytes>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +52,34 @@ pub struct LimitsConfig {
     pub zones: Vec<ZoneSpec>,
     /// RateLimit-Limit/Remaining/Reset on responses that passed (a 429 always has them).
     pub rate_limit_headers: bool,
+    /// Size limits on an HTTP/1 request head (the h2 header list is bounded by `total`).
+    pub head: HeadLimits,
 }
+
+/// Size limits on a request head, in bytes: nginx's `large_client_header_buffers 4 8k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// The request line; longer is answered 414.
+    pub request_line: usize,
+    /// Each header line; longer is answered 431.
+    pub header_line: usize,
+    /// The request line and all header lines together; larger is answered 431.
+    pub total: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            request_line: 8 << 10,
+            header_line: 8 << 10,
+            total: 32 << 10,
+        }
+    }
+}
+
+/// The smallest and largest head limit accepted: below 1 KB ordinary browsers fail, above 1 MB
+/// is more than the HTTP parser reads.
+const HEAD_LIMIT_RANGE: (u64, u64) = (1 << 10, 1 << 20);
 
 impl Validator {
     pub(super) fn limits(&mut self, raw: &RawLimits) -> LimitsConfig {
@@ -138,6 +168,44 @@ impl Validator {
             exempt_paths,
             zones,
             rate_limit_headers: raw.rate_limit_headers,
+            head: self.head_limits(raw),
         }
+    }
+
+    fn head_limits(&mut self, raw: &RawLimits) -> HeadLimits {
+        let default = HeadLimits::default();
+        let mut size = |key: &str, v: &Option<Spanned<Bytes>>, default: usize| match v {
+            Some(b) if !(HEAD_LIMIT_RANGE.0..=HEAD_LIMIT_RANGE.1).contains(&b.get_ref().0) => {
+                self.error(
+                    b.span(),
+                    format!("{key} must be between 1KB and 1MB, not {} bytes", b.get_ref().0),
+                );
+                default
+            }
+            Some(b) => b.get_ref().0 as usize,
+            None => default,
+        };
+        let head = HeadLimits {
+            request_line: size("max_request_line", &raw.max_request_line, default.request_line),
+            header_line: size("max_header_line", &raw.max_header_line, default.header_line),
+            total: size("max_header_size", &raw.max_header_size, default.total),
+        };
+        let smallest = head.request_line.max(head.header_line);
+        if head.total < smallest {
+            let span = raw
+                .max_header_size
+                .as_ref()
+                .or(raw.max_request_line.as_ref())
+                .or(raw.max_header_line.as_ref())
+                .map_or(0..0, |b| b.span());
+            self.error(
+                span,
+                format!(
+                    "max_header_size ({} bytes) must be at least max_request_line and max_header_line ({smallest} bytes)",
+                    head.total
+                ),
+            );
+        }
+        head
     }
 }

@@ -5,12 +5,13 @@
 mod acme;
 mod limits;
 mod raw;
+mod resolve;
 pub mod rollout;
 pub mod values;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use rustls::sign::CertifiedKey;
 use toml::Spanned;
 
 pub use acme::{AcmeCertificate, AcmeConfig, ChallengeKind, Eab};
-pub use limits::{LimitsConfig, DEFAULT_MAX_KEYS};
+pub use limits::{HeadLimits, LimitsConfig, DEFAULT_MAX_KEYS};
 pub use raw::Balance;
 use raw::{RawConfig, RawDefaults, RawRoute};
 
@@ -72,6 +73,9 @@ pub struct Config {
     /// The admin API, when `[admin]` is present.
     pub admin: Option<AdminConfig>,
     pub limits: LimitsConfig,
+    /// `[defaults]`: the route options every route starts from; its header and keep-alive
+    /// timeouts also govern every connection's first request, read before any route is known.
+    pub defaults: RouteOptions,
     /// Certificates obtained over ACME, when `[acme]` is present.
     pub acme: Option<AcmeConfig>,
 }
@@ -140,6 +144,8 @@ pub struct ServerSettings {
     /// Whether requests are counted and timed for Prometheus (default true). Off only to measure
     /// what the recording costs: scrape-time gauges and connection counts are kept either way.
     pub metrics: bool,
+    /// `//` in request paths counts as `/` (nginx's `merge_slashes`, default on).
+    pub merge_slashes: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +226,15 @@ pub struct RouteOptions {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Names of the rate-limit zones the route's requests must all pass.
     pub limits: Vec<String>,
+    /// The whole request head must arrive within this (for a connection's first request from
+    /// accept, under `[defaults]`; for the next request on the connection, under the route's).
+    pub client_header_timeout: Duration,
+    /// The longest wait between two reads of a request body.
+    pub client_body_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request; 0: no keep-alive.
+    pub keepalive_timeout: Duration,
+    /// Send the path upstream as the client wrote it rather than normalised.
+    pub forward_original_path: bool,
 }
 
 impl Default for RouteOptions {
@@ -235,7 +250,20 @@ impl Default for RouteOptions {
             websocket: true,
             response_headers: Vec::new(),
             limits: Vec::new(),
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            forward_original_path: false,
         }
+    }
+}
+
+impl RouteOptions {
+    /// The keep-alive timeout in whole seconds (rounded up), as the HTTP/1 session takes it;
+    /// `None` when keep-alive is off.
+    pub fn keepalive_seconds(&self) -> Option<u64> {
+        let ms = self.keepalive_timeout.as_millis() as u64;
+        (ms > 0).then(|| ms.div_ceil(1000))
     }
 }
 
@@ -290,7 +318,7 @@ impl Config {
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::fsutil::read_regular_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: file.clone(),
             line: 1,
@@ -329,6 +357,8 @@ struct Validator {
     text_len: usize,
     /// Zone names of `[limits.zones]`, known before routes are read.
     zone_names: Vec<String>,
+    /// Host names of addresses, resolved together before validation.
+    resolved: HashMap<String, resolve::Resolved>,
     errors: Vec<ConfigError>,
 }
 
@@ -343,6 +373,7 @@ impl Validator {
             text: text.to_string(),
             text_len: text.len(),
             zone_names: Vec::new(),
+            resolved: HashMap::new(),
             errors: Vec::new(),
         }
     }
@@ -379,6 +410,20 @@ impl Validator {
     }
 
     fn validate(&mut self, raw: RawConfig) -> Config {
+        // Every host name at once, concurrently, before anything asks for one.
+        let listeners = raw.listeners.iter().map(|l| l.get_ref().address.get_ref());
+        let servers = raw
+            .services
+            .values()
+            .flat_map(|s| s.pools.values())
+            .flat_map(|p| &p.get_ref().servers)
+            .map(|s| &s.get_ref().address);
+        let admin = raw
+            .admin
+            .iter()
+            .filter_map(|a| a.get_ref().address.as_ref().map(|t| t.get_ref()));
+        self.resolved =
+            resolve::resolve_all(listeners.chain(servers).chain(admin).map(|t| -> &str { t }));
         let server = self.server(&raw);
         let listeners = self.listeners(&raw);
         let certificates = self.certificates(&raw);
@@ -400,6 +445,7 @@ impl Validator {
             acme,
             admin,
             limits,
+            defaults,
             source: PathBuf::from(&self.file),
             server,
             listeners,
@@ -439,6 +485,7 @@ impl Validator {
                 |t| self.resolve_path(t),
             ),
             metrics: s.metrics.unwrap_or(true),
+            merge_slashes: s.merge_slashes.unwrap_or(true),
         }
     }
 
@@ -483,18 +530,37 @@ impl Validator {
     }
 
     fn socket_addr(&mut self, addr: &Spanned<values::Text>) -> Option<SocketAddr> {
-        let text = addr.get_ref();
-        let resolved = text
-            .parse::<SocketAddr>()
-            .ok()
-            .or_else(|| text.to_socket_addrs().ok().and_then(|mut a| a.next()));
-        if resolved.is_none() {
-            self.error(
-                addr.span(),
-                format!("invalid socket address \"{text}\" (expected host:port)"),
-            );
+        let text: &str = addr.get_ref();
+        if let Ok(a) = text.parse::<SocketAddr>() {
+            return Some(a);
         }
-        resolved
+        let resolved = match self.resolved.get(text) {
+            Some(r) => r.clone(),
+            // Not gathered beforehand: looked up alone.
+            None => resolve::resolve_all([text])
+                .remove(text)
+                .unwrap_or(resolve::Resolved::Failed),
+        };
+        match resolved {
+            resolve::Resolved::Addr(a) => Some(a),
+            resolve::Resolved::Failed => {
+                self.error(
+                    addr.span(),
+                    format!("invalid socket address \"{text}\" (expected host:port)"),
+                );
+                None
+            }
+            resolve::Resolved::TimedOut => {
+                self.error(
+                    addr.span(),
+                    format!(
+                        "cannot resolve \"{text}\": no answer within {:?}",
+                        resolve::DEADLINE
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn certificates(&mut self, raw: &RawConfig) -> Vec<CertificateConfig> {
@@ -720,7 +786,7 @@ impl Validator {
         if token.is_none() {
             if let Some(file) = &a.token_file {
                 let path = self.resolve_path(file.get_ref());
-                match std::fs::read_to_string(&path) {
+                match crate::fsutil::read_regular_to_string(&path) {
                     Ok(t) => token = Some(t.trim().to_string()),
                     Err(e) => self.error(
                         file.span(),
@@ -885,6 +951,32 @@ impl Validator {
         if let Some(b) = raw.websocket {
             o.websocket = b;
         }
+        for (key, value, field) in [
+            (
+                "client_header_timeout",
+                &raw.client_header_timeout,
+                &mut o.client_header_timeout,
+            ),
+            (
+                "client_body_timeout",
+                &raw.client_body_timeout,
+                &mut o.client_body_timeout,
+            ),
+        ] {
+            if let Some(d) = value {
+                if d.get_ref().0.is_zero() {
+                    self.error(d.span(), format!("{key} must be above 0"));
+                } else {
+                    *field = d.get_ref().0;
+                }
+            }
+        }
+        if let Some(d) = &raw.keepalive_timeout {
+            o.keepalive_timeout = d.get_ref().0;
+        }
+        if let Some(b) = raw.forward_original_path {
+            o.forward_original_path = b;
+        }
         if let Some(zones) = &raw.limits {
             o.limits.clear();
             for z in zones {
@@ -935,6 +1027,10 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         websocket: r.websocket,
         response_headers: r.response_headers.clone(),
         limits: r.limits.clone(),
+        client_header_timeout: r.client_header_timeout.clone(),
+        client_body_timeout: r.client_body_timeout.clone(),
+        keepalive_timeout: r.keepalive_timeout.clone(),
+        forward_original_path: r.forward_original_path,
     }
 }
 

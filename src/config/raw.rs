@@ -71,6 +71,7 @@ pub struct RawServer {
     pub pid_file: Option<Text>,
     pub state_dir: Option<Text>,
     pub metrics: Option<bool>,
+    pub merge_slashes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +117,10 @@ macro_rules! with_route_options {
             pub response_headers: Option<Spanned<BTreeMap<String, Text>>>,
             /// Rate-limit zones (by name) every request of the route must pass.
             pub limits: Option<Vec<Spanned<Text>>>,
+            pub client_header_timeout: Option<Spanned<Duration>>,
+            pub client_body_timeout: Option<Spanned<Duration>>,
+            pub keepalive_timeout: Option<Spanned<Duration>>,
+            pub forward_original_path: Option<bool>,
         }
     };
 }

@@ -1,5 +1,7 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
+pub mod head;
+pub mod plain;
 pub mod respond;
 
 use std::net::{IpAddr, SocketAddr};
@@ -8,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::{header, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
 use pingora::upstreams::peer::HttpPeer;
@@ -18,13 +21,14 @@ use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::access_log::Entry;
 use crate::config::rollout::StickyKey;
+use crate::config::{HeadLimits, RouteOptions};
 use crate::limits::{KeyKind, Verdict};
-use crate::metrics::Finished;
+use crate::metrics::{ClientError, Finished};
 use crate::rollout;
 use crate::routing::{self, Route};
 use crate::runtime::{InFlight, Runtime};
 use crate::snapshot::Snapshot;
-use crate::upstream::{sticky_hash, ActiveGuard, Service};
+use crate::upstream::{sticky_hash, ActiveGuard, Failure, ServerState, Service};
 use respond::Refusal;
 
 /// Servers tried for one request: the first pick plus bounded retries on connect failure.
@@ -62,7 +66,7 @@ impl Proxy {
         if route.zones.is_empty() {
             return None;
         }
-        let path = req.uri.path();
+        let path = ctx.path(req);
         let limits = &snap.config.limits;
         if limits
             .exempt_paths
@@ -115,6 +119,49 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Records a passive-health failure of the server this request used, and ejects it when
+    /// its streak reaches `max_fails` and another server can take its traffic (passive checks
+    /// never remove the last one). Returns whether it was ejected; the caller counts it.
+    fn passive_failure(&self, ctx: &Ctx, state: &ServerState, failure: Failure) -> bool {
+        let Some(snap) = ctx.snapshot.as_deref() else {
+            return false;
+        };
+        let (Some(route), Some(pool), Some(addr)) = (ctx.route(snap), ctx.pool, ctx.upstream)
+        else {
+            return false;
+        };
+        let service = &snap.services[route.service];
+        let Some(streak) = state.report_failure(&service.passive, failure) else {
+            return false;
+        };
+        if !service.can_spare(pool, addr) {
+            crate::lograte::warn(
+                "passive-spare",
+                format_args!(
+                    "not ejecting {addr} of service \"{}\" after {streak}: no other server can take its traffic",
+                    service.name
+                ),
+            );
+            return false;
+        }
+        state.eject(&service.passive);
+        log::warn!(
+            "ejecting {addr} of service \"{}\" for {:?} after {streak}",
+            service.name,
+            service.passive.fail_timeout
+        );
+        true
+    }
+
+    /// Counts a failure the client caused on this request's listener.
+    fn count_client_error(&self, snap: &Snapshot, ctx: &Ctx, kind: ClientError) {
+        if snap.config.server.metrics {
+            self.runtime
+                .metrics
+                .record_client_error(self.listener_name(ctx), kind);
+        }
+    }
+
     /// If this request is shielded and still on its canary: counts the failure against the
     /// canary (window and metrics) and points the request at the stable pool for one retry.
     fn shield(&self, ctx: &mut Ctx) -> bool {
@@ -237,11 +284,18 @@ pub struct Ctx {
     shielded: bool,
     /// A new sticky id to hand the client in a cookie: (cookie name, id).
     sticky_cookie: Option<(String, String)>,
+    /// The normalised request path, when it differs from the one the client sent.
+    path: Option<String>,
 }
 
 impl Ctx {
     fn route<'a>(&self, snap: &'a Snapshot) -> Option<&'a Route> {
         self.route.and_then(|i| snap.routes.get(i))
+    }
+
+    /// The normalised path every decision uses (`crate::path`).
+    fn path<'a>(&'a self, req: &'a RequestHeader) -> &'a str {
+        self.path.as_deref().unwrap_or_else(|| req.uri.path())
     }
 }
 
@@ -293,7 +347,77 @@ impl ProxyHttp for Proxy {
             shielding: false,
             shielded: false,
             sticky_cookie: None,
+            path: None,
         }
+    }
+
+    fn init_downstream_h1_connection(&self, session: &mut ServerSession) {
+        // The first request of a connection is read before any route is known: `[defaults]`.
+        let snap = self.runtime.snapshot.load();
+        let d = &snap.config.defaults;
+        session.set_header_timeout(Some(d.client_header_timeout));
+        session.set_head_limits(head_limits(&snap.config.limits.head));
+        session.set_keepalive(d.keepalive_seconds());
+        session.set_read_timeout(Some(d.client_body_timeout));
+        // Pipelined requests are answered in order (RFC 9112 §9.3.2) instead of dropped.
+        session.set_pipelining_enabled(true);
+    }
+
+    fn downstream_h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
+        // The decoded header list is bounded like an HTTP/1 head (`max_header_size`).
+        let total = self.runtime.snapshot.load().config.limits.head.total;
+        let mut options = pingora::protocols::http::v2::server::default_h2_options();
+        options.max_header_list_size(u32::try_from(total).unwrap_or(u32::MAX));
+        Some(options)
+    }
+
+    fn downstream_handshake_timeout(&self) -> Duration {
+        self.runtime
+            .snapshot
+            .load()
+            .config
+            .defaults
+            .client_header_timeout
+    }
+
+    async fn request_head_error(&self, session: &mut ServerSession, e: &Error, status: u16) {
+        let kind = match status {
+            414 => ClientError::UriTooLong,
+            431 => ClientError::HeaderTooLarge,
+            408 => ClientError::HeaderTimeout,
+            0 => ClientError::Reset,
+            _ => ClientError::BadRequest,
+        };
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or_else(String::new, |a| a.ip().to_string());
+        log::debug!("cannot read a request head from {peer}: {e}; answering {status}");
+        let listener = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .and_then(|local| {
+                self.listeners.iter().find(|l| {
+                    l.address.port() == local.port()
+                        && (l.address.ip() == local.ip() || l.address.ip().is_unspecified())
+                })
+            })
+            .map_or("", |l| &l.name);
+        if self.runtime.snapshot.load().config.server.metrics {
+            self.runtime.metrics.record_client_error(listener, kind);
+        }
+        if status != 0 {
+            let id = format!("{:032x}", fastrand::u128(..));
+            if let Err(write) = respond::write_error(session, status, &id).await {
+                log::debug!("could not send {status} to the client: {write}");
+            }
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // The client's failures (resets, timeouts, bad requests) are counted and logged at debug
+        // in `logging`; the error log is for what an operator must act on.
+        e.esource() == &ErrorSource::Downstream
     }
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
@@ -321,29 +445,63 @@ impl ProxyHttp for Proxy {
             trusted.client_ip(peer, xff)
         });
         ctx.request_id = request_id(req);
+        // What pingora's parser let through but we refuse (Host, list-form Content-Length), and
+        // the normalised path every later decision uses.
+        let checked = head::check(req).map_err(|e| e.to_string()).and_then(|()| {
+            crate::path::normalize(req.uri.path(), snap.config.server.merge_slashes)
+                .map(|p| match p {
+                    std::borrow::Cow::Owned(p) => Some(p),
+                    std::borrow::Cow::Borrowed(_) => None,
+                })
+                .map_err(|e| e.to_string())
+        });
+        let path = match checked {
+            Ok(path) => path,
+            Err(why) => {
+                log::debug!(
+                    "bad request from {}: {why}",
+                    ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string())
+                );
+                self.count_client_error(&snap, ctx, ClientError::BadRequest);
+                ctx.snapshot = Some(snap);
+                respond::write_error(session, Refusal::BadRequest.status(), &ctx.request_id)
+                    .await?;
+                return Ok(true);
+            }
+        };
+        ctx.path = path;
+        let req = session.req_header();
         // ACME HTTP-01 challenges: answered before routing, redirects and rate limits.
-        if req.uri.path().starts_with(crate::acme::HTTP01_PREFIX) {
-            if let Some(key_auth) = self.runtime.acme.http01_response(req.uri.path()) {
+        if ctx.path(req).starts_with(crate::acme::HTTP01_PREFIX) {
+            if let Some(key_auth) = self.runtime.acme.http01_response(ctx.path(req)) {
                 ctx.snapshot = Some(snap);
                 respond::write_acme_challenge(session, &key_auth, &ctx.request_id).await?;
                 return Ok(true);
             }
         }
-        let host = routing::normalize_host(request_host(req));
-        let path = req.uri.path();
-        ctx.route = snap.routes.lookup(&host, path);
+        ctx.route = snap
+            .routes
+            .lookup(&routing::normalize_host(request_host(req)), ctx.path(req));
+        // Timeouts for this request's body and the connection's next request: the route's, or
+        // `[defaults]` when no route matched.
+        let options = ctx
+            .route(&snap)
+            .map_or(&snap.config.defaults, |r| &r.options);
+        apply_connection_timeouts(session, options);
         let Some(route) = ctx.route(&snap) else {
             ctx.snapshot = Some(snap);
             respond::write_error(session, Refusal::NoRoute.status(), &ctx.request_id).await?;
             return Ok(true);
         };
 
+        let req = session.req_header();
         let listener_redirect = snap
             .listener(self.listener_name(ctx))
             .map(|l| (l.redirect_https, l.https_port));
         if !ctx.tls {
             if let Some((on_listener, port)) = listener_redirect {
                 if on_listener || route.options.redirect_https {
+                    let host = routing::normalize_host(request_host(req));
                     let location = https_location(&host, port, req);
                     ctx.snapshot = Some(snap);
                     respond::write_redirect(session, &location, &ctx.request_id).await?;
@@ -435,6 +593,11 @@ impl ProxyHttp for Proxy {
                 picked = service.pools[other].pick(service.balance, &[]);
             }
         }
+        if picked.is_none() {
+            // Every server able to take it was ejected by passive checks: all are tried again
+            // (nginx), those active checks find healthy.
+            picked = service.pools[pool_idx].pick_ejected(&exclude[..ctx.tries]);
+        }
         ctx.pool = Some(pool_idx);
         let pool = &service.pools[pool_idx];
         let Some(server_idx) = picked else {
@@ -473,22 +636,10 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let mut ejected = false;
-        if let (Some(guard), Some(snap)) = (ctx.guard.take(), ctx.snapshot.as_deref()) {
-            if let Some(route) = ctx.route(snap) {
-                let service = &snap.services[route.service];
-                if guard.state().report_failure(&service.passive) {
-                    ejected = true;
-                    log::warn!(
-                        "ejecting {} of service \"{}\" for {:?} after {} failures",
-                        ctx.upstream.map_or_else(String::new, |a| a.to_string()),
-                        service.name,
-                        service.passive.fail_timeout,
-                        service.passive.max_fails
-                    );
-                }
-            }
-        }
+        let ejected = ctx
+            .guard
+            .take()
+            .is_some_and(|guard| self.passive_failure(ctx, guard.state(), Failure::Connect));
         let pool_size = ctx
             .snapshot
             .as_deref()
@@ -583,16 +734,37 @@ impl ProxyHttp for Proxy {
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
 
+        // The upstream gets the normalised path (unless the route asks for the original), with
+        // the route's prefix stripped, in origin form: an absolute-form target's authority
+        // becomes the Host header.
+        let original = upstream.uri.path();
+        let mut path: std::borrow::Cow<'_, str> = match &ctx.path {
+            Some(normal) if !route.options.forward_original_path => normal.as_str().into(),
+            _ => original.into(),
+        };
         if route.strip_prefix && &*route.prefix != "/" {
-            let path = routing::strip(&route.prefix, upstream.uri.path());
+            path = routing::strip(&route.prefix, &path).into();
+        }
+        let authority = upstream.uri.authority().map(|a| a.as_str().to_string());
+        if path != original || authority.is_some() {
             let target = match upstream.uri.query() {
                 Some(q) => format!("{path}?{q}"),
-                None => path,
+                None => path.into_owned(),
             };
             let uri = target
                 .parse::<http::Uri>()
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewriting path", e))?;
             upstream.set_uri(uri);
+        }
+        if let Some(authority) = authority.filter(|_| session.req_header().version < Version::HTTP_2)
+        {
+            upstream.insert_header(header::HOST, authority)?;
+        }
+        // Identical Content-Length lines (pingora refused differing ones) go on as one.
+        if upstream.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+            if let Some(cl) = upstream.headers.get(header::CONTENT_LENGTH).cloned() {
+                upstream.insert_header(header::CONTENT_LENGTH, cl)?;
+            }
         }
         if !route.options.websocket && upstream.headers.contains_key(header::UPGRADE) {
             upstream.remove_header(&header::UPGRADE);
@@ -636,6 +808,11 @@ impl ProxyHttp for Proxy {
             for (name, value) in &route.options.response_headers {
                 resp.insert_header(name.clone(), value.clone())?;
             }
+            if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                // An upgraded connection (a websocket) is timed like the upstream, both ways:
+                // client_body_timeout no longer applies.
+                _session.set_read_timeout(Some(route.options.read_timeout));
+            }
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some((name, id)) = ctx.sticky_cookie.take() {
@@ -673,21 +850,35 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let (Some(guard), Some(e)) = (ctx.guard.take(), e) {
-            // A timeout or broken connection after connecting counts against the server, as
-            // nginx's max_fails does; connect errors were counted in fail_to_connect already.
-            let upstream_failure = e.esource() == &pingora_error::ErrorSource::Upstream
-                && respond::status_for(e) >= 502;
-            let snap = ctx.snapshot.as_deref();
-            if let Some((snap, route)) = snap.and_then(|s| Some((s, ctx.route(s)?))) {
-                if upstream_failure
-                    && guard
-                        .state()
-                        .report_failure(&snap.services[route.service].passive)
-                    && snap.config.server.metrics
-                {
-                    self.runtime.metrics.record_ejection(snap, route.service);
+            // A timeout or broken connection after connecting (the request was sent whole:
+            // the upstream timer starts only then) counts against the server, as nginx's
+            // max_fails does; connect errors were counted in fail_to_connect already. A status
+            // the proxy chose (a shielded canary 5xx) is not a transport failure.
+            let upstream_failure = e.esource() == &ErrorSource::Upstream
+                && !matches!(e.etype(), ErrorType::HTTPStatus(_));
+            let failure = Failure::Response {
+                client: ctx.client_ip,
+            };
+            if upstream_failure && self.passive_failure(ctx, guard.state(), failure) {
+                let snap = ctx.snapshot.as_deref();
+                if let Some((snap, route)) = snap.and_then(|s| Some((s, ctx.route(s)?))) {
+                    if snap.config.server.metrics {
+                        self.runtime.metrics.record_ejection(snap, route.service);
+                    }
                 }
             }
+        }
+        if let Some(kind) = e.and_then(client_error_kind) {
+            if let Some(snap) = ctx.snapshot.as_deref() {
+                self.count_client_error(snap, ctx, kind);
+            }
+            log::debug!(
+                "request {} from {}: {} ({})",
+                ctx.request_id,
+                ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string()),
+                kind.label(),
+                e.map_or_else(String::new, |e| e.to_string())
+            );
         }
         // Read once, for the window, the metrics and the log alike.
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -735,6 +926,41 @@ fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
     } else {
         format!("https://{host}:{port}{target}")
     }
+}
+
+/// The route's client timeouts on the downstream session: the body read timeout for this
+/// request, the header and keep-alive timeouts for the connection's next one.
+fn apply_connection_timeouts(session: &mut ServerSession, o: &RouteOptions) {
+    session.set_read_timeout(Some(o.client_body_timeout));
+    session.set_header_timeout(Some(o.client_header_timeout));
+    // Off (Connection: close, HTTP/1.0 without keep-alive) stays off.
+    if session.get_keepalive().is_some() {
+        session.set_keepalive(o.keepalive_seconds());
+    }
+}
+
+/// pingora's form of `[limits]` head sizes.
+fn head_limits(h: &HeadLimits) -> pingora::protocols::http::v1::server::RequestHeadLimits {
+    pingora::protocols::http::v1::server::RequestHeadLimits {
+        request_line: h.request_line,
+        header_line: h.header_line,
+        total: h.total,
+    }
+}
+
+/// What a client-caused failure of a proxied request was (`None` when it was not the client's).
+fn client_error_kind(e: &Error) -> Option<ClientError> {
+    if e.esource() != &ErrorSource::Downstream {
+        return None;
+    }
+    Some(match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => ClientError::BodyTimeout,
+        ErrorType::ReadError
+        | ErrorType::WriteError
+        | ErrorType::ConnectionClosed
+        | ErrorType::H2Error => ClientError::Reset,
+        _ => ClientError::BadRequest,
+    })
 }
 
 /// How long a sticky id cookie lives: 30 days.

@@ -1610,7 +1610,9 @@ where
     }
 
     fn h2_options(&self) -> Option<H2Options> {
-        self.h2_options.clone()
+        self.inner
+            .downstream_h2_options()
+            .or_else(|| self.h2_options.clone())
     }
     async fn process_custom_session(
         self: Arc<Self>,

@@ -84,6 +84,14 @@ pub trait ProxyHttp {
     ) {
     }
 
+    /// The HTTP/2 settings for a new downstream h2 connection (called once per connection, so
+    /// they may follow a config reload); `None`, the default, uses `HttpProxy::h2_options`.
+    fn downstream_h2_options(
+        &self,
+    ) -> Option<pingora_core::protocols::http::v2::server::H2Options> {
+        None
+    }
+
     /// How long a new downstream connection's TLS handshake may take. Called once per accepted
     /// connection. Default: 60 seconds.
     fn downstream_handshake_timeout(&self) -> Duration {

@@ -19,7 +19,7 @@ pub mod http_app;
 use crate::server::ShutdownWatch;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use log::{debug, error};
+use log::debug;
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
@@ -336,7 +336,8 @@ where
             let h2_options = self.h2_options();
             let h2_conn = match server::handshake(stream, h2_options).await {
                 Err(e) => {
-                    error!("H2 handshake error {e}");
+                    // The client's failure (a bad preface, a reset): not the server's.
+                    debug!("H2 handshake error {e}");
                     return None;
                 }
                 Ok(c) => c,
