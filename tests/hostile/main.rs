@@ -2,10 +2,10 @@
 //! head size limits, path normalisation bypasses, health verdicts across reloads and the memory
 //! an idle connection costs (the hardening contract of issue 10).
 #![allow(clippy::unwrap_used)] // tests unwrap freely
-#![allow(dead_code)] // helpers land before the tests that use them
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod raw_backend;
+mod smuggling;
 mod wire;
