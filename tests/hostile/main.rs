@@ -7,5 +7,6 @@
 mod support;
 
 mod raw_backend;
+mod slow;
 mod smuggling;
 mod wire;
