@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod head_limits;
 mod raw_backend;
 mod slow;
 mod smuggling;
