@@ -7,6 +7,7 @@
 mod support;
 
 mod head_limits;
+mod paths;
 mod raw_backend;
 mod slow;
 mod smuggling;
