@@ -7,6 +7,7 @@
 mod support;
 
 mod head_limits;
+mod health;
 mod paths;
 mod raw_backend;
 mod slow;
