@@ -8,6 +8,7 @@ mod support;
 
 mod head_limits;
 mod health;
+mod memory;
 mod paths;
 mod raw_backend;
 mod slow;
