@@ -175,6 +175,10 @@ fn run_case(rig: &Rig, c: &Case) -> Result<(), String> {
 /// The one answer of an exchange; an error when there is none or more than one.
 fn one_answer(ex: &Exchange) -> Result<&RawResponse, String> {
     match ex.responses.as_slice() {
+        [_] if !ex.leftover.is_empty() => Err(format!(
+            "bytes after the one answer (a second, torn answer?): {}",
+            ex.describe()
+        )),
         [one] => Ok(one),
         [] => Err(format!("no answer ({})", ex.describe())),
         _ => Err(format!(
