@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{header, Version};
+use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
@@ -311,12 +311,22 @@ fn request_id(req: &RequestHeader) -> String {
     format!("{:032x}", fastrand::u128(..))
 }
 
-/// The request's host: the URI authority (HTTP/2, absolute form) or the Host header.
+/// The request's host: the URI authority (HTTP/2), the Host header, or an absolute-form
+/// target's authority (pingora makes sure the last two agree when both are present).
 fn request_host(req: &RequestHeader) -> &str {
     req.uri
         .host()
         .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| absolute_form_authority(req))
         .unwrap_or("")
+}
+
+/// The authority of an HTTP/1 absolute-form target (`GET http://host/path`), which pingora
+/// keeps in the raw target rather than in `uri`.
+fn absolute_form_authority(req: &RequestHeader) -> Option<&str> {
+    pingora::protocols::http::authority::raw_target_authority(req.raw_path())
+        .authority()
+        .and_then(|a| std::str::from_utf8(a).ok())
 }
 
 #[async_trait]
@@ -745,7 +755,7 @@ impl ProxyHttp for Proxy {
         if route.strip_prefix && &*route.prefix != "/" {
             path = routing::strip(&route.prefix, &path).into();
         }
-        let authority = upstream.uri.authority().map(|a| a.as_str().to_string());
+        let authority = absolute_form_authority(upstream).map(str::to_string);
         if path != original || authority.is_some() {
             let target = match upstream.uri.query() {
                 Some(q) => format!("{path}?{q}"),
@@ -756,8 +766,7 @@ impl ProxyHttp for Proxy {
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewriting path", e))?;
             upstream.set_uri(uri);
         }
-        if let Some(authority) = authority.filter(|_| session.req_header().version < Version::HTTP_2)
-        {
+        if let Some(authority) = authority {
             upstream.insert_header(header::HOST, authority)?;
         }
         // Identical Content-Length lines (pingora refused differing ones) go on as one.

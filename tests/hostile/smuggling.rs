@@ -605,9 +605,14 @@ fn absolute_form_is_routed_by_its_authority() {
     ));
     let addr = local(http);
     let mut failures = Vec::new();
-    for (name, extra_host) in [("no_host", ""), ("same_host", "Host: a.example\r\n")] {
+    // HTTP/1.0 may leave Host out; HTTP/1.1 may not, absolute form or not (below).
+    for (name, version, extra_host) in [
+        ("no_host_http10", "1.0", ""),
+        ("same_host", "1.1", "Host: a.example\r\n"),
+    ] {
         let before = a.mark();
-        let request = format!("GET http://a.example/x/{name} HTTP/1.1\r\n{extra_host}\r\n");
+        let request =
+            format!("GET http://a.example/x/{name} HTTP/{version}\r\n{extra_host}\r\n");
         let ex = exchange(addr, request.as_bytes(), 1);
         let seen = a.requests_since(&before);
         let problem = match (ex.responses.first(), seen.as_slice()) {
@@ -636,26 +641,33 @@ fn absolute_form_is_routed_by_its_authority() {
             failures.push(format!("{name}: {p}"));
         }
     }
-    // An authority that disagrees with Host is refused and goes nowhere.
-    let (a_before, other_before) = (a.mark(), other.mark());
-    let ex = exchange(
-        addr,
-        b"GET http://a.example/x/mismatch HTTP/1.1\r\nHost: other.example\r\n\r\n",
-        1,
-    );
-    match ex.responses.first() {
-        Some(resp) => {
-            if let Err(e) = check_proxy_answer(resp, 400) {
-                failures.push(format!("host_mismatch: {e}"));
+    // An authority that disagrees with Host is refused and goes nowhere, and so is an
+    // HTTP/1.1 absolute-form request without Host (RFC 9112 §3.2: a server MUST answer 400).
+    for (name, request) in [
+        (
+            "host_mismatch",
+            &b"GET http://a.example/x/mismatch HTTP/1.1\r\nHost: other.example\r\n\r\n"[..],
+        ),
+        (
+            "no_host_http11",
+            &b"GET http://a.example/x/no_host HTTP/1.1\r\n\r\n"[..],
+        ),
+    ] {
+        let (a_before, other_before) = (a.mark(), other.mark());
+        let ex = exchange(addr, request, 1);
+        match ex.responses.first() {
+            Some(resp) => {
+                if let Err(e) = check_proxy_answer(resp, 400) {
+                    failures.push(format!("{name}: {e}"));
+                }
             }
+            None => failures.push(format!("{name}: no answer ({})", ex.describe())),
         }
-        None => failures.push(format!("host_mismatch: no answer ({})", ex.describe())),
-    }
-    let forwarded = a.requests_since(&a_before).len() + other.requests_since(&other_before).len();
-    if forwarded > 0 {
-        failures.push(format!(
-            "host_mismatch: {forwarded} request(s) forwarded upstream"
-        ));
+        let forwarded =
+            a.requests_since(&a_before).len() + other.requests_since(&other_before).len();
+        if forwarded > 0 {
+            failures.push(format!("{name}: {forwarded} request(s) forwarded upstream"));
+        }
     }
     if let Err(e) = normal_get(addr, "h.test", "/after") {
         failures.push(format!("follow-up: {e}"));
