@@ -1588,7 +1588,10 @@ where
                 .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
         }
 
-        self.process_request(session, ctx).await
+        // Boxed: this future lives as long as the connection, idle keep-alive waits included,
+        // and would otherwise be sized for the whole request processing state. Allocated only
+        // once a request has arrived, freed when it is done.
+        Box::pin(self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {

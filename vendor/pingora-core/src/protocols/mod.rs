@@ -79,6 +79,14 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Wait until data may be read, without reading it or allocating for it, so that an idle
+    /// connection need not hold a read buffer. The wait may end early (readiness can be
+    /// spurious); a read then simply finds nothing. Return `false` at once when the stream
+    /// cannot tell: the caller reads directly instead.
+    async fn wait_readable(&mut self) -> std::io::Result<bool> {
+        Ok(false)
+    }
 }
 
 use std::any::Any;

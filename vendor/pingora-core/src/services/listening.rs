@@ -231,7 +231,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
                         let handshake_timeout = app.handshake_timeout();
-                        match timeout(handshake_timeout, io.handshake()).await {
+                        // Boxed: a TLS handshake's future is large and done early; inline, it
+                        // would size this task (which lives as long as the connection).
+                        match timeout(handshake_timeout, Box::pin(io.handshake())).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,

@@ -750,6 +750,22 @@ impl Peek for Stream {
         self.rewind(buf);
         Ok(true)
     }
+
+    async fn wait_readable(&mut self) -> std::io::Result<bool> {
+        let buffered = match self.stream() {
+            BufferedStream::BufferedRead(reader) => !reader.buffer().is_empty(),
+            BufferedStream::UnbufferedRead(_) => false,
+        };
+        if !self.rewind_read_buf.is_empty() || buffered {
+            return Ok(true);
+        }
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.readable().await.map(|()| true),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.readable().await.map(|()| true),
+            RawStream::Virtual(_) => Ok(false),
+        }
+    }
 }
 
 #[async_trait]

@@ -195,6 +195,10 @@ impl Default for RequestHeadLimits {
     }
 }
 
+/// How long a keep-alive connection keeps its read buffer while waiting for its next request;
+/// after that it waits for readiness without one.
+const IDLE_BUFFER_GRACE: Duration = Duration::from_secs(1);
+
 /// The request line is longer than [`RequestHeadLimits::request_line`].
 pub const REQUEST_LINE_TOO_LONG: pingora_error::ErrorType =
     pingora_error::ErrorType::new("RequestLineTooLong");
@@ -366,6 +370,77 @@ impl HttpSession {
         std::time::Instant::now() + timeout.saturating_sub(since_accept)
     }
 
+    /// The keep-alive wait of a reused connection: `Ok(Some(n))` once the next request's first
+    /// `n` bytes are in `buf`, `Ok(None)` when the client closed, failed or stayed idle past the
+    /// keep-alive timeout. A connection idle for more than [`IDLE_BUFFER_GRACE`] gives its read
+    /// buffer back and waits for readiness instead (where the stream can tell), so idle
+    /// keep-alive connections hold no buffer.
+    async fn wait_next_request(&mut self, buf: &mut BytesMut) -> Result<Option<usize>> {
+        let keepalive = match self.keepalive_timeout {
+            KeepaliveStatus::Timeout(d) => Some(d),
+            KeepaliveStatus::Infinite => None,
+            KeepaliveStatus::Off => self.read_timeout,
+        };
+        let start = std::time::Instant::now();
+        let left = |now: std::time::Instant| keepalive.map(|k| k.saturating_sub(now - start));
+        let mut can_wait = true;
+        loop {
+            let remaining = left(std::time::Instant::now());
+            if remaining == Some(Duration::ZERO) {
+                debug!("keepalive timeout {keepalive:?} reached");
+                return Ok(None);
+            }
+            if buf.capacity() == 0 {
+                buf.reserve(INIT_HEADER_BUF_SIZE);
+            }
+            let grace = if can_wait {
+                Some(remaining.map_or(IDLE_BUFFER_GRACE, |r| r.min(IDLE_BUFFER_GRACE)))
+            } else {
+                remaining
+            };
+            let read = self.underlying_stream.read_buf(buf);
+            let result = match grace {
+                Some(g) => match timeout(g, read).await {
+                    Ok(result) => result,
+                    Err(_) if can_wait => {
+                        // Idle: give the buffer back until the client sends something.
+                        *buf = BytesMut::new();
+                        let ready = self.underlying_stream.wait_readable();
+                        let ready = match left(std::time::Instant::now()) {
+                            Some(r) => match timeout(r, ready).await {
+                                Ok(ready) => ready,
+                                Err(_) => {
+                                    debug!("keepalive timeout {keepalive:?} reached");
+                                    return Ok(None);
+                                }
+                            },
+                            None => ready.await,
+                        };
+                        match ready {
+                            Ok(supported) => can_wait = supported,
+                            Err(_) => return Ok(None),
+                        }
+                        continue;
+                    }
+                    Err(_) => {
+                        debug!("keepalive timeout {keepalive:?} reached");
+                        return Ok(None);
+                    }
+                },
+                None => read.await,
+            };
+            return match result {
+                Ok(0) => {
+                    debug!("Client closed the keepalive connection");
+                    Ok(None)
+                }
+                Ok(n) => Ok(Some(n)),
+                // Nothing of a request was read: nothing harmful.
+                Err(_) => Ok(None),
+            };
+        }
+    }
+
     async fn read_request_buf(
         &mut self,
         buf: &mut BytesMut,
@@ -505,6 +580,17 @@ impl HttpSession {
             }
         });
         let limits = self.head_limits;
+        if already_read == 0 && !self.first_on_connection && self.header_timeout.is_some() {
+            // A reused connection: wait for the next request without holding the buffer.
+            match self.wait_next_request(&mut buf).await? {
+                Some(n) => {
+                    already_read = n;
+                    skip_next_read = true;
+                    deadline = self.header_timeout.map(|t| std::time::Instant::now() + t);
+                }
+                None => return Ok(None),
+            }
+        }
         loop {
             if already_read > limits.total.max(limits.request_line) {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -2264,6 +2350,47 @@ mod tests_stream {
         http_stream.set_keepalive(Some(1));
         http_stream.set_header_timeout(Some(Duration::from_secs(10)));
         assert!(http_stream.read_request().await.unwrap().is_none());
+    }
+
+    /// A session over a real loopback TCP connection (the mock cannot wait for readiness).
+    async fn tcp_session() -> (HttpSession, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream: crate::protocols::l4::stream::Stream = server.into();
+        (HttpSession::new(Box::new(stream)), client)
+    }
+
+    #[tokio::test]
+    async fn idle_keepalive_connection_reads_after_giving_its_buffer_back() {
+        init_log();
+        let (mut session, mut client) = tcp_session().await;
+        session.set_reused_connection();
+        session.set_keepalive(Some(10));
+        session.set_header_timeout(Some(Duration::from_secs(5)));
+        let request = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+        let send = async {
+            // Idle past the buffer grace, so the session waits for readiness meanwhile.
+            tokio::time::sleep(IDLE_BUFFER_GRACE + Duration::from_millis(500)).await;
+            client.write_all(request).await.unwrap();
+        };
+        let (read, ()) = tokio::join!(session.read_request(), send);
+        assert_eq!(read.unwrap(), Some(request.len()));
+        assert_eq!(session.req_header().uri.path(), "/next");
+    }
+
+    #[tokio::test]
+    async fn idle_keepalive_connection_closes_at_the_keepalive_timeout() {
+        init_log();
+        let (mut session, _client) = tcp_session().await;
+        session.set_reused_connection();
+        session.set_keepalive(Some(2));
+        session.set_header_timeout(Some(Duration::from_secs(30)));
+        let started = std::time::Instant::now();
+        assert!(session.read_request().await.unwrap().is_none());
+        assert!(started.elapsed() >= Duration::from_secs(2));
     }
 
     #[tokio::test]

@@ -428,4 +428,27 @@ impl SslDigest {
     }
 }
 
-impl<S> Peek for TlsStream<S> {}
+#[async_trait::async_trait]
+impl<S: Peek + Send> Peek for TlsStream<S> {
+    async fn wait_readable(&mut self) -> std::io::Result<bool> {
+        let Some(stream) = self.tls.stream.as_mut() else {
+            return Ok(false);
+        };
+        // rustls holds decrypted data it has not handed out yet: readable now. Otherwise the
+        // next TLS record has to come from the socket.
+        let (io, wants_read) = match stream {
+            RusTlsStream::Server(s) => {
+                let (io, conn) = s.get_mut();
+                (io, conn.wants_read())
+            }
+            RusTlsStream::Client(s) => {
+                let (io, conn) = s.get_mut();
+                (io, conn.wants_read())
+            }
+        };
+        if !wants_read {
+            return Ok(true);
+        }
+        io.wait_readable().await
+    }
+}
