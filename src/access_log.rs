@@ -15,6 +15,8 @@ pub struct Entry<'a> {
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
+    /// The normalised path (`crate::path`) routing, limits and the upstream used.
+    pub uri: &'a str,
     pub status: u16,
     pub bytes: usize,
     pub duration_ms: f64,
