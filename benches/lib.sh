@@ -218,6 +218,16 @@ paired_median() {
 TICKS_PER_SEC="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# CPU ticks (user + system) used so far by process PID and its direct children (nginx's workers).
+tree_cpu_ticks() {
+    local pid="$1" total child
+    total="$(cpu_ticks "$pid")"
+    for child in $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
+        total=$((total + $(cpu_ticks "$child" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
 # start_variant name config http-port admin-port: serves `config`, waits for both ports and a 200;
 # the process goes into PIDS and PID[name] (the caller declares `declare -A PID`).
 start_variant() {

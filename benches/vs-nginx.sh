@@ -268,9 +268,12 @@ to_ms() {
 # Sets LOAD_RPS, LOAD_P99 (ms) and LOAD_ERRS. Runs in the current shell so that a failure stops
 # the script.
 run_load() {
-    local p="$1" m="$2" secs="$3" out="$4" url
+    local p="$1" m="$2" secs="$3" out="$4" url pid ticks_before ticks_after
     url="$(url_for "$p" "$m")"
-    LOAD_RPS="" LOAD_P99="" LOAD_ERRS=0
+    LOAD_RPS="" LOAD_P99="" LOAD_ERRS=0 LOAD_CPU=""
+    pid="$NGINX_PID"
+    [[ "$p" == switchyard ]] && pid="$SY_PID"
+    ticks_before="$(tree_cpu_ticks "$pid")"
     if [[ "$m" == h2 ]]; then
         rm -f "$out.h2log"
         if ! h2load -c"$CONNECTIONS" -m"$STREAMS" -t2 -D "$secs" --log-file="$out.h2log" "$url" \
@@ -301,10 +304,15 @@ run_load() {
         LOAD_ERRS="$(awk '/Socket errors:/ { gsub(/,/, ""); s = $4 + $6 + $8 + $10 }
                           /Non-2xx or 3xx responses:/ { n = $5 } END { print s + n + 0 }' "$out.txt")"
     fi
+    ticks_after="$(tree_cpu_ticks "$pid")"
     if [[ -z "$LOAD_RPS" || -z "$LOAD_P99" || "$LOAD_P99" == nan ]]; then
         cat "$out.txt" >&2
         die "could not parse $out.txt"
     fi
+    # The proxy's CPU time (user + system, every process of it) per request served: the steadiest
+    # figure on a shared machine.
+    LOAD_CPU="$(awk -v t=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" \
+        -v rps="$LOAD_RPS" -v s="$secs" 'BEGIN { n = rps * s; if (n <= 0) print "nan"; else printf "%.2f\n", t / hz * 1e6 / n }')"
 }
 
 mkdir -p "$TMP/results"
@@ -317,7 +325,7 @@ done
 
 # Measured runs. The order of the proxies alternates from one run to the next, so neither always
 # runs first (CPU frequency, leftover TIME_WAIT sockets and the like affect both alike).
-declare -A RPS P99 ERRS
+declare -A RPS P99 ERRS CPU
 flip=0
 for ((r = 1; r <= ROUNDS; r++)); do
     for m in "${MODES[@]}"; do
@@ -327,9 +335,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
         for p in "${order[@]}"; do
             log "round $r/$ROUNDS: $m via $p (${DURATION}s)"
             run_load "$p" "$m" "$DURATION" "$TMP/results/$p-$m-$r"
-            log "  $LOAD_RPS req/s, p99 $LOAD_P99 ms, errors $LOAD_ERRS"
+            log "  $LOAD_RPS req/s, p99 $LOAD_P99 ms, errors $LOAD_ERRS, $LOAD_CPU CPU µs/request"
             RPS[$p:$m]+="$LOAD_RPS "
             P99[$p:$m]+="$LOAD_P99 "
+            CPU[$p:$m]+="$LOAD_CPU "
             ERRS[$p:$m]=$((${ERRS[$p:$m]:-0} + LOAD_ERRS))
             sleep 1
         done
@@ -348,23 +357,26 @@ echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), wrk $(wrk -v 2>&1 | awk '
 [[ "$SKIP_SWITCHYARD" == "1" ]] || echo "switchyard: $SY_BIN"
 echo "threads/workers=$THREADS connections=$CONNECTIONS h2 streams/conn=$STREAMS duration=${DURATION}s warm-up=${WARMUP}s rounds=$ROUNDS (median shown) backend body=${BODY_LEN}B"
 echo
-declare -A R L RR RL
-printf '%-5s  %-10s  %12s  %10s  %7s\n' mode proxy "req/s" "p99 ms" errors
+declare -A R L C RR RL RC
+printf '%-5s  %-10s  %12s  %10s  %7s  %12s\n' mode proxy "req/s" "p99 ms" errors "CPU µs/req"
 for m in "${MODES[@]}"; do
     for p in "${PROXIES[@]}"; do
         R[$p]="$(median <<<"${RPS[$p:$m]}")"
         L[$p]="$(median <<<"${P99[$p:$m]}")"
-        printf '%-5s  %-10s  %12.2f  %10.3f  %7d\n' "$m" "$p" "${R[$p]}" "${L[$p]}" "${ERRS[$p:$m]}"
+        C[$p]="$(median <<<"${CPU[$p:$m]}")"
+        printf '%-5s  %-10s  %12.2f  %10.3f  %7d  %12.2f\n' "$m" "$p" "${R[$p]}" "${L[$p]}" "${ERRS[$p:$m]}" "${C[$p]}"
     done
     if [[ "$SKIP_SWITCHYARD" == "1" ]]; then
-        RR[$m]="n/a"; RL[$m]="n/a"
+        RR[$m]="n/a"; RL[$m]="n/a"; RC[$m]="n/a"
     else
         RR[$m]="$(ratio "${R[switchyard]}" "${R[nginx]}")"
         RL[$m]="$(ratio "${L[switchyard]}" "${L[nginx]}")"
+        RC[$m]="$(ratio "${C[switchyard]}" "${C[nginx]}")"
     fi
 done
 echo
 echo "http = HTTP/1.1 plain (wrk), tls = HTTP/1.1 over TLS (wrk), h2 = HTTP/2 over TLS (h2load)."
 echo "p99: wrk --latency 99% line; h2: nearest-rank 99th percentile of h2load --log-file per-request times."
 echo "ratios are switchyard / nginx: rps above 1 and p99 below 1 favour switchyard."
-echo "ratio rps http=${RR[http]} tls=${RR[tls]} h2=${RR[h2]} p99 http=${RL[http]} tls=${RL[tls]} h2=${RL[h2]}"
+echo "CPU µs/req: the proxy's user + system CPU time (all its processes, /proc) over the run, per request served."
+echo "ratio rps http=${RR[http]} tls=${RR[tls]} h2=${RR[h2]} p99 http=${RL[http]} tls=${RL[tls]} h2=${RL[h2]} cpu http=${RC[http]} tls=${RC[tls]} h2=${RC[h2]}"

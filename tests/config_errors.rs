@@ -368,3 +368,58 @@ fn rollout_sticky_and_override_errors_are_located() {
     let o = find(&reported, "pool_override needs a header or a cookie");
     assert_eq!(o.line, nth_line(&config, "[services.api.pool_override]", 0));
 }
+
+#[test]
+fn certificate_that_is_not_a_regular_file() {
+    // A device would never end (`/dev/zero`): refused at once, with its location.
+    let config = good_with(&[(
+        "cert = \"{certs}/example.com.crt\"",
+        "cert = \"/dev/zero\"",
+    )]);
+    let r = assert_single(
+        &config,
+        pos(&config, "\"/dev/zero\""),
+        "cannot read certificate \"/dev/zero\": ",
+    );
+    assert!(r.reason.contains("not a regular file"), "{:?}", r.reason);
+    // certbot's live/ files are symlinks to regular files: fine.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("fullchain.pem");
+    std::os::unix::fs::symlink(format!("{CERTS}/example.com.crt"), &link).unwrap();
+    let config = good_with(&[(
+        "cert = \"{certs}/example.com.crt\"",
+        &format!("cert = \"{}\"", link.display()),
+    )]);
+    assert_eq!(check(&config).0, 0, "a symlink to a certificate is fine");
+}
+
+#[test]
+fn client_timeouts_and_head_limits_are_checked() {
+    let config = good_with(&[(
+        "read_timeout = \"5s\"",
+        "read_timeout = \"5s\"\nclient_header_timeout = \"0s\"",
+    )]);
+    assert_single(
+        &config,
+        pos(&config, "\"0s\""),
+        "client_header_timeout must be above 0",
+    );
+    let config = good_with(&[(
+        "[server]\nthreads = 1",
+        "[server]\nthreads = 1\n\n[limits]\nmax_request_line = \"100\"",
+    )]);
+    assert_single(
+        &config,
+        pos(&config, "\"100\""),
+        "max_request_line must be between 1KB and 1MB, not 100 bytes",
+    );
+    let config = good_with(&[(
+        "[server]\nthreads = 1",
+        "[server]\nthreads = 1\n\n[limits]\nmax_header_line = \"64KB\"\nmax_header_size = \"16KB\"",
+    )]);
+    assert_single(
+        &config,
+        pos(&config, "\"16KB\""),
+        "max_header_size (16384 bytes) must be at least max_request_line and max_header_line (65536 bytes)",
+    );
+}

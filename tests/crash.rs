@@ -100,3 +100,56 @@ fn kill_9_during_weight_changes_never_tears_the_state_file() {
         );
     }
 }
+
+#[test]
+fn start_removes_what_a_crash_left_and_refuses_an_unwritable_state_dir() {
+    let blue = Backend::spawn("blue").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("acme/example.com")).unwrap();
+    // What a kill between write and rename leaves (state::write_atomic).
+    std::fs::write(state.join(".state.json.tmp.4242"), b"{\"torn").unwrap();
+    std::fs::write(state.join("acme/example.com/.cert.pem.tmp.77"), b"x").unwrap();
+    let (http, admin_port) = (free_port(), free_port());
+    let config = fill(
+        CONFIG,
+        &[
+            ("http", &http),
+            ("admin", &admin_port),
+            ("blue", &blue.addr),
+            ("green", &blue.addr),
+        ],
+    );
+    let proxy = Proxy::start_in(dir.path(), &config);
+    assert!(!state.join(".state.json.tmp.4242").exists());
+    assert!(!state.join("acme/example.com/.cert.pem.tmp.77").exists());
+    assert!(proxy.stderr().contains("removed 2 temp file(s)"), "{}", proxy.stderr());
+    drop(proxy);
+
+    // A state dir the process cannot write: refused at start, not at the first change. (The
+    // tests run as root, which may write anywhere on a normal filesystem; /proc/self is a
+    // directory no one can create files in.)
+    let config = config.replace("{tmp}/state", "/proc/self");
+    let path = dir.path().join("unwritable.toml");
+    std::fs::write(&path, config.replace("{tmp}", &dir.path().display().to_string())).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited, "serve kept running with an unwritable state dir");
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("state directory \"/proc/self\" is not writable"),
+        "{stderr}"
+    );
+}
