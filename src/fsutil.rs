@@ -109,6 +109,11 @@ mod tests {
             left,
             [".state.json.tmp.x", "acme", "notes.tmp.1", "state.json"]
         );
-        assert_eq!(std::fs::read_dir(dir.path().join("acme")).expect("ls").count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("acme"))
+                .expect("ls")
+                .count(),
+            0
+        );
     }
 }

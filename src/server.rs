@@ -186,7 +186,11 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
             if l.h2 {
                 settings.enable_h2();
             }
-            svc.add_listener(ListenerConfig::tcp(addr).tls(settings).l4_buffer(l4_buffer()));
+            svc.add_listener(
+                ListenerConfig::tcp(addr)
+                    .tls(settings)
+                    .l4_buffer(l4_buffer()),
+            );
         } else {
             svc.add_listener(ListenerConfig::tcp(addr).l4_buffer(l4_buffer()));
         }

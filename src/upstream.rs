@@ -76,7 +76,10 @@ impl fmt::Display for Streak {
             } else {
                 "one client"
             };
-            parts.push(format!("{} response timeouts from {clients}", self.timeouts));
+            parts.push(format!(
+                "{} response timeouts from {clients}",
+                self.timeouts
+            ));
         }
         f.write_str(&parts.join(" and "))
     }

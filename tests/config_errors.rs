@@ -372,10 +372,7 @@ fn rollout_sticky_and_override_errors_are_located() {
 #[test]
 fn certificate_that_is_not_a_regular_file() {
     // A device would never end (`/dev/zero`): refused at once, with its location.
-    let config = good_with(&[(
-        "cert = \"{certs}/example.com.crt\"",
-        "cert = \"/dev/zero\"",
-    )]);
+    let config = good_with(&[("cert = \"{certs}/example.com.crt\"", "cert = \"/dev/zero\"")]);
     let r = assert_single(
         &config,
         pos(&config, "\"/dev/zero\""),

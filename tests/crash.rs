@@ -123,7 +123,11 @@ fn start_removes_what_a_crash_left_and_refuses_an_unwritable_state_dir() {
     let proxy = Proxy::start_in(dir.path(), &config);
     assert!(!state.join(".state.json.tmp.4242").exists());
     assert!(!state.join("acme/example.com/.cert.pem.tmp.77").exists());
-    assert!(proxy.stderr().contains("removed 2 temp file(s)"), "{}", proxy.stderr());
+    assert!(
+        proxy.stderr().contains("removed 2 temp file(s)"),
+        "{}",
+        proxy.stderr()
+    );
     drop(proxy);
 
     // A state dir the process cannot write: refused at start, not at the first change. (The
@@ -131,7 +135,11 @@ fn start_removes_what_a_crash_left_and_refuses_an_unwritable_state_dir() {
     // directory no one can create files in.)
     let config = config.replace("{tmp}/state", "/proc/self");
     let path = dir.path().join("unwritable.toml");
-    std::fs::write(&path, config.replace("{tmp}", &dir.path().display().to_string())).unwrap();
+    std::fs::write(
+        &path,
+        config.replace("{tmp}", &dir.path().display().to_string()),
+    )
+    .unwrap();
     let mut child = std::process::Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)

@@ -178,7 +178,10 @@ impl Validator {
             Some(b) if !(HEAD_LIMIT_RANGE.0..=HEAD_LIMIT_RANGE.1).contains(&b.get_ref().0) => {
                 self.error(
                     b.span(),
-                    format!("{key} must be between 1KB and 1MB, not {} bytes", b.get_ref().0),
+                    format!(
+                        "{key} must be between 1KB and 1MB, not {} bytes",
+                        b.get_ref().0
+                    ),
                 );
                 default
             }
@@ -186,7 +189,11 @@ impl Validator {
             None => default,
         };
         let head = HeadLimits {
-            request_line: size("max_request_line", &raw.max_request_line, default.request_line),
+            request_line: size(
+                "max_request_line",
+                &raw.max_request_line,
+                default.request_line,
+            ),
             header_line: size("max_header_line", &raw.max_header_line, default.header_line),
             total: size("max_header_size", &raw.max_header_size, default.total),
         };

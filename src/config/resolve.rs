@@ -80,8 +80,16 @@ mod tests {
 
     #[test]
     fn resolves_names_and_skips_ip_addresses() {
-        let out = resolve_all(["localhost:80", "127.0.0.1:81", "no-such-name.invalid:80", "x"]);
-        assert!(!out.contains_key("127.0.0.1:81"), "an IP address needs no lookup");
+        let out = resolve_all([
+            "localhost:80",
+            "127.0.0.1:81",
+            "no-such-name.invalid:80",
+            "x",
+        ]);
+        assert!(
+            !out.contains_key("127.0.0.1:81"),
+            "an IP address needs no lookup"
+        );
         assert!(matches!(out.get("localhost:80"), Some(Resolved::Addr(a)) if a.port() == 80));
         assert_eq!(out.get("no-such-name.invalid:80"), Some(&Resolved::Failed));
         assert_eq!(out.get("x"), Some(&Resolved::Failed), "no port");
@@ -91,7 +99,9 @@ mod tests {
     fn many_names_resolve_concurrently() {
         // 2,000 distinct texts for one host name: resolved by the pool, not one by one, well
         // within the deadline (each answer comes from /etc/hosts).
-        let names: Vec<String> = (0..2000).map(|i| format!("localhost:{}", 1000 + i)).collect();
+        let names: Vec<String> = (0..2000)
+            .map(|i| format!("localhost:{}", 1000 + i))
+            .collect();
         let out = resolve_all(names.iter().map(String::as_str));
         assert_eq!(out.len(), 2000);
         assert!(out.values().all(|r| matches!(r, Resolved::Addr(_))));

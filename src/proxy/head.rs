@@ -115,8 +115,22 @@ mod tests {
             assert!(valid_host(ok.as_bytes()), "{ok}");
         }
         for bad in [
-            "", "a b", "a@b", "a/b", "[::1", "[::1]x", "host:port:x", "host:", "host:123456",
-            "a..b", ".a", "a\\b", "[]", "[zz::1]", ":80", "a%2fb",
+            "",
+            "a b",
+            "a@b",
+            "a/b",
+            "[::1",
+            "[::1]x",
+            "host:port:x",
+            "host:",
+            "host:123456",
+            "a..b",
+            ".a",
+            "a\\b",
+            "[]",
+            "[zz::1]",
+            ":80",
+            "a%2fb",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
@@ -146,10 +160,18 @@ mod tests {
         );
         assert_eq!(check(&r), Err(HeadError::ListContentLength));
         let r = head(
-            &[("host", "a"), ("content-length", "5"), ("content-length", "5")],
+            &[
+                ("host", "a"),
+                ("content-length", "5"),
+                ("content-length", "5"),
+            ],
             Version::HTTP_11,
             "/",
         );
-        assert_eq!(check(&r), Ok(()), "identical lines are collapsed, not refused");
+        assert_eq!(
+            check(&r),
+            Ok(()),
+            "identical lines are collapsed, not refused"
+        );
     }
 }

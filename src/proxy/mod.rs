@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::ServerSession;
 use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora::modules::http::HttpModules;
+use pingora::protocols::http::ServerSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
@@ -770,7 +770,13 @@ impl ProxyHttp for Proxy {
             upstream.insert_header(header::HOST, authority)?;
         }
         // Identical Content-Length lines (pingora refused differing ones) go on as one.
-        if upstream.headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        if upstream
+            .headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .count()
+            > 1
+        {
             if let Some(cl) = upstream.headers.get(header::CONTENT_LENGTH).cloned() {
                 upstream.insert_header(header::CONTENT_LENGTH, cl)?;
             }

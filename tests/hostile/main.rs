@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod h2;
 mod head_limits;
 mod health;
 mod memory;

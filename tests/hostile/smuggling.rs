@@ -611,8 +611,7 @@ fn absolute_form_is_routed_by_its_authority() {
         ("same_host", "1.1", "Host: a.example\r\n"),
     ] {
         let before = a.mark();
-        let request =
-            format!("GET http://a.example/x/{name} HTTP/{version}\r\n{extra_host}\r\n");
+        let request = format!("GET http://a.example/x/{name} HTTP/{version}\r\n{extra_host}\r\n");
         let ex = exchange(addr, request.as_bytes(), 1);
         let seen = a.requests_since(&before);
         let problem = match (ex.responses.first(), seen.as_slice()) {
