@@ -195,7 +195,7 @@ fn reference_config_is_valid() {
         "stdout: {stdout}\nstderr: {stderr}"
     );
     assert!(
-        stdout.starts_with("config ok: 4 routes, 2 services, 3 pools"),
+        stdout.starts_with("config ok: 5 routes, 2 services, 3 pools"),
         "stdout: {stdout}"
     );
 }
