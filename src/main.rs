@@ -1,13 +1,17 @@
 //! The `switchyard` binary: a thin shell over the library's CLI.
 
-/// mimalloc instead of glibc malloc: the request path allocates small short-lived buffers on every
-/// worker thread, and glibc's arena locks showed up as futex waits in profiles (benches/RESULTS.md).
+/// jemalloc instead of glibc malloc: the request path allocates small short-lived buffers on
+/// every worker thread, and glibc's arena locks showed up as futex waits in profiles
+/// (benches/RESULTS.md). jemalloc's background threads return freed memory to the OS on their own
+/// (dirty pages decay in about 10 s), also while the process is idle: after 10,000 keep-alive
+/// connections close, RSS is back near its start within 30 s, where mimalloc kept most of it
+/// until the worker threads allocated again (benches/RESULTS.md, idle memory).
 ///
 /// The `system-alloc` feature keeps the system allocator, so that heap profilers that hook
-/// malloc (heaptrack, valgrind) see every allocation (benches/RESULTS.md, idle memory).
+/// malloc (heaptrack, valgrind) see every allocation.
 #[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     switchyard::cli::main()

@@ -135,9 +135,11 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// The path sent upstream when a route strips its prefix: `/v1/auth/login` → `/login`.
+/// The path sent upstream when a route strips its prefix: `/v1/auth/login` → `/login`. A path
+/// that does not start with the prefix on a segment boundary (an original path forwarded as
+/// sent, `forward_original_path`) is left as it is.
 pub fn strip(prefix: &str, path: &str) -> String {
-    if prefix == "/" {
+    if prefix == "/" || !prefix_matches(prefix, path) {
         return path.to_string();
     }
     let rest = path.strip_prefix(prefix).unwrap_or(path);
@@ -245,6 +247,11 @@ mod tests {
         assert_eq!(strip("/v1/auth", "/v1/auth/login"), "/login");
         assert_eq!(strip("/v1/auth", "/v1/auth"), "/");
         assert_eq!(strip("/", "/x"), "/x");
+        assert_eq!(
+            strip("/v1/auth", "/v1/authors/../auth/login"),
+            "/v1/authors/../auth/login",
+            "not under the prefix: unchanged"
+        );
         assert_eq!(normalize_host("API.Example.com:8443"), "api.example.com");
         assert_eq!(normalize_host("example.com."), "example.com");
         assert_eq!(normalize_host("[::1]:80"), "::1");

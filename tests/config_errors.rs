@@ -420,3 +420,26 @@ fn client_timeouts_and_head_limits_are_checked() {
         "max_header_size (16384 bytes) must be at least max_request_line and max_header_line (65536 bytes)",
     );
 }
+
+#[test]
+fn route_paths_must_be_in_normal_form() {
+    // Requests are matched by their normalised path: a prefix written otherwise never matches.
+    let config = good_with(&[("path = \"/v1/auth\"", "path = \"/v1//auth\"")]);
+    assert_single(
+        &config,
+        pos(&config, "\"/v1//auth\""),
+        "path \"/v1//auth\" never matches: requests are matched by their normalised path; write \"/v1/auth\"",
+    );
+    let config = good_with(&[("path = \"/v1/auth\"", "path = \"/%7Euser\"")]);
+    assert_single(
+        &config,
+        pos(&config, "\"/%7Euser\""),
+        "path \"/%7Euser\" never matches: requests are matched by their normalised path; write \"/~user\"",
+    );
+    let config = good_with(&[("path = \"/v1/auth\"", "path = \"/a\\\\b\"")]);
+    assert_single(
+        &config,
+        pos(&config, "\"/a\\\\b\""),
+        "path \"/a\\b\" is refused in requests: backslash in the path",
+    );
+}

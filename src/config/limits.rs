@@ -108,7 +108,9 @@ impl Validator {
         let mut exempt_paths = Vec::new();
         for p in &raw.exempt_paths {
             if p.get_ref().starts_with('/') {
-                exempt_paths.push(p.get_ref().trim_end_matches('/').to_string());
+                if self.normal_path(p).is_some() {
+                    exempt_paths.push(p.get_ref().trim_end_matches('/').to_string());
+                }
             } else {
                 self.error(
                     p.span(),

@@ -372,6 +372,8 @@ struct Validator {
     resolved: HashMap<String, resolve::Resolved>,
     /// Whether host names are looked up at all.
     lookups: bool,
+    /// `[server] merge_slashes`, which decides what a normal path is.
+    merge_slashes: bool,
     errors: Vec<ConfigError>,
 }
 
@@ -388,6 +390,7 @@ impl Validator {
             zone_names: Vec::new(),
             resolved: HashMap::new(),
             lookups: true,
+            merge_slashes: true,
             errors: Vec::new(),
         }
     }
@@ -412,6 +415,28 @@ impl Validator {
     fn header_span(&self, header: &str) -> Range<usize> {
         let start = self.text.find(header).unwrap_or(0);
         start..start + header.len()
+    }
+
+    /// `p` when it is in the normal form requests are matched in (`crate::path`), else an error
+    /// saying how to write it: a prefix like `/a//b` or `/%7Euser` would never match.
+    fn normal_path(&mut self, p: &Spanned<values::Text>) -> Option<String> {
+        let raw: &str = p.get_ref();
+        match crate::path::normalize(raw, self.merge_slashes) {
+            Ok(n) if n == raw => Some(n.into_owned()),
+            Ok(n) => {
+                self.error(
+                    p.span(),
+                    format!(
+                        "path \"{raw}\" never matches: requests are matched by their normalised path; write \"{n}\""
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(p.span(), format!("path \"{raw}\" is refused in requests: {e}"));
+                None
+            }
+        }
     }
 
     fn resolve_path(&self, p: &str) -> PathBuf {
@@ -441,6 +466,7 @@ impl Validator {
                 resolve::resolve_all(listeners.chain(servers).chain(admin).map(|t| -> &str { t }));
         }
         let server = self.server(&raw);
+        self.merge_slashes = server.merge_slashes;
         let listeners = self.listeners(&raw);
         let certificates = self.certificates(&raw);
         let services = self.services(&raw);
@@ -869,6 +895,7 @@ impl Validator {
                     );
                     continue;
                 }
+                Some(p) if self.normal_path(p).is_none() => continue,
                 Some(p) => {
                     let trimmed = p.get_ref().trim_end_matches('/');
                     if trimmed.is_empty() {
