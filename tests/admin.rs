@@ -13,9 +13,10 @@ use support::*;
 const TOKEN: &str = "test-token-0123456789";
 
 /// Service "app": blue and green are live backends, red is a closed port. Requests for host
-/// red.test go to service "red-direct", whose only server is that closed port with passive
-/// ejection after one failure: one request there takes red's server out (server state is shared
-/// by address), which is how these tests make a pool unhealthy.
+/// red.test go to service "red-direct", whose servers are that closed port and blue, with passive
+/// ejection after one failure: the first request that lands on the closed port takes red's server
+/// out (server state is shared by address; blue can take the traffic, and passive checks never
+/// eject the last server that can), which is how these tests make a pool unhealthy.
 const CONFIG: &str = r#"
 {server}
 [[listeners]]
@@ -48,7 +49,7 @@ fail_timeout = "60s"
 
 [services.red-direct.pools.only]
 weight = 1
-servers = ["{dead}"]
+servers = ["{dead}", "{blue}"]
 
 [admin]
 address = "127.0.0.1:{admin}"
@@ -448,14 +449,15 @@ fn switch_is_refused_to_an_unhealthy_pool_and_applied_to_a_healthy_one() {
     let _proxy = Proxy::start(&s.config(100, 0));
     let admin = s.admin();
 
-    // One failed connect to the closed port ejects red's only server.
-    let resp = http1_client()
-        .get(format!("http://red.test:{}/", s.http))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_server_error(), "{}", resp.status());
+    // One failed connect to the closed port ejects red's only server (round robin: the first
+    // or the second request to red.test tries it).
+    let client = http1_client();
     assert!(
         wait_until(Duration::from_secs(5), || {
+            let _ = client
+                .get(format!("http://red.test:{}/", s.http))
+                .send()
+                .unwrap();
             admin.get("/v1/services/app").pool("red")["healthy_servers"] == 0
         }),
         "red's server was not ejected: {}",

@@ -11,7 +11,8 @@ use support::*;
 const TOKEN: &str = "ctl-test-token";
 
 /// Service "app" with live pools blue and green and a pool red whose server is a closed port;
-/// requests for host red.test reach that port through "red-direct", which ejects it after one
+/// requests for host red.test reach that port through "red-direct" (beside blue, which can take
+/// the traffic: passive checks never eject the last server that can), which ejects it after one
 /// failure (server state is shared by address), making red unhealthy. Pool amber is the same
 /// with an ejection of only 2s, so that it turns healthy again while `--wait-healthy` waits.
 const CONFIG: &str = r#"
@@ -51,7 +52,7 @@ fail_timeout = "2s"
 
 [services.amber-direct.pools.only]
 weight = 1
-servers = ["{dead2}"]
+servers = ["{dead2}", "{blue}"]
 
 [services.red-direct.passive]
 max_fails = 1
@@ -59,7 +60,7 @@ fail_timeout = "60s"
 
 [services.red-direct.pools.only]
 weight = 1
-servers = ["{dead}"]
+servers = ["{dead}", "{blue}"]
 
 [admin]
 address = "127.0.0.1:{admin}"
@@ -246,15 +247,16 @@ fn ctl_changes_weights_and_shows_overrides() {
 #[test]
 fn ctl_switch_waits_for_health_and_is_refused_when_unhealthy() {
     let s = Setup::start();
-    let resp = http1_client()
-        .get(format!("http://red.test:{}/", s.http))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_server_error());
+    // Round robin: the first or the second request to red.test tries the closed port.
+    let client = http1_client();
     assert!(
-        wait_until(Duration::from_secs(5), || s
-            .status_row("red")
-            .contains("0/1")),
+        wait_until(Duration::from_secs(5), || {
+            let _ = client
+                .get(format!("http://red.test:{}/", s.http))
+                .send()
+                .unwrap();
+            s.status_row("red").contains("0/1")
+        }),
         "red was not ejected: {}",
         s.status_row("red")
     );
@@ -293,14 +295,17 @@ fn ctl_switch_waits_for_health_and_is_refused_when_unhealthy() {
     }
 
     // --wait-healthy waits while the pool is down and switches once it is back.
-    let resp = http1_client()
-        .get(format!("http://amber.test:{}/", s.http))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_server_error());
-    let ejected = Instant::now();
+    let client = http1_client();
+    let mut ejected = Instant::now();
     assert!(
-        s.status_row("amber").contains("0/1"),
+        wait_until(Duration::from_secs(5), || {
+            let _ = client
+                .get(format!("http://amber.test:{}/", s.http))
+                .send()
+                .unwrap();
+            ejected = Instant::now();
+            s.status_row("amber").contains("0/1")
+        }),
         "{}",
         s.status_row("amber")
     );
