@@ -192,7 +192,8 @@ impl Runtime {
     fn persist(&self, book: &Book) {
         if let Some(store) = &self.store {
             if let Err(e) = store.save(&book.overrides, &book.rollouts) {
-                log::error!("{e}");
+                // A rollout tick may hit this every 100 ms while the disk is full.
+                crate::lograte::error("state-save", format_args!("{e}"));
             }
         }
     }

@@ -466,7 +466,11 @@ impl Service {
             .any(|s| s.addr != server && s.state.is_available());
         in_pool
             || self.pools.iter().enumerate().any(|(i, p)| {
-                i != pool && p.weight > 0 && p.servers.iter().any(|s| s.state.is_available())
+                i != pool
+                    && p.weight > 0
+                    && p.servers
+                        .iter()
+                        .any(|s| s.addr != server && s.state.is_available())
             })
     }
 
@@ -590,6 +594,67 @@ mod tests {
             pool.servers[0].state.is_available(),
             "ejection ends after fail_timeout"
         );
+    }
+
+    #[test]
+    fn the_last_server_able_to_take_traffic_is_never_spared() {
+        let svc = service(Balance::RoundRobin);
+        let addr = |i: usize| svc.pools[0].servers[i].addr;
+        assert!(svc.can_spare(0, addr(0)), "two others are available");
+        svc.pools[0].servers[1].state.set_healthy(false);
+        assert!(svc.can_spare(0, addr(0)), "one other is available");
+        svc.pools[0].servers[2].state.set_healthy(false);
+        assert!(!svc.can_spare(0, addr(0)), "it is the last one");
+        // After every server was taken out, all are tried again.
+        let policy = PassivePolicy {
+            max_fails: 1,
+            fail_timeout: std::time::Duration::from_secs(60),
+        };
+        svc.pools[0].servers[2].state.set_healthy(true);
+        svc.pools[0].servers[0].state.eject(&policy);
+        svc.pools[0].servers[2].state.eject(&policy);
+        assert_eq!(svc.pools[0].pick(Balance::RoundRobin, &[]), None);
+        let again = svc.pools[0].pick_ejected(&[]).expect("an ejected server");
+        assert!(again == 0 || again == 2, "only healthy ones: {again}");
+    }
+
+    #[test]
+    fn streaks_count_timeouts_only_from_several_clients() {
+        let state = ServerState::default();
+        let policy = PassivePolicy {
+            max_fails: 3,
+            fail_timeout: std::time::Duration::from_secs(60),
+        };
+        let a = Some(IpAddr::from([192, 0, 2, 1]));
+        let b = Some(IpAddr::from([192, 0, 2, 2]));
+        for _ in 0..10 {
+            assert!(
+                state
+                    .report_failure(&policy, Failure::Response { client: a })
+                    .is_none(),
+                "one client's timeouts never eject"
+            );
+        }
+        state.report_success();
+        assert!(state
+            .report_failure(&policy, Failure::Response { client: a })
+            .is_none());
+        assert!(state
+            .report_failure(&policy, Failure::Response { client: b })
+            .is_none());
+        let streak = state
+            .report_failure(&policy, Failure::Response { client: a })
+            .expect("three timeouts from two clients");
+        assert_eq!(streak.timeouts, 3);
+        assert_eq!(
+            streak.to_string(),
+            "3 response timeouts from several clients"
+        );
+        // Connect failures count whoever asked, and a success ends the streak.
+        state.report_failure(&policy, Failure::Connect);
+        state.report_failure(&policy, Failure::Connect);
+        state.report_success();
+        assert!(state.report_failure(&policy, Failure::Connect).is_none());
     }
 
     #[test]

@@ -24,8 +24,10 @@ const DASHBOARD: &str = concat!(
 );
 
 /// Service "api" (host api.test): blue is a live backend, green has weight 0. Service "mixed"
-/// (mixed.test): one dead and one live server, so connect failures are retried on the live one.
-/// Service "down" (down.test): its only server is a closed port, ejected after one failure.
+/// (mixed.test): one dead and one live server, so connect failures are retried on the live one,
+/// and the dead one is ejected after one failure. Service "down" (down.test): its only server is
+/// a closed port, which passive checks never eject (it is the last server able to take the
+/// traffic). Service "checked": its only server is a closed port its active check takes out.
 const CONFIG: &str = r#"
 {server}
 {http_listener}
@@ -41,6 +43,10 @@ service = "mixed"
 host = "down.test"
 service = "down"
 
+[[routes]]
+host = "checked.test"
+service = "checked"
+
 [services.api.pools.blue]
 weight = 100
 servers = ["{blue}"]
@@ -49,9 +55,21 @@ servers = ["{blue}"]
 weight = 0
 servers = ["{green}"]
 
+[services.mixed.passive]
+max_fails = 1
+fail_timeout = "5m"
+
 [services.mixed.pools.main]
 weight = 1
 servers = ["{dead_a}", "{blue}"]
+
+[services.checked.health]
+path = "/health"
+interval = "1s"
+
+[services.checked.pools.only]
+weight = 1
+servers = ["{dead_c}"]
 
 [services.down.passive]
 max_fails = 1
@@ -84,6 +102,7 @@ fn config(http: u16, admin: u16, blue: &Backend, green: &Backend) -> String {
             ("green", &green.addr),
             ("dead_a", &closed_addr()),
             ("dead_b", &closed_addr()),
+            ("dead_c", &closed_addr()),
         ],
     )
 }
@@ -217,7 +236,8 @@ fn metrics_endpoint_counts_proxied_requests() {
     let upstream = metric(&text, "switchyard_upstream_response_seconds_count", &blue);
     assert_eq!(upstream, Some(4.0), "the backend answered 4 times");
 
-    // down.test: one connect error, no other server to retry on, ejected after max_fails = 1.
+    // down.test: one connect error, no other server to retry on; max_fails = 1 is reached, but
+    // the server is the last one able to take the traffic, so it is not ejected.
     let down = [("service", "down"), ("pool", "only")];
     assert_eq!(
         metric(&text, "switchyard_upstream_connect_errors_total", &down),
@@ -227,29 +247,41 @@ fn metrics_endpoint_counts_proxied_requests() {
         metric(&text, "switchyard_upstream_retries_total", &down),
         Some(0.0)
     );
-    let ejections = metric(
-        &text,
-        "switchyard_upstream_ejections_total",
-        &[("service", "down")],
-    );
-    assert_eq!(ejections, Some(1.0));
-    let down_server = metric_sum(&text, "switchyard_server_available", &down);
-    assert_eq!(down_server, 0.0, "the ejected server is unavailable");
+    let ejections = |service| {
+        metric(
+            &text,
+            "switchyard_upstream_ejections_total",
+            &[("service", service)],
+        )
+    };
     assert_eq!(
-        metric_sum(&text, "switchyard_server_healthy", &down),
-        1.0,
-        "but not unhealthy"
+        ejections("down"),
+        Some(0.0),
+        "the last server is never ejected"
     );
+    assert_eq!(metric_sum(&text, "switchyard_server_available", &down), 1.0);
 
-    // mixed.test: every connect error went to the live server instead.
+    // mixed.test: every connect error went to the live server instead, and the dead server,
+    // which the live one can stand in for, was ejected at its first failure.
     let mixed = [("service", "mixed"), ("pool", "main")];
     let errors = metric(&text, "switchyard_upstream_connect_errors_total", &mixed).unwrap();
     let retries = metric(&text, "switchyard_upstream_retries_total", &mixed).unwrap();
-    assert!(
-        errors >= 1.0,
-        "4 round-robin requests over 2 servers hit the dead one"
+    assert_eq!(
+        errors, 1.0,
+        "4 round-robin requests over 2 servers hit the dead one, once"
     );
     assert_eq!(retries, errors, "each failed connect was retried");
+    assert_eq!(ejections("mixed"), Some(1.0));
+    assert_eq!(
+        metric_sum(&text, "switchyard_server_available", &mixed),
+        1.0,
+        "the ejected server is unavailable"
+    );
+    assert_eq!(
+        metric_sum(&text, "switchyard_server_healthy", &mixed),
+        2.0,
+        "but not unhealthy"
+    );
 
     assert_eq!(metric(&text, "switchyard_pool_weight", &blue), Some(100.0));
     assert_eq!(
@@ -389,17 +421,28 @@ fn client_connections_and_failed_tls_handshakes_are_counted_per_listener() {
         "a good handshake"
     );
 
-    // Two handshakes that never complete: plain HTTP to the TLS port, and connect-then-close.
+    // Two handshakes that never complete: bytes that are not TLS, and connect-then-close. Plain
+    // HTTP to the TLS port is answered 400 before any handshake and counted as a client error.
     let mut not_tls = connect(format!("127.0.0.1:{https}").parse().unwrap());
     not_tls
-        .write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .write_all(b"\x00\x01 not a client hello\r\n\r\n")
         .unwrap();
     let mut rest = Vec::new();
     let _ = not_tls.read_to_end(&mut rest);
     drop(connect(format!("127.0.0.1:{https}").parse().unwrap()));
+    let mut plain_http = connect(format!("127.0.0.1:{https}").parse().unwrap());
+    plain_http
+        .write_all(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut plain_http).status, 400);
     scrape_until(admin, "two handshake errors", |t| {
         value(t, tls_errors, "secure") == Some(errors_before + 2.0)
             && value(t, "switchyard_tls_handshakes_in_progress", "secure") == Some(0.0)
+            && metric(
+                t,
+                "switchyard_client_errors_total",
+                &[("listener", "secure"), ("kind", "plain_http_on_tls")],
+            ) == Some(1.0)
     });
 
     drop(plain);
@@ -705,10 +748,12 @@ fn real_prometheus_scrapes_switchyard_and_answers_promql() {
     for _ in 0..3 {
         assert_eq!(get(s.http, "api.test", "/"), 200);
     }
-    // Ejects down.test's only server: SwitchyardServerDown and SwitchyardPoolDown go pending.
+    // The active check takes service "checked"'s only server out: SwitchyardServerDown and
+    // SwitchyardPoolDown go pending.
     assert_eq!(get(s.http, "down.test", "/"), 502);
     scrape_until(s.admin, "the 4 requests", |t| {
         metric_sum(t, "switchyard_requests_total", &[]) == 4.0
+            && metric_sum(t, "switchyard_server_healthy", &[("service", "checked")]) == 0.0
     });
 
     let dir = tempfile::tempdir().unwrap();
@@ -773,14 +818,14 @@ fn real_prometheus_scrapes_switchyard_and_answers_promql() {
         }
     }
 
-    // The ejected server trips the server-down and pool-down alerts (pending: `for: 1m`).
+    // The server taken out trips the server-down and pool-down alerts (pending: `for: 1m`).
     let pending = prom.wait_for("the alerts pending", "query", &[("query", "ALERTS")], |j| {
         let names: Vec<String> = j["data"]["result"]
             .as_array()
             .cloned()
             .unwrap_or_default()
             .iter()
-            .filter(|a| a["metric"]["service"] == "down")
+            .filter(|a| a["metric"]["service"] == "checked")
             .map(|a| a["metric"]["alertname"].as_str().unwrap_or("").to_string())
             .collect();
         names.contains(&"SwitchyardServerDown".to_string())
@@ -788,7 +833,7 @@ fn real_prometheus_scrapes_switchyard_and_answers_promql() {
     });
     let alerts = pending["data"]["result"].as_array().unwrap();
     assert!(
-        alerts.iter().all(|a| a["metric"]["service"] == "down"),
+        alerts.iter().all(|a| a["metric"]["service"] == "checked"),
         "no alert about the healthy services: {alerts:?}"
     );
     drop(prom);

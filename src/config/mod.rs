@@ -433,7 +433,10 @@ impl Validator {
                 None
             }
             Err(e) => {
-                self.error(p.span(), format!("path \"{raw}\" is refused in requests: {e}"));
+                self.error(
+                    p.span(),
+                    format!("path \"{raw}\" is refused in requests: {e}"),
+                );
                 None
             }
         }

@@ -153,6 +153,38 @@ impl Proxy {
         true
     }
 
+    /// The process-log line of a failed request (see `suppress_error_log`).
+    fn log_failure(&self, session: &Session, ctx: &Ctx, e: &Error) {
+        let peer = ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string());
+        if let Some(kind) = client_error_kind(e) {
+            if let Some(snap) = ctx.snapshot.as_deref() {
+                self.count_client_error(snap, ctx, kind);
+            }
+            log::debug!(
+                "request {} from {peer}: {} ({e})",
+                ctx.request_id,
+                kind.label()
+            );
+            return;
+        }
+        let req = session.req_header();
+        let what = format_args!(
+            "{} {} {} (request {}, upstream {}): {e}",
+            req.method,
+            request_host(req),
+            ctx.path(req),
+            ctx.request_id,
+            ctx.upstream
+                .map_or_else(|| "none".to_string(), |a| a.to_string()),
+        );
+        match e.esource() {
+            ErrorSource::Upstream => crate::lograte::error("upstream-failure", what),
+            // A status the proxy chose (404, 413, 503, ...) is not a failure to act on.
+            _ if matches!(e.etype(), ErrorType::HTTPStatus(_)) => log::debug!("{what}"),
+            _ => crate::lograte::error("proxy-failure", what),
+        }
+    }
+
     /// Counts a failure the client caused on this request's listener.
     fn count_client_error(&self, snap: &Snapshot, ctx: &Ctx, kind: ClientError) {
         if snap.config.server.metrics {
@@ -188,7 +220,6 @@ impl Proxy {
             .metrics
             .record_shielded(&service.name, &service.pools[canary].name);
         ctx.pool = Some(stable);
-        ctx.shielded = true;
         ctx.tried = [None; MAX_TRIES];
         ctx.tries = 0;
         ctx.upstream = None;
@@ -280,8 +311,6 @@ pub struct Ctx {
     shield_to: Option<usize>,
     /// The retry under way is a shield: keep it whatever pingora's default retry policy says.
     shielding: bool,
-    /// This request was shielded (its retry is expected: pingora's warning is not logged).
-    shielded: bool,
     /// A new sticky id to hand the client in a cookie: (cookie name, id).
     sticky_cookie: Option<(String, String)>,
     /// The normalised request path, when it differs from the one the client sent.
@@ -355,7 +384,6 @@ impl ProxyHttp for Proxy {
             body_bytes: 0,
             shield_to: None,
             shielding: false,
-            shielded: false,
             sticky_cookie: None,
             path: None,
         }
@@ -424,10 +452,12 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
-        // The client's failures (resets, timeouts, bad requests) are counted and logged at debug
-        // in `logging`; the error log is for what an operator must act on.
-        e.esource() == &ErrorSource::Downstream
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _e: &Error) -> bool {
+        // pingora would log every failed request at ERROR. `logging` does it instead: the
+        // client's failures (resets, timeouts, bad requests) at debug, counted; the upstream's
+        // and our own at ERROR, at most one line per 10 s per kind (a dead upstream under load
+        // must not flood the log), each request still in the access log.
+        true
     }
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
@@ -676,13 +706,14 @@ impl ProxyHttp for Proxy {
     fn suppress_proxy_warn_log(
         &self,
         _session: &Session,
-        ctx: &Ctx,
+        _ctx: &Ctx,
         _error: &Error,
         context: ProxyWarnLogContext,
     ) -> bool {
-        // A shield retry is counted in switchyard_rollout_shielded_requests_total, not logged
-        // per request.
-        ctx.shielded && matches!(context, ProxyWarnLogContext::UpstreamRetry)
+        // Retries are counted (switchyard_upstream_retries_total, and a shield retry in
+        // switchyard_rollout_shielded_requests_total), not logged per request: a dead server
+        // under load would write a line per request. Its ejection is logged.
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
     }
 
     fn error_while_proxy(
@@ -883,17 +914,8 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
-        if let Some(kind) = e.and_then(client_error_kind) {
-            if let Some(snap) = ctx.snapshot.as_deref() {
-                self.count_client_error(snap, ctx, kind);
-            }
-            log::debug!(
-                "request {} from {}: {} ({})",
-                ctx.request_id,
-                ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string()),
-                kind.label(),
-                e.map_or_else(String::new, |e| e.to_string())
-            );
+        if let Some(e) = e {
+            self.log_failure(session, ctx, e);
         }
         // Read once, for the window, the metrics and the log alike.
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
