@@ -379,3 +379,51 @@ fn one_client_hammering_a_slow_endpoint_never_ejects_the_only_server() {
         rig.proxy.stderr()
     );
 }
+
+/// client_body_timeout is short here, the route's read_timeout long: after a 101 the upgraded
+/// connection is timed by read_timeout both ways, not by the body timeout.
+const WEBSOCKET: &str = r#"
+{server}
+{http_listener}
+[admin]
+address = "127.0.0.1:{admin}"
+
+[defaults]
+client_body_timeout = "1s"
+read_timeout = "30s"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.main]
+weight = 1
+servers = ["{blue}"]
+"#;
+
+#[test]
+fn an_idle_websocket_outlives_the_body_timeout() {
+    let rig = rig(WEBSOCKET);
+    let mut stream = open(rig.addr());
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let head = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for round in 0..2 {
+        // Quiet for well over client_body_timeout (1 s), then a message: still echoed.
+        std::thread::sleep(Duration::from_millis(2500));
+        let message = format!("still here {round}");
+        stream.write_all(message.as_bytes()).unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        stream
+            .read_exact(&mut echoed)
+            .unwrap_or_else(|e| panic!("round {round}: the idle websocket was cut: {e}"));
+        assert_eq!(echoed, message.as_bytes());
+    }
+    assert_eq!(rig.client_errors("body_timeout"), 0.0);
+}
