@@ -413,7 +413,9 @@ fn an_idle_websocket_outlives_the_body_timeout() {
         .unwrap();
     let head = read_head(&mut stream);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     for round in 0..2 {
         // Quiet for well over client_body_timeout (1 s), then a message: still echoed.
         std::thread::sleep(Duration::from_millis(2500));
