@@ -851,6 +851,7 @@ pub fn proxy_service(
     listeners: &[ListenerConfig],
     connections: Arc<ConnLimits>,
     pre_tls: Option<PreTlsCallback>,
+    h2_idle_timeout: Duration,
 ) -> Service<ObservedApp<LimitedApp<HttpProxy<Proxy>>>> {
     let index = Arc::new(metrics.listener_index(listeners));
     let watch = listeners
@@ -859,7 +860,13 @@ pub fn proxy_service(
         .then(|| metrics.tls_watch(index.clone()));
     // Connection caps sit inside: a refused connection was still opened (and its TLS handshake
     // completed), so it counts there and never as a handshake error.
-    let limited = LimitedApp::new(pingora_proxy::http_proxy(conf, proxy), connections);
+    let mut http = pingora_proxy::http_proxy(conf, proxy);
+    // An idle h2 connection (no stream open) is closed like an idle HTTP/1 keep-alive one.
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    // ("0s", keep-alive off for HTTP/1, leaves h2 connections without an idle limit.)
+    options.h2_idle_timeout = (!h2_idle_timeout.is_zero()).then_some(h2_idle_timeout);
+    http.server_options = Some(options);
+    let limited = LimitedApp::new(http, connections);
     let app = ObservedApp::new(limited, index, watch.clone());
     let mut svc = Service::new("proxy".to_string(), app);
     if let Some(watch) = watch {
@@ -975,6 +982,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ObservedApp<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        self.inner.handshake_timeout()
     }
 }
 

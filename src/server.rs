@@ -173,6 +173,8 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         &cfg.listeners,
         runtime.connections.clone(),
         Some(pre_tls),
+        // Read at start: a reload does not change it for h2 (it does for HTTP/1).
+        cfg.defaults.keepalive_timeout,
     );
     for l in &cfg.listeners {
         let addr = l.address.to_string();

@@ -177,6 +177,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
     async fn cleanup(&self) {
         self.inner.cleanup().await
     }
+
+    fn handshake_timeout(&self) -> std::time::Duration {
+        self.inner.handshake_timeout()
+    }
 }
 
 #[cfg(test)]

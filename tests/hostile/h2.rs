@@ -197,3 +197,77 @@ fn client_failures_on_tls_are_counted_and_never_logged_as_errors() {
         errors.join("\n")
     );
 }
+
+/// Short client timeouts on a TLS listener.
+const SHORT: &str = r#"
+{server}
+{https_listener}
+[admin]
+address = "127.0.0.1:{admin}"
+
+[[certificates]]
+cert = "{certs}/localhost.crt"
+key = "{certs}/localhost.key"
+fallback = true
+
+[defaults]
+client_header_timeout = "2s"
+keepalive_timeout = "2s"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.main]
+weight = 1
+servers = ["{blue}"]
+"#;
+
+#[test]
+fn a_silent_tls_client_and_an_idle_h2_connection_are_closed() {
+    let rig_config = SHORT;
+    let blue = Backend::spawn("blue").unwrap();
+    let (https, admin) = (free_port(), free_port());
+    let _proxy = Proxy::start(&fill(
+        rig_config,
+        &[("https", &https), ("admin", &admin), ("blue", &blue.addr)],
+    ));
+    let admin = Admin::new(admin, None);
+
+    // Connects and never starts its handshake: the handshake is bounded by
+    // client_header_timeout (2 s), not pingora's fixed 60 s.
+    let started = std::time::Instant::now();
+    let mut silent = open(local(https));
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let closed = matches!(silent.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed, "the silent TLS client got bytes");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "a silent TLS client stayed {:?}",
+        started.elapsed()
+    );
+
+    // An h2 connection left idle (the client keeps it pooled) is closed after keepalive_timeout.
+    let client = https_client();
+    let resp = client
+        .get(format!("https://localhost:{https}/"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    drop(resp);
+    let open_connections = || {
+        metric_sum(
+            &admin.get("/metrics").text,
+            "switchyard_downstream_connections",
+            &[("listener", "https")],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || open_connections() == 0.0),
+        "the idle h2 connection is still open"
+    );
+    drop(client);
+}
