@@ -429,3 +429,96 @@ fn an_idle_websocket_outlives_the_body_timeout() {
     }
     assert_eq!(rig.client_errors("body_timeout"), 0.0);
 }
+
+/// Two servers, so that ejection is possible: what the clients do decides it.
+const TWO_SERVERS: &str = r#"
+{server}
+{http_listener}
+[admin]
+address = "127.0.0.1:{admin}"
+
+[[routes]]
+host = "*"
+service = "api"
+read_timeout = "1s"
+
+[services.api.passive]
+max_fails = 2
+fail_timeout = "30s"
+
+[services.api.pools.main]
+weight = 1
+servers = ["{blue}", "{green}"]
+"#;
+
+#[test]
+fn timeouts_eject_a_server_only_when_two_clients_see_them() {
+    let blue = Backend::spawn("blue").unwrap();
+    let green = Backend::spawn("green").unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let proxy = Proxy::start(&fill(
+        TWO_SERVERS,
+        &[
+            ("http", &http),
+            ("admin", &admin),
+            ("blue", &blue.addr),
+            ("green", &green.addr),
+        ],
+    ));
+    let admin = Admin::new(admin, None);
+    let ejections = || {
+        metric_sum(
+            &admin.get("/metrics").text,
+            "switchyard_upstream_ejections_total",
+            &[("service", "api")],
+        )
+    };
+    // A client per loopback address (the proxy sees each as its own client IP).
+    let client_from = |ip: [u8; 4]| {
+        client_builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    let slow = format!("http://127.0.0.1:{http}/delay/2500");
+    // One client's requests time out on both servers (round robin), twice each: max_fails is
+    // reached on both, but one client alone never ejects.
+    let a = client_from([127, 0, 0, 1]);
+    for _ in 0..4 {
+        assert_eq!(a.get(&slow).send().unwrap().status(), 504);
+    }
+    assert_eq!(
+        ejections(),
+        0.0,
+        "one client ejected a server:\n{}",
+        proxy.stderr()
+    );
+    // A second client's timeouts join the streaks: now a server goes, but only one of the two
+    // (the other is the last one able to take the traffic).
+    let b = client_from([127, 0, 0, 2]);
+    for _ in 0..2 {
+        assert_eq!(b.get(&slow).send().unwrap().status(), 504);
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || ejections() == 1.0),
+        "timeouts from two clients did not eject exactly one server ({}):\n{}",
+        ejections(),
+        proxy.stderr()
+    );
+    assert!(
+        proxy
+            .stderr()
+            .contains("response timeouts from several clients"),
+        "the ejection's cause is not logged:\n{}",
+        proxy.stderr()
+    );
+    assert_eq!(
+        a.get(format!("http://127.0.0.1:{http}/fast"))
+            .send()
+            .unwrap()
+            .status(),
+        200,
+        "the server left takes the traffic"
+    );
+}
