@@ -44,6 +44,26 @@ pub struct ListenerInfo {
     pub tls: bool,
 }
 
+impl ListenerInfo {
+    /// Whether a socket with local address `local` was accepted here (a wildcard bind matches
+    /// any IP).
+    fn serves(&self, local: SocketAddr) -> bool {
+        self.address.port() == local.port()
+            && (self.address.ip() == local.ip() || self.address.ip().is_unspecified())
+    }
+}
+
+/// The listener a socket with local address `local` was accepted on.
+fn listener_at(listeners: &[ListenerInfo], local: Option<SocketAddr>) -> Option<&ListenerInfo> {
+    let local = local?;
+    listeners.iter().find(|l| l.serves(local))
+}
+
+/// A new request id: 128 random bits in hex.
+fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
 /// The proxy for every listener: one pingora service, one pool of worker threads.
 pub struct Proxy {
     runtime: Arc<Runtime>,
@@ -111,10 +131,7 @@ impl Proxy {
     /// The listener a connection arrived on, by its local address (a wildcard bind matches any IP).
     fn listener_of(&self, session: &Session) -> Option<usize> {
         let local = session.server_addr().and_then(|a| a.as_inet())?;
-        self.listeners.iter().position(|l| {
-            l.address.port() == local.port()
-                && (l.address.ip() == local.ip() || l.address.ip().is_unspecified())
-        })
+        self.listeners.iter().position(|l| l.serves(*local))
     }
 }
 
@@ -337,7 +354,7 @@ fn request_id(req: &RequestHeader) -> String {
             return String::from_utf8_lossy(b).into_owned();
         }
     }
-    format!("{:032x}", fastrand::u128(..))
+    new_request_id()
 }
 
 /// The request's host: the URI authority (HTTP/2), the Host header, or an absolute-form
@@ -391,12 +408,10 @@ impl ProxyHttp for Proxy {
 
     fn init_downstream_h1_connection(&self, session: &mut ServerSession) {
         // The first request of a connection is read before any route is known: `[defaults]`.
+        // (The body and keep-alive timeouts are set in `request_filter`, once the route is known.)
         let snap = self.runtime.snapshot.load();
-        let d = &snap.config.defaults;
-        session.set_header_timeout(Some(d.client_header_timeout));
+        session.set_header_timeout(Some(snap.config.defaults.client_header_timeout));
         session.set_head_limits(head_limits(&snap.config.limits.head));
-        session.set_keepalive(d.keepalive_seconds());
-        session.set_read_timeout(Some(d.client_body_timeout));
         // Pipelined requests are answered in order (RFC 9112 §9.3.2) instead of dropped.
         session.set_pipelining_enabled(true);
     }
@@ -431,21 +446,13 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map_or_else(String::new, |a| a.ip().to_string());
         log::debug!("cannot read a request head from {peer}: {e}; answering {status}");
-        let listener = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .and_then(|local| {
-                self.listeners.iter().find(|l| {
-                    l.address.port() == local.port()
-                        && (l.address.ip() == local.ip() || l.address.ip().is_unspecified())
-                })
-            })
-            .map_or("", |l| &l.name);
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let listener = listener_at(&self.listeners, local).map_or("", |l| &l.name);
         if self.runtime.snapshot.load().config.server.metrics {
             self.runtime.metrics.record_client_error(listener, kind);
         }
         if status != 0 {
-            let id = format!("{:032x}", fastrand::u128(..));
+            let id = new_request_id();
             if let Err(write) = respond::write_error(session, status, &id).await {
                 log::debug!("could not send {status} to the client: {write}");
             }

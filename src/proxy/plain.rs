@@ -49,14 +49,7 @@ impl PlainHttpGuard {
         let local = stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
-        local
-            .and_then(|local| {
-                self.listeners.iter().find(|l| {
-                    l.address.port() == local.port()
-                        && (l.address.ip() == local.ip() || l.address.ip().is_unspecified())
-                })
-            })
-            .map_or("", |l| &l.name)
+        super::listener_at(&self.listeners, local).map_or("", |l| &l.name)
     }
 }
 
@@ -84,7 +77,7 @@ impl PreTlsProcess for PlainHttpGuard {
                 .record_client_error(&listener, ClientError::PlainHttpOnTls);
         }
         log::debug!("plain HTTP on TLS listener \"{listener}\": answered 400");
-        let id = format!("{:032x}", fastrand::u128(..));
+        let id = super::new_request_id();
         let body = serde_json::json!({
             "error": "plain HTTP request sent to a TLS port",
             "status": 400,

@@ -51,10 +51,14 @@ impl Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(CONFIG)
+}
+
+fn rig_with(config: &str) -> Rig {
     let blue = Backend::spawn("blue").unwrap();
     let (https, admin) = (free_port(), free_port());
     let proxy = Proxy::start(&fill(
-        CONFIG,
+        config,
         &[("https", &https), ("admin", &admin), ("blue", &blue.addr)],
     ));
     Rig {
@@ -199,40 +203,19 @@ fn client_failures_on_tls_are_counted_and_never_logged_as_errors() {
 }
 
 /// Short client timeouts on a TLS listener.
-const SHORT: &str = r#"
-{server}
-{https_listener}
-[admin]
-address = "127.0.0.1:{admin}"
-
-[[certificates]]
-cert = "{certs}/localhost.crt"
-key = "{certs}/localhost.key"
-fallback = true
-
-[defaults]
-client_header_timeout = "2s"
-keepalive_timeout = "2s"
-
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.main]
-weight = 1
-servers = ["{blue}"]
-"#;
+fn short_timeouts() -> String {
+    CONFIG.replace(
+        "[defaults]\nclient_body_timeout = \"1s\"",
+        "[defaults]\nclient_header_timeout = \"2s\"\nkeepalive_timeout = \"2s\"",
+    )
+}
 
 #[test]
 fn a_silent_tls_client_and_an_idle_h2_connection_are_closed() {
-    let rig_config = SHORT;
-    let blue = Backend::spawn("blue").unwrap();
-    let (https, admin) = (free_port(), free_port());
-    let _proxy = Proxy::start(&fill(
-        rig_config,
-        &[("https", &https), ("admin", &admin), ("blue", &blue.addr)],
-    ));
-    let admin = Admin::new(admin, None);
+    let config = short_timeouts();
+    assert!(config.contains("keepalive_timeout = \"2s\""));
+    let rig = rig_with(&config);
+    let (https, admin) = (rig.https, &rig.admin);
 
     // Connects and never starts its handshake: the handshake is bounded by
     // client_header_timeout (2 s), not pingora's fixed 60 s.

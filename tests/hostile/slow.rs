@@ -430,34 +430,19 @@ fn an_idle_websocket_outlives_the_body_timeout() {
     assert_eq!(rig.client_errors("body_timeout"), 0.0);
 }
 
-/// Two servers, so that ejection is possible: what the clients do decides it.
-const TWO_SERVERS: &str = r#"
-{server}
-{http_listener}
-[admin]
-address = "127.0.0.1:{admin}"
-
-[[routes]]
-host = "*"
-service = "api"
-read_timeout = "1s"
-
-[services.api.passive]
-max_fails = 2
-fail_timeout = "30s"
-
-[services.api.pools.main]
-weight = 1
-servers = ["{blue}", "{green}"]
-"#;
-
 #[test]
 fn timeouts_eject_a_server_only_when_two_clients_see_them() {
     let blue = Backend::spawn("blue").unwrap();
     let green = Backend::spawn("green").unwrap();
     let (http, admin) = (free_port(), free_port());
+    // HAMMER with two servers, so that ejection is possible: what the clients do decides it.
+    let two_servers = HAMMER.replace(
+        "servers = [\"{blue}\"]",
+        "servers = [\"{blue}\", \"{green}\"]",
+    );
+    assert!(two_servers.contains("{green}"));
     let proxy = Proxy::start(&fill(
-        TWO_SERVERS,
+        &two_servers,
         &[
             ("http", &http),
             ("admin", &admin),

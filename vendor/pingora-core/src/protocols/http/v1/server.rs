@@ -447,22 +447,11 @@ impl HttpSession {
         already_read: usize,
         deadline: Option<std::time::Instant>,
     ) -> Result<Option<usize>> {
-        let idle = already_read == 0 && !self.first_on_connection;
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
             match (deadline, self.keepalive_timeout) {
-                // A reused connection waiting for its next request: the keep-alive timeout.
-                (Some(_), KeepaliveStatus::Timeout(d)) if idle => {
-                    match timeout(d, read_event).await {
-                        Ok(res) => res,
-                        Err(e) => {
-                            debug!("keepalive timeout {d:?} reached, {e}");
-                            return Ok(None);
-                        }
-                    }
-                }
-                (Some(_), KeepaliveStatus::Infinite) if idle => read_event.await,
-                // The head (or the first request's wait since accept) is under the deadline.
+                // The head (or the first request's wait since accept) is under the deadline; a
+                // reused connection's idle wait happened before, in `wait_next_request`.
                 (Some(deadline), _) => {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     match timeout(left, read_event).await {
