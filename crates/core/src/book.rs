@@ -1,27 +1,28 @@
-//! Runs rollouts: the background tick that judges canaries, and the bookkeeping around restarts and reloads.
+//! The book: what runtime changes write (weight overrides and rollouts), and the rollout bookkeeping on it.
 //!
-//! Every [`TICK`] the service calls `Runtime::tick_rollouts`, which takes the writer lock and
-//! calls [`tick`] here: each active rollout is judged on its canary's live window and what was
-//! decided (advance, hold, promote, roll back) is applied to the book: the rollout's state and
-//! the service's weight overrides. The runtime then persists the book and publishes one new
-//! snapshot. With a 100 ms tick and 1 s buckets, a breach is acted on within about 100 ms of the
-//! request that revealed it.
+//! The runtime's writer holds the one `Book`; each change works on a copy and the result is
+//! persisted, then compiled into a snapshot. [`tick`] judges each active rollout on its canary's
+//! live window and applies what was decided (advance, hold, promote, roll back) to the book: the
+//! rollout's state and the service's weight overrides. With a 100 ms tick and 1 s buckets, a
+//! breach is acted on within about 100 ms of the request that revealed it.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
-
-use super::engine::{Decision, Event, Phase, Rollout, Rollouts, StepClock};
-use super::{WindowStats, Windows};
 use crate::config::Config;
-use crate::runtime::{Book, Runtime};
-use crate::snapshot::Snapshot;
+use crate::rollout::{Decision, Event, Phase, Rollout, Rollouts, StepClock, WindowStats};
+use crate::upstream::Service;
 
-/// How often active rollouts are judged.
-pub const TICK: Duration = Duration::from_millis(100);
+/// Pool weights set at runtime, by service then pool. They win over the config file's weights.
+pub type Overrides = BTreeMap<String, BTreeMap<String, u32>>;
+
+/// What runtime changes write: the weight overrides and the rollouts that own some of them.
+/// Persisted together in `state.json`, compiled together into each snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Book {
+    pub overrides: Overrides,
+    pub rollouts: Rollouts,
+}
 
 /// Now, in Unix milliseconds (the rollouts' persisted clock).
 pub fn unix_ms() -> u64 {
@@ -60,8 +61,8 @@ pub fn log_event(e: &Event) {
 }
 
 /// Sets the service's overrides to the weights `r`'s state gives.
-pub fn apply_weights(book: &mut Book, snap: &Snapshot, r: &Rollout) {
-    let Some(svc) = snap.services.iter().find(|s| *s.name == r.service) else {
+pub fn apply_weights(book: &mut Book, services: &[Service], r: &Rollout) {
+    let Some(svc) = services.iter().find(|s| *s.name == r.service) else {
         return;
     };
     let weights = r.weights(svc.pools.iter().map(|p| &*p.name));
@@ -137,15 +138,19 @@ pub struct Outcome {
     pub events: Vec<Event>,
 }
 
-/// Judges every active rollout once (see the module docs).
-pub fn tick(snap: &Snapshot, book: &mut Book, windows: &Windows, now: Instant) -> Outcome {
+/// Judges every active rollout once on its canary's live window (see the module docs).
+pub fn tick(services: &[Service], book: &mut Book, now: Instant) -> Outcome {
     let mut out = Outcome::default();
     for service in book.rollouts.active_services() {
         let Some(r) = book.rollouts.active_mut(&service) else {
             continue;
         };
-        let window = windows.get(&service, &r.canary);
-        let (stats, total) = match &window {
+        let window = services
+            .iter()
+            .find(|s| *s.name == service)
+            .and_then(|s| s.pools.iter().find(|p| *p.name == r.canary))
+            .map(|p| &p.window);
+        let (stats, total) = match window {
             Some(w) => (w.snapshot(), w.total_requests()),
             None => continue,
         };
@@ -192,7 +197,7 @@ pub fn tick(snap: &Snapshot, book: &mut Book, windows: &Windows, now: Instant) -
         };
         let r = r.clone();
         if kind != "held" {
-            apply_weights(book, snap, &r);
+            apply_weights(book, services, &r);
         }
         let mut e = event(&r, kind, Some(&stats), message);
         e.reason = cause.map(str::to_string);
@@ -201,27 +206,41 @@ pub fn tick(snap: &Snapshot, book: &mut Book, windows: &Windows, now: Instant) -
     out
 }
 
-/// The background service ticking the rollouts.
-pub struct RolloutService {
-    runtime: Arc<Runtime>,
-}
-
-impl RolloutService {
-    pub fn new(runtime: Arc<Runtime>) -> RolloutService {
-        RolloutService { runtime }
-    }
-}
-
-#[async_trait]
-impl BackgroundService for RolloutService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut every = tokio::time::interval(TICK);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => self.runtime.tick_rollouts(Instant::now()),
-                _ = shutdown.changed() => return,
+/// The overrides that still apply to `config`: entries for services or pools that no longer exist
+/// are dropped, and so are a service's overrides if they would leave it with a weight sum of 0.
+/// Returns the kept overrides and a message for each dropped one.
+pub fn effective_overrides(config: &Config, overrides: &Overrides) -> (Overrides, Vec<String>) {
+    let mut kept = Overrides::new();
+    let mut dropped = Vec::new();
+    for (service, weights) in overrides {
+        let Some(svc) = config.services.iter().find(|s| &s.name == service) else {
+            dropped.push(format!("service \"{service}\" is no longer in the config"));
+            continue;
+        };
+        let mut valid = BTreeMap::new();
+        for (pool, w) in weights {
+            if svc.pools.iter().any(|p| &p.name == pool) {
+                valid.insert(pool.clone(), *w);
+            } else {
+                dropped.push(format!(
+                    "pool \"{pool}\" of service \"{service}\" is no longer in the config"
+                ));
             }
         }
+        let sum: u64 = svc
+            .pools
+            .iter()
+            .map(|p| u64::from(*valid.get(&p.name).unwrap_or(&p.weight)))
+            .sum();
+        if sum == 0 {
+            dropped.push(format!(
+                "overrides of service \"{service}\" would leave every pool at weight 0"
+            ));
+            continue;
+        }
+        if !valid.is_empty() {
+            kept.insert(service.clone(), valid);
+        }
     }
+    (kept, dropped)
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::config::rollout::{PoolOverride, StickyKey};
 use crate::config::{Balance, PassivePolicy, ServiceConfig};
+use crate::rollout::{PoolWindow, WindowSpec};
 
 /// State of one upstream server that outlives snapshots (kept across reloads and weight changes).
 #[derive(Debug)]
@@ -182,16 +183,39 @@ impl ServerState {
     }
 }
 
-/// Server states by address, shared by every snapshot.
+/// What outlives snapshots, by name: server states by address, pool windows by (service, pool).
+/// Owned by the runtime's writer (no lock of its own) and used only when compiling a snapshot.
 #[derive(Debug, Default)]
 pub struct ServerRegistry {
-    states: parking_lot::Mutex<HashMap<SocketAddr, Arc<ServerState>>>,
+    states: HashMap<SocketAddr, Arc<ServerState>>,
+    windows: HashMap<(Arc<str>, Arc<str>), Arc<PoolWindow>>,
+    /// The windows the snapshot being compiled uses; [`ServerRegistry::commit`] keeps only them.
+    next_windows: HashMap<(Arc<str>, Arc<str>), Arc<PoolWindow>>,
 }
 
 impl ServerRegistry {
-    /// The state for `addr`, created on first use. Only called while compiling a snapshot.
-    pub fn state(&self, addr: SocketAddr) -> Arc<ServerState> {
-        self.states.lock().entry(addr).or_default().clone()
+    /// The state for `addr`, created on first use.
+    pub fn state(&mut self, addr: SocketAddr) -> Arc<ServerState> {
+        self.states.entry(addr).or_default().clone()
+    }
+
+    /// The live window of `pool` of `service`: kept while its shape (`spec`) stays the same,
+    /// fresh when the pool is new or its shape changed.
+    fn window(&mut self, service: &Arc<str>, pool: &Arc<str>, spec: WindowSpec) -> Arc<PoolWindow> {
+        let key = (service.clone(), pool.clone());
+        let window = self
+            .windows
+            .get(&key)
+            .filter(|w| w.spec() == spec)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(PoolWindow::new(spec)));
+        self.next_windows.insert(key, window.clone());
+        window
+    }
+
+    /// Ends a compile: pools the new snapshot no longer has lose their windows.
+    pub fn commit(&mut self) {
+        self.windows = std::mem::take(&mut self.next_windows);
     }
 }
 
@@ -277,6 +301,9 @@ pub struct Pool {
     pub name: Arc<str>,
     pub weight: u32,
     pub servers: Vec<Server>,
+    /// The pool's live window of requests, errors and latencies (rollouts judge it); the same
+    /// window across snapshots while the pool and its shape stay.
+    pub window: Arc<PoolWindow>,
     /// Round robin order honouring server weights, interleaved (a, b, a, c, a, b ...).
     schedule: Vec<u32>,
     next: AtomicUsize,
@@ -389,7 +416,9 @@ pub struct Shield {
 }
 
 impl Service {
-    pub fn build(cfg: &ServiceConfig, registry: &ServerRegistry) -> Service {
+    /// Compiles a service; call [`ServerRegistry::commit`] once every service of the snapshot is built.
+    pub fn build(cfg: &ServiceConfig, registry: &mut ServerRegistry) -> Service {
+        let name: Arc<str> = cfg.name.as_str().into();
         let pools: Vec<Pool> = cfg
             .pools
             .iter()
@@ -404,8 +433,10 @@ impl Service {
                     })
                     .collect();
                 let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+                let pool: Arc<str> = p.name.as_str().into();
                 Pool {
-                    name: p.name.as_str().into(),
+                    window: registry.window(&name, &pool, cfg.rollout.window),
+                    name: pool,
                     weight: p.weight,
                     schedule: smooth_schedule(&weights),
                     servers,
@@ -415,7 +446,7 @@ impl Service {
             .collect();
         let picker = WeightedIndex::new(pools.iter().map(|p| p.weight));
         Service {
-            name: cfg.name.as_str().into(),
+            name,
             balance: cfg.balance,
             passive: cfg.passive.clone(),
             pools,
@@ -534,7 +565,7 @@ mod tests {
                 health: None,
             }],
         };
-        Service::build(&cfg, &ServerRegistry::default())
+        Service::build(&cfg, &mut ServerRegistry::default())
     }
 
     #[test]
@@ -678,7 +709,7 @@ mod tests {
             pool_override: None,
             pools: vec![mk("blue", 1, 1), mk("green", 0, 2), mk("canary", 1, 3)],
         };
-        let svc = Service::build(&cfg, &ServerRegistry::default());
+        let svc = Service::build(&cfg, &mut ServerRegistry::default());
         assert_eq!(svc.fallback_pool(0), Some(2));
         svc.pools[2].servers[0].state.set_healthy(false);
         assert_eq!(
