@@ -86,7 +86,10 @@ fn test_only_files(files: &[PathBuf], text: &BTreeMap<PathBuf, String>) -> BTree
                 continue;
             }
             let name = decl.trim_end_matches(';').rsplit(' ').next().unwrap_or("");
-            let dir = if file.file_name().is_some_and(|n| n == "mod.rs" || n == "lib.rs") {
+            let dir = if file
+                .file_name()
+                .is_some_and(|n| n == "mod.rs" || n == "lib.rs")
+            {
                 file.parent().expect("parent").to_path_buf()
             } else {
                 file.with_extension("")
@@ -203,7 +206,11 @@ fn floor(module: &str) -> Option<u32> {
 fn every_import_points_down() {
     let mut problems = Vec::new();
     let sources = sources();
-    assert!(sources.len() > 30, "found only {} source files", sources.len());
+    assert!(
+        sources.len() > 30,
+        "found only {} source files",
+        sources.len()
+    );
     for s in &sources {
         let Some(own) = floor(&s.module) else {
             problems.push(format!(

@@ -368,3 +368,176 @@ pub fn act_on_rollout(
     apply_weights(book, &snap.services, &r);
     Ok((r, vec![e]))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::snapshot::Registries;
+
+    /// Service "api" with pools blue (weight 100) and green (weight 0), and the book compiled in.
+    fn snapshot(book: &Book) -> Snapshot {
+        let text = "[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:1\"\n\n\
+             [[routes]]\nhost = \"*\"\nservice = \"api\"\n\n\
+             [services.api.pools.blue]\nweight = 100\nservers = [\"127.0.0.1:2\"]\n\n\
+             [services.api.pools.green]\nweight = 0\nservers = [\"127.0.0.1:3\"]\n";
+        let config = crate::config::parse(text, Path::new("t.toml")).expect("valid config");
+        Snapshot::compile(
+            Arc::new(config),
+            7,
+            Arc::new(book.clone()),
+            &mut Registries::default(),
+            &Metrics::new(),
+        )
+    }
+
+    fn weights(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        pairs.iter().map(|(p, w)| (p.to_string(), *w)).collect()
+    }
+
+    fn rollout(canary: &str) -> RolloutRequest {
+        RolloutRequest {
+            canary: canary.into(),
+            ..RolloutRequest::default()
+        }
+    }
+
+    #[test]
+    fn weights_are_checked_against_the_snapshot_and_written_to_the_book() {
+        let mut book = Book::default();
+        let snap = snapshot(&book);
+        let err = |book: &mut Book, w: &[(&str, u32)], if_match| {
+            set_weights(&snap, book, "api", &weights(w), if_match, false)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(err(&mut book, &[], None).contains("no pool weights"));
+        assert!(err(&mut book, &[("red", 1)], None).contains("no pool \"red\""));
+        assert!(err(&mut book, &[("blue", MAX_WEIGHT + 1)], None).contains("the most is"));
+        assert!(err(&mut book, &[("blue", 0)], None).contains("sum to 0"));
+        assert!(err(&mut book, &[("green", 5)], Some(6)).contains("generation is 7, not 6"));
+        assert!(book.overrides.is_empty(), "a refusal leaves the book alone");
+
+        let events = set_weights(
+            &snap,
+            &mut book,
+            "api",
+            &weights(&[("green", 5)]),
+            Some(7),
+            false,
+        )
+        .expect("set");
+        assert!(events.is_empty());
+        assert_eq!(book.overrides["api"], weights(&[("green", 5)]));
+        clear_weights(&snap, &mut book, "api", None, false).expect("clear");
+        assert!(book.overrides.is_empty());
+    }
+
+    #[test]
+    fn a_rollout_owns_its_weights_until_a_forced_change_aborts_it() {
+        let mut book = Book::default();
+        let snap = snapshot(&book);
+        let (r, events) = start_rollout(&snap, &mut book, "api", &rollout("green"), Instant::now())
+            .expect("start");
+        assert_eq!((r.canary.as_str(), r.stable.as_str()), ("green", "blue"));
+        assert_eq!(events.len(), 1);
+        assert_eq!(book.overrides["api"]["green"], r.canary_weight());
+        let again = start_rollout(&snap, &mut book, "api", &rollout("green"), Instant::now());
+        assert!(matches!(again, Err(ControlError::RolloutActive { .. })));
+
+        let snap = snapshot(&book);
+        let w = weights(&[("green", 50)]);
+        let refused = set_weights(&snap, &mut book, "api", &w, None, false);
+        assert!(matches!(
+            refused,
+            Err(ControlError::RolloutOwnsWeights { .. })
+        ));
+        let events = set_weights(&snap, &mut book, "api", &w, None, true).expect("forced");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason.as_deref(), Some("forced"));
+        assert!(
+            book.rollouts.active("api").is_none(),
+            "the forced change aborted it"
+        );
+        assert_eq!(book.overrides["api"]["green"], 50);
+    }
+
+    #[test]
+    fn operators_pause_resume_promote_and_abort() {
+        let mut book = Book::default();
+        let snap = snapshot(&book);
+        start_rollout(&snap, &mut book, "api", &rollout("green"), Instant::now()).expect("start");
+        let act =
+            |book: &mut Book, action| act_on_rollout(&snap, book, "api", action, Instant::now());
+        let (r, events) = act(&mut book, RolloutAction::Pause).expect("pause");
+        assert_eq!((r.state, events.len()), (Phase::Paused, 1));
+        let (_, events) = act(&mut book, RolloutAction::Pause).expect("pause again");
+        assert!(events.is_empty(), "pausing a paused rollout is a no-op");
+        let (r, _) = act(&mut book, RolloutAction::Resume).expect("resume");
+        assert_eq!(r.state, Phase::Progressing);
+        let (r, _) = act(&mut book, RolloutAction::Promote).expect("promote");
+        assert_eq!(r.state, Phase::Promoted);
+        assert_eq!(
+            book.overrides["api"],
+            weights(&[("blue", 0), ("green", 100)])
+        );
+        assert!(matches!(
+            act(&mut book, RolloutAction::Abort),
+            Err(ControlError::NoActiveRollout(_))
+        ));
+
+        start_rollout(&snap, &mut book, "api", &rollout("green"), Instant::now()).expect("start");
+        let (r, events) = act(&mut book, RolloutAction::Abort).expect("abort");
+        assert_eq!(r.state, Phase::Aborted);
+        assert_eq!(events[0].reason.as_deref(), Some("operator"));
+        assert_eq!(
+            book.overrides["api"],
+            weights(&[("blue", 100), ("green", 0)])
+        );
+    }
+
+    #[test]
+    fn a_switch_flips_every_pool_and_a_watched_one_knows_where_to_go_back() {
+        let mut book = Book::default();
+        let snap = snapshot(&book);
+        let req = |to: &str, watch| SwitchRequest {
+            to: to.into(),
+            watch,
+            ..SwitchRequest::default()
+        };
+        let (watched, _) =
+            switch(&snap, &mut book, "api", &req("green", None), Instant::now()).expect("switch");
+        assert!(watched.is_none());
+        assert_eq!(
+            book.overrides["api"],
+            weights(&[("blue", 0), ("green", 100)])
+        );
+
+        let mut book = Book::default();
+        let watch = Some(Duration::from_secs(30));
+        let (watched, events) = switch(
+            &snap,
+            &mut book,
+            "api",
+            &req("green", watch),
+            Instant::now(),
+        )
+        .expect("switch");
+        let r = watched.expect("a watch");
+        assert_eq!(
+            (r.kind, r.stable.as_str(), events.len()),
+            (Kind::Switch, "blue", 1)
+        );
+        let bad = switch(
+            &snap,
+            &mut Book::default(),
+            "api",
+            &req("red", None),
+            Instant::now(),
+        );
+        assert!(matches!(bad, Err(ControlError::UnknownPool { .. })));
+    }
+}

@@ -394,17 +394,18 @@ impl ProxyHttp for Proxy {
             .service()
             .zip(ctx.pool)
             .map_or(0, |((_, s), pool)| s.pools[pool].servers.len());
-        if self.shield(ctx) {
-            self.record_connect_error(ctx, ejected, true);
-            e.set_retry(true);
-            return e;
-        }
-        // Connecting never sent the request, so another server is safe for every method.
-        let retried = ctx.tries < MAX_TRIES.min(pool_size);
+        // Connecting never sent the request, so another server is safe for every method: the
+        // stable pool when the request is shielded, else another server of the same pool. The
+        // failure is counted on the pool that failed, before a shield moves the request.
+        let shielded = matches!(ctx.shield, Shield::Armed { .. });
+        let retried = shielded || ctx.tries < MAX_TRIES.min(pool_size);
+        self.record_connect_error(ctx, ejected, retried);
         if retried {
             e.set_retry(true);
         }
-        self.record_connect_error(ctx, ejected, retried);
+        if shielded {
+            self.shield(ctx);
+        }
         e
     }
 

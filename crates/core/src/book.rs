@@ -244,3 +244,86 @@ pub fn effective_overrides(config: &Config, overrides: &Overrides) -> (Overrides
     }
     (kept, dropped)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::rollout::{Kind, Plan};
+
+    fn config(pools: &[(&str, u32)]) -> Config {
+        let mut text = String::from(
+            "[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:1\"\n\n\
+             [[routes]]\nhost = \"*\"\nservice = \"api\"\n",
+        );
+        for (i, (pool, weight)) in pools.iter().enumerate() {
+            text.push_str(&format!(
+                "\n[services.api.pools.{pool}]\nweight = {weight}\nservers = [\"127.0.0.1:{}\"]\n",
+                i + 2
+            ));
+        }
+        crate::config::parse(&text, Path::new("t.toml")).expect("valid config")
+    }
+
+    fn overrides(pairs: &[(&str, u32)]) -> Overrides {
+        let pools = pairs.iter().map(|(p, w)| (p.to_string(), *w)).collect();
+        Overrides::from([("api".to_string(), pools)])
+    }
+
+    #[test]
+    fn a_reload_keeps_overrides_that_still_fit_and_drops_the_rest_saying_why() {
+        let cfg = config(&[("blue", 100), ("green", 0)]);
+        let (kept, dropped) = effective_overrides(&cfg, &overrides(&[("green", 10)]));
+        assert_eq!((kept, dropped.len()), (overrides(&[("green", 10)]), 0));
+
+        let (kept, dropped) = effective_overrides(&cfg, &overrides(&[("green", 10), ("red", 5)]));
+        assert_eq!(kept, overrides(&[("green", 10)]));
+        assert!(dropped[0].contains("pool \"red\""), "{dropped:?}");
+
+        let (kept, dropped) = effective_overrides(&cfg, &overrides(&[("blue", 0)]));
+        assert!(kept.is_empty());
+        assert!(dropped[0].contains("weight 0"), "{dropped:?}");
+
+        let mut other = Overrides::new();
+        other.insert("gone".into(), BTreeMap::from([("x".to_string(), 1)]));
+        let (kept, dropped) = effective_overrides(&cfg, &other);
+        assert!(kept.is_empty());
+        assert!(dropped[0].contains("service \"gone\""), "{dropped:?}");
+    }
+
+    #[test]
+    fn a_reload_aborts_a_rollout_whose_pools_left_the_config() {
+        let plan = Plan {
+            kind: Kind::Rollout,
+            canary: "green".into(),
+            stable: "blue".into(),
+            steps: vec![10, 100],
+            interval: std::time::Duration::from_secs(60),
+            max_error_rate: 0.05,
+            max_p99: None,
+            min_requests: 10,
+            shield: true,
+        };
+        let clock = StepClock {
+            started: Instant::now(),
+            base_requests: 0,
+        };
+        let mut rollouts = Rollouts::default();
+        rollouts.start("api", plan, 0, clock);
+        let still = config(&[("blue", 100), ("green", 0)]);
+        assert!(end_orphans(&still, &mut rollouts).is_empty());
+        assert!(rollouts.active("api").is_some());
+
+        let without_green = config(&[("blue", 100)]);
+        let events = end_orphans(&without_green, &mut rollouts);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason.as_deref(), Some("config"));
+        assert!(
+            events[0].message.contains("pool \"green\""),
+            "{:?}",
+            events[0]
+        );
+        assert!(rollouts.active("api").is_none());
+    }
+}
