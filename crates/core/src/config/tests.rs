@@ -1,5 +1,7 @@
 //! In-memory tests of config parsing and validation messages.
 
+use std::time::Duration;
+
 use super::*;
 
 fn errors(text: &str) -> Vec<String> {
