@@ -16,12 +16,14 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::{HttpServer, ServeHttp};
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::acme::AcmeState;
 use crate::config::{
-    AccessLogTarget, AdminConfig, Balance, Config, ConfigErrors, RouteOptions, MAX_WEIGHT,
+    AccessLogTarget, AdminConfig, Balance, Config, ConfigErrors, RouteOptions, Share, Steps,
+    Weight, MAX_WEIGHT,
 };
 use crate::control::{
     self, ControlError, RolloutAction, RolloutRequest, ServiceView, SwitchRequest,
@@ -320,90 +322,102 @@ pub fn parse_if_match(raw: Option<&[u8]>) -> Result<Option<u64>, AdminError> {
     })
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, AdminError> {
+/// A JSON request body as `T`. Syntax errors, and errors of the body's shape (a missing or unknown
+/// field, not an object), say `shape`; an error in one field's value is `field_error(path, why)`.
+fn parse_body<T: DeserializeOwned>(
+    body: &[u8],
+    shape: &str,
+    field_error: impl FnOnce(&str, String) -> String,
+) -> Result<T, AdminError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(AdminError::BadRequest(
             "the request body is empty; a JSON object is expected".into(),
         ));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| AdminError::BadRequest(format!("the request body is not valid JSON: {e}")))
+    // Through a `Value` first: errors of the typed pass then carry no line and column.
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| AdminError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let why = e.into_inner().to_string();
+        AdminError::BadRequest(if path == "." {
+            format!("the body must be {shape}: {why}")
+        } else {
+            field_error(&path, why)
+        })
+    })
 }
 
 /// `{"blue": 90, "green": 10}` as pool weights. Every problem names its pool.
-pub fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, u32>, AdminError> {
-    let Value::Object(map) = parse_json(body)? else {
-        return Err(AdminError::BadRequest(
-            "the body must be a JSON object of pool weights, e.g. {\"blue\": 90, \"green\": 10}"
-                .into(),
-        ));
-    };
-    let mut weights = BTreeMap::new();
-    for (pool, value) in map {
-        let bad = |what: String| {
-            AdminError::BadRequest(format!(
-                "weight of pool \"{pool}\" {what}; weights are integers from 0 to {MAX_WEIGHT}"
-            ))
-        };
-        let weight = match &value {
-            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
-                (Some(w), _) => match u32::try_from(w) {
-                    Ok(w) if w <= MAX_WEIGHT => w,
-                    _ => return Err(bad(format!("is {w}, above the most"))),
-                },
-                (None, Some(negative)) => return Err(bad(format!("is {negative}, below 0"))),
-                (None, None) => return Err(bad(format!("is {n}, not an integer"))),
-            },
-            Value::String(_) => return Err(bad("is a string, not a number".into())),
-            Value::Null => return Err(bad("is null".into())),
-            Value::Bool(_) => return Err(bad("is a boolean, not a number".into())),
-            Value::Array(_) | Value::Object(_) => return Err(bad("is not a number".into())),
-        };
-        weights.insert(pool, weight);
+pub fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, Weight>, AdminError> {
+    parse_body(
+        body,
+        "a JSON object of pool weights, e.g. {\"blue\": 90, \"green\": 10}",
+        |pool, why| {
+            format!("weight of pool \"{pool}\" {why}; weights are integers from 0 to {MAX_WEIGHT}")
+        },
+    )
+}
+
+/// An error in one field's value: `"watch": invalid duration ...`.
+fn field_error(path: &str, why: String) -> String {
+    format!("\"{path}\": {why}")
+}
+
+/// A duration in a request body: `"30s"`, `"500ms"`, or a number of seconds.
+#[derive(Debug, Clone, Copy)]
+struct BodyDuration(std::time::Duration);
+
+impl<'de> Deserialize<'de> for BodyDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl serde::de::Visitor<'_> for DurationVisitor {
+            type Value = BodyDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration like \"30s\" or a number of seconds")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BodyDuration, E> {
+                crate::config::values::Duration::parse(s)
+                    .map(|d| BodyDuration(d.0))
+                    .map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, s: f64) -> Result<BodyDuration, E> {
+                if (0.0..1e9).contains(&s) {
+                    Ok(BodyDuration(std::time::Duration::from_secs_f64(s)))
+                } else {
+                    Err(E::custom(format!("{s} is not a number of seconds")))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, s: u64) -> Result<BodyDuration, E> {
+                self.visit_f64(s as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, s: i64) -> Result<BodyDuration, E> {
+                self.visit_f64(s as f64)
+            }
+        }
+        d.deserialize_any(DurationVisitor)
     }
-    Ok(weights)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSwitch {
     to: String,
-    watch: Option<Value>,
+    watch: Option<BodyDuration>,
 }
 
 /// `{"to": "green", "watch": "30s"}` (watch optional).
 pub fn parse_switch(body: &[u8]) -> Result<SwitchRequest, AdminError> {
-    let value = parse_json(body)?;
-    let req: RawSwitch = serde_json::from_value(value).map_err(|e| {
-        AdminError::BadRequest(format!(
-            "the body must be {{\"to\": \"<pool>\", \"watch\": \"<duration>\" (optional)}}: {e}"
-        ))
-    })?;
+    let req: RawSwitch = parse_body(
+        body,
+        "{\"to\": \"<pool>\", \"watch\": \"<duration>\" (optional)}",
+        field_error,
+    )?;
     Ok(SwitchRequest {
         to: req.to,
-        watch: duration_field("watch", req.watch)?,
+        watch: req.watch.map(|d| d.0),
         ..SwitchRequest::default()
     })
-}
-
-/// A duration in a request body: `"30s"`, `"500ms"`, or a number of seconds; errors name `field`.
-fn duration_field(
-    field: &str,
-    v: Option<Value>,
-) -> Result<Option<std::time::Duration>, AdminError> {
-    let bad = |why: String| AdminError::BadRequest(format!("\"{field}\": {why}"));
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => crate::config::values::Duration::parse(&s)
-            .map(|d| Some(d.0))
-            .map_err(bad),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
-            .map(|s| Some(std::time::Duration::from_secs_f64(s)))
-            .ok_or_else(|| bad(format!("{n} is not a number of seconds"))),
-        Some(other) => Err(bad(format!("{other} is not a duration like \"30s\""))),
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -411,29 +425,28 @@ fn duration_field(
 struct RawRolloutRequest {
     canary: String,
     stable: Option<String>,
-    steps: Option<Vec<u32>>,
-    interval: Option<Value>,
-    max_error_rate: Option<f64>,
-    max_p99: Option<Value>,
+    steps: Option<Steps>,
+    interval: Option<BodyDuration>,
+    max_error_rate: Option<Share>,
+    max_p99: Option<BodyDuration>,
     min_requests: Option<u64>,
     shield: Option<bool>,
 }
 
 /// The body of `POST /v1/services/{s}/rollouts`.
 pub fn parse_rollout(body: &[u8]) -> Result<RolloutRequest, AdminError> {
-    let value = parse_json(body)?;
-    let r: RawRolloutRequest = serde_json::from_value(value).map_err(|e| {
-        AdminError::BadRequest(format!(
-            "the body must be {{\"canary\": \"<pool>\", ...}} (see docs/rollouts.md): {e}"
-        ))
-    })?;
+    let r: RawRolloutRequest = parse_body(
+        body,
+        "{\"canary\": \"<pool>\", ...} (see docs/rollouts.md)",
+        field_error,
+    )?;
     Ok(RolloutRequest {
         canary: r.canary,
         stable: r.stable,
         steps: r.steps,
-        interval: duration_field("interval", r.interval)?,
+        interval: r.interval.map(|d| d.0),
         max_error_rate: r.max_error_rate,
-        max_p99: duration_field("max_p99", r.max_p99)?,
+        max_p99: r.max_p99.map(|d| d.0),
         min_requests: r.min_requests,
         shield: r.shield,
     })
@@ -1116,14 +1129,12 @@ mod tests {
     #[test]
     fn validates_weight_json() {
         let w = parse_weights(br#"{"blue": 90, "green": 0}"#).expect("valid");
-        assert_eq!(
-            w,
-            BTreeMap::from([("blue".into(), 90), ("green".into(), 0)])
-        );
+        let plain: BTreeMap<&str, u32> = w.iter().map(|(p, w)| (p.as_str(), w.get())).collect();
+        assert_eq!(plain, BTreeMap::from([("blue", 90), ("green", 0)]));
         let max = format!("{{\"blue\": {MAX_WEIGHT}}}");
         assert_eq!(
             parse_weights(max.as_bytes()).expect("max")["blue"],
-            MAX_WEIGHT
+            Weight::MAX
         );
 
         let err = |body: &str| {

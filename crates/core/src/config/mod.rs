@@ -30,9 +30,8 @@ pub use listeners::{CertificateConfig, ListenerConfig};
 use raw::RawConfig;
 pub use routes::{HostPattern, RouteConfig, RouteOptions};
 pub use server::{AccessLogTarget, ServerSettings};
-pub use services::{
-    Balance, HealthCheck, PassivePolicy, PoolConfig, ServerConfig, ServiceConfig, MAX_WEIGHT,
-};
+pub use services::{Balance, HealthCheck, PassivePolicy, PoolConfig, ServerConfig, ServiceConfig};
+pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
 
 /// One problem found in a config file, with its location.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::rollout;
-use super::values::{self, Text};
+use super::values::{self, Text, Weight, MAX_WEIGHT};
 use super::Validator;
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -164,9 +164,6 @@ pub struct ServerConfig {
     pub weight: u32,
 }
 
-/// Largest pool or server weight: keeps sums far from overflow.
-pub const MAX_WEIGHT: u32 = 1_000_000;
-
 impl Validator {
     pub(super) fn services(&mut self, raw: &RawConfig) -> Vec<ServiceConfig> {
         let mut out = Vec::new();
@@ -184,14 +181,16 @@ impl Validator {
                 let pspan = pool.span();
                 let pool = pool.get_ref();
                 let weight = match &pool.weight {
-                    Some(w) if *w.get_ref() > MAX_WEIGHT => {
-                        self.error(
-                            w.span(),
-                            format!("pool weight must be at most {MAX_WEIGHT}"),
-                        );
-                        0
-                    }
-                    Some(w) => *w.get_ref(),
+                    Some(w) => match Weight::new(u64::from(*w.get_ref())) {
+                        Ok(weight) => weight.get(),
+                        Err(_) => {
+                            self.error(
+                                w.span(),
+                                format!("pool weight must be at most {MAX_WEIGHT}"),
+                            );
+                            0
+                        }
+                    },
                     None => 1,
                 };
                 sum += u64::from(weight);
@@ -205,7 +204,7 @@ impl Validator {
                 for s in &pool.servers {
                     let sspan = s.span();
                     let entry = s.get_ref();
-                    if entry.weight == 0 || entry.weight > MAX_WEIGHT {
+                    if !Weight::new(u64::from(entry.weight)).is_ok_and(|w| w.get() > 0) {
                         self.error(
                             sspan.clone(),
                             format!("server weight must be between 1 and {MAX_WEIGHT}"),
