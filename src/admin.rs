@@ -21,14 +21,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::acme::AcmeState;
-use crate::config::{
-    AccessLogTarget, AdminConfig, Balance, Config, ConfigErrors, RouteOptions, Share, Steps,
-    Weight, MAX_WEIGHT,
-};
+use crate::config::{AdminConfig, Config, ConfigErrors, Share, Steps, Weight, MAX_WEIGHT};
 use crate::control::{
     self, ControlError, RolloutAction, RolloutRequest, ServiceView, SwitchRequest,
 };
 use crate::runtime::Runtime;
+use crate::secret::{constant_time_eq, Secret};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -277,8 +275,6 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
     Ok(action)
 }
 
-pub use crate::secret::constant_time_eq;
-
 /// Checks an `Authorization: Bearer <token>` header against the token.
 pub fn check_bearer(authorization: Option<&[u8]>, token: &str) -> Result<(), AdminError> {
     let raw = authorization.ok_or(AdminError::Unauthorized(
@@ -493,7 +489,7 @@ impl AdminApp {
     }
 
     /// The token (if any) and whether `/metrics` needs it, as the current config says.
-    fn auth_settings(&self) -> (Option<String>, bool) {
+    fn auth_settings(&self) -> (Option<Secret>, bool) {
         let snap = self.runtime.snapshot();
         match &snap.config.admin {
             Some(a) if a.token.is_some() || self.startup.address.ip().is_loopback() => {
@@ -511,7 +507,7 @@ impl AdminApp {
         let (token, metrics_require_token) = self.auth_settings();
         let open = Resource::parse(&head.path).is_some_and(|r| r.is_open(metrics_require_token));
         if let (false, Some(token)) = (open, &token) {
-            check_bearer(head.authorization.as_deref(), token)?;
+            check_bearer(head.authorization.as_deref(), token.expose())?;
         }
         route(&head.method, &head.path)
     }
@@ -634,9 +630,18 @@ impl AdminApp {
                 ))
             }
             Action::ShowConfig => {
+                /// The config in force and its generation; secrets serialize as `"<redacted>"`.
+                #[derive(Serialize)]
+                struct ConfigView<'a> {
+                    generation: u64,
+                    #[serde(flatten)]
+                    config: &'a Config,
+                }
                 let snap = rt.snapshot();
-                let mut view = config_view(&snap.config);
-                view["generation"] = json!(snap.generation);
+                let view = ConfigView {
+                    generation: snap.generation,
+                    config: &snap.config,
+                };
                 Ok(json_response(StatusCode::OK, &view))
             }
             Action::Live => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
@@ -803,197 +808,6 @@ fn text_response(
     resp
 }
 
-/// `"30s"`, or `"500ms"` when not whole seconds: the way the config file writes durations.
-fn duration(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
-
-fn balance(b: Balance) -> &'static str {
-    match b {
-        Balance::RoundRobin => "round_robin",
-        Balance::LeastConn => "least_conn",
-    }
-}
-
-fn route_options(o: &RouteOptions) -> Value {
-    let headers: BTreeMap<&str, String> = o
-        .response_headers
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    json!({
-        "connect_timeout": duration(o.connect_timeout),
-        "read_timeout": duration(o.read_timeout),
-        "send_timeout": duration(o.send_timeout),
-        "max_body_size": o.max_body_size,
-        "redirect_https": o.redirect_https,
-        "compression": o.compression,
-        "websocket": o.websocket,
-        "response_headers": headers,
-        "limits": o.limits,
-    })
-}
-
-/// The effective validated config as JSON, written out by hand so that secrets (the admin token,
-/// private keys) can never slip in through a derive.
-pub fn config_view(cfg: &Config) -> Value {
-    let s = &cfg.server;
-    let access_log = match &s.access_log {
-        AccessLogTarget::Off => "off".to_string(),
-        AccessLogTarget::Stdout => "stdout".to_string(),
-        AccessLogTarget::Stderr => "stderr".to_string(),
-        AccessLogTarget::File(p) => p.display().to_string(),
-    };
-    let listeners: Vec<Value> = cfg
-        .listeners
-        .iter()
-        .map(|l| {
-            json!({
-                "name": l.name,
-                "address": l.address.to_string(),
-                "tls": l.tls,
-                "h2": l.h2,
-                "redirect_https": l.redirect_https,
-                "https_port": l.https_port,
-            })
-        })
-        .collect();
-    let certificates: Vec<Value> = cfg
-        .certificates
-        .iter()
-        .map(|c| {
-            json!({
-                "cert": c.cert_path.display().to_string(),
-                "names": c.names,
-                "fallback": c.fallback,
-            })
-        })
-        .collect();
-    let routes: Vec<Value> = cfg
-        .routes
-        .iter()
-        .map(|r| {
-            json!({
-                "host": r.host.to_string(),
-                "path": r.path,
-                "strip_prefix": r.strip_prefix,
-                "service": r.service,
-                "options": route_options(&r.options),
-            })
-        })
-        .collect();
-    let services: Vec<Value> = cfg
-        .services
-        .iter()
-        .map(|svc| {
-            let health = svc.health.as_ref().map(health_view);
-            let pools: Vec<Value> = svc
-                .pools
-                .iter()
-                .map(|p| {
-                    let servers: Vec<Value> = p
-                        .servers
-                        .iter()
-                        .map(|s| json!({"address": s.address.to_string(), "weight": s.weight}))
-                        .collect();
-                    json!({
-                        "name": p.name,
-                        "weight": p.weight,
-                        "servers": servers,
-                        "health": p.health.as_ref().map(health_view),
-                    })
-                })
-                .collect();
-            json!({
-                "name": svc.name,
-                "balance": balance(svc.balance),
-                "health": health,
-                "passive": {
-                    "max_fails": svc.passive.max_fails,
-                    "fail_timeout": duration(svc.passive.fail_timeout),
-                },
-                "pools": pools,
-            })
-        })
-        .collect();
-    let admin = cfg.admin.as_ref().map(|a| {
-        json!({
-            "address": a.address.to_string(),
-            "token": a.token.as_ref().map(|_| "<redacted>"),
-            "metrics_require_token": a.metrics_require_token,
-        })
-    });
-    json!({
-        "source": cfg.source.display().to_string(),
-        "server": {
-            "threads": s.threads,
-            "drain_timeout": duration(s.drain_timeout),
-            "access_log": access_log,
-            "upgrade_socket": s.upgrade_socket,
-            "pid_file": s.pid_file,
-            "state_dir": s.state_dir.display().to_string(),
-            "metrics": s.metrics,
-        },
-        "limits": limits_view(&cfg.limits),
-        "listeners": listeners,
-        "certificates": certificates,
-        "routes": routes,
-        "services": services,
-        "admin": admin,
-    })
-}
-
-fn health_view(h: &crate::config::HealthCheck) -> Value {
-    json!({
-        "path": h.path,
-        "expect_status": h.expect_status,
-        "interval": duration(h.interval),
-        "timeout": duration(h.timeout),
-        "healthy_threshold": h.healthy_threshold,
-        "unhealthy_threshold": h.unhealthy_threshold,
-    })
-}
-
-fn limits_view(l: &crate::config::LimitsConfig) -> Value {
-    use crate::limits::KeyKind;
-    let zones: Vec<Value> = l
-        .zones
-        .iter()
-        .map(|z| {
-            let key = match &z.key {
-                KeyKind::ClientIp => "client_ip".to_string(),
-                KeyKind::ClientIpRoute => "client_ip_route".to_string(),
-                KeyKind::Header(h) => format!("header:{h}"),
-            };
-            json!({
-                "name": z.name,
-                "key": key,
-                "requests": z.rate.requests,
-                "per": duration(z.rate.per),
-                "burst": z.burst,
-                "max_keys": z.max_keys,
-            })
-        })
-        .collect();
-    json!({
-        "trusted_proxies": l.trusted_proxies.0.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-        "max_connections": l.connections.total,
-        "max_connections_per_ip": l.connections.per_ip,
-        "exempt_paths": l.exempt_paths,
-        "rate_limit_headers": l.rate_limit_headers,
-        "zones": zones,
-    })
-}
-
 /// The admin API as a pingora service listening on `admin.address` (plain HTTP/1.1).
 pub fn service(
     runtime: Arc<Runtime>,
@@ -1021,6 +835,7 @@ pub fn service(
 mod tests {
     use super::*;
     use crate::access_log::AccessLog;
+    use crate::config::AccessLogTarget;
 
     #[test]
     fn routes_paths_and_methods() {
@@ -1183,21 +998,6 @@ mod tests {
     }
 
     #[test]
-    fn constant_time_compare() {
-        assert!(constant_time_eq(b"s3cret-token", b"s3cret-token"));
-        assert!(constant_time_eq(b"", b""));
-        assert!(!constant_time_eq(b"s3cret-tokeN", b"s3cret-token"));
-        assert!(!constant_time_eq(b"X3cret-token", b"s3cret-token"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cret-token"));
-        assert!(!constant_time_eq(b"s3cret-token-and-more", b"s3cret-token"));
-        assert!(!constant_time_eq(b"", b"s3cret-token"));
-        assert!(!constant_time_eq(b"x", b""));
-        // A shorter input whose missing bytes would compare equal to the zero padding.
-        assert!(!constant_time_eq(b"ab", b"ab\0"));
-        assert!(!constant_time_eq(b"ab\0", b"ab"));
-    }
-
-    #[test]
     fn bearer_header() {
         assert!(check_bearer(Some(b"Bearer t0ken"), "t0ken").is_ok());
         assert!(check_bearer(Some(b"bearer  t0ken "), "t0ken").is_ok());
@@ -1346,5 +1146,11 @@ token = "t0ken"
         assert_eq!(body["admin"]["token"], "<redacted>");
         assert_eq!(body["services"][0]["pools"][0]["weight"], 100);
         assert!(!body.to_string().contains("t0ken"));
+        // The whole model, with the generation it belongs to.
+        assert_eq!(body["generation"], 2);
+        let steps = &body["services"][0]["rollout"]["steps"];
+        assert_eq!(steps, &json!([1, 5, 25, 50, 100]));
+        assert_eq!(body["services"][0]["sticky"], Value::Null);
+        assert_eq!(body["acme"], Value::Null);
     }
 }

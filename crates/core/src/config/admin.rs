@@ -1,14 +1,14 @@
 //! The `[admin]` table: where the admin API listens and the token it wants.
 
-use std::fmt;
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::values::Text;
 use super::Validator;
+use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,23 +20,13 @@ pub struct RawAdmin {
     pub metrics_require_token: bool,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AdminConfig {
     pub address: SocketAddr,
     /// Bearer token; from `token`, else `token_file`, else $SWITCHYARD_TOKEN.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Whether `GET /metrics` needs the token too (default: scrapable without it).
     pub metrics_require_token: bool,
-}
-
-impl fmt::Debug for AdminConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AdminConfig")
-            .field("address", &self.address)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("metrics_require_token", &self.metrics_require_token)
-            .finish()
-    }
 }
 
 /// The default admin API address, when `[admin]` gives none.
@@ -78,7 +68,7 @@ impl Validator {
         }
         Some(AdminConfig {
             address,
-            token,
+            token: token.map(Secret::new),
             metrics_require_token: a.metrics_require_token,
         })
     }

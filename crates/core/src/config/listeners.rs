@@ -1,18 +1,18 @@
 //! `[[listeners]]` and `[[certificates]]`: where connections are accepted and what TLS presents.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::values::Text;
-use super::{certs, Validator};
+use super::{certs, serialize, Validator};
+use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +38,7 @@ pub struct RawCertificate {
     pub names: Option<Vec<Spanned<Text>>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
@@ -48,22 +48,16 @@ pub struct ListenerConfig {
     pub https_port: u16,
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CertificateConfig {
+    #[serde(rename = "cert", serialize_with = "serialize::path")]
     pub cert_path: PathBuf,
     pub names: Vec<String>,
-    pub key: Arc<CertifiedKey>,
+    /// The chain and its private key, as TLS serves them: never shown (`GET /v1/config` names
+    /// the certificate's file instead).
+    #[serde(skip)]
+    pub key: Secret<Arc<CertifiedKey>>,
     pub fallback: bool,
-}
-
-impl fmt::Debug for CertificateConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertificateConfig")
-            .field("cert_path", &self.cert_path)
-            .field("names", &self.names)
-            .field("fallback", &self.fallback)
-            .finish()
-    }
 }
 
 impl Validator {
@@ -146,7 +140,7 @@ impl Validator {
                     out.push(CertificateConfig {
                         cert_path,
                         names,
-                        key,
+                        key: Secret::new(key),
                         fallback: c.fallback,
                     });
                 }

@@ -11,6 +11,7 @@ mod raw;
 mod resolve;
 pub mod rollout;
 mod routes;
+mod serialize;
 mod server;
 mod services;
 pub mod values;
@@ -21,6 +22,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use toml::Spanned;
 
 pub use acme::{AcmeCertificate, AcmeConfig, ChallengeKind, Eab};
@@ -69,8 +71,10 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// The validated configuration: everything here has been checked and can be compiled without errors.
-#[derive(Debug, Clone)]
+/// Serializes as `GET /v1/config` shows it: every setting, secrets as `"<redacted>"`.
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
+    #[serde(serialize_with = "serialize::path")]
     pub source: PathBuf,
     pub server: ServerSettings,
     pub listeners: Vec<ListenerConfig>,

@@ -4,12 +4,14 @@ use std::time::Duration as StdDuration;
 
 use http::header::HeaderName;
 use http::Method;
-use serde::Deserialize;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
 use super::values::{Duration, Share, Steps, Text};
-use super::Validator;
+use super::{serialize, Validator};
 use crate::rollout::WindowSpec;
+use crate::secret::Secret;
 
 /// `[services.NAME.rollout]`: the defaults a rollout of this service starts with.
 #[derive(Debug, Deserialize, Default)]
@@ -43,22 +45,26 @@ pub struct RawPoolOverride {
 }
 
 /// How a rollout of a service is run unless its request says otherwise.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutPolicy {
     /// Canary weights in percent, ascending, ending at 100.
     pub steps: Steps,
     /// How long each step lasts at least.
+    #[serde(serialize_with = "serialize::duration")]
     pub interval: StdDuration,
     /// Above this share of 5xx/upstream failures (0..=1) the canary is rolled back.
     pub max_error_rate: Share,
     /// Above this p99 latency the canary is rolled back.
+    #[serde(serialize_with = "serialize::opt_duration")]
     pub max_p99: Option<StdDuration>,
     /// Requests the canary must serve in a step to advance, and the least a rate is judged on.
     pub min_requests: u64,
     /// The live window of each pool of the service.
+    #[serde(serialize_with = "serialize::window")]
     pub window: WindowSpec,
     /// Retry an idempotent request that failed on the canary once on the stable pool.
     pub shield: bool,
+    #[serde(serialize_with = "serialize::methods")]
     pub shield_methods: Vec<Method>,
 }
 
@@ -86,12 +92,30 @@ pub enum StickyKey {
     Header(HeaderName),
 }
 
+/// As the config writes it: `{"key": "cookie", "cookie": NAME}`, `{"key": "client_ip"}` or
+/// `{"key": "header:NAME"}`.
+impl Serialize for StickyKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        match self {
+            StickyKey::Cookie(name) => {
+                map.serialize_entry("key", "cookie")?;
+                map.serialize_entry("cookie", name)?;
+            }
+            StickyKey::ClientIp => map.serialize_entry("key", "client_ip")?,
+            StickyKey::Header(h) => map.serialize_entry("key", &format!("header:{h}"))?,
+        }
+        map.end()
+    }
+}
+
 /// A header and/or cookie naming the pool a tester wants; with a secret, `POOL:SECRET`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoolOverride {
+    #[serde(serialize_with = "serialize::opt_display")]
     pub header: Option<HeaderName>,
     pub cookie: Option<String>,
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
 }
 
 /// Cookie of a sticky assignment unless `cookie` names another.
@@ -230,7 +254,7 @@ impl Validator {
         Some(PoolOverride {
             header,
             cookie,
-            secret: r.secret.as_ref().map(|s| s.to_string()),
+            secret: r.secret.as_ref().map(|s| Secret::new(s.to_string())),
         })
     }
 }

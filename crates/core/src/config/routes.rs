@@ -5,12 +5,12 @@ use std::fmt;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::values::{self, Bytes, Text};
-use super::{ServiceConfig, Validator};
+use super::{serialize, ServiceConfig, Validator};
 
 /// Declares a struct with the per-route options, plus extra leading fields: the route defaults and
 /// the routes share one list of options without serde's `flatten` (which defeats unknown-key errors).
@@ -65,6 +65,13 @@ pub enum HostPattern {
     Any,
 }
 
+/// As written in the config: `"api.example.com"`, `"*.example.com"` or `"*"`.
+impl Serialize for HostPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for HostPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -75,7 +82,7 @@ impl fmt::Display for HostPattern {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RouteConfig {
     pub host: HostPattern,
     pub path: String,
@@ -84,24 +91,31 @@ pub struct RouteConfig {
     pub options: RouteOptions,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RouteOptions {
+    #[serde(serialize_with = "serialize::duration")]
     pub connect_timeout: Duration,
+    #[serde(serialize_with = "serialize::duration")]
     pub read_timeout: Duration,
+    #[serde(serialize_with = "serialize::duration")]
     pub send_timeout: Duration,
     pub max_body_size: u64,
     pub redirect_https: bool,
     pub compression: bool,
     pub websocket: bool,
+    #[serde(serialize_with = "serialize::headers")]
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Names of the rate-limit zones the route's requests must all pass.
     pub limits: Vec<String>,
     /// The whole request head must arrive within this (for a connection's first request from
     /// accept, under `[defaults]`; for the next request on the connection, under the route's).
+    #[serde(serialize_with = "serialize::duration")]
     pub client_header_timeout: Duration,
     /// The longest wait between two reads of a request body.
+    #[serde(serialize_with = "serialize::duration")]
     pub client_body_timeout: Duration,
     /// How long an idle keep-alive connection waits for its next request; 0: no keep-alive.
+    #[serde(serialize_with = "serialize::duration")]
     pub keepalive_timeout: Duration,
     /// Send the path upstream as the client wrote it rather than normalised.
     pub forward_original_path: bool,

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::values::{self, Text};
-use super::Validator;
+use super::{serialize, Validator};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -23,15 +23,17 @@ pub struct RawServer {
     pub merge_slashes: Option<bool>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerSettings {
     pub threads: usize,
     /// How long in-flight requests get after SIGTERM or SIGQUIT; the process exits once none remain.
+    #[serde(serialize_with = "serialize::duration")]
     pub drain_timeout: Duration,
     pub access_log: AccessLogTarget,
     pub upgrade_socket: String,
     pub pid_file: Option<String>,
     /// Where runtime state (weight overrides) is persisted.
+    #[serde(serialize_with = "serialize::path")]
     pub state_dir: PathBuf,
     /// Whether requests are counted and timed for Prometheus (default true). Off only to measure
     /// what the recording costs: scrape-time gauges and connection counts are kept either way.
@@ -46,6 +48,18 @@ pub enum AccessLogTarget {
     Stdout,
     Stderr,
     File(PathBuf),
+}
+
+/// `"off"`, `"stdout"`, `"stderr"` or the file's path, as the config writes it.
+impl Serialize for AccessLogTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AccessLogTarget::Off => s.serialize_str("off"),
+            AccessLogTarget::Stdout => s.serialize_str("stdout"),
+            AccessLogTarget::Stderr => s.serialize_str("stderr"),
+            AccessLogTarget::File(p) => serialize::path(p, s),
+        }
+    }
 }
 
 impl Validator {

@@ -6,15 +6,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::rollout;
 use super::values::{self, Text, Weight, MAX_WEIGHT};
-use super::Validator;
+use super::{serialize, Validator};
 
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, Serialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     #[default]
@@ -106,12 +106,14 @@ pub struct RawPassive {
 }
 
 /// Active health checks: every server of every pool of the service is probed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthCheck {
     pub path: String,
     /// The status that counts as healthy; any 2xx or 3xx when absent.
     pub expect_status: Option<u16>,
+    #[serde(serialize_with = "serialize::duration")]
     pub interval: Duration,
+    #[serde(serialize_with = "serialize::duration")]
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
@@ -119,9 +121,10 @@ pub struct HealthCheck {
 
 /// Passive checks on the request path, like nginx's max_fails/fail_timeout: `max_fails` connect
 /// errors or timeouts in a row eject a server for `fail_timeout`. `max_fails = 0` turns them off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PassivePolicy {
     pub max_fails: u32,
+    #[serde(serialize_with = "serialize::duration")]
     pub fail_timeout: Duration,
 }
 
@@ -134,7 +137,7 @@ impl Default for PassivePolicy {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServiceConfig {
     pub name: String,
     pub balance: Balance,
@@ -149,16 +152,17 @@ pub struct ServiceConfig {
     pub pool_override: Option<rollout::PoolOverride>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PoolConfig {
     pub name: String,
+    /// Checked by [`values::Weight`] when read.
     pub weight: u32,
     pub servers: Vec<ServerConfig>,
     /// The pool's own active check; `None` uses the service's.
     pub health: Option<HealthCheck>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerConfig {
     pub address: SocketAddr,
     pub weight: u32,
