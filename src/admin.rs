@@ -19,12 +19,11 @@ use pingora::services::listening::Service;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::api::{self, ServiceView};
 use crate::config::{
     AccessLogTarget, AdminConfig, Balance, Config, ConfigErrors, RouteOptions, MAX_WEIGHT,
 };
-use crate::control::{
-    self, ControlError, RolloutAction, RolloutRequest, ServiceView, SwitchRequest,
-};
+use crate::control::{self, ControlError, RolloutAction, RolloutRequest, SwitchRequest};
 use crate::runtime::Runtime;
 
 /// Largest accepted request body.
@@ -95,19 +94,24 @@ impl AdminError {
 /// on a conflict, every config error on a rejected reload, `Allow` and `WWW-Authenticate` headers.
 pub fn error_response(e: &AdminError) -> Response<Vec<u8>> {
     let status = e.status();
-    let mut body = json!({"error": e.to_string(), "status": status.as_u16()});
+    let mut body = api::ErrorBody {
+        error: e.to_string(),
+        errors: None,
+        generation: None,
+        rollout: None,
+        status: status.as_u16(),
+    };
     match e {
         AdminError::Control(ControlError::Conflict { current, .. }) => {
-            body["generation"] = json!(current);
+            body.generation = Some(*current);
         }
         AdminError::Control(
             ControlError::RolloutOwnsWeights { id, .. } | ControlError::RolloutActive { id, .. },
         ) => {
-            body["rollout"] = json!(id);
+            body.rollout = Some(*id);
         }
         AdminError::Rejected(errors) => {
-            let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-            body["errors"] = json!(list);
+            body.errors = Some(errors.0.iter().map(ToString::to_string).collect());
         }
         _ => {}
     }
@@ -520,12 +524,7 @@ impl AdminApp {
         let rt = self.runtime.clone();
         match action {
             Action::ListServices => {
-                #[derive(Serialize)]
-                struct Services {
-                    generation: u64,
-                    services: Vec<ServiceView>,
-                }
-                let body = Services {
+                let body = api::Services {
                     generation: rt.generation(),
                     services: control::services(&rt),
                 };
@@ -576,9 +575,12 @@ impl AdminApp {
                 match watch {
                     None => service_response(&view),
                     Some(rollout) => {
-                        let mut body = serde_json::to_value(&view)
-                            .map_err(|e| AdminError::Internal(e.to_string()))?;
-                        body["rollout"] = json!(rollout);
+                        // Through a `Value`, as it always was: its keys go out sorted.
+                        let body = serde_json::to_value(api::Switched {
+                            service: view,
+                            rollout: Some(rollout),
+                        })
+                        .map_err(|e| AdminError::Internal(e.to_string()))?;
                         Ok(json_response(StatusCode::OK, &body))
                     }
                 }
@@ -612,7 +614,10 @@ impl AdminApp {
             }
             Action::RolloutEvents(name) => Ok(json_response(
                 StatusCode::OK,
-                &json!({"events": control::rollout_events(&rt, &name)?}),
+                // Through a `Value` (`json!`), as it always was: its keys go out sorted.
+                &json!(api::Events {
+                    events: control::rollout_events(&rt, &name)?
+                }),
             )),
             Action::Reload => {
                 let result = blocking(move || rt.reload()).await;
@@ -620,7 +625,10 @@ impl AdminApp {
                 let generation = result?;
                 Ok(json_response(
                     StatusCode::OK,
-                    &json!({"status": "reloaded", "generation": generation}),
+                    &api::Reloaded {
+                        generation,
+                        status: "reloaded".into(),
+                    },
                 ))
             }
             Action::ShowConfig => {
@@ -636,7 +644,10 @@ impl AdminApp {
             )),
             Action::ListCerts => Ok(json_response(
                 StatusCode::OK,
-                &json!({"certificates": rt.acme.certificates()}),
+                // Through a `Value` (`json!`), as it always was: its keys go out sorted.
+                &json!(api::Certificates {
+                    certificates: rt.acme.certificates()
+                }),
             )),
             Action::RenewCert(name) => {
                 let id = rt
@@ -649,7 +660,10 @@ impl AdminApp {
                 );
                 Ok(json_response(
                     StatusCode::ACCEPTED,
-                    &json!({"status": "renewal requested", "certificate": id}),
+                    &api::RenewalRequested {
+                        certificate: id,
+                        status: "renewal requested".into(),
+                    },
                 ))
             }
             Action::Metrics => Ok(text_response(

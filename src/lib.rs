@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod acme;
 pub mod admin;
+pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod config;

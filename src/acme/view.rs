@@ -1,37 +1,9 @@
-//! What the admin API (`GET /v1/certs`) and `switchyard ctl certs` show of each ACME certificate.
+//! What the admin API (`GET /v1/certs`) shows of each ACME certificate: the shapes are in `api`, the times here.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::Serialize;
+pub use crate::api::{CertState, CertStatus};
 use serde_json::Value;
-
-/// One ACME certificate as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CertStatus {
-    /// The certificate id: its first configured name.
-    pub id: String,
-    pub names: Vec<String>,
-    pub challenge: &'static str,
-    /// `pending` (no certificate yet: a self-signed fallback serves), `valid`, `renewing`
-    /// (an order is running), `failing` (the last order failed; the current certificate, if
-    /// any, keeps serving) or `expired`.
-    pub status: &'static str,
-    pub issuer: Option<String>,
-    pub serial: Option<String>,
-    pub not_before: Option<String>,
-    pub not_after: Option<String>,
-    pub not_after_unix: Option<u64>,
-    /// When the next order is due: renewal time, or the next retry after a failure.
-    pub next_attempt: Option<String>,
-    pub next_attempt_unix: Option<u64>,
-    /// Failed orders in a row.
-    pub failures: u32,
-    pub last_error: Option<String>,
-    /// Orders this process placed for it (successful or not).
-    pub orders: u64,
-    /// Where its files are.
-    pub stored_at: String,
-}
 
 /// RFC 3339 in UTC, seconds.
 pub fn rfc3339(unix: u64) -> String {
@@ -74,6 +46,11 @@ pub fn table(body: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_utc_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
 
     #[test]
     fn table_lists_each_certificate() {
