@@ -4,6 +4,8 @@
 // from SWITCHYARD_TOKEN through the config's environment fallback (none when unset: loopback only).
 // It sends light background traffic through its own proxy (--traffic), so that a canary rollout
 // started with ctl has requests to judge, and --bad-canary makes green fail a share of them.
+// The backends are the `echo` crate's (feature `demo`), the traffic goes through the same HTTP
+// client crate as `ctl` (reqwest).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,14 +14,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use echo::Backend;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 
-use crate::backend::Backend;
-use crate::ctl::parse_response;
 use crate::server::{self, ServeError, ServeOptions};
 
 const TEMPLATE: &str = include_str!("demo.toml");
@@ -228,6 +228,18 @@ impl Drop for Traffic {
 /// The traffic loop: waits for the proxy to listen, then one request per tick, open loop (a slow
 /// answer does not hold the next request back), and a report every [`TRAFFIC_REPORT`].
 async fn send_traffic(target: SocketAddr, per_second: u32) {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .user_agent("switchyard-demo-traffic")
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            log::error!("demo traffic: cannot build its HTTP client: {e}");
+            return;
+        }
+    };
+    let url = format!("http://{target}/demo-traffic");
     while TcpStream::connect(target).await.is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -240,8 +252,9 @@ async fn send_traffic(target: SocketAddr, per_second: u32) {
         tokio::select! {
             _ = tick.tick() => {
                 let tally = Arc::clone(&tally);
+                let (client, url) = (client.clone(), url.clone());
                 tokio::spawn(async move {
-                    let result = tokio::time::timeout(TRAFFIC_TIMEOUT, traffic_request(target))
+                    let result = tokio::time::timeout(TRAFFIC_TIMEOUT, traffic_request(&client, &url))
                         .await
                         .unwrap_or_else(|_| Err(format!("no answer within {TRAFFIC_TIMEOUT:?}")));
                     let mut tally = tally.lock();
@@ -285,29 +298,33 @@ fn traffic_line(tally: &Tally) -> String {
     )
 }
 
-/// One `GET /` through the proxy on its own connection; the answering backend's name, or why it
-/// failed.
-async fn traffic_request(target: SocketAddr) -> Result<String, String> {
-    let mut stream = TcpStream::connect(target)
+/// One `GET /demo-traffic` through the proxy; the answering backend's name, or why it failed.
+async fn traffic_request(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::HOST, "demo.traffic")
+        .send()
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .write_all(
-            b"GET /demo-traffic HTTP/1.1\r\nHost: demo.traffic\r\nUser-Agent: switchyard-demo-traffic\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .take(TRAFFIC_MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    let answer = parse_response(&raw).map_err(str::to_string)?;
-    if !(200..300).contains(&answer.status) {
-        return Err(format!("HTTP {}", answer.status));
+        .map_err(|e| {
+            let stage = if e.is_connect() { "connect" } else { "send" };
+            format!("{stage}: {}", crate::ctl::root_cause(&e))
+        })?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(format!("HTTP {status}"));
     }
-    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("read: {}", crate::ctl::root_cause(&e)))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > TRAFFIC_MAX_RESPONSE {
+            return Err(format!("an answer over {TRAFFIC_MAX_RESPONSE} bytes"));
+        }
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     Ok(body["backend"].as_str().unwrap_or("?").to_string())
 }
 

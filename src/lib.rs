@@ -6,11 +6,11 @@ pub mod access_log;
 pub mod acme;
 pub mod admin;
 pub mod api;
-pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ctl;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod fsutil;
 pub mod health;
