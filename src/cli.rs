@@ -46,13 +46,15 @@ pub enum Command {
     },
     /// Start an embedded demo: two built-in backends (pools blue and green of service "demo")
     /// behind the proxy on 127.0.0.1:8080 at blue=100, green=0, light background traffic through
-    /// it, and print what to try next (a canary rollout of green among it).
+    /// it, and print what to try next (a canary rollout of green among it). Every run starts from
+    /// the config's weights: the runtime state of the last run (DIR/state) is cleared first,
+    /// unless --keep-state.
     #[cfg(feature = "demo")]
     Demo {
         /// Address of the demo proxy.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Directory for the demo's config, access log and runtime state.
+        /// Directory for the demo's config, access log and runtime state (DIR/state).
         #[arg(long, default_value_os_t = std::env::temp_dir().join("switchyard-demo"))]
         dir: PathBuf,
         /// Address of the demo's admin API (for `switchyard ctl`). It requires the token in
@@ -69,6 +71,10 @@ pub enum Command {
         #[arg(long, value_name = "PER_SECOND", default_value_t = 50,
               value_parser = clap::value_parser!(u32).range(0..=10_000))]
         traffic: u32,
+        /// Keep the runtime state of the last run (weights set with ctl, rollouts) instead of
+        /// starting from the config's blue=100 green=0.
+        #[arg(long)]
+        keep_state: bool,
     },
     Ctl(ctl::CtlArgs),
 }
@@ -100,12 +106,14 @@ pub fn main() -> ExitCode {
             admin,
             bad_canary,
             traffic,
+            keep_state,
         } => report(crate::demo::run(&crate::demo::DemoOptions {
             listen,
             dir,
             admin,
             green_fail_ratio: bad_canary.unwrap_or(0.0),
             traffic,
+            keep_state,
         })),
         Command::Ctl(args) => ctl::run(&args),
     }
