@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use echo::Backend;
 use serde_json::{json, Value};
-use switchyard::backend::Backend;
 
 /// Poll period of the weights.
 const POLL: Duration = Duration::from_millis(10);

@@ -1,12 +1,11 @@
 //! The command line: `serve`, `check`, `demo` and `ctl`, with their help texts and exit codes.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{config, ctl, demo, server};
+use crate::{config, ctl, server};
 
 /// Switchyard: an edge reverse proxy and traffic switcher.
 ///
@@ -23,6 +22,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start, so the size of the largest variant (`ctl`'s arguments when the demo is not
+// built in) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy with a config file. SIGHUP reloads it, SIGTERM drains and stops,
@@ -44,18 +46,21 @@ pub enum Command {
     },
     /// Start an embedded demo: two built-in backends (pools blue and green of service "demo")
     /// behind the proxy on 127.0.0.1:8080 at blue=100, green=0, light background traffic through
-    /// it, and print what to try next (a canary rollout of green among it).
+    /// it, and print what to try next (a canary rollout of green among it). Every run starts from
+    /// the config's weights: the runtime state of the last run (DIR/state) is cleared first,
+    /// unless --keep-state.
+    #[cfg(feature = "demo")]
     Demo {
         /// Address of the demo proxy.
         #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Directory for the demo's config, access log and runtime state.
+        listen: std::net::SocketAddr,
+        /// Directory for the demo's config, access log and runtime state (DIR/state).
         #[arg(long, default_value_os_t = std::env::temp_dir().join("switchyard-demo"))]
         dir: PathBuf,
         /// Address of the demo's admin API (for `switchyard ctl`). It requires the token in
         /// SWITCHYARD_TOKEN when that is set, and no token otherwise.
         #[arg(long, default_value = crate::config::DEFAULT_ADMIN_ADDRESS)]
-        admin: SocketAddr,
+        admin: std::net::SocketAddr,
         /// Make pool green fail this share of its requests with 500 (--bad-canary alone: 0.3, or
         /// e.g. --bad-canary=0.5 or 50%), to watch a rollout of green roll back on its own.
         #[arg(long, value_name = "SHARE", num_args = 0..=1, default_missing_value = "0.3",
@@ -66,6 +71,10 @@ pub enum Command {
         #[arg(long, value_name = "PER_SECOND", default_value_t = 50,
               value_parser = clap::value_parser!(u32).range(0..=10_000))]
         traffic: u32,
+        /// Keep the runtime state of the last run (weights set with ctl, rollouts) instead of
+        /// starting from the config's blue=100 green=0.
+        #[arg(long)]
+        keep_state: bool,
     },
     Ctl(ctl::CtlArgs),
 }
@@ -90,18 +99,21 @@ pub fn main() -> ExitCode {
             let options = server::ServeOptions { upgrade };
             report(server::serve(&config, &options))
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             listen,
             dir,
             admin,
             bad_canary,
             traffic,
-        } => report(demo::run(&demo::DemoOptions {
+            keep_state,
+        } => report(crate::demo::run(&crate::demo::DemoOptions {
             listen,
             dir,
             admin,
             green_fail_ratio: bad_canary.unwrap_or(0.0),
             traffic,
+            keep_state,
         })),
         Command::Ctl(args) => ctl::run(&args),
     }

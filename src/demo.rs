@@ -4,6 +4,9 @@
 // from SWITCHYARD_TOKEN through the config's environment fallback (none when unset: loopback only).
 // It sends light background traffic through its own proxy (--traffic), so that a canary rollout
 // started with ctl has requests to judge, and --bad-canary makes green fail a share of them.
+// Every run starts from the config's weights (blue=100 green=0): the state dir of the last run is
+// cleared first unless --keep-state. The backends are the `echo` crate's (feature `demo`), the
+// traffic goes through the same HTTP client crate as `ctl` (reqwest).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,14 +15,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use echo::Backend;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::MissedTickBehavior;
 
-use crate::backend::Backend;
-use crate::ctl::parse_response;
 use crate::server::{self, ServeError, ServeOptions};
 
 const TEMPLATE: &str = include_str!("demo.toml");
@@ -34,6 +35,25 @@ pub struct DemoOptions {
     pub green_fail_ratio: f64,
     /// Background requests a second through the demo proxy (0 = none).
     pub traffic: u32,
+    /// Keep the last run's runtime state (weights set with ctl, rollouts) instead of clearing it.
+    pub keep_state: bool,
+}
+
+/// The demo's state dir inside its directory.
+fn state_dir(dir: &std::path::Path) -> PathBuf {
+    dir.join("state")
+}
+
+/// Clears the last run's runtime state, so that the config's weights (blue=100 green=0) apply
+/// as the banner says; with `keep` the state dir is left as it is.
+pub fn prepare_state(dir: &std::path::Path, keep: bool) -> std::io::Result<()> {
+    if keep {
+        return Ok(());
+    }
+    match std::fs::remove_dir_all(state_dir(dir)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The demo config text with every placeholder filled in; the admin API listens on `admin`.
@@ -47,7 +67,7 @@ pub fn render(
     TEMPLATE
         .replace("{listen}", &listen.to_string())
         .replace("{admin}", &admin.to_string())
-        .replace("{state_dir}", &dir.join("state").display().to_string())
+        .replace("{state_dir}", &state_dir(dir).display().to_string())
         .replace("{blue}", &blue.to_string())
         .replace("{green}", &green.to_string())
         .replace(
@@ -72,6 +92,7 @@ pub fn run(options: &DemoOptions) -> Result<(), ServeError> {
         .spawn()
         .map_err(io)?;
     std::fs::create_dir_all(&options.dir).map_err(io)?;
+    prepare_state(&options.dir, options.keep_state).map_err(io)?;
     let config_path = options.dir.join("switchyard.toml");
     let text = render(
         options.listen,
@@ -108,7 +129,7 @@ pub fn run(options: &DemoOptions) -> Result<(), ServeError> {
     println!("  admin    {admin_url}  ({token_note})");
     println!("  config   {}", config_path.display());
     println!("  log      {}", options.dir.join("access.log").display());
-    println!("  state    {}", options.dir.join("state").display());
+    println!("  state    {}", state_dir(&options.dir).display());
     println!();
     println!("Try next:");
     println!("  curl -s {url}/hello                 # answered by pool blue");
@@ -122,7 +143,8 @@ pub fn run(options: &DemoOptions) -> Result<(), ServeError> {
     println!("  tail -f {}", options.dir.join("access.log").display());
     println!();
     print!("{}", rollout_hints(options, &ctl, &url));
-    println!("Stop with Ctrl-C. Weights set with ctl are kept in the state dir across restarts.");
+    println!("Stop with Ctrl-C. Each run starts from blue=100 green=0: the state of the last run is cleared");
+    println!("(run with --keep-state to keep the weights and rollouts set with ctl).");
 
     let traffic = match options.traffic {
         0 => None,
@@ -228,6 +250,18 @@ impl Drop for Traffic {
 /// The traffic loop: waits for the proxy to listen, then one request per tick, open loop (a slow
 /// answer does not hold the next request back), and a report every [`TRAFFIC_REPORT`].
 async fn send_traffic(target: SocketAddr, per_second: u32) {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .user_agent("switchyard-demo-traffic")
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            log::error!("demo traffic: cannot build its HTTP client: {e}");
+            return;
+        }
+    };
+    let url = format!("http://{target}/demo-traffic");
     while TcpStream::connect(target).await.is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -240,8 +274,9 @@ async fn send_traffic(target: SocketAddr, per_second: u32) {
         tokio::select! {
             _ = tick.tick() => {
                 let tally = Arc::clone(&tally);
+                let (client, url) = (client.clone(), url.clone());
                 tokio::spawn(async move {
-                    let result = tokio::time::timeout(TRAFFIC_TIMEOUT, traffic_request(target))
+                    let result = tokio::time::timeout(TRAFFIC_TIMEOUT, traffic_request(&client, &url))
                         .await
                         .unwrap_or_else(|_| Err(format!("no answer within {TRAFFIC_TIMEOUT:?}")));
                     let mut tally = tally.lock();
@@ -285,29 +320,33 @@ fn traffic_line(tally: &Tally) -> String {
     )
 }
 
-/// One `GET /` through the proxy on its own connection; the answering backend's name, or why it
-/// failed.
-async fn traffic_request(target: SocketAddr) -> Result<String, String> {
-    let mut stream = TcpStream::connect(target)
+/// One `GET /demo-traffic` through the proxy; the answering backend's name, or why it failed.
+async fn traffic_request(client: &reqwest::Client, url: &str) -> Result<String, String> {
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::HOST, "demo.traffic")
+        .send()
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .write_all(
-            b"GET /demo-traffic HTTP/1.1\r\nHost: demo.traffic\r\nUser-Agent: switchyard-demo-traffic\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    stream
-        .take(TRAFFIC_MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    let answer = parse_response(&raw).map_err(str::to_string)?;
-    if !(200..300).contains(&answer.status) {
-        return Err(format!("HTTP {}", answer.status));
+        .map_err(|e| {
+            let stage = if e.is_connect() { "connect" } else { "send" };
+            format!("{stage}: {}", crate::ctl::root_cause(&e))
+        })?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(format!("HTTP {status}"));
     }
-    let body: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("read: {}", crate::ctl::root_cause(&e)))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > TRAFFIC_MAX_RESPONSE {
+            return Err(format!("an answer over {TRAFFIC_MAX_RESPONSE} bytes"));
+        }
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     Ok(body["backend"].as_str().unwrap_or("?").to_string())
 }
 
@@ -343,6 +382,35 @@ mod tests {
     }
 
     #[test]
+    fn a_run_starts_from_the_config_weights_unless_it_keeps_the_state() {
+        use crate::state::{Overrides, StateStore};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = || {
+            StateStore::open(&state_dir(dir.path()))
+                .and_then(|store| store.load())
+                .expect("state")
+        };
+        // The last run left green=100 (`ctl weights demo blue=0 green=100`).
+        let mut last_run = Overrides::new();
+        last_run.insert(
+            "demo".into(),
+            [("blue".to_string(), 0), ("green".to_string(), 100)].into(),
+        );
+        StateStore::open(&state_dir(dir.path()))
+            .and_then(|store| store.save(&last_run, &Default::default()))
+            .expect("save");
+        prepare_state(dir.path(), true).expect("keep");
+        assert_eq!(load().weights, last_run, "--keep-state keeps it");
+        prepare_state(dir.path(), false).expect("clear");
+        assert!(
+            load().weights.is_empty(),
+            "a new run starts from the config"
+        );
+        // Nothing to clear is fine too.
+        prepare_state(&dir.path().join("never-used"), false).expect("absent");
+    }
+
+    #[test]
     fn traffic_report_and_rollout_hints() {
         let mut tally = Tally::default();
         assert_eq!(
@@ -365,6 +433,7 @@ mod tests {
             admin: a,
             green_fail_ratio: 0.3,
             traffic: 50,
+            keep_state: false,
         };
         let hints = rollout_hints(&options, "switchyard ctl", "http://127.0.0.1:8080");
         assert!(

@@ -299,7 +299,7 @@ mod tests {
 
     #[tokio::test]
     async fn probes_a_real_backend() {
-        let backend = crate::backend::Backend::spawn("h").expect("backend");
+        let backend = echo::Backend::spawn("h").expect("backend");
         let mut c = check(1, 1);
         c.path = "/status/204".into();
         assert_eq!(probe(backend.addr, &c).await.expect("healthy"), 204);

@@ -13,10 +13,11 @@ pub use switchyard_core::{
 pub mod access_log;
 pub mod acme;
 pub mod admin;
-pub mod backend;
+pub mod api;
 pub mod cli;
 pub mod control;
 pub mod ctl;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod health;
 pub mod metrics;

@@ -401,7 +401,14 @@ fn ctl_usage_errors_exit_2() {
         &["switch", "app"],
         &["switch", "app", "green", "--wait-healthy", "soon"],
         &["weights", "app", "blue=1", "--if-match", "x"],
-        &["--admin", "https://127.0.0.1:9900", "status"],
+        &["--admin", "ftp://127.0.0.1:9900", "status"],
+        &[
+            "--admin",
+            "https://127.0.0.1:9900",
+            "--ca",
+            "/nonexistent/ca.pem",
+            "status",
+        ],
     ] {
         let run = ctl(&env, args);
         assert_eq!(run.code, 2, "ctl {args:?}: {}", run.stderr);
@@ -422,4 +429,109 @@ fn ctl_usage_errors_exit_2() {
     }
     let run = ctl(&[], &["--help"]);
     assert!(run.stdout.contains("plain HTTP"), "{}", run.stdout);
+}
+
+/// A TLS listener whose every request goes to the admin API, as nginx or Caddy would put it in
+/// front of it; the certificate is `localhost.crt` (DNS:localhost, IP:127.0.0.1) of the test CA.
+const TLS_CONFIG: &str = r#"
+{server}
+[[listeners]]
+name = "https"
+address = "127.0.0.1:{https}"
+tls = true
+
+[[certificates]]
+cert = "{certs}/localhost.crt"
+key = "{certs}/localhost.key"
+# Also for clients without SNI: ctl sends none to https://127.0.0.1:PORT.
+fallback = true
+
+[[routes]]
+host = "*"
+service = "admin"
+
+[services.admin.pools.api]
+weight = 1
+servers = ["127.0.0.1:{admin}"]
+
+[admin]
+address = "127.0.0.1:{admin}"
+token = "{token}"
+"#;
+
+#[test]
+fn ctl_speaks_https_with_a_private_ca() {
+    // The admin API behind a TLS-terminating proxy (here switchyard's own TLS listener), trusted
+    // through --ca or SWITCHYARD_ADMIN_CA.
+    let (https, admin) = (free_port(), free_port());
+    let _proxy = Proxy::start(&fill(
+        TLS_CONFIG,
+        &[("https", &https), ("admin", &admin), ("token", &TOKEN)],
+    ));
+    let ca = format!("{CERTS}/test-ca.crt");
+
+    // --ca, by host name and by IP address (both in the certificate).
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("https://{host}:{https}");
+        let run = ctl(
+            &[("SWITCHYARD_TOKEN", TOKEN)],
+            &["--admin", &url, "--ca", &ca, "status"],
+        );
+        assert_eq!(run.code, 0, "{url}: {}", run.stderr);
+        assert!(
+            run.stdout.contains("service \"admin\""),
+            "{url}: {}",
+            run.stdout
+        );
+    }
+
+    // SWITCHYARD_ADMIN_CA, with a change through the TLS hop and the API's own error answers.
+    let url = format!("https://localhost:{https}");
+    let env = [
+        ("SWITCHYARD_ADMIN", url.as_str()),
+        ("SWITCHYARD_ADMIN_CA", ca.as_str()),
+        ("SWITCHYARD_TOKEN", TOKEN),
+    ];
+    let run = ctl(&env, &["weights", "admin", "api=7"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("weights set: service \"admin\": api=7"),
+        "{}",
+        run.stdout
+    );
+    let run = ctl(&env, &["weights", "admin", "nope=1"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(run.stderr.contains("no pool \"nope\""), "{}", run.stderr);
+    let run = ctl(&env[..2], &["status"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("(set --token or SWITCHYARD_TOKEN)"),
+        "{}",
+        run.stderr
+    );
+
+    // Without the private CA the certificate is not trusted: exit 1, and the reason.
+    let run = ctl(&[("SWITCHYARD_TOKEN", TOKEN)], &["--admin", &url, "status"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot reach the admin API at {url}")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "the reason names the certificate: {}",
+        run.stderr
+    );
+
+    // A CA file that is not one is a usage error.
+    let not_pem = format!("{CERTS}/README.md");
+    let run = ctl(&[], &["--admin", &url, "--ca", &not_pem, "status"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot use the CA file"),
+        "{}",
+        run.stderr
+    );
 }

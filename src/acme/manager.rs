@@ -16,7 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::storage::{CertMeta, CertStorage, FsStorage, RetryState, StoredCert};
-use super::view::{rfc3339, CertStatus};
+use super::view::{rfc3339, CertState, CertStatus};
 use super::AcmeState;
 use super::{ari, client, unix, AcmeError};
 use crate::config::{AcmeCertificate, AcmeConfig};
@@ -268,17 +268,17 @@ impl AcmeManager {
     fn publish(&self, m: &Managed) {
         let now = unix(SystemTime::now());
         let status = match (&m.leaf, m.ordering, m.failures) {
-            (_, true, _) => "renewing",
-            (None, _, _) => "pending",
-            (Some(l), _, _) if l.not_after <= now => "expired",
-            (Some(_), _, 0) => "valid",
-            (Some(_), _, _) => "failing",
+            (_, true, _) => CertState::Renewing,
+            (None, _, _) => CertState::Pending,
+            (Some(l), _, _) if l.not_after <= now => CertState::Expired,
+            (Some(_), _, 0) => CertState::Valid,
+            (Some(_), _, _) => CertState::Failing,
         };
         let next = unix(m.next_attempt);
         let view = CertStatus {
             id: m.spec.id.clone(),
             names: m.spec.names.clone(),
-            challenge: m.spec.challenge.as_str(),
+            challenge: m.spec.challenge.as_str().to_string(),
             status,
             issuer: m.leaf.as_ref().map(|l| l.issuer.clone()),
             serial: m.leaf.as_ref().map(|l| l.serial.clone()),

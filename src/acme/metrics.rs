@@ -2,7 +2,7 @@
 
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use super::view::CertStatus;
+use super::view::{CertState, CertStatus};
 
 pub(crate) struct AcmeMetrics {
     expiry: GaugeVec,
@@ -84,7 +84,7 @@ impl AcmeMetrics {
             }
             self.pending
                 .with_label_values(&[name])
-                .set(i64::from(s.status == "pending"));
+                .set(i64::from(s.status == CertState::Pending));
         }
     }
 

@@ -2,9 +2,9 @@
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use serde_json::json;
 
 use super::{json_response, MAX_BODY};
+use crate::api;
 use crate::config::ConfigErrors;
 use crate::control::ControlError;
 
@@ -67,19 +67,24 @@ impl AdminError {
 /// on a conflict, every config error on a rejected reload, `Allow` and `WWW-Authenticate` headers.
 pub fn error_response(e: &AdminError) -> Response<Vec<u8>> {
     let status = e.status();
-    let mut body = json!({"error": e.to_string(), "status": status.as_u16()});
+    let mut body = api::ErrorBody {
+        error: e.to_string(),
+        errors: None,
+        generation: None,
+        rollout: None,
+        status: status.as_u16(),
+    };
     match e {
         AdminError::Control(ControlError::Conflict { current, .. }) => {
-            body["generation"] = json!(current);
+            body.generation = Some(*current);
         }
         AdminError::Control(
             ControlError::RolloutOwnsWeights { id, .. } | ControlError::RolloutActive { id, .. },
         ) => {
-            body["rollout"] = json!(id);
+            body.rollout = Some(*id);
         }
         AdminError::Rejected(errors) => {
-            let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-            body["errors"] = json!(list);
+            body.errors = Some(errors.0.iter().map(ToString::to_string).collect());
         }
         _ => {}
     }

@@ -30,8 +30,9 @@ pub use requests::{forced, parse_if_match, parse_rollout, parse_switch, parse_we
 pub use routes::{route, Action, Resource};
 
 use crate::acme::AcmeState;
+use crate::api::{self, ServiceView};
 use crate::config::{AdminConfig, Config};
-use crate::control::{self, ServiceView};
+use crate::control;
 use crate::runtime::Runtime;
 
 /// Largest accepted request body.
@@ -85,13 +86,8 @@ impl AdminApp {
         let rt = self.runtime.clone();
         match action {
             Action::ListServices => {
-                #[derive(Serialize)]
-                struct Services {
-                    generation: u64,
-                    services: Vec<ServiceView>,
-                }
                 let snap = rt.snapshot();
-                let body = Services {
+                let body = api::Services {
                     generation: snap.generation,
                     services: control::services(&snap),
                 };
@@ -146,9 +142,12 @@ impl AdminApp {
                 match watch {
                     None => service_response(&view),
                     Some(rollout) => {
-                        let mut body = serde_json::to_value(&view)
-                            .map_err(|e| AdminError::Internal(e.to_string()))?;
-                        body["rollout"] = json!(rollout);
+                        // Through a `Value`, as it always was: its keys go out sorted.
+                        let body = serde_json::to_value(api::Switched {
+                            service: view,
+                            rollout: Some(rollout),
+                        })
+                        .map_err(|e| AdminError::Internal(e.to_string()))?;
                         Ok(json_response(StatusCode::OK, &body))
                     }
                 }
@@ -182,14 +181,20 @@ impl AdminApp {
             }
             Action::RolloutEvents(name) => Ok(json_response(
                 StatusCode::OK,
-                &json!({"events": control::rollout_events(&rt.snapshot(), &name)?}),
+                // Through a `Value` (`json!`), as it always was: its keys go out sorted.
+                &json!(api::Events {
+                    events: control::rollout_events(&rt.snapshot(), &name)?
+                }),
             )),
             Action::Reload => {
                 let via = format!(" via the admin API ({})", head.peer);
                 let generation = blocking(move || rt.reload(&via)).await?.generation;
                 Ok(json_response(
                     StatusCode::OK,
-                    &json!({"status": "reloaded", "generation": generation}),
+                    &api::Reloaded {
+                        generation,
+                        status: "reloaded".into(),
+                    },
                 ))
             }
             Action::ShowConfig => {
@@ -214,7 +219,10 @@ impl AdminApp {
             )),
             Action::ListCerts => Ok(json_response(
                 StatusCode::OK,
-                &json!({"certificates": self.acme.certificates()}),
+                // Through a `Value` (`json!`), as it always was: its keys go out sorted.
+                &json!(api::Certificates {
+                    certificates: self.acme.certificates()
+                }),
             )),
             Action::RenewCert(name) => {
                 let id = self
@@ -227,7 +235,10 @@ impl AdminApp {
                 );
                 Ok(json_response(
                     StatusCode::ACCEPTED,
-                    &json!({"status": "renewal requested", "certificate": id}),
+                    &api::RenewalRequested {
+                        certificate: id,
+                        status: "renewal requested".into(),
+                    },
                 ))
             }
             Action::Metrics => Ok(text_response(

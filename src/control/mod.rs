@@ -12,15 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::api::RolloutView;
 use crate::config::Weight;
 use crate::runtime::{ChangeError, Runtime};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
 pub use ops::{RolloutAction, RolloutRequest, SwitchRequest};
-pub use view::{
-    rollout_events, rollout_of, rollout_view, service, services, LiveView, PoolView, RolloutView,
-    ServerView, ServiceView,
-};
+pub use view::{rollout_events, rollout_of, rollout_view, service, services};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -2,50 +2,12 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::{find, ControlError};
+use crate::api::{LiveView, PoolView, RolloutView, ServerView, ServiceView};
 use crate::config::Balance;
-use crate::rollout::{Event, Kind, Phase, Rollout};
+use crate::rollout::{Event, Rollout};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceView {
-    pub name: String,
-    pub generation: u64,
-    pub balance: &'static str,
-    pub pools: Vec<PoolView>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PoolView {
-    pub name: String,
-    /// The weight in force.
-    pub weight: u32,
-    /// The weight the config file gives.
-    pub config_weight: u32,
-    /// Whether `weight` comes from a runtime override (admin API / ctl) rather than the file.
-    pub overridden: bool,
-    pub healthy_servers: usize,
-    pub servers: Vec<ServerView>,
-    /// The pool's live window (see `rollout::window`).
-    pub live: LiveView,
-}
-
-/// A pool's requests, errors and latency quantiles over its live window.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveView {
-    /// The window's length; it covers between one bucket less and this much history.
-    pub window_seconds: f64,
-    pub requests: u64,
-    /// 5xx sent and upstream failures.
-    pub errors: u64,
-    pub error_rate: f64,
-    /// `null` without requests. Within about 3 % of the true quantile.
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
 
 impl LiveView {
     fn new(snap: &Snapshot, service: &str, pool: &str) -> LiveView {
@@ -60,19 +22,6 @@ impl LiveView {
             p99_ms: stats.and_then(|s| ms(s.p99)),
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServerView {
-    pub address: String,
-    pub weight: u32,
-    /// Active checks' verdict.
-    pub healthy: bool,
-    /// Taken out by passive checks for now.
-    pub ejected: bool,
-    /// Gets requests: healthy and not ejected.
-    pub available: bool,
-    pub in_flight: usize,
 }
 
 fn balance_name(b: Balance) -> &'static str {
@@ -122,7 +71,7 @@ fn view(snap: &Snapshot, service: &Service) -> ServiceView {
     ServiceView {
         name: service.name.to_string(),
         generation: snap.generation,
-        balance: balance_name(service.balance),
+        balance: balance_name(service.balance).to_string(),
         pools,
     }
 }
@@ -135,34 +84,6 @@ pub fn services(snap: &Snapshot) -> Vec<ServiceView> {
 /// Service `name` of `snap` as the admin API shows it.
 pub fn service(snap: &Snapshot, name: &str) -> Result<ServiceView, ControlError> {
     Ok(view(snap, find(snap, name)?))
-}
-
-/// A rollout as the admin API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RolloutView {
-    pub id: u64,
-    pub service: String,
-    pub kind: Kind,
-    pub canary: String,
-    pub stable: String,
-    pub state: Phase,
-    pub step: usize,
-    pub steps: Vec<u32>,
-    pub canary_weight: u32,
-    pub interval_seconds: f64,
-    pub max_error_rate: f64,
-    pub max_p99_ms: Option<f64>,
-    pub min_requests: u64,
-    pub shield: bool,
-    pub started_at: String,
-    pub step_started_at: String,
-    pub finished_at: Option<String>,
-    pub reason: Option<String>,
-    pub holding: Option<String>,
-    pub step_requests: u64,
-    pub canary_live: LiveView,
-    pub stable_live: LiveView,
-    pub generation: u64,
 }
 
 fn rfc3339(unix_ms: u64) -> String {

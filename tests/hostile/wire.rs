@@ -160,7 +160,7 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Option<(RawResponse, usize)> {
     let (body, used) = if status < 200 || status == 204 || status == 304 {
         (Vec::new(), 0)
     } else if find_header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-        let mut decoder = switchyard::backend::ChunkedDecoder::new();
+        let mut decoder = echo::ChunkedDecoder::new();
         let mut body = Vec::new();
         let used = decoder.decode(rest, &mut body).ok()?;
         if !decoder.is_done() {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use switchyard::backend::Backend;
+pub use echo::Backend;
 
 /// Directory with the checked-in test CA and leaf certificates.
 pub const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
@@ -638,7 +638,7 @@ pub fn read_response(stream: &mut TcpStream) -> RawResponse {
     } else if find("transfer-encoding")
         .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
     {
-        let mut decoder = switchyard::backend::ChunkedDecoder::new();
+        let mut decoder = echo::ChunkedDecoder::new();
         let mut body = Vec::new();
         let mut pending = Vec::new();
         let mut buf = [0u8; 8192];

@@ -1,0 +1,204 @@
+//! The admin API's answers as typed structs: the admin API writes them and `switchyard ctl` reads them, so the two cannot drift.
+//!
+//! Only the shapes live here; the code that fills them in stays with what it describes (`control`
+//! for services and rollouts, `acme` for certificates, `admin` for the envelopes). Every struct
+//! is `Serialize + Deserialize`; unknown fields are ignored when reading, so a newer proxy may add
+//! fields without breaking an older `ctl`. Rollout events are the rollout engine's own
+//! [`Event`]s, served as they are kept.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::rollout::{Event, Kind, Phase};
+
+/// `GET /v1/services`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Services {
+    pub generation: u64,
+    pub services: Vec<ServiceView>,
+}
+
+/// `GET /v1/services/{s}`, and the answer to a weight change or a switch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub generation: u64,
+    /// `round_robin` or `least_conn`.
+    pub balance: String,
+    pub pools: Vec<PoolView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    /// The weight in force.
+    pub weight: u32,
+    /// The weight the config file gives.
+    pub config_weight: u32,
+    /// Whether `weight` comes from a runtime override (admin API / ctl) rather than the file.
+    pub overridden: bool,
+    pub healthy_servers: usize,
+    pub servers: Vec<ServerView>,
+    /// The pool's live window (see `rollout::window`).
+    pub live: LiveView,
+}
+
+/// A pool's requests, errors and latency quantiles over its live window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveView {
+    /// The window's length; it covers between one bucket less and this much history.
+    pub window_seconds: f64,
+    pub requests: u64,
+    /// 5xx sent and upstream failures.
+    pub errors: u64,
+    pub error_rate: f64,
+    /// `null` without requests. Within about 3 % of the true quantile.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerView {
+    pub address: String,
+    pub weight: u32,
+    /// Active checks' verdict.
+    pub healthy: bool,
+    /// Taken out by passive checks for now.
+    pub ejected: bool,
+    /// Gets requests: healthy and not ejected.
+    pub available: bool,
+    pub in_flight: usize,
+}
+
+/// `POST /v1/services/{s}/switch` with `watch`: the service, and the watch it started.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Switched {
+    #[serde(flatten)]
+    pub service: ServiceView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
+}
+
+/// A rollout as the admin API shows it (`GET …/rollouts/current`, and every rollout action).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub id: u64,
+    pub service: String,
+    pub kind: Kind,
+    pub canary: String,
+    pub stable: String,
+    pub state: Phase,
+    pub step: usize,
+    pub steps: Vec<u32>,
+    pub canary_weight: u32,
+    pub interval_seconds: f64,
+    pub max_error_rate: f64,
+    pub max_p99_ms: Option<f64>,
+    pub min_requests: u64,
+    pub shield: bool,
+    pub started_at: String,
+    pub step_started_at: String,
+    pub finished_at: Option<String>,
+    pub reason: Option<String>,
+    pub holding: Option<String>,
+    pub step_requests: u64,
+    pub canary_live: LiveView,
+    pub stable_live: LiveView,
+    pub generation: u64,
+}
+
+/// `GET …/rollouts/current/events`, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Events {
+    pub events: Vec<Event>,
+}
+
+/// `POST /v1/reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub generation: u64,
+    /// Always `reloaded`.
+    pub status: String,
+}
+
+/// `GET /v1/certs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Certificates {
+    pub certificates: Vec<CertStatus>,
+}
+
+/// One ACME certificate as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertStatus {
+    /// The certificate id: its first configured name.
+    pub id: String,
+    pub names: Vec<String>,
+    /// `http-01`, `tls-alpn-01` or `dns-01`.
+    pub challenge: String,
+    pub status: CertState,
+    pub issuer: Option<String>,
+    pub serial: Option<String>,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    pub not_after_unix: Option<u64>,
+    /// When the next order is due: renewal time, or the next retry after a failure.
+    pub next_attempt: Option<String>,
+    pub next_attempt_unix: Option<u64>,
+    /// Failed orders in a row.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// Orders this process placed for it (successful or not).
+    pub orders: u64,
+    /// Where its files are.
+    pub stored_at: String,
+}
+
+/// Where an ACME certificate stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertState {
+    /// No certificate yet: a self-signed fallback serves.
+    Pending,
+    Valid,
+    /// An order is running.
+    Renewing,
+    /// The last order failed; the current certificate, if any, keeps serving.
+    Failing,
+    Expired,
+}
+
+impl CertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertState::Pending => "pending",
+            CertState::Valid => "valid",
+            CertState::Renewing => "renewing",
+            CertState::Failing => "failing",
+            CertState::Expired => "expired",
+        }
+    }
+}
+
+/// `POST /v1/certs/{name}/renew`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewalRequested {
+    /// The id of the certificate that covers the name.
+    pub certificate: String,
+    /// Always `renewal requested`.
+    pub status: String,
+}
+
+/// Every error answer: the message and the status, plus what a client needs to act on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// Each config error of a rejected reload, as `file:line:column: reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<String>>,
+    /// The current generation, on a conflict (412).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// The rollout that refused the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<u64>,
+    pub status: u16,
+}
