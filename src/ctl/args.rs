@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::DEFAULT_ADMIN_URL;
-use crate::config::values;
+use crate::config::values::{self, Share, Steps, ValueError, Weight};
 
 /// Talk to a running Switchyard through its admin API: read services, set weights, switch
 /// blue/green, reload, run canary rollouts.
@@ -51,7 +51,7 @@ pub enum CtlCommand {
         service: String,
         /// POOL=WEIGHT pairs; weights are integers from 0 to 1000000.
         #[arg(required = true, value_name = "POOL=WEIGHT", value_parser = parse_pool_weight)]
-        weights: Vec<(String, u32)>,
+        weights: Vec<(String, Weight)>,
         /// Only apply if the config generation is still N (as `status` shows); exit 1 if not.
         #[arg(long, value_name = "N")]
         if_match: Option<u64>,
@@ -170,7 +170,7 @@ pub struct StartArgs {
     pub interval: Option<DurationArg>,
     /// Roll back when the canary's error rate is above this (0.05 or 5%).
     #[arg(long, value_name = "RATIO", value_parser = parse_ratio)]
-    pub max_error_rate: Option<f64>,
+    pub max_error_rate: Option<Share>,
     /// Roll back when the canary's p99 latency is above this (e.g. 500ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub max_p99: Option<DurationArg>,
@@ -185,10 +185,6 @@ pub struct StartArgs {
     pub wait: bool,
 }
 
-/// Canary weights in percent, one per step (see [`parse_steps`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Steps(pub Vec<u32>);
-
 /// A duration as typed (sent to the API as is) and its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DurationArg {
@@ -196,8 +192,9 @@ pub struct DurationArg {
     pub value: Duration,
 }
 
-/// `blue=90` → `("blue", 90)`.
-pub fn parse_pool_weight(arg: &str) -> Result<(String, u32), String> {
+/// `blue=90` → `("blue", 90)`: the weight is checked by the one [`Weight`] rule the config and
+/// the admin API use.
+pub fn parse_pool_weight(arg: &str) -> Result<(String, Weight), String> {
     let bad =
         || format!("expected POOL=WEIGHT with a whole number, such as blue=90; got \"{arg}\"");
     let (pool, weight) = arg.split_once('=').ok_or_else(bad)?;
@@ -205,52 +202,52 @@ pub fn parse_pool_weight(arg: &str) -> Result<(String, u32), String> {
     if pool.is_empty() {
         return Err(bad());
     }
-    let weight: u32 = weight.trim().parse().map_err(|_| bad())?;
+    let weight: u64 = weight.trim().parse().map_err(|_| bad())?;
+    let weight = Weight::new(weight).map_err(|e| format!("the weight of \"{pool}\" {e}"))?;
     Ok((pool.to_string(), weight))
 }
 
-/// `1,5,25,50,100`: canary weights in percent, ascending from 1 to 100 and ending at 100.
+/// `1,5,25,50,100`: canary weights in percent, checked by the one [`Steps`] rule the config and
+/// the admin API use; the message names the step at fault.
 pub fn parse_steps(arg: &str) -> Result<Steps, String> {
     let bad = |why: String| {
         format!("{why}; steps are canary weights in percent, ascending from 1 to 100 and ending at 100, such as 1,5,25,50,100")
     };
-    let mut steps: Vec<u32> = Vec::new();
-    for part in arg.split(',') {
-        let part = part.trim();
-        let weight: u32 = part
-            .parse()
-            .map_err(|_| bad(format!("\"{part}\" is not a whole number")))?;
-        if !(1..=100).contains(&weight) {
-            return Err(bad(format!("{weight} is not between 1 and 100")));
-        }
-        if let Some(&before) = steps.last() {
-            if weight <= before {
-                return Err(bad(format!(
-                    "{weight} is not above the step before it, {before}"
-                )));
+    let numbers = arg
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            part.parse::<u32>()
+                .map_err(|_| bad(format!("\"{part}\" is not a whole number")))
+        })
+        .collect::<Result<Vec<u32>, String>>()?;
+    Steps::new(numbers).map_err(|e| {
+        bad(match &e {
+            ValueError::StepOutOfRange(n) => format!("{n} is not between 1 and 100"),
+            ValueError::StepsNotAscending(steps) => {
+                steps.windows(2).find(|w| w[0] >= w[1]).map_or_else(
+                    || e.to_string(),
+                    |w| format!("{} is not above the step before it, {}", w[1], w[0]),
+                )
             }
-        }
-        steps.push(weight);
-    }
-    if steps.last() != Some(&100) {
-        return Err(bad("the last step is not 100".to_string()));
-    }
-    Ok(Steps(steps))
+            ValueError::StepsNotEndingAt100(_) => "the last step is not 100".to_string(),
+            _ => e.to_string(),
+        })
+    })
 }
 
-/// `0.05` or `5%`: a share from 0 to 1.
-pub fn parse_ratio(arg: &str) -> Result<f64, String> {
+/// `0.05` or `5%`: a share from 0 to 1 ([`Share`], as the config and the admin API check it).
+pub fn parse_ratio(arg: &str) -> Result<Share, String> {
     let text = arg.trim();
     let ratio = match text.strip_suffix('%') {
         Some(pct) => pct.trim().parse::<f64>().map(|p| p / 100.0),
         None => text.parse::<f64>(),
     };
-    match ratio {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err(format!(
+    ratio.ok().and_then(|r| Share::new(r).ok()).ok_or_else(|| {
+        format!(
             "expected a share from 0 to 1 such as 0.05, or a percentage such as 5%; got \"{arg}\""
-        )),
-    }
+        )
+    })
 }
 
 /// A duration above zero, kept as typed for the API.
@@ -276,8 +273,18 @@ mod tests {
 
     #[test]
     fn parses_pool_weights() {
-        assert_eq!(parse_pool_weight("blue=90"), Ok(("blue".into(), 90)));
-        assert_eq!(parse_pool_weight("green = 0"), Ok(("green".into(), 0)));
+        assert_eq!(
+            parse_pool_weight("blue=90"),
+            Ok(("blue".into(), Weight::new(90).expect("90")))
+        );
+        assert_eq!(
+            parse_pool_weight("green = 0"),
+            Ok(("green".into(), Weight::default()))
+        );
+        assert!(
+            parse_pool_weight("blue=1000001").is_err(),
+            "over the largest weight"
+        );
         for bad in ["blue", "=5", "blue=", "blue=-1", "blue=1.5", "blue=x"] {
             assert!(parse_pool_weight(bad).is_err(), "{bad}");
         }
@@ -287,10 +294,13 @@ mod tests {
     fn parses_steps() {
         assert_eq!(
             parse_steps("1,5,25,50,100"),
-            Ok(Steps(vec![1, 5, 25, 50, 100]))
+            Ok(Steps::new(vec![1, 5, 25, 50, 100]).expect("steps"))
         );
-        assert_eq!(parse_steps(" 50 , 100"), Ok(Steps(vec![50, 100])));
-        assert_eq!(parse_steps("100"), Ok(Steps(vec![100])));
+        assert_eq!(
+            parse_steps(" 50 , 100").map(Steps::into_vec),
+            Ok(vec![50, 100])
+        );
+        assert_eq!(parse_steps("100").map(Steps::into_vec), Ok(vec![100]));
         for (bad, why) in [
             ("", "\"\" is not a whole number"),
             ("5,x,100", "\"x\" is not a whole number"),
@@ -308,9 +318,9 @@ mod tests {
 
     #[test]
     fn parses_ratios_and_durations() {
-        assert_eq!(parse_ratio("0.05"), Ok(0.05));
-        assert_eq!(parse_ratio("5%"), Ok(0.05));
-        assert_eq!(parse_ratio("1"), Ok(1.0));
+        assert_eq!(parse_ratio("0.05").map(Share::get), Ok(0.05));
+        assert_eq!(parse_ratio("5%").map(Share::get), Ok(0.05));
+        assert_eq!(parse_ratio("1").map(Share::get), Ok(1.0));
         for bad in ["-0.1", "1.5", "101%", "NaN", "inf", "five"] {
             assert!(parse_ratio(bad).is_err(), "{bad}");
         }

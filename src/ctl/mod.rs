@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 pub use args::{
     parse_duration, parse_duration_arg, parse_pool_weight, parse_ratio, parse_steps, CtlArgs,
-    CtlCommand, DurationArg, RolloutCommand, StartArgs, Steps,
+    CtlCommand, DurationArg, RolloutCommand, StartArgs,
 };
 pub use client::{root_cause, AdminUrl};
 
@@ -115,7 +115,8 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
             if_match,
             force,
         } => {
-            let map: BTreeMap<&str, u32> = weights.iter().map(|(p, w)| (p.as_str(), *w)).collect();
+            let map: BTreeMap<&str, u32> =
+                weights.iter().map(|(p, w)| (p.as_str(), w.get())).collect();
             let path = forced(service_path(service, "/weights"), *force);
             let reply: Reply<ServiceView> =
                 client.call(Method::PUT, &path, Some(&json!(map)), *if_match)?;
@@ -295,7 +296,7 @@ fn start_body(args: &StartArgs) -> Value {
         body["stable"] = json!(stable);
     }
     if let Some(steps) = &args.steps {
-        body["steps"] = json!(steps.0);
+        body["steps"] = json!(steps);
     }
     if let Some(interval) = &args.interval {
         body["interval"] = json!(interval.text);
