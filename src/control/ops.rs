@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{find, ControlError};
 use crate::book::{apply_weights, event, unix_ms, Book};
 use crate::config::{ServiceConfig, Share, Steps, Weight};
-use crate::rollout::{Event, Kind, Phase, Plan, Rollout};
+use crate::rollout::{Event, EventKind, Kind, Phase, Plan, Rollout};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
 
@@ -35,7 +35,7 @@ fn yield_weights(book: &mut Book, service: &str, force: bool) -> Result<Vec<Even
     }
     let why = "weights changed by an operator (forced)".to_string();
     r.finish(Phase::Aborted, unix_ms(), Some(why.clone()));
-    let mut e = event(r, "aborted", None, why);
+    let mut e = event(r, EventKind::Aborted, None, why);
     e.reason = Some("forced".into());
     Ok(vec![book.rollouts.push_event(e)])
 }
@@ -161,7 +161,7 @@ pub fn switch(
         .rollouts
         .start(service, plan, unix_ms(), snap.step_clock(service, to, now));
     let message = format!("switched to \"{to}\", watching it for {watch:?}");
-    let e = event(r, "started", None, message);
+    let e = event(r, EventKind::Started, None, message);
     let r = r.clone();
     events.push(book.rollouts.push_event(e));
     Ok((Some(r), events))
@@ -279,7 +279,7 @@ pub fn start_rollout(
         r.steps,
         r.interval()
     );
-    let e = event(r, "started", None, message);
+    let e = event(r, EventKind::Started, None, message);
     let r = r.clone();
     let e = book.rollouts.push_event(e);
     apply_weights(book, &snap.services, &r);
@@ -328,7 +328,7 @@ pub fn act_on_rollout(
         }
         RolloutAction::Pause => {
             r.state = Phase::Paused;
-            ("paused", "paused by an operator".to_string(), None)
+            (EventKind::Paused, "paused by an operator".to_string(), None)
         }
         RolloutAction::Resume if r.state == Phase::Progressing => {
             return Ok((r.clone(), Vec::new()));
@@ -337,7 +337,7 @@ pub fn act_on_rollout(
             r.state = Phase::Progressing;
             r.restart_step(now_ms, snap.step_clock(service, &r.canary, now));
             (
-                "resumed",
+                EventKind::Resumed,
                 "resumed by an operator; the step starts over".to_string(),
                 None,
             )
@@ -345,12 +345,12 @@ pub fn act_on_rollout(
         RolloutAction::Promote => {
             r.finish(Phase::Promoted, now_ms, None);
             let m = format!("\"{}\" promoted by an operator", r.canary);
-            ("promoted", m, None)
+            (EventKind::Promoted, m, None)
         }
         RolloutAction::Abort => {
             let m = format!("aborted by an operator; traffic back on \"{}\"", r.stable);
             r.finish(Phase::Aborted, now_ms, Some(m.clone()));
-            ("aborted", m, Some("operator".to_string()))
+            (EventKind::Aborted, m, Some("operator".to_string()))
         }
     };
     let r = r.clone();

@@ -399,7 +399,9 @@ impl Metrics {
     /// Counts a rollout transition; a rollback or abort also by its reason.
     pub fn record_rollout_event(&self, e: &crate::rollout::Event) {
         let m = &self.rollout;
-        m.events.with_label_values(&[&e.service, &e.event]).inc();
+        m.events
+            .with_label_values(&[&e.service, e.event.as_str()])
+            .inc();
         if let Some(reason) = &e.reason {
             m.rollbacks.with_label_values(&[&e.service, reason]).inc();
         }

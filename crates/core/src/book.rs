@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
-use crate::rollout::{Decision, Event, Phase, Rollout, Rollouts, StepClock, WindowStats};
+use crate::rollout::{
+    Decision, Event, EventKind, Phase, Rollout, Rollouts, StepClock, WindowStats,
+};
 use crate::upstream::Service;
 
 /// Pool weights set at runtime, by service then pool. They win over the config file's weights.
@@ -32,12 +34,12 @@ pub fn unix_ms() -> u64 {
 }
 
 /// An event of `r` as it stands, with the canary's figures.
-pub fn event(r: &Rollout, kind: &str, canary: Option<&WindowStats>, message: String) -> Event {
+pub fn event(r: &Rollout, kind: EventKind, canary: Option<&WindowStats>, message: String) -> Event {
     Event {
         time: unix_ms(),
         service: r.service.clone(),
         rollout: r.id,
-        event: kind.to_string(),
+        event: kind,
         step: r.step,
         canary_weight: r.canary_weight(),
         requests: canary.map_or(0, |s| s.requests),
@@ -53,7 +55,7 @@ pub fn event(r: &Rollout, kind: &str, canary: Option<&WindowStats>, message: Str
 pub fn log_event(e: &Event) {
     // The same JSON as `GET .../rollouts/current/events` shows (Event is plain data: it serializes).
     let line = serde_json::to_string(e).unwrap_or_default();
-    if e.event == "rolled_back" || e.event == "aborted" {
+    if matches!(e.event, EventKind::RolledBack | EventKind::Aborted) {
         log::warn!(target: "switchyard::rollout", "{line}");
     } else {
         log::info!(target: "switchyard::rollout", "{line}");
@@ -92,7 +94,7 @@ pub fn end_orphans(config: &Config, rollouts: &mut Rollouts) -> Vec<Event> {
         };
         if let Some(why) = orphaned(config, r) {
             r.finish(Phase::Aborted, unix_ms(), Some(why.clone()));
-            let mut e = event(r, "aborted", None, why);
+            let mut e = event(r, EventKind::Aborted, None, why);
             e.reason = Some("config".into());
             events.push(rollouts.push_event(e));
         }
@@ -124,7 +126,7 @@ pub fn resume_after_restart(config: &Config, book: &mut Book) -> Vec<Event> {
             r.canary,
             r.state.as_str()
         );
-        let e = event(r, "restarted", None, message);
+        let e = event(r, EventKind::Restarted, None, message);
         events.push(book.rollouts.push_event(e));
     }
     events
@@ -160,7 +162,7 @@ pub fn tick(services: &[Service], book: &mut Book, now: Instant) -> Outcome {
             Decision::Stay => continue,
             Decision::Hold(message) => {
                 r.holding = Some(r.holding_text());
-                ("held", message)
+                (EventKind::Held, message)
             }
             Decision::Advance => {
                 r.step += 1;
@@ -179,24 +181,24 @@ pub fn tick(services: &[Service], book: &mut Book, now: Instant) -> Outcome {
                     r.canary
                 );
                 out.publish = true;
-                ("step", message)
+                (EventKind::Step, message)
             }
             Decision::Promote => {
                 let message = format!("\"{}\" promoted: it takes all traffic", r.canary);
                 r.finish(Phase::Promoted, now_ms, None);
                 out.publish = true;
-                ("promoted", message)
+                (EventKind::Promoted, message)
             }
             Decision::RollBack { reason, message } => {
                 let message = format!("{message}; traffic back on \"{}\"", r.stable);
                 cause = Some(reason);
                 r.finish(Phase::RolledBack, now_ms, Some(message.clone()));
                 out.publish = true;
-                ("rolled_back", message)
+                (EventKind::RolledBack, message)
             }
         };
         let r = r.clone();
-        if kind != "held" {
+        if kind != EventKind::Held {
             apply_weights(book, services, &r);
         }
         let mut e = event(&r, kind, Some(&stats), message);

@@ -142,7 +142,7 @@ pub struct Event {
     pub time: u64,
     pub service: String,
     pub rollout: u64,
-    pub event: String,
+    pub event: EventKind,
     pub step: usize,
     pub canary_weight: u32,
     pub requests: u64,
@@ -154,6 +154,44 @@ pub struct Event {
     /// (abort), `forced` (a forced weight change), `config` (a reload removed its pools).
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// What happened to a rollout, as its events, logs and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Started,
+    Step,
+    Held,
+    Paused,
+    Resumed,
+    Promoted,
+    RolledBack,
+    Aborted,
+    Restarted,
+}
+
+impl EventKind {
+    /// The name on the wire, in logs and in the `event` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Started => "started",
+            EventKind::Step => "step",
+            EventKind::Held => "held",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::Promoted => "promoted",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::Aborted => "aborted",
+            EventKind::Restarted => "restarted",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A service's latest rollout and its recent events.
@@ -550,7 +588,7 @@ mod tests {
                 time: i,
                 service: "api".into(),
                 rollout: 1,
-                event: "step".into(),
+                event: EventKind::Step,
                 step: 0,
                 canary_weight: 0,
                 requests: 0,

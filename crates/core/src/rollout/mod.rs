@@ -11,5 +11,5 @@
 pub mod engine;
 pub mod window;
 
-pub use engine::{Decision, Event, Kind, Phase, Plan, Rollout, Rollouts, StepClock};
+pub use engine::{Decision, Event, EventKind, Kind, Phase, Plan, Rollout, Rollouts, StepClock};
 pub use window::{is_error, PoolWindow, WindowError, WindowSpec, WindowStats};
