@@ -106,9 +106,9 @@ fn bench_pick(c: &mut Criterion) {
             },
         ],
     };
-    let registry = ServerRegistry::default();
-    let rr = Service::build(&cfg(Balance::RoundRobin), &registry);
-    let lc = Service::build(&cfg(Balance::LeastConn), &registry);
+    let mut registry = ServerRegistry::default();
+    let rr = Service::build(&cfg(Balance::RoundRobin), &mut registry);
+    let lc = Service::build(&cfg(Balance::LeastConn), &mut registry);
     let mut g = c.benchmark_group("weighted_pick");
     g.bench_function("pool_then_round_robin", |b| {
         b.iter(|| {

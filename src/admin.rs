@@ -19,6 +19,7 @@ use pingora::services::listening::Service;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::acme::AcmeState;
 use crate::config::{
     AccessLogTarget, AdminConfig, Balance, Config, ConfigErrors, RouteOptions, MAX_WEIGHT,
 };
@@ -274,18 +275,7 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
     Ok(action)
 }
 
-/// Compares a presented secret with the expected one in time that depends only on their lengths,
-/// never on where they first differ: every byte of `expected` is looked at, and a length
-/// difference is folded into the same accumulator instead of returning early.
-pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
-    let mut diff = (given.len() ^ expected.len()) as u64;
-    for (i, e) in expected.iter().enumerate() {
-        // Past the end of `given` compare against 0; the length term above already differs.
-        let g = given.get(i).copied().unwrap_or(0);
-        diff |= u64::from(g ^ e);
-    }
-    std::hint::black_box(diff) == 0
-}
+pub use crate::secret::constant_time_eq;
 
 /// Checks an `Authorization: Bearer <token>` header against the token.
 pub fn check_bearer(authorization: Option<&[u8]>, token: &str) -> Result<(), AdminError> {
@@ -472,6 +462,8 @@ pub struct Head {
 /// The admin application; one per process, shared by every admin connection.
 pub struct AdminApp {
     runtime: Arc<Runtime>,
+    /// Certificate statuses and renewal requests.
+    acme: Arc<AcmeState>,
     /// The `[admin]` settings the listener started with. The token and `metrics_require_token`
     /// follow the current config (a reload rotates the token); these apply when a reload dropped
     /// `[admin]`, or dropped the token while the listener is not on loopback.
@@ -479,16 +471,17 @@ pub struct AdminApp {
 }
 
 impl AdminApp {
-    pub fn new(runtime: Arc<Runtime>, admin: &AdminConfig) -> AdminApp {
+    pub fn new(runtime: Arc<Runtime>, acme: Arc<AcmeState>, admin: &AdminConfig) -> AdminApp {
         AdminApp {
             runtime,
+            acme,
             startup: admin.clone(),
         }
     }
 
     /// The token (if any) and whether `/metrics` needs it, as the current config says.
     fn auth_settings(&self) -> (Option<String>, bool) {
-        let snap = self.runtime.snapshot.load();
+        let snap = self.runtime.snapshot();
         match &snap.config.admin {
             Some(a) if a.token.is_some() || self.startup.address.ip().is_loopback() => {
                 (a.token.clone(), a.metrics_require_token)
@@ -525,39 +518,44 @@ impl AdminApp {
                     generation: u64,
                     services: Vec<ServiceView>,
                 }
+                let snap = rt.snapshot();
                 let body = Services {
-                    generation: rt.generation(),
-                    services: control::services(&rt),
+                    generation: snap.generation,
+                    services: control::services(&snap),
                 };
                 Ok(json_response(StatusCode::OK, &body))
             }
-            Action::ShowService(name) => service_response(&control::service(&rt, &name)?),
+            Action::ShowService(name) => {
+                service_response(&control::service(&rt.snapshot(), &name)?)
+            }
             Action::SetWeights(name) => {
                 let weights = parse_weights(body)?;
                 let if_match = parse_if_match(head.if_match.as_deref())?;
                 let (svc, w) = (name.clone(), weights.clone());
                 let force = forced(head.query.as_deref());
-                let generation =
+                let snap =
                     blocking(move || control::set_weights(&rt, &svc, &w, if_match, force)).await?;
                 let list: Vec<String> = weights.iter().map(|(p, w)| format!("{p}={w}")).collect();
                 log::info!(
-                    "admin ({}): weights of service \"{name}\" set to {} (generation {generation})",
+                    "admin ({}): weights of service \"{name}\" set to {} (generation {})",
                     head.peer,
-                    list.join(" ")
+                    list.join(" "),
+                    snap.generation
                 );
-                service_response(&control::service(&self.runtime, &name)?)
+                service_response(&control::service(&snap, &name)?)
             }
             Action::ClearWeights(name) => {
                 let if_match = parse_if_match(head.if_match.as_deref())?;
                 let svc = name.clone();
                 let force = forced(head.query.as_deref());
-                let generation =
+                let snap =
                     blocking(move || control::clear_weights(&rt, &svc, if_match, force)).await?;
                 log::info!(
-                    "admin ({}): weight overrides of service \"{name}\" cleared, the config's weights apply (generation {generation})",
-                    head.peer
+                    "admin ({}): weight overrides of service \"{name}\" cleared, the config's weights apply (generation {})",
+                    head.peer,
+                    snap.generation
                 );
-                service_response(&control::service(&self.runtime, &name)?)
+                service_response(&control::service(&snap, &name)?)
             }
             Action::Switch(name) => {
                 let mut req = parse_switch(body)?;
@@ -565,14 +563,14 @@ impl AdminApp {
                 req.force = forced(head.query.as_deref());
                 let to = req.to.clone();
                 let svc = name.clone();
-                let (generation, watch) =
-                    blocking(move || control::switch(&rt, &svc, &req)).await?;
+                let (snap, watch) = blocking(move || control::switch(&rt, &svc, &req)).await?;
                 log::info!(
-                    "admin ({}): service \"{name}\" switched to pool \"{to}\" (generation {generation}){}",
+                    "admin ({}): service \"{name}\" switched to pool \"{to}\" (generation {}){}",
                     head.peer,
+                    snap.generation,
                     if watch.is_some() { ", watched" } else { "" }
                 );
-                let view = control::service(&self.runtime, &name)?;
+                let view = control::service(&snap, &name)?;
                 match watch {
                     None => service_response(&view),
                     Some(rollout) => {
@@ -597,7 +595,7 @@ impl AdminApp {
             }
             Action::ShowRollout(name) => Ok(json_response(
                 StatusCode::OK,
-                &control::rollout_view(&rt, &name)?,
+                &control::rollout_view(&rt.snapshot(), &name)?,
             )),
             Action::ActOnRollout(name, action) => {
                 let svc = name.clone();
@@ -612,19 +610,18 @@ impl AdminApp {
             }
             Action::RolloutEvents(name) => Ok(json_response(
                 StatusCode::OK,
-                &json!({"events": control::rollout_events(&rt, &name)?}),
+                &json!({"events": control::rollout_events(&rt.snapshot(), &name)?}),
             )),
             Action::Reload => {
-                let result = blocking(move || rt.reload()).await;
-                log_reload(&self.runtime, &head.peer, &result);
-                let generation = result?;
+                let via = format!(" via the admin API ({})", head.peer);
+                let generation = blocking(move || rt.reload(&via)).await?.generation;
                 Ok(json_response(
                     StatusCode::OK,
                     &json!({"status": "reloaded", "generation": generation}),
                 ))
             }
             Action::ShowConfig => {
-                let snap = rt.snapshot.load();
+                let snap = rt.snapshot();
                 let mut view = config_view(&snap.config);
                 view["generation"] = json!(snap.generation);
                 Ok(json_response(StatusCode::OK, &view))
@@ -632,14 +629,14 @@ impl AdminApp {
             Action::Live => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
             Action::Ready => Ok(json_response(
                 StatusCode::OK,
-                &json!({"status": "ready", "generation": rt.generation()}),
+                &json!({"status": "ready", "generation": rt.snapshot().generation}),
             )),
             Action::ListCerts => Ok(json_response(
                 StatusCode::OK,
-                &json!({"certificates": rt.acme.certificates()}),
+                &json!({"certificates": self.acme.certificates()}),
             )),
             Action::RenewCert(name) => {
-                let id = rt
+                let id = self
                     .acme
                     .request_renewal(&name)
                     .ok_or(AdminError::UnknownCertificate(name))?;
@@ -655,7 +652,7 @@ impl AdminApp {
             Action::Metrics => Ok(text_response(
                 StatusCode::OK,
                 METRICS_CONTENT_TYPE,
-                crate::metrics::render(&rt).into_bytes(),
+                rt.render_metrics().into_bytes(),
             )),
         }
     }
@@ -673,27 +670,6 @@ where
         Err(e) => Err(AdminError::Internal(format!(
             "the change did not complete: {e}"
         ))),
-    }
-}
-
-/// Logs an API reload the way SIGHUP reloads are logged.
-fn log_reload(rt: &Runtime, peer: &str, result: &Result<u64, AdminError>) {
-    match result {
-        Ok(generation) => log::info!(
-            "reloaded {} via the admin API ({peer}): {} (generation {generation})",
-            rt.config_path().display(),
-            rt.snapshot.load().config.summary()
-        ),
-        Err(AdminError::Rejected(errors)) => {
-            log::error!(
-                "reload via the admin API ({peer}) rejected, the previous config keeps serving; {} error(s):",
-                errors.0.len()
-            );
-            for e in &errors.0 {
-                log::error!("{e}");
-            }
-        }
-        Err(e) => log::error!("reload via the admin API ({peer}) failed: {e}"),
     }
 }
 
@@ -1006,8 +982,12 @@ fn limits_view(l: &crate::config::LimitsConfig) -> Value {
 }
 
 /// The admin API as a pingora service listening on `admin.address` (plain HTTP/1.1).
-pub fn service(runtime: Arc<Runtime>, admin: &AdminConfig) -> Service<HttpServer<AdminApp>> {
-    let app = HttpServer::new_app(AdminApp::new(runtime, admin));
+pub fn service(
+    runtime: Arc<Runtime>,
+    acme: Arc<AcmeState>,
+    admin: &AdminConfig,
+) -> Service<HttpServer<AdminApp>> {
+    let app = HttpServer::new_app(AdminApp::new(runtime, acme, admin));
     let mut svc = Service::new("admin".to_string(), app);
     // Admin traffic is a few requests a minute: one thread, apart from the proxy's.
     svc.threads = Some(1);
@@ -1282,7 +1262,11 @@ token = "t0ken"
         let fallback = crate::tls::self_signed(&["switchyard.invalid"]).expect("self-signed cert");
         let log = AccessLog::open(&AccessLogTarget::Off).expect("access log off");
         let rt = Runtime::new(config, path.into(), fallback, log, None).expect("runtime");
-        AdminApp::new(rt, &admin)
+        AdminApp::new(
+            rt,
+            crate::acme::AcmeState::new(&prometheus::Registry::new()),
+            &admin,
+        )
     }
 
     fn head(method: &str, path: &str, token: Option<&str>) -> Head {

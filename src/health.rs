@@ -135,8 +135,11 @@ impl BackgroundService for HealthChecker {
         let mut due: HashMap<(Arc<str>, Arc<str>), Instant> = HashMap::new();
         // The check each pool was last probed with: a changed one starts over.
         let mut checks: HashMap<(Arc<str>, Arc<str>), HealthCheck> = HashMap::new();
+        // The newest published snapshot each round (no load of the swap: the runtime announces
+        // each new generation on this watch).
+        let published = self.runtime.subscribe();
         loop {
-            let snap = self.runtime.snapshot.load_full();
+            let snap = published.borrow().clone();
             let now = Instant::now();
             let mut targets = Vec::new();
             let mut checked: HashSet<SocketAddr> = HashSet::new();

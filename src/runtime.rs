@@ -1,57 +1,76 @@
-//! The state every part of the process shares: the one snapshot swap, server states, certificates, reload.
+//! The store: the one snapshot swap, the one writer that compiles, persists and publishes it, and the watch that announces it.
+//!
+//! Readers (the request path, admin views, `/metrics`, background services) read the published
+//! snapshot and never take the writer lock, so a scrape never waits behind a state-file fsync.
+//! Writers (reload, admin changes, rollout decisions, ACME certificates) take the writer lock,
+//! which also owns every registry kept by name (server states, pool windows, zones, certificate
+//! sources): they are plain data used only while compiling.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
 
 use crate::access_log::AccessLog;
+use crate::book::{self, effective_overrides, Book};
 use crate::config::{self, Config, ConfigErrors};
 use crate::limits::conn::ConnLimits;
-use crate::limits::ZoneRegistry;
 use crate::metrics::Metrics;
-use crate::rollout::{Event, Rollouts, StepClock, Windows};
-use crate::snapshot::{effective_overrides, Snapshot};
-use crate::state::{Overrides, StateError, StateStore};
-use crate::tls::{CertMap, CertStore};
-use crate::upstream::ServerRegistry;
+use crate::rollout::Event;
+use crate::snapshot::{Registries, Snapshot};
+use crate::state::{StateError, StateStore};
+use crate::tls::{CertMap, CertSources, CertStore};
 
-/// Owned by the server; handed to every listener's proxy, the admin API and background services.
+/// Owned by the server; handed to the proxy, the admin API and background services.
 pub struct Runtime {
-    /// The one ArcSwap: each request loads it once; a change stores a whole new snapshot.
-    pub snapshot: ArcSwap<Snapshot>,
-    pub registry: ServerRegistry,
+    /// The one snapshot swap: each request loads it once; a change stores a whole new snapshot.
+    snapshot: SnapshotCell,
+    /// The writer lock: reload, admin changes, rollout decisions and ACME certificates take it,
+    /// so generations stay in order and a change is persisted before its snapshot is published.
+    writer: parking_lot::Mutex<Writer>,
+    /// Every published snapshot, for background services that react to a new generation.
+    published: watch::Sender<Arc<Snapshot>>,
+    /// The certificates by SNI that TLS handshakes read (written only under the writer lock).
     pub certs: Arc<CertStore>,
     pub access_log: AccessLog,
-    /// Every Prometheus metric; `metrics::render` turns them into the `/metrics` text.
+    /// Every Prometheus metric; `scrape::render` turns them into the `/metrics` text.
     pub metrics: Metrics,
-    /// ACME challenges, certificate statuses and renewal requests (`acme::AcmeManager` orders).
-    pub acme: Arc<crate::acme::AcmeState>,
-    /// Rate-limit zones by name, kept across reloads while their spec is unchanged.
-    pub zones: ZoneRegistry,
-    /// Open client connections and their caps.
+    /// Open client connections (the counts; the caps are in the snapshot).
     pub connections: Arc<ConnLimits>,
-    /// Each pool's live window of requests, errors and latencies, kept across snapshots by name.
-    pub windows: Windows,
     /// Requests between `new_ctx` and the end of `logging`: what a drain waits for.
     in_flight: Arc<AtomicUsize>,
     config_path: PathBuf,
-    generated_fallback: Arc<CertifiedKey>,
-    generation: AtomicU64,
     store: Option<StateStore>,
-    /// The writer lock: reload, admin changes and rollout ticks take it, so generations stay in
-    /// order and a change is persisted before its snapshot is published.
-    writer: parking_lot::Mutex<Book>,
 }
 
-/// What runtime changes write: the weight overrides and the rollouts that own some of them.
-/// Persisted together in `state.json`, compiled together into each snapshot.
-#[derive(Debug, Clone, Default)]
-pub struct Book {
-    pub overrides: Overrides,
-    pub rollouts: Rollouts,
+/// What only the writer touches.
+struct Writer {
+    book: Arc<Book>,
+    registries: Registries,
+    certs: CertSources,
+    generated_fallback: Arc<CertifiedKey>,
+    /// The snapshot last published.
+    current: Arc<Snapshot>,
+}
+
+/// The `ArcSwap` holding the snapshot. Debug builds count the loads, so a test can prove that a
+/// request makes exactly one (`switchyard_debug_snapshot_loads_total` in `/metrics`).
+struct SnapshotCell {
+    current: ArcSwap<Snapshot>,
+    #[cfg(debug_assertions)]
+    loads: std::sync::atomic::AtomicU64,
+}
+
+impl SnapshotCell {
+    fn load(&self) -> Arc<Snapshot> {
+        #[cfg(debug_assertions)]
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        self.current.load_full()
+    }
 }
 
 /// Why a runtime change was not applied.
@@ -62,7 +81,7 @@ pub enum ChangeError {
 }
 
 impl Runtime {
-    /// Builds the runtime from a validated config and the persisted overrides (if a store is given).
+    /// Builds the runtime from a validated config and the persisted book (if a store is given).
     pub fn new(
         config: Config,
         config_path: PathBuf,
@@ -82,41 +101,65 @@ impl Runtime {
             overrides,
             rollouts: saved.rollouts,
         };
-        let resumed = crate::rollout::service::resume_after_restart(&config, &mut book);
-        let registry = ServerRegistry::default();
-        let certs = CertStore::new(CertMap::build(
+        let resumed = book::resume_after_restart(&config, &mut book);
+        let certs = CertSources::new(CertMap::build(
             &config.certificates,
             generated_fallback.clone(),
         ));
-        let zones = ZoneRegistry::default();
         let metrics = Metrics::new();
-        let acme = crate::acme::AcmeState::new(metrics.registry());
-        let connections = Arc::new(ConnLimits::default());
-        connections.set_caps(config.limits.connections);
-        let resolved = zones.resolve(&config.limits.zones);
-        let snapshot = Snapshot::compile(Arc::new(config), 1, &registry, &book, &resolved);
-        let windows = Windows::new();
-        windows.resolve(&snapshot);
+        let mut registries = Registries::default();
+        let book = Arc::new(book);
+        let snapshot = Arc::new(Snapshot::compile(
+            Arc::new(config),
+            1,
+            book.clone(),
+            &mut registries,
+            &metrics,
+        ));
         for event in &resumed {
-            crate::rollout::service::log_event(event);
+            book::log_event(event);
         }
+        let (published, _) = watch::channel(snapshot.clone());
         Ok(Arc::new(Runtime {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            registry,
-            certs,
+            snapshot: SnapshotCell {
+                current: ArcSwap::new(snapshot.clone()),
+                #[cfg(debug_assertions)]
+                loads: Default::default(),
+            },
+            certs: CertStore::new(certs.build()),
+            writer: parking_lot::Mutex::new(Writer {
+                book,
+                registries,
+                certs,
+                generated_fallback,
+                current: snapshot,
+            }),
+            published,
             access_log,
             metrics,
-            acme,
-            zones,
-            connections,
-            windows,
+            connections: Arc::default(),
             in_flight: Arc::default(),
             config_path,
-            generated_fallback,
-            generation: AtomicU64::new(1),
             store,
-            writer: parking_lot::Mutex::new(book),
         }))
+    }
+
+    /// The snapshot in force: one `ArcSwap` load. The request path calls it once per request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load()
+    }
+
+    /// Snapshot loads so far (debug builds; 0 in release builds).
+    pub fn snapshot_loads(&self) -> u64 {
+        #[cfg(debug_assertions)]
+        return self.snapshot.loads.load(Ordering::Relaxed);
+        #[cfg(not(debug_assertions))]
+        0
+    }
+
+    /// A receiver that sees every snapshot published from now on (and holds the current one).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.published.subscribe()
     }
 
     /// Counts one request in flight until the returned guard is dropped.
@@ -133,34 +176,56 @@ impl Runtime {
         &self.config_path
     }
 
-    pub fn generation(&self) -> u64 {
-        self.snapshot.load().generation
-    }
-
-    /// The runtime weight overrides in force.
-    pub fn overrides(&self) -> Overrides {
-        self.writer.lock().overrides.clone()
-    }
-
-    /// Reads the rollouts under the writer lock (keep `f` short).
-    pub fn with_rollouts<T>(&self, f: impl FnOnce(&Rollouts) -> T) -> T {
-        f(&self.writer.lock().rollouts)
+    /// The `/metrics` text.
+    pub fn render_metrics(&self) -> String {
+        let mut text = crate::scrape::render(
+            &self.metrics,
+            &self.snapshot(),
+            self.in_flight(),
+            &self.connections,
+        );
+        if cfg!(debug_assertions) {
+            text.push_str(&format!(
+                "# HELP switchyard_debug_snapshot_loads_total Snapshot loads (debug builds only).\n\
+                 # TYPE switchyard_debug_snapshot_loads_total counter\n\
+                 switchyard_debug_snapshot_loads_total {}\n",
+                self.snapshot_loads()
+            ));
+        }
+        text
     }
 
     /// Re-reads the config file. On error nothing changes and every error is returned.
     /// Runtime weight overrides survive; those that no longer fit the config are dropped.
-    /// Every outcome is counted in `switchyard_config_reloads_total`.
-    pub fn reload(&self) -> Result<u64, ConfigErrors> {
+    /// Every outcome is counted in `switchyard_config_reloads_total` and logged, with `via`
+    /// saying who asked (empty for SIGHUP, " via the admin API (PEER)").
+    pub fn reload(&self, via: &str) -> Result<Arc<Snapshot>, ConfigErrors> {
         let result = self.load_and_publish();
         self.metrics.record_reload(result.is_ok());
+        match &result {
+            Ok(snap) => log::info!(
+                "reloaded {}{via}: {} (generation {})",
+                self.config_path.display(),
+                snap.config.summary(),
+                snap.generation
+            ),
+            Err(errors) => {
+                log::error!(
+                    "reload{via} rejected, the previous config keeps serving; {} error(s):",
+                    errors.0.len()
+                );
+                for e in &errors.0 {
+                    log::error!("{e}");
+                }
+            }
+        }
         result
     }
 
-    fn load_and_publish(&self) -> Result<u64, ConfigErrors> {
+    fn load_and_publish(&self) -> Result<Arc<Snapshot>, ConfigErrors> {
         let config = config::load(&self.config_path)?;
-        let mut book = self.writer.lock();
-        let old = self.snapshot.load();
-        for (old_l, new_l) in old.config.listeners.iter().zip(&config.listeners) {
+        let mut w = self.writer.lock();
+        for (old_l, new_l) in w.current.config.listeners.iter().zip(&config.listeners) {
             if old_l.address != new_l.address || old_l.tls != new_l.tls {
                 log::warn!(
                     "listener \"{}\" changed address or TLS; that takes a restart or binary upgrade",
@@ -168,8 +233,9 @@ impl Runtime {
                 );
             }
         }
+        let mut book = (*w.book).clone();
         let (kept, dropped) = effective_overrides(&config, &book.overrides);
-        let ended = crate::rollout::service::end_orphans(&config, &mut book.rollouts);
+        let ended = book::end_orphans(&config, &mut book.rollouts);
         if !dropped.is_empty() || !ended.is_empty() {
             for d in &dropped {
                 log::warn!("dropping a weight override at reload: {d}");
@@ -177,14 +243,15 @@ impl Runtime {
             book.overrides = kept;
             self.persist(&book);
         }
+        w.book = Arc::new(book);
+        w.certs.configured = CertMap::build(&config.certificates, w.generated_fallback.clone());
+        self.certs.store(w.certs.build());
+        let published = self.publish(&mut w, Arc::new(config));
+        drop(w);
         for event in &ended {
             self.note_event(event);
         }
-        self.certs.swap(CertMap::build(
-            &config.certificates,
-            self.generated_fallback.clone(),
-        ));
-        Ok(self.publish(Arc::new(config), &book))
+        Ok(published)
     }
 
     /// Saves the book, logging a failure (for changes that must go ahead anyway: a reload, a
@@ -200,77 +267,90 @@ impl Runtime {
 
     /// Logs a rollout transition and counts it in the metrics.
     pub fn note_event(&self, event: &Event) {
-        crate::rollout::service::log_event(event);
+        book::log_event(event);
         self.metrics.record_rollout_event(event);
     }
 
     /// Changes the book: `change` sees the current snapshot and a copy of the book under the
     /// writer lock and may refuse; the new book is persisted first, then published as a new
     /// snapshot. Events `change` returns are logged and counted once the change holds.
-    /// Returns the new generation and what `change` returned.
+    /// Returns the snapshot published (answers and ETags come from exactly that generation) and
+    /// what `change` returned.
     pub fn change<T, E: From<ChangeError>>(
         &self,
         change: impl FnOnce(&Snapshot, &mut Book) -> Result<(T, Vec<Event>), E>,
-    ) -> Result<(u64, T), E> {
-        let mut book = self.writer.lock();
-        let current = self.snapshot.load_full();
-        let mut proposed = book.clone();
-        let (value, events) = change(&current, &mut proposed)?;
+    ) -> Result<(Arc<Snapshot>, T), E> {
+        let mut w = self.writer.lock();
+        let mut proposed = (*w.book).clone();
+        let (value, events) = change(&w.current, &mut proposed)?;
         if let Some(store) = &self.store {
             store
                 .save(&proposed.overrides, &proposed.rollouts)
                 .map_err(|e| E::from(ChangeError::Persist(e)))?;
         }
-        *book = proposed;
-        let generation = self.publish(current.config.clone(), &book);
-        drop(book);
+        w.book = Arc::new(proposed);
+        let config = w.current.config.clone();
+        let published = self.publish(&mut w, config);
+        drop(w);
         for event in &events {
             self.note_event(event);
         }
-        Ok((generation, value))
+        Ok((published, value))
     }
 
-    /// One look at every active rollout (the rollout service calls it every tick): judges each
-    /// canary on its live window and applies what was decided. A rollback or promotion goes
-    /// ahead even if the state file cannot be written (logged): safety first.
-    pub fn tick_rollouts(&self, now: std::time::Instant) {
-        let mut book = self.writer.lock();
-        if book.rollouts.all_active().next().is_none() {
+    /// One look at every active rollout of `snap` (the rollout service calls it every tick):
+    /// judges each canary on its live window and applies what was decided. Most ticks decide
+    /// nothing and take no lock; a decision is made again under the writer lock and published.
+    /// A rollback or promotion goes ahead even if the state file cannot be written (logged):
+    /// safety first.
+    pub fn tick_rollouts(&self, snap: &Snapshot, now: Instant) {
+        if snap.book.rollouts.all_active().next().is_none() {
             return;
         }
-        let current = self.snapshot.load_full();
-        let outcome = crate::rollout::service::tick(&current, &mut book, &self.windows, now);
-        if outcome.publish {
-            self.persist(&book);
-            self.publish(current.config.clone(), &book);
+        let mut probe = (*snap.book).clone();
+        let outcome = book::tick(&snap.services, &mut probe, now);
+        if !outcome.publish && outcome.events.is_empty() {
+            return;
         }
-        drop(book);
+        let mut w = self.writer.lock();
+        let mut book = (*w.book).clone();
+        let outcome = book::tick(&w.current.services, &mut book, now);
+        if outcome.publish || !outcome.events.is_empty() {
+            if outcome.publish {
+                self.persist(&book);
+            }
+            w.book = Arc::new(book);
+            let config = w.current.config.clone();
+            self.publish(&mut w, config);
+        }
+        drop(w);
         for event in &outcome.events {
             self.note_event(event);
         }
     }
 
-    /// A fresh step clock for `pool` of `service`: now, and the pool window's request total.
-    pub fn step_clock(&self, service: &str, pool: &str) -> StepClock {
-        StepClock {
-            started: std::time::Instant::now(),
-            base_requests: self
-                .windows
-                .get(service, pool)
-                .map_or(0, |w| w.total_requests()),
-        }
+    /// Serves `key` for `names` under ACME certificate `id` (or stops serving `id` when `key` is
+    /// `None`); handshakes already running keep the old key.
+    pub fn set_acme_cert(&self, id: &str, names: &[String], key: Option<Arc<CertifiedKey>>) {
+        let mut w = self.writer.lock();
+        w.certs.set_acme(id, names, key);
+        self.certs.store(w.certs.build());
     }
 
-    /// Compiles and swaps in a new snapshot; the caller holds the writer lock.
-    fn publish(&self, config: Arc<Config>, book: &Book) -> u64 {
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let zones = self.zones.resolve(&config.limits.zones);
-        self.connections.set_caps(config.limits.connections);
-        let snapshot = Snapshot::compile(config, generation, &self.registry, book, &zones);
-        // Before the store: requests on the new snapshot find their windows' table ready.
-        self.windows.resolve(&snapshot);
-        self.snapshot.store(Arc::new(snapshot));
-        generation
+    /// Compiles and swaps in a new snapshot of `config` and the writer's book, and announces it.
+    fn publish(&self, w: &mut Writer, config: Arc<Config>) -> Arc<Snapshot> {
+        let generation = w.current.generation + 1;
+        let snapshot = Arc::new(Snapshot::compile(
+            config,
+            generation,
+            w.book.clone(),
+            &mut w.registries,
+            &self.metrics,
+        ));
+        self.snapshot.current.store(snapshot.clone());
+        w.current = snapshot.clone();
+        self.published.send_replace(snapshot.clone());
+        snapshot
     }
 }
 

@@ -3,17 +3,14 @@
 //! Every write goes to a temporary file that is fsynced, renamed over the old file, and followed by an
 //! fsync of the directory: a crash at any moment leaves either the old or the new file, never a torn one.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::book::Overrides;
+use crate::fsutil::{set_mode, write_atomic};
 use crate::rollout::Rollouts;
-
-/// Pool weights set at runtime, by service then pool. They win over the config file's weights.
-pub type Overrides = BTreeMap<String, BTreeMap<String, u32>>;
 
 const STATE_FILE: &str = "state.json";
 const VERSION: u32 = 1;
@@ -147,35 +144,6 @@ impl StateStore {
             source,
         })
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        set_mode(&tmp, mode);
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    // Best effort: a filesystem without Unix modes still gets the data.
-    let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
 }
 
 #[cfg(test)]

@@ -2,98 +2,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::PrivateKeyDer;
 
+pub use crate::config::certs::TlsError;
 use crate::config::CertificateConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read certificate \"{path}\": {source}")]
-    ReadCert {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("no PEM certificate found in \"{path}\"")]
-    NoCert { path: PathBuf },
-    #[error("cannot read key \"{path}\": {source}")]
-    ReadKey {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("no PEM private key found in \"{path}\"")]
-    NoKey { path: PathBuf },
-    #[error("unusable private key \"{path}\": {reason}")]
-    BadKey { path: PathBuf, reason: String },
-    #[error("certificate \"{path}\" does not match its key: {reason}")]
-    Mismatch { path: PathBuf, reason: String },
-    #[error("certificate \"{path}\" cannot be parsed: {reason}")]
-    Parse { path: PathBuf, reason: String },
-    #[error("cannot generate the fallback certificate: {0}")]
-    Generate(String),
-}
-
-/// Loads a PEM chain and key into a rustls key pair, and returns the DNS names its leaf covers.
-pub fn load_certified_key(
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<(Arc<CertifiedKey>, Vec<String>), TlsError> {
-    let cert_pem = crate::fsutil::read_regular(cert_path).map_err(|source| TlsError::ReadCert {
-        path: cert_path.into(),
-        source,
-    })?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .filter_map(Result::ok)
-        .collect();
-    let Some(leaf) = chain.first() else {
-        return Err(TlsError::NoCert {
-            path: cert_path.into(),
-        });
-    };
-    let names = dns_names(leaf).map_err(|reason| TlsError::Parse {
-        path: cert_path.into(),
-        reason,
-    })?;
-    let key_pem = crate::fsutil::read_regular(key_path).map_err(|source| TlsError::ReadKey {
-        path: key_path.into(),
-        source,
-    })?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
-        path: key_path.into(),
-    })?;
-    let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(k) => TlsError::Mismatch {
-            path: cert_path.into(),
-            reason: format!("{k:?}"),
-        },
-        other => TlsError::BadKey {
-            path: key_path.into(),
-            reason: other.to_string(),
-        },
-    })?;
-    Ok((Arc::new(certified), names))
-}
-
-/// DNS subjectAltName entries of a leaf certificate, lowercase (IP entries are skipped).
-fn dns_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
-                names.push(dns.to_ascii_lowercase());
-            }
-        }
-    }
-    Ok(names)
-}
 
 /// A self-signed certificate for handshakes no configured certificate covers.
 pub fn self_signed(names: &[&str]) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -192,24 +109,41 @@ impl CertMap {
     }
 }
 
-/// The swappable store the TLS listeners read on every handshake.
-///
-/// What it serves is the configured map (replaced at reload) plus the ACME certificates by
-/// certificate id (replaced one at a time by the ACME manager); both sources are kept so either
-/// change rebuilds the whole map, swapped in one store.
+/// The store the TLS listeners read on every handshake: the one ArcSwap besides the snapshot.
+/// Only the runtime's writer stores into it, from [`CertSources`] it keeps under its lock.
 pub struct CertStore {
     current: ArcSwap<CertMap>,
-    sources: parking_lot::Mutex<Sources>,
 }
 
-struct Sources {
-    configured: CertMap,
+/// What the served map is built from: the configured certificates (replaced at reload) and the
+/// ACME certificates by certificate id (replaced one at a time by the ACME manager). Either
+/// change rebuilds the whole map, stored in one swap.
+#[derive(Debug)]
+pub struct CertSources {
+    pub configured: CertMap,
     /// ACME certificate id → (names, key).
     acme: std::collections::BTreeMap<String, (Vec<String>, Arc<CertifiedKey>)>,
 }
 
-impl Sources {
-    fn build(&self) -> CertMap {
+impl CertSources {
+    pub fn new(configured: CertMap) -> CertSources {
+        CertSources {
+            configured,
+            acme: Default::default(),
+        }
+    }
+
+    /// Serves `key` for `names` under ACME certificate `id` (replacing what `id` served before),
+    /// or stops serving `id` when `key` is `None`.
+    pub fn set_acme(&mut self, id: &str, names: &[String], key: Option<Arc<CertifiedKey>>) {
+        match key {
+            Some(k) => self.acme.insert(id.to_string(), (names.to_vec(), k)),
+            None => self.acme.remove(id),
+        };
+    }
+
+    /// The map to serve.
+    pub fn build(&self) -> CertMap {
         let mut map = self.configured.clone();
         map.overlay(self.acme.values().map(|(n, k)| (n.as_slice(), k)));
         map
@@ -225,30 +159,13 @@ impl fmt::Debug for CertStore {
 impl CertStore {
     pub fn new(map: CertMap) -> Arc<CertStore> {
         Arc::new(CertStore {
-            current: ArcSwap::from_pointee(map.clone()),
-            sources: parking_lot::Mutex::new(Sources {
-                configured: map,
-                acme: Default::default(),
-            }),
+            current: ArcSwap::from_pointee(map),
         })
     }
 
-    /// Replaces the configured certificates; ACME certificates stay.
-    pub fn swap(&self, map: CertMap) {
-        let mut sources = self.sources.lock();
-        sources.configured = map;
-        self.current.store(Arc::new(sources.build()));
-    }
-
-    /// Serves `key` for `names` under ACME certificate `id` (replacing what `id` served before),
-    /// or stops serving `id` when `key` is `None`. Handshakes already running keep the old key.
-    pub fn set_acme(&self, id: &str, names: &[String], key: Option<Arc<CertifiedKey>>) {
-        let mut sources = self.sources.lock();
-        match key {
-            Some(k) => sources.acme.insert(id.to_string(), (names.to_vec(), k)),
-            None => sources.acme.remove(id),
-        };
-        self.current.store(Arc::new(sources.build()));
+    /// Serves `map` from now on. Handshakes already running keep the old keys.
+    pub fn store(&self, map: CertMap) {
+        self.current.store(Arc::new(map));
     }
 
     /// The certificate a handshake for `name` gets now.

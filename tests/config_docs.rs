@@ -20,10 +20,10 @@ use std::path::Path;
 
 /// Where the `Raw*` structs are defined.
 const SOURCES: &[&str] = &[
-    "src/config/raw.rs",
-    "src/config/limits.rs",
-    "src/config/rollout.rs",
-    "src/config/acme.rs",
+    "crates/core/src/config/raw.rs",
+    "crates/core/src/config/limits.rs",
+    "crates/core/src/config/rollout.rs",
+    "crates/core/src/config/acme.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";
@@ -806,11 +806,11 @@ fn the_source_scan_finds_the_config_structs() {
         );
     }
     // No Raw* struct lives outside the scanned files.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
-    for entry in std::fs::read_dir(&dir).expect("src/config") {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/src/config");
+    for entry in std::fs::read_dir(&dir).expect("crates/core/src/config") {
         let path = entry.expect("entry").path();
         let rel = format!(
-            "src/config/{}",
+            "crates/core/src/config/{}",
             path.file_name().expect("name").to_string_lossy()
         );
         let text = std::fs::read_to_string(&path).expect("read");

@@ -17,9 +17,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::storage::{CertMeta, CertStorage, FsStorage, RetryState, StoredCert};
 use super::view::{rfc3339, CertStatus};
+use super::AcmeState;
 use super::{ari, client, unix, AcmeError};
 use crate::config::{AcmeCertificate, AcmeConfig};
 use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
+use tokio::sync::watch;
 
 /// How often the manager looks for a reloaded `[acme]` table when nothing else is due.
 const TICK: Duration = Duration::from_secs(1);
@@ -68,10 +71,14 @@ struct Managed {
 /// See the module docs.
 pub struct AcmeManager {
     runtime: Arc<Runtime>,
+    /// Challenges, statuses and renewal requests, shared with the proxy and the admin API.
+    acme: Arc<AcmeState>,
+    /// The snapshots the runtime publishes: a new config is reconciled when it arrives.
+    published: watch::Receiver<Arc<Snapshot>>,
+    /// The snapshot `new` reconciled: `start` follows the config from there.
+    first: Arc<Snapshot>,
     storage: Arc<dyn CertStorage>,
     certs: Mutex<BTreeMap<String, Managed>>,
-    /// The config generation last reconciled, and the directory it named.
-    seen_generation: Mutex<(u64, Option<String>)>,
     /// The account, once created or restored, with the directory it belongs to.
     account: Mutex<Option<(String, Account)>>,
     /// A directory known to offer no ARI.
@@ -81,37 +88,35 @@ pub struct AcmeManager {
 impl AcmeManager {
     /// Loads the stored certificates of the current config into the resolver (a self-signed
     /// fallback for names without one). Call before the listeners accept.
-    pub fn new(runtime: Arc<Runtime>) -> AcmeManager {
-        let state_dir = runtime.snapshot.load().config.server.state_dir.clone();
+    pub fn new(runtime: Arc<Runtime>, acme: Arc<AcmeState>) -> AcmeManager {
+        let published = runtime.subscribe();
+        let first = published.borrow().clone();
         let manager = AcmeManager {
-            storage: Arc::new(FsStorage::new(&state_dir)),
+            storage: Arc::new(FsStorage::new(&first.config.server.state_dir)),
             runtime,
+            acme,
+            published,
+            first: first.clone(),
             certs: Mutex::default(),
-            seen_generation: Mutex::new((0, None)),
             account: Mutex::new(None),
             no_ari: Mutex::new(None),
         };
-        manager.reconcile();
+        manager.reconcile(None, &first);
         manager
     }
 
+    /// The `[acme]` settings of the newest published snapshot.
     fn config(&self) -> Option<AcmeConfig> {
-        self.runtime.snapshot.load().config.acme.clone()
+        self.published.borrow().config.acme.clone()
     }
 
-    /// Follows the config: certificates added, changed or removed by a reload.
-    fn reconcile(&self) {
-        let snap = self.runtime.snapshot.load();
+    /// Follows the config from `seen` to `snap`: certificates added, changed or removed by a
+    /// reload, and everything ordered again from a new directory.
+    fn reconcile(&self, seen: Option<&Snapshot>, snap: &Snapshot) {
         let directory = snap.config.acme.as_ref().map(|a| a.directory.clone());
-        let ca_changed = {
-            let mut seen = self.seen_generation.lock();
-            if seen.0 == snap.generation {
-                return;
-            }
-            let changed = seen.0 != 0 && seen.1 != directory;
-            *seen = (snap.generation, directory.clone());
-            changed
-        };
+        let ca_changed = seen.is_some_and(|seen| {
+            seen.config.acme.as_ref().map(|a| &a.directory) != directory.as_ref()
+        });
         let specs: Vec<AcmeCertificate> = snap
             .config
             .acme
@@ -137,9 +142,9 @@ impl AcmeManager {
         for id in removed {
             if let Some(m) = certs.remove(&id) {
                 log::info!("acme: certificate \"{id}\" is no longer configured");
-                self.runtime.certs.set_acme(&id, &[], None);
-                self.runtime.acme.metrics.forget(&m.spec.names);
-                self.runtime.acme.status.lock().remove(&id);
+                self.runtime.set_acme_cert(&id, &[], None);
+                self.acme.metrics.forget(&m.spec.names);
+                self.acme.status.lock().remove(&id);
             }
         }
         for spec in specs {
@@ -216,8 +221,7 @@ impl AcmeManager {
             match parse(&stored.chain_pem, &stored.key_pem) {
                 Ok((key, leaf)) => {
                     self.runtime
-                        .certs
-                        .set_acme(&m.spec.id, &m.spec.names, Some(key));
+                        .set_acme_cert(&m.spec.id, &m.spec.names, Some(key));
                     let same_ca = stored.meta.directory == directory;
                     if same_ca && leaf.covers(&m.spec.names) {
                         m.next_attempt =
@@ -250,8 +254,7 @@ impl AcmeManager {
         {
             Ok(key) => self
                 .runtime
-                .certs
-                .set_acme(&m.spec.id, &m.spec.names, Some(key)),
+                .set_acme_cert(&m.spec.id, &m.spec.names, Some(key)),
             Err(e) => log::error!("acme: {e}"),
         }
         log::warn!(
@@ -289,17 +292,13 @@ impl AcmeManager {
             orders: m.orders,
             stored_at: self.storage.describe(&m.spec.id),
         };
-        self.runtime.acme.metrics.show(&view);
-        self.runtime
-            .acme
-            .status
-            .lock()
-            .insert(view.id.clone(), view);
+        self.acme.metrics.show(&view);
+        self.acme.status.lock().insert(view.id.clone(), view);
     }
 
     /// The ids whose order is due now (renewal requests included).
     fn due(&self) -> Vec<String> {
-        let requested = self.runtime.acme.take_renew_requests();
+        let requested = self.acme.take_renew_requests();
         let now = SystemTime::now();
         let mut certs = self.certs.lock();
         for id in requested {
@@ -346,7 +345,7 @@ impl AcmeManager {
         spec: &AcmeCertificate,
     ) -> Result<StoredCert, AcmeError> {
         let account = self.account(cfg).await?;
-        let issued = client::order(&account, cfg, spec, &self.runtime.acme).await?;
+        let issued = client::order(&account, cfg, spec, &self.acme).await?;
         let (_, leaf) = parse(&issued.chain_pem, &issued.key_pem)?;
         if !leaf.covers(&spec.names) {
             return Err(AcmeError::BadCertificate(format!(
@@ -476,9 +475,9 @@ impl AcmeManager {
         m.ordering = false;
         match result {
             Ok((key, leaf)) => {
-                self.runtime.acme.metrics.order(challenge, None);
+                self.acme.metrics.order(challenge, None);
                 // The swap: handshakes from now on get the new certificate; running ones keep theirs.
-                self.runtime.certs.set_acme(id, &m.spec.names, Some(key));
+                self.runtime.set_acme_cert(id, &m.spec.names, Some(key));
                 log::info!(
                     "acme: obtained a certificate for {} in {:.2}s (serial {}, expires {}); serving it",
                     m.spec.names.join(", "),
@@ -494,7 +493,7 @@ impl AcmeManager {
             }
             Err(e) => {
                 let reason = e.reason();
-                self.runtime.acme.metrics.order(challenge, Some(reason));
+                self.acme.metrics.order(challenge, Some(reason));
                 m.failures += 1;
                 let mut delay = backoff(&cfg, m.failures);
                 if e.rate_limited() {
@@ -573,8 +572,15 @@ fn parse(chain_pem: &str, key_pem: &str) -> Result<(Arc<CertifiedKey>, Leaf), Ac
 #[async_trait::async_trait]
 impl BackgroundService for AcmeManager {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut published = self.published.clone();
+        let mut seen = self.first.clone();
         loop {
-            self.reconcile();
+            // A reload publishes a new config (a weight change only a new generation of it).
+            let next = published.borrow_and_update().clone();
+            if !Arc::ptr_eq(&seen.config, &next.config) {
+                self.reconcile(Some(&seen), &next);
+            }
+            seen = next;
             for id in self.due() {
                 if *shutdown.borrow() {
                     return;
@@ -590,7 +596,8 @@ impl BackgroundService for AcmeManager {
             let idle = self.idle_time();
             tokio::select! {
                 _ = tokio::time::sleep(idle) => {}
-                _ = self.runtime.acme.wake.notified() => {}
+                _ = self.acme.wake.notified() => {}
+                _ = published.changed() => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::write_atomic;
+use crate::fsutil::write_atomic;
 
 const VERSION: u32 = 1;
 

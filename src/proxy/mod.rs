@@ -1,10 +1,14 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
+mod ctx;
 pub mod head;
+mod limit;
+mod observe;
+pub mod pick;
 pub mod plain;
 pub mod respond;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,15 +24,13 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
 use crate::access_log::Entry;
-use crate::config::rollout::StickyKey;
+use crate::acme::AcmeState;
 use crate::config::{HeadLimits, RouteOptions};
-use crate::limits::{KeyKind, Verdict};
-use crate::metrics::{ClientError, Finished};
-use crate::rollout;
-use crate::routing::{self, Route};
-use crate::runtime::{InFlight, Runtime};
-use crate::snapshot::Snapshot;
-use crate::upstream::{sticky_hash, ActiveGuard, Failure, ServerState, Service};
+use crate::metrics::ClientError;
+use crate::routing;
+use crate::runtime::Runtime;
+use crate::upstream::Failure;
+pub use ctx::{Ctx, Shield};
 use respond::Refusal;
 
 /// Servers tried for one request: the first pick plus bounded retries on connect failure.
@@ -68,60 +70,17 @@ fn new_request_id() -> String {
 pub struct Proxy {
     runtime: Arc<Runtime>,
     listeners: Vec<ListenerInfo>,
+    /// HTTP-01 challenge answers.
+    acme: Arc<AcmeState>,
 }
 
 impl Proxy {
-    pub fn new(runtime: Arc<Runtime>, listeners: Vec<ListenerInfo>) -> Proxy {
-        Proxy { runtime, listeners }
-    }
-
-    /// Runs the route's zones; `Some((limit, retry_after))` when one of them refuses the request.
-    fn check_zones(
-        &self,
-        snap: &Snapshot,
-        route: &Route,
-        req: &RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Option<(u32, Duration)> {
-        if route.zones.is_empty() {
-            return None;
+    pub fn new(runtime: Arc<Runtime>, listeners: Vec<ListenerInfo>, acme: Arc<AcmeState>) -> Proxy {
+        Proxy {
+            runtime,
+            listeners,
+            acme,
         }
-        let path = ctx.path(req);
-        let limits = &snap.config.limits;
-        if limits
-            .exempt_paths
-            .iter()
-            .any(|p| routing::prefix_matches(p, path))
-        {
-            return None;
-        }
-        let registry = &self.runtime.zones;
-        for zone in &route.zones {
-            let key = match &zone.spec().key {
-                KeyKind::ClientIp => registry.key(ctx.client_ip?),
-                KeyKind::ClientIpRoute => registry.key((ctx.client_ip?, &*route.id)),
-                KeyKind::Header(name) => match req.headers.get(name.as_str()) {
-                    Some(v) => registry.key(v.as_bytes()),
-                    None => continue,
-                },
-            };
-            match zone.check(key) {
-                Verdict::Allowed {
-                    limit,
-                    remaining,
-                    reset,
-                } => {
-                    if limits.rate_limit_headers && ctx.rate.is_none_or(|(_, r, _)| remaining < r) {
-                        ctx.rate = Some((limit, remaining, reset));
-                    }
-                }
-                Verdict::Limited { limit, retry_after } => {
-                    self.runtime.metrics.record_rate_limited(&zone.spec().name);
-                    return Some((limit, retry_after));
-                }
-            }
-        }
-        None
     }
 
     fn listener_name(&self, ctx: &Ctx) -> &str {
@@ -132,216 +91,6 @@ impl Proxy {
     fn listener_of(&self, session: &Session) -> Option<usize> {
         let local = session.server_addr().and_then(|a| a.as_inet())?;
         self.listeners.iter().position(|l| l.serves(*local))
-    }
-}
-
-impl Proxy {
-    /// Records a passive-health failure of the server this request used, and ejects it when
-    /// its streak reaches `max_fails` and another server can take its traffic (passive checks
-    /// never remove the last one). Returns whether it was ejected; the caller counts it.
-    fn passive_failure(&self, ctx: &Ctx, state: &ServerState, failure: Failure) -> bool {
-        let Some(snap) = ctx.snapshot.as_deref() else {
-            return false;
-        };
-        let (Some(route), Some(pool), Some(addr)) = (ctx.route(snap), ctx.pool, ctx.upstream)
-        else {
-            return false;
-        };
-        let service = &snap.services[route.service];
-        let Some(streak) = state.report_failure(&service.passive, failure) else {
-            return false;
-        };
-        if !service.can_spare(pool, addr) {
-            crate::lograte::warn(
-                "passive-spare",
-                format_args!(
-                    "not ejecting {addr} of service \"{}\" after {streak}: no other server can take its traffic",
-                    service.name
-                ),
-            );
-            return false;
-        }
-        state.eject(&service.passive);
-        log::warn!(
-            "ejecting {addr} of service \"{}\" for {:?} after {streak}",
-            service.name,
-            service.passive.fail_timeout
-        );
-        true
-    }
-
-    /// The process-log line of a failed request (see `suppress_error_log`).
-    fn log_failure(&self, session: &Session, ctx: &Ctx, e: &Error) {
-        let peer = ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string());
-        if let Some(kind) = client_error_kind(e) {
-            if let Some(snap) = ctx.snapshot.as_deref() {
-                self.count_client_error(snap, ctx, kind);
-            }
-            log::debug!(
-                "request {} from {peer}: {} ({e})",
-                ctx.request_id,
-                kind.label()
-            );
-            return;
-        }
-        let req = session.req_header();
-        let what = format_args!(
-            "{} {} {} (request {}, upstream {}): {e}",
-            req.method,
-            request_host(req),
-            ctx.path(req),
-            ctx.request_id,
-            ctx.upstream
-                .map_or_else(|| "none".to_string(), |a| a.to_string()),
-        );
-        match e.esource() {
-            ErrorSource::Upstream => crate::lograte::error("upstream-failure", what),
-            // A status the proxy chose (404, 413, 503, ...) is not a failure to act on.
-            _ if matches!(e.etype(), ErrorType::HTTPStatus(_)) => log::debug!("{what}"),
-            _ => crate::lograte::error("proxy-failure", what),
-        }
-    }
-
-    /// Counts a failure the client caused on this request's listener.
-    fn count_client_error(&self, snap: &Snapshot, ctx: &Ctx, kind: ClientError) {
-        if snap.config.server.metrics {
-            self.runtime
-                .metrics
-                .record_client_error(self.listener_name(ctx), kind);
-        }
-    }
-
-    /// If this request is shielded and still on its canary: counts the failure against the
-    /// canary (window and metrics) and points the request at the stable pool for one retry.
-    fn shield(&self, ctx: &mut Ctx) -> bool {
-        let Some(stable) = ctx.shield_to.take() else {
-            return false;
-        };
-        let Some(snap) = ctx.snapshot.clone() else {
-            return false;
-        };
-        let (Some(route), Some(canary)) = (ctx.route(&snap), ctx.pool) else {
-            return false;
-        };
-        let now = Instant::now();
-        self.runtime.windows.record(
-            &snap,
-            route.service,
-            canary,
-            now,
-            now.saturating_duration_since(ctx.start),
-            true,
-        );
-        let service = &snap.services[route.service];
-        self.runtime
-            .metrics
-            .record_shielded(&service.name, &service.pools[canary].name);
-        ctx.pool = Some(stable);
-        ctx.tried = [None; MAX_TRIES];
-        ctx.tries = 0;
-        ctx.upstream = None;
-        true
-    }
-
-    /// Counts and times the finished request, unless `[server] metrics = false`.
-    fn record_request(&self, ctx: &Ctx, status: u16, duration: Duration) {
-        let on = match ctx.snapshot.as_deref() {
-            Some(snap) => snap.config.server.metrics,
-            None => self.runtime.snapshot.load().config.server.metrics,
-        };
-        if !on {
-            return;
-        }
-        self.runtime.metrics.record_request(&Finished {
-            snapshot: ctx.snapshot.as_deref(),
-            route: ctx.route,
-            pool: ctx.pool,
-            status,
-            duration,
-            upstream_seconds: ctx.upstream_ms.map(|ms| ms / 1000.0),
-        });
-    }
-
-    /// Records the finished request in its pool's live window (whatever `[server] metrics` says:
-    /// rollouts read it). A request that never got a pool is in no window.
-    fn record_window(&self, ctx: &Ctx, e: Option<&Error>, status: u16, now: Instant) {
-        let Some(snap) = ctx.snapshot.as_deref() else {
-            return;
-        };
-        let (Some(route), Some(pool)) = (ctx.route(snap), ctx.pool) else {
-            return;
-        };
-        let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
-        self.runtime.windows.record(
-            snap,
-            route.service,
-            pool,
-            now,
-            now.saturating_duration_since(ctx.start),
-            rollout::is_error(status, upstream_failed),
-        );
-    }
-
-    /// Counts a failed connect, its retry and the ejection it caused (same switch as above).
-    fn record_connect_error(&self, ctx: &Ctx, ejected: bool, retried: bool) {
-        let Some(snap) = ctx.snapshot.as_deref() else {
-            return;
-        };
-        let Some(route) = ctx.route(snap).filter(|_| snap.config.server.metrics) else {
-            return;
-        };
-        let metrics = &self.runtime.metrics;
-        if let Some(pool) = ctx.pool {
-            metrics.record_connect_error(snap, route.service, pool, retried);
-        }
-        if ejected {
-            metrics.record_ejection(snap, route.service);
-        }
-    }
-}
-
-/// Per-request state, carried across phases.
-pub struct Ctx {
-    _in_flight: InFlight,
-    /// Index into `Proxy::listeners`.
-    listener: usize,
-    tls: bool,
-    start: Instant,
-    snapshot: Option<Arc<Snapshot>>,
-    route: Option<usize>,
-    pool: Option<usize>,
-    upstream: Option<SocketAddr>,
-    tried: [Option<SocketAddr>; MAX_TRIES],
-    tries: usize,
-    guard: Option<ActiveGuard>,
-    request_id: String,
-    /// The real client: the peer, or who a trusted proxy's X-Forwarded-For names.
-    client_ip: Option<IpAddr>,
-    /// The socket peer: the address appended to X-Forwarded-For.
-    peer_ip: Option<IpAddr>,
-    /// The most constrained zone's (limit, remaining, reset) for the RateLimit-* headers.
-    rate: Option<(u32, u32, Duration)>,
-    upstream_start: Option<Instant>,
-    upstream_ms: Option<f64>,
-    body_bytes: u64,
-    /// A failure on this request's canary pool is retried once on this (stable) pool.
-    shield_to: Option<usize>,
-    /// The retry under way is a shield: keep it whatever pingora's default retry policy says.
-    shielding: bool,
-    /// A new sticky id to hand the client in a cookie: (cookie name, id).
-    sticky_cookie: Option<(String, String)>,
-    /// The normalised request path, when it differs from the one the client sent.
-    path: Option<String>,
-}
-
-impl Ctx {
-    fn route<'a>(&self, snap: &'a Snapshot) -> Option<&'a Route> {
-        self.route.and_then(|i| snap.routes.get(i))
-    }
-
-    /// The normalised path every decision uses (`crate::path`).
-    fn path<'a>(&'a self, req: &'a RequestHeader) -> &'a str {
-        self.path.as_deref().unwrap_or_else(|| req.uri.path())
     }
 }
 
@@ -380,36 +129,15 @@ impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            _in_flight: self.runtime.begin_request(),
-            listener: 0,
-            tls: false,
-            start: Instant::now(),
-            snapshot: None,
-            route: None,
-            pool: None,
-            upstream: None,
-            tried: [None; MAX_TRIES],
-            tries: 0,
-            guard: None,
-            request_id: String::new(),
-            client_ip: None,
-            peer_ip: None,
-            rate: None,
-            upstream_start: None,
-            upstream_ms: None,
-            body_bytes: 0,
-            shield_to: None,
-            shielding: false,
-            sticky_cookie: None,
-            path: None,
-        }
+        // The request's one snapshot load: every phase reads `ctx.snapshot`.
+        Ctx::new(self.runtime.snapshot(), self.runtime.begin_request())
     }
 
     fn init_downstream_h1_connection(&self, session: &mut ServerSession) {
         // The first request of a connection is read before any route is known: `[defaults]`.
         // (The body and keep-alive timeouts are set in `request_filter`, once the route is known.)
-        let snap = self.runtime.snapshot.load();
+        // Per connection, before its first request (and so before `new_ctx`).
+        let snap = self.runtime.snapshot();
         session.set_header_timeout(Some(snap.config.defaults.client_header_timeout));
         session.set_head_limits(head_limits(&snap.config.limits.head));
         // Pipelined requests are answered in order (RFC 9112 §9.3.2) instead of dropped.
@@ -418,7 +146,7 @@ impl ProxyHttp for Proxy {
 
     fn downstream_h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
         // The decoded header list is bounded like an HTTP/1 head (`max_header_size`).
-        let total = self.runtime.snapshot.load().config.limits.head.total;
+        let total = self.runtime.snapshot().config.limits.head.total;
         let mut options = pingora::protocols::http::v2::server::default_h2_options();
         options.max_header_list_size(u32::try_from(total).unwrap_or(u32::MAX));
         Some(options)
@@ -426,8 +154,7 @@ impl ProxyHttp for Proxy {
 
     fn downstream_handshake_timeout(&self) -> Duration {
         self.runtime
-            .snapshot
-            .load()
+            .snapshot()
             .config
             .defaults
             .client_header_timeout
@@ -448,7 +175,8 @@ impl ProxyHttp for Proxy {
         log::debug!("cannot read a request head from {peer}: {e}; answering {status}");
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let listener = listener_at(&self.listeners, local).map_or("", |l| &l.name);
-        if self.runtime.snapshot.load().config.server.metrics {
+        // Only on a head that could not be read (there is no request, so no context).
+        if self.runtime.snapshot().config.server.metrics {
             self.runtime.metrics.record_client_error(listener, kind);
         }
         if status != 0 {
@@ -473,7 +201,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let snap = self.runtime.snapshot.load_full();
+        let snap = ctx.snapshot.clone();
         if let Some(i) = self.listener_of(session) {
             ctx.tls = self.listeners[i].tls;
             ctx.listener = i;
@@ -509,8 +237,7 @@ impl ProxyHttp for Proxy {
                     "bad request from {}: {why}",
                     ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string())
                 );
-                self.count_client_error(&snap, ctx, ClientError::BadRequest);
-                ctx.snapshot = Some(snap);
+                self.count_client_error(ctx, ClientError::BadRequest);
                 respond::write_error(session, Refusal::BadRequest.status(), &ctx.request_id)
                     .await?;
                 return Ok(true);
@@ -520,8 +247,7 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         // ACME HTTP-01 challenges: answered before routing, redirects and rate limits.
         if ctx.path(req).starts_with(crate::acme::HTTP01_PREFIX) {
-            if let Some(key_auth) = self.runtime.acme.http01_response(ctx.path(req)) {
-                ctx.snapshot = Some(snap);
+            if let Some(key_auth) = self.acme.http01_response(ctx.path(req)) {
                 respond::write_acme_challenge(session, &key_auth, &ctx.request_id).await?;
                 return Ok(true);
             }
@@ -531,12 +257,10 @@ impl ProxyHttp for Proxy {
             .lookup(&routing::normalize_host(request_host(req)), ctx.path(req));
         // Timeouts for this request's body and the connection's next request: the route's, or
         // `[defaults]` when no route matched.
-        let options = ctx
-            .route(&snap)
-            .map_or(&snap.config.defaults, |r| &r.options);
+        let route = ctx.route.and_then(|i| snap.routes.get(i));
+        let options = route.map_or(&snap.config.defaults, |r| &r.options);
         apply_connection_timeouts(session, options);
-        let Some(route) = ctx.route(&snap) else {
-            ctx.snapshot = Some(snap);
+        let Some(route) = route else {
             respond::write_error(session, Refusal::NoRoute.status(), &ctx.request_id).await?;
             return Ok(true);
         };
@@ -550,7 +274,6 @@ impl ProxyHttp for Proxy {
                 if on_listener || route.options.redirect_https {
                     let host = routing::normalize_host(request_host(req));
                     let location = https_location(&host, port, req);
-                    ctx.snapshot = Some(snap);
                     respond::write_redirect(session, &location, &ctx.request_id).await?;
                     return Ok(true);
                 }
@@ -558,7 +281,6 @@ impl ProxyHttp for Proxy {
         }
 
         if let Some((limit, retry_after)) = self.check_zones(&snap, route, req, ctx) {
-            ctx.snapshot = Some(snap);
             respond::write_rate_limited(session, limit, retry_after, &ctx.request_id).await?;
             return Ok(true);
         }
@@ -569,7 +291,6 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.options.max_body_size) {
-            ctx.snapshot = Some(snap);
             respond::write_error(session, Refusal::BodyTooLarge.status(), &ctx.request_id).await?;
             return Ok(true);
         }
@@ -582,7 +303,6 @@ impl ProxyHttp for Proxy {
                 c.adjust_level(0);
             }
         }
-        ctx.snapshot = Some(snap);
         Ok(false)
     }
 
@@ -595,11 +315,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
-            let limit = ctx
-                .snapshot
-                .as_deref()
-                .and_then(|s| ctx.route(s))
-                .map_or(u64::MAX, |r| r.options.max_body_size);
+            let limit = ctx.route().map_or(u64::MAX, |r| r.options.max_body_size);
             if ctx.body_bytes > limit {
                 return Err(Refusal::BodyTooLarge.into_error("request body over max_body_size"));
             }
@@ -608,46 +324,33 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let snap = ctx
-            .snapshot
-            .clone()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no snapshot in context"))?;
+        let snap = ctx.snapshot.clone();
         let route = ctx
-            .route(&snap)
+            .route
+            .and_then(|i| snap.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
         let service = &snap.services[route.service];
-        let mut pool_idx = match ctx.pool {
+        let pool_idx = match ctx.pool {
             Some(p) => p,
             None => {
-                let (pool, forced) = choose_pool(service, session.req_header(), ctx)
+                let req = session.req_header();
+                let choice = pick::choose_pool(service, req, ctx.client_ip)
                     .ok_or_else(|| Refusal::NoServer.into_error("every pool has weight 0"))?;
-                if let Some(shield) = service.shield.as_ref().filter(|s| {
-                    !forced && s.canary == pool && s.methods.contains(&session.req_header().method)
-                }) {
-                    ctx.shield_to = Some(shield.stable);
+                if let Some(stable) = pick::shield_for(service, &choice, &req.method) {
+                    ctx.shield = Shield::Armed { stable };
                 }
-                pool
+                ctx.sticky_cookie = choice.new_cookie;
+                choice.pool
             }
         };
-        let exclude: [SocketAddr; MAX_TRIES] =
-            std::array::from_fn(|i| ctx.tried[i].unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))));
-        let mut picked = service.pools[pool_idx].pick(service.balance, &exclude[..ctx.tries]);
-        if picked.is_none() && ctx.tries == 0 {
-            // The whole pool is down: another pool with weight above 0 takes the request.
-            if let Some(other) = service.fallback_pool(pool_idx) {
-                pool_idx = other;
-                ctx.shield_to = None;
-                picked = service.pools[other].pick(service.balance, &[]);
-            }
+        let tried = ctx.tried();
+        let picked = pick::pick_server(service, pool_idx, &tried[..ctx.tries]);
+        if picked.is_some_and(|p| p.pool != pool_idx) {
+            // The whole pool is down and another pool takes the request: no shield there.
+            ctx.shield = Shield::Off;
         }
-        if picked.is_none() {
-            // Every server able to take it was ejected by passive checks: all are tried again
-            // (nginx), those active checks find healthy.
-            picked = service.pools[pool_idx].pick_ejected(&exclude[..ctx.tries]);
-        }
-        ctx.pool = Some(pool_idx);
-        let pool = &service.pools[pool_idx];
-        let Some(server_idx) = picked else {
+        ctx.pool = Some(picked.map_or(pool_idx, |p| p.pool));
+        let Some(pick::ServerChoice { pool, server }) = picked else {
             return Err(if ctx.tries == 0 {
                 Refusal::NoServer.into_error("no healthy server in any weighted pool")
             } else {
@@ -658,7 +361,7 @@ impl ProxyHttp for Proxy {
                 .into_up()
             });
         };
-        let server = &pool.servers[server_idx];
+        let server = &service.pools[pool].servers[server];
         if ctx.tries < MAX_TRIES {
             ctx.tried[ctx.tries] = Some(server.addr);
             ctx.tries += 1;
@@ -688,25 +391,21 @@ impl ProxyHttp for Proxy {
             .take()
             .is_some_and(|guard| self.passive_failure(ctx, guard.state(), Failure::Connect));
         let pool_size = ctx
-            .snapshot
-            .as_deref()
-            .and_then(|s| {
-                let route = ctx.route(s)?;
-                let pool = ctx.pool?;
-                Some(s.services[route.service].pools[pool].servers.len())
-            })
-            .unwrap_or(0);
-        if self.shield(ctx) {
-            self.record_connect_error(ctx, ejected, true);
-            e.set_retry(true);
-            return e;
-        }
-        // Connecting never sent the request, so another server is safe for every method.
-        let retried = ctx.tries < MAX_TRIES.min(pool_size);
+            .service()
+            .zip(ctx.pool)
+            .map_or(0, |((_, s), pool)| s.pools[pool].servers.len());
+        // Connecting never sent the request, so another server is safe for every method: the
+        // stable pool when the request is shielded, else another server of the same pool. The
+        // failure is counted on the pool that failed, before a shield moves the request.
+        let shielded = matches!(ctx.shield, Shield::Armed { .. });
+        let retried = shielded || ctx.tries < MAX_TRIES.min(pool_size);
+        self.record_connect_error(ctx, ejected, retried);
         if retried {
             e.set_retry(true);
         }
-        self.record_connect_error(ctx, ejected, retried);
+        if shielded {
+            self.shield(ctx);
+        }
         e
     }
 
@@ -732,7 +431,8 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if std::mem::take(&mut ctx.shielding) {
+        if ctx.shield == Shield::Retrying {
+            ctx.shield = Shield::Off;
             // A shield retry: the method was allowed by the service's shield_methods; only a
             // request body too large to replay stops it.
             if session.as_ref().retry_buffer_truncated() {
@@ -754,10 +454,7 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let Some(snap) = ctx.snapshot.as_deref() else {
-            return Ok(());
-        };
-        let Some(route) = ctx.route(snap) else {
+        let Some(route) = ctx.route() else {
             return Ok(());
         };
         if let Some(peer) = ctx.peer_ip {
@@ -840,7 +537,7 @@ impl ProxyHttp for Proxy {
         }
         if upstream.status.is_server_error() && self.shield(ctx) {
             ctx.guard = None;
-            ctx.shielding = true;
+            ctx.shield = Shield::Retrying;
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(upstream.status.as_u16()),
                 "the canary answered 5xx; retrying on the stable pool",
@@ -857,7 +554,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(route) = ctx.snapshot.as_deref().and_then(|s| ctx.route(s)) {
+        if let Some(route) = ctx.route() {
             for (name, value) in &route.options.response_headers {
                 resp.insert_header(name.clone(), value.clone())?;
             }
@@ -913,12 +610,7 @@ impl ProxyHttp for Proxy {
                 client: ctx.client_ip,
             };
             if upstream_failure && self.passive_failure(ctx, guard.state(), failure) {
-                let snap = ctx.snapshot.as_deref();
-                if let Some((snap, route)) = snap.and_then(|s| Some((s, ctx.route(s)?))) {
-                    if snap.config.server.metrics {
-                        self.runtime.metrics.record_ejection(snap, route.service);
-                    }
-                }
+                self.record_ejection(ctx);
             }
         }
         if let Some(e) = e {
@@ -934,9 +626,8 @@ impl ProxyHttp for Proxy {
         if !log.enabled() {
             return;
         }
-        let snap = ctx.snapshot.as_deref();
-        let route = snap.and_then(|s| ctx.route(s));
-        let service = snap.zip(route).map(|(s, r)| &s.services[r.service]);
+        let route = ctx.route();
+        let service = ctx.service().map(|(_, s)| s);
         let pool = service.zip(ctx.pool).map(|(s, p)| &*s.pools[p].name);
         let req = session.req_header();
         let entry = Entry {
@@ -993,83 +684,5 @@ fn head_limits(h: &HeadLimits) -> pingora::protocols::http::v1::server::RequestH
     }
 }
 
-/// What a client-caused failure of a proxied request was (`None` when it was not the client's).
-fn client_error_kind(e: &Error) -> Option<ClientError> {
-    if e.esource() != &ErrorSource::Downstream {
-        return None;
-    }
-    Some(match e.etype() {
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => ClientError::BodyTimeout,
-        ErrorType::ReadError
-        | ErrorType::WriteError
-        | ErrorType::ConnectionClosed
-        | ErrorType::H2Error => ClientError::Reset,
-        _ => ClientError::BadRequest,
-    })
-}
-
 /// How long a sticky id cookie lives: 30 days.
 const STICKY_MAX_AGE: u64 = 30 * 24 * 3600;
-
-/// The value of cookie `name` in the request's Cookie headers.
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    req.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
-
-/// The pool a tester asked for with the service's override header or cookie (`POOL`, or
-/// `POOL:SECRET` when a secret is configured); `None` when absent, wrong or unknown.
-fn override_pool(service: &Service, req: &RequestHeader) -> Option<usize> {
-    let o = service.pool_override.as_ref()?;
-    let from_header = o
-        .header
-        .as_ref()
-        .and_then(|h| req.headers.get(h))
-        .and_then(|v| v.to_str().ok());
-    let value = from_header.or_else(|| o.cookie.as_deref().and_then(|c| cookie(req, c)))?;
-    let pool = match &o.secret {
-        Some(secret) => {
-            let (pool, given) = value.rsplit_once(':')?;
-            crate::admin::constant_time_eq(given.as_bytes(), secret.as_bytes()).then_some(pool)?
-        }
-        None => value,
-    };
-    let idx = service.pool_index(pool.trim())?;
-    (service.available_servers(idx) > 0).then_some(idx)
-}
-
-/// The request's pool: a tester's override, else the sticky assignment, else a weighted pick.
-/// The flag says whether the pool was forced (a forced request is not shielded).
-fn choose_pool(service: &Service, req: &RequestHeader, ctx: &mut Ctx) -> Option<(usize, bool)> {
-    if let Some(p) = override_pool(service, req) {
-        return Some((p, true));
-    }
-    let hash = match &service.sticky {
-        None => None,
-        Some(StickyKey::ClientIp) => ctx.client_ip.map(|ip| match ip {
-            IpAddr::V4(v4) => sticky_hash(&v4.octets()),
-            IpAddr::V6(v6) => sticky_hash(&v6.octets()),
-        }),
-        Some(StickyKey::Header(name)) => req.headers.get(name).map(|v| sticky_hash(v.as_bytes())),
-        Some(StickyKey::Cookie(name)) => Some(match cookie(req, name) {
-            Some(id) if !id.is_empty() => sticky_hash(id.as_bytes()),
-            _ => {
-                let id = format!("{:032x}", fastrand::u128(..));
-                let h = sticky_hash(id.as_bytes());
-                ctx.sticky_cookie = Some((name.clone(), id));
-                h
-            }
-        }),
-    };
-    match hash {
-        Some(h) => service.pick_pool_by(h),
-        None => service.pick_pool(),
-    }
-    .map(|p| (p, false))
-}

@@ -71,7 +71,7 @@ impl PreTlsProcess for PlainHttpGuard {
             };
         }
         let listener = self.listener_name(stream).to_string();
-        if self.runtime.snapshot.load().config.server.metrics {
+        if self.runtime.snapshot().config.server.metrics {
             self.runtime
                 .metrics
                 .record_client_error(&listener, ClientError::PlainHttpOnTls);

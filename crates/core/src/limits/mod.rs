@@ -162,66 +162,32 @@ impl Limiter for LocalZone {
 }
 
 /// Zones by name, kept across reloads: a zone whose spec did not change keeps its counters.
+/// Owned by the runtime's writer and used only when a snapshot is compiled.
 #[derive(Debug, Default)]
 pub struct ZoneRegistry {
-    zones: parking_lot::Mutex<HashMap<String, Arc<dyn Limiter>>>,
+    zones: HashMap<String, Arc<dyn Limiter>>,
     /// One seed for the process, so a key hashes the same before and after a reload.
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl ZoneRegistry {
-    /// Hashes a zone key's material with the process's seed.
-    pub fn key(&self, parts: impl Hash) -> u64 {
-        key_hash(&self.hasher, parts)
+    /// The process's key hasher (a clone hashes identically): snapshots carry it to the request path.
+    pub fn hasher(&self) -> std::collections::hash_map::RandomState {
+        self.hasher.clone()
     }
 
     /// The zones for a config: unchanged ones reused, changed or new ones fresh, removed ones gone.
-    pub fn resolve(&self, specs: &[ZoneSpec]) -> HashMap<String, Arc<dyn Limiter>> {
-        let mut zones = self.zones.lock();
+    pub fn resolve(&mut self, specs: &[ZoneSpec]) -> HashMap<String, Arc<dyn Limiter>> {
         let mut next = HashMap::new();
         for spec in specs {
-            let zone = match zones.get(&spec.name) {
+            let zone = match self.zones.get(&spec.name) {
                 Some(z) if z.spec() == spec => z.clone(),
                 _ => Arc::new(LocalZone::new(spec.clone())) as Arc<dyn Limiter>,
             };
             next.insert(spec.name.clone(), zone);
         }
-        *zones = next.clone();
+        self.zones = next.clone();
         next
-    }
-
-    /// Every zone in force (for upkeep and metrics).
-    pub fn all(&self) -> Vec<Arc<dyn Limiter>> {
-        self.zones.lock().values().cloned().collect()
-    }
-}
-
-/// How often idle keys are swept out of every zone.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
-
-/// Background upkeep: drops idle keys from every zone, so memory follows the active clients.
-pub struct Upkeep {
-    runtime: Arc<crate::runtime::Runtime>,
-}
-
-impl Upkeep {
-    pub fn new(runtime: Arc<crate::runtime::Runtime>) -> Upkeep {
-        Upkeep { runtime }
-    }
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for Upkeep {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(SWEEP_EVERY) => {}
-                _ = shutdown.changed() => return,
-            }
-            for zone in self.runtime.zones.all() {
-                zone.sweep();
-            }
-        }
     }
 }
 
@@ -292,7 +258,7 @@ mod tests {
 
     #[test]
     fn registry_keeps_unchanged_zones() {
-        let reg = ZoneRegistry::default();
+        let mut reg = ZoneRegistry::default();
         let spec = ZoneSpec {
             name: "a".into(),
             key: KeyKind::ClientIp,

@@ -1,4 +1,7 @@
-//! Assembles the pingora server: one proxy service per listener, TLS by SNI, SIGHUP reload, drain timeouts.
+//! Assembles the pingora server: one proxy service for every listener, TLS by SNI, background services, SIGHUP reload, drain timeouts.
+
+pub mod background;
+pub mod listeners;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,7 +54,7 @@ pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeErro
     log::info!(
         "switchyard {} serving {} (generation 1)",
         env!("CARGO_PKG_VERSION"),
-        runtime.snapshot.load().config.summary()
+        runtime.snapshot().config.summary()
     );
     // pingora's signals: SIGTERM stop, SIGQUIT upgrade, SIGINT fast stop. `DrainWatch` ends a
     // graceful stop early once nothing is left in flight.
@@ -72,7 +75,7 @@ impl BackgroundService for DrainWatch {
         if shutdown.changed().await.is_err() {
             return;
         }
-        let timeout = self.runtime.snapshot.load().config.server.drain_timeout;
+        let timeout = self.runtime.snapshot().config.server.drain_timeout;
         log::info!(
             "draining: listeners closed, {} connection(s) and {} request(s) get up to {timeout:?}",
             self.runtime.connections.open(),
@@ -128,8 +131,11 @@ pub fn build_runtime(config: Config, config_path: &Path) -> Result<Arc<Runtime>,
 
 /// A pingora server with one proxy service per configured listener.
 pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Server, ServeError> {
-    let snap = runtime.snapshot.load();
+    let snap = runtime.snapshot();
     let cfg = &snap.config;
+    // ACME challenges and statuses: the proxy answers HTTP-01, the ALPN hook TLS-ALPN-01, the
+    // admin API shows statuses and takes renewal requests, the manager orders.
+    let acme = crate::acme::AcmeState::new(runtime.metrics.registry());
     let mut conf = ServerConf {
         threads: cfg.server.threads,
         // pingora sleeps the whole grace period; `exit_when_drained` ends the process earlier once
@@ -163,15 +169,15 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     let pre_tls = crate::proxy::plain::guard(
         runtime.clone(),
         listeners.clone(),
-        Some(crate::acme::alpn::responder(runtime.acme.clone())),
+        Some(crate::acme::alpn::responder(acme.clone())),
     );
-    let proxy = Proxy::new(runtime.clone(), listeners);
-    let mut svc = crate::metrics::proxy_service(
+    let proxy = Proxy::new(runtime.clone(), listeners, acme.clone());
+    let mut svc = listeners::proxy_service(
         &server.configuration,
         &runtime.metrics,
         proxy,
         &cfg.listeners,
-        runtime.connections.clone(),
+        runtime.clone(),
         Some(pre_tls),
         // Read at start: a reload does not change it for h2 (it does for HTTP/1).
         cfg.defaults.keepalive_timeout,
@@ -211,18 +217,18 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     // Loads the stored ACME certificates now, before any listener accepts.
     server.add_service(background_service(
         "acme",
-        crate::acme::AcmeManager::new(runtime.clone()),
+        crate::acme::AcmeManager::new(runtime.clone(), acme.clone()),
     ));
     server.add_service(background_service(
         "rate-limit upkeep",
-        crate::limits::Upkeep::new(runtime.clone()),
+        background::Upkeep::new(runtime.clone()),
     ));
     server.add_service(background_service(
         "rollouts",
-        crate::rollout::service::RolloutService::new(runtime.clone()),
+        background::RolloutService::new(runtime.clone()),
     ));
     if let Some(admin) = &cfg.admin {
-        server.add_service(crate::admin::service(runtime.clone(), admin));
+        server.add_service(crate::admin::service(runtime.clone(), acme, admin));
     }
     Ok(server)
 }
@@ -252,20 +258,6 @@ pub fn install_reload_on_hangup(runtime: Arc<Runtime>) -> Result<(), ServeError>
 }
 
 pub fn reload_and_log(runtime: &Runtime) {
-    match runtime.reload() {
-        Ok(generation) => log::info!(
-            "reloaded {}: {} (generation {generation})",
-            runtime.config_path().display(),
-            runtime.snapshot.load().config.summary()
-        ),
-        Err(errors) => {
-            log::error!(
-                "reload rejected, the previous config keeps serving; {} error(s):",
-                errors.0.len()
-            );
-            for e in &errors.0 {
-                log::error!("{e}");
-            }
-        }
-    }
+    // Logged (and counted) by the runtime; a rejected config leaves the old one serving.
+    let _ = runtime.reload("");
 }

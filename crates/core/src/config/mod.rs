@@ -3,6 +3,7 @@
 //! `check`, `serve` and reload all go through [`load`], so they report the same errors.
 
 mod acme;
+pub mod certs;
 mod limits;
 mod raw;
 mod resolve;
@@ -627,7 +628,7 @@ impl Validator {
             }
             let cert_path = self.resolve_path(c.cert.get_ref());
             let key_path = self.resolve_path(c.key.get_ref());
-            match crate::tls::load_certified_key(&cert_path, &key_path) {
+            match certs::load_certified_key(&cert_path, &key_path) {
                 Ok((key, san_names)) => {
                     let names = match &c.names {
                         Some(list) => list
@@ -654,9 +655,9 @@ impl Validator {
                 }
                 Err(e) => {
                     let span = match e {
-                        crate::tls::TlsError::ReadKey { .. }
-                        | crate::tls::TlsError::NoKey { .. }
-                        | crate::tls::TlsError::BadKey { .. } => c.key.span(),
+                        certs::TlsError::ReadKey { .. }
+                        | certs::TlsError::NoKey { .. }
+                        | certs::TlsError::BadKey { .. } => c.key.span(),
                         _ => c.cert.span(),
                     };
                     self.error(span, e.to_string());

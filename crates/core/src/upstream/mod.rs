@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::config::rollout::{PoolOverride, StickyKey};
 use crate::config::{Balance, PassivePolicy, ServiceConfig};
+use crate::rollout::{PoolWindow, WindowSpec};
 
 /// State of one upstream server that outlives snapshots (kept across reloads and weight changes).
 #[derive(Debug)]
@@ -182,16 +183,39 @@ impl ServerState {
     }
 }
 
-/// Server states by address, shared by every snapshot.
+/// What outlives snapshots, by name: server states by address, pool windows by (service, pool).
+/// Owned by the runtime's writer (no lock of its own) and used only when compiling a snapshot.
 #[derive(Debug, Default)]
 pub struct ServerRegistry {
-    states: parking_lot::Mutex<HashMap<SocketAddr, Arc<ServerState>>>,
+    states: HashMap<SocketAddr, Arc<ServerState>>,
+    windows: HashMap<(Arc<str>, Arc<str>), Arc<PoolWindow>>,
+    /// The windows the snapshot being compiled uses; [`ServerRegistry::commit`] keeps only them.
+    next_windows: HashMap<(Arc<str>, Arc<str>), Arc<PoolWindow>>,
 }
 
 impl ServerRegistry {
-    /// The state for `addr`, created on first use. Only called while compiling a snapshot.
-    pub fn state(&self, addr: SocketAddr) -> Arc<ServerState> {
-        self.states.lock().entry(addr).or_default().clone()
+    /// The state for `addr`, created on first use.
+    pub fn state(&mut self, addr: SocketAddr) -> Arc<ServerState> {
+        self.states.entry(addr).or_default().clone()
+    }
+
+    /// The live window of `pool` of `service`: kept while its shape (`spec`) stays the same,
+    /// fresh when the pool is new or its shape changed.
+    fn window(&mut self, service: &Arc<str>, pool: &Arc<str>, spec: WindowSpec) -> Arc<PoolWindow> {
+        let key = (service.clone(), pool.clone());
+        let window = self
+            .windows
+            .get(&key)
+            .filter(|w| w.spec() == spec)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(PoolWindow::new(spec)));
+        self.next_windows.insert(key, window.clone());
+        window
+    }
+
+    /// Ends a compile: pools the new snapshot no longer has lose their windows.
+    pub fn commit(&mut self) {
+        self.windows = std::mem::take(&mut self.next_windows);
     }
 }
 
@@ -277,6 +301,9 @@ pub struct Pool {
     pub name: Arc<str>,
     pub weight: u32,
     pub servers: Vec<Server>,
+    /// The pool's live window of requests, errors and latencies (rollouts judge it); the same
+    /// window across snapshots while the pool and its shape stay.
+    pub window: Arc<PoolWindow>,
     /// Round robin order honouring server weights, interleaved (a, b, a, c, a, b ...).
     schedule: Vec<u32>,
     next: AtomicUsize,
@@ -389,7 +416,9 @@ pub struct Shield {
 }
 
 impl Service {
-    pub fn build(cfg: &ServiceConfig, registry: &ServerRegistry) -> Service {
+    /// Compiles a service; call [`ServerRegistry::commit`] once every service of the snapshot is built.
+    pub fn build(cfg: &ServiceConfig, registry: &mut ServerRegistry) -> Service {
+        let name: Arc<str> = cfg.name.as_str().into();
         let pools: Vec<Pool> = cfg
             .pools
             .iter()
@@ -404,8 +433,10 @@ impl Service {
                     })
                     .collect();
                 let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+                let pool: Arc<str> = p.name.as_str().into();
                 Pool {
-                    name: p.name.as_str().into(),
+                    window: registry.window(&name, &pool, cfg.rollout.window),
+                    name: pool,
                     weight: p.weight,
                     schedule: smooth_schedule(&weights),
                     servers,
@@ -415,7 +446,7 @@ impl Service {
             .collect();
         let picker = WeightedIndex::new(pools.iter().map(|p| p.weight));
         Service {
-            name: cfg.name.as_str().into(),
+            name,
             balance: cfg.balance,
             passive: cfg.passive.clone(),
             pools,
@@ -489,202 +520,4 @@ impl Service {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{PoolConfig, ServerConfig};
-
-    #[test]
-    fn zero_weight_is_never_picked() {
-        let w = WeightedIndex::new([0, 3, 0, 1]).expect("non-zero total");
-        let mut counts = [0; 4];
-        for x in 0..w.total() {
-            counts[w.index_of(x)] += 1;
-        }
-        assert_eq!(counts, [0, 3, 0, 1]);
-        assert!(WeightedIndex::new([0, 0]).is_none());
-    }
-
-    #[test]
-    fn smooth_schedule_interleaves_by_weight() {
-        let s = smooth_schedule(&[5, 1, 1]);
-        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(smooth_schedule(&[2, 2]), vec![0, 1]);
-        let big = smooth_schedule(&[1_000_000, 1]);
-        assert!(big.len() <= 4097 && big.contains(&1));
-    }
-
-    fn service(balance: Balance) -> Service {
-        let cfg = ServiceConfig {
-            name: "s".into(),
-            balance,
-            health: None,
-            passive: PassivePolicy::default(),
-            rollout: Default::default(),
-            sticky: None,
-            pool_override: None,
-            pools: vec![PoolConfig {
-                name: "blue".into(),
-                weight: 1,
-                servers: (1..=3)
-                    .map(|p| ServerConfig {
-                        address: SocketAddr::from(([127, 0, 0, 1], p)),
-                        weight: 1,
-                    })
-                    .collect(),
-                health: None,
-            }],
-        };
-        Service::build(&cfg, &ServerRegistry::default())
-    }
-
-    #[test]
-    fn round_robin_cycles_and_skips_excluded() {
-        let svc = service(Balance::RoundRobin);
-        let pool = &svc.pools[0];
-        let picks: Vec<usize> = (0..6)
-            .map(|_| pool.pick(Balance::RoundRobin, &[]).expect("pick"))
-            .collect();
-        for i in 0..3 {
-            assert_eq!(picks.iter().filter(|&&p| p == i).count(), 2);
-        }
-        let ex = [pool.servers[0].addr, pool.servers[1].addr];
-        for _ in 0..5 {
-            assert_eq!(pool.pick(Balance::RoundRobin, &ex), Some(2));
-        }
-        let all: Vec<_> = pool.servers.iter().map(|s| s.addr).collect();
-        assert_eq!(pool.pick(Balance::RoundRobin, &all), None);
-    }
-
-    #[test]
-    fn least_conn_prefers_idle_servers() {
-        let svc = service(Balance::LeastConn);
-        let pool = &svc.pools[0];
-        let _g0 = pool.servers[0].acquire();
-        let _g1 = pool.servers[1].acquire();
-        assert_eq!(pool.pick(Balance::LeastConn, &[]), Some(2));
-        drop(_g1);
-        let p = pool.pick(Balance::LeastConn, &[]).expect("pick");
-        assert!(p == 1 || p == 2);
-    }
-
-    #[test]
-    fn passive_ejection_and_unhealthy_servers_are_skipped() {
-        let svc = service(Balance::RoundRobin);
-        let pool = &svc.pools[0];
-        let policy = PassivePolicy {
-            max_fails: 2,
-            fail_timeout: std::time::Duration::from_millis(200),
-        };
-        assert!(pool.servers[0]
-            .state
-            .report_failure(&policy, Failure::Connect)
-            .is_none());
-        assert!(pool.servers[0]
-            .state
-            .report_failure(&policy, Failure::Connect)
-            .is_some());
-        pool.servers[0].state.eject(&policy);
-        assert!(pool.servers[1].state.set_healthy(false));
-        for _ in 0..6 {
-            assert_eq!(pool.pick(Balance::RoundRobin, &[]), Some(2));
-        }
-        assert_eq!(svc.available_servers(0), 1);
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        assert!(
-            pool.servers[0].state.is_available(),
-            "ejection ends after fail_timeout"
-        );
-    }
-
-    #[test]
-    fn the_last_server_able_to_take_traffic_is_never_spared() {
-        let svc = service(Balance::RoundRobin);
-        let addr = |i: usize| svc.pools[0].servers[i].addr;
-        assert!(svc.can_spare(0, addr(0)), "two others are available");
-        svc.pools[0].servers[1].state.set_healthy(false);
-        assert!(svc.can_spare(0, addr(0)), "one other is available");
-        svc.pools[0].servers[2].state.set_healthy(false);
-        assert!(!svc.can_spare(0, addr(0)), "it is the last one");
-        // After every server was taken out, all are tried again.
-        let policy = PassivePolicy {
-            max_fails: 1,
-            fail_timeout: std::time::Duration::from_secs(60),
-        };
-        svc.pools[0].servers[2].state.set_healthy(true);
-        svc.pools[0].servers[0].state.eject(&policy);
-        svc.pools[0].servers[2].state.eject(&policy);
-        assert_eq!(svc.pools[0].pick(Balance::RoundRobin, &[]), None);
-        let again = svc.pools[0].pick_ejected(&[]).expect("an ejected server");
-        assert!(again == 0 || again == 2, "only healthy ones: {again}");
-    }
-
-    #[test]
-    fn streaks_count_timeouts_only_from_several_clients() {
-        let state = ServerState::default();
-        let policy = PassivePolicy {
-            max_fails: 3,
-            fail_timeout: std::time::Duration::from_secs(60),
-        };
-        let a = Some(IpAddr::from([192, 0, 2, 1]));
-        let b = Some(IpAddr::from([192, 0, 2, 2]));
-        for _ in 0..10 {
-            assert!(
-                state
-                    .report_failure(&policy, Failure::Response { client: a })
-                    .is_none(),
-                "one client's timeouts never eject"
-            );
-        }
-        state.report_success();
-        assert!(state
-            .report_failure(&policy, Failure::Response { client: a })
-            .is_none());
-        assert!(state
-            .report_failure(&policy, Failure::Response { client: b })
-            .is_none());
-        let streak = state
-            .report_failure(&policy, Failure::Response { client: a })
-            .expect("three timeouts from two clients");
-        assert_eq!(streak.timeouts, 3);
-        assert_eq!(
-            streak.to_string(),
-            "3 response timeouts from several clients"
-        );
-        // Connect failures count whoever asked, and a success ends the streak.
-        state.report_failure(&policy, Failure::Connect);
-        state.report_failure(&policy, Failure::Connect);
-        state.report_success();
-        assert!(state.report_failure(&policy, Failure::Connect).is_none());
-    }
-
-    #[test]
-    fn fallback_only_to_weighted_pools_with_servers() {
-        let mk = |name: &str, weight, port| PoolConfig {
-            name: name.into(),
-            weight,
-            servers: vec![ServerConfig {
-                address: SocketAddr::from(([127, 0, 0, 1], port)),
-                weight: 1,
-            }],
-            health: None,
-        };
-        let cfg = ServiceConfig {
-            name: "s".into(),
-            balance: Balance::RoundRobin,
-            health: None,
-            passive: PassivePolicy::default(),
-            rollout: Default::default(),
-            sticky: None,
-            pool_override: None,
-            pools: vec![mk("blue", 1, 1), mk("green", 0, 2), mk("canary", 1, 3)],
-        };
-        let svc = Service::build(&cfg, &ServerRegistry::default());
-        assert_eq!(svc.fallback_pool(0), Some(2));
-        svc.pools[2].servers[0].state.set_healthy(false);
-        assert_eq!(
-            svc.fallback_pool(0),
-            None,
-            "green has weight 0, canary is down"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,15 @@
+//! Switchyard's model and pure parts: config, routing, pools and picks, limits, rollouts, the book.
+//!
+//! This crate is the bottom of the layering (docs/architecture.md): it cannot import the
+//! runtime, the request path or the admin API, which live in the `switchyard` crate above it.
+//! Nothing here owns a lock over config-derived state or does I/O beyond reading config files.
+
+pub mod book;
+pub mod config;
+pub mod fsutil;
+pub mod limits;
+pub mod lograte;
+pub mod path;
+pub mod rollout;
+pub mod routing;
+pub mod upstream;

@@ -1,0 +1,543 @@
+//! Each control operation as a plain function: the current snapshot and a copy of the book in, the changed book and its events out.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::{find, ControlError};
+use crate::book::{apply_weights, event, unix_ms, Book};
+use crate::config::rollout::{check_error_rate, check_steps};
+use crate::config::{ServiceConfig, MAX_WEIGHT};
+use crate::rollout::{Event, Kind, Phase, Plan, Rollout};
+use crate::snapshot::Snapshot;
+use crate::upstream::Service;
+
+fn check_generation(snap: &Snapshot, if_match: Option<u64>) -> Result<(), ControlError> {
+    match if_match {
+        Some(expected) if expected != snap.generation => Err(ControlError::Conflict {
+            expected,
+            current: snap.generation,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A manual weight change meets an active rollout: refused unless forced; forced, the rollout
+/// is aborted (its weights are the operator's from now on) and the event returned.
+fn yield_weights(book: &mut Book, service: &str, force: bool) -> Result<Vec<Event>, ControlError> {
+    let Some(r) = book.rollouts.active_mut(service) else {
+        return Ok(Vec::new());
+    };
+    if !force {
+        return Err(ControlError::RolloutOwnsWeights {
+            service: service.into(),
+            id: r.id,
+            state: r.state.as_str(),
+        });
+    }
+    let why = "weights changed by an operator (forced)".to_string();
+    r.finish(Phase::Aborted, unix_ms(), Some(why.clone()));
+    let mut e = event(r, "aborted", None, why);
+    e.reason = Some("forced".into());
+    Ok(vec![book.rollouts.push_event(e)])
+}
+
+/// Sets the weights of some pools of a service (others keep theirs). Refused during a rollout
+/// unless `force`, which aborts the rollout.
+pub fn set_weights(
+    snap: &Snapshot,
+    book: &mut Book,
+    service: &str,
+    weights: &BTreeMap<String, u32>,
+    if_match: Option<u64>,
+    force: bool,
+) -> Result<Vec<Event>, ControlError> {
+    if weights.is_empty() {
+        return Err(ControlError::Invalid("no pool weights given".into()));
+    }
+    check_generation(snap, if_match)?;
+    let svc = find(snap, service)?;
+    for (pool, w) in weights {
+        if svc.pool_index(pool).is_none() {
+            return Err(ControlError::UnknownPool {
+                service: service.into(),
+                pool: pool.clone(),
+            });
+        }
+        if *w > MAX_WEIGHT {
+            return Err(ControlError::Invalid(format!(
+                "weight of pool \"{pool}\" is {w}; the most is {MAX_WEIGHT}"
+            )));
+        }
+    }
+    let sum: u64 = svc
+        .pools
+        .iter()
+        .map(|p| u64::from(*weights.get(&*p.name).unwrap_or(&p.weight)))
+        .sum();
+    if sum == 0 {
+        return Err(ControlError::Invalid(format!(
+            "weights of service \"{service}\" would sum to 0; at least one pool needs a weight above 0"
+        )));
+    }
+    let events = yield_weights(book, service, force)?;
+    let entry = book.overrides.entry(service.into()).or_default();
+    for (pool, w) in weights {
+        entry.insert(pool.clone(), *w);
+    }
+    Ok(events)
+}
+
+/// Drops a service's runtime overrides: the config file's weights apply again.
+pub fn clear_weights(
+    snap: &Snapshot,
+    book: &mut Book,
+    service: &str,
+    if_match: Option<u64>,
+    force: bool,
+) -> Result<Vec<Event>, ControlError> {
+    check_generation(snap, if_match)?;
+    find(snap, service)?;
+    let events = yield_weights(book, service, force)?;
+    book.overrides.remove(service);
+    Ok(events)
+}
+
+/// A blue/green switch, optionally watched.
+#[derive(Debug, Clone, Default)]
+pub struct SwitchRequest {
+    pub to: String,
+    /// Watch the new pool this long and switch back on a breach.
+    pub watch: Option<Duration>,
+    pub if_match: Option<u64>,
+    pub force: bool,
+}
+
+/// The blue/green flip: `to` gets weight 100, every other pool 0. Refused when `to` has no
+/// available server. In-flight requests on the old pool finish; new ones go to `to`. With a
+/// watch, `to` is judged like a canary at 100 % for that long, and the pool that had the most
+/// weight before takes everything back on a breach. Returns the watch, as a rollout.
+pub fn switch(
+    snap: &Snapshot,
+    book: &mut Book,
+    service: &str,
+    req: &SwitchRequest,
+    now: Instant,
+) -> Result<(Option<Rollout>, Vec<Event>), ControlError> {
+    let to = req.to.as_str();
+    check_generation(snap, req.if_match)?;
+    let svc = find(snap, service)?;
+    let idx = svc
+        .pool_index(to)
+        .ok_or_else(|| ControlError::UnknownPool {
+            service: service.into(),
+            pool: to.into(),
+        })?;
+    if svc.available_servers(idx) == 0 {
+        return Err(ControlError::Unhealthy {
+            service: service.into(),
+            pool: to.into(),
+        });
+    }
+    let mut events = yield_weights(book, service, req.force)?;
+    let entry = book.overrides.entry(service.into()).or_default();
+    for p in &svc.pools {
+        entry.insert(p.name.to_string(), if *p.name == *to { 100 } else { 0 });
+    }
+    let Some(watch) = req.watch else {
+        return Ok((None, events));
+    };
+    let stable = heaviest_other(svc, to).ok_or_else(|| {
+        ControlError::Invalid(format!(
+            "service \"{service}\" has no other pool with weight above 0 to switch back to"
+        ))
+    })?;
+    let defaults = &config_of(snap, service)?.rollout;
+    let plan = Plan {
+        kind: Kind::Switch,
+        canary: to.into(),
+        stable,
+        steps: vec![100],
+        interval: watch,
+        max_error_rate: defaults.max_error_rate,
+        max_p99: defaults.max_p99,
+        min_requests: defaults.min_requests,
+        shield: defaults.shield,
+    };
+    let r = book
+        .rollouts
+        .start(service, plan, unix_ms(), snap.step_clock(service, to, now));
+    let message = format!("switched to \"{to}\", watching it for {watch:?}");
+    let e = event(r, "started", None, message);
+    let r = r.clone();
+    events.push(book.rollouts.push_event(e));
+    Ok((Some(r), events))
+}
+
+/// The pool other than `except` with the most weight now (the one to go back to).
+fn heaviest_other(svc: &Service, except: &str) -> Option<String> {
+    svc.pools
+        .iter()
+        .filter(|p| *p.name != *except && p.weight > 0)
+        .max_by_key(|p| p.weight)
+        .map(|p| p.name.to_string())
+}
+
+fn config_of<'a>(snap: &'a Snapshot, service: &str) -> Result<&'a ServiceConfig, ControlError> {
+    snap.config
+        .services
+        .iter()
+        .find(|s| s.name == service)
+        .ok_or_else(|| ControlError::UnknownService(service.into()))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Rollouts
+// ------------------------------------------------------------------------------------------------
+
+/// `POST /v1/services/{service}/rollouts`: what differs from the service's rollout defaults.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutRequest {
+    pub canary: String,
+    pub stable: Option<String>,
+    pub steps: Option<Vec<u32>>,
+    pub interval: Option<Duration>,
+    pub max_error_rate: Option<f64>,
+    pub max_p99: Option<Duration>,
+    pub min_requests: Option<u64>,
+    pub shield: Option<bool>,
+}
+
+/// Starts a rollout of `req.canary` (see `rollout::engine`). Refused while another is active, when
+/// the canary has no available server, or on invalid parameters.
+pub fn start_rollout(
+    snap: &Snapshot,
+    book: &mut Book,
+    service: &str,
+    req: &RolloutRequest,
+    now: Instant,
+) -> Result<(Rollout, Vec<Event>), ControlError> {
+    let svc = find(snap, service)?;
+    let defaults = &config_of(snap, service)?.rollout;
+    if let Some(r) = book.rollouts.active(service) {
+        return Err(ControlError::RolloutActive {
+            service: service.into(),
+            id: r.id,
+            state: r.state.as_str(),
+        });
+    }
+    let unknown = |pool: &str| ControlError::UnknownPool {
+        service: service.into(),
+        pool: pool.into(),
+    };
+    let canary = svc
+        .pool_index(&req.canary)
+        .ok_or_else(|| unknown(&req.canary))?;
+    let stable = match &req.stable {
+        Some(s) => {
+            svc.pool_index(s).ok_or_else(|| unknown(s))?;
+            s.clone()
+        }
+        None => heaviest_other(svc, &req.canary).ok_or_else(|| {
+            ControlError::Invalid(format!(
+                "service \"{service}\" has no pool other than \"{}\" with weight above 0; name the stable pool",
+                req.canary
+            ))
+        })?,
+    };
+    if stable == req.canary {
+        return Err(ControlError::Invalid(format!(
+            "canary and stable are both \"{stable}\""
+        )));
+    }
+    if svc.available_servers(canary) == 0 {
+        return Err(ControlError::Unhealthy {
+            service: service.into(),
+            pool: req.canary.clone(),
+        });
+    }
+    let steps = req.steps.clone().unwrap_or_else(|| defaults.steps.clone());
+    check_steps(&steps).map_err(ControlError::Invalid)?;
+    let max_error_rate = req.max_error_rate.unwrap_or(defaults.max_error_rate);
+    check_error_rate(max_error_rate).map_err(ControlError::Invalid)?;
+    let interval = req.interval.unwrap_or(defaults.interval);
+    if interval.is_zero() {
+        return Err(ControlError::Invalid("interval must be above 0".into()));
+    }
+    let plan = Plan {
+        kind: Kind::Rollout,
+        canary: req.canary.clone(),
+        stable,
+        steps,
+        interval,
+        max_error_rate,
+        max_p99: req.max_p99.or(defaults.max_p99),
+        min_requests: req.min_requests.unwrap_or(defaults.min_requests),
+        shield: req.shield.unwrap_or(defaults.shield),
+    };
+    let r = book.rollouts.start(
+        service,
+        plan,
+        unix_ms(),
+        snap.step_clock(service, &req.canary, now),
+    );
+    let message = format!(
+        "rollout of \"{}\" over \"{}\" in steps {:?} every {:?}",
+        r.canary,
+        r.stable,
+        r.steps,
+        r.interval()
+    );
+    let e = event(r, "started", None, message);
+    let r = r.clone();
+    let e = book.rollouts.push_event(e);
+    apply_weights(book, &snap.services, &r);
+    Ok((r, vec![e]))
+}
+
+/// What an operator does to an active rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutAction {
+    Pause,
+    Resume,
+    Promote,
+    Abort,
+}
+
+impl RolloutAction {
+    pub fn parse(s: &str) -> Option<RolloutAction> {
+        Some(match s {
+            "pause" => RolloutAction::Pause,
+            "resume" => RolloutAction::Resume,
+            "promote" => RolloutAction::Promote,
+            "abort" => RolloutAction::Abort,
+            _ => return None,
+        })
+    }
+}
+
+/// Pauses (advancing stops; judging goes on), resumes (the step starts over), promotes (the canary
+/// takes all traffic now) or aborts (traffic back on the stable pool) the active rollout.
+pub fn act_on_rollout(
+    snap: &Snapshot,
+    book: &mut Book,
+    service: &str,
+    action: RolloutAction,
+    now: Instant,
+) -> Result<(Rollout, Vec<Event>), ControlError> {
+    find(snap, service)?;
+    let r = book
+        .rollouts
+        .active_mut(service)
+        .ok_or_else(|| ControlError::NoActiveRollout(service.into()))?;
+    let now_ms = unix_ms();
+    let (kind, message, reason) = match action {
+        RolloutAction::Pause if r.state == Phase::Paused => {
+            return Ok((r.clone(), Vec::new()));
+        }
+        RolloutAction::Pause => {
+            r.state = Phase::Paused;
+            ("paused", "paused by an operator".to_string(), None)
+        }
+        RolloutAction::Resume if r.state == Phase::Progressing => {
+            return Ok((r.clone(), Vec::new()));
+        }
+        RolloutAction::Resume => {
+            r.state = Phase::Progressing;
+            r.restart_step(now_ms, snap.step_clock(service, &r.canary, now));
+            (
+                "resumed",
+                "resumed by an operator; the step starts over".to_string(),
+                None,
+            )
+        }
+        RolloutAction::Promote => {
+            r.finish(Phase::Promoted, now_ms, None);
+            let m = format!("\"{}\" promoted by an operator", r.canary);
+            ("promoted", m, None)
+        }
+        RolloutAction::Abort => {
+            let m = format!("aborted by an operator; traffic back on \"{}\"", r.stable);
+            r.finish(Phase::Aborted, now_ms, Some(m.clone()));
+            ("aborted", m, Some("operator".to_string()))
+        }
+    };
+    let r = r.clone();
+    let mut e = event(&r, kind, None, message);
+    e.reason = reason;
+    let e = book.rollouts.push_event(e);
+    apply_weights(book, &snap.services, &r);
+    Ok((r, vec![e]))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::snapshot::Registries;
+
+    /// Service "api" with pools blue (weight 100) and green (weight 0), and the book compiled in.
+    fn snapshot(book: &Book) -> Snapshot {
+        let text = "[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:1\"\n\n\
+             [[routes]]\nhost = \"*\"\nservice = \"api\"\n\n\
+             [services.api.pools.blue]\nweight = 100\nservers = [\"127.0.0.1:2\"]\n\n\
+             [services.api.pools.green]\nweight = 0\nservers = [\"127.0.0.1:3\"]\n";
+        let config = crate::config::parse(text, Path::new("t.toml")).expect("valid config");
+        Snapshot::compile(
+            Arc::new(config),
+            7,
+            Arc::new(book.clone()),
+            &mut Registries::default(),
+            &Metrics::new(),
+        )
+    }
+
+    fn weights(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        pairs.iter().map(|(p, w)| (p.to_string(), *w)).collect()
+    }
+
+    fn rollout(canary: &str) -> RolloutRequest {
+        RolloutRequest {
+            canary: canary.into(),
+            ..RolloutRequest::default()
+        }
+    }
+
+    #[test]
+    fn weights_are_checked_against_the_snapshot_and_written_to_the_book() {
+        let mut book = Book::default();
+        let snap = snapshot(&book);
+        let err = |book: &mut Book, w: &[(&str, u32)], if_match| {
+            set_weights(&snap, book, "api", &weights(w), if_match, false)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(err(&mut book, &[], None).contains("no pool weights"));
+        assert!(err(&mut book, &[("red", 1)], None).contains("no pool \"red\""));
+        assert!(err(&mut book, &[("blue", MAX_WEIGHT + 1)], None).contains("the most is"));
+        assert!(err(&mut book, &[("blue", 0)], None).contains("sum to 0"));
+        assert!(err(&mut book, &[("green", 5)], Some(6)).contains("generation is 7, not 6"));
+        assert!(book.overrides.is_empty(), "a refusal leaves the book alone");
+
+        let events = set_weights(
+            &snap,
+            &mut book,
+            "api",
+            &weights(&[("green", 5)]),
+            Some(7),
+            false,
+        )
+        .expect("set");
+        assert!(events.is_empty());
+        assert_eq!(book.overrides["api"], weights(&[("green", 5)]));
+        clear_weights(&snap, &mut book, "api", None, false).expect("clear");
+        assert!(book.overrides.is_empty());
+    }
+
+    #[test]
+    fn a_rollout_owns_its_weights_until_a_forced_change_aborts_it() {
+        let mut book = Book::default();
+        let snap = snapshot(&book);
+        let (r, events) = start_rollout(&snap, &mut book, "api", &rollout("green"), Instant::now())
+            .expect("start");
+        assert_eq!((r.canary.as_str(), r.stable.as_str()), ("green", "blue"));
+        assert_eq!(events.len(), 1);
+        assert_eq!(book.overrides["api"]["green"], r.canary_weight());
+        let again = start_rollout(&snap, &mut book, "api", &rollout("green"), Instant::now());
+        assert!(matches!(again, Err(ControlError::RolloutActive { .. })));
+
+        let snap = snapshot(&book);
+        let w = weights(&[("green", 50)]);
+        let refused = set_weights(&snap, &mut book, "api", &w, None, false);
+        assert!(matches!(
+            refused,
+            Err(ControlError::RolloutOwnsWeights { .. })
+        ));
+        let events = set_weights(&snap, &mut book, "api", &w, None, true).expect("forced");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason.as_deref(), Some("forced"));
+        assert!(
+            book.rollouts.active("api").is_none(),
+            "the forced change aborted it"
+        );
+        assert_eq!(book.overrides["api"]["green"], 50);
+    }
+
+    #[test]
+    fn operators_pause_resume_promote_and_abort() {
+        let mut book = Book::default();
+        let snap = snapshot(&book);
+        start_rollout(&snap, &mut book, "api", &rollout("green"), Instant::now()).expect("start");
+        let act =
+            |book: &mut Book, action| act_on_rollout(&snap, book, "api", action, Instant::now());
+        let (r, events) = act(&mut book, RolloutAction::Pause).expect("pause");
+        assert_eq!((r.state, events.len()), (Phase::Paused, 1));
+        let (_, events) = act(&mut book, RolloutAction::Pause).expect("pause again");
+        assert!(events.is_empty(), "pausing a paused rollout is a no-op");
+        let (r, _) = act(&mut book, RolloutAction::Resume).expect("resume");
+        assert_eq!(r.state, Phase::Progressing);
+        let (r, _) = act(&mut book, RolloutAction::Promote).expect("promote");
+        assert_eq!(r.state, Phase::Promoted);
+        assert_eq!(
+            book.overrides["api"],
+            weights(&[("blue", 0), ("green", 100)])
+        );
+        assert!(matches!(
+            act(&mut book, RolloutAction::Abort),
+            Err(ControlError::NoActiveRollout(_))
+        ));
+
+        start_rollout(&snap, &mut book, "api", &rollout("green"), Instant::now()).expect("start");
+        let (r, events) = act(&mut book, RolloutAction::Abort).expect("abort");
+        assert_eq!(r.state, Phase::Aborted);
+        assert_eq!(events[0].reason.as_deref(), Some("operator"));
+        assert_eq!(
+            book.overrides["api"],
+            weights(&[("blue", 100), ("green", 0)])
+        );
+    }
+
+    #[test]
+    fn a_switch_flips_every_pool_and_a_watched_one_knows_where_to_go_back() {
+        let mut book = Book::default();
+        let snap = snapshot(&book);
+        let req = |to: &str, watch| SwitchRequest {
+            to: to.into(),
+            watch,
+            ..SwitchRequest::default()
+        };
+        let (watched, _) =
+            switch(&snap, &mut book, "api", &req("green", None), Instant::now()).expect("switch");
+        assert!(watched.is_none());
+        assert_eq!(
+            book.overrides["api"],
+            weights(&[("blue", 0), ("green", 100)])
+        );
+
+        let mut book = Book::default();
+        let watch = Some(Duration::from_secs(30));
+        let (watched, events) = switch(
+            &snap,
+            &mut book,
+            "api",
+            &req("green", watch),
+            Instant::now(),
+        )
+        .expect("switch");
+        let r = watched.expect("a watch");
+        assert_eq!(
+            (r.kind, r.stable.as_str(), events.len()),
+            (Kind::Switch, "blue", 1)
+        );
+        let bad = switch(
+            &snap,
+            &mut Book::default(),
+            "api",
+            &req("red", None),
+            Instant::now(),
+        );
+        assert!(matches!(bad, Err(ControlError::UnknownPool { .. })));
+    }
+}

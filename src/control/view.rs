@@ -1,0 +1,226 @@
+//! What the admin API shows of services and rollouts, read from one snapshot (the one a change published, for its answer).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{find, ControlError};
+use crate::config::Balance;
+use crate::rollout::{Event, Kind, Phase, Rollout};
+use crate::snapshot::Snapshot;
+use crate::upstream::Service;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub generation: u64,
+    pub balance: &'static str,
+    pub pools: Vec<PoolView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolView {
+    pub name: String,
+    /// The weight in force.
+    pub weight: u32,
+    /// The weight the config file gives.
+    pub config_weight: u32,
+    /// Whether `weight` comes from a runtime override (admin API / ctl) rather than the file.
+    pub overridden: bool,
+    pub healthy_servers: usize,
+    pub servers: Vec<ServerView>,
+    /// The pool's live window (see `rollout::window`).
+    pub live: LiveView,
+}
+
+/// A pool's requests, errors and latency quantiles over its live window.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveView {
+    /// The window's length; it covers between one bucket less and this much history.
+    pub window_seconds: f64,
+    pub requests: u64,
+    /// 5xx sent and upstream failures.
+    pub errors: u64,
+    pub error_rate: f64,
+    /// `null` without requests. Within about 3 % of the true quantile.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl LiveView {
+    fn new(snap: &Snapshot, service: &str, pool: &str) -> LiveView {
+        let stats = snap.pool(service, pool).map(|p| p.window.snapshot());
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        LiveView {
+            window_seconds: stats.map_or(0.0, |s| s.window.as_secs_f64()),
+            requests: stats.map_or(0, |s| s.requests),
+            errors: stats.map_or(0, |s| s.errors),
+            error_rate: stats.map_or(0.0, |s| s.error_rate),
+            p50_ms: stats.and_then(|s| ms(s.p50)),
+            p99_ms: stats.and_then(|s| ms(s.p99)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerView {
+    pub address: String,
+    pub weight: u32,
+    /// Active checks' verdict.
+    pub healthy: bool,
+    /// Taken out by passive checks for now.
+    pub ejected: bool,
+    /// Gets requests: healthy and not ejected.
+    pub available: bool,
+    pub in_flight: usize,
+}
+
+fn balance_name(b: Balance) -> &'static str {
+    match b {
+        Balance::RoundRobin => "round_robin",
+        Balance::LeastConn => "least_conn",
+    }
+}
+
+fn view(snap: &Snapshot, service: &Service) -> ServiceView {
+    let overrides = snap.book.overrides.get(&*service.name);
+    let config = snap
+        .config
+        .services
+        .iter()
+        .find(|s| *s.name == *service.name);
+    let pools = service
+        .pools
+        .iter()
+        .map(|p| {
+            let config_weight = config
+                .and_then(|c| c.pools.iter().find(|cp| *cp.name == *p.name))
+                .map_or(p.weight, |cp| cp.weight);
+            let servers: Vec<ServerView> = p
+                .servers
+                .iter()
+                .map(|s| ServerView {
+                    address: s.addr.to_string(),
+                    weight: s.weight,
+                    healthy: s.state.is_healthy(),
+                    ejected: s.state.is_ejected(),
+                    available: s.state.is_available(),
+                    in_flight: s.state.active.load(std::sync::atomic::Ordering::Relaxed),
+                })
+                .collect();
+            PoolView {
+                name: p.name.to_string(),
+                weight: p.weight,
+                config_weight,
+                overridden: overrides.is_some_and(|o| o.contains_key(&*p.name)),
+                healthy_servers: servers.iter().filter(|s| s.available).count(),
+                servers,
+                live: LiveView::new(snap, &service.name, &p.name),
+            }
+        })
+        .collect();
+    ServiceView {
+        name: service.name.to_string(),
+        generation: snap.generation,
+        balance: balance_name(service.balance),
+        pools,
+    }
+}
+
+/// Every service of `snap` as the admin API shows it.
+pub fn services(snap: &Snapshot) -> Vec<ServiceView> {
+    snap.services.iter().map(|s| view(snap, s)).collect()
+}
+
+/// Service `name` of `snap` as the admin API shows it.
+pub fn service(snap: &Snapshot, name: &str) -> Result<ServiceView, ControlError> {
+    Ok(view(snap, find(snap, name)?))
+}
+
+/// A rollout as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutView {
+    pub id: u64,
+    pub service: String,
+    pub kind: Kind,
+    pub canary: String,
+    pub stable: String,
+    pub state: Phase,
+    pub step: usize,
+    pub steps: Vec<u32>,
+    pub canary_weight: u32,
+    pub interval_seconds: f64,
+    pub max_error_rate: f64,
+    pub max_p99_ms: Option<f64>,
+    pub min_requests: u64,
+    pub shield: bool,
+    pub started_at: String,
+    pub step_started_at: String,
+    pub finished_at: Option<String>,
+    pub reason: Option<String>,
+    pub holding: Option<String>,
+    pub step_requests: u64,
+    pub canary_live: LiveView,
+    pub stable_live: LiveView,
+    pub generation: u64,
+}
+
+fn rfc3339(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Rollout `r` as the admin API shows it, with the live windows of `snap`.
+pub fn rollout_of(snap: &Snapshot, r: &Rollout) -> RolloutView {
+    let total = snap
+        .pool(&r.service, &r.canary)
+        .map_or(0, |p| p.window.total_requests());
+    RolloutView {
+        id: r.id,
+        service: r.service.clone(),
+        kind: r.kind,
+        canary: r.canary.clone(),
+        stable: r.stable.clone(),
+        state: r.state,
+        step: r.step,
+        steps: r.steps.clone(),
+        canary_weight: r.canary_weight(),
+        interval_seconds: r.interval().as_secs_f64(),
+        max_error_rate: r.max_error_rate,
+        max_p99_ms: r.max_p99_ms.map(|ms| ms as f64),
+        min_requests: r.min_requests,
+        shield: r.shield,
+        started_at: rfc3339(r.started_at),
+        step_started_at: rfc3339(r.step_started_at),
+        finished_at: r.finished_at.map(rfc3339),
+        reason: r.reason.clone(),
+        holding: r.holding.clone(),
+        step_requests: if r.state.is_active() {
+            r.step_requests(total)
+        } else {
+            0
+        },
+        canary_live: LiveView::new(snap, &r.service, &r.canary),
+        stable_live: LiveView::new(snap, &r.service, &r.stable),
+        generation: snap.generation,
+    }
+}
+
+/// The service's active or latest rollout.
+pub fn rollout_view(snap: &Snapshot, service: &str) -> Result<RolloutView, ControlError> {
+    find(snap, service)?;
+    let history = snap.book.rollouts.services.get(service);
+    let r = history
+        .and_then(|h| h.current.as_ref())
+        .ok_or_else(|| ControlError::NoRollout(service.into()))?;
+    Ok(rollout_of(snap, r))
+}
+
+/// The service's recent rollout events, oldest first.
+pub fn rollout_events(snap: &Snapshot, service: &str) -> Result<Vec<Event>, ControlError> {
+    find(snap, service)?;
+    let history = snap.book.rollouts.services.get(service);
+    Ok(history
+        .map(|h| h.events.iter().cloned().collect())
+        .unwrap_or_default())
+}

@@ -1,0 +1,107 @@
+//! Per-request state carried across the proxy phases, with the one snapshot the request loaded.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pingora::http::RequestHeader;
+
+use super::MAX_TRIES;
+use crate::routing::Route;
+use crate::runtime::InFlight;
+use crate::snapshot::Snapshot;
+use crate::upstream::{ActiveGuard, Service};
+
+/// Where a request stands with its rollout's shield (see `pick::shield_for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shield {
+    /// Not shielded, or the shield has been used.
+    #[default]
+    Off,
+    /// On the canary: a failure there is retried once on pool `stable`.
+    Armed { stable: usize },
+    /// The canary answered 5xx and the retry on the stable pool is under way: keep it, whatever
+    /// pingora's default retry policy says.
+    Retrying,
+}
+
+/// Per-request state, carried across phases.
+pub struct Ctx {
+    pub(super) _in_flight: InFlight,
+    /// The snapshot this request loaded in `new_ctx`: every decision reads it, nothing else.
+    pub(super) snapshot: Arc<Snapshot>,
+    /// Index into `Proxy::listeners`.
+    pub(super) listener: usize,
+    pub(super) tls: bool,
+    pub(super) start: Instant,
+    pub(super) route: Option<usize>,
+    pub(super) pool: Option<usize>,
+    pub(super) upstream: Option<SocketAddr>,
+    pub(super) tried: [Option<SocketAddr>; MAX_TRIES],
+    pub(super) tries: usize,
+    pub(super) guard: Option<ActiveGuard>,
+    pub(super) request_id: String,
+    /// The real client: the peer, or who a trusted proxy's X-Forwarded-For names.
+    pub(super) client_ip: Option<IpAddr>,
+    /// The socket peer: the address appended to X-Forwarded-For.
+    pub(super) peer_ip: Option<IpAddr>,
+    /// The most constrained zone's (limit, remaining, reset) for the RateLimit-* headers.
+    pub(super) rate: Option<(u32, u32, Duration)>,
+    pub(super) upstream_start: Option<Instant>,
+    pub(super) upstream_ms: Option<f64>,
+    pub(super) body_bytes: u64,
+    pub(super) shield: Shield,
+    /// A new sticky id to hand the client in a cookie: (cookie name, id).
+    pub(super) sticky_cookie: Option<(String, String)>,
+    /// The normalised request path, when it differs from the one the client sent.
+    pub(super) path: Option<String>,
+}
+
+impl Ctx {
+    pub(super) fn new(snapshot: Arc<Snapshot>, in_flight: InFlight) -> Ctx {
+        Ctx {
+            _in_flight: in_flight,
+            snapshot,
+            listener: 0,
+            tls: false,
+            start: Instant::now(),
+            route: None,
+            pool: None,
+            upstream: None,
+            tried: [None; MAX_TRIES],
+            tries: 0,
+            guard: None,
+            request_id: String::new(),
+            client_ip: None,
+            peer_ip: None,
+            rate: None,
+            upstream_start: None,
+            upstream_ms: None,
+            body_bytes: 0,
+            shield: Shield::Off,
+            sticky_cookie: None,
+            path: None,
+        }
+    }
+
+    /// The matched route, if any.
+    pub(super) fn route(&self) -> Option<&Route> {
+        self.route.and_then(|i| self.snapshot.routes.get(i))
+    }
+
+    /// The matched route's service, if any.
+    pub(super) fn service(&self) -> Option<(usize, &Service)> {
+        let i = self.route()?.service;
+        Some((i, self.snapshot.services.get(i)?))
+    }
+
+    /// The normalised path every decision uses (`crate::path`).
+    pub(super) fn path<'a>(&'a self, req: &'a RequestHeader) -> &'a str {
+        self.path.as_deref().unwrap_or_else(|| req.uri.path())
+    }
+
+    /// The servers tried so far (the first `tries` entries), for the next pick to skip.
+    pub(super) fn tried(&self) -> [SocketAddr; MAX_TRIES] {
+        std::array::from_fn(|i| self.tried[i].unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))))
+    }
+}
