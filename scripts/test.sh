@@ -15,6 +15,7 @@ declare -A NEED=(
   [prometheus]=prometheus
   [pebble]=pebble
   [pebble-challtestsrv]=pebble
+  [script]=bsdutils
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
