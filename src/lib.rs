@@ -7,7 +7,7 @@
 //! the shell that wires them (server, cli, demo).
 
 pub use switchyard_core::{
-    book, config, fsutil, limits, lograte, path, rollout, routing, upstream,
+    book, config, fsutil, limits, lograte, path, rollout, routing, secret, upstream,
 };
 
 pub mod access_log;
@@ -23,7 +23,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod runtime;
 pub mod scrape;
-pub mod secret;
 pub mod server;
 pub mod snapshot;
 pub mod state;

@@ -55,10 +55,10 @@ impl CertMap {
                     Some(suffix) => wildcard.entry(suffix.to_string()),
                     None => exact.entry(name.clone()),
                 }
-                .or_insert_with(|| c.key.clone());
+                .or_insert_with(|| c.key.expose().clone());
             }
             if c.fallback {
-                fallback = c.key.clone();
+                fallback = c.key.expose().clone();
             }
         }
         CertMap {
@@ -204,13 +204,13 @@ mod tests {
             CertificateConfig {
                 cert_path: "a".into(),
                 names: vec!["a.example.com".into()],
-                key: a.clone(),
+                key: crate::secret::Secret::new(a.clone()),
                 fallback: false,
             },
             CertificateConfig {
                 cert_path: "w".into(),
                 names: vec!["*.example.com".into()],
-                key: w.clone(),
+                key: crate::secret::Secret::new(w.clone()),
                 fallback: false,
             },
         ];

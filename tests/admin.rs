@@ -521,6 +521,10 @@ fn config_view_redacts_the_token() {
         .unwrap();
     assert_eq!(direct["passive"]["max_fails"], 1);
     assert_eq!(direct["passive"]["fail_timeout"], "60s");
+    // Settings the hand-written view used to leave out.
+    assert_eq!(app["rollout"]["interval"], "30s");
+    assert_eq!(app["pool_override"], serde_json::Value::Null);
+    assert_eq!(r.json["defaults"]["keepalive_timeout"], "75s");
     assert_eq!(r.json["routes"][0]["host"], "red.test");
     assert_eq!(r.json["routes"][0]["options"]["connect_timeout"], "30s");
     assert_eq!(r.json["generation"], 1);

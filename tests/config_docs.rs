@@ -21,6 +21,11 @@ use std::path::Path;
 /// Where the `Raw*` structs are defined.
 const SOURCES: &[&str] = &[
     "crates/core/src/config/raw.rs",
+    "crates/core/src/config/server.rs",
+    "crates/core/src/config/listeners.rs",
+    "crates/core/src/config/routes.rs",
+    "crates/core/src/config/services.rs",
+    "crates/core/src/config/admin.rs",
     "crates/core/src/config/limits.rs",
     "crates/core/src/config/rollout.rs",
     "crates/core/src/config/acme.rs",

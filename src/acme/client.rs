@@ -60,7 +60,7 @@ pub async fn account(cfg: &AcmeConfig, storage: &dyn CertStorage) -> Result<Acco
     let eab = cfg
         .eab
         .as_ref()
-        .map(|e| ExternalAccountKey::new(e.kid.clone(), &e.hmac_key));
+        .map(|e| ExternalAccountKey::new(e.kid.clone(), e.hmac_key.expose()));
     let (account, creds) = builder()?
         .create(
             &NewAccount {

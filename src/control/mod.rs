@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::config::Weight;
 use crate::runtime::{ChangeError, Runtime};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
@@ -66,7 +67,7 @@ fn find<'a>(snap: &'a Snapshot, service: &str) -> Result<&'a Service, ControlErr
 pub fn set_weights(
     rt: &Runtime,
     service: &str,
-    weights: &BTreeMap<String, u32>,
+    weights: &BTreeMap<String, Weight>,
     if_match: Option<u64>,
     force: bool,
 ) -> Result<Arc<Snapshot>, ControlError> {

@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{find, ControlError};
 use crate::book::{apply_weights, event, unix_ms, Book};
-use crate::config::rollout::{check_error_rate, check_steps};
-use crate::config::{ServiceConfig, MAX_WEIGHT};
+use crate::config::{ServiceConfig, Share, Steps, Weight};
 use crate::rollout::{Event, Kind, Phase, Plan, Rollout};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
@@ -47,7 +46,7 @@ pub fn set_weights(
     snap: &Snapshot,
     book: &mut Book,
     service: &str,
-    weights: &BTreeMap<String, u32>,
+    weights: &BTreeMap<String, Weight>,
     if_match: Option<u64>,
     force: bool,
 ) -> Result<Vec<Event>, ControlError> {
@@ -56,23 +55,18 @@ pub fn set_weights(
     }
     check_generation(snap, if_match)?;
     let svc = find(snap, service)?;
-    for (pool, w) in weights {
+    for pool in weights.keys() {
         if svc.pool_index(pool).is_none() {
             return Err(ControlError::UnknownPool {
                 service: service.into(),
                 pool: pool.clone(),
             });
         }
-        if *w > MAX_WEIGHT {
-            return Err(ControlError::Invalid(format!(
-                "weight of pool \"{pool}\" is {w}; the most is {MAX_WEIGHT}"
-            )));
-        }
     }
     let sum: u64 = svc
         .pools
         .iter()
-        .map(|p| u64::from(*weights.get(&*p.name).unwrap_or(&p.weight)))
+        .map(|p| u64::from(weights.get(&*p.name).map_or(p.weight, |w| w.get())))
         .sum();
     if sum == 0 {
         return Err(ControlError::Invalid(format!(
@@ -82,7 +76,7 @@ pub fn set_weights(
     let events = yield_weights(book, service, force)?;
     let entry = book.overrides.entry(service.into()).or_default();
     for (pool, w) in weights {
-        entry.insert(pool.clone(), *w);
+        entry.insert(pool.clone(), w.get());
     }
     Ok(events)
 }
@@ -158,7 +152,7 @@ pub fn switch(
         stable,
         steps: vec![100],
         interval: watch,
-        max_error_rate: defaults.max_error_rate,
+        max_error_rate: defaults.max_error_rate.get(),
         max_p99: defaults.max_p99,
         min_requests: defaults.min_requests,
         shield: defaults.shield,
@@ -199,9 +193,9 @@ fn config_of<'a>(snap: &'a Snapshot, service: &str) -> Result<&'a ServiceConfig,
 pub struct RolloutRequest {
     pub canary: String,
     pub stable: Option<String>,
-    pub steps: Option<Vec<u32>>,
+    pub steps: Option<Steps>,
     pub interval: Option<Duration>,
-    pub max_error_rate: Option<f64>,
+    pub max_error_rate: Option<Share>,
     pub max_p99: Option<Duration>,
     pub min_requests: Option<u64>,
     pub shield: Option<bool>,
@@ -256,9 +250,7 @@ pub fn start_rollout(
         });
     }
     let steps = req.steps.clone().unwrap_or_else(|| defaults.steps.clone());
-    check_steps(&steps).map_err(ControlError::Invalid)?;
     let max_error_rate = req.max_error_rate.unwrap_or(defaults.max_error_rate);
-    check_error_rate(max_error_rate).map_err(ControlError::Invalid)?;
     let interval = req.interval.unwrap_or(defaults.interval);
     if interval.is_zero() {
         return Err(ControlError::Invalid("interval must be above 0".into()));
@@ -267,9 +259,9 @@ pub fn start_rollout(
         kind: Kind::Rollout,
         canary: req.canary.clone(),
         stable,
-        steps,
+        steps: steps.into_vec(),
         interval,
-        max_error_rate,
+        max_error_rate: max_error_rate.get(),
         max_p99: req.max_p99.or(defaults.max_p99),
         min_requests: req.min_requests.unwrap_or(defaults.min_requests),
         shield: req.shield.unwrap_or(defaults.shield),
@@ -398,6 +390,15 @@ mod tests {
         pairs.iter().map(|(p, w)| (p.to_string(), *w)).collect()
     }
 
+    /// The weights of a request: each already a [`Weight`], as admin parses them.
+    fn request(pairs: &[(&str, u32)]) -> BTreeMap<String, Weight> {
+        let weight = |w: u32| Weight::new(u64::from(w)).expect("a weight in range");
+        pairs
+            .iter()
+            .map(|(p, w)| (p.to_string(), weight(*w)))
+            .collect()
+    }
+
     fn rollout(canary: &str) -> RolloutRequest {
         RolloutRequest {
             canary: canary.into(),
@@ -410,13 +411,14 @@ mod tests {
         let mut book = Book::default();
         let snap = snapshot(&book);
         let err = |book: &mut Book, w: &[(&str, u32)], if_match| {
-            set_weights(&snap, book, "api", &weights(w), if_match, false)
+            set_weights(&snap, book, "api", &request(w), if_match, false)
                 .expect_err("refused")
                 .to_string()
         };
         assert!(err(&mut book, &[], None).contains("no pool weights"));
         assert!(err(&mut book, &[("red", 1)], None).contains("no pool \"red\""));
-        assert!(err(&mut book, &[("blue", MAX_WEIGHT + 1)], None).contains("the most is"));
+        // A weight above the most cannot reach set_weights: it is not a Weight.
+        assert!(Weight::new(u64::from(crate::config::MAX_WEIGHT) + 1).is_err());
         assert!(err(&mut book, &[("blue", 0)], None).contains("sum to 0"));
         assert!(err(&mut book, &[("green", 5)], Some(6)).contains("generation is 7, not 6"));
         assert!(book.overrides.is_empty(), "a refusal leaves the book alone");
@@ -425,7 +427,7 @@ mod tests {
             &snap,
             &mut book,
             "api",
-            &weights(&[("green", 5)]),
+            &request(&[("green", 5)]),
             Some(7),
             false,
         )
@@ -449,7 +451,7 @@ mod tests {
         assert!(matches!(again, Err(ControlError::RolloutActive { .. })));
 
         let snap = snapshot(&book);
-        let w = weights(&[("green", 50)]);
+        let w = request(&[("green", 50)]);
         let refused = set_weights(&snap, &mut book, "api", &w, None, false);
         assert!(matches!(
             refused,

@@ -6,7 +6,6 @@ use http::header;
 use pingora::http::RequestHeader;
 
 use crate::config::rollout::StickyKey;
-use crate::secret::constant_time_eq;
 use crate::upstream::{sticky_hash, Service};
 
 /// The pool a request goes to.
@@ -124,7 +123,7 @@ pub fn override_pool(service: &Service, req: &RequestHeader) -> Option<usize> {
     let pool = match &o.secret {
         Some(secret) => {
             let (pool, given) = value.rsplit_once(':')?;
-            constant_time_eq(given.as_bytes(), secret.as_bytes()).then_some(pool)?
+            secret.matches(given.as_bytes()).then_some(pool)?
         }
         None => value,
     };

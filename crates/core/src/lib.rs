@@ -12,4 +12,5 @@ pub mod lograte;
 pub mod path;
 pub mod rollout;
 pub mod routing;
+pub mod secret;
 pub mod upstream;

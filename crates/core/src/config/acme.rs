@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
 use super::values::{self, Text};
-use super::{CertificateConfig, ListenerConfig, Validator};
+use super::{serialize, CertificateConfig, ListenerConfig, Validator};
+use crate::secret::Secret;
 
 /// Let's Encrypt's production directory, the default.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -72,42 +73,45 @@ impl ChallengeKind {
     }
 }
 
-/// External account binding (a CA that ties ACME accounts to an account of its own).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Eab {
-    pub kid: String,
-    /// The decoded HMAC key.
-    pub hmac_key: Vec<u8>,
-}
-
-impl std::fmt::Debug for Eab {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Eab")
-            .field("kid", &self.kid)
-            .field("hmac_key", &"<redacted>")
-            .finish()
+/// `"http-01"`, `"tls-alpn-01"` or `"dns-01"`, as the config writes it.
+impl Serialize for ChallengeKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
+/// External account binding (a CA that ties ACME accounts to an account of its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Eab {
+    pub kid: String,
+    /// The decoded HMAC key.
+    pub hmac_key: Secret<Vec<u8>>,
+}
+
 /// The validated `[acme]` table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AcmeConfig {
     pub directory: String,
     /// PEM file of the root that signs the directory's HTTPS certificate (private ACME).
+    #[serde(serialize_with = "serialize::opt_path")]
     pub ca_root: Option<PathBuf>,
     pub email: Option<String>,
     pub eab: Option<Eab>,
     /// Called as `HOOK present|cleanup RECORD VALUE` for DNS-01.
+    #[serde(serialize_with = "serialize::opt_path")]
     pub dns_hook: Option<PathBuf>,
+    #[serde(serialize_with = "serialize::duration")]
     pub dns_hook_timeout: Duration,
     /// First retry delay after a failed order; doubles (with jitter) up to `backoff_max`.
+    #[serde(serialize_with = "serialize::duration")]
     pub backoff_min: Duration,
+    #[serde(serialize_with = "serialize::duration")]
     pub backoff_max: Duration,
     pub certificates: Vec<AcmeCertificate>,
 }
 
 /// One certificate to obtain: its names (the first is its id) and its challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AcmeCertificate {
     pub id: String,
     pub names: Vec<String>,
@@ -187,7 +191,7 @@ impl Validator {
             }
             Eab {
                 kid: e.kid.0.clone(),
-                hmac_key,
+                hmac_key: Secret::new(hmac_key),
             }
         });
         let default_challenge = match &a.challenge {

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::values::{Bytes, Text};
-use super::Validator;
+use super::{serialize, Validator};
 use crate::limits::client_ip::{IpNet, TrustedProxies};
 use crate::limits::conn::ConnCaps;
 use crate::limits::{KeyKind, Rate, ZoneSpec};
@@ -43,12 +43,16 @@ pub struct RawZone {
 }
 
 /// The validated `[limits]` table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LimitsConfig {
+    #[serde(serialize_with = "serialize::trusted_proxies")]
     pub trusted_proxies: TrustedProxies,
+    /// Shown as `max_connections` and `max_connections_per_ip`, the config's keys.
+    #[serde(flatten, serialize_with = "serialize::conn_caps")]
     pub connections: ConnCaps,
     /// Path prefixes no zone applies to (on every host).
     pub exempt_paths: Vec<String>,
+    #[serde(serialize_with = "serialize::zones")]
     pub zones: Vec<ZoneSpec>,
     /// RateLimit-Limit/Remaining/Reset on responses that passed (a 429 always has them).
     pub rate_limit_headers: bool,
@@ -57,7 +61,7 @@ pub struct LimitsConfig {
 }
 
 /// Size limits on a request head, in bytes: nginx's `large_client_header_buffers 4 8k`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct HeadLimits {
     /// The request line; longer is answered 414.
     pub request_line: usize,

@@ -4,12 +4,14 @@ use std::time::Duration as StdDuration;
 
 use http::header::HeaderName;
 use http::Method;
-use serde::Deserialize;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
-use super::values::{Duration, Text};
-use super::Validator;
+use super::values::{Duration, Share, Steps, Text};
+use super::{serialize, Validator};
 use crate::rollout::WindowSpec;
+use crate::secret::Secret;
 
 /// `[services.NAME.rollout]`: the defaults a rollout of this service starts with.
 #[derive(Debug, Deserialize, Default)]
@@ -43,31 +45,35 @@ pub struct RawPoolOverride {
 }
 
 /// How a rollout of a service is run unless its request says otherwise.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RolloutPolicy {
     /// Canary weights in percent, ascending, ending at 100.
-    pub steps: Vec<u32>,
+    pub steps: Steps,
     /// How long each step lasts at least.
+    #[serde(serialize_with = "serialize::duration")]
     pub interval: StdDuration,
     /// Above this share of 5xx/upstream failures (0..=1) the canary is rolled back.
-    pub max_error_rate: f64,
+    pub max_error_rate: Share,
     /// Above this p99 latency the canary is rolled back.
+    #[serde(serialize_with = "serialize::opt_duration")]
     pub max_p99: Option<StdDuration>,
     /// Requests the canary must serve in a step to advance, and the least a rate is judged on.
     pub min_requests: u64,
     /// The live window of each pool of the service.
+    #[serde(serialize_with = "serialize::window")]
     pub window: WindowSpec,
     /// Retry an idempotent request that failed on the canary once on the stable pool.
     pub shield: bool,
+    #[serde(serialize_with = "serialize::methods")]
     pub shield_methods: Vec<Method>,
 }
 
 impl Default for RolloutPolicy {
     fn default() -> Self {
         RolloutPolicy {
-            steps: vec![1, 5, 25, 50, 100],
+            steps: Steps::default(),
             interval: StdDuration::from_secs(30),
-            max_error_rate: 0.05,
+            max_error_rate: Share::new(0.05).expect("0.05 is between 0 and 1"),
             max_p99: None,
             min_requests: 20,
             window: WindowSpec::default(),
@@ -86,44 +92,34 @@ pub enum StickyKey {
     Header(HeaderName),
 }
 
+/// As the config writes it: `{"key": "cookie", "cookie": NAME}`, `{"key": "client_ip"}` or
+/// `{"key": "header:NAME"}`.
+impl Serialize for StickyKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        match self {
+            StickyKey::Cookie(name) => {
+                map.serialize_entry("key", "cookie")?;
+                map.serialize_entry("cookie", name)?;
+            }
+            StickyKey::ClientIp => map.serialize_entry("key", "client_ip")?,
+            StickyKey::Header(h) => map.serialize_entry("key", &format!("header:{h}"))?,
+        }
+        map.end()
+    }
+}
+
 /// A header and/or cookie naming the pool a tester wants; with a secret, `POOL:SECRET`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoolOverride {
+    #[serde(serialize_with = "serialize::opt_display")]
     pub header: Option<HeaderName>,
     pub cookie: Option<String>,
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
 }
 
 /// Cookie of a sticky assignment unless `cookie` names another.
 pub const DEFAULT_STICKY_COOKIE: &str = "switchyard_id";
-
-/// Steps must climb strictly from at least 1 to exactly 100 (percent of traffic on the canary).
-pub fn check_steps(steps: &[u32]) -> Result<(), String> {
-    if steps.is_empty() {
-        return Err("steps must not be empty".into());
-    }
-    if let Some(bad) = steps.iter().find(|s| !(1..=100).contains(*s)) {
-        return Err(format!("step {bad} is outside 1..=100 (percent)"));
-    }
-    if steps.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(format!("steps {steps:?} must be strictly ascending"));
-    }
-    if steps.last() != Some(&100) {
-        return Err(format!("steps {steps:?} must end at 100"));
-    }
-    Ok(())
-}
-
-/// An error rate limit must be a share between 0 and 1.
-pub fn check_error_rate(rate: f64) -> Result<(), String> {
-    if (0.0..=1.0).contains(&rate) {
-        Ok(())
-    } else {
-        Err(format!(
-            "max_error_rate {rate} is not a share between 0 and 1"
-        ))
-    }
-}
 
 /// A cookie name: an RFC 6265 token.
 fn is_cookie_name(name: &str) -> bool {
@@ -138,9 +134,9 @@ impl Validator {
         let mut policy = RolloutPolicy::default();
         let Some(raw) = raw else { return policy };
         if let Some(steps) = &raw.steps {
-            match check_steps(steps.get_ref()) {
-                Ok(()) => policy.steps = steps.get_ref().clone(),
-                Err(e) => self.error(steps.span(), e),
+            match Steps::new(steps.get_ref().clone()) {
+                Ok(s) => policy.steps = s,
+                Err(e) => self.error(steps.span(), e.to_string()),
             }
         }
         if let Some(i) = &raw.interval {
@@ -151,9 +147,9 @@ impl Validator {
             }
         }
         if let Some(r) = &raw.max_error_rate {
-            match check_error_rate(*r.get_ref()) {
-                Ok(()) => policy.max_error_rate = *r.get_ref(),
-                Err(e) => self.error(r.span(), e),
+            match Share::new(*r.get_ref()) {
+                Ok(share) => policy.max_error_rate = share,
+                Err(e) => self.error(r.span(), format!("max_error_rate {e}")),
             }
         }
         policy.max_p99 = raw.max_p99.as_ref().map(|d| d.get_ref().0);
@@ -258,7 +254,7 @@ impl Validator {
         Some(PoolOverride {
             header,
             cookie,
-            secret: r.secret.as_ref().map(|s| s.to_string()),
+            secret: r.secret.as_ref().map(|s| Secret::new(s.to_string())),
         })
     }
 }
@@ -266,18 +262,6 @@ impl Validator {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn steps_climb_to_100() {
-        assert!(check_steps(&[1, 5, 25, 50, 100]).is_ok());
-        assert!(check_steps(&[100]).is_ok());
-        assert!(check_steps(&[]).is_err());
-        assert!(check_steps(&[0, 100]).is_err());
-        assert!(check_steps(&[5, 5, 100]).is_err());
-        assert!(check_steps(&[50, 20, 100]).is_err());
-        assert!(check_steps(&[5, 50]).is_err());
-        assert!(check_steps(&[5, 101]).is_err());
-    }
 
     #[test]
     fn cookie_names_are_tokens() {

@@ -1,5 +1,7 @@
 //! In-memory tests of config parsing and validation messages.
 
+use std::time::Duration;
+
 use super::*;
 
 fn errors(text: &str) -> Vec<String> {
@@ -110,4 +112,126 @@ fn route_options_layer_over_defaults() {
     assert_eq!(r.options.max_body_size, 1024);
     assert_eq!(r.options.read_timeout, Duration::from_secs(5));
     assert_eq!(r.options.response_headers.len(), 1);
+}
+
+/// A config with every section that has settings beyond the basics, and a secret in each place
+/// one can be.
+const FULL: &str = r#"
+[[listeners]]
+name = "http"
+address = "127.0.0.1:8080"
+
+[[routes]]
+host = "*.example.com"
+service = "api"
+response_headers = { "X-Frame-Options" = "DENY" }
+
+[services.api.pools.blue]
+weight = 90
+servers = ["127.0.0.1:9001"]
+
+[services.api.pools.green]
+weight = 10
+servers = [{ address = "127.0.0.1:9002", weight = 3 }]
+
+[services.api.rollout]
+steps = [10, 50, 100]
+interval = "90s"
+max_error_rate = 0.02
+max_p99 = "750ms"
+window = "20s"
+shield_methods = ["GET"]
+
+[services.api.sticky]
+key = "header:X-User"
+
+[services.api.pool_override]
+header = "X-Pool"
+cookie = "pool"
+secret = "override-s3cret-5555"
+
+[limits]
+trusted_proxies = ["10.0.0.0/8"]
+max_connections = 1000
+
+[limits.zones.per_ip]
+rate = "10r/s"
+burst = 20
+
+[admin]
+address = "127.0.0.1:9900"
+token = "admin-t0ken-4444"
+
+[acme]
+directory = "https://acme.test/directory"
+email = "ops@example.com"
+eab = { kid = "kid-1", hmac_key = "ZWFiLWhtYWMta2V5LTMzMzM" }
+
+[[acme.certificates]]
+names = ["www.example.com"]
+"#;
+
+#[test]
+fn serializes_the_whole_config_and_no_secret() {
+    let cfg = parse(FULL, Path::new("/etc/switchyard/full.toml")).expect("valid");
+    let json = serde_json::to_value(&cfg).expect("serializes");
+    let text = json.to_string();
+    for secret in [
+        "admin-t0ken-4444",
+        "override-s3cret-5555",
+        "ZWFiLWhtYWMta2V5LTMzMzM",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked: {json:#}");
+    }
+    // The EAB key's decoded bytes ("eab-hmac-key-3333") do not show either.
+    assert!(!text.contains("eab-hmac-key"), "{json:#}");
+    assert!(!format!("{cfg:?}").contains("s3cret"), "Debug leaks");
+    assert!(!format!("{cfg:?}").contains("t0ken"), "Debug leaks");
+
+    assert_eq!(json["source"], "/etc/switchyard/full.toml");
+    assert_eq!(json["admin"]["token"], "<redacted>");
+    assert_eq!(json["admin"]["address"], "127.0.0.1:9900");
+    let api = &json["services"][0];
+    assert_eq!(api["balance"], "round_robin");
+    assert_eq!(api["pools"][1]["servers"][0]["weight"], 3);
+    let rollout = &api["rollout"];
+    assert_eq!(rollout["steps"], serde_json::json!([10, 50, 100]));
+    assert_eq!(rollout["interval"], "90s");
+    assert_eq!(rollout["max_error_rate"], 0.02);
+    assert_eq!(rollout["max_p99"], "750ms");
+    assert_eq!(rollout["min_requests"], 20);
+    assert_eq!(rollout["window"], "20s");
+    assert_eq!(rollout["shield"], true);
+    assert_eq!(rollout["shield_methods"], serde_json::json!(["GET"]));
+    assert_eq!(api["sticky"], serde_json::json!({"key": "header:x-user"}));
+    assert_eq!(
+        api["pool_override"],
+        serde_json::json!({"header": "x-pool", "cookie": "pool", "secret": "<redacted>"})
+    );
+    let acme = &json["acme"];
+    assert_eq!(acme["directory"], "https://acme.test/directory");
+    assert_eq!(acme["email"], "ops@example.com");
+    assert_eq!(
+        acme["eab"],
+        serde_json::json!({"kid": "kid-1", "hmac_key": "<redacted>"})
+    );
+    assert_eq!(acme["backoff_min"], "60s");
+    assert_eq!(acme["certificates"][0]["names"][0], "www.example.com");
+    assert_eq!(acme["certificates"][0]["challenge"], "http-01");
+    let limits = &json["limits"];
+    assert_eq!(limits["trusted_proxies"], serde_json::json!(["10.0.0.0/8"]));
+    assert_eq!(limits["max_connections"], 1000);
+    assert_eq!(limits["max_connections_per_ip"], serde_json::Value::Null);
+    assert_eq!(limits["zones"][0]["per"], "1s");
+    assert_eq!(limits["head"]["total"], 32 << 10);
+    let route = &json["routes"][0];
+    assert_eq!(route["host"], "*.example.com");
+    assert_eq!(
+        route["options"]["response_headers"],
+        serde_json::json!({"x-frame-options": "DENY"})
+    );
+    assert_eq!(route["options"]["keepalive_timeout"], "75s");
+    assert_eq!(json["defaults"]["client_header_timeout"], "60s");
+    assert_eq!(json["server"]["merge_slashes"], true);
+    assert_eq!(json["server"]["access_log"], "stdout");
 }

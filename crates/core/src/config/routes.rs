@@ -1,0 +1,373 @@
+//! `[[routes]]` and `[defaults]`: which host and path go to which service, with which options.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize, Serializer};
+use toml::Spanned;
+
+use super::raw::RawConfig;
+use super::values::{self, Bytes, Text};
+use super::{serialize, ServiceConfig, Validator};
+
+/// Declares a struct with the per-route options, plus extra leading fields: the route defaults and
+/// the routes share one list of options without serde's `flatten` (which defeats unknown-key errors).
+macro_rules! with_route_options {
+    ($(#[$meta:meta])* pub struct $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $(pub $field: $ty,)*
+            pub connect_timeout: Option<values::Duration>,
+            pub read_timeout: Option<values::Duration>,
+            pub send_timeout: Option<values::Duration>,
+            pub max_body_size: Option<Bytes>,
+            pub redirect_https: Option<bool>,
+            pub compression: Option<bool>,
+            pub websocket: Option<bool>,
+            pub response_headers: Option<Spanned<BTreeMap<String, Text>>>,
+            /// Rate-limit zones (by name) every request of the route must pass.
+            pub limits: Option<Vec<Spanned<Text>>>,
+            pub client_header_timeout: Option<Spanned<values::Duration>>,
+            pub client_body_timeout: Option<Spanned<values::Duration>>,
+            pub keepalive_timeout: Option<Spanned<values::Duration>>,
+            pub forward_original_path: Option<bool>,
+        }
+    };
+}
+
+with_route_options! {
+    /// `[defaults]`: the options every route starts from.
+    pub struct RawDefaults {}
+}
+
+with_route_options! {
+    /// One `[[routes]]` entry.
+    pub struct RawRoute {
+        host: Option<Spanned<Text>>,
+        path: Option<Spanned<Text>>,
+        strip_prefix: Option<bool>,
+        service: Option<Spanned<Text>>,
+    }
+}
+
+/// Which requests a route's host matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// One name, lowercase.
+    Exact(String),
+    /// `*.suffix`: any name ending in `.suffix`; holds the suffix without `*.`.
+    Wildcard(String),
+    /// `*`: every host.
+    Any,
+}
+
+/// As written in the config: `"api.example.com"`, `"*.example.com"` or `"*"`.
+impl Serialize for HostPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteConfig {
+    pub host: HostPattern,
+    pub path: String,
+    pub strip_prefix: bool,
+    pub service: String,
+    pub options: RouteOptions,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteOptions {
+    #[serde(serialize_with = "serialize::duration")]
+    pub connect_timeout: Duration,
+    #[serde(serialize_with = "serialize::duration")]
+    pub read_timeout: Duration,
+    #[serde(serialize_with = "serialize::duration")]
+    pub send_timeout: Duration,
+    pub max_body_size: u64,
+    pub redirect_https: bool,
+    pub compression: bool,
+    pub websocket: bool,
+    #[serde(serialize_with = "serialize::headers")]
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Names of the rate-limit zones the route's requests must all pass.
+    pub limits: Vec<String>,
+    /// The whole request head must arrive within this (for a connection's first request from
+    /// accept, under `[defaults]`; for the next request on the connection, under the route's).
+    #[serde(serialize_with = "serialize::duration")]
+    pub client_header_timeout: Duration,
+    /// The longest wait between two reads of a request body.
+    #[serde(serialize_with = "serialize::duration")]
+    pub client_body_timeout: Duration,
+    /// How long an idle keep-alive connection waits for its next request; 0: no keep-alive.
+    #[serde(serialize_with = "serialize::duration")]
+    pub keepalive_timeout: Duration,
+    /// Send the path upstream as the client wrote it rather than normalised.
+    pub forward_original_path: bool,
+}
+
+impl Default for RouteOptions {
+    /// nginx's proxy defaults as our users run them: connect 30 s, read/send 60 s, 10 MB bodies.
+    fn default() -> Self {
+        RouteOptions {
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            max_body_size: 10 << 20,
+            redirect_https: false,
+            compression: true,
+            websocket: true,
+            response_headers: Vec::new(),
+            limits: Vec::new(),
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            forward_original_path: false,
+        }
+    }
+}
+
+impl RouteOptions {
+    /// The keep-alive timeout in whole seconds (rounded up), as the HTTP/1 session takes it;
+    /// `None` when keep-alive is off.
+    pub fn keepalive_seconds(&self) -> Option<u64> {
+        let ms = self.keepalive_timeout.as_millis() as u64;
+        (ms > 0).then(|| ms.div_ceil(1000))
+    }
+}
+
+impl Validator {
+    pub(super) fn routes(
+        &mut self,
+        raw: &RawConfig,
+        defaults: &RouteOptions,
+        services: &[ServiceConfig],
+    ) -> Vec<RouteConfig> {
+        let mut seen: HashMap<(HostPattern, String), usize> = HashMap::new();
+        let mut out = Vec::new();
+        for r in &raw.routes {
+            let span = r.span();
+            let r = r.get_ref();
+            let Some(host_raw) = &r.host else {
+                self.error(
+                    span.clone(),
+                    "route has no `host` (use \"*\" for a catch-all)",
+                );
+                continue;
+            };
+            let Some(host) = self.host_pattern(host_raw) else {
+                continue;
+            };
+            let path = match &r.path {
+                None => "/".to_string(),
+                Some(p) if !p.get_ref().starts_with('/') => {
+                    self.error(
+                        p.span(),
+                        format!("path \"{}\" must start with /", p.get_ref()),
+                    );
+                    continue;
+                }
+                Some(p) if p.get_ref().contains(['?', '#', ' ']) => {
+                    self.error(
+                        p.span(),
+                        format!("path \"{}\" must be a plain path prefix", p.get_ref()),
+                    );
+                    continue;
+                }
+                Some(p) if self.normal_path(p).is_none() => continue,
+                Some(p) => {
+                    let trimmed = p.get_ref().trim_end_matches('/');
+                    if trimmed.is_empty() {
+                        "/".into()
+                    } else {
+                        trimmed.to_string()
+                    }
+                }
+            };
+            let service = match &r.service {
+                None => {
+                    self.error(span.clone(), "route has no `service`");
+                    continue;
+                }
+                Some(s) if !services.iter().any(|svc| svc.name == s.get_ref().0) => {
+                    self.error(
+                        s.span(),
+                        format!("route refers to unknown service \"{}\"", s.get_ref()),
+                    );
+                    continue;
+                }
+                Some(s) => s.get_ref().0.clone(),
+            };
+            if let Some(first) = seen.insert((host.clone(), path.clone()), span.start) {
+                let (line, _) = self.line_col(first);
+                self.error(
+                    host_raw.span(),
+                    format!(
+                        "duplicate route for host \"{host}\" path \"{path}\" (first defined at line {line})"
+                    ),
+                );
+                continue;
+            }
+            let options = self.route_options(&as_defaults(r), defaults);
+            out.push(RouteConfig {
+                host,
+                path,
+                strip_prefix: r.strip_prefix.unwrap_or(false),
+                service,
+                options,
+            });
+        }
+        out
+    }
+
+    fn host_pattern(&mut self, host: &Spanned<values::Text>) -> Option<HostPattern> {
+        let h = host.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if h == "*" {
+            return Some(HostPattern::Any);
+        }
+        let (pattern, name) = match h.strip_prefix("*.") {
+            Some(suffix) => (HostPattern::Wildcard(suffix.to_string()), suffix),
+            None => (HostPattern::Exact(h.clone()), h.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            self.error(
+                host.span(),
+                format!(
+                    "invalid host \"{}\" (expected a name, \"*.name\" or \"*\")",
+                    host.get_ref()
+                ),
+            );
+            return None;
+        }
+        Some(pattern)
+    }
+
+    pub(super) fn route_options(&mut self, raw: &RawDefaults, base: &RouteOptions) -> RouteOptions {
+        let mut o = base.clone();
+        if let Some(d) = raw.connect_timeout {
+            o.connect_timeout = d.0;
+        }
+        if let Some(d) = raw.read_timeout {
+            o.read_timeout = d.0;
+        }
+        if let Some(d) = raw.send_timeout {
+            o.send_timeout = d.0;
+        }
+        if let Some(b) = raw.max_body_size {
+            o.max_body_size = b.0;
+        }
+        if let Some(b) = raw.redirect_https {
+            o.redirect_https = b;
+        }
+        if let Some(b) = raw.compression {
+            o.compression = b;
+        }
+        if let Some(b) = raw.websocket {
+            o.websocket = b;
+        }
+        for (key, value, field) in [
+            (
+                "client_header_timeout",
+                &raw.client_header_timeout,
+                &mut o.client_header_timeout,
+            ),
+            (
+                "client_body_timeout",
+                &raw.client_body_timeout,
+                &mut o.client_body_timeout,
+            ),
+        ] {
+            if let Some(d) = value {
+                if d.get_ref().0.is_zero() {
+                    self.error(d.span(), format!("{key} must be above 0"));
+                } else {
+                    *field = d.get_ref().0;
+                }
+            }
+        }
+        if let Some(d) = &raw.keepalive_timeout {
+            o.keepalive_timeout = d.get_ref().0;
+        }
+        if let Some(b) = raw.forward_original_path {
+            o.forward_original_path = b;
+        }
+        if let Some(zones) = &raw.limits {
+            o.limits.clear();
+            for z in zones {
+                if self.zone_names.iter().any(|n| n == &z.get_ref().0) {
+                    o.limits.push(z.get_ref().0.clone());
+                } else {
+                    self.error(
+                        z.span(),
+                        format!("unknown rate-limit zone \"{}\"", z.get_ref()),
+                    );
+                }
+            }
+        }
+        if let Some(headers) = &raw.response_headers {
+            let span = headers.span();
+            for (name, value) in headers.get_ref() {
+                let parsed = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                );
+                match parsed {
+                    (Ok(n), Ok(v)) => {
+                        o.response_headers.retain(|(existing, _)| existing != n);
+                        o.response_headers.push((n, v));
+                    }
+                    (Err(_), _) => {
+                        self.error(span.clone(), format!("invalid header name \"{name}\""))
+                    }
+                    (_, Err(_)) => {
+                        self.error(span.clone(), format!("invalid value for header \"{name}\""))
+                    }
+                }
+            }
+        }
+        o
+    }
+}
+
+/// A route's own options, seen as a set of defaults to layer over the global ones.
+fn as_defaults(r: &RawRoute) -> RawDefaults {
+    RawDefaults {
+        connect_timeout: r.connect_timeout,
+        read_timeout: r.read_timeout,
+        send_timeout: r.send_timeout,
+        max_body_size: r.max_body_size,
+        redirect_https: r.redirect_https,
+        compression: r.compression,
+        websocket: r.websocket,
+        response_headers: r.response_headers.clone(),
+        limits: r.limits.clone(),
+        client_header_timeout: r.client_header_timeout.clone(),
+        client_body_timeout: r.client_body_timeout.clone(),
+        keepalive_timeout: r.keepalive_timeout.clone(),
+        forward_original_path: r.forward_original_path,
+    }
+}

@@ -1,0 +1,99 @@
+//! The `[server]` table: process-wide settings (threads, drain, logs, state directory).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use toml::Spanned;
+
+use super::raw::RawConfig;
+use super::values::{self, Text};
+use super::{serialize, Validator};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub threads: Option<Spanned<usize>>,
+    pub drain_timeout: Option<values::Duration>,
+    pub access_log: Option<Text>,
+    pub upgrade_socket: Option<Text>,
+    pub pid_file: Option<Text>,
+    pub state_dir: Option<Text>,
+    pub metrics: Option<bool>,
+    pub merge_slashes: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerSettings {
+    pub threads: usize,
+    /// How long in-flight requests get after SIGTERM or SIGQUIT; the process exits once none remain.
+    #[serde(serialize_with = "serialize::duration")]
+    pub drain_timeout: Duration,
+    pub access_log: AccessLogTarget,
+    pub upgrade_socket: String,
+    pub pid_file: Option<String>,
+    /// Where runtime state (weight overrides) is persisted.
+    #[serde(serialize_with = "serialize::path")]
+    pub state_dir: PathBuf,
+    /// Whether requests are counted and timed for Prometheus (default true). Off only to measure
+    /// what the recording costs: scrape-time gauges and connection counts are kept either way.
+    pub metrics: bool,
+    /// `//` in request paths counts as `/` (nginx's `merge_slashes`, default on).
+    pub merge_slashes: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+/// `"off"`, `"stdout"`, `"stderr"` or the file's path, as the config writes it.
+impl Serialize for AccessLogTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AccessLogTarget::Off => s.serialize_str("off"),
+            AccessLogTarget::Stdout => s.serialize_str("stdout"),
+            AccessLogTarget::Stderr => s.serialize_str("stderr"),
+            AccessLogTarget::File(p) => serialize::path(p, s),
+        }
+    }
+}
+
+impl Validator {
+    pub(super) fn server(&mut self, raw: &RawConfig) -> ServerSettings {
+        let s = &raw.server;
+        let threads = match &s.threads {
+            Some(t) if *t.get_ref() == 0 => {
+                self.error(t.span(), "threads must be at least 1");
+                1
+            }
+            Some(t) => *t.get_ref(),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let access_log = match s.access_log.as_deref() {
+            None | Some("stdout") => AccessLogTarget::Stdout,
+            Some("stderr") => AccessLogTarget::Stderr,
+            Some("off") => AccessLogTarget::Off,
+            Some(path) => AccessLogTarget::File(self.resolve_path(path)),
+        };
+        ServerSettings {
+            threads,
+            drain_timeout: s.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            access_log,
+            upgrade_socket: s
+                .upgrade_socket
+                .as_ref()
+                .map_or_else(|| "/tmp/switchyard_upgrade.sock".into(), |t| t.0.clone()),
+            pid_file: s.pid_file.as_ref().map(|t| t.0.clone()),
+            state_dir: s.state_dir.as_ref().map_or_else(
+                || PathBuf::from("/var/lib/switchyard"),
+                |t| self.resolve_path(t),
+            ),
+            metrics: s.metrics.unwrap_or(true),
+            merge_slashes: s.merge_slashes.unwrap_or(true),
+        }
+    }
+}

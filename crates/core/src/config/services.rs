@@ -1,0 +1,328 @@
+//! `[services.NAME]`: pools of servers, their weights, and active and passive health checks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::raw::RawConfig;
+use super::rollout;
+use super::values::{self, Text, Weight, MAX_WEIGHT};
+use super::{serialize, Validator};
+
+#[derive(Debug, Deserialize, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConn,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub pools: BTreeMap<String, Spanned<RawPool>>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub passive: Option<RawPassive>,
+    pub rollout: Option<super::rollout::RawRollout>,
+    pub sticky: Option<super::rollout::RawSticky>,
+    pub pool_override: Option<Spanned<super::rollout::RawPoolOverride>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub weight: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub servers: Vec<Spanned<RawServerEntry>>,
+    /// This pool's own active check, instead of the service's.
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+/// A pool member: `"host:port"` or `{ address = "host:port", weight = 2 }`.
+#[derive(Debug)]
+pub struct RawServerEntry {
+    pub address: Text,
+    pub weight: u32,
+}
+
+impl<'de> Deserialize<'de> for RawServerEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = RawServerEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#""host:port" or { address = "host:port", weight = N }"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawServerEntry, E> {
+                Ok(RawServerEntry {
+                    address: Text::expand(v).map_err(E::custom)?,
+                    weight: 1,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawServerEntry, A::Error> {
+                let mut address = None;
+                let mut weight = 1;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "address" => address = Some(map.next_value::<Text>()?),
+                        "weight" => weight = map.next_value::<u32>()?,
+                        other => {
+                            return Err(de::Error::unknown_field(other, &["address", "weight"]))
+                        }
+                    }
+                }
+                let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
+                Ok(RawServerEntry { address, weight })
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: Option<Spanned<Text>>,
+    pub expect_status: Option<Spanned<u16>>,
+    pub interval: Option<values::Duration>,
+    pub timeout: Option<values::Duration>,
+    pub healthy_threshold: Option<Spanned<u32>>,
+    pub unhealthy_threshold: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<values::Duration>,
+}
+
+/// Active health checks: every server of every pool of the service is probed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheck {
+    pub path: String,
+    /// The status that counts as healthy; any 2xx or 3xx when absent.
+    pub expect_status: Option<u16>,
+    #[serde(serialize_with = "serialize::duration")]
+    pub interval: Duration,
+    #[serde(serialize_with = "serialize::duration")]
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive checks on the request path, like nginx's max_fails/fail_timeout: `max_fails` connect
+/// errors or timeouts in a row eject a server for `fail_timeout`. `max_fails = 0` turns them off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PassivePolicy {
+    pub max_fails: u32,
+    #[serde(serialize_with = "serialize::duration")]
+    pub fail_timeout: Duration,
+}
+
+impl Default for PassivePolicy {
+    fn default() -> Self {
+        PassivePolicy {
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub health: Option<HealthCheck>,
+    pub passive: PassivePolicy,
+    pub pools: Vec<PoolConfig>,
+    /// Defaults of this service's rollouts, and its pools' live window.
+    pub rollout: rollout::RolloutPolicy,
+    /// Keep each client on one pool (by hash) while weights move.
+    pub sticky: Option<rollout::StickyKey>,
+    /// A header/cookie with which testers pick a pool.
+    pub pool_override: Option<rollout::PoolOverride>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Checked by [`values::Weight`] when read.
+    pub weight: u32,
+    pub servers: Vec<ServerConfig>,
+    /// The pool's own active check; `None` uses the service's.
+    pub health: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+impl Validator {
+    pub(super) fn services(&mut self, raw: &RawConfig) -> Vec<ServiceConfig> {
+        let mut out = Vec::new();
+        for (name, svc) in &raw.services {
+            let span = match svc.pools.values().next() {
+                Some(first_pool) => first_pool.span(),
+                None => self.header_span(&format!("[services.{name}]")),
+            };
+            if svc.pools.is_empty() {
+                self.error(span.clone(), format!("service \"{name}\" has no pools"));
+            }
+            let mut pools = Vec::new();
+            let mut sum: u64 = 0;
+            for (pool_name, pool) in &svc.pools {
+                let pspan = pool.span();
+                let pool = pool.get_ref();
+                let weight = match &pool.weight {
+                    Some(w) => match Weight::new(u64::from(*w.get_ref())) {
+                        Ok(weight) => weight.get(),
+                        Err(_) => {
+                            self.error(
+                                w.span(),
+                                format!("pool weight must be at most {MAX_WEIGHT}"),
+                            );
+                            0
+                        }
+                    },
+                    None => 1,
+                };
+                sum += u64::from(weight);
+                if pool.servers.is_empty() {
+                    self.error(
+                        pspan.clone(),
+                        format!("pool \"{pool_name}\" of service \"{name}\" has no servers"),
+                    );
+                }
+                let mut servers = Vec::new();
+                for s in &pool.servers {
+                    let sspan = s.span();
+                    let entry = s.get_ref();
+                    if !Weight::new(u64::from(entry.weight)).is_ok_and(|w| w.get() > 0) {
+                        self.error(
+                            sspan.clone(),
+                            format!("server weight must be between 1 and {MAX_WEIGHT}"),
+                        );
+                        continue;
+                    }
+                    let spanned = Spanned::new(sspan, entry.address.clone());
+                    if let Some(address) = self.socket_addr(&spanned) {
+                        if servers.iter().any(|s: &ServerConfig| s.address == address) {
+                            self.error(
+                                spanned.span(),
+                                format!("server {address} is listed twice in pool \"{pool_name}\""),
+                            );
+                        }
+                        servers.push(ServerConfig {
+                            address,
+                            weight: entry.weight,
+                        });
+                    }
+                }
+                let health = pool.health.as_ref().map(|h| self.health(h));
+                pools.push(PoolConfig {
+                    name: pool_name.clone(),
+                    weight,
+                    servers,
+                    health,
+                });
+            }
+            if !svc.pools.is_empty() && sum == 0 {
+                self.error(
+                    span,
+                    format!(
+                        "weights of service \"{name}\" sum to 0; at least one pool needs a weight above 0"
+                    ),
+                );
+            }
+            let health = svc.health.as_ref().map(|h| self.health(h));
+            let defaults = PassivePolicy::default();
+            let passive = svc
+                .passive
+                .as_ref()
+                .map_or(defaults.clone(), |p| PassivePolicy {
+                    max_fails: p.max_fails.unwrap_or(defaults.max_fails),
+                    fail_timeout: p.fail_timeout.map_or(defaults.fail_timeout, |d| d.0),
+                });
+            let rollout = self.rollout_policy(svc.rollout.as_ref());
+            let sticky = svc.sticky.as_ref().and_then(|s| self.sticky(s));
+            let pool_override = svc
+                .pool_override
+                .as_ref()
+                .and_then(|o| self.pool_override(o));
+            out.push(ServiceConfig {
+                name: name.clone(),
+                balance: svc.balance,
+                health,
+                passive,
+                pools,
+                rollout,
+                sticky,
+                pool_override,
+            });
+        }
+        out
+    }
+
+    fn health(&mut self, raw: &Spanned<RawHealth>) -> HealthCheck {
+        let h = raw.get_ref();
+        let path = match &h.path {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                self.error(
+                    p.span(),
+                    format!("health check path \"{}\" must start with /", p.get_ref()),
+                );
+                "/".to_string()
+            }
+            Some(p) => p.get_ref().0.clone(),
+            None => "/health/ready".to_string(),
+        };
+        if let Some(s) = &h.expect_status {
+            if !(100..=599).contains(s.get_ref()) {
+                self.error(
+                    s.span(),
+                    format!("expect_status {} is not an HTTP status", s.get_ref()),
+                );
+            }
+        }
+        let interval = h.interval.map_or(Duration::from_secs(2), |d| d.0);
+        let timeout = h.timeout.map_or(Duration::from_secs(1), |d| d.0);
+        if interval.is_zero() || timeout.is_zero() {
+            self.error(
+                raw.span(),
+                "health check interval and timeout must be above 0",
+            );
+        }
+        let healthy_threshold = self.threshold(&h.healthy_threshold, 2);
+        let unhealthy_threshold = self.threshold(&h.unhealthy_threshold, 3);
+        HealthCheck {
+            path,
+            expect_status: h.expect_status.as_ref().map(|s| *s.get_ref()),
+            interval,
+            timeout,
+            healthy_threshold,
+            unhealthy_threshold,
+        }
+    }
+
+    fn threshold(&mut self, t: &Option<Spanned<u32>>, default: u32) -> u32 {
+        match t {
+            Some(v) if *v.get_ref() == 0 => {
+                self.error(v.span(), "thresholds must be at least 1");
+                1
+            }
+            Some(v) => *v.get_ref(),
+            None => default,
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The admin API: a second pingora service on its own listener, JSON in and out, for deploy tools and `ctl`.
+//!
+//! A request goes through four steps, each a plain function so it can be tested in memory:
+//! `Resource::parse` (path → resource, `routes`), authentication unless the resource is open
+//! (`auth`), `route` (resource + method → `Action`), `dispatch` (the action, through `control` or
+//! `Runtime`, with bodies parsed in `requests`). Every failure is an `AdminError`, and
+//! `AdminError::status` (`error`) is the one place that turns errors, including `ControlError`,
+//! into status codes; `error_response` the one place that renders them.
+
+mod auth;
+mod error;
+mod requests;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+use serde::Serialize;
+use serde_json::json;
+
+pub use auth::check_bearer;
+pub use error::{error_response, AdminError};
+pub use requests::{forced, parse_if_match, parse_rollout, parse_switch, parse_weights};
+pub use routes::{route, Action, Resource};
+
+use crate::acme::AcmeState;
+use crate::config::{AdminConfig, Config};
+use crate::control::{self, ServiceView};
+use crate::runtime::Runtime;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long a client may take to send its request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Prometheus text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// What the handler needs of a request head, copied out of the session.
+#[derive(Debug, Clone, Default)]
+pub struct Head {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub authorization: Option<Vec<u8>>,
+    pub if_match: Option<Vec<u8>>,
+    /// Who asked, for the log.
+    pub peer: String,
+}
+
+/// The admin application; one per process, shared by every admin connection.
+pub struct AdminApp {
+    runtime: Arc<Runtime>,
+    /// Certificate statuses and renewal requests.
+    acme: Arc<AcmeState>,
+    /// The `[admin]` settings the listener started with. The token and `metrics_require_token`
+    /// follow the current config (a reload rotates the token); these apply when a reload dropped
+    /// `[admin]`, or dropped the token while the listener is not on loopback.
+    startup: AdminConfig,
+}
+
+impl AdminApp {
+    pub fn new(runtime: Arc<Runtime>, acme: Arc<AcmeState>, admin: &AdminConfig) -> AdminApp {
+        AdminApp {
+            runtime,
+            acme,
+            startup: admin.clone(),
+        }
+    }
+
+    /// Carries out an authorized action.
+    pub async fn dispatch(
+        &self,
+        action: Action,
+        head: &Head,
+        body: &[u8],
+    ) -> Result<Response<Vec<u8>>, AdminError> {
+        let rt = self.runtime.clone();
+        match action {
+            Action::ListServices => {
+                #[derive(Serialize)]
+                struct Services {
+                    generation: u64,
+                    services: Vec<ServiceView>,
+                }
+                let snap = rt.snapshot();
+                let body = Services {
+                    generation: snap.generation,
+                    services: control::services(&snap),
+                };
+                Ok(json_response(StatusCode::OK, &body))
+            }
+            Action::ShowService(name) => {
+                service_response(&control::service(&rt.snapshot(), &name)?)
+            }
+            Action::SetWeights(name) => {
+                let weights = parse_weights(body)?;
+                let if_match = parse_if_match(head.if_match.as_deref())?;
+                let (svc, w) = (name.clone(), weights.clone());
+                let force = forced(head.query.as_deref());
+                let snap =
+                    blocking(move || control::set_weights(&rt, &svc, &w, if_match, force)).await?;
+                let list: Vec<String> = weights.iter().map(|(p, w)| format!("{p}={w}")).collect();
+                log::info!(
+                    "admin ({}): weights of service \"{name}\" set to {} (generation {})",
+                    head.peer,
+                    list.join(" "),
+                    snap.generation
+                );
+                service_response(&control::service(&snap, &name)?)
+            }
+            Action::ClearWeights(name) => {
+                let if_match = parse_if_match(head.if_match.as_deref())?;
+                let svc = name.clone();
+                let force = forced(head.query.as_deref());
+                let snap =
+                    blocking(move || control::clear_weights(&rt, &svc, if_match, force)).await?;
+                log::info!(
+                    "admin ({}): weight overrides of service \"{name}\" cleared, the config's weights apply (generation {})",
+                    head.peer,
+                    snap.generation
+                );
+                service_response(&control::service(&snap, &name)?)
+            }
+            Action::Switch(name) => {
+                let mut req = parse_switch(body)?;
+                req.if_match = parse_if_match(head.if_match.as_deref())?;
+                req.force = forced(head.query.as_deref());
+                let to = req.to.clone();
+                let svc = name.clone();
+                let (snap, watch) = blocking(move || control::switch(&rt, &svc, &req)).await?;
+                log::info!(
+                    "admin ({}): service \"{name}\" switched to pool \"{to}\" (generation {}){}",
+                    head.peer,
+                    snap.generation,
+                    if watch.is_some() { ", watched" } else { "" }
+                );
+                let view = control::service(&snap, &name)?;
+                match watch {
+                    None => service_response(&view),
+                    Some(rollout) => {
+                        let mut body = serde_json::to_value(&view)
+                            .map_err(|e| AdminError::Internal(e.to_string()))?;
+                        body["rollout"] = json!(rollout);
+                        Ok(json_response(StatusCode::OK, &body))
+                    }
+                }
+            }
+            Action::StartRollout(name) => {
+                let req = parse_rollout(body)?;
+                let svc = name.clone();
+                let view = blocking(move || control::start_rollout(&rt, &svc, &req)).await?;
+                log::info!(
+                    "admin ({}): rollout {} of \"{}\" started on service \"{name}\"",
+                    head.peer,
+                    view.id,
+                    view.canary
+                );
+                Ok(json_response(StatusCode::CREATED, &view))
+            }
+            Action::ShowRollout(name) => Ok(json_response(
+                StatusCode::OK,
+                &control::rollout_view(&rt.snapshot(), &name)?,
+            )),
+            Action::ActOnRollout(name, action) => {
+                let svc = name.clone();
+                let view = blocking(move || control::act_on_rollout(&rt, &svc, action)).await?;
+                log::info!(
+                    "admin ({}): rollout {} of service \"{name}\": {action:?} → {}",
+                    head.peer,
+                    view.id,
+                    view.state.as_str()
+                );
+                Ok(json_response(StatusCode::OK, &view))
+            }
+            Action::RolloutEvents(name) => Ok(json_response(
+                StatusCode::OK,
+                &json!({"events": control::rollout_events(&rt.snapshot(), &name)?}),
+            )),
+            Action::Reload => {
+                let via = format!(" via the admin API ({})", head.peer);
+                let generation = blocking(move || rt.reload(&via)).await?.generation;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"status": "reloaded", "generation": generation}),
+                ))
+            }
+            Action::ShowConfig => {
+                /// The config in force and its generation; secrets serialize as `"<redacted>"`.
+                #[derive(Serialize)]
+                struct ConfigView<'a> {
+                    generation: u64,
+                    #[serde(flatten)]
+                    config: &'a Config,
+                }
+                let snap = rt.snapshot();
+                let view = ConfigView {
+                    generation: snap.generation,
+                    config: &snap.config,
+                };
+                Ok(json_response(StatusCode::OK, &view))
+            }
+            Action::Live => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
+            Action::Ready => Ok(json_response(
+                StatusCode::OK,
+                &json!({"status": "ready", "generation": rt.snapshot().generation}),
+            )),
+            Action::ListCerts => Ok(json_response(
+                StatusCode::OK,
+                &json!({"certificates": self.acme.certificates()}),
+            )),
+            Action::RenewCert(name) => {
+                let id = self
+                    .acme
+                    .request_renewal(&name)
+                    .ok_or(AdminError::UnknownCertificate(name))?;
+                log::info!(
+                    "admin ({}): renewal of certificate \"{id}\" requested",
+                    head.peer
+                );
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({"status": "renewal requested", "certificate": id}),
+                ))
+            }
+            Action::Metrics => Ok(text_response(
+                StatusCode::OK,
+                METRICS_CONTENT_TYPE,
+                rt.render_metrics().into_bytes(),
+            )),
+        }
+    }
+}
+
+/// Runs a change off the async threads: changes fsync the state file and reloads read the config.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, AdminError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    AdminError: From<E>,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(AdminError::from),
+        Err(e) => Err(AdminError::Internal(format!(
+            "the change did not complete: {e}"
+        ))),
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let head = Head {
+            method: req.method.as_str().to_string(),
+            path: req.uri.path().to_string(),
+            query: req.uri.query().map(str::to_string),
+            authorization: req
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec()),
+            if_match: req
+                .headers
+                .get(header::IF_MATCH)
+                .map(|v| v.as_bytes().to_vec()),
+            peer: session
+                .client_addr()
+                .map_or_else(|| "unknown peer".into(), ToString::to_string),
+        };
+        let result = match self.authorize(&head) {
+            Ok(action) => match read_body(session).await {
+                Ok(body) => self.dispatch(action, &head, &body).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                // Whatever body was not read is not drained for a refused request: close instead.
+                if !session.is_body_done() {
+                    session.set_keepalive(None);
+                }
+                error_response(&e)
+            }
+        }
+    }
+}
+
+/// Reads the whole request body, refusing more than [`MAX_BODY`] bytes.
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, AdminError> {
+    let headers = &session.req_header().headers;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(AdminError::TooLarge);
+    }
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| AdminError::BadRequest(format!("cannot answer Expect: {e}")))?;
+    }
+    session.set_read_timeout(Some(BODY_TIMEOUT));
+    let mut body = Vec::new();
+    loop {
+        let chunk = session
+            .read_request_body()
+            .await
+            .map_err(|e| AdminError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let Some(chunk) = chunk else {
+            return Ok(body);
+        };
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(AdminError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+}
+
+fn service_response(view: &ServiceView) -> Result<Response<Vec<u8>>, AdminError> {
+    let mut resp = json_response(StatusCode::OK, view);
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", view.generation)) {
+        resp.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(resp)
+}
+
+/// Pretty JSON (people read it with curl), fields in declaration order.
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Vec<u8>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            text_response(status, "application/json", body)
+        }
+        Err(e) => {
+            let body = json!({"error": format!("cannot render the response: {e}"), "status": 500});
+            text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+        }
+    }
+}
+
+fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<Vec<u8>> {
+    let len = body.len();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The admin API as a pingora service listening on `admin.address` (plain HTTP/1.1).
+pub fn service(
+    runtime: Arc<Runtime>,
+    acme: Arc<AcmeState>,
+    admin: &AdminConfig,
+) -> Service<HttpServer<AdminApp>> {
+    let app = HttpServer::new_app(AdminApp::new(runtime, acme, admin));
+    let mut svc = Service::new("admin".to_string(), app);
+    // Admin traffic is a few requests a minute: one thread, apart from the proxy's.
+    svc.threads = Some(1);
+    svc.add_tcp(&admin.address.to_string());
+    log::info!(
+        "admin API on http://{} ({})",
+        admin.address,
+        if admin.token.is_some() {
+            "bearer token required"
+        } else {
+            "no token configured: loopback only"
+        }
+    );
+    svc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access_log::AccessLog;
+    use crate::config::AccessLogTarget;
+    use serde_json::Value;
+
+    const CONFIG: &str = r#"
+[[listeners]]
+name = "http"
+address = "127.0.0.1:1"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.blue]
+weight = 100
+servers = ["127.0.0.1:2"]
+
+[services.api.pools.green]
+weight = 0
+servers = ["127.0.0.1:3"]
+
+[admin]
+address = "127.0.0.1:4"
+token = "t0ken"
+"#;
+
+    fn app() -> AdminApp {
+        let path = std::path::Path::new("/nonexistent/switchyard.toml");
+        let config = crate::config::parse(CONFIG, path).expect("test config is valid");
+        let admin = config.admin.clone().expect("has [admin]");
+        let fallback = crate::tls::self_signed(&["switchyard.invalid"]).expect("self-signed cert");
+        let log = AccessLog::open(&AccessLogTarget::Off).expect("access log off");
+        let rt = Runtime::new(config, path.into(), fallback, log, None).expect("runtime");
+        AdminApp::new(
+            rt,
+            crate::acme::AcmeState::new(&prometheus::Registry::new()),
+            &admin,
+        )
+    }
+
+    fn head(method: &str, path: &str, token: Option<&str>) -> Head {
+        Head {
+            method: method.into(),
+            path: path.into(),
+            authorization: token.map(|t| format!("Bearer {t}").into_bytes()),
+            ..Head::default()
+        }
+    }
+
+    #[test]
+    fn authorizes_before_routing() {
+        let app = app();
+        let status = |h: Head| app.authorize(&h).map_err(|e| e.status().as_u16());
+        assert_eq!(status(head("GET", "/v1/services", None)), Err(401));
+        assert_eq!(status(head("GET", "/v1/services", Some("nope"))), Err(401));
+        // Unknown paths and wrong methods do not reveal themselves without the token.
+        assert_eq!(status(head("GET", "/v1/secret", None)), Err(401));
+        assert_eq!(status(head("GET", "/v1/secret", Some("t0ken"))), Err(404));
+        assert_eq!(status(head("POST", "/v1/config", Some("t0ken"))), Err(405));
+        assert_eq!(
+            status(head("GET", "/v1/services", Some("t0ken"))),
+            Ok(Action::ListServices)
+        );
+        assert_eq!(status(head("GET", "/health/live", None)), Ok(Action::Live));
+        assert_eq!(status(head("GET", "/metrics", None)), Ok(Action::Metrics));
+    }
+
+    #[tokio::test]
+    async fn weights_if_match_and_config_view() {
+        let app = app();
+        let json = |r: Response<Vec<u8>>| -> (u16, Value) {
+            let status = r.status().as_u16();
+            (status, serde_json::from_slice(r.body()).expect("json body"))
+        };
+        let mut h = head("PUT", "/v1/services/api/weights", Some("t0ken"));
+        h.if_match = Some(b"\"1\"".to_vec());
+        let action = app.authorize(&h).expect("authorized");
+        let resp = app
+            .dispatch(action.clone(), &h, br#"{"blue": 0, "green": 100}"#)
+            .await
+            .expect("applied");
+        assert_eq!(resp.headers()[header::ETAG], "\"2\"");
+        let (status, body) = json(resp);
+        assert_eq!(status, 200);
+        assert_eq!(body["generation"], 2);
+        assert_eq!(body["pools"][1]["weight"], 100);
+        assert_eq!(body["pools"][1]["overridden"], true);
+
+        // The same If-Match again is stale now.
+        let e = app
+            .dispatch(action, &h, br#"{"blue": 100}"#)
+            .await
+            .expect_err("conflict");
+        let (status, body) = json(error_response(&e));
+        assert_eq!((status, body["generation"].clone()), (409, json!(2)));
+
+        let h = head("GET", "/v1/config", Some("t0ken"));
+        let (status, body) = json(
+            app.dispatch(Action::ShowConfig, &h, b"")
+                .await
+                .expect("config"),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(body["admin"]["token"], "<redacted>");
+        assert_eq!(body["services"][0]["pools"][0]["weight"], 100);
+        assert!(!body.to_string().contains("t0ken"));
+        // The whole model, with the generation it belongs to.
+        assert_eq!(body["generation"], 2);
+        let steps = &body["services"][0]["rollout"]["steps"];
+        assert_eq!(steps, &json!([1, 5, 25, 50, 100]));
+        assert_eq!(body["services"][0]["sticky"], Value::Null);
+        assert_eq!(body["acme"], Value::Null);
+    }
+}
