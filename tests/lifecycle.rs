@@ -90,10 +90,11 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
             let client = client_builder().pool_max_idle_per_host(0).build().unwrap();
             let (mut ok, mut failed) = (0, Vec::new());
             while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 match client.get(format!("http://127.0.0.1:{http}/")).send() {
                     Ok(r) if r.status() == 200 => ok += 1,
-                    Ok(r) => failed.push(format!("status {}", r.status())),
-                    Err(e) => failed.push(format!("{e:?}")),
+                    Ok(r) => failed.push((sent, format!("status {}", r.status()))),
+                    Err(e) => failed.push((sent, format!("{e:?}"))),
                 }
             }
             (ok, failed)
@@ -111,6 +112,7 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
         socket.display()
     );
     old.signal("QUIT");
+    let quit = Instant::now();
     assert!(
         old.wait_exit(Duration::from_secs(8)).is_some(),
         "old process did not exit"
@@ -124,11 +126,24 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
         .map(|r| r.status().as_u16());
     let _ = new.kill();
     let _ = new.wait();
+    // When each failed request was sent, relative to the SIGQUIT (the old process stops
+    // accepting about 5 s after it).
+    let failed: Vec<String> = failed
+        .iter()
+        .map(|(sent, e)| {
+            let (sign, at) = match sent.checked_duration_since(quit) {
+                Some(after) => ("+", after),
+                None => ("-", quit.duration_since(*sent)),
+            };
+            format!("sent at QUIT{sign}{at:?}: {e}")
+        })
+        .collect();
     assert!(
         failed.is_empty(),
-        "{} failed requests: {:?}",
+        "{} failed requests: {:?}\n--- upgraded process ---\n{}",
         failed.len(),
-        &failed[..failed.len().min(5)]
+        &failed[..failed.len().min(5)],
+        std::fs::read_to_string(w.proxy.dir().join("stderr-upgrade.log")).unwrap_or_default()
     );
     assert!(ok > 20, "load loop made only {ok} requests");
     assert_eq!(
