@@ -275,6 +275,7 @@ fn hundred_weight_changes_under_load() {
             );
         }
     }
+    assert!(load.wait_for(50), "the load loop stalled");
     let seen = load.finish();
     let failed = failures(&seen);
     assert!(

@@ -67,8 +67,9 @@ fn reload_under_load() {
         );
     }
 
-    // Keep the load running for about 3 s in total.
+    // Keep the load running for about 3 s in total, and for 100 requests at least.
     std::thread::sleep(Duration::from_millis(3000).saturating_sub(started.elapsed()));
+    assert!(load.wait_for(100), "the load loop stalled");
     let seen = load.finish();
     let count = |backend: &str| seen.iter().filter(|r| r.backend == backend).count();
     let (blue, green) = (count("blue"), count("green"));

@@ -428,12 +428,20 @@ fn sticky_clients_only_move_from_stable_to_canary() {
     let admin = s.admin();
     let users = 60;
     let load = start_load(&s, users, Duration::from_millis(1));
+    // Every user has been served (by the stable pool) before the rollout starts.
+    assert!(load.wait_for(users), "the load loop is slow to start");
     assert_eq!(
         start_rollout(&admin, json!({"canary": "green"})).status,
         201
     );
     wait_state(&admin, "promoted", Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(200));
+    // Every user makes a request after the promotion (the users take turns; the first request
+    // to finish may have been sent before it).
+    let promoted_at = load.count();
+    assert!(
+        load.wait_for(promoted_at + users + 1),
+        "the load loop stalled after the promotion"
+    );
     let seen = load.finish();
     assert!(failures(&seen).is_empty());
     let mut by_user: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
