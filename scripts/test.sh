@@ -15,6 +15,7 @@ declare -A NEED=(
   [prometheus]=prometheus
   [pebble]=pebble
   [pebble-challtestsrv]=pebble
+  [script]=bsdutils
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -31,8 +32,6 @@ for cmd in "${!NEED[@]}"; do
 done
 
 cargo test --all-targets "$@"
-# The echo backend of the demo, the tests and the benchmarks (crates/echo).
-cargo test -p echo
 
 # The patched pingora crates' own unit tests (vendor/PATCHES.md). Four connector tests need the
 # internet (one.one.one.one, routes to TEST-NET addresses) and fail offline with or without the

@@ -2,15 +2,13 @@
 //!
 //! Every test starts its own pebble (directory TLS certificate generated here, the issuing root
 //! read from pebble's management API) and pebble-challtestsrv (the DNS pebble resolves with: any
-//! name is 127.0.0.1; TXT records for DNS-01) on ports the OS picked, and stops them by PID when
-//! it ends. pebble's validation authority dials the proxy's own listeners (`httpPort`, `tlsPort`).
+//! name is 127.0.0.1; TXT records for DNS-01) on ports of its own (`testkit::port`), and stops
+//! them by PID when it ends. pebble's validation authority dials the proxy's own listeners (`httpPort`, `tlsPort`).
 //! Clients verify the served chain against pebble's root.
 //!
-//! pebble comes from Debian's `pebble` package. When missing: under CI (`CI` set) the test
-//! fails; otherwise, as root, it installs the package; otherwise it fails with what to install.
+//! pebble comes from Debian's `pebble` package (scripts/test.sh installs it). When missing, the
+//! test fails with what to install; it never skips.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -25,7 +23,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::RootCertStore;
 
-use support::*;
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
 
 // ------------------------------------------------------------------------------------------------
 // pebble and pebble-challtestsrv
@@ -65,59 +65,13 @@ struct Ca {
     tls_port: u16,
     /// Log files of every pebble started so far (one per start).
     logs: Vec<PathBuf>,
-    /// Holds the ports of a stopped pebble.
-    hold: Option<PortHold>,
-}
-
-/// Keeps a stopped pebble's ports from tests running in parallel (they pick free ports, and
-/// could get these): connections are accepted and closed at once, as if the CA were gone.
-struct PortHold {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl PortHold {
-    fn new(ports: &[u16]) -> PortHold {
-        let listeners: Vec<std::net::TcpListener> = ports
-            .iter()
-            .filter_map(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).ok())
-            .collect();
-        for l in &listeners {
-            l.set_nonblocking(true).unwrap();
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                for l in &listeners {
-                    while let Ok((conn, _)) = l.accept() {
-                        drop(conn);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        PortHold {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for PortHold {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl Ca {
     /// Starts both; pebble validates by connecting to 127.0.0.1:`http_port` / `tls_port`.
     fn start(http_port: u16, tls_port: u16, options: CaOptions) -> Ca {
-        debian_tool("pebble", "pebble");
-        let challtestsrv = debian_tool("pebble-challtestsrv", "pebble");
+        peer("pebble", "pebble");
+        let challtestsrv = peer("pebble-challtestsrv", "pebble");
         let dir = tempfile::tempdir().unwrap();
         // The directory's own HTTPS certificate (Debian ships none): a CA and a leaf for 127.0.0.1.
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -137,7 +91,7 @@ impl Ca {
         std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
         std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
 
-        let (dns, dns_management) = (free_udp_and_tcp_port(), unique_port());
+        let (dns, dns_management) = (udp_and_tcp_port(), port());
         let challtestsrv = Command::new(challtestsrv)
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
@@ -152,23 +106,22 @@ impl Ca {
             dir,
             pebble: None,
             challtestsrv,
-            listen: unique_port(),
-            management: unique_port(),
+            listen: port(),
+            management: port(),
             dns,
             dns_management,
             http_port,
             tls_port,
             logs: Vec::new(),
-            hold: None,
         };
         wait_accepting(dns_management, "pebble-challtestsrv management");
-        // A port picked by `free_port` may be taken by a parallel test before pebble (which
-        // spends a moment generating keys) binds it: then pebble exits, and gets other ports.
+        // Another process on the machine may bind a port before pebble (which spends a moment
+        // generating keys) does: then pebble exits, and gets other ports.
         for _ in 0..5 {
             if ca.try_start_pebble(options) {
                 return ca;
             }
-            (ca.listen, ca.management) = (unique_port(), unique_port());
+            (ca.listen, ca.management) = (port(), port());
         }
         panic!("pebble did not start:\n{}", ca.log());
     }
@@ -186,7 +139,6 @@ impl Ca {
     /// Starts pebble; false if it exited before listening (a port was taken).
     fn try_start_pebble(&mut self, options: CaOptions) -> bool {
         assert!(self.pebble.is_none(), "pebble already runs");
-        self.hold = None;
         let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{}", self.listen),
             "managementListenAddress": format!("127.0.0.1:{}", self.management),
@@ -208,7 +160,7 @@ impl Ca {
         std::fs::write(&config_path, config.to_string()).unwrap();
         let log = format!("pebble-{}.log", self.logs.len());
         self.logs.push(self.dir.path().join(&log));
-        let child = Command::new(debian_tool("pebble", "pebble"))
+        let child = Command::new(peer("pebble", "pebble"))
             .arg("-config")
             .arg(&config_path)
             .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
@@ -247,10 +199,10 @@ impl Ca {
         answers
     }
 
-    /// Stops pebble; its ports stay held (see [`PortHold`]) until it starts again.
+    /// Stops pebble; nothing else is handed its ports (see `testkit::port`) until it starts
+    /// again on them.
     fn stop_pebble(&mut self) {
         self.kill_pebble();
-        self.hold = Some(PortHold::new(&[self.listen, self.management]));
     }
 
     fn kill_pebble(&mut self) {
@@ -338,29 +290,6 @@ fn log_file(dir: &Path, name: &str) -> std::fs::File {
         .unwrap()
 }
 
-/// A free port on 127.0.0.1 that no other test of this file was given: pebble binds its ports
-/// only after a moment of key generation, long enough for a parallel test to be handed the same
-/// port by the OS meanwhile.
-fn unique_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let port = free_port();
-        if GIVEN.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (the DNS server binds both).
-fn free_udp_and_tcp_port() -> u16 {
-    loop {
-        let port = unique_port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn wait_accepting(port: u16, what: &str) {
     let up = wait_until(Duration::from_secs(15), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -372,51 +301,42 @@ fn wait_accepting(port: u16, what: &str) {
 // The proxy
 // ------------------------------------------------------------------------------------------------
 
-const CONFIG: &str = r#"
-{server}
-{http_listener}
-{https_listener}
-{catch_all_blue}
-
-[admin]
-address = "127.0.0.1:{admin}"
-
-[acme]
-directory = "{directory}"
-ca_root = "{ca_root}"
-email = "ops@switchyard.test"
-backoff_min = "1s"
-backoff_max = "4s"
-{acme_extra}
-
-[[acme.certificates]]
-names = [{names}]
-challenge = "{challenge}"
-"#;
-
 struct Setup {
     ca: Ca,
-    _blue: Backend,
+    /// The described world: its backend lives as long as the setup.
+    _world: World,
     http: u16,
     https: u16,
     admin: u16,
     config: String,
 }
 
-/// pebble plus a proxy config for one ACME certificate (`names` as TOML strings).
+/// pebble plus a proxy config for one ACME certificate, every host routed to backend "blue".
 fn setup(names: &[&str], challenge: &str, options: CaOptions) -> Setup {
-    let (http, https, admin) = (unique_port(), unique_port(), unique_port());
+    setup_with(names, challenge, options, |w| w.route("*", "api"))
+}
+
+/// [`setup`] with the routes (and anything else) from `routes`.
+fn setup_with(
+    names: &[&str],
+    challenge: &str,
+    options: CaOptions,
+    routes: impl FnOnce(World) -> World,
+) -> Setup {
+    let world = World::new()
+        .https()
+        .admin()
+        .backend("blue")
+        .pool("api", "blue", 1, &["blue"]);
+    let (http, https, admin) = (world.port("http"), world.port("https"), world.admin_port());
     let ca = Ca::start(http, https, options);
-    // On a port from `unique_port` too: a port-0 bind could take one handed out to a test that
-    // has not bound it yet.
-    let blue = loop {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], unique_port()));
-        if let Ok(b) = Backend::spawn_on(addr, "blue") {
-            break b;
-        }
-    };
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    let mut acme_extra = if challenge == "dns-01" {
+    let mut acme = format!(
+        "[acme]\ndirectory = \"{}\"\nca_root = \"{}\"\nemail = \"ops@switchyard.test\"\n\
+         backoff_min = \"1s\"\nbackoff_max = \"4s\"\n",
+        ca.directory(),
+        ca.directory_ca().display()
+    );
+    if challenge == "dns-01" {
         // The documented example hook, pointed at pebble-challtestsrv by a small wrapper.
         let wrapper = ca.dir.path().join("dns-hook");
         std::fs::write(
@@ -430,36 +350,26 @@ fn setup(names: &[&str], challenge: &str, options: CaOptions) -> Setup {
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        format!("dns_hook = \"{}\"", wrapper.display())
-    } else {
-        String::new()
-    };
+        acme.push_str(&format!("dns_hook = \"{}\"\n", wrapper.display()));
+    }
     if options.eab {
-        acme_extra.push_str(&format!(
-            "\neab = {{ kid = \"{EAB_KID}\", hmac_key = \"{EAB_KEY}\" }}"
+        acme.push_str(&format!(
+            "eab = {{ kid = \"{EAB_KID}\", hmac_key = \"{EAB_KEY}\" }}\n"
         ));
     }
-    let config = fill(
-        CONFIG,
-        &[
-            ("http", &http),
-            ("https", &https),
-            ("admin", &admin),
-            ("blue", &blue.addr),
-            ("directory", &ca.directory()),
-            ("ca_root", &ca.directory_ca().display()),
-            ("acme_extra", &acme_extra),
-            ("names", &quoted.join(", ")),
-            ("challenge", &challenge),
-        ],
-    );
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    acme.push_str(&format!(
+        "\n[[acme.certificates]]\nnames = [{}]\nchallenge = \"{challenge}\"\n",
+        quoted.join(", ")
+    ));
+    let world = routes(world.toml(&acme));
     Setup {
         ca,
-        _blue: blue,
+        config: world.config(),
+        _world: world,
         http,
         https,
         admin,
-        config,
     }
 }
 
@@ -548,7 +458,7 @@ fn first_certificate(names: &[&str], challenge: &str) -> Duration {
     let s = setup(names, challenge, NORMAL);
     let roots = s.ca.roots();
     let started = Instant::now();
-    let proxy = Proxy::start(&s.config);
+    let proxy = Proxy::start(BIN, &s.config);
     wait_served(s.https, names, &roots, Duration::from_secs(30));
     let elapsed = started.elapsed();
     eprintln!("{challenge} {names:?}: first certificate served {elapsed:?} after start");
@@ -655,7 +565,7 @@ fn a_wildcard_through_dns01() {
         NORMAL,
     );
     let roots = s.ca.roots();
-    let _proxy = Proxy::start(&s.config);
+    let _proxy = Proxy::start(BIN, &s.config);
     wait_served(
         s.https,
         &["anything.wild.switchyard.test", "wild.switchyard.test"],
@@ -670,22 +580,12 @@ fn a_wildcard_through_dns01() {
 fn http01_is_answered_before_redirects_and_routing() {
     // Every plain request is redirected to HTTPS and no route matches the ACME host, yet the
     // challenge is answered: the certificate is issued through HTTP-01.
-    let mut s = setup(&["redirected.switchyard.test"], "http-01", NORMAL);
-    s.config = s.config.replace(
-        "[[routes]]\nhost = \"*\"",
-        "[[routes]]\nhost = \"only.this.host\"",
-    );
-    s.config = s.config.replacen(
-        &format!("address = \"127.0.0.1:{}\"\n", s.http),
-        &format!(
-            "address = \"127.0.0.1:{}\"\nredirect_https = true\n",
-            s.http
-        ),
-        1,
-    );
-    assert!(s.config.contains("redirect_https = true"), "{}", s.config);
+    let s = setup_with(&["redirected.switchyard.test"], "http-01", NORMAL, |w| {
+        w.route("only.this.host", "api")
+            .listener_option("http", "redirect_https", true)
+    });
     let roots = s.ca.roots();
-    let _proxy = Proxy::start(&s.config);
+    let _proxy = Proxy::start(BIN, &s.config);
     let admin = Admin::new(s.admin, None);
     let valid = wait_until(Duration::from_secs(30), || {
         certs(&admin)[0]["status"] == "valid"
@@ -700,17 +600,12 @@ fn http01_is_answered_before_redirects_and_routing() {
 fn http01_is_answered_before_rate_limits() {
     // Every request to the name is limited to 1 a minute per client IP, and the test uses up
     // the allowance of 127.0.0.1 (the CA's address too) before the CA comes up.
-    let mut s = setup(&["limited.switchyard.test"], "http-01", NORMAL);
-    s.config = s.config.replacen(
-        "host = \"*\"\nservice = \"api\"\n",
-        "host = \"*\"\nservice = \"api\"\nlimits = [\"tight\"]\n",
-        1,
-    );
-    s.config
-        .push_str("\n[limits.zones.tight]\nkey = \"client_ip\"\nrate = \"1r/m\"\nburst = 0\n");
-    assert!(s.config.contains("limits = [\"tight\"]"), "{}", s.config);
+    let mut s = setup_with(&["limited.switchyard.test"], "http-01", NORMAL, |w| {
+        w.route_with(Route::new("*", "api").set("limits", vec!["tight"]))
+            .toml("[limits.zones.tight]\nkey = \"client_ip\"\nrate = \"1r/m\"\nburst = 0\n")
+    });
     s.ca.stop_pebble();
-    let _proxy = Proxy::start(&s.config);
+    let _proxy = Proxy::start(BIN, &s.config);
     let client = http1_client();
     let url = format!("http://limited.switchyard.test:{}/", s.http);
     let statuses: Vec<u16> = (0..3)
@@ -742,7 +637,7 @@ fn renewal_swaps_the_certificate_without_a_failed_request() {
         },
     );
     let roots = s.ca.roots();
-    let _proxy = Proxy::start(&s.config);
+    let _proxy = Proxy::start(BIN, &s.config);
     let first = wait_served(
         s.https,
         &["renew.switchyard.test"],
@@ -816,7 +711,7 @@ fn renewal_swaps_the_certificate_without_a_failed_request() {
 fn ca_failures_back_off_while_the_old_certificate_serves() {
     let mut s = setup(&["backoff.switchyard.test"], "http-01", NORMAL);
     let old_roots = s.ca.roots();
-    let proxy = Proxy::start(&s.config);
+    let proxy = Proxy::start(BIN, &s.config);
     let name = ["backoff.switchyard.test"];
     let first = wait_served(s.https, &name, &old_roots, Duration::from_secs(30));
     let admin = Admin::new(s.admin, None);
@@ -856,17 +751,12 @@ fn ca_failures_back_off_while_the_old_certificate_serves() {
     let status = &certs(&admin)[0];
     assert_eq!(status["status"], "failing", "{status}");
     assert!(status["last_error"].as_str().is_some(), "{status}");
-    let ctl = Command::new(BIN)
-        .args([
-            "ctl",
-            "--admin",
-            &format!("http://127.0.0.1:{}", s.admin),
-            "certs",
-        ])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&ctl.stdout);
-    assert!(ctl.status.success() && table.contains("failing"), "{table}");
+    let ctl = BIN.ctl(
+        &[],
+        &["--admin", &format!("http://127.0.0.1:{}", s.admin), "certs"],
+    );
+    let table = &ctl.stdout;
+    assert!(ctl.code == 0 && table.contains("failing"), "{ctl}");
     assert!(table.contains("backoff.switchyard.test"), "{table}");
 
     // 2. pebble back, refusing every nonce: orders fail with bad_nonce; the old one serves.
@@ -900,7 +790,7 @@ fn ca_failures_back_off_while_the_old_certificate_serves() {
 fn a_name_is_pending_on_a_self_signed_certificate_until_the_ca_answers() {
     let mut s = setup(&["pending.switchyard.test"], "http-01", NORMAL);
     s.ca.stop_pebble();
-    let proxy = Proxy::start(&s.config);
+    let proxy = Proxy::start(BIN, &s.config);
     let admin = Admin::new(s.admin, None);
     let failed = wait_until(Duration::from_secs(10), || {
         certs(&admin)[0]["last_error"].is_string()
@@ -944,16 +834,15 @@ fn a_name_is_pending_on_a_self_signed_certificate_until_the_ca_answers() {
 
 #[test]
 fn a_restart_keeps_the_backoff_of_failed_orders() {
-    let mut s = setup(&["crashloop.switchyard.test"], "http-01", NORMAL);
-    s.config = s
-        .config
-        .replace("backoff_min = \"1s\"", "backoff_min = \"30s\"")
-        .replace("backoff_max = \"4s\"", "backoff_max = \"60s\"");
+    let mut s = setup_with(&["crashloop.switchyard.test"], "http-01", NORMAL, |w| {
+        w.route("*", "api")
+            .toml("[acme]\nbackoff_min = \"30s\"\nbackoff_max = \"60s\"")
+    });
     s.ca.stop_pebble();
     let dir = tempfile::tempdir().unwrap();
     let admin = Admin::new(s.admin, None);
     {
-        let _proxy = Proxy::start_in(dir.path(), &s.config);
+        let _proxy = Proxy::start_in(BIN, dir.path(), &s.config);
         let failed = wait_until(Duration::from_secs(10), || {
             certs(&admin)[0]["failures"] == 1
         });
@@ -961,7 +850,7 @@ fn a_restart_keeps_the_backoff_of_failed_orders() {
     }
     // Restarted (as a crash loop would): the failure is remembered, no order is placed before
     // the backoff ends.
-    let proxy = Proxy::start_in(dir.path(), &s.config);
+    let proxy = Proxy::start_in(BIN, dir.path(), &s.config);
     let status = certs(&admin)[0].clone();
     assert_eq!(status["failures"], 1, "{status}");
     assert!(status["last_error"].is_string(), "{status}");
@@ -1014,7 +903,7 @@ fn external_account_binding() {
         },
     );
     let roots = s.ca.roots();
-    let _proxy = Proxy::start(&s.config);
+    let _proxy = Proxy::start(BIN, &s.config);
     // pebble refuses accounts without a valid binding: a certificate proves it was sent.
     wait_served(
         s.https,
@@ -1028,7 +917,7 @@ fn external_account_binding() {
 fn reload_adds_and_removes_acme_certificates() {
     let s = setup(&["first.switchyard.test"], "http-01", NORMAL);
     let roots = s.ca.roots();
-    let mut proxy = Proxy::start(&s.config);
+    let mut proxy = Proxy::start(BIN, &s.config);
     wait_served(
         s.https,
         &["first.switchyard.test"],
@@ -1071,7 +960,7 @@ fn restarts_place_no_new_order() {
     let roots = s.ca.roots();
     let dir = tempfile::tempdir().unwrap();
     let (first, first_log) = {
-        let proxy = Proxy::start_in(dir.path(), &s.config);
+        let proxy = Proxy::start_in(BIN, dir.path(), &s.config);
         let serial = wait_served(
             s.https,
             &["restart.switchyard.test"],
@@ -1087,7 +976,7 @@ fn restarts_place_no_new_order() {
         eprintln!("{orders} orders for the first certificate:\n{first_log}");
     }
     for round in 0..10 {
-        let proxy = Proxy::start_in(dir.path(), &s.config);
+        let proxy = Proxy::start_in(BIN, dir.path(), &s.config);
         // Served from disk as soon as the listeners accept.
         assert_eq!(
             fetch(s.https, "restart.switchyard.test", &roots).unwrap(),
@@ -1135,19 +1024,25 @@ fn restarts_place_no_new_order() {
 #[test]
 fn renew_endpoint_and_ctl_for_unknown_names() {
     let s = setup(&["known.switchyard.test"], "http-01", NORMAL);
-    let _proxy = Proxy::start(&s.config);
+    let _proxy = Proxy::start(BIN, &s.config);
     let admin = Admin::new(s.admin, None);
     let reply = admin.send("POST", "/v1/certs/unknown.switchyard.test/renew", None, &[]);
     assert_eq!(reply.status, 404, "{}", reply.text);
     let reply = admin.get("/v1/certs/known.switchyard.test/renew");
     assert_eq!(reply.status, 405);
-    let ctl = Command::new(BIN)
-        .args(["ctl", "--admin", &format!("http://127.0.0.1:{}", s.admin)])
-        .args(["certs", "--renew", "unknown.switchyard.test"])
-        .output()
-        .unwrap();
-    assert_eq!(ctl.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&ctl.stderr).contains("no ACME certificate covers"));
+    let admin_url = format!("http://127.0.0.1:{}", s.admin);
+    let ctl = BIN.ctl(
+        &[],
+        &[
+            "--admin",
+            &admin_url,
+            "certs",
+            "--renew",
+            "unknown.switchyard.test",
+        ],
+    );
+    assert_eq!(ctl.code, 1, "{ctl}");
+    assert!(ctl.stderr.contains("no ACME certificate covers"), "{ctl}");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1167,7 +1062,7 @@ fn check_acme(acme: &str) -> (i32, String) {
         CHECK,
         &[("http", &8080), ("blue", &"127.0.0.1:9"), ("acme", &acme)],
     );
-    let (code, _, stderr) = check(&config);
+    let (code, _, stderr) = check(BIN, &config);
     (code, stderr)
 }
 

@@ -2,13 +2,12 @@
 //! persistence across restart and reload, health-gated switch, reload through the API.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -17,104 +16,37 @@ const TOKEN: &str = "test-token-0123456789";
 /// ejection after one failure: the first request that lands on the closed port takes red's server
 /// out (server state is shared by address; blue can take the traffic, and passive checks never
 /// eject the last server that can), which is how these tests make a pool unhealthy.
-const CONFIG: &str = r#"
-{server}
-[[listeners]]
-name = "http"
-address = "127.0.0.1:{http}"
-
-[[routes]]
-host = "red.test"
-service = "red-direct"
-
-[[routes]]
-host = "*"
-service = "app"
-
-[services.app.pools.blue]
-weight = {blue_weight}
-servers = ["{blue}"]
-
-[services.app.pools.green]
-weight = {green_weight}
-servers = ["{green}"]
-
-[services.app.pools.red]
-weight = 0
-servers = ["{dead}"]
-
-[services.red-direct.passive]
-max_fails = 1
-fail_timeout = "60s"
-
-[services.red-direct.pools.only]
-weight = 1
-servers = ["{dead}", "{blue}"]
-
-[admin]
-address = "127.0.0.1:{admin}"
-token = "{token}"
-{admin_extra}
-"#;
-
-/// Two live backends, the ports, and the config with given weights.
-struct Setup {
-    blue: Backend,
-    green: Backend,
-    dead: u16,
-    http: u16,
-    admin: u16,
+fn world(blue_weight: u32, green_weight: u32) -> World {
+    World::new()
+        .backend("blue")
+        .backend("green")
+        .dead("red")
+        .route("red.test", "red-direct")
+        .route("*", "app")
+        .pool("app", "blue", blue_weight, &["blue"])
+        .pool("app", "green", green_weight, &["green"])
+        .pool("app", "red", 0, &["red"])
+        .passive("red-direct", 1, "60s")
+        .pool("red-direct", "only", 1, &["red", "blue"])
+        .admin_token(TOKEN)
 }
 
-impl Setup {
-    fn new() -> Setup {
-        Setup {
-            blue: Backend::spawn("blue").unwrap(),
-            green: Backend::spawn("green").unwrap(),
-            dead: closed_port(),
-            http: free_port(),
-            admin: free_port(),
-        }
-    }
+/// The config of `s` with other (blue, green) weights.
+fn weighted(s: &Running, blue_weight: u32, green_weight: u32) -> String {
+    s.config_with(|w| w.weights("app", &[("blue", blue_weight), ("green", green_weight)]))
+}
 
-    fn config(&self, blue_weight: u32, green_weight: u32) -> String {
-        self.config_with(blue_weight, green_weight, "")
-    }
-
-    fn config_with(&self, blue_weight: u32, green_weight: u32, admin_extra: &str) -> String {
-        fill(
-            CONFIG,
-            &[
-                ("http", &self.http),
-                ("admin", &self.admin),
-                ("blue", &self.blue.addr),
-                ("green", &self.green.addr),
-                ("dead", &format!("127.0.0.1:{}", self.dead)),
-                ("blue_weight", &blue_weight),
-                ("green_weight", &green_weight),
-                ("token", &TOKEN),
-                ("admin_extra", &admin_extra),
-            ],
-        )
-    }
-
-    fn admin(&self) -> Admin {
-        Admin::new(self.admin, Some(TOKEN))
-    }
-
-    /// Which backend answers a request on a fresh client.
-    fn backend_now(&self) -> String {
-        backend_via(&http1_client(), self.http, "app.test")
-    }
+/// Which backend answers a request on a fresh client.
+fn backend_now(s: &Running) -> String {
+    backend_via(&http1_client(), s.http(), "app.test")
 }
 
 #[test]
 fn auth_is_required_except_for_health_and_metrics() {
-    let s = Setup::new();
-    let _proxy = Proxy::start(&s.config(100, 0));
-    let anonymous = Admin::new(s.admin, None);
-    let wrong = Admin::new(s.admin, Some("test-token-0123456788"));
-    let short = Admin::new(s.admin, Some("test"));
+    let s = world(100, 0).start(BIN);
+    let anonymous = Admin::new(s.admin_port(), None);
+    let wrong = Admin::new(s.admin_port(), Some("test-token-0123456788"));
+    let short = Admin::new(s.admin_port(), Some("test"));
 
     for (who, client) in [
         ("no token", &anonymous),
@@ -160,7 +92,7 @@ fn auth_is_required_except_for_health_and_metrics() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!((r.weight("blue"), r.weight("green")), (100, 0));
     assert_eq!(r.generation(), 1);
-    assert_eq!(s.backend_now(), "blue");
+    assert_eq!(backend_now(&s), "blue");
 
     let r = admin.get("/v1/services");
     assert_eq!(r.status, 200, "{}", r.text);
@@ -184,18 +116,21 @@ fn auth_is_required_except_for_health_and_metrics() {
 
 #[test]
 fn metrics_can_require_the_token() {
-    let s = Setup::new();
-    let _proxy = Proxy::start(&s.config_with(100, 0, "metrics_require_token = true"));
-    let r = Admin::new(s.admin, None).get("/metrics");
+    let s = world(100, 0)
+        .admin_option("metrics_require_token", true)
+        .start(BIN);
+    let r = Admin::new(s.admin_port(), None).get("/metrics");
     assert_eq!(r.status, 401, "{}", r.text);
     assert_eq!(s.admin().get("/metrics").status, 200);
-    assert_eq!(Admin::new(s.admin, None).get("/health/ready").status, 200);
+    assert_eq!(
+        Admin::new(s.admin_port(), None).get("/health/ready").status,
+        200
+    );
 }
 
 #[test]
 fn weight_validation_errors() {
-    let s = Setup::new();
-    let _proxy = Proxy::start(&s.config(100, 0));
+    let s = world(100, 0).start(BIN);
     let admin = s.admin();
     let bad = |body: &str, status: u16, needle: &str| {
         let r = admin.put_weights("app", body);
@@ -250,8 +185,7 @@ fn weight_validation_errors() {
 
 #[test]
 fn if_match_conflicts_and_success() {
-    let s = Setup::new();
-    let _proxy = Proxy::start(&s.config(100, 0));
+    let s = world(100, 0).start(BIN);
     let admin = s.admin();
     let put = |if_match: &str, body: &str| {
         admin.send(
@@ -279,7 +213,7 @@ fn if_match_conflicts_and_success() {
     assert_eq!(r.generation(), g + 1);
     assert_eq!(r.header("etag"), format!("\"{}\"", g + 1));
     assert_eq!((r.weight("blue"), r.weight("green")), (0, 100));
-    assert_eq!(s.backend_now(), "green");
+    assert_eq!(backend_now(&s), "green");
 
     // A second script still holding generation g is refused, and learns the current one.
     let r = put(&g.to_string(), r#"{"blue": 100, "green": 0}"#);
@@ -299,7 +233,7 @@ fn if_match_conflicts_and_success() {
         &[("if-match", &g.to_string())],
     );
     assert_eq!(r.status, 409, "{}", r.text);
-    assert_eq!(s.backend_now(), "green");
+    assert_eq!(backend_now(&s), "green");
 
     let r = admin.send(
         "DELETE",
@@ -311,17 +245,16 @@ fn if_match_conflicts_and_success() {
     assert_eq!(r.generation(), g + 2);
     assert_eq!((r.weight("blue"), r.weight("green")), (100, 0));
     assert_eq!(r.pool("green")["overridden"], false);
-    assert_eq!(s.backend_now(), "blue");
+    assert_eq!(backend_now(&s), "blue");
 }
 
 #[test]
 fn hundred_weight_changes_under_load() {
-    let s = Setup::new();
-    let _proxy = Proxy::start(&s.config(100, 0));
+    let s = world(100, 0).start(BIN);
     let admin = s.admin();
 
     // Sequential requests on one keep-alive client for the whole test.
-    let load = Load::start(&format!("http://app.test:{}", s.http), 1, Duration::ZERO);
+    let load = Load::start(&s.url("app.test", ""), 1, Duration::ZERO);
 
     // A second keep-alive client checks that each change applies to the very next requests.
     let probe = http1_client();
@@ -336,12 +269,13 @@ fn hundred_weight_changes_under_load() {
         assert_eq!(r.generation(), i + 2);
         for _ in 0..3 {
             assert_eq!(
-                backend_via(&probe, s.http, "app.test"),
+                backend_via(&probe, s.http(), "app.test"),
                 expect,
                 "after change {i}"
             );
         }
     }
+    assert!(load.wait_for(50), "the load loop stalled");
     let seen = load.finish();
     let failed = failures(&seen);
     assert!(
@@ -363,31 +297,29 @@ fn hundred_weight_changes_under_load() {
     );
     // The last change (i = 99) sent everything to blue; every new request goes there.
     for _ in 0..20 {
-        assert_eq!(backend_via(&probe, s.http, "app.test"), "blue");
+        assert_eq!(backend_via(&probe, s.http(), "app.test"), "blue");
     }
 }
 
 #[test]
 fn overrides_survive_restart_and_reload() {
-    let s = Setup::new();
     let dir = tempfile::tempdir().unwrap();
-    let mut proxy = Proxy::start_in(dir.path(), &s.config(100, 0));
+    let mut s = world(100, 0).start_in(BIN, dir.path());
     let admin = s.admin();
     let r = admin.put_weights("app", r#"{"blue": 0, "green": 100}"#);
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(s.backend_now(), "green");
+    assert_eq!(backend_now(&s), "green");
     let state = std::fs::read_to_string(dir.path().join("state/state.json")).unwrap();
     assert!(state.contains("green"), "state file: {state}");
 
-    proxy.sigterm();
+    s.proxy.sigterm();
     assert!(
-        proxy.wait_exit(Duration::from_secs(10)).is_some(),
+        s.proxy.wait_exit(Duration::from_secs(10)).is_some(),
         "proxy did not stop on SIGTERM"
     );
-    drop(proxy);
 
     // A new process on the same state dir starts with the override in force.
-    let mut proxy = Proxy::start_in(dir.path(), &s.config(100, 0));
+    s.restart(&s.config());
     let r = admin.get("/v1/services/app");
     assert_eq!(
         (r.weight("blue"), r.weight("green")),
@@ -398,12 +330,13 @@ fn overrides_survive_restart_and_reload() {
     assert_eq!(r.pool("green")["overridden"], true);
     assert_eq!(r.pool("green")["config_weight"], 0);
     for _ in 0..10 {
-        assert_eq!(s.backend_now(), "green");
+        assert_eq!(backend_now(&s), "green");
     }
 
     // A reload that changes the config's weights keeps the override (SIGHUP, then the API).
     let g = admin.get("/health/ready").generation();
-    proxy.reload_with(&s.config(70, 30));
+    let reweighted = weighted(&s, 70, 30);
+    s.proxy.reload_with(&reweighted);
     assert!(
         wait_until(Duration::from_secs(10), || admin
             .get("/health/ready")
@@ -421,7 +354,7 @@ fn overrides_survive_restart_and_reload() {
     assert_eq!(r.pool("blue")["config_weight"], 70);
     assert_eq!(admin.send("POST", "/v1/reload", None, &[]).status, 200);
     for _ in 0..10 {
-        assert_eq!(s.backend_now(), "green");
+        assert_eq!(backend_now(&s), "green");
     }
 
     // Clearing the overrides brings the file's weights back, and that is persisted too.
@@ -429,10 +362,9 @@ fn overrides_survive_restart_and_reload() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!((r.weight("blue"), r.weight("green")), (70, 30));
     assert_eq!(r.pool("blue")["overridden"], false);
-    proxy.sigterm();
-    assert!(proxy.wait_exit(Duration::from_secs(10)).is_some());
-    drop(proxy);
-    let _proxy = Proxy::start_in(dir.path(), &s.config(0, 100));
+    s.proxy.sigterm();
+    assert!(s.proxy.wait_exit(Duration::from_secs(10)).is_some());
+    s.restart(&weighted(&s, 0, 100));
     let r = admin.get("/v1/services/app");
     assert_eq!(
         (r.weight("blue"), r.weight("green")),
@@ -445,8 +377,7 @@ fn overrides_survive_restart_and_reload() {
 
 #[test]
 fn switch_is_refused_to_an_unhealthy_pool_and_applied_to_a_healthy_one() {
-    let s = Setup::new();
-    let _proxy = Proxy::start(&s.config(100, 0));
+    let s = world(100, 0).start(BIN);
     let admin = s.admin();
 
     // One failed connect to the closed port ejects red's only server (round robin: the first
@@ -454,10 +385,7 @@ fn switch_is_refused_to_an_unhealthy_pool_and_applied_to_a_healthy_one() {
     let client = http1_client();
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let _ = client
-                .get(format!("http://red.test:{}/", s.http))
-                .send()
-                .unwrap();
+            let _ = client.get(s.url("red.test", "/")).send().unwrap();
             admin.get("/v1/services/app").pool("red")["healthy_servers"] == 0
         }),
         "red's server was not ejected: {}",
@@ -473,7 +401,7 @@ fn switch_is_refused_to_an_unhealthy_pool_and_applied_to_a_healthy_one() {
     let r = admin.get("/v1/services/app");
     assert_eq!(r.generation(), before, "a refused switch changes nothing");
     assert_eq!((r.weight("blue"), r.weight("red")), (100, 0));
-    assert_eq!(s.backend_now(), "blue");
+    assert_eq!(backend_now(&s), "blue");
 
     assert_eq!(admin.switch("app", "purple").status, 404);
     assert_eq!(admin.switch("nope", "green").status, 404);
@@ -485,13 +413,13 @@ fn switch_is_refused_to_an_unhealthy_pool_and_applied_to_a_healthy_one() {
         (r.weight("blue"), r.weight("green"), r.weight("red")),
         (0, 100, 0)
     );
-    let blue_before = s.blue.requests();
+    let blue_before = s.backend("blue").requests();
     let client = http1_client();
     for _ in 0..30 {
-        assert_eq!(backend_via(&client, s.http, "app.test"), "green");
+        assert_eq!(backend_via(&client, s.http(), "app.test"), "green");
     }
     assert_eq!(
-        s.blue.requests(),
+        s.backend("blue").requests(),
         blue_before,
         "the old pool got requests after the switch"
     );
@@ -499,22 +427,17 @@ fn switch_is_refused_to_an_unhealthy_pool_and_applied_to_a_healthy_one() {
 
 #[test]
 fn reload_through_the_api() {
-    let s = Setup::new();
-    let proxy = Proxy::start(&s.config(100, 0));
+    let s = world(100, 0).start(BIN);
+    let proxy = &s.proxy;
     let admin = s.admin();
-    let write = |config: &str| {
-        let text = config.replace("{tmp}", &proxy.dir().display().to_string());
-        std::fs::write(proxy.config_path(), &text).unwrap();
-        text
-    };
     let g = admin.get("/health/ready").generation();
 
-    write(&s.config(0, 100));
+    proxy.write_config(&weighted(&s, 0, 100));
     let r = admin.send("POST", "/v1/reload", None, &[]);
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["status"], "reloaded");
     assert_eq!(r.generation(), g + 1);
-    assert_eq!(s.backend_now(), "green");
+    assert_eq!(backend_now(&s), "green");
     assert!(
         proxy.wait_for_log("via the admin API", Duration::from_secs(5)),
         "{}",
@@ -522,10 +445,8 @@ fn reload_through_the_api() {
     );
 
     // A bad file: 422 with every error as file:line:col, the same lines `check` prints.
-    let bad = s
-        .config(0, 100)
-        .replace("weight = 100", "weight = \"heavy\"");
-    let text = write(&bad);
+    let bad = weighted(&s, 0, 100).replace("weight = 100", "weight = \"heavy\"");
+    let text = proxy.write_config(&bad);
     let line = text.lines().position(|l| l.contains("\"heavy\"")).unwrap() + 1;
     let r = admin.send("POST", "/v1/reload", None, &[]);
     assert_eq!(r.status, 422, "{}", r.text);
@@ -542,11 +463,11 @@ fn reload_through_the_api() {
         errors[0].starts_with(&prefix),
         "{errors:?} should start with {prefix}"
     );
-    let check = Command::new(BIN)
+    let check = BIN
+        .command()
         .arg("check")
         .arg("--config")
         .arg(proxy.config_path())
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(1));
@@ -558,7 +479,7 @@ fn reload_through_the_api() {
 
     // The previous config keeps serving.
     assert_eq!(admin.get("/health/ready").generation(), g + 1);
-    assert_eq!(s.backend_now(), "green");
+    assert_eq!(backend_now(&s), "green");
     assert!(
         proxy.wait_for_log("rejected", Duration::from_secs(5)),
         "{}",
@@ -568,16 +489,18 @@ fn reload_through_the_api() {
 
 #[test]
 fn config_view_redacts_the_token() {
-    let s = Setup::new();
-    let _proxy = Proxy::start(&s.config(100, 0));
+    let s = world(100, 0).start(BIN);
     let r = s.admin().get("/v1/config");
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!r.text.contains(TOKEN), "the token leaked: {}", r.text);
     assert_eq!(r.json["admin"]["token"], "<redacted>");
-    assert_eq!(r.json["admin"]["address"], format!("127.0.0.1:{}", s.admin));
+    assert_eq!(
+        r.json["admin"]["address"],
+        format!("127.0.0.1:{}", s.admin_port())
+    );
     assert_eq!(
         r.json["listeners"][0]["address"],
-        format!("127.0.0.1:{}", s.http)
+        format!("127.0.0.1:{}", s.http())
     );
     let app = r.json["services"]
         .as_array()
@@ -589,7 +512,7 @@ fn config_view_redacts_the_token() {
     assert_eq!(app["pools"][0]["weight"], 100);
     assert_eq!(
         app["pools"][0]["servers"][0]["address"],
-        s.blue.addr.to_string()
+        s.backend("blue").addr.to_string()
     );
     let direct = r.json["services"]
         .as_array()

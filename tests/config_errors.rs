@@ -1,12 +1,11 @@
 //! `switchyard check`: every config error is reported as `file:line:col: reason` with exit code 1.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::ops::RangeInclusive;
-use std::process::Command;
 
-use support::*;
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
 
 /// A valid config: 3 routes, 2 services, 3 pools.
 const GOOD: &str = r#"
@@ -99,7 +98,7 @@ struct Reported {
 /// Runs `check` on `config`, asserts exit code 1 and nothing on stdout, and parses every
 /// `switchyard.toml:<line>:<col>: <reason>` line of stderr.
 fn check_errors(config: &str) -> Vec<Reported> {
-    let (code, stdout, stderr) = check(config);
+    let (code, stdout, stderr) = check(BIN, config);
     assert_eq!(
         code, 1,
         "check must fail\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
@@ -168,7 +167,7 @@ fn assert_single_within(config: &str, lines: RangeInclusive<usize>, reason: &str
 
 #[test]
 fn good_config_summary() {
-    let (code, stdout, stderr) = check(&fill(GOOD, &[]));
+    let (code, stdout, stderr) = check(BIN, &fill(GOOD, &[]));
     assert_eq!(code, 0, "stderr:\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "stdout: {stdout}");
@@ -182,7 +181,8 @@ fn good_config_summary() {
 
 #[test]
 fn reference_config_is_valid() {
-    let output = Command::new(BIN)
+    let output = BIN
+        .command()
         .args(["check", "--config", "config/switchyard.toml"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -387,7 +387,11 @@ fn certificate_that_is_not_a_regular_file() {
         "cert = \"{certs}/example.com.crt\"",
         &format!("cert = \"{}\"", link.display()),
     )]);
-    assert_eq!(check(&config).0, 0, "a symlink to a certificate is fine");
+    assert_eq!(
+        check(BIN, &config).0,
+        0,
+        "a symlink to a certificate is fine"
+    );
 }
 
 #[test]

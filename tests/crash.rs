@@ -2,52 +2,38 @@
 //! file, and the next process starts with one of them.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
+use testkit::*;
 
-const CONFIG: &str = r#"
-{server}
-{http_listener}
+const BIN: Bin = testkit::bin!();
 
-[admin]
-address = "127.0.0.1:{admin}"
-
-[[routes]]
-host = "*"
-service = "app"
-
-[services.app.pools.blue]
-weight = 1
-servers = ["{blue}"]
-
-[services.app.pools.green]
-weight = 1
-servers = ["{green}"]
-"#;
+/// Service "app" (every host): pools blue and green, weight 1 each, on the backends named; the
+/// admin API.
+fn world(blue: &str, green: &str) -> World {
+    let mut world = World::new().admin().backend(blue);
+    if green != blue {
+        world = world.backend(green);
+    }
+    world
+        .route("*", "app")
+        .pool("app", "blue", 1, &[blue])
+        .pool("app", "green", 1, &[green])
+}
 
 #[test]
 fn kill_9_during_weight_changes_never_tears_the_state_file() {
-    let blue = Backend::spawn("blue").unwrap();
-    let green = Backend::spawn("green").unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let mut w = world("blue", "green").start(BIN);
+    let admin_port = w.admin_port();
+    let dir = w.proxy.dir().to_path_buf();
     for round in 0..6u64 {
-        let (http, admin_port) = (free_port(), free_port());
-        let config = fill(
-            CONFIG,
-            &[
-                ("http", &http),
-                ("admin", &admin_port),
-                ("blue", &blue.addr),
-                ("green", &green.addr),
-            ],
-        );
-        let mut proxy = Proxy::start_in(dir.path(), &config);
-        let admin = Admin::new(admin_port, None);
+        if round > 0 {
+            // The next process on the same state dir (and ports).
+            w.restart(&w.config());
+        }
+        let admin = w.admin();
         // The process must start on whatever the previous kill left behind.
         let view = admin.get("/v1/services/app");
         assert_eq!(view.status, 200, "{}", view.text);
@@ -58,8 +44,9 @@ fn kill_9_during_weight_changes_never_tears_the_state_file() {
         );
 
         let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
         let writer = {
-            let stop = stop.clone();
+            let (stop, written) = (stop.clone(), written.clone());
             std::thread::spawn(move || {
                 let client = http1_client();
                 let url = format!("http://127.0.0.1:{admin_port}/v1/services/app/weights");
@@ -71,24 +58,37 @@ fn kill_9_during_weight_changes_never_tears_the_state_file() {
                         r#"{"blue": 10, "green": 90}"#
                     };
                     // Fails once the process is killed; that is the point.
-                    let _ = client.put(&url).body(body).send();
+                    if client
+                        .put(&url)
+                        .body(body)
+                        .send()
+                        .is_ok_and(|r| r.status().is_success())
+                    {
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
                     i += 1;
                 }
             })
         };
-        // Kill at a different moment each round, in the middle of the write storm.
+        // Kill at a different moment each round, in the middle of the write storm (which has
+        // written the state file at least once).
+        assert!(
+            wait_until(Duration::from_secs(10), || written.load(Ordering::Relaxed)
+                > 0),
+            "round {round}: no weight change went through"
+        );
         std::thread::sleep(Duration::from_millis(150 + 37 * round));
-        proxy.signal("KILL");
-        assert!(proxy.wait_exit(Duration::from_secs(5)).is_some());
+        w.proxy.signal("KILL");
+        assert!(w.proxy.wait_exit(Duration::from_secs(5)).is_some());
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
 
-        let text = std::fs::read_to_string(dir.path().join("state/state.json")).unwrap();
+        let text = std::fs::read_to_string(dir.join("state/state.json")).unwrap();
         let state: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("round {round}: torn state file ({e}):\n{text}"));
         let blue_w = state["weights"]["app"]["blue"].as_u64().unwrap();
         assert!(blue_w == 10 || blue_w == 90, "{text}");
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("state"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n != "state.json")
@@ -103,30 +103,22 @@ fn kill_9_during_weight_changes_never_tears_the_state_file() {
 
 #[test]
 fn start_removes_what_a_crash_left_and_refuses_an_unwritable_state_dir() {
-    let blue = Backend::spawn("blue").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     std::fs::create_dir_all(state.join("acme/example.com")).unwrap();
     // What a kill between write and rename leaves (state::write_atomic).
     std::fs::write(state.join(".state.json.tmp.4242"), b"{\"torn").unwrap();
     std::fs::write(state.join("acme/example.com/.cert.pem.tmp.77"), b"x").unwrap();
-    let (http, admin_port) = (free_port(), free_port());
-    let config = fill(
-        CONFIG,
-        &[
-            ("http", &http),
-            ("admin", &admin_port),
-            ("blue", &blue.addr),
-            ("green", &blue.addr),
-        ],
-    );
-    let proxy = Proxy::start_in(dir.path(), &config);
+    // Both pools on the one backend.
+    let world = world("blue", "blue");
+    let config = world.config();
+    let proxy = world.start_in(BIN, dir.path());
     assert!(!state.join(".state.json.tmp.4242").exists());
     assert!(!state.join("acme/example.com/.cert.pem.tmp.77").exists());
     assert!(
-        proxy.stderr().contains("removed 2 temp file(s)"),
+        proxy.proxy.stderr().contains("removed 2 temp file(s)"),
         "{}",
-        proxy.stderr()
+        proxy.proxy.stderr()
     );
     drop(proxy);
 
@@ -140,7 +132,8 @@ fn start_removes_what_a_crash_left_and_refuses_an_unwritable_state_dir() {
         config.replace("{tmp}", &dir.path().display().to_string()),
     )
     .unwrap();
-    let mut child = std::process::Command::new(BIN)
+    let mut child = BIN
+        .command()
         .args(["serve", "--config"])
         .arg(&path)
         .stderr(std::process::Stdio::piped())

@@ -1,12 +1,11 @@
 //! `switchyard ctl` against a real proxy: exit codes 0/1/2, reasons on stderr, status output.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
 
 const TOKEN: &str = "ctl-test-token";
 
@@ -14,124 +13,49 @@ const TOKEN: &str = "ctl-test-token";
 /// requests for host red.test reach that port through "red-direct" (beside blue, which can take
 /// the traffic: passive checks never eject the last server that can), which ejects it after one
 /// failure (server state is shared by address), making red unhealthy. Pool amber is the same
-/// with an ejection of only 2s, so that it turns healthy again while `--wait-healthy` waits.
-const CONFIG: &str = r#"
-{server}
-{http_listener}
-[[routes]]
-host = "red.test"
-service = "red-direct"
-
-[[routes]]
-host = "*"
-service = "app"
-
-[services.app.pools.blue]
-weight = 100
-servers = ["{blue}"]
-
-[services.app.pools.green]
-weight = 0
-servers = ["{green}"]
-
-[services.app.pools.red]
-weight = 0
-servers = ["{dead}"]
-
-[services.app.pools.amber]
-weight = 0
-servers = ["{dead2}"]
-
-[[routes]]
-host = "amber.test"
-service = "amber-direct"
-
-[services.amber-direct.passive]
-max_fails = 1
-fail_timeout = "2s"
-
-[services.amber-direct.pools.only]
-weight = 1
-servers = ["{dead2}", "{blue}"]
-
-[services.red-direct.passive]
-max_fails = 1
-fail_timeout = "60s"
-
-[services.red-direct.pools.only]
-weight = 1
-servers = ["{dead}", "{blue}"]
-
-[admin]
-address = "127.0.0.1:{admin}"
-token = "{token}"
-"#;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// with an ejection of only 4 s, so that it turns healthy again while `--wait-healthy` waits.
+fn world() -> World {
+    World::new()
+        .backend("blue")
+        .backend("green")
+        .dead("red")
+        .dead("amber")
+        .route("red.test", "red-direct")
+        .route("*", "app")
+        .route("amber.test", "amber-direct")
+        .pool("app", "blue", 100, &["blue"])
+        .pool("app", "green", 0, &["green"])
+        .pool("app", "red", 0, &["red"])
+        .pool("app", "amber", 0, &["amber"])
+        .passive("amber-direct", 1, "4s")
+        .pool("amber-direct", "only", 1, &["amber", "blue"])
+        .passive("red-direct", 1, "60s")
+        .pool("red-direct", "only", 1, &["red", "blue"])
+        .admin_token(TOKEN)
 }
 
 /// Runs `switchyard ctl ARGS` with SWITCHYARD_ADMIN/SWITCHYARD_TOKEN set from `env` only.
-fn ctl(env: &[(&str, &str)], args: &[&str]) -> Run {
-    let output = Command::new(BIN)
-        .arg("ctl")
-        .args(args)
-        .env_remove("SWITCHYARD_ADMIN")
-        .env_remove("SWITCHYARD_TOKEN")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+fn ctl(env: &[(&str, &str)], args: &[&str]) -> Outcome {
+    BIN.ctl(env, args)
 }
 
 struct Setup {
-    _blue: Backend,
-    _green: Backend,
-    http: u16,
-    admin: u16,
-    proxy: Proxy,
+    world: Running,
 }
 
 impl Setup {
     fn start() -> Setup {
-        let blue = Backend::spawn("blue").unwrap();
-        let green = Backend::spawn("green").unwrap();
-        let (http, admin) = (free_port(), free_port());
-        let config = fill(
-            CONFIG,
-            &[
-                ("http", &http),
-                ("admin", &admin),
-                ("blue", &blue.addr),
-                ("green", &green.addr),
-                ("dead", &closed_addr()),
-                ("dead2", &closed_addr()),
-                ("token", &TOKEN),
-            ],
-        );
-        let proxy = Proxy::start(&config);
         Setup {
-            _blue: blue,
-            _green: green,
-            http,
-            admin,
-            proxy,
+            world: world().start(BIN),
         }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin)
+        self.world.admin_url()
     }
 
     /// ctl with the admin URL and token from the environment, as a deploy script would.
-    fn ctl(&self, args: &[&str]) -> Run {
+    fn ctl(&self, args: &[&str]) -> Outcome {
         let url = self.url();
         ctl(
             &[("SWITCHYARD_ADMIN", &url), ("SWITCHYARD_TOKEN", TOKEN)],
@@ -140,7 +64,7 @@ impl Setup {
     }
 
     fn backend_now(&self) -> String {
-        backend_via(&http1_client(), self.http, "app.test")
+        backend_via(&http1_client(), self.world.http(), "app.test")
     }
 
     /// The `status` table row of a pool.
@@ -251,10 +175,7 @@ fn ctl_switch_waits_for_health_and_is_refused_when_unhealthy() {
     let client = http1_client();
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let _ = client
-                .get(format!("http://red.test:{}/", s.http))
-                .send()
-                .unwrap();
+            let _ = client.get(s.world.url("red.test", "/")).send().unwrap();
             s.status_row("red").contains("0/1")
         }),
         "red was not ejected: {}",
@@ -299,10 +220,7 @@ fn ctl_switch_waits_for_health_and_is_refused_when_unhealthy() {
     let mut ejected = Instant::now();
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let _ = client
-                .get(format!("http://amber.test:{}/", s.http))
-                .send()
-                .unwrap();
+            let _ = client.get(s.world.url("amber.test", "/")).send().unwrap();
             ejected = Instant::now();
             s.status_row("amber").contains("0/1")
         }),
@@ -352,22 +270,22 @@ fn ctl_failures_exit_1_with_the_reason() {
     );
 
     // A rejected reload prints every error as file:line:col.
-    let good = s.proxy.config();
+    let good = s.world.proxy.config();
     std::fs::write(
-        s.proxy.config_path(),
+        s.world.proxy.config_path(),
         good.replace("weight = 100", "weight = -1"),
     )
     .unwrap();
     let run = s.ctl(&["reload"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert!(run.stderr.contains("config rejected"), "{}", run.stderr);
-    let location = format!("{}:", s.proxy.config_path().display());
+    let location = format!("{}:", s.world.proxy.config_path().display());
     assert!(
         run.stderr.lines().any(|l| l.starts_with(&location)),
         "no file:line:col error in {}",
         run.stderr
     );
-    std::fs::write(s.proxy.config_path(), good).unwrap();
+    std::fs::write(s.world.proxy.config_path(), good).unwrap();
     assert_eq!(s.ctl(&["reload"]).code, 0);
 
     // Nothing listening.
@@ -463,11 +381,14 @@ token = "{token}"
 fn ctl_speaks_https_with_a_private_ca() {
     // The admin API behind a TLS-terminating proxy (here switchyard's own TLS listener), trusted
     // through --ca or SWITCHYARD_ADMIN_CA.
-    let (https, admin) = (free_port(), free_port());
-    let _proxy = Proxy::start(&fill(
-        TLS_CONFIG,
-        &[("https", &https), ("admin", &admin), ("token", &TOKEN)],
-    ));
+    let (https, admin) = (port(), port());
+    let _proxy = Proxy::start(
+        bin!(),
+        &fill(
+            TLS_CONFIG,
+            &[("https", &https), ("admin", &admin), ("token", &TOKEN)],
+        ),
+    );
     let ca = format!("{CERTS}/test-ca.crt");
 
     // --ca, by host name and by IP address (both in the certificate).

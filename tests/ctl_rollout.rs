@@ -1,19 +1,12 @@
 //! `switchyard ctl rollout` against a real proxy under load: --wait outcomes and exit codes, progress output, the other verbs.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use testkit::*;
 
-/// [`BLUE_GREEN`] (service "api": blue 100, green 0), a service "solo" that never has a rollout,
-/// and the admin API without a token (loopback).
-const EXTRA: &str = r#"
-[admin]
-address = "127.0.0.1:{admin}"
-"#;
+const BIN: Bin = testkit::bin!();
 
 /// Fast rollouts for tests: three steps of 300 ms, judged after 5 canary requests.
 const FAST: &[&str] = &[
@@ -27,47 +20,17 @@ const FAST: &[&str] = &[
     "0.05",
 ];
 
-/// What one ctl run printed and how it exited.
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// `switchyard ctl --admin URL ARGS…` with stdout piped (not a terminal).
 fn run_ctl(admin_url: &str, args: &[&str]) -> Outcome {
-    let output = Command::new(BIN)
-        .args(["ctl", "--admin", admin_url])
-        .args(args)
-        .env_remove("SWITCHYARD_ADMIN")
-        .env_remove("SWITCHYARD_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    BIN.ctl(&[], &[&["--admin", admin_url], args].concat())
 }
 
-/// Steady GET requests through the proxy (about 150 a second): [`support::Load`].
-fn start_load(http: u16) -> Load {
-    Load::start(
-        &format!("http://api.test:{http}"),
-        1,
-        Duration::from_micros(6500),
-    )
+/// Steady GET requests through the proxy (about 150 a second): [`Load`]. Returns once the first
+/// requests went through, so that a canary started next has traffic from its first step.
+fn start_load(s: &Setup) -> Load {
+    let load = Load::start(&s.world.url("api.test", ""), 1, Duration::from_micros(6500));
+    assert!(load.wait_for(20), "the load loop made no requests");
+    load
 }
 
 /// Stops the load; (answered with 2xx, failed).
@@ -80,38 +43,34 @@ fn finish(load: Load) -> (u64, u64) {
     (ok, seen.len() as u64 - ok)
 }
 
+/// [`World::blue_green`] (service "api": blue 100, green 0), a service "solo" that never has a
+/// rollout, and the admin API without a token (loopback).
 struct Setup {
-    _blue: Backend,
-    _green: Backend,
+    world: Running,
     admin: Admin,
     admin_url: String,
-    _proxy: Proxy,
-    http: u16,
 }
 
 impl Setup {
     /// A proxy whose green pool fails `green_fail_ratio` of its requests.
     fn start(green_fail_ratio: f64) -> Setup {
-        let blue = Backend::spawn("blue").unwrap();
         let green = Backend::builder("green")
             .fail_ratio(green_fail_ratio)
             .spawn()
             .unwrap();
-        let (http, admin) = (free_port(), free_port());
-        let config = format!(
-            "{}{}{}",
-            blue_green(http, &blue, &green, (100, 0), ""),
-            one_server_service("solo", blue.addr),
-            fill(EXTRA, &[("admin", &admin)])
-        );
-        let proxy = Proxy::start(&config);
+        let world = World::new()
+            .backend("blue")
+            .with_backend("green", green)
+            .route("*", "api")
+            .pool("api", "blue", 100, &["blue"])
+            .pool("api", "green", 0, &["green"])
+            .pool("solo", "main", 1, &["blue"])
+            .admin()
+            .start(BIN);
         Setup {
-            _blue: blue,
-            _green: green,
-            admin: Admin::new(admin, None),
-            admin_url: format!("http://127.0.0.1:{admin}"),
-            _proxy: proxy,
-            http,
+            admin: world.admin(),
+            admin_url: world.admin_url(),
+            world,
         }
     }
 
@@ -156,11 +115,16 @@ fn progress(stdout: &str) -> Vec<(String, String)> {
         .filter(|l| l.starts_with('['))
         .map(|line| {
             let text = line.split_once("] ").map_or(line, |(_, t)| t);
-            // state  step i/n  green W%  (N requests this step | holding: …)  canary …
+            // state  step i/n  green W%  (N requests this step | HOLD (N so far))  canary …,
+            // where HOLD is the API's hold text, which starts with "holding" (ctl adds
+            // "holding: " when it does not).
             let fields: Vec<&str> = text.split("  ").collect();
             assert!(fields.len() >= 5, "not a progress line: {line:?}");
-            let hold = if fields[3].starts_with("holding:") {
+            // A line is printed when the hold text changes, not its running count.
+            let hold = if fields[3].starts_with("holding") {
                 fields[3]
+                    .rsplit_once(" (")
+                    .map_or(fields[3], |(text, _so_far)| text)
             } else {
                 ""
             };
@@ -182,8 +146,7 @@ fn event_names(stdout: &str) -> Vec<&str> {
 #[test]
 fn wait_promotes_a_healthy_canary_with_one_line_per_change() {
     let s = Setup::start(0.0);
-    let load = start_load(s.http);
-    std::thread::sleep(Duration::from_millis(300));
+    let load = start_load(&s);
     let run = s.start_rollout(&["--wait"]);
     let (ok, failed) = finish(load);
     assert_eq!(run.code, 0, "{run}");
@@ -219,8 +182,7 @@ fn wait_promotes_a_healthy_canary_with_one_line_per_change() {
 #[test]
 fn wait_rolls_back_a_failing_canary_and_exits_1_with_the_reason() {
     let s = Setup::start(0.5);
-    let load = start_load(s.http);
-    std::thread::sleep(Duration::from_millis(300));
+    let load = start_load(&s);
     let started = Instant::now();
     let run = s.start_rollout(&["--wait"]);
     let (ok, failed) = finish(load);
@@ -266,7 +228,7 @@ fn wait_rolls_back_a_failing_canary_and_exits_1_with_the_reason() {
 #[test]
 fn pause_resume_abort_promote_and_status() {
     let s = Setup::start(0.0);
-    let load = start_load(s.http);
+    let load = start_load(&s);
     let slow = start_args("green", &["--steps", "10,50,100", "--interval", "60s"]);
 
     let run = s.ctl(&["rollout", "status", "solo"]);
@@ -361,13 +323,27 @@ fn a_step_short_of_traffic_holds_and_says_so() {
     let run = s.ctl(&["rollout", "status", "api"]);
     assert!(held, "no hold shown: {run}");
     assert!(run.stdout.contains("serves 20 requests"), "{run}");
-    // Piped --wait prints the hold in its line; stopped by abort from here.
-    let url = s.admin_url.clone();
-    let follower =
-        std::thread::spawn(move || run_ctl(&url, &["rollout", "status", "api", "--wait"]));
-    std::thread::sleep(Duration::from_millis(600));
+    // Piped --wait prints the hold in its line; stopped by abort from here once it has.
+    let follower = BIN.spawn_ctl(
+        &[],
+        &[
+            "--admin",
+            &s.admin_url,
+            "rollout",
+            "status",
+            "api",
+            "--wait",
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || follower
+            .stdout()
+            .contains("holding")),
+        "the follower printed no hold: {}",
+        follower.stdout()
+    );
     s.expect(&["rollout", "abort", "api"], 0, ": aborted,");
-    let run = follower.join().unwrap();
+    let run = follower.wait();
     assert_eq!(run.code, 1, "{run}");
     let lines = progress(&run.stdout);
     assert!(
@@ -380,7 +356,7 @@ fn a_step_short_of_traffic_holds_and_says_so() {
 #[test]
 fn switch_watch_is_a_rollout_ctl_can_follow() {
     let s = Setup::start(0.0);
-    let load = start_load(s.http);
+    let load = start_load(&s);
     let run = s.expect(
         &["switch", "api", "green", "--watch", "1s"],
         0,
@@ -403,15 +379,13 @@ fn switch_watch_is_a_rollout_ctl_can_follow() {
 
 #[test]
 fn wait_redraws_one_line_on_a_terminal() {
-    // script(1) gives ctl a pseudo-terminal; skip where it is missing.
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("script(1) not found; skipped");
-        return;
-    }
+    // script(1) gives ctl a pseudo-terminal.
+    let script = peer("script", "bsdutils");
     let s = Setup::start(0.0);
-    let load = start_load(s.http);
+    let load = start_load(&s);
     let mut command = format!(
-        "{BIN} ctl --admin {} rollout start api --canary green",
+        "{} ctl --admin {} rollout start api --canary green",
+        BIN.path().display(),
         s.admin_url
     );
     for arg in FAST {
@@ -419,7 +393,7 @@ fn wait_redraws_one_line_on_a_terminal() {
         command.push_str(arg);
     }
     command.push_str(" --wait");
-    let output = Command::new("script")
+    let output = Command::new(script)
         .args(["-qec", &command, "/dev/null"])
         .env("COLUMNS", "200")
         .stdin(Stdio::null())

@@ -1,13 +1,11 @@
 //! `switchyard demo` starts at blue=100 green=0 as its banner says, every time: the last run's weights do not leak in unless --keep-state.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use testkit::*;
 
 /// A running `switchyard demo`; stopped with SIGTERM (killed if that fails) when dropped.
 struct Demo {
@@ -19,8 +17,9 @@ struct Demo {
 impl Demo {
     /// Starts the demo in `dir` with no background traffic and waits for its admin API.
     fn start(dir: &Path, extra: &[&str]) -> Demo {
-        let (http, admin) = (free_port(), free_port());
-        let child = Command::new(BIN)
+        let (http, admin) = (port(), port());
+        let child = bin!()
+            .command()
             .arg("demo")
             .args(["--listen", &format!("127.0.0.1:{http}")])
             .args(["--admin", &format!("127.0.0.1:{admin}")])

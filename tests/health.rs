@@ -3,33 +3,21 @@
 //! another weighted pool or answers 503 at once.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use support::*;
+use testkit::*;
 
+const BIN: Bin = testkit::bin!();
+
+/// An active check every 100 ms on service "api" (every host), with the admin API.
 const ACTIVE: &str = r#"
-{server}
-{http_listener}
-
-[admin]
-address = "127.0.0.1:{admin}"
-
-[[routes]]
-host = "*"
-service = "api"
-
 [services.api.health]
 path = "/health"
 interval = "100ms"
 timeout = "200ms"
 healthy_threshold = 2
 unhealthy_threshold = 2
-
-[services.api.pools.blue]
-servers = ["{a}", "{b}"]
 "#;
 
 /// Which backend answered each of `n` requests; every request must succeed.
@@ -62,20 +50,18 @@ fn server_available(admin: &Admin, server: std::net::SocketAddr) -> Option<bool>
 
 #[test]
 fn active_checks_take_a_dead_server_out_and_bring_it_back() {
-    let a = Backend::spawn("a").unwrap();
+    // b is the test's own: it is stopped and started again.
     let b = Backend::spawn("b").unwrap();
     let b_addr = b.addr;
-    let (http, admin_port) = (free_port(), free_port());
-    let _proxy = Proxy::start(&fill(
-        ACTIVE,
-        &[
-            ("http", &http),
-            ("admin", &admin_port),
-            ("a", &a.addr),
-            ("b", &b_addr),
-        ],
-    ));
-    let admin = Admin::new(admin_port, None);
+    let w = World::new()
+        .admin()
+        .backend("a")
+        .address("b", b_addr)
+        .route("*", "api")
+        .toml(ACTIVE)
+        .pool("api", "blue", 1, &["a", "b"])
+        .start(BIN);
+    let (http, admin) = (w.http(), w.admin());
     let both = spread(http, 40);
     assert!(both.contains_key("a") && both.contains_key("b"), "{both:?}");
 
@@ -108,47 +94,20 @@ fn active_checks_take_a_dead_server_out_and_bring_it_back() {
     assert!(back.get("b").copied().unwrap_or(0) > 0, "{back:?}");
 }
 
-const PASSIVE: &str = r#"
-{server}
-{http_listener}
-
-[[routes]]
-host = "*"
-service = "api"
-
-[[routes]]
-host = "down.test"
-service = "down"
-
-[services.api.passive]
-max_fails = 2
-fail_timeout = "1s"
-
-[services.api.pools.blue]
-servers = ["{a}", "127.0.0.1:{closed}"]
-
-[services.down.pools.only]
-weight = 1
-servers = ["127.0.0.1:{closed2}"]
-
-[services.down.pools.spare]
-weight = 0
-servers = ["{a}"]
-"#;
-
 #[test]
 fn passive_ejection_retries_elsewhere_and_never_takes_out_the_last_server() {
-    let a = Backend::spawn("a").unwrap();
-    let (http, closed, closed2) = (free_port(), closed_port(), closed_port());
-    let proxy = Proxy::start(&fill(
-        PASSIVE,
-        &[
-            ("http", &http),
-            ("a", &a.addr),
-            ("closed", &closed),
-            ("closed2", &closed2),
-        ],
-    ));
+    let w = World::new()
+        .backend("a")
+        .dead("closed")
+        .dead("closed2")
+        .route("*", "api")
+        .route("down.test", "down")
+        .passive("api", 2, "1s")
+        .pool("api", "blue", 1, &["a", "closed"])
+        .pool("down", "only", 1, &["closed2"])
+        .pool("down", "spare", 0, &["a"])
+        .start(BIN);
+    let (http, proxy, a) = (w.http(), &w.proxy, w.backend("a"));
     // Connect failures are retried on the other server: no client sees them.
     assert_eq!(spread(http, 20), HashMap::from([("a".to_string(), 20)]));
     assert!(
@@ -184,74 +143,51 @@ fn passive_ejection_retries_elsewhere_and_never_takes_out_the_last_server() {
     assert_eq!(a.requests(), before, "a weight-0 pool is never a fallback");
 }
 
+/// An active check every 100 ms that takes a server out at its first failure.
 const FAILOVER: &str = r#"
-{server}
-{http_listener}
-
-[[routes]]
-host = "*"
-service = "api"
-
 [services.api.health]
 path = "/"
 interval = "100ms"
 timeout = "200ms"
 unhealthy_threshold = 1
-
-[services.api.pools.blue]
-weight = 50
-servers = ["{blue}"]
-
-[services.api.pools.green]
-weight = 50
-servers = ["{green}"]
 "#;
 
 #[test]
 fn a_pool_that_is_down_hands_its_share_to_the_other_weighted_pool() {
-    let blue = Backend::spawn("blue").unwrap();
+    // green is the test's own: it is stopped.
     let green = Backend::spawn("green").unwrap();
-    let http = free_port();
-    let _proxy = Proxy::start(&fill(
-        FAILOVER,
-        &[
-            ("http", &http),
-            ("blue", &blue.addr),
-            ("green", &green.addr),
-        ],
-    ));
+    let green_addr = green.addr;
+    let w = World::new()
+        .admin()
+        .backend("blue")
+        .address("green", green_addr)
+        .route("*", "api")
+        .toml(FAILOVER)
+        .pool("api", "blue", 50, &["blue"])
+        .pool("api", "green", 50, &["green"])
+        .start(BIN);
+    let http = w.http();
     let both = spread(http, 40);
     assert!(both.len() == 2, "{both:?}");
     green.stop();
-    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        wait_until(Duration::from_secs(5), || server_available(
+            &w.admin(),
+            green_addr
+        ) == Some(false)),
+        "the stopped pool's server was not taken out"
+    );
     assert_eq!(spread(http, 30), HashMap::from([("blue".to_string(), 30)]));
 }
 
+/// The service's check passes; green's own check fails (the backend answers 503 there): it wins
+/// over the service's.
 const PER_POOL: &str = r#"
-{server}
-{http_listener}
-
-[admin]
-address = "127.0.0.1:{admin}"
-
-[[routes]]
-host = "*"
-service = "api"
-
 [services.api.health]
 path = "/status/200"
 interval = "100ms"
 unhealthy_threshold = 1
 
-[services.api.pools.blue]
-weight = 50
-servers = ["{blue}"]
-
-[services.api.pools.green]
-weight = 50
-servers = ["{green}"]
-
-# green's own check fails (the backend answers 503 there): it wins over the service's.
 [services.api.pools.green.health]
 path = "/status/503"
 interval = "100ms"
@@ -260,19 +196,17 @@ unhealthy_threshold = 1
 
 #[test]
 fn a_pool_check_overrides_the_service_check() {
-    let blue = Backend::spawn("blue").unwrap();
-    let green = Backend::spawn("green").unwrap();
-    let (http, admin_port) = (free_port(), free_port());
-    let _proxy = Proxy::start(&fill(
-        PER_POOL,
-        &[
-            ("http", &http),
-            ("admin", &admin_port),
-            ("blue", &blue.addr),
-            ("green", &green.addr),
-        ],
-    ));
-    let admin = Admin::new(admin_port, None);
+    let w = World::new()
+        .admin()
+        .backend("blue")
+        .backend("green")
+        .route("*", "api")
+        .pool("api", "blue", 50, &["blue"])
+        .pool("api", "green", 50, &["green"])
+        .toml(PER_POOL)
+        .start(BIN);
+    let (http, admin) = (w.http(), w.admin());
+    let (blue, green) = (w.backend("blue"), w.backend("green"));
     assert!(
         wait_until(Duration::from_secs(5), || server_available(
             &admin, green.addr

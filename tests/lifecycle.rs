@@ -2,66 +2,56 @@
 //! zero-downtime binary upgrade (SIGQUIT + `serve --upgrade`) loses no request.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::*;
+use testkit::*;
 
-const CONFIG: &str = r#"
-[server]
-threads = 1
-drain_timeout = "{shutdown}"
-access_log = "off"
-upgrade_socket = "{tmp}/upgrade.sock"
+const BIN: Bin = testkit::bin!();
 
-{http_listener}
+/// Every host to backend "blue", no access log, draining for at most `drain_timeout`.
+fn start(drain_timeout: &str) -> Running {
+    World::new()
+        .server_option("drain_timeout", drain_timeout)
+        .server_option("access_log", "off")
+        .catch_all_blue()
+        .start(BIN)
+}
 
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.blue]
-servers = ["{blue}"]
-"#;
-
-fn config(shutdown: &str, http: u16, blue: &Backend) -> String {
-    fill(
-        CONFIG,
-        &[
-            ("shutdown", &shutdown),
-            ("http", &http),
-            ("blue", &blue.addr),
-        ],
-    )
+/// Waits until `backend` has received `n` requests in all.
+fn wait_received(backend: &Backend, n: u64) {
+    assert!(
+        wait_until(Duration::from_secs(10), || backend.requests() >= n),
+        "the backend got {} requests, not {n}",
+        backend.requests()
+    );
 }
 
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits() {
-    let blue = Backend::spawn("blue").unwrap();
-    let http = free_port();
-    let mut proxy = Proxy::start(&config("3s", http, &blue));
-    let url = format!("http://127.0.0.1:{http}/delay/1000");
+    let mut w = start("3s");
+    let url = w.url("127.0.0.1", "/delay/1000");
     let in_flight = std::thread::spawn(move || {
         let resp = http1_client().get(url).send().unwrap();
         (resp.status().as_u16(), json_body(resp)["backend"].clone())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // In flight once the backend has it.
+    wait_received(w.backend("blue"), 1);
     let signalled = Instant::now();
-    proxy.sigterm();
+    w.proxy.sigterm();
     let (status, backend) = in_flight.join().unwrap();
     assert_eq!(
         status, 200,
         "the in-flight request must complete during the drain"
     );
     assert_eq!(backend, "blue");
-    let exited = proxy.wait_exit(Duration::from_secs(6));
+    let exited = w.proxy.wait_exit(Duration::from_secs(15));
     assert!(exited.is_some(), "proxy did not exit after SIGTERM");
-    // Exits soon after the last request, well before pingora's 300 s default grace period.
+    // Exits soon after the last request (about 1 s), well before pingora's 300 s default grace
+    // period; room for a loaded machine.
     assert!(
-        signalled.elapsed() < Duration::from_secs(5),
+        signalled.elapsed() < Duration::from_secs(10),
         "{:?}",
         signalled.elapsed()
     );
@@ -69,16 +59,14 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
 
 #[test]
 fn sigterm_gives_up_on_requests_after_the_drain_timeout() {
-    let blue = Backend::spawn("blue").unwrap();
-    let http = free_port();
-    let mut proxy = Proxy::start(&config("1s", http, &blue));
-    let url = format!("http://127.0.0.1:{http}/delay/20000");
+    let mut w = start("1s");
+    let url = w.url("127.0.0.1", "/delay/20000");
     let _stuck = std::thread::spawn(move || http1_client().get(url).send().is_ok());
-    std::thread::sleep(Duration::from_millis(300));
+    wait_received(w.backend("blue"), 1);
     let signalled = Instant::now();
-    proxy.sigterm();
+    w.proxy.sigterm();
     assert!(
-        proxy.wait_exit(Duration::from_secs(5)).is_some(),
+        w.proxy.wait_exit(Duration::from_secs(5)).is_some(),
         "no exit within the timeout"
     );
     let took = signalled.elapsed();
@@ -90,9 +78,8 @@ fn sigterm_gives_up_on_requests_after_the_drain_timeout() {
 
 #[test]
 fn binary_upgrade_hands_over_sockets_without_failed_requests() {
-    let blue = Backend::spawn("blue").unwrap();
-    let http = free_port();
-    let mut old = Proxy::start(&config("2s", http, &blue));
+    let mut w = start("2s");
+    let http = w.http();
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let stop = stop.clone();
@@ -103,20 +90,29 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
             let client = client_builder().pool_max_idle_per_host(0).build().unwrap();
             let (mut ok, mut failed) = (0, Vec::new());
             while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 match client.get(format!("http://127.0.0.1:{http}/")).send() {
                     Ok(r) if r.status() == 200 => ok += 1,
-                    Ok(r) => failed.push(format!("status {}", r.status())),
-                    Err(e) => failed.push(format!("{e:?}")),
+                    Ok(r) => failed.push((sent, format!("status {}", r.status()))),
+                    Err(e) => failed.push((sent, format!("{e:?}"))),
                 }
             }
             (ok, failed)
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // The load runs.
+    wait_received(w.backend("blue"), 10);
+    let old = &mut w.proxy;
     let mut new = old.spawn_upgrade();
-    // The new process waits on the upgrade socket; give it a moment to get there.
-    std::thread::sleep(Duration::from_millis(700));
+    // The new process binds the upgrade socket, then waits there for the old one's sockets.
+    let socket = old.upgrade_socket();
+    assert!(
+        wait_until(Duration::from_secs(20), || socket.exists()),
+        "the upgraded process never waited on {}",
+        socket.display()
+    );
     old.signal("QUIT");
+    let quit = Instant::now();
     assert!(
         old.wait_exit(Duration::from_secs(8)).is_some(),
         "old process did not exit"
@@ -130,11 +126,24 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
         .map(|r| r.status().as_u16());
     let _ = new.kill();
     let _ = new.wait();
+    // When each failed request was sent, relative to the SIGQUIT (the old process stops
+    // accepting about 5 s after it).
+    let failed: Vec<String> = failed
+        .iter()
+        .map(|(sent, e)| {
+            let (sign, at) = match sent.checked_duration_since(quit) {
+                Some(after) => ("+", after),
+                None => ("-", quit.duration_since(*sent)),
+            };
+            format!("sent at QUIT{sign}{at:?}: {e}")
+        })
+        .collect();
     assert!(
         failed.is_empty(),
-        "{} failed requests: {:?}",
+        "{} failed requests: {:?}\n--- upgraded process ---\n{}",
         failed.len(),
-        &failed[..failed.len().min(5)]
+        &failed[..failed.len().min(5)],
+        std::fs::read_to_string(w.proxy.dir().join("stderr-upgrade.log")).unwrap_or_default()
     );
     assert!(ok > 20, "load loop made only {ok} requests");
     assert_eq!(

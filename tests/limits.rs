@@ -3,44 +3,45 @@
 //! and a spray of distinct keys that stays within the zone's key bound.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::*;
+use testkit::*;
 
-const CONFIG: &str = r#"
-{server}
-{http_listener}
+const BIN: Bin = testkit::bin!();
 
-[admin]
-address = "127.0.0.1:{admin}"
-
+/// The zones and the routes that use them. Every zone but `tick` refills per hour, far slower than
+/// a test runs, so no request of a test gets a token back however slow the machine is; `tick`
+/// (one request every 3 s) is the one a test waits for.
+const LIMITS: &str = r#"
 [limits]
 exempt_paths = ["/health"]
-{limits_extra}
 
 [limits.zones.per_ip]
 key = "client_ip"
-rate = "100r/m"
+rate = "100r/h"
 burst = 20
 
 [limits.zones.login]
 key = "client_ip"
-rate = "6r/m"
+rate = "6r/h"
 burst = 1
+
+[limits.zones.tick]
+key = "client_ip"
+rate = "20r/m"
+burst = 0
 
 [limits.zones.sprayed]
 key = "client_ip"
-rate = "1r/m"
+rate = "1r/h"
 burst = 0
 max_keys = 256
 
 [limits.zones.by_key]
 key = "header:X-Api-Key"
-rate = "1r/m"
+rate = "1r/h"
 burst = 0
 
 [defaults]
@@ -57,6 +58,11 @@ service = "api"
 limits = ["per_ip", "login"]
 
 [[routes]]
+host = "tick.test"
+service = "api"
+limits = ["tick"]
+
+[[routes]]
 host = "spray.test"
 service = "api"
 limits = ["sprayed"]
@@ -70,50 +76,56 @@ limits = ["by_key"]
 host = "open.test"
 service = "api"
 limits = []
-
-[services.api.pools.blue]
-servers = ["{blue}"]
 "#;
 
-struct Setup {
-    _blue: Backend,
-    proxy: Proxy,
-    http: u16,
-    admin: u16,
+/// Service "api" (one backend, "blue") behind [`LIMITS`], with `limits_extra` added to `[limits]`.
+fn world(limits_extra: &str) -> World {
+    World::new()
+        .backend("blue")
+        .admin()
+        .pool("api", "blue", 1, &["blue"])
+        .toml(LIMITS)
+        .toml(&format!("[limits]\n{limits_extra}"))
 }
 
-fn setup(limits_extra: &str) -> Setup {
-    let blue = Backend::spawn("blue").unwrap();
-    let (http, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&fill(
-        CONFIG,
-        &[
-            ("http", &http),
-            ("admin", &admin),
-            ("blue", &blue.addr),
-            ("limits_extra", &limits_extra),
-        ],
-    ));
-    Setup {
-        _blue: blue,
-        proxy,
-        http,
-        admin,
-    }
+fn setup(limits_extra: &str) -> Running {
+    world(limits_extra).start(BIN)
 }
 
-fn get(s: &Setup, host: &str, path: &str, xff: Option<&str>) -> reqwest::blocking::Response {
-    let mut req = http1_client().get(format!("http://{host}:{}{path}", s.http));
+fn get(s: &Running, host: &str, path: &str, xff: Option<&str>) -> reqwest::blocking::Response {
+    let mut req = http1_client().get(s.url(host, path));
     if let Some(x) = xff {
         req = req.header("X-Forwarded-For", x);
     }
     req.send().unwrap()
 }
 
+/// Asserts that a 429's Retry-After is the zone's emission interval (`interval` whole seconds)
+/// rounded up, less the time since the bucket was first drawn on (the first request sent after
+/// `since`): exactly `interval` when the requests took under a second, as they do on an idle
+/// machine; a rounding down would show one less.
+fn assert_retry_after(limited: &reqwest::blocking::Response, interval: u64, since: Instant) {
+    let passed = since.elapsed().as_secs();
+    let got: u64 = header(limited, "retry-after")
+        .parse()
+        .unwrap_or_else(|e| panic!("Retry-After {:?}: {e}", header(limited, "retry-after")));
+    assert!(
+        (interval.saturating_sub(passed).max(1)..=interval).contains(&got),
+        "Retry-After {got}: expected the {interval} s interval rounded up, less the {passed} whole \
+         seconds the requests took"
+    );
+}
+
+/// `switchyard_rate_limited_total` of `zone`.
+fn rate_limited(metrics: &str, zone: &str) -> Option<f64> {
+    metric(metrics, "switchyard_rate_limited_total", &[("zone", zone)])
+}
+
 #[test]
 fn burst_then_429_then_one_more_after_the_emission_interval() {
     let s = setup("rate_limit_headers = true");
-    // rate=100r/m burst=20 nodelay in nginx: 21 at once.
+    // rate=100r/h burst=20 nodelay in nginx: 21 at once.
+    let since = Instant::now();
     for i in 0..21 {
         let r = get(&s, "a.test", "/x", None);
         assert_eq!(r.status(), 200, "request {i} of the burst");
@@ -122,28 +134,44 @@ fn burst_then_429_then_one_more_after_the_emission_interval() {
     }
     let limited = get(&s, "a.test", "/x", None);
     assert_eq!(limited.status(), 429);
-    assert_eq!(
-        header(&limited, "retry-after"),
-        "1",
-        "600 ms rounds up to 1 s"
-    );
+    // 3600 s / 100 = 36 s.
+    assert_retry_after(&limited, 36, since);
     assert_eq!(header(&limited, "ratelimit-remaining"), "0");
     let body = json_body(limited);
     assert_eq!(body["status"], 429);
     assert_eq!(body["error"], "rate limit exceeded");
     assert!(is_request_id(body["request_id"].as_str().unwrap()));
 
-    std::thread::sleep(Duration::from_millis(650));
-    assert_eq!(
-        get(&s, "a.test", "/x", None).status(),
-        200,
-        "one more after 600 ms"
+    // The emission interval, on a zone of one request every 3 s without burst: refused until the
+    // interval has passed since the first request, then one more, and only one.
+    let since = Instant::now();
+    assert_eq!(get(&s, "tick.test", "/x", None).status(), 200);
+    let first_answered = Instant::now();
+    let limited = get(&s, "tick.test", "/x", None);
+    assert_eq!(limited.status(), 429, "within 3 s of the first");
+    assert_retry_after(&limited, 3, since);
+    std::thread::sleep(
+        (first_answered + Duration::from_millis(3050)).saturating_duration_since(Instant::now()),
     );
-    assert_eq!(get(&s, "a.test", "/x", None).status(), 429, "and only one");
+    assert_eq!(
+        get(&s, "tick.test", "/x", None).status(),
+        200,
+        "one more after 3 s"
+    );
+    assert_eq!(
+        get(&s, "tick.test", "/x", None).status(),
+        429,
+        "and only one"
+    );
 
-    let metrics = Admin::new(s.admin, None).get("/metrics").text;
-    assert!(
-        metrics.contains("switchyard_rate_limited_total{zone=\"per_ip\"} 2"),
+    let metrics = Admin::new(s.admin_port(), None).get("/metrics").text;
+    let counted = (
+        rate_limited(&metrics, "per_ip"),
+        rate_limited(&metrics, "tick"),
+    );
+    assert_eq!(
+        counted,
+        (Some(1.0), Some(2.0)),
         "{}",
         metrics
             .lines()
@@ -156,6 +184,7 @@ fn burst_then_429_then_one_more_after_the_emission_interval() {
 #[test]
 fn a_stricter_zone_on_one_path_and_exempt_paths() {
     let s = setup("");
+    let since = Instant::now();
     let first = get(&s, "a.test", "/login", None);
     assert_eq!(first.status(), 200);
     assert!(
@@ -165,7 +194,8 @@ fn a_stricter_zone_on_one_path_and_exempt_paths() {
     assert_eq!(get(&s, "a.test", "/login", None).status(), 200);
     let r = get(&s, "a.test", "/login", None);
     assert_eq!(r.status(), 429, "login allows burst 1 + 1");
-    assert_eq!(header(&r, "retry-after"), "10", "6r/m: one every 10 s");
+    // 6r/h: one every 600 s.
+    assert_retry_after(&r, 600, since);
     // The same client is still within per_ip elsewhere.
     assert_eq!(get(&s, "a.test", "/other", None).status(), 200);
     // /health is exempt whatever the zones say, and a route with no zones is never limited.
@@ -180,7 +210,7 @@ fn header_keyed_zone_counts_per_key_and_skips_requests_without_it() {
     let s = setup("");
     let with_key = |key: &str| {
         http1_client()
-            .get(format!("http://keyed.test:{}/", s.http))
+            .get(s.url("keyed.test", "/"))
             .header("X-Api-Key", key)
             .send()
             .unwrap()
@@ -265,7 +295,7 @@ fn open_idle(addr: SocketAddr) -> TcpStream {
 #[test]
 fn connection_caps_per_ip_and_total() {
     let s = setup("max_connections_per_ip = 2");
-    let addr = SocketAddr::from(([127, 0, 0, 1], s.http));
+    let addr = SocketAddr::from(([127, 0, 0, 1], s.http()));
     let first = open_idle(addr);
     let _second = open_idle(addr);
     let mut third = TcpStream::connect(addr).unwrap();
@@ -293,7 +323,7 @@ fn connection_caps_per_ip_and_total() {
         "no slot after closing a connection ({:?})",
         started.elapsed()
     );
-    let metrics = Admin::new(s.admin, None).get("/metrics").text;
+    let metrics = Admin::new(s.admin_port(), None).get("/metrics").text;
     // At least the third connection; a retry above may have raced the close and been refused too.
     let refused: u64 = metrics
         .lines()
@@ -304,7 +334,7 @@ fn connection_caps_per_ip_and_total() {
     assert!(refused >= 1, "{metrics}");
 
     let t = setup("max_connections = 1");
-    let taddr = SocketAddr::from(([127, 0, 0, 1], t.http));
+    let taddr = SocketAddr::from(([127, 0, 0, 1], t.http()));
     let _only = open_idle(taddr);
     let mut over = TcpStream::connect(taddr).unwrap();
     over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -320,13 +350,13 @@ fn a_spray_of_distinct_clients_stays_within_max_keys() {
     for i in 0..3000u32 {
         let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
         let r = client
-            .get(format!("http://spray.test:{}/", s.http))
+            .get(s.url("spray.test", "/"))
             .header("X-Forwarded-For", ip)
             .send()
             .unwrap();
         assert_eq!(r.status(), 200, "a new client always has its burst");
     }
-    let metrics = Admin::new(s.admin, None).get("/metrics").text;
+    let metrics = Admin::new(s.admin_port(), None).get("/metrics").text;
     let keys: f64 = metrics
         .lines()
         .find(|l| l.starts_with("switchyard_rate_limit_keys{zone=\"sprayed\"}"))
@@ -348,19 +378,7 @@ fn reload_keeps_counters_of_unchanged_zones_and_resets_changed_ones() {
     assert_eq!(get(&s, "a.test", "/login", None).status(), 429);
 
     // Same zones, another route added: the login zone keeps its count.
-    let blue_addr = s._blue.addr;
-    let same = fill(
-        &CONFIG.replace(
-            "[[routes]]\nhost = \"open.test\"",
-            "[[routes]]\nhost = \"extra.test\"\nservice = \"api\"\n\n[[routes]]\nhost = \"open.test\"",
-        ),
-        &[
-            ("http", &s.http),
-            ("admin", &s.admin),
-            ("blue", &blue_addr),
-            ("limits_extra", &""),
-        ],
-    );
+    let same = s.config_with(|w| w.route("extra.test", "api"));
     s.proxy.reload_with(&same);
     assert!(s.proxy.wait_for_log("generation 2", Duration::from_secs(5)));
     assert_eq!(
@@ -370,7 +388,10 @@ fn reload_keeps_counters_of_unchanged_zones_and_resets_changed_ones() {
     );
 
     // The login zone changes (burst 1 → 3): it starts empty.
-    let changed = same.replace("rate = \"6r/m\"\nburst = 1", "rate = \"6r/m\"\nburst = 3");
+    let changed = s.config_with(|w| {
+        w.route("extra.test", "api")
+            .toml("[limits.zones.login]\nburst = 3")
+    });
     assert_ne!(changed, same);
     s.proxy.reload_with(&changed);
     assert!(s.proxy.wait_for_log("generation 3", Duration::from_secs(5)));

@@ -2,18 +2,17 @@
 //! requests, the alert rules checked and unit-tested by the real `promtool`, and a real Prometheus
 //! server scraping Switchyard and answering PromQL through its HTTP API.
 //!
-//! `promtool` and `prometheus` come from Debian's `prometheus` package. When missing: under CI
-//! (`CI` set) the test fails; otherwise, as root, it installs the package; otherwise it fails
-//! with what to install. It never skips.
+//! `promtool` and `prometheus` come from Debian's `prometheus` package (scripts/test.sh installs
+//! it). When missing, the test fails with what to install; it never skips.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
-
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use support::*;
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
 
 /// The checked-in alert rules.
 const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus/alerts.yml");
@@ -28,97 +27,27 @@ const DASHBOARD: &str = concat!(
 /// and the dead one is ejected after one failure. Service "down" (down.test): its only server is
 /// a closed port, which passive checks never eject (it is the last server able to take the
 /// traffic). Service "checked": its only server is a closed port its active check takes out.
-const CONFIG: &str = r#"
-{server}
-{http_listener}
-[[routes]]
-host = "api.test"
-service = "api"
-
-[[routes]]
-host = "mixed.test"
-service = "mixed"
-
-[[routes]]
-host = "down.test"
-service = "down"
-
-[[routes]]
-host = "checked.test"
-service = "checked"
-
-[services.api.pools.blue]
-weight = 100
-servers = ["{blue}"]
-
-[services.api.pools.green]
-weight = 0
-servers = ["{green}"]
-
-[services.mixed.passive]
-max_fails = 1
-fail_timeout = "5m"
-
-[services.mixed.pools.main]
-weight = 1
-servers = ["{dead_a}", "{blue}"]
-
-[services.checked.health]
-path = "/health"
-interval = "1s"
-
-[services.checked.pools.only]
-weight = 1
-servers = ["{dead_c}"]
-
-[services.down.passive]
-max_fails = 1
-fail_timeout = "5m"
-
-[services.down.pools.only]
-weight = 1
-servers = ["{dead_b}"]
-
-[admin]
-address = "127.0.0.1:{admin}"
-"#;
-
-/// A proxy on `CONFIG` with its backends.
-struct Setup {
-    proxy: Proxy,
-    http: u16,
-    admin: u16,
-    _blue: Backend,
-    _green: Backend,
-}
-
-fn config(http: u16, admin: u16, blue: &Backend, green: &Backend) -> String {
-    fill(
-        CONFIG,
-        &[
-            ("http", &http),
-            ("admin", &admin),
-            ("blue", &blue.addr),
-            ("green", &green.addr),
-            ("dead_a", &closed_addr()),
-            ("dead_b", &closed_addr()),
-            ("dead_c", &closed_addr()),
-        ],
-    )
-}
-
-fn setup() -> Setup {
-    let blue = Backend::spawn("blue").unwrap();
-    let green = Backend::spawn("green").unwrap();
-    let (http, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&config(http, admin, &blue, &green));
-    Setup {
-        proxy,
-        http,
-        admin,
-        _blue: blue,
-        _green: green,
-    }
+fn setup() -> Running {
+    World::new()
+        .backend("blue")
+        .backend("green")
+        .dead("dead_a")
+        .dead("dead_b")
+        .dead("dead_c")
+        .route("api.test", "api")
+        .route("mixed.test", "mixed")
+        .route("down.test", "down")
+        .route("checked.test", "checked")
+        .pool("api", "blue", 100, &["blue"])
+        .pool("api", "green", 0, &["green"])
+        .passive("mixed", 1, "5m")
+        .pool("mixed", "main", 1, &["dead_a", "blue"])
+        .toml("[services.checked.health]\npath = \"/health\"\ninterval = \"1s\"")
+        .pool("checked", "only", 1, &["dead_c"])
+        .passive("down", 1, "5m")
+        .pool("down", "only", 1, &["dead_b"])
+        .admin()
+        .start(BIN)
 }
 
 /// GET http://{host}:{port}{path} through the proxy; returns the status.
@@ -163,7 +92,7 @@ fn scrape_until(admin: u16, what: &str, mut check: impl FnMut(&str) -> bool) -> 
 fn metrics_endpoint_counts_proxied_requests() {
     let s = setup();
     let requests = "switchyard_requests_total";
-    let initial = scrape(s.admin);
+    let initial = scrape(s.admin_port());
     // Series of every weighted pool exist before any request, at 0.
     let blue = [("service", "api"), ("pool", "blue")];
     let no_errors = metric(&initial, "switchyard_upstream_connect_errors_total", &blue);
@@ -174,14 +103,14 @@ fn metrics_endpoint_counts_proxied_requests() {
     );
 
     for _ in 0..3 {
-        assert_eq!(get(s.http, "api.test", "/"), 200);
+        assert_eq!(get(s.http(), "api.test", "/"), 200);
     }
-    assert_eq!(get(s.http, "api.test", "/status/503"), 503);
-    assert_eq!(get(s.http, "nowhere.test", "/"), 404);
-    assert_eq!(get(s.http, "down.test", "/"), 502);
+    assert_eq!(get(s.http(), "api.test", "/status/503"), 503);
+    assert_eq!(get(s.http(), "nowhere.test", "/"), 404);
+    assert_eq!(get(s.http(), "down.test", "/"), 502);
     for _ in 0..4 {
         assert_eq!(
-            get(s.http, "mixed.test", "/"),
+            get(s.http(), "mixed.test", "/"),
             200,
             "retried on the live server"
         );
@@ -194,7 +123,7 @@ fn metrics_endpoint_counts_proxied_requests() {
         (("down.test/", "down", "only", "502"), 1.0),
         (("mixed.test/", "mixed", "main", "200"), 4.0),
     ];
-    let text = scrape_until(s.admin, "the 10 requests", |t| {
+    let text = scrape_until(s.admin_port(), "the 10 requests", |t| {
         metric_sum(t, requests, &[]) >= 10.0
             && metric_sum(t, "switchyard_request_duration_seconds_count", &[]) >= 10.0
     });
@@ -308,14 +237,16 @@ fn reload_outcomes_and_generation_are_exported() {
     let stamp = |t: &str| {
         metric_value(t, "switchyard_config_last_reload_success_timestamp_seconds").unwrap()
     };
-    let before = scrape(s.admin);
+    let before = scrape(s.admin_port());
     assert_eq!(
         (reloads(&before, "success"), reloads(&before, "failure")),
         (0.0, 0.0)
     );
 
     s.proxy.reload_with("[server]\nthreads = 0\n");
-    let failed = scrape_until(s.admin, "a failed reload", |t| reloads(t, "failure") == 1.0);
+    let failed = scrape_until(s.admin_port(), "a failed reload", |t| {
+        reloads(t, "failure") == 1.0
+    });
     assert_eq!(reloads(&failed, "success"), 0.0);
     assert_eq!(
         stamp(&failed),
@@ -327,12 +258,14 @@ fn reload_outcomes_and_generation_are_exported() {
         Some(1.0)
     );
 
-    std::thread::sleep(Duration::from_millis(20));
+    // The next success must be stamped later than the start: wait until the clock says so.
+    let started = stamp(&before);
+    assert!(wait_until(Duration::from_secs(5), || unix_now() > started));
     s.proxy
         .reload_with(&good.replace("weight = 0", "weight = 5"));
     // Counters are read as the scrape encodes, the generation a moment before from the snapshot:
     // a scrape that overlaps the reload may show the new count with the old generation.
-    let ok = scrape_until(s.admin, "a successful reload", |t| {
+    let ok = scrape_until(s.admin_port(), "a successful reload", |t| {
         reloads(t, "success") == 1.0 && metric_value(t, "switchyard_config_generation") == Some(2.0)
     });
     assert!(stamp(&ok) > stamp(&before));
@@ -340,43 +273,19 @@ fn reload_outcomes_and_generation_are_exported() {
     assert_eq!(metric(&ok, "switchyard_pool_weight", &green), Some(5.0));
 }
 
-/// A plain and a TLS listener in front of one backend.
-const LISTENERS: &str = r#"
-{server}
-[[listeners]]
-name = "plain"
-address = "127.0.0.1:{http}"
-
-[[listeners]]
-name = "secure"
-address = "127.0.0.1:{https}"
-tls = true
-
-[[certificates]]
-cert = "{certs}/localhost.crt"
-key = "{certs}/localhost.key"
-fallback = true
-
-{catch_all_blue}
-[admin]
-address = "127.0.0.1:{admin}"
-"#;
-
 #[test]
 fn client_connections_and_failed_tls_handshakes_are_counted_per_listener() {
     use std::io::{Read, Write};
 
-    let blue = Backend::spawn("blue").unwrap();
-    let (http, https, admin) = (free_port(), free_port(), free_port());
-    let _proxy = Proxy::start(&fill(
-        LISTENERS,
-        &[
-            ("http", &http),
-            ("https", &https),
-            ("admin", &admin),
-            ("blue", &blue.addr),
-        ],
-    ));
+    // A plain and a TLS listener in front of one backend.
+    let w = World::bare()
+        .listener("plain", false)
+        .listener("secure", true)
+        .fallback_certificate("localhost")
+        .admin()
+        .catch_all_blue()
+        .start(BIN);
+    let (http, https, admin) = (w.port("plain"), w.port("secure"), w.admin_port());
     let value = |t: &str, name: &str, listener: &str| metric(t, name, &[("listener", listener)]);
     let open = "switchyard_downstream_connections";
     let opened = "switchyard_downstream_connections_opened_total";
@@ -456,10 +365,18 @@ fn client_connections_and_failed_tls_handshakes_are_counted_per_listener() {
 // promtool and Prometheus: Debian's `prometheus` package
 // ------------------------------------------------------------------------------------------------
 
-/// The path of `tool` (`promtool` or `prometheus`), installing Debian's `prometheus` package when
-/// allowed (see the module docs).
+/// The path of `tool` (`promtool` or `prometheus`), from Debian's `prometheus` package (see the
+/// module docs).
 fn prometheus_tool(tool: &str) -> PathBuf {
-    debian_tool(tool, "prometheus")
+    peer(tool, "prometheus")
+}
+
+/// Seconds since the Unix epoch, as the proxy's timestamps count them.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -633,7 +550,7 @@ impl Prometheus {
     /// evaluating the checked-in alert rules every second.
     fn start(dir: &Path, target: &str) -> Prometheus {
         let binary = prometheus_tool("prometheus");
-        let port = free_port();
+        let port = port();
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
@@ -746,18 +663,18 @@ impl Drop for Prometheus {
 fn real_prometheus_scrapes_switchyard_and_answers_promql() {
     let s = setup();
     for _ in 0..3 {
-        assert_eq!(get(s.http, "api.test", "/"), 200);
+        assert_eq!(get(s.http(), "api.test", "/"), 200);
     }
     // The active check takes service "checked"'s only server out: SwitchyardServerDown and
     // SwitchyardPoolDown go pending.
-    assert_eq!(get(s.http, "down.test", "/"), 502);
-    scrape_until(s.admin, "the 4 requests", |t| {
+    assert_eq!(get(s.http(), "down.test", "/"), 502);
+    scrape_until(s.admin_port(), "the 4 requests", |t| {
         metric_sum(t, "switchyard_requests_total", &[]) == 4.0
             && metric_sum(t, "switchyard_server_healthy", &[("service", "checked")]) == 0.0
     });
 
     let dir = tempfile::tempdir().unwrap();
-    let target = format!("127.0.0.1:{}", s.admin);
+    let target = format!("127.0.0.1:{}", s.admin_port());
     let mut prom = Prometheus::start(dir.path(), &target);
 
     let query = r#"switchyard_requests_total{service="api",pool="blue"}"#;

@@ -1,11 +1,11 @@
 //! SIGHUP reloads under load: a good config takes effect, a bad one is rejected, no request fails.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
 
 /// Which backend answers a fresh connection's request.
 fn backend_now(http: u16) -> String {
@@ -14,19 +14,12 @@ fn backend_now(http: u16) -> String {
 
 #[test]
 fn reload_under_load() {
-    let blue = Backend::spawn("blue").unwrap();
-    let green = Backend::spawn("green").unwrap();
-    let http = free_port();
-    let config = |blue_weight: u32, green_weight: u32, route_extra: &str| {
-        blue_green(
-            http,
-            &blue,
-            &green,
-            (blue_weight, green_weight),
-            route_extra,
-        )
-    };
-    let mut proxy = Proxy::start(&config(100, 0, ""));
+    let mut w = World::blue_green().start(BIN);
+    let http = w.http();
+    let green_only = w.config_with(|w| w.weights("api", &[("blue", 0), ("green", 100)]));
+    // blue=100 again, and a route with a key that does not exist.
+    let bad = w.config_with(|w| w.route_with(Route::new("bad.test", "api").set("bogus", true)));
+    let proxy = &mut w.proxy;
     assert_eq!(backend_now(http), "blue");
 
     // Sequential requests on one keep-alive client for the whole test.
@@ -35,7 +28,7 @@ fn reload_under_load() {
     std::thread::sleep(Duration::from_millis(400));
 
     // 1. A good config flips the weights: new requests go to green.
-    proxy.reload_with(&config(0, 100, ""));
+    proxy.reload_with(&green_only);
     assert!(
         wait_until(Duration::from_secs(3), || backend_now(http) == "green"),
         "the reloaded weights (blue=0, green=100) never took effect\n--- stderr ---\n{}",
@@ -51,7 +44,6 @@ fn reload_under_load() {
     std::thread::sleep(Duration::from_millis(300));
 
     // 2. A bad config is rejected with its location and the running config keeps serving.
-    let bad = config(100, 0, "bogus = true");
     let bad_line = bad
         .lines()
         .position(|l| l.starts_with("bogus = true"))
@@ -75,8 +67,9 @@ fn reload_under_load() {
         );
     }
 
-    // Keep the load running for about 3 s in total.
+    // Keep the load running for about 3 s in total, and for 100 requests at least.
     std::thread::sleep(Duration::from_millis(3000).saturating_sub(started.elapsed()));
+    assert!(load.wait_for(100), "the load loop stalled");
     let seen = load.finish();
     let count = |backend: &str| seen.iter().filter(|r| r.backend == backend).count();
     let (blue, green) = (count("blue"), count("green"));

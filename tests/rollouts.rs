@@ -1,79 +1,38 @@
 //! Canary rollouts over real sockets: rolled back on errors and latency, promoted through every
 //! step, held without traffic, resumed after a crash, owning the weights, sticky, shielded.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
 
 const TOKEN: &str = "rollout-token-0123456789";
 
-/// Service "api": blue (stable, weight 100) and green (canary, weight 0), with `{extra}` settings
-/// appended to the service (rollout defaults, sticky, pool_override).
-const CONFIG: &str = r#"
-{server}
-{http_listener}
-{https_listener}
-[[certificates]]
-cert = "{certs}/example.com.crt"
-key = "{certs}/example.com.key"
-fallback = true
-
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.blue]
-weight = 100
-servers = ["{blue}"]
-
-[services.api.pools.green]
-weight = 0
-servers = ["{green}"]
-
-{extra}
-
-[admin]
-address = "127.0.0.1:{admin}"
-token = "{token}"
-"#;
-
-struct Setup {
-    http: u16,
-    https: u16,
-    admin_port: u16,
-    config: String,
+/// Service "api": `blue` (stable, weight 100) and `green` (canary, weight 0), over plain HTTP and
+/// TLS, with the admin API; `extra` settings (rollout defaults, sticky, pool_override) are added
+/// to the service.
+fn world(blue: Backend, green: Backend, extra: &str) -> Running {
+    World::new()
+        .https()
+        .fallback_certificate("example.com")
+        .with_backend("blue", blue)
+        .with_backend("green", green)
+        .route("*", "api")
+        .pool("api", "blue", 100, &["blue"])
+        .pool("api", "green", 0, &["green"])
+        .toml(extra)
+        .admin_token(TOKEN)
+        .start(BIN)
 }
 
-impl Setup {
-    fn new(blue: &str, green: &str, extra: &str) -> Setup {
-        let (http, https, admin_port) = (free_port(), free_port(), free_port());
-        let config = fill(
-            CONFIG,
-            &[
-                ("http", &http),
-                ("https", &https),
-                ("admin", &admin_port),
-                ("blue", &blue),
-                ("green", &green),
-                ("extra", &extra),
-                ("token", &TOKEN),
-            ],
-        );
-        Setup {
-            http,
-            https,
-            admin_port,
-            config,
-        }
-    }
-
-    fn admin(&self) -> Admin {
-        Admin::new(self.admin_port, Some(TOKEN))
-    }
+/// A load loop on service "api" that has made its first requests.
+fn start_load(s: &Running, clients: usize, pause: Duration) -> Load {
+    let load = Load::start(&s.url("api.test", ""), clients, pause);
+    assert!(load.wait_for(1), "the load loop made no request");
+    load
 }
 
 fn start_rollout(admin: &Admin, body: Value) -> AdminReply {
@@ -125,15 +84,10 @@ fn a_failing_canary_is_rolled_back_and_no_client_request_fails() {
         .fail_ratio(0.5)
         .spawn()
         .expect("backend");
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), "");
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, "");
     let admin = s.admin();
-    let load = Load::start(
-        &format!("http://api.test:{}", s.http),
-        1,
-        Duration::from_millis(5),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let load = start_load(&s, 1, Duration::from_millis(5));
+    assert!(load.wait_for(20), "the load loop is slow to start");
     let started = start_rollout(
         &admin,
         json!({"canary": "green", "steps": [20, 50, 100], "interval": "10s", "min_requests": 10}),
@@ -149,7 +103,7 @@ fn a_failing_canary_is_rolled_back_and_no_client_request_fails() {
     let reason = ended["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("error rate"), "{ended:#}");
     assert_eq!(ended["canary_weight"], 0);
-    assert!(green.requests() > 0, "the canary got traffic");
+    assert!(s.backend("green").requests() > 0, "the canary got traffic");
     let bad = failures(&seen);
     assert!(
         bad.is_empty(),
@@ -197,14 +151,9 @@ fn a_healthy_canary_is_promoted_through_every_step() {
     let green = Backend::spawn("green").expect("backend");
     let extra =
         "[services.api.rollout]\nsteps = [10, 50, 100]\ninterval = \"400ms\"\nmin_requests = 3\n";
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), extra);
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, extra);
     let admin = s.admin();
-    let load = Load::start(
-        &format!("http://api.test:{}", s.http),
-        1,
-        Duration::from_millis(5),
-    );
+    let load = start_load(&s, 1, Duration::from_millis(5));
     let started = start_rollout(&admin, json!({"canary": "green"}));
     assert_eq!(started.status, 201, "{}", started.text);
     assert_eq!(
@@ -231,7 +180,7 @@ fn a_healthy_canary_is_promoted_through_every_step() {
     // All traffic on green now.
     let client = http1_client();
     for _ in 0..5 {
-        assert_eq!(backend_via(&client, s.http, "api.test"), "green");
+        assert_eq!(backend_via(&client, s.http(), "api.test"), "green");
     }
 }
 
@@ -242,14 +191,9 @@ fn a_latency_breach_rolls_back() {
         .delay(Duration::from_millis(150))
         .spawn()
         .expect("backend");
-    let s = Setup::new(&blue.addr.to_string(), &slow.addr.to_string(), "");
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, slow, "");
     let admin = s.admin();
-    let load = Load::start(
-        &format!("http://api.test:{}", s.http),
-        1,
-        Duration::from_millis(2),
-    );
+    let load = start_load(&s, 1, Duration::from_millis(2));
     let started = start_rollout(
         &admin,
         json!({"canary": "green", "steps": [50, 100], "interval": "30s",
@@ -271,8 +215,7 @@ fn a_latency_breach_rolls_back() {
 fn low_traffic_holds_the_step() {
     let blue = Backend::spawn("blue").expect("backend");
     let green = Backend::spawn("green").expect("backend");
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), "");
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, "");
     let admin = s.admin();
     let started = start_rollout(
         &admin,
@@ -281,7 +224,7 @@ fn low_traffic_holds_the_step() {
     assert_eq!(started.status, 201, "{}", started.text);
     let client = http1_client();
     for _ in 0..6 {
-        backend_via(&client, s.http, "api.test");
+        backend_via(&client, s.http(), "api.test");
     }
     let mut view = Value::Null;
     let held = wait_until(Duration::from_secs(5), || {
@@ -289,6 +232,8 @@ fn low_traffic_holds_the_step() {
         view["holding"].is_string()
     });
     assert!(held, "{view:#}");
+    // Time itself (nothing to wait on): over two more intervals without traffic, the step
+    // neither advances nor reports its hold again.
     std::thread::sleep(Duration::from_millis(700));
     let view = current(&admin);
     assert_eq!(view["state"], "progressing");
@@ -314,15 +259,9 @@ fn a_restart_mid_rollout_resumes_it() {
     let green = Backend::spawn("green").expect("backend");
     let extra =
         "[services.api.rollout]\nsteps = [10, 50, 100]\ninterval = \"500ms\"\nmin_requests = 30\n";
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), extra);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut proxy = Proxy::start_in(dir.path(), &s.config);
+    let mut s = world(blue, green, extra);
     let admin = s.admin();
-    let load = Load::start(
-        &format!("http://api.test:{}", s.http),
-        1,
-        Duration::from_millis(2),
-    );
+    let load = start_load(&s, 1, Duration::from_millis(2));
     assert_eq!(
         start_rollout(&admin, json!({"canary": "green"})).status,
         201
@@ -337,10 +276,10 @@ fn a_restart_mid_rollout_resumes_it() {
     assert!(stepped, "{view:#}");
     let before = current(&admin);
     assert_eq!(before["step"], 1, "{before:#}");
-    proxy.signal("KILL");
-    assert!(proxy.wait_exit(Duration::from_secs(5)).is_some());
+    s.proxy.signal("KILL");
+    assert!(s.proxy.wait_exit(Duration::from_secs(5)).is_some());
 
-    let _proxy = Proxy::start_in(dir.path(), &s.config);
+    s.restart(&s.config());
     let after = current(&admin);
     assert_eq!(after["id"], before["id"]);
     assert_eq!(after["state"], "progressing", "{after:#}");
@@ -353,11 +292,7 @@ fn a_restart_mid_rollout_resumes_it() {
         Some("restarted")
     );
     // And it goes on to the end.
-    let load = Load::start(
-        &format!("http://api.test:{}", s.http),
-        1,
-        Duration::from_millis(2),
-    );
+    let load = start_load(&s, 1, Duration::from_millis(2));
     wait_state(&admin, "promoted", Duration::from_secs(10));
     assert!(failures(&load.finish()).is_empty());
 }
@@ -366,8 +301,7 @@ fn a_restart_mid_rollout_resumes_it() {
 fn the_rollout_owns_the_weights() {
     let blue = Backend::spawn("blue").expect("backend");
     let green = Backend::spawn("green").expect("backend");
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), "");
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, "");
     let admin = s.admin();
     let started = start_rollout(&admin, json!({"canary": "green", "interval": "1h"}));
     assert_eq!(started.status, 201, "{}", started.text);
@@ -412,8 +346,7 @@ fn the_rollout_owns_the_weights() {
 fn pause_resume_promote_and_abort() {
     let blue = Backend::spawn("blue").expect("backend");
     let green = Backend::spawn("green").expect("backend");
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), "");
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, "");
     let admin = s.admin();
     let act = |action: &str| {
         admin.send(
@@ -491,21 +424,24 @@ fn sticky_clients_only_move_from_stable_to_canary() {
     let green = Backend::spawn("green").expect("backend");
     let extra = "[services.api.sticky]\nkey = \"header:X-User\"\n\n\
                  [services.api.rollout]\nsteps = [10, 30, 60, 100]\ninterval = \"500ms\"\nmin_requests = 1\n";
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), extra);
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, extra);
     let admin = s.admin();
     let users = 60;
-    let load = Load::start(
-        &format!("http://api.test:{}", s.http),
-        users,
-        Duration::from_millis(1),
-    );
+    let load = start_load(&s, users, Duration::from_millis(1));
+    // Every user has been served (by the stable pool) before the rollout starts.
+    assert!(load.wait_for(users), "the load loop is slow to start");
     assert_eq!(
         start_rollout(&admin, json!({"canary": "green"})).status,
         201
     );
     wait_state(&admin, "promoted", Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(200));
+    // Every user makes a request after the promotion (the users take turns; the first request
+    // to finish may have been sent before it).
+    let promoted_at = load.count();
+    assert!(
+        load.wait_for(promoted_at + users + 1),
+        "the load loop stalled after the promotion"
+    );
     let seen = load.finish();
     assert!(failures(&seen).is_empty());
     let mut by_user: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
@@ -537,10 +473,9 @@ fn a_sticky_cookie_and_a_tester_override() {
     let green = Backend::spawn("green").expect("backend");
     let extra = "[services.api.sticky]\nkey = \"cookie\"\n\n\
                  [services.api.pool_override]\nheader = \"X-Pool\"\nsecret = \"s3cret\"\n";
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), extra);
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, extra);
     let client = http1_client();
-    let url = format!("http://api.test:{}/c", s.http);
+    let url = s.url("api.test", "/c");
     let first = client.get(&url).send().expect("request");
     let cookie = header(&first, "set-cookie");
     assert!(cookie.starts_with("switchyard_id="), "{cookie}");
@@ -588,14 +523,9 @@ fn a_watched_switch_goes_back_on_a_breach() {
         .spawn()
         .expect("backend");
     let extra = "[services.api.rollout]\nmin_requests = 10\n";
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), extra);
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, extra);
     let admin = s.admin();
-    let load = Load::start(
-        &format!("http://api.test:{}", s.http),
-        1,
-        Duration::from_millis(5),
-    );
+    let load = start_load(&s, 1, Duration::from_millis(5));
     let switched = admin.send(
         "POST",
         "/v1/services/api/switch",
@@ -629,8 +559,7 @@ fn shielding_retries_idempotent_requests_on_stable_over_h1_and_h2() {
         .fail_ratio(1.0)
         .spawn()
         .expect("backend");
-    let s = Setup::new(&blue.addr.to_string(), &green.addr.to_string(), "");
-    let _proxy = Proxy::start(&s.config);
+    let s = world(blue, green, "");
     let admin = s.admin();
     // A canary that fails everything but is never judged bad (rate above 1 is impossible).
     let started = start_rollout(
@@ -638,8 +567,8 @@ fn shielding_retries_idempotent_requests_on_stable_over_h1_and_h2() {
         json!({"canary": "green", "steps": [50, 100], "interval": "1h", "max_error_rate": 1.0}),
     );
     assert_eq!(started.status, 201, "{}", started.text);
-    let plain = format!("http://api.test:{}/shield", s.http);
-    let tls = format!("https://api.example.com:{}/shield", s.https);
+    let plain = s.url("api.test", "/shield");
+    let tls = format!("https://api.example.com:{}/shield", s.https());
     for (client, url, version) in [
         (http1_client(), &plain, reqwest::Version::HTTP_11),
         (https_client(), &tls, reqwest::Version::HTTP_2),
@@ -654,7 +583,7 @@ fn shielding_retries_idempotent_requests_on_stable_over_h1_and_h2() {
         assert_eq!(head.status(), 200);
     }
     // Every idempotent request the canary got was shielded (it fails all of them).
-    let tried = green.requests();
+    let tried = s.backend("green").requests();
     assert!(tried >= 5, "the canary was tried first ({tried} of 42)");
     let url = plain;
     // POST is not in shield_methods: about half go to the failing canary and fail.

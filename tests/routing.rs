@@ -1,9 +1,9 @@
 //! Route selection end to end: host matching, path prefixes, strip_prefix, 404s and weighted pools.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
+use testkit::*;
 
-use support::*;
+const BIN: Bin = testkit::bin!();
 
 /// GETs `url`, expects 200 from a backend, and returns (backend name, path the backend saw).
 fn hit(client: &reqwest::blocking::Client, url: &str) -> (String, String) {
@@ -25,44 +25,32 @@ fn hit(client: &reqwest::blocking::Client, url: &str) -> (String, String) {
     )
 }
 
-/// Starts a proxy with `routes` (its `[[routes]]`) and, for each of `services`, a backend of that
-/// name and a service of that name whose one pool is just that backend (see [`one_server_service`]).
-/// Returns the proxy's http port, the proxy and the backends, in the order of `services`.
-fn start(routes: &str, services: &[&str]) -> (u16, Proxy, Vec<Backend>) {
-    let http = free_port();
-    let backends: Vec<Backend> = services
-        .iter()
-        .map(|name| Backend::spawn(name).unwrap())
-        .collect();
-    let mut config = format!("{{server}}\n{{http_listener}}\n{routes}");
-    for (name, backend) in services.iter().zip(&backends) {
-        config += &format!("\n{}", one_server_service(name, backend.addr));
+/// Starts a proxy with `routes` and, for each of `services`, a backend of that name and a service
+/// of that name whose one pool, "main", is just that backend.
+fn start(routes: Vec<Route>, services: &[&str]) -> Running {
+    let mut world = World::new();
+    for route in routes {
+        world = world.route_with(route);
     }
-    let proxy = Proxy::start(&fill(&config, &[("http", &http)]));
-    (http, proxy, backends)
+    for name in services {
+        world = world.backend(name).pool(name, "main", 1, &[name]);
+    }
+    world.start(BIN)
 }
 
-const HOSTS: &str = r#"
-[[routes]]
-host = "exact.example.com"
-service = "exact"
-
-[[routes]]
-host = "*.example.com"
-service = "wild"
-
-[[routes]]
-host = "*.deep.example.com"
-service = "deep"
-
-[[routes]]
-host = "*"
-service = "other"
-"#;
+fn hosts() -> Vec<Route> {
+    vec![
+        Route::new("exact.example.com", "exact"),
+        Route::new("*.example.com", "wild"),
+        Route::new("*.deep.example.com", "deep"),
+        Route::new("*", "other"),
+    ]
+}
 
 #[test]
 fn exact_wildcard_and_catch_all_hosts() {
-    let (http, _proxy, _backends) = start(HOSTS, &["exact", "wild", "deep", "other"]);
+    let w = start(hosts(), &["exact", "wild", "deep", "other"]);
+    let http = w.http();
     let client = http1_client();
     let cases = [
         ("exact.example.com", "exact"),
@@ -84,26 +72,20 @@ fn exact_wildcard_and_catch_all_hosts() {
 
 // The routes are declared neither shortest- nor longest-first, so first-match and last-match
 // implementations both fail.
-const PATHS: &str = r#"
-[[routes]]
-host = "api.test"
-service = "root"
-
-[[routes]]
-host = "api.test"
-path = "/v1/auth"
-strip_prefix = true
-service = "auth"
-
-[[routes]]
-host = "api.test"
-path = "/v1"
-service = "v1"
-"#;
+fn paths() -> Vec<Route> {
+    vec![
+        Route::new("api.test", "root"),
+        Route::new("api.test", "auth")
+            .path("/v1/auth")
+            .set("strip_prefix", true),
+        Route::new("api.test", "v1").path("/v1"),
+    ]
+}
 
 #[test]
 fn longest_path_prefix_wins_and_strip_prefix() {
-    let (http, _proxy, _backends) = start(PATHS, &["root", "auth", "v1"]);
+    let w = start(paths(), &["root", "auth", "v1"]);
+    let http = w.http();
     let client = http1_client();
     let cases = [
         ("/v1/auth/login?user=x", "auth", "/login?user=x"),
@@ -123,15 +105,10 @@ fn longest_path_prefix_wins_and_strip_prefix() {
     }
 }
 
-const ONLY_A: &str = r#"
-[[routes]]
-host = "a.example.com"
-service = "api"
-"#;
-
 #[test]
 fn no_matching_route_is_a_json_404() {
-    let (http, _proxy, backends) = start(ONLY_A, &["api"]);
+    let w = start(vec![Route::new("a.example.com", "api")], &["api"]);
+    let http = w.http();
     let client = http1_client();
 
     let (backend, _) = hit(&client, &format!("http://a.example.com:{http}/"));
@@ -157,20 +134,17 @@ fn no_matching_route_is_a_json_404() {
         );
     }
     assert_eq!(
-        backends[0].requests(),
+        w.backend("api").requests(),
         1,
         "unrouted requests must not reach a backend"
     );
 }
 
-/// Starts backends blue and green and a proxy on [`BLUE_GREEN`] with these weights; returns the
-/// proxy's http port, the proxy and the backends.
-fn start_split(blue_weight: u32, green_weight: u32) -> (u16, Proxy, Backend, Backend) {
-    let blue = Backend::spawn("blue").unwrap();
-    let green = Backend::spawn("green").unwrap();
-    let http = free_port();
-    let config = blue_green(http, &blue, &green, (blue_weight, green_weight), "");
-    (http, Proxy::start(&config), blue, green)
+/// [`World::blue_green`] with these weights.
+fn start_split(blue_weight: u32, green_weight: u32) -> Running {
+    World::blue_green()
+        .weights("api", &[("blue", blue_weight), ("green", green_weight)])
+        .start(BIN)
 }
 
 /// Sends `n` requests and counts how many each backend answered: (blue, green).
@@ -190,8 +164,8 @@ fn split(http: u16, n: usize) -> (usize, usize) {
 
 #[test]
 fn weighted_split_80_20() {
-    let (http, _proxy, _blue, _green) = start_split(80, 20);
-    let (b, g) = split(http, 1000);
+    let w = start_split(80, 20);
+    let (b, g) = split(w.http(), 1000);
     assert_eq!(b + g, 1000);
     // 80 % ± 5 percentage points (about 4 standard deviations for a random split).
     assert!(
@@ -202,11 +176,11 @@ fn weighted_split_80_20() {
 
 #[test]
 fn weight_zero_pool_gets_no_request() {
-    let (http, _proxy, _blue, green) = start_split(1, 0);
-    let (b, g) = split(http, 500);
+    let w = start_split(1, 0);
+    let (b, g) = split(w.http(), 500);
     assert_eq!((b, g), (500, 0));
     assert_eq!(
-        green.requests(),
+        w.backend("green").requests(),
         0,
         "the weight-0 pool's server was contacted"
     );

@@ -5,44 +5,26 @@
 //! runtime's watch, a kept-alive connection is admitted once, and a scrape's own loads are
 //! measured and subtracted.
 
-mod support;
-
 use std::io::Write;
 use std::net::SocketAddr;
 
-use support::*;
+use testkit::*;
 
-const CONFIG: &str = r#"
-{server}
-{http_listener}
+const BIN: Bin = testkit::bin!();
 
-[admin]
-address = "127.0.0.1:{admin}"
-
+/// A generous zone, and a rollout sending every request to the canary (one step at 100 %),
+/// which is never judged within the test.
+const ZONE_AND_ROLLOUT: &str = r#"
 [limits.zones.generous]
 key = "client_ip"
 rate = "100000r/m"
 burst = 1000
 
-[[routes]]
-host = "*"
-service = "api"
-limits = ["generous"]
-
-# Every request goes to the canary (one step at 100 %) and is never judged within the test.
 [services.api.rollout]
 steps = [100]
 interval = "1h"
 min_requests = 1000000
 shield = true
-
-[services.api.pools.blue]
-weight = 100
-servers = ["{blue}"]
-
-[services.api.pools.green]
-weight = 0
-servers = ["{dead}"]
 "#;
 
 fn loads(admin: &Admin) -> u64 {
@@ -53,19 +35,17 @@ fn loads(admin: &Admin) -> u64 {
 
 #[test]
 fn a_limited_shielded_retried_request_loads_the_snapshot_once() {
-    let blue = Backend::spawn("blue").expect("blue backend");
-    let (http, admin_port) = (free_port(), free_port());
-    let config = fill(
-        CONFIG,
-        &[
-            ("http", &http),
-            ("admin", &admin_port),
-            ("blue", &blue.addr),
-            ("dead", &closed_addr()),
-        ],
-    );
-    let proxy = Proxy::start(&config);
-    let admin = Admin::new(admin_port, None);
+    // Every host to service "api" through the zone; its canary green is a dead server.
+    let w = World::new()
+        .admin()
+        .backend("blue")
+        .dead("dead")
+        .route_with(Route::new("*", "api").set("limits", vec!["generous"]))
+        .toml(ZONE_AND_ROLLOUT)
+        .pool("api", "blue", 100, &["blue"])
+        .pool("api", "green", 0, &["dead"])
+        .start(BIN);
+    let (http, proxy, admin) = (w.http(), &w.proxy, w.admin());
     let started = admin.send(
         "POST",
         "/v1/services/api/rollouts",

@@ -1,8 +1,6 @@
 //! TLS termination: certificate choice by SNI, the fallback certificate, protocol versions, and HTTP/2 over ALPN.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -16,40 +14,21 @@ use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, ProtocolVersion, SignatureScheme,
 };
 
-use support::*;
+use testkit::*;
 
-const CONFIG: &str = r#"
-{server}
-[[listeners]]
-name = "https"
-address = "127.0.0.1:{https}"
-tls = true
-h2 = {h2}
+const BIN: Bin = testkit::bin!();
 
-[[certificates]]
-cert = "{certs}/example.com.crt"
-key = "{certs}/example.com.key"
-
-[[certificates]]
-cert = "{certs}/other.test.crt"
-key = "{certs}/other.test.key"
-fallback = true
-
-{catch_all_blue}
-[[routes]]
-host = "limits.example.com"
-service = "api"
-max_body_size = "1KB"
-"#;
-
-fn start(h2: bool) -> (Backend, Proxy, u16) {
-    let blue = Backend::spawn("blue").unwrap();
-    let https = free_port();
-    let proxy = Proxy::start(&fill(
-        CONFIG,
-        &[("https", &https), ("blue", &blue.addr), ("h2", &h2)],
-    ));
-    (blue, proxy, https)
+/// A TLS listener (h2 offered or not) with two certificates, other.test's the fallback, in front
+/// of backend "blue"; one route with a body limit.
+fn start(h2: bool) -> Running {
+    World::bare()
+        .https()
+        .listener_option("https", "h2", h2)
+        .certificate("example.com")
+        .fallback_certificate("other.test")
+        .catch_all_blue()
+        .route_with(Route::new("limits.example.com", "api").set("max_body_size", "1KB"))
+        .start(BIN)
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -192,7 +171,8 @@ fn dns(name: &str) -> ServerName<'static> {
 
 #[test]
 fn certificate_chosen_by_sni() {
-    let (_blue, _proxy, https) = start(true);
+    let w = start(true);
+    let https = w.https();
 
     // Each certificate covers only its own names, so a verified connection proves the right choice.
     let client = https_client();
@@ -231,7 +211,8 @@ fn certificate_chosen_by_sni() {
 
 #[test]
 fn unknown_sni_gets_fallback_certificate() {
-    let (_blue, _proxy, https) = start(true);
+    let w = start(true);
+    let https = w.https();
     let any = client_config(&[&rustls::version::TLS13, &rustls::version::TLS12], false);
     let fallback = leaf("other.test.crt");
 
@@ -266,24 +247,14 @@ fn unknown_sni_gets_fallback_certificate() {
     );
 }
 
-const NO_FALLBACK: &str = r#"
-{server}
-{https_listener}
-[[certificates]]
-cert = "{certs}/example.com.crt"
-key = "{certs}/example.com.key"
-
-{catch_all_blue}
-"#;
-
 #[test]
 fn without_a_fallback_unknown_sni_gets_a_generated_certificate() {
-    let blue = Backend::spawn("blue").unwrap();
-    let https = free_port();
-    let _proxy = Proxy::start(&fill(
-        NO_FALLBACK,
-        &[("https", &https), ("blue", &blue.addr)],
-    ));
+    let w = World::bare()
+        .https()
+        .certificate("example.com")
+        .catch_all_blue()
+        .start(BIN);
+    let https = w.https();
     let any = client_config(&[&rustls::version::TLS13], false);
     let served = handshake(https, dns("unknown.invalid"), any)
         .unwrap()
@@ -301,7 +272,8 @@ fn without_a_fallback_unknown_sni_gets_a_generated_certificate() {
 
 #[test]
 fn tls12_and_tls13_are_accepted() {
-    let (_blue, _proxy, https) = start(true);
+    let w = start(true);
+    let https = w.https();
     for (version, expected) in [
         (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
         (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
@@ -327,7 +299,8 @@ fn tls12_and_tls13_are_accepted() {
 
 #[test]
 fn h2_negotiated_over_alpn() {
-    let (_blue, _proxy, https) = start(true);
+    let w = start(true);
+    let https = w.https();
     let resp = https_client()
         .post(format!("https://h2.example.com:{https}/hello?x=1"))
         .body("four")
@@ -352,7 +325,8 @@ fn h2_negotiated_over_alpn() {
 
 #[test]
 fn h2_can_be_turned_off() {
-    let (_blue, _proxy, https) = start(false);
+    let w = start(false);
+    let https = w.https();
     let resp = https_client()
         .get(format!("https://h2.example.com:{https}/"))
         .send()
@@ -367,7 +341,8 @@ fn h2_can_be_turned_off() {
 
 #[test]
 fn h2_body_over_limit_is_413() {
-    let (blue, _proxy, https) = start(true);
+    let w = start(true);
+    let (https, blue) = (w.https(), w.backend("blue"));
     let client = https_client();
     let url = format!("https://limits.example.com:{https}/upload");
 

@@ -1,43 +1,13 @@
 //! Live windows over real sockets: each pool's requests, errors and latency, as the admin API and
 //! `/metrics` show them, and kept across a weight change (a new snapshot).
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
 
 const TOKEN: &str = "test-token-0123456789";
-
-/// Service "app" splits between a healthy pool and one failing half of its requests; service
-/// "slow" has one pool behind a backend asked to wait.
-const CONFIG: &str = r#"
-{server}
-{http_listener}
-[[routes]]
-host = "slow.test"
-service = "slow"
-
-[[routes]]
-host = "*"
-service = "app"
-
-[services.app.pools.good]
-weight = 1
-servers = ["{good}"]
-
-[services.app.pools.bad]
-weight = 1
-servers = ["{bad}"]
-
-[services.slow.pools.main]
-weight = 1
-servers = ["{slow}"]
-
-[admin]
-address = "127.0.0.1:{admin}"
-token = "{token}"
-"#;
 
 fn live<'a>(reply: &'a AdminReply, pool: &str) -> &'a serde_json::Value {
     &reply.pool(pool)["live"]
@@ -73,25 +43,24 @@ fn num(v: &serde_json::Value, field: &str) -> f64 {
 
 #[test]
 fn pools_show_their_live_error_rate_and_latency() {
-    let good = Backend::spawn("good").expect("backend");
+    // Service "app" splits between a healthy pool and one failing half of its requests; service
+    // "slow" has one pool behind a backend asked to wait.
     let bad = Backend::builder("bad")
         .fail_ratio(0.5)
         .spawn()
         .expect("backend");
-    let slow = Backend::spawn("slow").expect("backend");
-    let (http, admin_port) = (free_port(), free_port());
-    let _proxy = Proxy::start(&fill(
-        CONFIG,
-        &[
-            ("http", &http),
-            ("admin", &admin_port),
-            ("good", &good.addr),
-            ("bad", &bad.addr),
-            ("slow", &slow.addr),
-            ("token", &TOKEN),
-        ],
-    ));
-    let admin = Admin::new(admin_port, Some(TOKEN));
+    let w = World::new()
+        .backend("good")
+        .with_backend("bad", bad)
+        .backend("slow")
+        .route("slow.test", "slow")
+        .route("*", "app")
+        .pool("app", "good", 1, &["good"])
+        .pool("app", "bad", 1, &["bad"])
+        .pool("slow", "main", 1, &["slow"])
+        .admin_token(TOKEN)
+        .start(BIN);
+    let (http, admin) = (w.http(), w.admin());
     let before = admin.get("/v1/services/app");
     assert_eq!(before.status, 200, "{}", before.text);
     let idle = live(&before, "bad");

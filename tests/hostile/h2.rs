@@ -3,8 +3,10 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::support::*;
+use testkit::*;
+
 use crate::wire::*;
+use crate::BIN;
 
 const CONFIG: &str = r#"
 {server}
@@ -56,11 +58,14 @@ fn rig() -> Rig {
 
 fn rig_with(config: &str) -> Rig {
     let blue = Backend::spawn("blue").unwrap();
-    let (https, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&fill(
-        config,
-        &[("https", &https), ("admin", &admin), ("blue", &blue.addr)],
-    ));
+    let (https, admin) = (port(), port());
+    let proxy = Proxy::start(
+        BIN,
+        &fill(
+            config,
+            &[("https", &https), ("admin", &admin), ("blue", &blue.addr)],
+        ),
+    );
     Rig {
         blue,
         proxy,

@@ -2,8 +2,10 @@
 //! (nginx's large_client_header_buffers), each a JSON answer from the proxy, while heads just
 //! under the limits pass; with the defaults and with limits set in `[limits]`.
 
-use crate::support::*;
+use testkit::*;
+
 use crate::wire::*;
+use crate::BIN;
 
 const CONFIG: &str = r#"
 {server}
@@ -30,11 +32,14 @@ fn request(path_len: usize, headers: usize, header_len: usize) -> Vec<u8> {
 /// answer is not `status` (a proxy JSON answer unless 200) or after which a normal GET fails.
 fn run(limits: &str, cases: &[(&str, Vec<u8>, u16)]) {
     let blue = Backend::spawn("blue").unwrap();
-    let http = free_port();
-    let _proxy = Proxy::start(&fill(
-        CONFIG,
-        &[("http", &http), ("blue", &blue.addr), ("limits", &limits)],
-    ));
+    let http = port();
+    let _proxy = Proxy::start(
+        BIN,
+        &fill(
+            CONFIG,
+            &[("http", &http), ("blue", &blue.addr), ("limits", &limits)],
+        ),
+    );
     let addr = local(http);
     let mut failures = Vec::new();
     for (name, request, status) in cases {

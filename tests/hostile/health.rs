@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::*;
+use testkit::*;
+
+use crate::BIN;
 
 /// Service "api" with one server; `{health}` is its `[services.api.health]` section or nothing.
 const CONFIG: &str = r#"
@@ -54,7 +56,7 @@ fn start_down(blue: &Backend, http: u16) -> (Proxy, impl Fn(&str) -> String + '_
             &[("http", &http), ("blue", &blue.addr), ("health", &health)],
         )
     };
-    let proxy = Proxy::start(&config(FAILING));
+    let proxy = Proxy::start(BIN, &config(FAILING));
     assert!(
         wait_until(Duration::from_secs(10), || status(http) == 503),
         "the failing check never took the server out (status {})\n{}",
@@ -80,7 +82,7 @@ fn assert_back(proxy: &Proxy, http: u16, what: &str) {
 #[test]
 fn removing_the_health_check_on_reload_brings_the_server_back() {
     let blue = Backend::spawn("blue").unwrap();
-    let http = free_port();
+    let http = port();
     let (mut proxy, config) = start_down(&blue, http);
     proxy.reload_with(&config(""));
     assert_back(&proxy, http, "after a reload without [services.api.health]");
@@ -89,7 +91,7 @@ fn removing_the_health_check_on_reload_brings_the_server_back() {
 #[test]
 fn changing_the_health_check_on_reload_probes_again() {
     let blue = Backend::spawn("blue").unwrap();
-    let http = free_port();
+    let http = port();
     let (mut proxy, config) = start_down(&blue, http);
     proxy.reload_with(&config(PASSING));
     assert_back(&proxy, http, "after a reload to a check that passes");

@@ -3,8 +3,10 @@
 //! an idle connection costs (the hardening contract of issue 10).
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-#[path = "../support/mod.rs"]
-mod support;
+use testkit::Bin;
+
+/// The binary under test.
+const BIN: Bin = testkit::bin!();
 
 mod h2;
 mod head_limits;

@@ -5,8 +5,10 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::*;
+use testkit::*;
+
 use crate::wire::*;
+use crate::BIN;
 
 const CONNECTIONS: usize = 1000;
 /// Bound per idle connection (the contract's 8 KB, with room for the allocator and a loose
@@ -54,11 +56,14 @@ fn an_idle_keepalive_connection_costs_at_most_24_kb() {
         "this test needs at least 4096 open files (it has {limit}): run `ulimit -n 4096` first"
     );
     let blue = Backend::spawn("blue").unwrap();
-    let http = free_port();
-    let proxy = Proxy::start(&fill(
-        "{server}\n{http_listener}\n{catch_all_blue}",
-        &[("http", &http), ("blue", &blue.addr)],
-    ));
+    let http = port();
+    let proxy = Proxy::start(
+        BIN,
+        &fill(
+            "{server}\n{http_listener}\n{catch_all_blue}",
+            &[("http", &http), ("blue", &blue.addr)],
+        ),
+    );
     let addr = local(http);
     let mut warm = open(addr);
     one_request(&mut warm, 0);

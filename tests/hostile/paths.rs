@@ -5,8 +5,10 @@
 use std::net::SocketAddr;
 
 use crate::raw_backend::RawBackend;
-use crate::support::*;
+use testkit::*;
+
 use crate::wire::*;
+use crate::BIN;
 
 /// `/v1/auth` has its own zone (one request a minute per X-Api-Key, no burst), `/` none.
 const CONFIG: &str = r#"
@@ -42,16 +44,19 @@ struct Rig {
 
 fn rig(server_extra: &str, routes_extra: &str) -> Rig {
     let backend = RawBackend::spawn();
-    let http = free_port();
-    let proxy = Proxy::start(&fill(
-        CONFIG,
-        &[
-            ("http", &http),
-            ("raw", &backend.addr),
-            ("server_extra", &server_extra),
-            ("routes_extra", &routes_extra),
-        ],
-    ));
+    let http = port();
+    let proxy = Proxy::start(
+        BIN,
+        &fill(
+            CONFIG,
+            &[
+                ("http", &http),
+                ("raw", &backend.addr),
+                ("server_extra", &server_extra),
+                ("routes_extra", &routes_extra),
+            ],
+        ),
+    );
     Rig {
         backend,
         _proxy: proxy,

@@ -6,8 +6,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::support::*;
+use testkit::*;
+
 use crate::wire::*;
+use crate::BIN;
 
 /// Small client timeouts so the tests are quick; the one server may be ejected after a single
 /// failure, so anything counted against it would show.
@@ -77,11 +79,14 @@ impl Rig {
 
 fn rig(config: &str) -> Rig {
     let blue = Backend::spawn("blue").unwrap();
-    let (http, admin) = (free_port(), free_port());
-    let proxy = Proxy::start(&fill(
-        config,
-        &[("http", &http), ("admin", &admin), ("blue", &blue.addr)],
-    ));
+    let (http, admin) = (port(), port());
+    let proxy = Proxy::start(
+        BIN,
+        &fill(
+            config,
+            &[("http", &http), ("admin", &admin), ("blue", &blue.addr)],
+        ),
+    );
     Rig {
         _blue: blue,
         proxy,
@@ -434,22 +439,25 @@ fn an_idle_websocket_outlives_the_body_timeout() {
 fn timeouts_eject_a_server_only_when_two_clients_see_them() {
     let blue = Backend::spawn("blue").unwrap();
     let green = Backend::spawn("green").unwrap();
-    let (http, admin) = (free_port(), free_port());
+    let (http, admin) = (port(), port());
     // HAMMER with two servers, so that ejection is possible: what the clients do decides it.
     let two_servers = HAMMER.replace(
         "servers = [\"{blue}\"]",
         "servers = [\"{blue}\", \"{green}\"]",
     );
     assert!(two_servers.contains("{green}"));
-    let proxy = Proxy::start(&fill(
-        &two_servers,
-        &[
-            ("http", &http),
-            ("admin", &admin),
-            ("blue", &blue.addr),
-            ("green", &green.addr),
-        ],
-    ));
+    let proxy = Proxy::start(
+        BIN,
+        &fill(
+            &two_servers,
+            &[
+                ("http", &http),
+                ("admin", &admin),
+                ("blue", &blue.addr),
+                ("green", &green.addr),
+            ],
+        ),
+    );
     let admin = Admin::new(admin, None);
     let ejections = || {
         metric_sum(

@@ -5,8 +5,10 @@
 use std::net::SocketAddr;
 
 use crate::raw_backend::{RawBackend, Request};
-use crate::support::*;
+use testkit::*;
+
 use crate::wire::*;
+use crate::BIN;
 
 /// A request hidden in a body: if it is ever forwarded, the framing desynchronised.
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: h.test\r\n\r\n";
@@ -73,8 +75,11 @@ struct Rig {
 
 fn rig() -> Rig {
     let backend = RawBackend::spawn();
-    let http = free_port();
-    let proxy = Proxy::start(&fill(CONFIG, &[("http", &http), ("raw", &backend.addr)]));
+    let http = port();
+    let proxy = Proxy::start(
+        BIN,
+        &fill(CONFIG, &[("http", &http), ("raw", &backend.addr)]),
+    );
     Rig {
         backend,
         _proxy: proxy,
@@ -598,11 +603,14 @@ servers = ["{a}"]
 fn absolute_form_is_routed_by_its_authority() {
     let other = RawBackend::spawn();
     let a = RawBackend::spawn();
-    let http = free_port();
-    let _proxy = Proxy::start(&fill(
-        TWO_HOSTS,
-        &[("http", &http), ("raw", &other.addr), ("a", &a.addr)],
-    ));
+    let http = port();
+    let _proxy = Proxy::start(
+        BIN,
+        &fill(
+            TWO_HOSTS,
+            &[("http", &http), ("raw", &other.addr), ("a", &a.addr)],
+        ),
+    );
     let addr = local(http);
     let mut failures = Vec::new();
     // HTTP/1.0 may leave Host out; HTTP/1.1 may not, absolute form or not (below).
@@ -749,11 +757,11 @@ servers = ["{raw}"]
 #[test]
 fn plain_http_on_a_tls_listener_gets_400_and_a_close() {
     let backend = RawBackend::spawn();
-    let https = free_port();
-    let _proxy = Proxy::start(&fill(
-        TLS_CONFIG,
-        &[("https", &https), ("raw", &backend.addr)],
-    ));
+    let https = port();
+    let _proxy = Proxy::start(
+        BIN,
+        &fill(TLS_CONFIG, &[("https", &https), ("raw", &backend.addr)]),
+    );
     let ex = exchange(
         local(https),
         b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",

@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::support::{is_request_id, RawResponse};
+use testkit::{is_request_id, ChunkedDecoder, RawResponse};
 
 /// How long to wait for any answer at all.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,7 +160,7 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Option<(RawResponse, usize)> {
     let (body, used) = if status < 200 || status == 204 || status == 304 {
         (Vec::new(), 0)
     } else if find_header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-        let mut decoder = echo::ChunkedDecoder::new();
+        let mut decoder = ChunkedDecoder::new();
         let mut body = Vec::new();
         let used = decoder.decode(rest, &mut body).ok()?;
         if !decoder.is_done() {
