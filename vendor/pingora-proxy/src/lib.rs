@@ -332,12 +332,19 @@ where
     {
         // phase 1 read request header
 
-        let res = tokio::select! {
-            biased; // biased select is cheaper, and we don't want to drop already buffered requests
-            res = downstream_session.read_request() => { res }
-            _ = self.await_shutdown() => {
-                // service shutting down, dropping the connection to stop more req from coming in
-                return None;
+        let res = if downstream_session.is_first_on_connection() {
+            // A connection accepted before the shutdown gets its first request read and answered
+            // (the head is bounded by the header timeout): dropping it would reset a client that
+            // connected while the listener was still open.
+            downstream_session.read_request().await
+        } else {
+            tokio::select! {
+                biased; // biased select is cheaper, and we don't want to drop already buffered requests
+                res = downstream_session.read_request() => { res }
+                _ = self.await_shutdown() => {
+                    // service shutting down, dropping the connection to stop more req from coming in
+                    return None;
+                }
             }
         };
         match res {

@@ -376,6 +376,15 @@ impl Session {
         }
     }
 
+    /// Whether this is the first request of a fresh HTTP/1 connection (false for a reused one,
+    /// h2 streams and subrequests).
+    pub fn is_first_on_connection(&self) -> bool {
+        match self {
+            Self::H1(s) => s.is_first_on_connection(),
+            _ => false,
+        }
+    }
+
     /// Marks an HTTP/1 session as a later request on a reused connection. Noop otherwise.
     pub fn set_reused_connection(&mut self) {
         if let Self::H1(s) = self {

@@ -353,6 +353,11 @@ impl HttpSession {
         self.first_on_connection = false;
     }
 
+    /// Whether this session is the first request of its connection (not a reused connection).
+    pub fn is_first_on_connection(&self) -> bool {
+        self.first_on_connection
+    }
+
     /// The instant by which the whole head of the first request must have arrived: the header
     /// timeout counted from the connection's establishment (a TLS handshake included).
     fn first_request_deadline(&self, timeout: Duration) -> std::time::Instant {
