@@ -181,6 +181,10 @@ impl ShardedNotify {
 /// The concrete type that holds the user defined HTTP proxy.
 ///
 /// Users don't need to interact with this object directly.
+/// How long a connection accepted before a shutdown may take to deliver its first request head
+/// (see `handle_new_request`).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
 pub struct HttpProxy<SV, C = ()>
 where
     C: custom::Connector, // Upstream custom connector
@@ -333,10 +337,20 @@ where
         // phase 1 read request header
 
         let res = if downstream_session.is_first_on_connection() {
-            // A connection accepted before the shutdown gets its first request read and answered
-            // (the head is bounded by the header timeout): dropping it would reset a client that
-            // connected while the listener was still open.
-            downstream_session.read_request().await
+            // A connection accepted just before the shutdown may have its first request on the
+            // way: it gets FIRST_REQUEST_GRACE after the shutdown to arrive (then it is read and
+            // answered) before the connection is dropped. Dropping it at once would reset a
+            // client that connected while the listener was still open.
+            tokio::select! {
+                biased;
+                res = downstream_session.read_request() => { res }
+                _ = async {
+                    self.await_shutdown().await;
+                    tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+                } => {
+                    return None;
+                }
+            }
         } else {
             tokio::select! {
                 biased; // biased select is cheaper, and we don't want to drop already buffered requests
