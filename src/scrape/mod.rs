@@ -45,20 +45,18 @@ pub fn render(m: &Metrics, snap: &Snapshot, in_flight: usize, connections: &Conn
             m.pool_weight_overridden
                 .with_label_values(&labels)
                 .set(i64::from(overridden));
-            {
-                let stats = pool.window.snapshot();
-                m.pool_window_requests
-                    .with_label_values(&labels)
-                    .set(i64::try_from(stats.requests).unwrap_or(i64::MAX));
-                m.pool_window_error_ratio
-                    .with_label_values(&labels)
-                    .set(stats.error_rate);
-                for (quantile, value) in [("0.5", stats.p50), ("0.99", stats.p99)] {
-                    if let Some(v) = value {
-                        m.pool_window_latency
-                            .with_label_values(&[&*svc.name, &*pool.name, quantile])
-                            .set(v.as_secs_f64());
-                    }
+            let stats = pool.window.snapshot();
+            m.pool_window_requests
+                .with_label_values(&labels)
+                .set(i64::try_from(stats.requests).unwrap_or(i64::MAX));
+            m.pool_window_error_ratio
+                .with_label_values(&labels)
+                .set(stats.error_rate);
+            for (quantile, value) in [("0.5", stats.p50), ("0.99", stats.p99)] {
+                if let Some(v) = value {
+                    m.pool_window_latency
+                        .with_label_values(&[&*svc.name, &*pool.name, quantile])
+                        .set(v.as_secs_f64());
                 }
             }
             for server in &pool.servers {
