@@ -34,6 +34,7 @@ pub struct RawService {
     pub rollout: Option<super::rollout::RawRollout>,
     pub sticky: Option<super::rollout::RawSticky>,
     pub pool_override: Option<Spanned<super::rollout::RawPoolOverride>>,
+    pub affinity: Option<Spanned<super::affinity::RawAffinity>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,7 +138,7 @@ impl Default for PassivePolicy {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ServiceConfig {
     pub name: String,
     pub balance: Balance,
@@ -150,6 +151,8 @@ pub struct ServiceConfig {
     pub sticky: Option<rollout::StickyKey>,
     /// A header/cookie with which testers pick a pool.
     pub pool_override: Option<rollout::PoolOverride>,
+    /// Keep each client on one server of its pool, with a cookie.
+    pub affinity: Option<super::affinity::AffinityConfig>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -260,6 +263,10 @@ impl Validator {
                 .pool_override
                 .as_ref()
                 .and_then(|o| self.pool_override(o));
+            let affinity = svc
+                .affinity
+                .as_ref()
+                .and_then(|a| self.affinity(a, sticky.as_ref(), pool_override.as_ref()));
             out.push(ServiceConfig {
                 name: name.clone(),
                 balance: svc.balance,
@@ -269,6 +276,7 @@ impl Validator {
                 rollout,
                 sticky,
                 pool_override,
+                affinity,
             });
         }
         out

@@ -27,11 +27,6 @@ fn service(balance: Balance) -> Service {
     let cfg = ServiceConfig {
         name: "s".into(),
         balance,
-        health: None,
-        passive: PassivePolicy::default(),
-        rollout: Default::default(),
-        sticky: None,
-        pool_override: None,
         pools: vec![PoolConfig {
             name: "blue".into(),
             weight: 1,
@@ -43,6 +38,7 @@ fn service(balance: Balance) -> Service {
                 .collect(),
             health: None,
         }],
+        ..Default::default()
     };
     Service::build(&cfg, &mut ServerRegistry::default())
 }
@@ -181,12 +177,8 @@ fn fallback_only_to_weighted_pools_with_servers() {
     let cfg = ServiceConfig {
         name: "s".into(),
         balance: Balance::RoundRobin,
-        health: None,
-        passive: PassivePolicy::default(),
-        rollout: Default::default(),
-        sticky: None,
-        pool_override: None,
         pools: vec![mk("blue", 1, 1), mk("green", 0, 2), mk("canary", 1, 3)],
+        ..Default::default()
     };
     let svc = Service::build(&cfg, &mut ServerRegistry::default());
     assert_eq!(svc.fallback_pool(0), Some(2));
