@@ -16,6 +16,7 @@ declare -A NEED=(
   [pebble]=pebble
   [pebble-challtestsrv]=pebble
   [script]=bsdutils
+  [python3]=python3
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

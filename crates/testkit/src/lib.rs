@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod ctl;
 pub mod http;
+pub mod killable;
 pub mod load;
 pub mod peers;
 pub mod ports;
@@ -25,6 +26,7 @@ pub use http::{
     assert_proxy_error, backend_via, client_builder, h2c_client, header, http1_client,
     https_client, is_request_id, json_body, test_ca,
 };
+pub use killable::KillableBackend;
 pub use load::{failures, Load, Seen};
 pub use peers::peer;
 pub use ports::{closed_addr, closed_port, port, udp_and_tcp_port};
