@@ -111,12 +111,7 @@ impl Runtime {
         let metrics = Metrics::new();
         let mut registries = Registries::default();
         let mut affinity_key_kept = false;
-        keep_affinity_key(
-            store.as_ref(),
-            &config,
-            &mut registries,
-            &mut affinity_key_kept,
-        );
+        keep_affinity_key(&config, &mut registries, &mut affinity_key_kept);
         let book = Arc::new(book);
         let snapshot = Arc::new(Snapshot::compile(
             Arc::new(config),
@@ -259,7 +254,7 @@ impl Runtime {
             affinity_key_kept,
             ..
         } = &mut *w;
-        keep_affinity_key(self.store.as_ref(), &config, registries, affinity_key_kept);
+        keep_affinity_key(&config, registries, affinity_key_kept);
         w.certs.configured = CertMap::build(&config.certificates, w.generated_fallback.clone());
         self.certs.store(w.certs.build());
         let published = self.publish(&mut w, Arc::new(config));
@@ -372,23 +367,18 @@ impl Runtime {
 
 /// Gives the registries the affinity key kept in the state directory the first time a config
 /// needs it (a service with affinity and no secret of its own), so that a client's cookie stays
-/// good across restarts. Without a state directory, or when the key cannot be kept, the
-/// process's own random key serves (cookies then last until the process ends; logged).
-fn keep_affinity_key(
-    store: Option<&StateStore>,
-    config: &Config,
-    registries: &mut Registries,
-    kept: &mut bool,
-) {
+/// good across restarts. When the key cannot be kept, the process's own random key serves
+/// (cookies then last until the process ends; logged).
+fn keep_affinity_key(config: &Config, registries: &mut Registries, kept: &mut bool) {
     let needed = config
         .services
         .iter()
         .any(|s| s.affinity.as_ref().is_some_and(|a| a.secret.is_none()));
-    let Some(store) = store.filter(|_| needed && !*kept) else {
+    if !needed || *kept {
         return;
-    };
+    }
     *kept = true;
-    match store.affinity_key() {
+    match crate::state::affinity_key(&config.server.state_dir) {
         Ok(key) => {
             registries.servers.affinity_key = crate::upstream::affinity::AffinityKey::new(&key)
         }

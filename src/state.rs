@@ -123,27 +123,6 @@ impl StateStore {
         Ok(state)
     }
 
-    /// The key of affinity cookie values, made (32 random bytes, mode 0600) the first time it
-    /// is asked for: a client's cookie stays good across restarts and binary upgrades.
-    pub fn affinity_key(&self) -> Result<[u8; 32], StateError> {
-        let path = self.dir.join(AFFINITY_KEY_FILE);
-        match fs::read_to_string(&path) {
-            Ok(text) => parse_key(text.trim()).ok_or_else(|| StateError::Corrupt {
-                path,
-                reason: "expected 64 hex digits".into(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = crate::upstream::affinity::random_bytes();
-                let mut text: String = key.iter().map(|b| format!("{b:02x}")).collect();
-                text.push('\n');
-                write_atomic(&path, text.as_bytes(), 0o600)
-                    .map_err(|source| StateError::Write { path, source })?;
-                Ok(key)
-            }
-            Err(source) => Err(StateError::Read { path, source }),
-        }
-    }
-
     /// Saves the weights and rollouts together (one file, one atomic write).
     pub fn save(&self, weights: &Overrides, rollouts: &Rollouts) -> Result<(), StateError> {
         #[derive(Serialize)]
@@ -166,6 +145,33 @@ impl StateStore {
             path: self.path(),
             source,
         })
+    }
+}
+
+/// The key of affinity cookie values in state directory `dir`, made (32 random bytes, mode 0600)
+/// the first time it is asked for: a client's cookie stays good across restarts and binary
+/// upgrades. Kept whether or not the admin API (and so the rest of the state) is on.
+pub fn affinity_key(dir: &Path) -> Result<[u8; 32], StateError> {
+    fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        path: dir.into(),
+        source,
+    })?;
+    set_mode(dir, 0o700);
+    let path = dir.join(AFFINITY_KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => parse_key(text.trim()).ok_or_else(|| StateError::Corrupt {
+            path,
+            reason: "expected 64 hex digits".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = crate::upstream::affinity::random_bytes();
+            let mut text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            text.push('\n');
+            write_atomic(&path, text.as_bytes(), 0o600)
+                .map_err(|source| StateError::Write { path, source })?;
+            Ok(key)
+        }
+        Err(source) => Err(StateError::Read { path, source }),
     }
 }
 
@@ -214,17 +220,15 @@ mod tests {
     #[test]
     fn the_affinity_key_is_made_once_and_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = StateStore::open(dir.path()).expect("open");
-        let key = store.affinity_key().expect("made");
-        assert_eq!(store.affinity_key().expect("read back"), key);
-        let again = StateStore::open(dir.path()).expect("reopen");
-        assert_eq!(again.affinity_key().expect("read back"), key);
+        let state = dir.path().join("state");
+        let key = affinity_key(&state).expect("made");
+        assert_eq!(affinity_key(&state).expect("read back"), key);
         use std::os::unix::fs::PermissionsExt;
-        let path = dir.path().join(AFFINITY_KEY_FILE);
+        let path = state.join(AFFINITY_KEY_FILE);
         let mode = fs::metadata(&path).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         fs::write(&path, b"nope\n").expect("write");
-        let err = store.affinity_key().expect_err("corrupt");
+        let err = affinity_key(&state).expect_err("corrupt");
         assert!(err.to_string().contains("64 hex digits"), "{err}");
     }
 
