@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::TokioResolver;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -27,17 +29,17 @@ const TICK: Duration = Duration::from_millis(100);
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum DnsError {
+pub enum SetupError {
     #[error("cannot set up the DNS resolver: {0}")]
-    Setup(String),
+    Resolver(String),
 }
 
 /// A resolver for `settings`: the `[server] resolvers` if any, else `/etc/resolv.conf`. No cache:
 /// every lookup asks the server, as the service decides when to ask.
-pub fn resolver(settings: &ServerSettings) -> Result<TokioResolver, DnsError> {
+pub fn resolver(settings: &ServerSettings) -> Result<TokioResolver, SetupError> {
     let provider = TokioRuntimeProvider::default();
     let mut builder = if settings.resolvers.is_empty() {
-        TokioResolver::builder(provider).map_err(|e| DnsError::Setup(e.to_string()))?
+        TokioResolver::builder(provider).map_err(|e| SetupError::Resolver(e.to_string()))?
     } else {
         let servers = settings
             .resolvers
@@ -53,7 +55,9 @@ pub fn resolver(settings: &ServerSettings) -> Result<TokioResolver, DnsError> {
     opts.cache_size = 0;
     opts.timeout = Duration::from_secs(2);
     opts.attempts = 2;
-    builder.build().map_err(|e| DnsError::Setup(e.to_string()))
+    builder
+        .build()
+        .map_err(|e| SetupError::Resolver(e.to_string()))
 }
 
 /// A name server at `addr`, over UDP with TCP for truncated answers.
@@ -84,6 +88,10 @@ pub async fn lookup(resolver: &TokioResolver, name: &str) -> (Answer, Option<Dur
         Ok(Err(e)) if e.is_no_records_found() => {
             (Answer::Failed("no A or AAAA record (NODATA)".into()), None)
         }
+        Ok(Err(NetError::Dns(DnsError::ResponseCode(code)))) => (
+            Answer::Failed(format!("{} ({code})", code_name(code))),
+            None,
+        ),
         Ok(Err(e)) => (Answer::Failed(e.to_string()), None),
         Ok(Ok(found)) => {
             let addrs: Vec<_> = found.iter().collect();
@@ -95,6 +103,18 @@ pub async fn lookup(resolver: &TokioResolver, name: &str) -> (Answer, Option<Dur
                 .saturating_duration_since(Instant::now());
             (Answer::Found(addrs), Some(ttl))
         }
+    }
+}
+
+/// The name DNS operators use for a response code: `SERVFAIL`, `REFUSED` ...
+fn code_name(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        other => format!("rcode {}", u16::from(other)),
     }
 }
 
