@@ -31,14 +31,17 @@ pub fn pick_server(
     }
 }
 
-/// The server of `pool` the request's cookie names, if it can take requests now.
+/// The server of `pool` the request's cookie names, if it can take requests now: available,
+/// and a backup only while no other server of the pool is (as [`crate::upstream::Pool::pick`]
+/// would have it). A client on a server that is not a backup stays there whatever the backups do.
 fn claimed(service: &Service, pool: usize, req: &RequestHeader) -> Option<usize> {
     let affinity = service.affinity.as_ref()?;
     let server = affinity.find(pool, pick::cookie(req, &affinity.cookie)?)?;
-    service.pools[pool].servers[server]
-        .state
-        .is_available()
-        .then_some(server)
+    let servers = &service.pools[pool].servers;
+    let s = &servers[server];
+    let usable = s.state.is_available()
+        && (!s.backup || !servers.iter().any(|o| !o.backup && o.state.is_available()));
+    usable.then_some(server)
 }
 
 /// The `Set-Cookie` value naming `server` of `pool` (the one that answered), unless the
@@ -80,14 +83,24 @@ mod tests {
     /// Service "api" with affinity (cookie "srv"), pool blue (weight 1) with three servers and
     /// pool green (weight 0) with one.
     fn service() -> Service {
-        let text = "[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:1\"\n\n\
+        service_with("servers = [\"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]")
+    }
+
+    /// [`service`] with pool blue's `servers = ...` line given.
+    fn service_with(blue_servers: &str) -> Service {
+        let text = format!(
+            "[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:1\"\n\n\
              [[routes]]\nhost = \"*\"\nservice = \"api\"\n\n\
-             [services.api]\naffinity = { cookie = \"srv\", ttl = \"1h\" }\n\n\
-             [services.api.pools.blue]\nweight = 1\n\
-             servers = [\"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]\n\n\
-             [services.api.pools.green]\nweight = 0\nservers = [\"127.0.0.1:5\"]\n";
-        let config = crate::config::parse(text, Path::new("t.toml")).expect("valid config");
-        Service::build(&config.services[0], &mut ServerRegistry::default())
+             [services.api]\naffinity = {{ cookie = \"srv\", ttl = \"1h\" }}\n\n\
+             [services.api.pools.blue]\nweight = 1\n{blue_servers}\n\n\
+             [services.api.pools.green]\nweight = 0\nservers = [\"127.0.0.1:5\"]\n"
+        );
+        let config = crate::config::parse(&text, Path::new("t.toml")).expect("valid config");
+        Service::build(
+            &config.services[0],
+            &mut ServerRegistry::default(),
+            &Default::default(),
+        )
     }
 
     fn request(cookie: Option<&str>) -> RequestHeader {
@@ -142,6 +155,31 @@ mod tests {
         let tried = [s.pools[blue].servers[moved.server].addr];
         let retry = pick_server(&s, blue, &tried, &with).expect("a retry");
         assert_ne!(retry.server, moved.server);
+    }
+
+    #[test]
+    fn a_backup_keeps_its_clients_only_while_every_other_server_is_down() {
+        let s = service_with(
+            "servers = [\"127.0.0.1:2\", { address = \"127.0.0.1:3\", backup = true }]",
+        );
+        let pool = s.pool_index("blue").expect("blue");
+        let [primary, backup] = [&s.pools[pool].servers[0], &s.pools[pool].servers[1]];
+        assert!(backup.backup && !primary.backup);
+        let on = |server: usize| {
+            let set = set_cookie(&s, pool, server, &request(None), false).expect("cookie");
+            request(Some(pair(&set)))
+        };
+        assert_eq!(claimed(&s, pool, &on(0)), Some(0));
+        assert_eq!(claimed(&s, pool, &on(1)), None, "the primary is up");
+        primary.state.set_healthy(false);
+        assert_eq!(claimed(&s, pool, &on(1)), Some(1), "every primary is down");
+        assert_eq!(
+            pick_server(&s, pool, &[], &on(0)).map(|c| c.server),
+            Some(1)
+        );
+        primary.state.set_healthy(true);
+        assert_eq!(claimed(&s, pool, &on(1)), None, "back to the primary");
+        assert_eq!(claimed(&s, pool, &on(0)), Some(0));
     }
 
     #[test]
