@@ -49,15 +49,18 @@ fn servers() -> Vec<Backend> {
         .collect()
 }
 
-/// Service "api" on every host: one pool of `servers`, affinity cookie "srv" for an hour.
+/// Service "api" on every host: one pool of `servers` and the backup server "backup" (which
+/// takes requests only while they are all down), affinity cookie "srv" for an hour.
 fn world(servers: &[Backend]) -> World {
-    let mut w = World::new();
+    let mut w = World::new().backend("backup");
     for s in servers {
         w = w.address(s.name(), s.addr);
     }
-    w.route("*", "api")
-        .pool("api", "main", 1, &["s1", "s2", "s3"])
-        .toml("[services.api.affinity]\ncookie = \"srv\"\nttl = \"1h\"\n")
+    w.route("*", "api").toml(
+        "[services.api.pools.main]\n\
+         servers = [\"{s1}\", \"{s2}\", \"{s3}\", { address = \"{backup}\", backup = true }]\n\n\
+         [services.api.affinity]\ncookie = \"srv\"\nttl = \"1h\"\n",
+    )
 }
 
 #[test]
@@ -106,7 +109,8 @@ fn a_cookie_client_sticks_to_its_server_and_moves_once_when_it_dies() {
         );
     }
 
-    // Its server dies: the client moves to another one, once, and stays there.
+    // Its server dies: the client moves to another one (not the backup: two servers are up),
+    // once, and stays there.
     let dead = servers
         .iter()
         .position(|s| s.name() == first.backend)
@@ -114,6 +118,7 @@ fn a_cookie_client_sticks_to_its_server_and_moves_once_when_it_dies() {
     servers.remove(dead).stop();
     let moved = get(&client, &url, &cookie);
     assert_ne!(moved.backend, first.backend);
+    assert_ne!(moved.backend, "backup");
     let new_cookie = pair(&moved.set_cookie.expect("the cookie names the new server"));
     assert_ne!(new_cookie, cookie);
     for i in 0..100 {
@@ -121,6 +126,11 @@ fn a_cookie_client_sticks_to_its_server_and_moves_once_when_it_dies() {
         assert_eq!(a.backend, moved.backend, "request {i} after the move");
         assert_eq!(a.set_cookie, None);
     }
+    assert_eq!(
+        w.backend("backup").requests(),
+        0,
+        "the backup was never needed"
+    );
 }
 
 #[test]
