@@ -543,19 +543,10 @@ impl ProxyHttp for Proxy {
             e.set_retry(true);
             return Err(e.into_up());
         }
-        let status = retry::Cause::Status(upstream.status.as_u16());
-        if retry::decide(session, ctx, status) {
-            ctx.guard = None;
-            ctx.status_retry = true;
-            self.record_retry(ctx);
-            let mut e = Error::explain(
-                ErrorType::HTTPStatus(upstream.status.as_u16()),
-                "the upstream answered a status of the route's retry.on; retrying on another server",
-            );
-            e.set_retry(true);
-            return Err(e.into_up());
+        match self.retry_status(session, ctx, upstream.status.as_u16()) {
+            Some(retry) => Err(retry),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn response_filter(

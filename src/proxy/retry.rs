@@ -158,6 +158,29 @@ impl Proxy {
         self.record_retry(ctx);
         true
     }
+
+    /// When the upstream answered a status of the route's `retry.on` and the request may go to
+    /// another server: the retryable error that sends it there before anything reached the
+    /// client (`error_while_proxy` keeps its verdict).
+    pub(super) fn retry_status(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        status: u16,
+    ) -> Option<Box<Error>> {
+        if !decide(session, ctx, Cause::Status(status)) {
+            return None;
+        }
+        ctx.guard = None;
+        ctx.status_retry = true;
+        self.record_retry(ctx);
+        let mut e = Error::explain(
+            ErrorType::HTTPStatus(status),
+            "the upstream answered a status of the route's retry.on; retrying on another server",
+        );
+        e.set_retry(true);
+        Some(e.into_up())
+    }
 }
 
 #[cfg(test)]
