@@ -205,11 +205,14 @@ pub struct ServerRegistry {
 }
 
 impl ServerRegistry {
-    /// The state for `addr`, created on first use.
+    /// The state for `addr`, created on first use: one per address, however many pools and
+    /// services of the snapshot list it.
     pub fn state(&mut self, addr: SocketAddr) -> Arc<ServerState> {
-        let state = self.states.get(&addr).cloned().unwrap_or_default();
-        self.next_states.insert(addr, state.clone());
-        state
+        let states = &self.states;
+        self.next_states
+            .entry(addr)
+            .or_insert_with(|| states.get(&addr).cloned().unwrap_or_default())
+            .clone()
     }
 
     /// The live window of `pool` of `service`: kept while its shape (`spec`) stays the same,

@@ -299,3 +299,18 @@ fn a_name_is_one_server_per_address_and_states_follow_addresses() {
         "the vanished address's state is dropped"
     );
 }
+
+#[test]
+fn an_address_in_two_services_has_one_state_from_the_first_compile() {
+    let mut reg = ServerRegistry::default();
+    let cfg = service_of(vec![entry("127.0.0.1:9", false)], Balance::RoundRobin);
+    let (a, b) = (
+        Service::build(&cfg, &mut reg, &Addresses::default()),
+        Service::build(&cfg, &mut reg, &Addresses::default()),
+    );
+    reg.commit();
+    assert!(Arc::ptr_eq(
+        &a.pools[0].servers[0].state,
+        &b.pools[0].servers[0].state
+    ));
+}
