@@ -205,14 +205,15 @@ pub struct ServerRegistry {
 }
 
 impl ServerRegistry {
-    /// The state for `addr`, created on first use: one per address, however many pools and
-    /// services of the snapshot list it.
+    /// The state for `addr`, created on first use.
     pub fn state(&mut self, addr: SocketAddr) -> Arc<ServerState> {
-        let states = &self.states;
-        self.next_states
-            .entry(addr)
-            .or_insert_with(|| states.get(&addr).cloned().unwrap_or_default())
-            .clone()
+        if let Some(state) = self.next_states.get(&addr) {
+            // Another pool of this compile has the address: one server, one state.
+            return state.clone();
+        }
+        let state = self.states.get(&addr).cloned().unwrap_or_default();
+        self.next_states.insert(addr, state.clone());
+        state
     }
 
     /// The live window of `pool` of `service`: kept while its shape (`spec`) stays the same,

@@ -4,6 +4,10 @@ use super::*;
 use crate::config::{PoolConfig, ServerAddress, ServerConfig};
 use crate::upstream::names::Answer;
 
+fn addr_of(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
 /// A server entry for `address` (an IP:port or a name:port).
 fn entry(address: &str, backup: bool) -> ServerConfig {
     ServerConfig {
@@ -309,6 +313,7 @@ fn an_address_in_two_services_has_one_state_from_the_first_compile() {
         Service::build(&cfg, &mut reg, &Addresses::default()),
     );
     reg.commit();
+    assert_eq!(a.pools[0].servers[0].addr, addr_of("127.0.0.1:9"));
     assert!(Arc::ptr_eq(
         &a.pools[0].servers[0].state,
         &b.pools[0].servers[0].state
