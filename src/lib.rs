@@ -20,6 +20,7 @@ pub mod ctl;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod health;
+pub mod keepalive;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

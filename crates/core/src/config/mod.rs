@@ -14,6 +14,7 @@ mod routes;
 mod serialize;
 mod server;
 mod services;
+mod upstream_conn;
 pub mod values;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use raw::RawConfig;
 pub use routes::{HostPattern, RouteConfig, RouteOptions};
 pub use server::{AccessLogTarget, ServerSettings};
 pub use services::{Balance, HealthCheck, PassivePolicy, PoolConfig, ServerConfig, ServiceConfig};
+pub use upstream_conn::UpstreamConn;
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
 
 /// One problem found in a config file, with its location.

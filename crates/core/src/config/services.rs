@@ -34,6 +34,7 @@ pub struct RawService {
     pub rollout: Option<super::rollout::RawRollout>,
     pub sticky: Option<super::rollout::RawSticky>,
     pub pool_override: Option<Spanned<super::rollout::RawPoolOverride>>,
+    pub upstream: Option<super::upstream_conn::RawUpstreamConn>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +151,8 @@ pub struct ServiceConfig {
     pub sticky: Option<rollout::StickyKey>,
     /// A header/cookie with which testers pick a pool.
     pub pool_override: Option<rollout::PoolOverride>,
+    /// Keep-alive and connection limits towards the servers (`[services.X.upstream]`).
+    pub upstream: super::upstream_conn::UpstreamConn,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -260,7 +263,9 @@ impl Validator {
                 .pool_override
                 .as_ref()
                 .and_then(|o| self.pool_override(o));
+            let upstream = self.upstream_conn(svc.upstream.as_ref());
             out.push(ServiceConfig {
+                upstream,
                 name: name.clone(),
                 balance: svc.balance,
                 health,

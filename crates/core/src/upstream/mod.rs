@@ -24,6 +24,8 @@ pub struct ServerState {
     streak: parking_lot::Mutex<Streak>,
     /// Ejected by passive checks until this instant (ms on the process clock); 0 = not ejected.
     ejected_until_ms: AtomicU64,
+    /// Requests queued for a slot under `max_conns` ([`slots`]).
+    slots: slots::SlotSignal,
 }
 
 impl Default for ServerState {
@@ -34,6 +36,7 @@ impl Default for ServerState {
             streak_len: AtomicU32::new(0),
             streak: parking_lot::Mutex::new(Streak::default()),
             ejected_until_ms: AtomicU64::new(0),
+            slots: slots::SlotSignal::default(),
         }
     }
 }
@@ -231,7 +234,8 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.slots.freed();
     }
 }
 
@@ -405,6 +409,8 @@ pub struct Service {
     pub pool_override: Option<PoolOverride>,
     /// Set while a rollout with shielding is active: where a failed canary request is retried.
     pub shield: Option<Shield>,
+    /// Keep-alive and `max_conns` towards the servers ([`slots`]).
+    pub upstream: crate::config::UpstreamConn,
 }
 
 /// During a rollout: an idempotent request that failed on `canary` is retried once on `stable`.
@@ -454,6 +460,7 @@ impl Service {
             sticky: cfg.sticky.clone(),
             pool_override: cfg.pool_override.clone(),
             shield: None,
+            upstream: cfg.upstream,
         }
     }
 
@@ -519,5 +526,6 @@ impl Service {
     }
 }
 
+pub mod slots;
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ fn service(balance: Balance) -> Service {
         rollout: Default::default(),
         sticky: None,
         pool_override: None,
+        upstream: Default::default(),
         pools: vec![PoolConfig {
             name: "blue".into(),
             weight: 1,
@@ -186,6 +187,7 @@ fn fallback_only_to_weighted_pools_with_servers() {
         rollout: Default::default(),
         sticky: None,
         pool_override: None,
+        upstream: Default::default(),
         pools: vec![mk("blue", 1, 1), mk("green", 0, 2), mk("canary", 1, 3)],
     };
     let svc = Service::build(&cfg, &mut ServerRegistry::default());
