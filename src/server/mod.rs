@@ -2,6 +2,8 @@
 
 pub mod background;
 pub mod listeners;
+mod prehandshake;
+pub mod proxy_protocol;
 
 use std::path::Path;
 use std::sync::Arc;
