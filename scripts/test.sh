@@ -16,6 +16,7 @@ declare -A NEED=(
   [pebble]=pebble
   [pebble-challtestsrv]=pebble
   [script]=bsdutils
+  [haproxy]=haproxy
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
