@@ -14,7 +14,7 @@ use crate::limits::{Limiter, ZoneRegistry};
 use crate::metrics::{Handles, Metrics};
 use crate::rollout::StepClock;
 use crate::routing::RouteTable;
-use crate::upstream::{ServerRegistry, Service, Shield};
+use crate::upstream::{Addresses, ServerRegistry, Service, Shield};
 
 /// What a plain or TLS listener does with every request, whatever the route.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub handles: Arc<Handles>,
     /// The weight overrides and rollouts compiled in: what the admin API and `/metrics` show.
     pub book: Arc<Book>,
+    /// What every server name resolved to, as compiled into `services`.
+    pub addresses: Arc<Addresses>,
     pub config: Arc<Config>,
 }
 
@@ -65,6 +67,8 @@ impl std::fmt::Debug for Snapshot {
 pub struct Registries {
     pub servers: ServerRegistry,
     idle: IdleLimits,
+    /// The resolver service's latest answers; a change to them compiles a new snapshot.
+    pub addresses: Arc<Addresses>,
     zones: ZoneRegistry,
     last: Option<ConfigParts>,
 }
@@ -91,7 +95,12 @@ impl Snapshot {
         registries: &mut Registries,
         metrics: &Metrics,
     ) -> Snapshot {
-        let services = compile_services(&config, &book, &mut registries.servers);
+        let services = compile_services(
+            &config,
+            &book,
+            &mut registries.servers,
+            &registries.addresses,
+        );
         let parts = match registries.last.take() {
             Some(parts) if Arc::ptr_eq(&parts.config, &config) => parts,
             _ => {
@@ -128,6 +137,7 @@ impl Snapshot {
             zone_keys: registries.zones.hasher(),
             handles: parts.handles.clone(),
             book,
+            addresses: registries.addresses.clone(),
             config,
         };
         registries.last = Some(parts);
@@ -160,7 +170,12 @@ impl Snapshot {
 }
 
 /// Every service of `config` with the book's weights and shields; pools keep their windows.
-fn compile_services(config: &Config, book: &Book, servers: &mut ServerRegistry) -> Vec<Service> {
+fn compile_services(
+    config: &Config,
+    book: &Book,
+    servers: &mut ServerRegistry,
+    addresses: &Addresses,
+) -> Vec<Service> {
     let services = config
         .services
         .iter()
@@ -173,7 +188,7 @@ fn compile_services(config: &Config, book: &Book, servers: &mut ServerRegistry) 
                     }
                 }
             }
-            let mut service = Service::build(&s, servers);
+            let mut service = Service::build(&s, servers, addresses);
             if let Some(r) = book.rollouts.active(&s.name).filter(|r| r.shield) {
                 if let (Some(canary), Some(stable)) =
                     (service.pool_index(&r.canary), service.pool_index(&r.stable))

@@ -26,7 +26,7 @@ pub use http::{
     https_client, is_request_id, json_body, test_ca,
 };
 pub use load::{failures, Load, Seen};
-pub use peers::peer;
+pub use peers::{peer, spawn_for_process};
 pub use ports::{closed_addr, closed_port, port, udp_and_tcp_port};
 pub use prom::{metric, metric_sum, metric_value, samples, Labels, Sample};
 pub use proxy::{check, Proxy};
