@@ -17,6 +17,7 @@ declare -A NEED=(
   [pebble-challtestsrv]=pebble
   [script]=bsdutils
   [python3]=python3
+  [haproxy]=haproxy
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

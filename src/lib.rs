@@ -21,6 +21,7 @@ pub mod ctl;
 pub mod demo;
 pub mod dns;
 pub mod health;
+pub mod keepalive;
 pub mod metrics;
 pub mod proxy;
 pub mod runtime;

@@ -4,8 +4,11 @@ use std::collections::hash_map::RandomState;
 use std::sync::Arc;
 use std::time::Instant;
 
+use pingora_core::upstreams::peer::IdleLimit;
+
 use crate::book::Book;
 use crate::config::Config;
+use crate::keepalive::IdleLimits;
 use crate::limits::conn::ConnCaps;
 use crate::limits::{Limiter, ZoneRegistry};
 use crate::metrics::{Handles, Metrics};
@@ -29,6 +32,8 @@ pub struct Snapshot {
     pub routes: Arc<RouteTable>,
     /// Each pool holds its servers' states and its live window.
     pub services: Vec<Service>,
+    /// Each service's cap on idle upstream connections (`keepalive`), by service index.
+    pub idle_limits: Vec<Option<Arc<IdleLimit>>>,
     pub listeners: Vec<ListenerPolicy>,
     /// Client connection caps, checked at accept.
     pub caps: ConnCaps,
@@ -61,6 +66,7 @@ impl std::fmt::Debug for Snapshot {
 #[derive(Default)]
 pub struct Registries {
     pub servers: ServerRegistry,
+    idle: IdleLimits,
     /// The resolver service's latest answers; a change to them compiles a new snapshot.
     pub addresses: Arc<Addresses>,
     zones: ZoneRegistry,
@@ -116,6 +122,7 @@ impl Snapshot {
             generation,
             routes: parts.routes.clone(),
             services,
+            idle_limits: registries.idle.compile(&config.services),
             listeners: config
                 .listeners
                 .iter()

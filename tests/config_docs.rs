@@ -31,6 +31,7 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/acme.rs",
     "crates/core/src/config/retry.rs",
     "crates/core/src/config/affinity.rs",
+    "crates/core/src/config/upstream_conn.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";

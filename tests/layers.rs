@@ -22,7 +22,17 @@ const FLOORS: &[(u32, &[&str])] = &[
     // The model.
     (2, &["config"]),
     // Parts: routing, pools, the book; metric families, certificates, logs, persistence.
-    (3, &["routing", "upstream", "tls", "access_log", "api"]),
+    (
+        3,
+        &[
+            "routing",
+            "upstream",
+            "keepalive",
+            "tls",
+            "access_log",
+            "api",
+        ],
+    ),
     (4, &["book", "metrics"]),
     (5, &["state"]),
     (6, &["snapshot"]),

@@ -59,6 +59,10 @@ pub enum ClientError {
     Reset,
     /// Plain HTTP sent to a TLS listener (400).
     PlainHttpOnTls,
+    /// A connection to a `proxy_protocol` listener from a peer not in `trusted_proxies` (closed).
+    ProxyProtocolUntrusted,
+    /// A connection to a `proxy_protocol` listener without a valid PROXY header (closed).
+    ProxyProtocolInvalid,
 }
 
 impl ClientError {
@@ -71,6 +75,8 @@ impl ClientError {
             ClientError::BodyTimeout => "body_timeout",
             ClientError::Reset => "reset",
             ClientError::PlainHttpOnTls => "plain_http_on_tls",
+            ClientError::ProxyProtocolUntrusted => "proxy_protocol_untrusted",
+            ClientError::ProxyProtocolInvalid => "proxy_protocol_invalid",
         }
     }
 }
@@ -336,7 +342,7 @@ impl Metrics {
         let client_errors = counter_vec(
             &r,
             "switchyard_client_errors_total",
-            "Requests and connections that failed by the client's doing, by listener and kind (bad_request, uri_too_long, header_too_large, header_timeout, body_timeout, reset, plain_http_on_tls).",
+            "Requests and connections that failed by the client's doing, by listener and kind (bad_request, uri_too_long, header_too_large, header_timeout, body_timeout, reset, plain_http_on_tls, proxy_protocol_untrusted, proxy_protocol_invalid).",
             &["listener", "kind"],
         );
         let upstream_returns = counter_vec(

@@ -21,14 +21,19 @@ pub fn pick_server(
     tried: &[SocketAddr],
     req: &RequestHeader,
 ) -> Option<ServerChoice> {
-    let claimed = tried
-        .is_empty()
-        .then(|| claimed(service, pool, req))
-        .flatten();
-    match claimed {
-        Some(server) => Some(ServerChoice { pool, server }),
-        None => pick::pick_server(service, pool, tried),
-    }
+    claim(service, pool, tried, req).or_else(|| pick::pick_server(service, pool, tried))
+}
+
+/// On the first try, the server of `pool` the request's affinity cookie names, while that
+/// server can take requests; `None` otherwise (the balancer picks).
+pub fn claim(
+    service: &Service,
+    pool: usize,
+    tried: &[SocketAddr],
+    req: &RequestHeader,
+) -> Option<ServerChoice> {
+    let server = tried.is_empty().then(|| claimed(service, pool, req))??;
+    Some(ServerChoice { pool, server })
 }
 
 /// The server of `pool` the request's cookie names, if it can take requests now: available,

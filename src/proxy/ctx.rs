@@ -61,6 +61,8 @@ pub struct Ctx {
     pub(super) sticky_cookie: Option<(String, String)>,
     /// The normalised request path, when it differs from the one the client sent.
     pub(super) path: Option<String>,
+    /// Every server stayed at `max_conns` for `queue_timeout` (the 503 says so).
+    pub(super) queue_timed_out: bool,
 }
 
 impl Ctx {
@@ -90,6 +92,7 @@ impl Ctx {
             shield: Shield::Off,
             sticky_cookie: None,
             path: None,
+            queue_timed_out: false,
         }
     }
 

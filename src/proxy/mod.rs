@@ -7,6 +7,7 @@ mod limit;
 mod observe;
 pub mod pick;
 pub mod plain;
+mod queue;
 pub mod respond;
 pub mod retry;
 
@@ -346,8 +347,20 @@ impl ProxyHttp for Proxy {
             }
         };
         let tried = ctx.tried();
-        let picked =
-            affinity::pick_server(service, pool_idx, &tried[..ctx.tries], session.req_header());
+        let tried = &tried[..ctx.tries];
+        let claimed = affinity::claim(service, pool_idx, tried, session.req_header());
+        let (picked, guard) = match queue::pick_with_slot(service, pool_idx, tried, claimed).await {
+            queue::Slot::Got(choice, guard) => (Some(choice), Some(guard)),
+            queue::Slot::NoServer => (None, None),
+            queue::Slot::TimedOut { max_conns, waited } => {
+                ctx.pool = Some(pool_idx);
+                ctx.queue_timed_out = true;
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    format!("every server at max_conns = {max_conns} for {waited:?}"),
+                ));
+            }
+        };
         if picked.is_some_and(|p| p.pool != pool_idx) {
             // The whole pool is down and another pool takes the request: no shield there.
             ctx.shield = Shield::Off;
@@ -371,7 +384,7 @@ impl ProxyHttp for Proxy {
             ctx.tries += 1;
         }
         ctx.first_try.get_or_insert_with(Instant::now);
-        ctx.guard = Some(server.acquire());
+        ctx.guard = guard;
         ctx.upstream = Some(server.addr);
         ctx.upstream_start = Some(Instant::now());
 
@@ -380,7 +393,8 @@ impl ProxyHttp for Proxy {
         peer.options.connection_timeout = Some(o.connect_timeout);
         peer.options.read_timeout = Some(o.read_timeout);
         peer.options.write_timeout = Some(o.send_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(service.upstream.keepalive_timeout);
+        peer.options.idle_limit = snap.idle_limits.get(route.service).cloned().flatten();
         Ok(Box::new(peer))
     }
 
@@ -592,7 +606,9 @@ impl ProxyHttp for Proxy {
             if ctx.request_id.is_empty() {
                 ctx.request_id = request_id(session.req_header());
             }
-            if let Err(write) = respond::write_error(session, status, &ctx.request_id).await {
+            let reason = ctx.queue_timed_out.then_some(queue::QUEUE_TIMEOUT_REASON);
+            let written = respond::write_error_with(session, status, reason, &ctx.request_id);
+            if let Err(write) = written.await {
                 log::debug!("could not send {status} to the client: {write}");
             }
         }

@@ -71,8 +71,13 @@ fn reason(status: u16) -> &'static str {
 
 /// `{"error":"...","status":N,"request_id":"..."}`
 pub fn body(status: u16, request_id: &str) -> Bytes {
+    body_with(status, None, request_id)
+}
+
+/// [`body`] with `error` saying more than the status's usual reason.
+pub fn body_with(status: u16, error: Option<&str>, request_id: &str) -> Bytes {
     let value = serde_json::json!({
-        "error": reason(status),
+        "error": error.unwrap_or(reason(status)),
         "status": status,
         "request_id": request_id,
     });
@@ -87,7 +92,17 @@ pub async fn write_error(
     status: u16,
     request_id: &str,
 ) -> pingora_error::Result<()> {
-    let body = body(status, request_id);
+    write_error_with(session, status, None, request_id).await
+}
+
+/// [`write_error`] with the body's `error` given ([`body_with`]).
+pub async fn write_error_with(
+    session: &mut ServerSession,
+    status: u16,
+    error: Option<&str>,
+    request_id: &str,
+) -> pingora_error::Result<()> {
+    let body = body_with(status, error, request_id);
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;

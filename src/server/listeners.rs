@@ -64,14 +64,20 @@ pub fn proxy_service(
     // ("0s", keep-alive off for HTTP/1, leaves h2 connections without an idle limit.)
     options.h2_idle_timeout = (!h2_idle_timeout.is_zero()).then_some(h2_idle_timeout);
     http.server_options = Some(options);
+    let runtime_for_hook = runtime.clone();
     let limited = LimitedApp::new(http, runtime);
     let app = ObservedApp::new(limited, index, watch.clone());
     let mut svc = Service::new("proxy".to_string(), app);
-    if let Some(watch) = watch {
-        // Applies to every TLS endpoint added afterwards.
-        svc.endpoints()
-            .set_pre_tls_callback(TlsWatch::hook(&watch, pre_tls));
-    }
+    // One callback for every endpoint added afterwards (vendor patch 14): PROXY headers where
+    // configured, then on TLS endpoints the handshake watch and what `pre_tls` chains.
+    let tls_endpoints = listeners.iter().filter(|l| l.tls).map(|l| l.address);
+    let tls = watch.map(|watch| TlsWatch::hook(&watch, pre_tls));
+    svc.endpoints()
+        .set_pre_tls_callback(super::prehandshake::callback(
+            runtime_for_hook,
+            tls_endpoints.collect(),
+            tls,
+        ));
     svc
 }
 
@@ -437,6 +443,7 @@ mod tests {
             h2: false,
             redirect_https: false,
             https_port: 443,
+            proxy_protocol: false,
         }
     }
 

@@ -2,6 +2,8 @@
 
 pub mod background;
 pub mod listeners;
+mod prehandshake;
+pub mod proxy_protocol;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -155,6 +157,11 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         grace_period_seconds: Some(cfg.server.drain_timeout.as_secs_f64().ceil() as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: cfg.server.upgrade_socket.clone(),
+        // Room in pingora's one upstream pool for every service's `keepalive` cap.
+        upstream_keepalive_pool_size: crate::keepalive::global_pool_size(
+            &cfg.services,
+            cfg.server.threads,
+        ),
         ..ServerConf::default()
     };
     if let Some(pid) = &cfg.server.pid_file {

@@ -58,6 +58,9 @@ struct Shared {
     /// Every answer waits this long first (a slow backend).
     delay: Duration,
     requests: AtomicU64,
+    /// Connections accepted so far, and those open now.
+    connections: AtomicU64,
+    open_connections: AtomicU64,
     /// Answers turned into 500 by `fail_ratio`, and when the first [`FAILURE_TIMES`] of them
     /// were decided (the lock is taken on injected failures only).
     injected_failures: AtomicU64,
@@ -114,6 +117,17 @@ impl Backend {
     /// How many requests this backend has parsed so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many connections this backend has accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// How many of its connections are open now (a closed one is counted out once the
+    /// backend has seen it close).
+    pub fn open_connections(&self) -> u64 {
+        self.shared.open_connections.load(Ordering::Relaxed)
     }
 
     /// How many answers `fail_ratio` has turned into 500 so far.
@@ -247,6 +261,8 @@ impl BackendBuilder {
             fail_status: self.fail_status,
             delay: self.delay,
             requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
             injected_failures: AtomicU64::new(0),
             failure_times: parking_lot::Mutex::new(Vec::with_capacity(FAILURE_TIMES)),
         }

@@ -49,6 +49,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     // Latency matters more than packet count for a test upstream; failure only costs speed.
     let _ = stream.set_nodelay(true);
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared.open_connections.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenConnection(Arc::clone(&shared));
     let name = shared.name.clone();
     let service = service_fn(move |req| handle(req, Arc::clone(&shared)));
     let connection = http1::Builder::new()
@@ -61,6 +64,15 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
         .with_upgrades();
     if let Err(err) = connection.await {
         log::debug!("backend {name}: connection ended: {err}");
+    }
+}
+
+/// Counts a connection out when its task ends (closed, or cancelled at stop).
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

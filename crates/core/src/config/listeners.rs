@@ -25,6 +25,8 @@ pub struct RawListener {
     #[serde(default)]
     pub redirect_https: bool,
     pub https_port: Option<u16>,
+    /// Read a PROXY protocol (v1/v2) header from every connection (peers in `trusted_proxies`).
+    pub proxy_protocol: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +48,9 @@ pub struct ListenerConfig {
     pub h2: bool,
     pub redirect_https: bool,
     pub https_port: u16,
+    /// Every connection starts with a PROXY header from a `[limits] trusted_proxies` peer,
+    /// whose client address stands for the connection's peer.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,8 +94,26 @@ impl Validator {
                     format!("duplicate listener address {address} (first defined at line {line})"),
                 );
             }
+            let proxy_protocol = match &l.proxy_protocol {
+                Some(p)
+                    if *p.get_ref()
+                        && raw
+                            .limits
+                            .as_ref()
+                            .is_none_or(|l| l.trusted_proxies.is_empty()) =>
+                {
+                    self.error(
+                        p.span(),
+                        "proxy_protocol = true needs [limits] trusted_proxies: the load balancers allowed to send a PROXY header",
+                    );
+                    false
+                }
+                Some(p) => *p.get_ref(),
+                None => false,
+            };
             out.push(ListenerConfig {
                 name,
+                proxy_protocol,
                 address,
                 tls: l.tls,
                 h2: l.h2.unwrap_or(true),

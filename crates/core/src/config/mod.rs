@@ -16,6 +16,7 @@ mod routes;
 mod serialize;
 mod server;
 mod services;
+mod upstream_conn;
 pub mod values;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ pub use server::{AccessLogTarget, ServerSettings};
 pub use services::{
     Balance, HealthCheck, PassivePolicy, PoolConfig, ServerAddress, ServerConfig, ServiceConfig,
 };
+pub use upstream_conn::UpstreamConn;
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
 
 /// One problem found in a config file, with its location.

@@ -36,6 +36,7 @@ pub struct RawService {
     pub sticky: Option<super::rollout::RawSticky>,
     pub pool_override: Option<Spanned<super::rollout::RawPoolOverride>>,
     pub affinity: Option<Spanned<super::affinity::RawAffinity>>,
+    pub upstream: Option<super::upstream_conn::RawUpstreamConn>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +166,8 @@ pub struct ServiceConfig {
     pub pool_override: Option<rollout::PoolOverride>,
     /// Keep each client on one server of its pool, with a cookie.
     pub affinity: Option<super::affinity::AffinityConfig>,
+    /// Keep-alive and connection limits towards the servers (`[services.X.upstream]`).
+    pub upstream: super::upstream_conn::UpstreamConn,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -374,7 +377,9 @@ impl Validator {
                 .affinity
                 .as_ref()
                 .and_then(|a| self.affinity(a, sticky.as_ref(), pool_override.as_ref()));
+            let upstream = self.upstream_conn(svc.upstream.as_ref());
             out.push(ServiceConfig {
+                upstream,
                 name: name.clone(),
                 balance: svc.balance,
                 health,

@@ -276,3 +276,62 @@ fn serializes_the_whole_config_and_no_secret() {
     assert_eq!(json["server"]["merge_slashes"], true);
     assert_eq!(json["server"]["access_log"], "stdout");
 }
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies() {
+    let on = BASE.replace(
+        "address = \"127.0.0.1:8080\"",
+        "address = \"127.0.0.1:8080\"\nproxy_protocol = true",
+    );
+    let e = errors(&on);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:5:18: proxy_protocol = true needs [limits] trusted_proxies"),
+        "{e:?}"
+    );
+    let trusted = format!("{on}\n[limits]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+    let cfg = parse(&trusted, Path::new("t.toml")).expect("valid");
+    assert!(cfg.listeners[0].proxy_protocol);
+    assert!(!parse(BASE, Path::new("t.toml")).expect("valid").listeners[0].proxy_protocol);
+}
+
+#[test]
+fn upstream_connection_settings_are_validated() {
+    let with = |table: &str| format!("{BASE}\n[services.api.upstream]\n{table}");
+    let cfg = parse(BASE, Path::new("t.toml")).expect("valid");
+    assert_eq!(cfg.services[0].upstream, UpstreamConn::default());
+    assert_eq!(
+        cfg.services[0].upstream.keepalive_timeout,
+        Duration::from_secs(60),
+        "today's fixed idle timeout"
+    );
+    let cfg = parse(
+        &with(
+            "keepalive = 16\nkeepalive_timeout = \"30s\"\nmax_conns = 10\nqueue_timeout = \"2s\"\n",
+        ),
+        Path::new("t.toml"),
+    )
+    .expect("valid");
+    let u = cfg.services[0].upstream;
+    assert_eq!(u.keepalive, Some(16));
+    assert_eq!(u.keepalive_timeout, Duration::from_secs(30));
+    assert_eq!(u.max_conns, Some(10));
+    assert_eq!(u.queue_timeout, Duration::from_secs(2));
+    for (table, message) in [
+        ("max_conns = 0\n", "max_conns must be at least 1"),
+        (
+            "keepalive_timeout = \"0s\"\n",
+            "keepalive_timeout must be above 0",
+        ),
+        (
+            "queue_timeout = \"1s\"\n",
+            "queue_timeout applies only with max_conns",
+        ),
+        ("max_con = 3\n", "unknown field `max_con`"),
+    ] {
+        let e = errors(&with(table));
+        assert_eq!(e.len(), 1, "{table}: {e:?}");
+        assert!(e[0].starts_with("t.toml:15:"), "{table}: {e:?}");
+        assert!(e[0].contains(message), "{table}: {e:?}");
+    }
+}

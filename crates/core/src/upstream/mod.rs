@@ -29,6 +29,8 @@ pub struct ServerState {
     streak: parking_lot::Mutex<Streak>,
     /// Ejected by passive checks until this instant (ms on the process clock); 0 = not ejected.
     ejected_until_ms: AtomicU64,
+    /// Requests queued for a slot under `max_conns` ([`slots`]).
+    slots: slots::SlotSignal,
 }
 
 impl Default for ServerState {
@@ -39,6 +41,7 @@ impl Default for ServerState {
             streak_len: AtomicU32::new(0),
             streak: parking_lot::Mutex::new(Streak::default()),
             ejected_until_ms: AtomicU64::new(0),
+            slots: slots::SlotSignal::default(),
         }
     }
 }
@@ -249,7 +252,8 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        self.0.slots.freed();
     }
 }
 
@@ -453,6 +457,8 @@ pub struct Service {
     pub shield: Option<Shield>,
     /// Keep each client on one server of its pool (`[services.NAME.affinity]`).
     pub affinity: Option<affinity::Affinity>,
+    /// Keep-alive and `max_conns` towards the servers ([`slots`]).
+    pub upstream: crate::config::UpstreamConn,
 }
 
 /// During a rollout: an idempotent request that failed on `canary` is retried once on `stable`.
@@ -540,6 +546,7 @@ impl Service {
             pool_override: cfg.pool_override.clone(),
             shield: None,
             affinity,
+            upstream: cfg.upstream,
         }
     }
 
@@ -605,5 +612,6 @@ impl Service {
     }
 }
 
+pub mod slots;
 #[cfg(test)]
 mod tests;

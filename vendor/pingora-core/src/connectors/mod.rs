@@ -311,10 +311,35 @@ impl TransportConnector {
     /// If a [Stream] is dropped instead of being returned via this function. it will be closed.
     pub fn release_stream(
         &self,
-        mut stream: Stream,
+        stream: Stream,
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
+        self.release_stream_limited(stream, key, idle_timeout, None)
+    }
+
+    /// [`TransportConnector::release_stream`], counted in `limit` while it is idle: when
+    /// `limit` is full, the stream is closed instead of pooled.
+    pub fn release_stream_limited(
+        &self,
+        mut stream: Stream,
+        key: u64, // usually peer.reuse_hash()
+        idle_timeout: Option<Duration>,
+        limit: Option<&Arc<crate::upstreams::peer::IdleLimit>>,
+    ) {
+        let hold = match limit {
+            Some(limit) => match limit.try_hold() {
+                Some(hold) => Some(hold),
+                None => {
+                    debug!(
+                        "idle limit of {} reached, closing the connection",
+                        limit.max()
+                    );
+                    return;
+                }
+            },
+            None => None,
+        };
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
         }
@@ -329,6 +354,8 @@ impl TransportConnector {
         let keepalive_pool_callback = self.keepalive_pool_callback.clone();
         let rt = pingora_runtime::current_handle();
         rt.spawn(async move {
+            // Counted as idle until the connection leaves the pool, whichever way.
+            let _hold = hold;
             if pool
                 .idle_poll(
                     locked_stream,
@@ -835,5 +862,60 @@ mod tests {
             1,
             "unexpected_data_connection_count should have incremented"
         );
+    }
+}
+
+/// Patch 15 (vendor/PATCHES.md): the idle cap; plain TCP, so compiled without a TLS feature.
+#[cfg(test)]
+mod idle_limit_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::upstreams::peer::BasicPeer;
+
+    #[tokio::test]
+    async fn test_idle_limit_caps_pooled_connections() {
+        use crate::upstreams::peer::IdleLimit;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Accepts and keeps every connection open until the test ends.
+        let server = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                kept.push(s);
+            }
+        });
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr);
+        let limit = IdleLimit::new(1);
+        let first = connector.new_stream(&peer).await.unwrap();
+        let second = connector.new_stream(&peer).await.unwrap();
+        let (first_id, second_id) = (first.id(), second.id());
+        connector.release_stream_limited(first, peer.reuse_hash(), None, Some(&limit));
+        assert_eq!(limit.idle(), 1);
+        // Over the cap: closed, not pooled.
+        connector.release_stream_limited(second, peer.reuse_hash(), None, Some(&limit));
+        assert_eq!(limit.idle(), 1);
+        let (reused, was_reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(was_reused);
+        assert_eq!(reused.id(), first_id);
+        assert_ne!(reused.id(), second_id);
+        // Taken out of the pool: no longer idle, once its idle task has seen it go.
+        for _ in 0..100 {
+            if limit.idle() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(limit.idle(), 0);
+        let (_, was_reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(!was_reused, "the second connection was closed, not pooled");
+        // A cap of 0 keeps nothing.
+        let none = IdleLimit::new(0);
+        connector.release_stream_limited(reused, peer.reuse_hash(), None, Some(&none));
+        assert_eq!(none.idle(), 0);
+        let (_, was_reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(!was_reused);
+        server.abort();
     }
 }

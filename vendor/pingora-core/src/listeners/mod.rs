@@ -126,7 +126,10 @@ pub(crate) type SharedTlsAcceptCallbacks = Arc<dyn TlsAccept + Send + Sync>;
 /// Callback for processing raw bytes before TLS handshake.
 ///
 /// This trait allows applications to read and process data from the raw TCP stream
-/// before the TLS handshake occurs. This is useful for protocols like HAProxy's
+/// before the TLS handshake occurs. It runs on every endpoint of the service after accept,
+/// plain TCP endpoints included (there it runs before the stream is handed to the app), so an
+/// implementation that is only meant for TLS endpoints must tell them apart itself (e.g. by the
+/// stream's local address). This is useful for protocols like HAProxy's
 /// PROXY protocol, which sends client address information before TLS.
 ///
 /// # Example
@@ -315,12 +318,12 @@ pub(crate) struct UninitializedStream {
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
+        // Process pre-handshake data if a callback is configured (e.g., PROXY protocol): on
+        // every endpoint, TLS or not, since a PROXY header precedes plain HTTP as well.
+        if let Some(ref callback) = self.pre_tls_callback {
+            callback.process(&mut self.l4).await?;
+        }
         if let Some(tls) = self.tls {
-            // Process pre-TLS data if a callback is configured (e.g., PROXY protocol)
-            if let Some(ref callback) = self.pre_tls_callback {
-                callback.process(&mut self.l4).await?;
-            }
-
             let tls_stream = tls.tls_handshake(self.l4).await?;
             Ok(Box::new(tls_stream))
         } else {
@@ -463,7 +466,8 @@ impl Listeners {
 
     /// Set a pre-TLS callback for all endpoints in this listener collection.
     ///
-    /// The callback will be invoked after TCP accept but before the TLS handshake,
+    /// The callback will be invoked after TCP accept but before the TLS handshake (on TLS
+    /// endpoints) or before the stream reaches the app (on plain ones),
     /// allowing the application to read and process data such as PROXY protocol
     /// headers that arrive before TLS.
     ///
@@ -604,6 +608,62 @@ mod test {
         let mut response = [0; 4];
         client.read_exact(&mut response).await.unwrap();
         assert_eq!(&response, b"pong");
+    }
+
+    /// Reads a 6-byte preamble ("HELLO\n") before the stream is handed on.
+    struct Preamble;
+
+    #[async_trait]
+    impl PreTlsProcess for Preamble {
+        async fn process(&self, stream: &mut L4Stream) -> Result<()> {
+            use tokio::io::AsyncReadExt;
+            let mut preamble = [0; 6];
+            stream.read_exact(&mut preamble).await.map_err(|e| {
+                pingora_error::Error::because(pingora_error::ErrorType::ReadError, "preamble", e)
+            })?;
+            if &preamble != b"HELLO\n" {
+                return pingora_error::Error::e_explain(
+                    pingora_error::ErrorType::HandshakeError,
+                    "no preamble",
+                );
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn test_pre_handshake_callback_runs_on_plain_endpoints() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let mut listeners = Listeners::new();
+        listeners.set_pre_tls_callback(Arc::new(Preamble));
+        listeners.add_tcp("127.0.0.1:0");
+        let listener = listeners
+            .build(
+                #[cfg(unix)]
+                None,
+            )
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let addr = listener.l4.local_addr().unwrap();
+
+        let server = tokio::spawn(async move {
+            // With the preamble: consumed by the callback, the rest reaches the app.
+            let mut stream = listener.accept().await.unwrap().handshake().await.unwrap();
+            let mut request = [0; 4];
+            stream.read_exact(&mut request).await.unwrap();
+            assert_eq!(&request, b"ping");
+            // Without: the callback's error ends the connection before the app.
+            assert!(listener.accept().await.unwrap().handshake().await.is_err());
+        });
+
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"HELLO\nping").await.unwrap();
+        let mut other = TcpStream::connect(addr).await.unwrap();
+        other.write_all(b"GOODBYE").await.unwrap();
+        server.await.unwrap();
     }
 
     #[test]

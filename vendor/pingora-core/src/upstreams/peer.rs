@@ -567,6 +567,62 @@ pub struct PeerOptions {
     #[cfg(feature = "openssl_derived")]
     #[derivative(Debug = "ignore")]
     pub upstream_tls_handshake_complete_hook: Option<HandshakeCompleteHook>,
+    /// A cap on the idle connections kept for reuse, shared by every peer that carries the
+    /// same [`IdleLimit`] (e.g. all servers of one upstream group). `None`: only the
+    /// connector's global pool size applies.
+    pub idle_limit: Option<Arc<IdleLimit>>,
+}
+
+/// A cap on idle (pooled) connections shared by a group of peers: a connection released while
+/// `max` of the group's connections are idle is closed instead of pooled. The count covers the
+/// connections from their release to their reuse, idle timeout, eviction or close.
+#[derive(Debug)]
+pub struct IdleLimit {
+    max: usize,
+    idle: std::sync::atomic::AtomicUsize,
+}
+
+impl IdleLimit {
+    /// A cap of `max` idle connections (0: none is kept).
+    pub fn new(max: usize) -> Arc<IdleLimit> {
+        Arc::new(IdleLimit {
+            max,
+            idle: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The group's connections idle in the pool now.
+    pub fn idle(&self) -> usize {
+        self.idle.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one more idle connection, unless the cap is reached.
+    pub fn try_hold(self: &Arc<Self>) -> Option<IdleHold> {
+        use std::sync::atomic::Ordering;
+        self.idle
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| IdleHold(self.clone()))
+    }
+}
+
+/// One idle connection counted in an [`IdleLimit`]; uncounted when dropped.
+#[derive(Debug)]
+pub struct IdleHold(Arc<IdleLimit>);
+
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        self.0
+            .idle
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl PeerOptions {
@@ -611,6 +667,7 @@ impl PeerOptions {
             proxy_digest_user_data_hook: None,
             #[cfg(feature = "openssl_derived")]
             upstream_tls_handshake_complete_hook: None,
+            idle_limit: None,
         }
     }
 

@@ -58,8 +58,9 @@ impl Connector {
     ) {
         session.respect_keepalive();
         if let Some(stream) = session.reuse().await {
+            let limit = peer.get_peer_options().and_then(|o| o.idle_limit.as_ref());
             self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+                .release_stream_limited(stream, peer.reuse_hash(), idle_timeout, limit);
         }
     }
 
