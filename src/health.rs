@@ -254,6 +254,7 @@ mod tests {
     fn check(healthy: u32, unhealthy: u32) -> HealthCheck {
         HealthCheck {
             path: "/health".into(),
+            host: None,
             expect_status: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),

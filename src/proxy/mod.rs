@@ -1,9 +1,11 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
 mod ctx;
+pub mod grpc;
 pub mod head;
 mod limit;
 mod observe;
+mod peer;
 pub mod pick;
 pub mod plain;
 pub mod respond;
@@ -295,7 +297,8 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
 
-        if !route.options.compression {
+        // gRPC frames its messages and compresses them itself (grpc-encoding): never touched.
+        if !route.options.compression || grpc::is_grpc(session) {
             if let Some(c) = session
                 .downstream_modules_ctx
                 .get_mut::<ResponseCompression>()
@@ -370,13 +373,8 @@ impl ProxyHttp for Proxy {
         ctx.upstream = Some(server.addr);
         ctx.upstream_start = Some(Instant::now());
 
-        let mut peer = HttpPeer::new(server.addr, false, String::new());
-        let o = &route.options;
-        peer.options.connection_timeout = Some(o.connect_timeout);
-        peer.options.read_timeout = Some(o.read_timeout);
-        peer.options.write_timeout = Some(o.send_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        let transport = &service.pools[pool].transport;
+        Ok(peer::build(server, transport, &route.options))
     }
 
     fn fail_to_connect(

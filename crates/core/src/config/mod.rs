@@ -14,6 +14,7 @@ mod routes;
 mod serialize;
 mod server;
 mod services;
+pub mod transport;
 pub mod values;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use raw::RawConfig;
 pub use routes::{HostPattern, RouteConfig, RouteOptions};
 pub use server::{AccessLogTarget, ServerSettings};
 pub use services::{Balance, HealthCheck, PassivePolicy, PoolConfig, ServerConfig, ServiceConfig};
+pub use transport::{Protocol, TlsClient, Transport};
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
 
 /// One problem found in a config file, with its location.
@@ -165,6 +167,8 @@ struct Validator {
     lookups: bool,
     /// `[server] merge_slashes`, which decides what a normal path is.
     merge_slashes: bool,
+    /// The system's root certificates, read at most once per load (pools with TLS).
+    system_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
     errors: Vec<ConfigError>,
 }
 
@@ -182,6 +186,7 @@ impl Validator {
             resolved: HashMap::new(),
             lookups: true,
             merge_slashes: true,
+            system_roots: None,
             errors: Vec::new(),
         }
     }

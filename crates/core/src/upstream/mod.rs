@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::config::rollout::{PoolOverride, StickyKey};
-use crate::config::{Balance, PassivePolicy, ServiceConfig};
+use crate::config::{Balance, PassivePolicy, ServiceConfig, Transport};
 use crate::rollout::{PoolWindow, WindowSpec};
 
 /// State of one upstream server that outlives snapshots (kept across reloads and weight changes).
@@ -243,6 +243,12 @@ pub struct Server {
 }
 
 impl Server {
+    /// The name the server goes by: the SNI and the name verified over TLS, the Host of health
+    /// probes (the IP address's text until servers are named).
+    pub fn name(&self) -> String {
+        self.addr.ip().to_string()
+    }
+
     pub fn acquire(&self) -> ActiveGuard {
         self.state.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(self.state.clone())
@@ -304,6 +310,8 @@ pub struct Pool {
     /// The pool's live window of requests, errors and latencies (rollouts judge it); the same
     /// window across snapshots while the pool and its shape stay.
     pub window: Arc<PoolWindow>,
+    /// How its servers are reached (protocol, TLS with its client config built at load).
+    pub transport: Transport,
     /// Round robin order honouring server weights, interleaved (a, b, a, c, a, b ...).
     schedule: Vec<u32>,
     next: AtomicUsize,
@@ -438,6 +446,7 @@ impl Service {
                     window: registry.window(&name, &pool, cfg.rollout.window),
                     name: pool,
                     weight: p.weight,
+                    transport: p.transport.clone(),
                     schedule: smooth_schedule(&weights),
                     servers,
                     next: AtomicUsize::new(fastrand::usize(..1024)),

@@ -42,6 +42,7 @@ fn service(balance: Balance) -> Service {
                 })
                 .collect(),
             health: None,
+            transport: Default::default(),
         }],
     };
     Service::build(&cfg, &mut ServerRegistry::default())
@@ -177,6 +178,7 @@ fn fallback_only_to_weighted_pools_with_servers() {
             weight: 1,
         }],
         health: None,
+        transport: Default::default(),
     };
     let cfg = ServiceConfig {
         name: "s".into(),
