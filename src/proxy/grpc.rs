@@ -8,9 +8,9 @@
 //! status goes out as trailers instead.
 
 use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use pingora::http::RequestHeader;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::{HttpTask, ServerSession};
-use pingora::http::RequestHeader;
 
 /// gRPC status codes the proxy answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,10 @@ mod tests {
 
     #[test]
     fn messages_are_percent_encoded() {
-        assert_eq!(message_value("no route (request 1)"), "no route (request 1)");
+        assert_eq!(
+            message_value("no route (request 1)"),
+            "no route (request 1)"
+        );
         assert_eq!(message_value("100% é"), "100%25 %C3%A9");
     }
 }

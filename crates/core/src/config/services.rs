@@ -325,7 +325,9 @@ impl Validator {
             if !valid {
                 self.error(
                     host.span(),
-                    format!("health check host \"{text}\" is not a host name (with an optional :port)"),
+                    format!(
+                        "health check host \"{text}\" is not a host name (with an optional :port)"
+                    ),
                 );
             }
             valid.then(|| text.to_string())

@@ -451,7 +451,10 @@ mod tests {
 
     #[test]
     fn schemes_split_off_with_default_ports() {
-        assert_eq!(split_scheme("10.0.0.5:8000"), (None, "10.0.0.5:8000".into()));
+        assert_eq!(
+            split_scheme("10.0.0.5:8000"),
+            (None, "10.0.0.5:8000".into())
+        );
         assert_eq!(
             split_scheme("https://10.0.0.5"),
             (Some(Scheme::Https), "10.0.0.5:443".into())
