@@ -473,6 +473,44 @@ mod tests {
         );
     }
 
+    fn pool(keys: &str) -> Transport {
+        let text = format!(
+            "[[listeners]]\nname = \"http\"\naddress = \"127.0.0.1:8080\"\n\
+             [[routes]]\nhost = \"*\"\nservice = \"api\"\n\
+             [services.api.pools.blue]\n{keys}\n"
+        );
+        let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../certs/x.toml");
+        let cfg = super::super::parse(&text, std::path::Path::new(certs)).expect("valid");
+        cfg.services[0].pools[0].transport.clone()
+    }
+
+    #[test]
+    fn pools_compile_their_tls_client_once() {
+        let plain = pool("servers = [\"127.0.0.1:9001\"]");
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.protocol, Protocol::H1);
+        let h2c = pool("servers = [\"127.0.0.1:9001\"]\nprotocol = \"h2c\"");
+        assert!(h2c.tls.is_none());
+        assert_eq!(h2c.protocol, Protocol::H2c);
+        // `https://`, a CA file relative to the config, HTTP/2 by ALPN, a client certificate.
+        let h2 = pool(
+            "servers = [\"https://127.0.0.1\"]\nprotocol = \"h2\"\nca = \"test-ca.crt\"\n\
+             client_cert = \"client.crt\"\nclient_key = \"client.key\"",
+        );
+        let tls = h2.tls.expect("tls");
+        assert!(tls.verify && tls.sni.is_none());
+        assert!(tls.ca.is_some_and(|p| p.ends_with("test-ca.crt")));
+        assert_eq!(tls.config.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(tls.config.client_auth_cert_resolver.has_certs());
+        let h1 = pool(
+            "servers = [\"127.0.0.1:9443\"]\ntls = true\nverify = false\nsni = \"API.internal\"",
+        );
+        let tls = h1.tls.expect("tls");
+        assert!(!tls.verify);
+        assert_eq!(tls.sni.as_deref(), Some("api.internal"));
+        assert_eq!(tls.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    }
+
     #[test]
     fn authority_leaves_out_default_ports() {
         let plain = Transport::default();
