@@ -32,52 +32,41 @@ serial() {
     echo "0x$(openssl rand -hex 15)"
 }
 
-# --- CA ---------------------------------------------------------------------------------------
-if [[ "${KEEP_CA:-0}" == "1" && -f test-ca.crt && -f test-ca.key ]]; then
-    echo "keeping existing test-ca.crt / test-ca.key"
-else
-    new_key test-ca.key
-    cat > "$WORK/ca.ext" <<'EXT'
+# --- CAs --------------------------------------------------------------------------------------
+# new_ca KEY CRT CN  -> a self-signed CA certificate CRT for the new key KEY
+new_ca() {
+    local key="$1" crt="$2" cn="$3"
+    new_key "$key"
+    cat > "$WORK/ca.ext" <<EXT
 [req]
 distinguished_name = dn
 prompt = no
 x509_extensions = v3_ca
 [dn]
 O = Switchyard Test
-CN = Switchyard Test CA
+CN = $cn
 [v3_ca]
 basicConstraints = critical, CA:TRUE, pathlen:0
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 EXT
     openssl req -new -x509 -sha256 -days "$DAYS" -set_serial "$(serial)" \
-        -key test-ca.key -config "$WORK/ca.ext" -out test-ca.crt
-    echo "wrote test-ca.crt, test-ca.key"
+        -key "$key" -config "$WORK/ca.ext" -out "$crt"
+    echo "wrote $crt"
+}
+
+if [[ "${KEEP_CA:-0}" == "1" && -f test-ca.crt && -f test-ca.key ]]; then
+    echo "keeping existing test-ca.crt / test-ca.key"
+else
+    new_ca test-ca.key test-ca.crt "Switchyard Test CA"
 fi
 
-# --- a CA nobody trusts ----------------------------------------------------------------------
 # other-ca.crt: a second self-signed CA (its key is thrown away), for tests that need a CA that
 # did not issue the server's certificate.
 if [[ "${KEEP_CA:-0}" == "1" && -f other-ca.crt ]]; then
     echo "keeping existing other-ca.crt"
 else
-    new_key "$WORK/other-ca.key"
-    cat > "$WORK/other-ca.ext" <<'EXT'
-[req]
-distinguished_name = dn
-prompt = no
-x509_extensions = v3_ca
-[dn]
-O = Switchyard Test
-CN = Switchyard Other Test CA
-[v3_ca]
-basicConstraints = critical, CA:TRUE, pathlen:0
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-EXT
-    openssl req -new -x509 -sha256 -days "$DAYS" -set_serial "$(serial)" \
-        -key "$WORK/other-ca.key" -config "$WORK/other-ca.ext" -out other-ca.crt
-    echo "wrote other-ca.crt"
+    new_ca "$WORK/other-ca.key" other-ca.crt "Switchyard Other Test CA"
 fi
 
 # --- leaves -----------------------------------------------------------------------------------

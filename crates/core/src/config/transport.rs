@@ -398,7 +398,14 @@ impl ResolvesClientCert for ClientIdentity {
 /// `verify = false`: any certificate is accepted; the handshake's signatures are still checked
 /// (the server holds the key of the certificate it sent, whoever issued it).
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub struct NoVerification(Arc<CryptoProvider>);
+
+impl NoVerification {
+    /// A verifier that checks signatures with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> NoVerification {
+        NoVerification(provider)
+    }
+}
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
