@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use switchyard::config::{
-    Balance, HostPattern, PassivePolicy, PoolConfig, RouteConfig, RouteOptions, ServerConfig,
-    ServiceConfig,
+    Balance, HostPattern, PassivePolicy, PoolConfig, RouteConfig, RouteOptions, ServerAddress,
+    ServerConfig, ServiceConfig,
 };
 use switchyard::rollout::{PoolWindow, WindowSpec};
 use switchyard::routing::{normalize_host, RouteTable};
@@ -72,8 +72,10 @@ fn bench_pick(c: &mut Criterion) {
     let servers = |base: u16| -> Vec<ServerConfig> {
         (0..8)
             .map(|i| ServerConfig {
-                address: SocketAddr::from(([127, 0, 0, 1], base + i)),
+                address: ServerAddress::Ip(SocketAddr::from(([127, 0, 0, 1], base + i))),
                 weight: 1 + u32::from(i % 3),
+                backup: false,
+                at: (1, 1),
             })
             .collect()
     };
@@ -110,8 +112,12 @@ fn bench_pick(c: &mut Criterion) {
         ],
     };
     let mut registry = ServerRegistry::default();
-    let rr = Service::build(&cfg(Balance::RoundRobin), &mut registry);
-    let lc = Service::build(&cfg(Balance::LeastConn), &mut registry);
+    let rr = Service::build(
+        &cfg(Balance::RoundRobin),
+        &mut registry,
+        &Default::default(),
+    );
+    let lc = Service::build(&cfg(Balance::LeastConn), &mut registry, &Default::default());
     let mut g = c.benchmark_group("weighted_pick");
     g.bench_function("pool_then_round_robin", |b| {
         b.iter(|| {

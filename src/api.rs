@@ -38,8 +38,24 @@ pub struct PoolView {
     pub overridden: bool,
     pub healthy_servers: usize,
     pub servers: Vec<ServerView>,
+    /// The pool's server names with what they resolve to now (empty without names).
+    #[serde(default)]
+    pub names: Vec<NameView>,
     /// The pool's live window (see `rollout::window`).
     pub live: LiveView,
+}
+
+/// A server name of a pool (`name:port`) and its current addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameView {
+    /// As the config writes it: `api.internal:8080`.
+    pub name: String,
+    /// `ip:port` of each address: each is a server of the pool.
+    pub addresses: Vec<String>,
+    /// When the addresses were last confirmed by an answer (RFC 3339); `null` if never.
+    pub resolved_at: Option<String>,
+    /// Why the last lookup failed (the addresses are the last good ones); `null` when it did not.
+    pub error: Option<String>,
 }
 
 /// A pool's requests, errors and latency quantiles over its live window.
@@ -59,7 +75,13 @@ pub struct LiveView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerView {
     pub address: String,
+    /// The DNS name this address belongs to; `null` for a server given by IP.
+    #[serde(default)]
+    pub name: Option<String>,
     pub weight: u32,
+    /// Takes requests only while no other server of the pool can.
+    #[serde(default)]
+    pub backup: bool,
     /// Active checks' verdict.
     pub healthy: bool,
     /// Taken out by passive checks for now.

@@ -85,6 +85,11 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(cfg) => {
+                // Names that do not resolve now are warnings: `serve` starts and retries them.
+                let (_, warnings) = crate::dns::resolve_blocking(&cfg);
+                for w in &warnings {
+                    eprintln!("{w}");
+                }
                 println!("{}", cfg.summary());
                 ExitCode::SUCCESS
             }

@@ -19,6 +19,7 @@ pub mod control;
 pub mod ctl;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod dns;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

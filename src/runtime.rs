@@ -24,6 +24,7 @@ use crate::rollout::Event;
 use crate::snapshot::{Registries, Snapshot};
 use crate::state::{StateError, StateStore};
 use crate::tls::{CertMap, CertSources, CertStore};
+use crate::upstream::Addresses;
 
 /// Owned by the server; handed to the proxy, the admin API and background services.
 pub struct Runtime {
@@ -335,6 +336,19 @@ impl Runtime {
         let mut w = self.writer.lock();
         w.certs.set_acme(id, names, key);
         self.certs.store(w.certs.build());
+    }
+
+    /// Applies the resolver service's news: `update` changes the name table under the writer
+    /// lock and says whether anything changed; if so a new snapshot with the new addresses is
+    /// published (new addresses take requests, vanished ones get no new ones).
+    pub fn update_addresses(&self, update: impl FnOnce(&mut Addresses) -> bool) {
+        let mut w = self.writer.lock();
+        let mut table = (*w.registries.addresses).clone();
+        if update(&mut table) {
+            w.registries.addresses = Arc::new(table);
+            let config = w.current.config.clone();
+            self.publish(&mut w, config);
+        }
     }
 
     /// Compiles and swaps in a new snapshot of `config` and the writer's book, and announces it.

@@ -11,7 +11,7 @@ use crate::limits::{Limiter, ZoneRegistry};
 use crate::metrics::{Handles, Metrics};
 use crate::rollout::StepClock;
 use crate::routing::RouteTable;
-use crate::upstream::{ServerRegistry, Service, Shield};
+use crate::upstream::{Addresses, ServerRegistry, Service, Shield};
 
 /// What a plain or TLS listener does with every request, whatever the route.
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub handles: Arc<Handles>,
     /// The weight overrides and rollouts compiled in: what the admin API and `/metrics` show.
     pub book: Arc<Book>,
+    /// What every server name resolved to, as compiled into `services`.
+    pub addresses: Arc<Addresses>,
     pub config: Arc<Config>,
 }
 
@@ -59,6 +61,8 @@ impl std::fmt::Debug for Snapshot {
 #[derive(Default)]
 pub struct Registries {
     pub servers: ServerRegistry,
+    /// The resolver service's latest answers; a change to them compiles a new snapshot.
+    pub addresses: Arc<Addresses>,
     zones: ZoneRegistry,
     last: Option<ConfigParts>,
 }
@@ -85,7 +89,12 @@ impl Snapshot {
         registries: &mut Registries,
         metrics: &Metrics,
     ) -> Snapshot {
-        let services = compile_services(&config, &book, &mut registries.servers);
+        let services = compile_services(
+            &config,
+            &book,
+            &mut registries.servers,
+            &registries.addresses,
+        );
         let parts = match registries.last.take() {
             Some(parts) if Arc::ptr_eq(&parts.config, &config) => parts,
             _ => {
@@ -121,6 +130,7 @@ impl Snapshot {
             zone_keys: registries.zones.hasher(),
             handles: parts.handles.clone(),
             book,
+            addresses: registries.addresses.clone(),
             config,
         };
         registries.last = Some(parts);
@@ -153,7 +163,12 @@ impl Snapshot {
 }
 
 /// Every service of `config` with the book's weights and shields; pools keep their windows.
-fn compile_services(config: &Config, book: &Book, servers: &mut ServerRegistry) -> Vec<Service> {
+fn compile_services(
+    config: &Config,
+    book: &Book,
+    servers: &mut ServerRegistry,
+    addresses: &Addresses,
+) -> Vec<Service> {
     let services = config
         .services
         .iter()
@@ -166,7 +181,7 @@ fn compile_services(config: &Config, book: &Book, servers: &mut ServerRegistry) 
                     }
                 }
             }
-            let mut service = Service::build(&s, servers);
+            let mut service = Service::build(&s, servers, addresses);
             if let Some(r) = book.rollouts.active(&s.name).filter(|r| r.shield) {
                 if let (Some(canary), Some(stable)) =
                     (service.pool_index(&r.canary), service.pool_index(&r.stable))

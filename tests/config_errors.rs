@@ -181,23 +181,51 @@ fn good_config_summary() {
 
 #[test]
 fn reference_config_is_valid() {
-    let output = BIN
-        .command()
-        .args(["check", "--config", "config/switchyard.toml"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let (code, stdout, stderr) = check_repo_file("config/switchyard.toml");
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stdout.starts_with("config ok: 5 routes, 2 services, 3 pools"),
         "stdout: {stdout}"
     );
+}
+
+/// `switchyard check` on a file of the repository: exit code, stdout, stderr.
+fn check_repo_file(rel: &str) -> (Option<i32>, String, String) {
+    let output = BIN
+        .command()
+        .args(["check", "--config", rel])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The Docker Compose example is valid; outside Docker its service names do not resolve, which
+/// `check` reports as warnings with their place, exiting 0.
+#[test]
+fn compose_example_is_valid_and_its_names_are_warnings() {
+    let (code, stdout, stderr) = check_repo_file("config/examples/compose.toml");
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.starts_with("config ok: 2 routes, 2 services, 3 pools"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/compose.toml"),
+    )
+    .unwrap();
+    for name in ["web", "api", "api-next"] {
+        let entry = format!("servers = [\"{name}:");
+        let line = text.lines().position(|l| l.starts_with(&entry)).unwrap() + 1;
+        let warning = format!(
+            "config/examples/compose.toml:{line}:12: warning: server name \"{name}\" does not resolve"
+        );
+        assert!(stderr.contains(&warning), "{warning}\nnot in: {stderr}");
+    }
 }
 
 #[test]

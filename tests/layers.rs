@@ -30,7 +30,7 @@ const FLOORS: &[(u32, &[&str])] = &[
     // The store.
     (8, &["runtime"]),
     // Changes: everything that writes goes through the runtime.
-    (9, &["control", "health", "acme"]),
+    (9, &["control", "health", "acme", "dns"]),
     // Surfaces.
     (10, &["proxy", "admin", "ctl"]),
     // The shell.

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::{find, ControlError};
-use crate::api::{LiveView, PoolView, RolloutView, ServerView, ServiceView};
-use crate::config::Balance;
+use crate::api::{LiveView, NameView, PoolView, RolloutView, ServerView, ServiceView};
+use crate::config::{Balance, ServerAddress, ServerConfig};
 use crate::rollout::{Event, Rollout};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
@@ -42,15 +42,17 @@ fn view(snap: &Snapshot, service: &Service) -> ServiceView {
         .pools
         .iter()
         .map(|p| {
-            let config_weight = config
-                .and_then(|c| c.pools.iter().find(|cp| *cp.name == *p.name))
-                .map_or(p.weight, |cp| cp.weight);
+            let pool_config = config.and_then(|c| c.pools.iter().find(|cp| *cp.name == *p.name));
+            let config_weight = pool_config.map_or(p.weight, |cp| cp.weight);
+            let names = pool_config.map_or_else(Vec::new, |cp| names(snap, &cp.servers));
             let servers: Vec<ServerView> = p
                 .servers
                 .iter()
                 .map(|s| ServerView {
                     address: s.addr.to_string(),
+                    name: s.named.then(|| s.host.to_string()),
                     weight: s.weight,
+                    backup: s.backup,
                     healthy: s.state.is_healthy(),
                     ejected: s.state.is_ejected(),
                     available: s.state.is_available(),
@@ -64,6 +66,7 @@ fn view(snap: &Snapshot, service: &Service) -> ServiceView {
                 overridden: overrides.is_some_and(|o| o.contains_key(&*p.name)),
                 healthy_servers: servers.iter().filter(|s| s.available).count(),
                 servers,
+                names,
                 live: LiveView::new(snap, &service.name, &p.name),
             }
         })
@@ -74,6 +77,32 @@ fn view(snap: &Snapshot, service: &Service) -> ServiceView {
         balance: balance_name(service.balance).to_string(),
         pools,
     }
+}
+
+/// The named servers of a pool's config and what each resolves to in `snap`.
+fn names(snap: &Snapshot, servers: &[ServerConfig]) -> Vec<NameView> {
+    servers
+        .iter()
+        .filter_map(|s| match &s.address {
+            ServerAddress::Ip(_) => None,
+            ServerAddress::Name { host, port } => {
+                let state = snap.addresses.get(host);
+                Some(NameView {
+                    name: s.address.to_string(),
+                    addresses: snap
+                        .addresses
+                        .of(host)
+                        .iter()
+                        .map(|ip| std::net::SocketAddr::new(*ip, *port).to_string())
+                        .collect(),
+                    resolved_at: state
+                        .and_then(|st| st.resolved_at)
+                        .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    error: state.and_then(|st| st.error.clone()),
+                })
+            }
+        })
+        .collect()
 }
 
 /// Every service of `snap` as the admin API shows it.

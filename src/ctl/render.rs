@@ -56,10 +56,23 @@ pub fn status_table(services: &[ServiceView]) -> String {
                 } else {
                     "down (health check)"
                 };
+                let backup = if s.backup { "  (backup)" } else { "" };
                 out.push_str(&format!(
-                    "    {:<24} {:<24} in flight {}\n",
+                    "    {:<24} {:<24} in flight {}{backup}\n",
                     s.address, health, s.in_flight
                 ));
+            }
+            for n in &pool.names {
+                let addresses = if n.addresses.is_empty() {
+                    "no address".to_string()
+                } else {
+                    n.addresses.join(", ")
+                };
+                let error = n
+                    .error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("  (last lookup failed: {e})"));
+                out.push_str(&format!("    {} → {addresses}{error}\n", n.name));
             }
         }
     }

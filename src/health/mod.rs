@@ -64,7 +64,7 @@ struct Target {
     service: Arc<str>,
     addr: SocketAddr,
     /// The server's name (SNI, Host) and its pool's transport.
-    name: String,
+    name: Arc<str>,
     transport: Transport,
     state: Arc<ServerState>,
     check: HealthCheck,
@@ -114,7 +114,7 @@ impl BackgroundService for HealthChecker {
                         targets.push(Target {
                             service: svc.name.clone(),
                             addr: server.addr,
-                            name: server.name(),
+                            name: server.host.clone(),
                             transport: pool.transport.clone(),
                             state: server.state.clone(),
                             check: check.clone(),

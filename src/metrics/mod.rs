@@ -105,6 +105,8 @@ pub struct Metrics {
     pub(crate) connections_refused: IntCounterVec,
     pub(crate) client_errors: IntCounterVec,
     pub(crate) upstream_returns: IntCounterVec,
+    pub(crate) dns_lookups: IntCounterVec,
+    pub(crate) dns_addresses: IntGaugeVec,
     pub(crate) rollout: RolloutMetrics,
     /// Requests that matched no route (route="", service="", pool="").
     pub(crate) unrouted: Codes,
@@ -343,8 +345,22 @@ impl Metrics {
             "Servers back in service after a passive ejection ended (fail_timeout elapsed).",
             &["service"],
         );
+        let dns_lookups = counter_vec(
+            &r,
+            "switchyard_dns_lookups_total",
+            "Lookups of server names by the resolver service, by name and result (ok, failed).",
+            &["name", "result"],
+        );
+        let dns_addresses = gauge_vec(
+            &r,
+            "switchyard_dns_addresses",
+            "Addresses each server name has now (its last good answer).",
+            &["name"],
+        );
         Metrics {
             rollout: RolloutMetrics::new(&r),
+            dns_lookups,
+            dns_addresses,
             client_errors,
             upstream_returns,
             rate_limited,
@@ -389,6 +405,12 @@ impl Metrics {
     /// Counts a server back in service after its passive ejection.
     pub fn record_return(&self, service: &str) {
         self.upstream_returns.with_label_values(&[service]).inc();
+    }
+
+    /// Counts one lookup of a server name.
+    pub fn record_lookup(&self, name: &str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.dns_lookups.with_label_values(&[name, result]).inc();
     }
 
     /// Counts a request refused by a rate-limit zone.

@@ -16,7 +16,7 @@ const H2_STREAMS: usize = 100;
 pub(super) fn build(server: &Server, transport: &Transport, o: &RouteOptions) -> Box<HttpPeer> {
     let mut peer = match &transport.tls {
         Some(tls) => {
-            let sni = tls.sni.clone().unwrap_or_else(|| server.name());
+            let sni = tls.sni.as_deref().unwrap_or(&server.host).to_string();
             let mut peer = HttpPeer::new(server.addr, true, sni);
             peer.options.rustls_config = Some(tls.config.clone());
             peer

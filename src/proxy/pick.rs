@@ -149,7 +149,11 @@ mod tests {
              [services.api.pools.green]\nweight = {green}\nservers = [\"127.0.0.1:4\"]\n"
         );
         let config = crate::config::parse(&text, Path::new("t.toml")).expect("valid config");
-        Service::build(&config.services[0], &mut ServerRegistry::default())
+        Service::build(
+            &config.services[0],
+            &mut ServerRegistry::default(),
+            &Default::default(),
+        )
     }
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {

@@ -71,6 +71,12 @@ pub fn render(m: &Metrics, snap: &Snapshot, in_flight: usize, connections: &Conn
             }
         }
     }
+    m.dns_addresses.reset();
+    for (name, state) in snap.addresses.iter() {
+        m.dns_addresses
+            .with_label_values(&[&**name])
+            .set(i64::try_from(state.addrs.len()).unwrap_or(i64::MAX));
+    }
     m.rollout.refresh(&snap.book.rollouts);
     let families = m.registry.gather();
     let mut out = String::with_capacity(16 * 1024);

@@ -120,13 +120,25 @@ pub fn build_runtime(config: Config, config_path: &Path) -> Result<Arc<Runtime>,
         Some(_) => Some(StateStore::open(&config.server.state_dir)?),
         None => None,
     };
-    Ok(Runtime::new(
+    // Server names resolve before the listeners accept, so the first requests have addresses;
+    // a name that does not resolve is a warning, and the resolver service retries it.
+    let (addresses, warnings) = crate::dns::resolve_blocking(&config);
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    let runtime = Runtime::new(
         config,
         config_path.to_path_buf(),
         fallback,
         access_log,
         store,
-    )?)
+    )?;
+    runtime.update_addresses(|table| {
+        let changed = *table != addresses;
+        *table = addresses;
+        changed
+    });
+    Ok(runtime)
 }
 
 /// A pingora server with one proxy service per configured listener.
@@ -194,6 +206,10 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(runtime.clone()),
+    ));
+    server.add_service(background_service(
+        "dns",
+        crate::dns::NameResolver::new(runtime.clone()),
     ));
     server.add_service(background_service(
         "drain watch",

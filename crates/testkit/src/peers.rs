@@ -29,3 +29,31 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }
+
+/// Starts `program` with `args` for the rest of this test process, for a peer kept in a static
+/// (started once per test binary, never dropped): a shell runs it and watches this process, and
+/// kills the peer by PID once the test process is gone. Output goes to `log`.
+pub fn spawn_for_process(
+    program: &std::path::Path,
+    args: &[String],
+    log: &std::path::Path,
+) -> std::process::Child {
+    let script = r#"prog="$1"; shift
+"$prog" "$@" & peer=$!
+trap 'kill $peer 2>/dev/null' EXIT
+while kill -0 "$WATCH" 2>/dev/null && kill -0 "$peer" 2>/dev/null; do sleep 0.2; done"#;
+    let out = std::fs::File::create(log).expect("create the peer's log file");
+    let err = out.try_clone().expect("clone the log file handle");
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(program)
+        .args(args)
+        .env("WATCH", std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()))
+}

@@ -33,7 +33,9 @@ pub use listeners::{CertificateConfig, ListenerConfig};
 use raw::RawConfig;
 pub use routes::{HostPattern, RouteConfig, RouteOptions};
 pub use server::{AccessLogTarget, ServerSettings};
-pub use services::{Balance, HealthCheck, PassivePolicy, PoolConfig, ServerConfig, ServiceConfig};
+pub use services::{
+    Balance, HealthCheck, PassivePolicy, PoolConfig, ServerAddress, ServerConfig, ServiceConfig,
+};
 pub use transport::{Protocol, TlsClient, Transport};
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
 
@@ -248,21 +250,15 @@ impl Validator {
     }
 
     fn validate(&mut self, raw: RawConfig) -> Config {
-        // Every host name at once, concurrently, before anything asks for one.
+        // Every host name of a bind address at once, concurrently, before anything asks for
+        // one. Server names are not looked up here: the resolver service keeps them fresh.
         let listeners = raw.listeners.iter().map(|l| l.get_ref().address.get_ref());
-        let servers = raw
-            .services
-            .values()
-            .flat_map(|s| s.pools.values())
-            .flat_map(|p| &p.get_ref().servers)
-            .map(|s| &s.get_ref().address);
         let admin = raw
             .admin
             .iter()
             .filter_map(|a| a.get_ref().address.as_ref().map(|t| t.get_ref()));
         if self.lookups {
-            self.resolved =
-                resolve::resolve_all(listeners.chain(servers).chain(admin).map(|t| -> &str { t }));
+            self.resolved = resolve::resolve_all(listeners.chain(admin).map(|t| -> &str { t }));
         }
         let server = self.server(&raw);
         self.merge_slashes = server.merge_slashes;

@@ -1,5 +1,6 @@
 //! The `[server]` table: process-wide settings (threads, drain, logs, state directory).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ pub struct RawServer {
     pub state_dir: Option<Text>,
     pub metrics: Option<bool>,
     pub merge_slashes: Option<bool>,
+    pub resolvers: Option<Vec<Spanned<Text>>>,
+    pub resolve_min: Option<values::Duration>,
+    pub resolve_max: Option<values::Duration>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +44,14 @@ pub struct ServerSettings {
     pub metrics: bool,
     /// `//` in request paths counts as `/` (nginx's `merge_slashes`, default on).
     pub merge_slashes: bool,
+    /// DNS servers for server names (nginx's `resolver`); empty: `/etc/resolv.conf`.
+    pub resolvers: Vec<SocketAddr>,
+    /// Server names are re-resolved at their record's TTL, clamped to these bounds; a failed
+    /// lookup is retried after `resolve_min`, doubling up to `resolve_max`.
+    #[serde(serialize_with = "serialize::duration")]
+    pub resolve_min: Duration,
+    #[serde(serialize_with = "serialize::duration")]
+    pub resolve_max: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +91,39 @@ impl Validator {
             Some("off") => AccessLogTarget::Off,
             Some(path) => AccessLogTarget::File(self.resolve_path(path)),
         };
+        let resolvers = s
+            .resolvers
+            .iter()
+            .flatten()
+            .filter_map(|r| {
+                let text: &str = r.get_ref();
+                let parsed = text
+                    .parse::<SocketAddr>()
+                    .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+                if parsed.is_err() {
+                    self.error(
+                        r.span(),
+                        format!("resolver \"{text}\" is not an IP address or IP:port"),
+                    );
+                }
+                parsed.ok()
+            })
+            .collect();
+        let resolve_min = s.resolve_min.map_or(Duration::from_secs(1), |d| d.0);
+        let resolve_max = s.resolve_max.map_or(Duration::from_secs(60), |d| d.0);
+        if resolve_min.is_zero() || resolve_min > resolve_max {
+            let span = self.header_span("resolve_min");
+            self.error(
+                span,
+                format!(
+                    "resolve_min ({resolve_min:?}) must be above 0 and at most resolve_max ({resolve_max:?})"
+                ),
+            );
+        }
         ServerSettings {
+            resolvers,
+            resolve_min,
+            resolve_max,
             threads,
             drain_timeout: s.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
             access_log,

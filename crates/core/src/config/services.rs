@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -54,11 +55,12 @@ pub struct RawPool {
     pub client_key: Option<Spanned<Text>>,
 }
 
-/// A pool member: `"host:port"` or `{ address = "host:port", weight = 2 }`.
+/// A pool member: `"host:port"` or `{ address = "host:port", weight = 2, backup = true }`.
 #[derive(Debug)]
 pub struct RawServerEntry {
     pub address: Text,
     pub weight: u32,
+    pub backup: bool,
 }
 
 impl<'de> Deserialize<'de> for RawServerEntry {
@@ -73,22 +75,32 @@ impl<'de> Deserialize<'de> for RawServerEntry {
                 Ok(RawServerEntry {
                     address: Text::expand(v).map_err(E::custom)?,
                     weight: 1,
+                    backup: false,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawServerEntry, A::Error> {
                 let mut address = None;
                 let mut weight = 1;
+                let mut backup = false;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "address" => address = Some(map.next_value::<Text>()?),
                         "weight" => weight = map.next_value::<u32>()?,
+                        "backup" => backup = map.next_value::<bool>()?,
                         other => {
-                            return Err(de::Error::unknown_field(other, &["address", "weight"]))
+                            return Err(de::Error::unknown_field(
+                                other,
+                                &["address", "weight", "backup"],
+                            ))
                         }
                     }
                 }
                 let address = address.ok_or_else(|| de::Error::missing_field("address"))?;
-                Ok(RawServerEntry { address, weight })
+                Ok(RawServerEntry {
+                    address,
+                    weight,
+                    backup,
+                })
             }
         }
         d.deserialize_any(EntryVisitor)
@@ -179,8 +191,97 @@ pub struct PoolConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerConfig {
-    pub address: SocketAddr,
+    pub address: ServerAddress,
     pub weight: u32,
+    /// Takes requests only while every other server of its pool is down (nginx `backup`).
+    pub backup: bool,
+    /// Where the entry is written (line, column), for `check`'s warnings about names.
+    #[serde(skip)]
+    pub at: (usize, usize),
+}
+
+/// Where a server is: an IP address, or a DNS name whose every address is a server of the pool,
+/// re-resolved in the background.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddress {
+    Ip(SocketAddr),
+    Name { host: Arc<str>, port: u16 },
+}
+
+impl ServerAddress {
+    /// An IP `address:port`, or `name:port` with a valid DNS name and a port above 0.
+    pub fn parse(text: &str) -> Result<ServerAddress, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(ServerAddress::Ip(addr));
+        }
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("server \"{text}\" needs a port (host:port)"))?;
+        let port = match port.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                return Err(format!(
+                    "server \"{text}\": \"{port}\" is not a port (1-65535)"
+                ))
+            }
+        };
+        if host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+            return Err(format!(
+                "server \"{text}\" is not a valid address (an IPv6 address is written [addr]:port)"
+            ));
+        }
+        valid_dns_name(host).map_err(|why| format!("server \"{text}\": {why}"))?;
+        Ok(ServerAddress::Name {
+            host: host.to_ascii_lowercase().into(),
+            port,
+        })
+    }
+
+    /// The DNS name, for a named server.
+    pub fn name(&self) -> Option<&Arc<str>> {
+        match self {
+            ServerAddress::Ip(_) => None,
+            ServerAddress::Name { host, .. } => Some(host),
+        }
+    }
+}
+
+impl fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAddress::Ip(a) => write!(f, "{a}"),
+            ServerAddress::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl Serialize for ServerAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A host name as DNS writes it: labels of letters, digits, `-` and `_` (Docker Compose service
+/// names), 1 to 63 bytes each, 253 in all, no label starting or ending with `-`.
+fn valid_dns_name(host: &str) -> Result<(), String> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 {
+        return Err("a host name has 1 to 253 characters".into());
+    }
+    for label in host.split('.') {
+        let ok_chars = label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if label.is_empty() || label.len() > 63 || !ok_chars {
+            return Err(format!(
+                "\"{label}\" is not a DNS label (letters, digits, - and _, 1 to 63 of them)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("DNS label \"{label}\" starts or ends with -"));
+        }
+    }
+    Ok(())
 }
 
 impl Validator {
@@ -234,18 +335,24 @@ impl Validator {
                     }
                     let (scheme, address) = transport::split_scheme(&entry.address);
                     schemes.push(Spanned::new(sspan.clone(), scheme));
-                    let spanned = Spanned::new(sspan, Text(address));
-                    if let Some(address) = self.socket_addr(&spanned) {
-                        if servers.iter().any(|s: &ServerConfig| s.address == address) {
-                            self.error(
-                                spanned.span(),
-                                format!("server {address} is listed twice in pool \"{pool_name}\""),
-                            );
+                    match ServerAddress::parse(&address) {
+                        Ok(address) => {
+                            if servers.iter().any(|s: &ServerConfig| s.address == address) {
+                                self.error(
+                                    sspan.clone(),
+                                    format!(
+                                        "server {address} is listed twice in pool \"{pool_name}\""
+                                    ),
+                                );
+                            }
+                            servers.push(ServerConfig {
+                                address,
+                                weight: entry.weight,
+                                backup: entry.backup,
+                                at: self.line_col(sspan.start),
+                            });
                         }
-                        servers.push(ServerConfig {
-                            address,
-                            weight: entry.weight,
-                        });
+                        Err(why) => self.error(sspan.clone(), why),
                     }
                 }
                 let health = pool.health.as_ref().map(|h| self.health(h));

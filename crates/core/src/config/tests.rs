@@ -92,9 +92,50 @@ fn env_and_values() {
     assert!(e[0].contains("invalid duration \"abc\""), "{e:?}");
     let e = errors(&BASE.replace("127.0.0.1:9001", "nonsense"));
     assert!(
-        e[0].contains("invalid socket address \"nonsense\""),
+        e[0].contains("server \"nonsense\" needs a port (host:port)"),
         "{e:?}"
     );
+}
+
+#[test]
+fn server_names_and_resolvers() {
+    // A name is taken as written (lower-cased), never looked up while parsing.
+    let cfg = parse(
+        &BASE.replace("127.0.0.1:9001", "Tiris-Backend:8080"),
+        Path::new("t.toml"),
+    )
+    .expect("a name is a valid server");
+    let server = &cfg.services[0].pools[0].servers[0];
+    assert_eq!(server.address.to_string(), "tiris-backend:8080");
+    assert_eq!(server.address.name().map(|n| &**n), Some("tiris-backend"));
+    for (bad, why) in [
+        ("api-:80", "starts or ends with -"),
+        ("a..b:80", "is not a DNS label"),
+        ("api:0", "is not a port"),
+        ("api:http", "is not a port"),
+        ("::1:80", "an IPv6 address is written [addr]:port"),
+    ] {
+        let e = errors(&BASE.replace("127.0.0.1:9001", bad));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert!(
+            e[0].starts_with("t.toml:") && e[0].contains(why),
+            "{bad}: {e:?}"
+        );
+    }
+    let text = format!(
+        "[server]\nresolvers = [\"127.0.0.11\", \"10.0.0.2:5353\"]\nresolve_min = \"2s\"\nresolve_max = \"30s\"\n{BASE}"
+    );
+    let cfg = parse(&text, Path::new("t.toml")).expect("valid resolvers");
+    let got: Vec<String> = cfg.server.resolvers.iter().map(|a| a.to_string()).collect();
+    assert_eq!(got, ["127.0.0.11:53", "10.0.0.2:5353"]);
+    assert_eq!(cfg.server.resolve_min, std::time::Duration::from_secs(2));
+    let e = errors(&text.replace("127.0.0.11", "dns.local"));
+    assert!(
+        e[0].starts_with("t.toml:2:") && e[0].contains("is not an IP address"),
+        "{e:?}"
+    );
+    let e = errors(&text.replace("\"2s\"", "\"90s\""));
+    assert!(e[0].contains("at most resolve_max"), "{e:?}");
 }
 
 #[test]

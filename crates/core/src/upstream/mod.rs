@@ -8,8 +8,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::config::rollout::{PoolOverride, StickyKey};
-use crate::config::{Balance, PassivePolicy, ServiceConfig, Transport};
+use crate::config::{Balance, PassivePolicy, ServerAddress, ServiceConfig, Transport};
 use crate::rollout::{PoolWindow, WindowSpec};
+
+pub mod names;
+pub use names::Addresses;
 
 /// State of one upstream server that outlives snapshots (kept across reloads and weight changes).
 #[derive(Debug)]
@@ -188,6 +191,9 @@ impl ServerState {
 #[derive(Debug, Default)]
 pub struct ServerRegistry {
     states: HashMap<SocketAddr, Arc<ServerState>>,
+    /// The states the snapshot being compiled uses: addresses a name no longer resolves to
+    /// lose theirs at [`ServerRegistry::commit`] (requests still on them keep their `Arc`).
+    next_states: HashMap<SocketAddr, Arc<ServerState>>,
     windows: HashMap<(Arc<str>, Arc<str>), Arc<PoolWindow>>,
     /// The windows the snapshot being compiled uses; [`ServerRegistry::commit`] keeps only them.
     next_windows: HashMap<(Arc<str>, Arc<str>), Arc<PoolWindow>>,
@@ -196,7 +202,9 @@ pub struct ServerRegistry {
 impl ServerRegistry {
     /// The state for `addr`, created on first use.
     pub fn state(&mut self, addr: SocketAddr) -> Arc<ServerState> {
-        self.states.entry(addr).or_default().clone()
+        let state = self.states.get(&addr).cloned().unwrap_or_default();
+        self.next_states.insert(addr, state.clone());
+        state
     }
 
     /// The live window of `pool` of `service`: kept while its shape (`spec`) stays the same,
@@ -216,6 +224,7 @@ impl ServerRegistry {
     /// Ends a compile: pools the new snapshot no longer has lose their windows.
     pub fn commit(&mut self) {
         self.windows = std::mem::take(&mut self.next_windows);
+        self.states = std::mem::take(&mut self.next_states);
     }
 }
 
@@ -240,15 +249,16 @@ pub struct Server {
     pub addr: SocketAddr,
     pub weight: u32,
     pub state: Arc<ServerState>,
+    /// The host as the config names it: the DNS name of a named server (for SNI and `Host`),
+    /// else the IP address.
+    pub host: Arc<str>,
+    /// Whether `host` is a DNS name (this server is one of its addresses).
+    pub named: bool,
+    /// Takes requests only while no other server of the pool can.
+    pub backup: bool,
 }
 
 impl Server {
-    /// The name the server goes by: the SNI and the name verified over TLS, the Host of health
-    /// probes (the IP address's text until servers are named).
-    pub fn name(&self) -> String {
-        self.addr.ip().to_string()
-    }
-
     pub fn acquire(&self) -> ActiveGuard {
         self.state.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(self.state.clone())
@@ -312,8 +322,11 @@ pub struct Pool {
     pub window: Arc<PoolWindow>,
     /// How its servers are reached (protocol, TLS with its client config built at load).
     pub transport: Transport,
-    /// Round robin order honouring server weights, interleaved (a, b, a, c, a, b ...).
+    /// Round robin order honouring server weights, interleaved (a, b, a, c, a, b ...): the
+    /// servers that are not backups.
     schedule: Vec<u32>,
+    /// The same for the backup servers, used only when no other server is available.
+    backup_schedule: Vec<u32>,
     next: AtomicUsize,
 }
 
@@ -329,18 +342,29 @@ impl Pool {
         })
     }
 
-    /// Picks a server not in `exclude`, or `None` when every server is excluded.
+    /// Picks a server not in `exclude`, or `None` when every server is excluded. Backup
+    /// servers are picked only when no other server is available.
     pub fn pick(&self, balance: Balance, exclude: &[SocketAddr]) -> Option<usize> {
+        self.pick_among(balance, exclude, false)
+            .or_else(|| self.pick_among(balance, exclude, true))
+    }
+
+    fn pick_among(&self, balance: Balance, exclude: &[SocketAddr], backup: bool) -> Option<usize> {
         let usable = |i: usize| {
             let s = &self.servers[i];
-            s.state.is_available() && !exclude.contains(&s.addr)
+            s.backup == backup && s.state.is_available() && !exclude.contains(&s.addr)
         };
         match balance {
             Balance::RoundRobin => {
+                let schedule = if backup {
+                    &self.backup_schedule
+                } else {
+                    &self.schedule
+                };
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                let len = self.schedule.len();
+                let len = schedule.len();
                 (0..len)
-                    .map(|k| self.schedule[(start + k) % len] as usize)
+                    .map(|k| schedule[(start + k) % len] as usize)
                     .find(|&i| usable(i))
             }
             Balance::LeastConn => {
@@ -372,7 +396,14 @@ fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
     if total > 4096 {
         let scaled: Vec<u32> = weights
             .iter()
-            .map(|&w| ((w * 4096 / total).max(1)) as u32)
+            // A zero weight (a server left out of this schedule) stays out.
+            .map(|&w| {
+                if w == 0 {
+                    0
+                } else {
+                    (w * 4096 / total).max(1) as u32
+                }
+            })
             .collect();
         return smooth_schedule(&scaled);
     }
@@ -424,30 +455,63 @@ pub struct Shield {
 }
 
 impl Service {
-    /// Compiles a service; call [`ServerRegistry::commit`] once every service of the snapshot is built.
-    pub fn build(cfg: &ServiceConfig, registry: &mut ServerRegistry) -> Service {
+    /// Compiles a service, a named server becoming one server per address `addresses` holds
+    /// for it; call [`ServerRegistry::commit`] once every service of the snapshot is built.
+    pub fn build(
+        cfg: &ServiceConfig,
+        registry: &mut ServerRegistry,
+        addresses: &Addresses,
+    ) -> Service {
         let name: Arc<str> = cfg.name.as_str().into();
         let pools: Vec<Pool> = cfg
             .pools
             .iter()
             .map(|p| {
-                let servers: Vec<Server> = p
-                    .servers
-                    .iter()
-                    .map(|s| Server {
-                        addr: s.address,
-                        weight: s.weight,
-                        state: registry.state(s.address),
-                    })
-                    .collect();
-                let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+                let mut servers: Vec<Server> = Vec::new();
+                for s in &p.servers {
+                    let (host, named, addrs): (Arc<str>, bool, Vec<SocketAddr>) = match &s.address {
+                        ServerAddress::Ip(a) => (a.ip().to_string().into(), false, vec![*a]),
+                        ServerAddress::Name { host, port } => (
+                            host.clone(),
+                            true,
+                            addresses
+                                .of(host)
+                                .iter()
+                                .map(|ip| SocketAddr::new(*ip, *port))
+                                .collect(),
+                        ),
+                    };
+                    for addr in addrs {
+                        // Two entries reaching one address (a name and an IP, or two names):
+                        // one server, as its state is one.
+                        if servers.iter().any(|s| s.addr == addr) {
+                            continue;
+                        }
+                        servers.push(Server {
+                            addr,
+                            weight: s.weight,
+                            state: registry.state(addr),
+                            host: host.clone(),
+                            named,
+                            backup: s.backup,
+                        });
+                    }
+                }
+                let schedule_of = |backup: bool| {
+                    let weights: Vec<u32> = servers
+                        .iter()
+                        .map(|s| if s.backup == backup { s.weight } else { 0 })
+                        .collect();
+                    smooth_schedule(&weights)
+                };
                 let pool: Arc<str> = p.name.as_str().into();
                 Pool {
                     window: registry.window(&name, &pool, cfg.rollout.window),
                     name: pool,
                     weight: p.weight,
                     transport: p.transport.clone(),
-                    schedule: smooth_schedule(&weights),
+                    schedule: schedule_of(false),
+                    backup_schedule: schedule_of(true),
                     servers,
                     next: AtomicUsize::new(fastrand::usize(..1024)),
                 }

@@ -1,7 +1,38 @@
 //! Pool and server picks, passive ejection streaks, fallback: the upstream model in memory.
 
 use super::*;
-use crate::config::{PoolConfig, ServerConfig};
+use crate::config::{PoolConfig, ServerAddress, ServerConfig};
+use crate::upstream::names::Answer;
+
+/// A server entry for `address` (an IP:port or a name:port).
+fn entry(address: &str, backup: bool) -> ServerConfig {
+    ServerConfig {
+        address: ServerAddress::parse(address).expect("valid address"),
+        weight: 1,
+        backup,
+        at: (1, 1),
+    }
+}
+
+/// Service "s" with one pool "blue" of `servers`.
+fn service_of(servers: Vec<ServerConfig>, balance: Balance) -> ServiceConfig {
+    ServiceConfig {
+        name: "s".into(),
+        balance,
+        health: None,
+        passive: PassivePolicy::default(),
+        rollout: Default::default(),
+        sticky: None,
+        pool_override: None,
+        pools: vec![PoolConfig {
+            name: "blue".into(),
+            weight: 1,
+            servers,
+            health: None,
+            transport: Default::default(),
+        }],
+    }
+}
 
 #[test]
 fn zero_weight_is_never_picked() {
@@ -24,28 +55,14 @@ fn smooth_schedule_interleaves_by_weight() {
 }
 
 fn service(balance: Balance) -> Service {
-    let cfg = ServiceConfig {
-        name: "s".into(),
-        balance,
-        health: None,
-        passive: PassivePolicy::default(),
-        rollout: Default::default(),
-        sticky: None,
-        pool_override: None,
-        pools: vec![PoolConfig {
-            name: "blue".into(),
-            weight: 1,
-            servers: (1..=3)
-                .map(|p| ServerConfig {
-                    address: SocketAddr::from(([127, 0, 0, 1], p)),
-                    weight: 1,
-                })
-                .collect(),
-            health: None,
-            transport: Default::default(),
-        }],
-    };
-    Service::build(&cfg, &mut ServerRegistry::default())
+    let servers = (1..=3)
+        .map(|p| entry(&format!("127.0.0.1:{p}"), false))
+        .collect();
+    Service::build(
+        &service_of(servers, balance),
+        &mut ServerRegistry::default(),
+        &Addresses::default(),
+    )
 }
 
 #[test]
@@ -173,10 +190,7 @@ fn fallback_only_to_weighted_pools_with_servers() {
     let mk = |name: &str, weight, port| PoolConfig {
         name: name.into(),
         weight,
-        servers: vec![ServerConfig {
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
-            weight: 1,
-        }],
+        servers: vec![entry(&format!("127.0.0.1:{port}"), false)],
         health: None,
         transport: Default::default(),
     };
@@ -190,12 +204,108 @@ fn fallback_only_to_weighted_pools_with_servers() {
         pool_override: None,
         pools: vec![mk("blue", 1, 1), mk("green", 0, 2), mk("canary", 1, 3)],
     };
-    let svc = Service::build(&cfg, &mut ServerRegistry::default());
+    let svc = Service::build(&cfg, &mut ServerRegistry::default(), &Addresses::default());
     assert_eq!(svc.fallback_pool(0), Some(2));
     svc.pools[2].servers[0].state.set_healthy(false);
     assert_eq!(
         svc.fallback_pool(0),
         None,
         "green has weight 0, canary is down"
+    );
+}
+
+#[test]
+fn backups_take_requests_only_while_every_other_server_is_down() {
+    let servers = vec![
+        entry("127.0.0.1:1", false),
+        entry("127.0.0.1:2", true),
+        entry("127.0.0.1:3", false),
+    ];
+    for balance in [Balance::RoundRobin, Balance::LeastConn] {
+        let svc = Service::build(
+            &service_of(servers.clone(), balance),
+            &mut ServerRegistry::default(),
+            &Addresses::default(),
+        );
+        let pool = &svc.pools[0];
+        for _ in 0..20 {
+            let i = pool.pick(balance, &[]).expect("pick");
+            assert!(
+                !pool.servers[i].backup,
+                "{balance:?}: a backup while others are up"
+            );
+        }
+        pool.servers[0].state.set_healthy(false);
+        for _ in 0..5 {
+            assert_eq!(pool.pick(balance, &[]), Some(2), "{balance:?}");
+        }
+        // The last other server excluded (tried) or down: the backup.
+        assert_eq!(pool.pick(balance, &[pool.servers[2].addr]), Some(1));
+        pool.servers[2].state.set_healthy(false);
+        assert_eq!(pool.pick(balance, &[]), Some(1), "{balance:?}");
+        assert_eq!(svc.available_servers(0), 1);
+    }
+}
+
+#[test]
+fn a_name_is_one_server_per_address_and_states_follow_addresses() {
+    let mut reg = ServerRegistry::default();
+    let mut names = Addresses::default();
+    let cfg = service_of(
+        vec![entry("api.test:8080", false), entry("127.0.0.1:9", false)],
+        Balance::RoundRobin,
+    );
+    let unresolved = Service::build(&cfg, &mut reg, &names);
+    reg.commit();
+    assert_eq!(
+        unresolved.pools[0].servers.len(),
+        1,
+        "no address yet: only the IP"
+    );
+
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    let name: Arc<str> = "api.test".into();
+    let now = std::time::SystemTime::now();
+    names.apply(
+        &name,
+        Answer::Found(vec![ip("10.0.0.1"), ip("10.0.0.2")]),
+        now,
+    );
+    let first = Service::build(&cfg, &mut reg, &names);
+    reg.commit();
+    let servers = &first.pools[0].servers;
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    assert_eq!(addrs, ["10.0.0.1:8080", "10.0.0.2:8080", "127.0.0.1:9"]);
+    assert!(servers[0].named && &*servers[0].host == "api.test");
+    assert!(!servers[2].named && &*servers[2].host == "127.0.0.1");
+    servers[1].state.set_healthy(false);
+
+    // 10.0.0.1 goes, 10.0.0.3 comes: 10.0.0.2 keeps its (unhealthy) state.
+    names.apply(
+        &name,
+        Answer::Found(vec![ip("10.0.0.3"), ip("10.0.0.2")]),
+        now,
+    );
+    let second = Service::build(&cfg, &mut reg, &names);
+    reg.commit();
+    let by_addr = |svc: &Service, a: &str| {
+        svc.pools[0]
+            .servers
+            .iter()
+            .find(|s| s.addr.to_string() == a)
+            .map(|s| s.state.clone())
+    };
+    let kept = by_addr(&second, "10.0.0.2:8080").expect("kept");
+    assert!(
+        Arc::ptr_eq(&kept, &servers[1].state),
+        "same state across snapshots"
+    );
+    assert!(!kept.is_healthy());
+    assert!(by_addr(&second, "10.0.0.1:8080").is_none());
+    assert!(by_addr(&second, "10.0.0.3:8080").is_some());
+    assert_eq!(
+        reg.states.len(),
+        3,
+        "the vanished address's state is dropped"
     );
 }
