@@ -254,3 +254,41 @@ fn health_checks_speak_tls_and_send_the_configured_host() {
     );
     assert_eq!(status("named.test"), 421, "requests keep their own Host");
 }
+
+#[test]
+fn a_named_server_is_called_by_its_name() {
+    let ports = [port(), port(), port(), port()];
+    let nginx = nginx(ports);
+    // `localhost` resolves (hosts file) to 127.0.0.1, where nginx listens (and perhaps also to
+    // ::1, where nothing does: its check takes that address out).
+    let w = service(
+        World::new(),
+        "byname",
+        &format!("https://localhost:{}", ports[0]),
+        "ca = \"{certs}/test-ca.crt\"\n[services.byname.health]\npath = \"/health\"\n\
+         interval = \"100ms\"\ntimeout = \"1s\"",
+    )
+    .start(BIN);
+    // The probes: SNI and Host from the name (the certificate is verified for `localhost`).
+    assert!(
+        wait_until(Duration::from_secs(10), || nginx.access_log().iter().any(
+            |l| l == "host=localhost sni=localhost client=- \"GET /health HTTP/1.1\" 200"
+        )),
+        "{:?}",
+        nginx.access_log()
+    );
+    let resp = http1_client()
+        .get(format!("http://byname.test:{}/", w.http()))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().unwrap(), "tls ok\n");
+    assert!(
+        nginx
+            .access_log()
+            .iter()
+            .any(|l| l == "host=byname.test sni=localhost client=- \"GET / HTTP/1.1\" 200"),
+        "{:?}",
+        nginx.access_log()
+    );
+}
