@@ -202,6 +202,10 @@ pub struct ServerRegistry {
 impl ServerRegistry {
     /// The state for `addr`, created on first use.
     pub fn state(&mut self, addr: SocketAddr) -> Arc<ServerState> {
+        if let Some(state) = self.next_states.get(&addr) {
+            // Another pool of this compile has the address: one server, one state.
+            return state.clone();
+        }
         let state = self.states.get(&addr).cloned().unwrap_or_default();
         self.next_states.insert(addr, state.clone());
         state

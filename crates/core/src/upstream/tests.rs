@@ -4,6 +4,10 @@ use super::*;
 use crate::config::{PoolConfig, ServerAddress, ServerConfig};
 use crate::upstream::names::Answer;
 
+fn addr_of(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
 /// A server entry for `address` (an IP:port or a name:port).
 fn entry(address: &str, backup: bool) -> ServerConfig {
     ServerConfig {
