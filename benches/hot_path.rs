@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use switchyard::config::{
-    Balance, HostPattern, PassivePolicy, PoolConfig, RouteConfig, RouteOptions, ServerAddress,
-    ServerConfig, ServiceConfig,
+    Balance, HostPattern, PoolConfig, RouteConfig, RouteOptions, ServerAddress, ServerConfig,
+    ServiceConfig,
 };
 use switchyard::rollout::{PoolWindow, WindowSpec};
 use switchyard::routing::{normalize_host, RouteTable};
@@ -82,11 +82,6 @@ fn bench_pick(c: &mut Criterion) {
     let cfg = |balance| ServiceConfig {
         name: "svc".into(),
         balance,
-        health: None,
-        passive: PassivePolicy::default(),
-        rollout: Default::default(),
-        sticky: None,
-        pool_override: None,
         pools: vec![
             PoolConfig {
                 name: "blue".into(),
@@ -110,6 +105,7 @@ fn bench_pick(c: &mut Criterion) {
                 transport: Default::default(),
             },
         ],
+        ..Default::default()
     };
     let mut registry = ServerRegistry::default();
     let rr = Service::build(

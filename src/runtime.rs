@@ -56,6 +56,8 @@ struct Writer {
     generated_fallback: Arc<CertifiedKey>,
     /// The snapshot last published.
     current: Arc<Snapshot>,
+    /// Whether the registries hold the affinity key kept in the state directory.
+    affinity_key_kept: bool,
 }
 
 /// The `ArcSwap` holding the snapshot. Debug builds count the loads, so a test can prove that a
@@ -109,6 +111,8 @@ impl Runtime {
         ));
         let metrics = Metrics::new();
         let mut registries = Registries::default();
+        let mut affinity_key_kept = false;
+        keep_affinity_key(&config, &mut registries, &mut affinity_key_kept);
         let book = Arc::new(book);
         let snapshot = Arc::new(Snapshot::compile(
             Arc::new(config),
@@ -134,6 +138,7 @@ impl Runtime {
                 certs,
                 generated_fallback,
                 current: snapshot,
+                affinity_key_kept,
             }),
             published,
             access_log,
@@ -245,6 +250,12 @@ impl Runtime {
             self.persist(&book);
         }
         w.book = Arc::new(book);
+        let Writer {
+            registries,
+            affinity_key_kept,
+            ..
+        } = &mut *w;
+        keep_affinity_key(&config, registries, affinity_key_kept);
         w.certs.configured = CertMap::build(&config.certificates, w.generated_fallback.clone());
         self.certs.store(w.certs.build());
         let published = self.publish(&mut w, Arc::new(config));
@@ -365,6 +376,29 @@ impl Runtime {
         w.current = snapshot.clone();
         self.published.send_replace(snapshot.clone());
         snapshot
+    }
+}
+
+/// Gives the registries the affinity key kept in the state directory the first time a config
+/// needs it (a service with affinity and no secret of its own), so that a client's cookie stays
+/// good across restarts. When the key cannot be kept, the process's own random key serves
+/// (cookies then last until the process ends; logged).
+fn keep_affinity_key(config: &Config, registries: &mut Registries, kept: &mut bool) {
+    let needed = config
+        .services
+        .iter()
+        .any(|s| s.affinity.as_ref().is_some_and(|a| a.secret.is_none()));
+    if !needed || *kept {
+        return;
+    }
+    *kept = true;
+    match crate::state::affinity_key(&config.server.state_dir) {
+        Ok(key) => {
+            registries.servers.affinity_key = crate::upstream::affinity::AffinityKey::new(&key)
+        }
+        Err(e) => log::error!(
+            "affinity cookies will not outlive this process: {e}; fix it or set a secret in [services.NAME.affinity]"
+        ),
     }
 }
 

@@ -13,6 +13,8 @@ use crate::fsutil::{set_mode, write_atomic};
 use crate::rollout::Rollouts;
 
 const STATE_FILE: &str = "state.json";
+/// The key of affinity cookie values (`upstream::affinity`): 64 hex digits.
+const AFFINITY_KEY_FILE: &str = "affinity.key";
 const VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,46 @@ impl StateStore {
     }
 }
 
+/// The key of affinity cookie values in state directory `dir`, made (32 random bytes, mode 0600)
+/// the first time it is asked for: a client's cookie stays good across restarts and binary
+/// upgrades. Kept whether or not the admin API (and so the rest of the state) is on.
+pub fn affinity_key(dir: &Path) -> Result<[u8; 32], StateError> {
+    fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        path: dir.into(),
+        source,
+    })?;
+    set_mode(dir, 0o700);
+    let path = dir.join(AFFINITY_KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => parse_key(text.trim()).ok_or_else(|| StateError::Corrupt {
+            path,
+            reason: "expected 64 hex digits".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = crate::upstream::affinity::random_bytes();
+            let mut text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            text.push('\n');
+            write_atomic(&path, text.as_bytes(), 0o600)
+                .map_err(|source| StateError::Write { path, source })?;
+            Ok(key)
+        }
+        Err(source) => Err(StateError::Read { path, source }),
+    }
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (byte, pair) in key.iter_mut().zip(digits.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +215,21 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_affinity_key_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let key = affinity_key(&state).expect("made");
+        assert_eq!(affinity_key(&state).expect("read back"), key);
+        use std::os::unix::fs::PermissionsExt;
+        let path = state.join(AFFINITY_KEY_FILE);
+        let mode = fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        fs::write(&path, b"nope\n").expect("write");
+        let err = affinity_key(&state).expect_err("corrupt");
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
     }
 
     #[test]

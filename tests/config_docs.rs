@@ -29,6 +29,8 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/limits.rs",
     "crates/core/src/config/rollout.rs",
     "crates/core/src/config/acme.rs",
+    "crates/core/src/config/retry.rs",
+    "crates/core/src/config/affinity.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";

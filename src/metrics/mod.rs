@@ -199,7 +199,7 @@ impl Metrics {
         let retries = counter_vec(
             &r,
             "switchyard_upstream_retries_total",
-            "Connect failures retried on another server of the pool.",
+            "Attempts retried on another server of the pool: failed connects, and the failures and answers of the route's retry policy.",
             &["service", "pool"],
         );
         let ejections = counter_vec(

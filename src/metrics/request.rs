@@ -187,6 +187,17 @@ impl Metrics {
         }
     }
 
+    /// Counts a retry on another server of `pool` after anything but a failed connect.
+    pub fn record_retry(&self, handles: &Handles, service: usize, pool: usize) {
+        if let Some(ph) = handles
+            .services
+            .get(service)
+            .and_then(|s| s.pools.get(pool))
+        {
+            ph.retries.inc();
+        }
+    }
+
     /// Counts a passive ejection of a server of `service`.
     pub fn record_ejection(&self, handles: &Handles, service: usize) {
         if let Some(sh) = handles.services.get(service) {

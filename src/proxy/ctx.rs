@@ -37,8 +37,14 @@ pub struct Ctx {
     pub(super) route: Option<usize>,
     pub(super) pool: Option<usize>,
     pub(super) upstream: Option<SocketAddr>,
+    /// The index of the server `upstream` is, in pool `pool`.
+    pub(super) server: Option<usize>,
     pub(super) tried: [Option<SocketAddr>; MAX_TRIES],
     pub(super) tries: usize,
+    /// When the first attempt started (the route's `retry.timeout` counts from it).
+    pub(super) first_try: Option<Instant>,
+    /// The upstream's answer is a status of the route's `retry.on` and goes to another server.
+    pub(super) status_retry: bool,
     pub(super) guard: Option<ActiveGuard>,
     pub(super) request_id: String,
     /// The real client: the peer, or who a trusted proxy's X-Forwarded-For names.
@@ -68,8 +74,11 @@ impl Ctx {
             route: None,
             pool: None,
             upstream: None,
+            server: None,
             tried: [None; MAX_TRIES],
             tries: 0,
+            first_try: None,
+            status_retry: false,
             guard: None,
             request_id: String::new(),
             client_ip: None,

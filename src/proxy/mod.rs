@@ -1,5 +1,6 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
+pub mod affinity;
 mod ctx;
 pub mod grpc;
 pub mod head;
@@ -9,6 +10,7 @@ mod peer;
 pub mod pick;
 pub mod plain;
 pub mod respond;
+pub mod retry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,8 +37,8 @@ use crate::upstream::Failure;
 pub use ctx::{Ctx, Shield};
 use respond::Refusal;
 
-/// Servers tried for one request: the first pick plus bounded retries on connect failure.
-const MAX_TRIES: usize = 3;
+/// Servers one request may try (a route's `retry.tries` is at most this).
+const MAX_TRIES: usize = crate::config::retry::MAX_TRIES as usize;
 /// Compression level for gzip/brotli/zstd when a route has compression on.
 const COMPRESSION_LEVEL: u32 = 5;
 
@@ -347,7 +349,8 @@ impl ProxyHttp for Proxy {
             }
         };
         let tried = ctx.tried();
-        let picked = pick::pick_server(service, pool_idx, &tried[..ctx.tries]);
+        let picked =
+            affinity::pick_server(service, pool_idx, &tried[..ctx.tries], session.req_header());
         if picked.is_some_and(|p| p.pool != pool_idx) {
             // The whole pool is down and another pool takes the request: no shield there.
             ctx.shield = Shield::Off;
@@ -364,11 +367,13 @@ impl ProxyHttp for Proxy {
                 .into_up()
             });
         };
+        ctx.server = Some(server);
         let server = &service.pools[pool].servers[server];
         if ctx.tries < MAX_TRIES {
             ctx.tried[ctx.tries] = Some(server.addr);
             ctx.tries += 1;
         }
+        ctx.first_try.get_or_insert_with(Instant::now);
         ctx.guard = Some(server.acquire());
         ctx.upstream = Some(server.addr);
         ctx.upstream_start = Some(Instant::now());
@@ -379,7 +384,7 @@ impl ProxyHttp for Proxy {
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Ctx,
         mut e: Box<Error>,
@@ -388,19 +393,14 @@ impl ProxyHttp for Proxy {
             .guard
             .take()
             .is_some_and(|guard| self.passive_failure(ctx, guard.state(), Failure::Connect));
-        let pool_size = ctx
-            .service()
-            .zip(ctx.pool)
-            .map_or(0, |((_, s), pool)| s.pools[pool].servers.len());
         // Connecting never sent the request, so another server is safe for every method: the
-        // stable pool when the request is shielded, else another server of the same pool. The
-        // failure is counted on the pool that failed, before a shield moves the request.
+        // stable pool when the request is shielded, else another server of the same pool when
+        // the route's retry policy allows. The failure is counted on the pool that failed,
+        // before a shield moves the request.
         let shielded = matches!(ctx.shield, Shield::Armed { .. });
-        let retried = shielded || ctx.tries < MAX_TRIES.min(pool_size);
+        let retried = shielded || retry::decide(session, ctx, retry::Cause::Connect);
         self.record_connect_error(ctx, ejected, retried);
-        if retried {
-            e.set_retry(true);
-        }
+        e.set_retry(retried);
         if shielded {
             self.shield(ctx);
         }
@@ -436,12 +436,10 @@ impl ProxyHttp for Proxy {
             if session.as_ref().retry_buffer_truncated() {
                 e.set_retry(false);
             }
-        } else if !session.req_header().method.is_idempotent()
-            || session.as_ref().retry_buffer_truncated()
-        {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
+        } else if !std::mem::take(&mut ctx.status_retry) {
+            // (A status of `retry.on` was decided on in upstream_response_filter.)
+            let retried = self.retry_failure(session, ctx, &e, client_reused);
+            e.set_retry(retried);
         }
         e
     }
@@ -523,7 +521,7 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -543,7 +541,10 @@ impl ProxyHttp for Proxy {
             e.set_retry(true);
             return Err(e.into_up());
         }
-        Ok(())
+        match self.retry_status(session, ctx, upstream.status.as_u16()) {
+            Some(retry) => Err(retry),
+            None => Ok(()),
+        }
     }
 
     async fn response_filter(
@@ -563,6 +564,9 @@ impl ProxyHttp for Proxy {
             }
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(cookie) = affinity::answer_cookie(_session.req_header(), ctx) {
+            resp.append_header(header::SET_COOKIE, cookie)?;
+        }
         if let Some((name, id)) = ctx.sticky_cookie.take() {
             let secure = if ctx.tls { "; Secure" } else { "" };
             resp.append_header(

@@ -103,6 +103,7 @@ impl Proxy {
         ctx.tried = [None; MAX_TRIES];
         ctx.tries = 0;
         ctx.upstream = None;
+        ctx.server = None;
         true
     }
 
@@ -150,6 +151,20 @@ impl Proxy {
         }
         if ejected {
             metrics.record_ejection(&snap.handles, service);
+        }
+    }
+
+    /// Counts a retry on another server after a failure past the connect, or a status of the
+    /// route's `retry.on` (same switch as above; a failed connect's retry is counted with it).
+    pub(super) fn record_retry(&self, ctx: &Ctx) {
+        let snap = &ctx.snapshot;
+        let Some((service, _)) = ctx.service().filter(|_| snap.config.server.metrics) else {
+            return;
+        };
+        if let Some(pool) = ctx.pool {
+            self.runtime
+                .metrics
+                .record_retry(&snap.handles, service, pool);
         }
     }
 

@@ -97,6 +97,15 @@ pub fn pick_server(service: &Service, pool: usize, tried: &[SocketAddr]) -> Opti
     picked.map(|server| ServerChoice { pool, server })
 }
 
+/// Whether a retry has somewhere to go: a server of `pool` not in `tried` that [`pick_server`]
+/// would take on a retry (available, or ejected by passive checks but healthy).
+pub fn has_untried(service: &Service, pool: usize, tried: &[SocketAddr]) -> bool {
+    service.pools[pool]
+        .servers
+        .iter()
+        .any(|s| s.state.is_healthy() && !tried.contains(&s.addr))
+}
+
 /// The value of cookie `name` in the request's Cookie headers.
 pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers
@@ -274,5 +283,18 @@ mod tests {
         }
         let moved = pick_server(&s, blue, &[]).expect("green takes it");
         assert_eq!(moved.pool, green);
+    }
+
+    #[test]
+    fn a_retry_has_somewhere_to_go_while_an_untried_server_is_healthy() {
+        let s = service(1, 1, "");
+        let blue = index(&s, "blue");
+        let [a, b] = [&s.pools[blue].servers[0], &s.pools[blue].servers[1]];
+        assert!(has_untried(&s, blue, &[a.addr]));
+        assert!(!has_untried(&s, blue, &[a.addr, b.addr]));
+        b.state.eject(&s.passive);
+        assert!(has_untried(&s, blue, &[a.addr]), "ejected but healthy");
+        b.state.set_healthy(false);
+        assert!(!has_untried(&s, blue, &[a.addr]), "down by active checks");
     }
 }

@@ -45,6 +45,7 @@ pub struct BackendBuilder {
     name: String,
     addr: SocketAddr,
     fail_ratio: f64,
+    fail_status: u16,
     delay: Duration,
 }
 
@@ -52,6 +53,8 @@ pub struct BackendBuilder {
 struct Shared {
     name: String,
     fail_ratio: f64,
+    /// The status of an injected failure (500 unless the builder says otherwise).
+    fail_status: u16,
     /// Every answer waits this long first (a slow backend).
     delay: Duration,
     requests: AtomicU64,
@@ -93,6 +96,7 @@ impl Backend {
             name: name.to_string(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             fail_ratio: 0.0,
+            fail_status: 500,
             delay: Duration::ZERO,
         }
     }
@@ -171,6 +175,14 @@ impl BackendBuilder {
         self
     }
 
+    /// The status `fail_ratio` answers with instead of 500 (any from 400 to 599).
+    pub fn fail_status(mut self, status: u16) -> BackendBuilder {
+        if (400..=599).contains(&status) {
+            self.fail_status = status;
+        }
+        self
+    }
+
     /// Makes every answer wait `delay` before it is sent (on top of `/delay/{ms}`).
     pub fn delay(mut self, delay: Duration) -> BackendBuilder {
         self.delay = delay;
@@ -232,6 +244,7 @@ impl BackendBuilder {
         Shared {
             name: self.name,
             fail_ratio: self.fail_ratio,
+            fail_status: self.fail_status,
             delay: self.delay,
             requests: AtomicU64::new(0),
             injected_failures: AtomicU64::new(0),

@@ -119,7 +119,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Answer, D
         tokio::time::sleep(shared.delay).await;
     }
     if shared.inject_failure() {
-        status = 500;
+        status = shared.fail_status;
     }
     let echo = Echo {
         backend: &shared.name,

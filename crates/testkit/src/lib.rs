@@ -7,6 +7,7 @@ pub mod admin;
 pub mod ctl;
 pub mod grpc;
 pub mod http;
+pub mod killable;
 pub mod load;
 pub mod nginx;
 pub mod peers;
@@ -28,6 +29,7 @@ pub use http::{
     assert_proxy_error, backend_via, client_builder, h2c_client, header, http1_client,
     https_client, is_request_id, json_body, test_ca,
 };
+pub use killable::KillableBackend;
 pub use load::{failures, Load, Seen};
 pub use nginx::Nginx;
 pub use peers::{peer, spawn_for_process};

@@ -1,4 +1,4 @@
-//! The real programs some tests talk to (pebble, promtool, prometheus, script): found on the machine, never installed from a test.
+//! The real programs some tests talk to (pebble, promtool, prometheus, script, python3): found on the machine, never installed from a test.
 //!
 //! `scripts/test.sh` installs the Debian packages that provide them. A missing one fails the
 //! test with what to install; a test never skips for it, under CI (`CI=true`) or not.

@@ -4,11 +4,13 @@
 
 mod acme;
 mod admin;
+pub mod affinity;
 pub mod certs;
 mod limits;
 mod listeners;
 mod raw;
 mod resolve;
+pub mod retry;
 pub mod rollout;
 mod routes;
 mod serialize;

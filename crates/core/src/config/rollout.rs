@@ -122,7 +122,7 @@ pub struct PoolOverride {
 pub const DEFAULT_STICKY_COOKIE: &str = "switchyard_id";
 
 /// A cookie name: an RFC 6265 token.
-fn is_cookie_name(name: &str) -> bool {
+pub(super) fn is_cookie_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

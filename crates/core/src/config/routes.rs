@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
 use super::raw::RawConfig;
+use super::retry::{RawRetry, RetryPolicy};
 use super::values::{self, Bytes, Text};
 use super::{serialize, ServiceConfig, Validator};
 
@@ -35,6 +36,8 @@ macro_rules! with_route_options {
             pub client_body_timeout: Option<Spanned<values::Duration>>,
             pub keepalive_timeout: Option<Spanned<values::Duration>>,
             pub forward_original_path: Option<bool>,
+            /// When a failed attempt goes to another server (`retry.rs`).
+            pub retry: Option<RawRetry>,
         }
     };
 }
@@ -119,6 +122,8 @@ pub struct RouteOptions {
     pub keepalive_timeout: Duration,
     /// Send the path upstream as the client wrote it rather than normalised.
     pub forward_original_path: bool,
+    /// When a request that failed on one server goes to another.
+    pub retry: RetryPolicy,
 }
 
 impl Default for RouteOptions {
@@ -138,6 +143,7 @@ impl Default for RouteOptions {
             client_body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             forward_original_path: false,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -315,6 +321,9 @@ impl Validator {
         if let Some(b) = raw.forward_original_path {
             o.forward_original_path = b;
         }
+        if let Some(r) = &raw.retry {
+            o.retry = self.retry(r, &o.retry);
+        }
         if let Some(zones) = &raw.limits {
             o.limits.clear();
             for z in zones {
@@ -369,5 +378,6 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         client_body_timeout: r.client_body_timeout.clone(),
         keepalive_timeout: r.keepalive_timeout.clone(),
         forward_original_path: r.forward_original_path,
+        retry: r.retry.clone(),
     }
 }

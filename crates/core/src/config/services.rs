@@ -35,6 +35,7 @@ pub struct RawService {
     pub rollout: Option<super::rollout::RawRollout>,
     pub sticky: Option<super::rollout::RawSticky>,
     pub pool_override: Option<Spanned<super::rollout::RawPoolOverride>>,
+    pub affinity: Option<Spanned<super::affinity::RawAffinity>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,7 +162,7 @@ impl Default for PassivePolicy {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ServiceConfig {
     pub name: String,
     pub balance: Balance,
@@ -174,6 +175,8 @@ pub struct ServiceConfig {
     pub sticky: Option<rollout::StickyKey>,
     /// A header/cookie with which testers pick a pool.
     pub pool_override: Option<rollout::PoolOverride>,
+    /// Keep each client on one server of its pool, with a cookie.
+    pub affinity: Option<super::affinity::AffinityConfig>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -388,6 +391,10 @@ impl Validator {
                 .pool_override
                 .as_ref()
                 .and_then(|o| self.pool_override(o));
+            let affinity = svc
+                .affinity
+                .as_ref()
+                .and_then(|a| self.affinity(a, sticky.as_ref(), pool_override.as_ref()));
             out.push(ServiceConfig {
                 name: name.clone(),
                 balance: svc.balance,
@@ -397,6 +404,7 @@ impl Validator {
                 rollout,
                 sticky,
                 pool_override,
+                affinity,
             });
         }
         out

@@ -1,5 +1,7 @@
 //! Services, pools and servers: the weighted pool pick and the in-pool balancing, both lock-free.
 
+pub mod affinity;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -197,6 +199,9 @@ pub struct ServerRegistry {
     windows: HashMap<(Arc<str>, Arc<str>), Arc<PoolWindow>>,
     /// The windows the snapshot being compiled uses; [`ServerRegistry::commit`] keeps only them.
     next_windows: HashMap<(Arc<str>, Arc<str>), Arc<PoolWindow>>,
+    /// The key of affinity cookie values for services without a `secret` (the runtime sets the
+    /// one it keeps in the state directory).
+    pub affinity_key: affinity::AffinityKey,
 }
 
 impl ServerRegistry {
@@ -448,6 +453,8 @@ pub struct Service {
     pub pool_override: Option<PoolOverride>,
     /// Set while a rollout with shielding is active: where a failed canary request is retried.
     pub shield: Option<Shield>,
+    /// Keep each client on one server of its pool (`[services.NAME.affinity]`).
+    pub affinity: Option<affinity::Affinity>,
 }
 
 /// During a rollout: an idempotent request that failed on `canary` is retried once on `stable`.
@@ -522,6 +529,10 @@ impl Service {
             })
             .collect();
         let picker = WeightedIndex::new(pools.iter().map(|p| p.weight));
+        let affinity = cfg
+            .affinity
+            .as_ref()
+            .map(|a| affinity::Affinity::build(a, &name, &pools, &registry.affinity_key));
         Service {
             name,
             balance: cfg.balance,
@@ -531,6 +542,7 @@ impl Service {
             sticky: cfg.sticky.clone(),
             pool_override: cfg.pool_override.clone(),
             shield: None,
+            affinity,
         }
     }
 

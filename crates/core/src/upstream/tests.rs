@@ -23,11 +23,6 @@ fn service_of(servers: Vec<ServerConfig>, balance: Balance) -> ServiceConfig {
     ServiceConfig {
         name: "s".into(),
         balance,
-        health: None,
-        passive: PassivePolicy::default(),
-        rollout: Default::default(),
-        sticky: None,
-        pool_override: None,
         pools: vec![PoolConfig {
             name: "blue".into(),
             weight: 1,
@@ -35,6 +30,7 @@ fn service_of(servers: Vec<ServerConfig>, balance: Balance) -> ServiceConfig {
             health: None,
             transport: Default::default(),
         }],
+        ..Default::default()
     }
 }
 
@@ -201,12 +197,8 @@ fn fallback_only_to_weighted_pools_with_servers() {
     let cfg = ServiceConfig {
         name: "s".into(),
         balance: Balance::RoundRobin,
-        health: None,
-        passive: PassivePolicy::default(),
-        rollout: Default::default(),
-        sticky: None,
-        pool_override: None,
         pools: vec![mk("blue", 1, 1), mk("green", 0, 2), mk("canary", 1, 3)],
+        ..Default::default()
     };
     let svc = Service::build(&cfg, &mut ServerRegistry::default(), &Addresses::default());
     assert_eq!(svc.fallback_pool(0), Some(2));
@@ -312,4 +304,20 @@ fn a_name_is_one_server_per_address_and_states_follow_addresses() {
         3,
         "the vanished address's state is dropped"
     );
+}
+
+#[test]
+fn an_address_in_two_services_has_one_state_from_the_first_compile() {
+    let mut reg = ServerRegistry::default();
+    let cfg = service_of(vec![entry("127.0.0.1:9", false)], Balance::RoundRobin);
+    let (a, b) = (
+        Service::build(&cfg, &mut reg, &Addresses::default()),
+        Service::build(&cfg, &mut reg, &Addresses::default()),
+    );
+    reg.commit();
+    assert_eq!(a.pools[0].servers[0].addr, addr_of("127.0.0.1:9"));
+    assert!(Arc::ptr_eq(
+        &a.pools[0].servers[0].state,
+        &b.pools[0].servers[0].state
+    ));
 }
