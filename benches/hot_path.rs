@@ -88,18 +88,21 @@ fn bench_pick(c: &mut Criterion) {
                 weight: 90,
                 servers: servers(9000),
                 health: None,
+                transport: Default::default(),
             },
             PoolConfig {
                 name: "green".into(),
                 weight: 10,
                 servers: servers(9100),
                 health: None,
+                transport: Default::default(),
             },
             PoolConfig {
                 name: "idle".into(),
                 weight: 0,
                 servers: servers(9200),
                 health: None,
+                transport: Default::default(),
             },
         ],
         ..Default::default()

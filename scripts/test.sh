@@ -16,8 +16,10 @@ declare -A NEED=(
   [pebble]=pebble
   [pebble-challtestsrv]=pebble
   [script]=bsdutils
+  [nginx]=nginx
   [python3]=python3
   [haproxy]=haproxy
+  [pip3]=python3-pip
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -32,6 +34,15 @@ fi
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "test.sh: $cmd is still missing" >&2; exit 1; }
 done
+
+# The gRPC tests' server and client: Python's grpcio, from PyPI (Debian's python3-grpcio is years
+# older). Debian's own Python refuses a system-wide pip install without --break-system-packages.
+if ! python3 -c 'import grpc' 2>/dev/null; then
+  echo "test.sh: installing grpcio (pip)" >&2
+  python3 -m pip install --quiet grpcio 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages grpcio
+fi
+python3 -c 'import grpc' || { echo "test.sh: python3 cannot import grpc" >&2; exit 1; }
 
 cargo test --all-targets "$@"
 

@@ -475,3 +475,94 @@ fn route_paths_must_be_in_normal_form() {
         "path \"/a\\b\" is refused in requests: backslash in the path",
     );
 }
+
+/// 1-based (line, column) of the value after the last `prefix` (`"ca = "`) in `text`.
+fn value_pos(text: &str, prefix: &str) -> (usize, usize) {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| line.find(prefix).map(|col| (i + 1, col + 1 + prefix.len())))
+        .last()
+        .unwrap_or_else(|| panic!("{prefix:?} not in config:\n{text}"))
+}
+
+#[test]
+fn upstream_transport_settings_are_checked() {
+    const POOL: &str = "servers = [\"127.0.0.1:9101\"]";
+    let with = |keys: &str| good_with(&[(POOL, &format!("{POOL}\n{keys}"))]);
+    let cases = [
+        ("tls = true\nca = \"{certs}/missing.pem\"", "ca = ", "cannot read CA file"),
+        (
+            "tls = true\nca = \"{certs}/example.com.key\"",
+            "ca = ",
+            "no PEM certificate found in CA file",
+        ),
+        (
+            "tls = true\nclient_cert = \"{certs}/client.crt\"",
+            "client_cert = ",
+            "`client_cert` needs `client_key` beside it",
+        ),
+        (
+            "tls = true\nclient_cert = \"{certs}/client.crt\"\nclient_key = \"{certs}/example.com.key\"",
+            "client_cert = ",
+            "client certificate: certificate",
+        ),
+        (
+            "protocol = \"h2\"",
+            "protocol = ",
+            "protocol \"h2\" is HTTP/2 over TLS: set `tls = true`",
+        ),
+        (
+            "tls = true\nprotocol = \"h2c\"",
+            "protocol = ",
+            "protocol \"h2c\" is HTTP/2 without TLS",
+        ),
+        ("protocol = \"h3\"", "protocol = ", "unknown variant `h3`"),
+        (
+            "sni = \"localhost\"",
+            "sni = ",
+            "`sni` needs TLS to the servers: set `tls = true`",
+        ),
+        (
+            "tls = true\nsni = \"not a name\"",
+            "sni = ",
+            "sni \"not a name\" is not a DNS name or IP address",
+        ),
+        (
+            "[services.auth.pools.stable.health]\nhost = \"a b\"",
+            "host = ",
+            "health check host \"a b\" is not a host name",
+        ),
+    ];
+    for (keys, at, reason) in cases {
+        let config = with(keys);
+        assert_single(&config, value_pos(&config, at), reason);
+    }
+    let config = good_with(&[(
+        POOL,
+        "servers = [\"https://127.0.0.1:9101\", \"127.0.0.1:9102\"]",
+    )]);
+    assert_single(
+        &config,
+        pos(&config, "\"127.0.0.1:9102\""),
+        "pool \"stable\" of service \"auth\" mixes https:// and plain servers",
+    );
+    let config = good_with(&[(
+        "address = \"127.0.0.1:18443\"\ntls = true",
+        "address = \"127.0.0.1:18443\"\ntls = true\nh2c = true",
+    )]);
+    assert_single(
+        &config,
+        value_pos(&config, "h2c = "),
+        "h2c is HTTP/2 without TLS",
+    );
+    // verify = false is valid, and warned about with its location.
+    let config = with("tls = true\nverify = false");
+    let (code, stdout, stderr) = check(BIN, &config);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (line, col) = value_pos(&config, "verify = ");
+    let warning = format!(
+        "switchyard.toml:{line}:{col}: pool \"stable\" of service \"auth\" does not verify its \
+         servers' certificates (verify = false)"
+    );
+    assert!(stderr.contains(&warning), "{stderr}");
+}

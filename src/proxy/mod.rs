@@ -2,9 +2,11 @@
 
 pub mod affinity;
 mod ctx;
+pub mod grpc;
 pub mod head;
 mod limit;
 mod observe;
+mod peer;
 pub mod pick;
 pub mod plain;
 mod queue;
@@ -298,7 +300,8 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
 
-        if !route.options.compression {
+        // gRPC frames its messages and compresses them itself (grpc-encoding): never touched.
+        if !route.options.compression || grpc::is_grpc(session) {
             if let Some(c) = session
                 .downstream_modules_ctx
                 .get_mut::<ResponseCompression>()
@@ -388,14 +391,11 @@ impl ProxyHttp for Proxy {
         ctx.upstream = Some(server.addr);
         ctx.upstream_start = Some(Instant::now());
 
-        let mut peer = HttpPeer::new(server.addr, false, String::new());
-        let o = &route.options;
-        peer.options.connection_timeout = Some(o.connect_timeout);
-        peer.options.read_timeout = Some(o.read_timeout);
-        peer.options.write_timeout = Some(o.send_timeout);
+        let transport = &service.pools[pool].transport;
+        let mut peer = peer::build(server, transport, &route.options);
         peer.options.idle_timeout = Some(service.upstream.keepalive_timeout);
         peer.options.idle_limit = snap.idle_limits.get(route.service).cloned().flatten();
-        Ok(Box::new(peer))
+        Ok(peer)
     }
 
     fn fail_to_connect(

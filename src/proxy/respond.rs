@@ -86,7 +86,8 @@ pub fn body_with(status: u16, error: Option<&str>, request_id: &str) -> Bytes {
     Bytes::from(text)
 }
 
-/// Writes an error response with the JSON body; the connection is closed afterwards.
+/// Writes an error response with the JSON body; the connection is closed afterwards. A gRPC
+/// call gets the status as a gRPC status instead (`grpc.rs`).
 pub async fn write_error(
     session: &mut ServerSession,
     status: u16,
@@ -102,6 +103,10 @@ pub async fn write_error_with(
     error: Option<&str>,
     request_id: &str,
 ) -> pingora_error::Result<()> {
+    if super::grpc::is_grpc(session) {
+        let message = error.unwrap_or(reason(status));
+        return super::grpc::write_status(session, status, message, request_id, &[]).await;
+    }
     let body = body_with(status, error, request_id);
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -123,8 +128,17 @@ pub async fn write_rate_limited(
     retry_after: std::time::Duration,
     request_id: &str,
 ) -> pingora_error::Result<()> {
-    let body = body(429, request_id);
     let wait = whole_seconds(retry_after).max(1);
+    if super::grpc::is_grpc(session) {
+        let hints = [
+            ("retry-after", wait.to_string()),
+            ("ratelimit-limit", limit.to_string()),
+            ("ratelimit-remaining", "0".to_string()),
+            ("ratelimit-reset", wait.to_string()),
+        ];
+        return super::grpc::write_status(session, 429, reason(429), request_id, &hints).await;
+    }
+    let body = body(429, request_id);
     let mut resp = ResponseHeader::build(429, Some(8))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;

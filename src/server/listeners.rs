@@ -33,6 +33,9 @@ use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 
+/// The pingora service of [`proxy_service`].
+pub type ProxyService = Service<ObservedApp<LimitedApp<HttpProxy<Proxy>>>>;
+
 /// The HTTP proxy service for every listener, with client connections and TLS handshakes
 /// counted per listener.
 ///
@@ -48,7 +51,7 @@ pub fn proxy_service(
     runtime: Arc<Runtime>,
     pre_tls: Option<PreTlsCallback>,
     h2_idle_timeout: Duration,
-) -> Service<ObservedApp<LimitedApp<HttpProxy<Proxy>>>> {
+) -> ProxyService {
     let index = Arc::new(listener_index(metrics, listeners));
     let watch = listeners.iter().any(|l| l.tls).then(|| {
         Arc::new(TlsWatch {
@@ -63,11 +66,15 @@ pub fn proxy_service(
     let mut options = pingora_core::apps::HttpServerOptions::default();
     // ("0s", keep-alive off for HTTP/1, leaves h2 connections without an idle limit.)
     options.h2_idle_timeout = (!h2_idle_timeout.is_zero()).then_some(h2_idle_timeout);
+    // Listeners with `h2c` (never TLS ones) get a service of their own (`server::build_server`).
+    let options_h2c = listeners.iter().any(|l| l.h2c);
+    options.h2c = options_h2c;
     http.server_options = Some(options);
     let runtime_for_hook = runtime.clone();
     let limited = LimitedApp::new(http, runtime);
     let app = ObservedApp::new(limited, index, watch.clone());
-    let mut svc = Service::new("proxy".to_string(), app);
+    let name = if options_h2c { "proxy (h2c)" } else { "proxy" };
+    let mut svc = Service::new(name.to_string(), app);
     // One callback for every endpoint added afterwards (vendor patch 14): PROXY headers where
     // configured, then on TLS endpoints the handshake watch and what `pre_tls` chains.
     let tls_endpoints = listeners.iter().filter(|l| l.tls).map(|l| l.address);
@@ -441,6 +448,7 @@ mod tests {
             address,
             tls,
             h2: false,
+            h2c: false,
             redirect_https: false,
             https_port: 443,
             proxy_protocol: false,

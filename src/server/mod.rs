@@ -190,39 +190,26 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         listeners.clone(),
         Some(crate::acme::alpn::responder(acme.clone())),
     );
-    let proxy = Proxy::new(runtime.clone(), listeners, acme.clone());
-    let mut svc = listeners::proxy_service(
-        &server.configuration,
-        &runtime.metrics,
-        proxy,
-        &cfg.listeners,
-        runtime.clone(),
-        Some(pre_tls),
-        // Read at start: a reload does not change it for h2 (it does for HTTP/1).
-        cfg.defaults.keepalive_timeout,
-    );
-    for l in &cfg.listeners {
-        let addr = l.address.to_string();
-        if l.tls {
-            let mut settings =
-                TlsSettings::intermediate("", "").map_err(|e| ServeError::Listener {
-                    name: l.name.clone(),
-                    reason: e.to_string(),
-                })?;
-            settings.set_cert_resolver(runtime.certs.resolver());
-            if l.h2 {
-                settings.enable_h2();
-            }
-            svc.add_listener(
-                ListenerConfig::tcp(addr)
-                    .tls(settings)
-                    .l4_buffer(l4_buffer()),
-            );
-        } else {
-            svc.add_listener(ListenerConfig::tcp(addr).l4_buffer(l4_buffer()));
-        }
+    // pingora turns h2c (prior knowledge) on per service: listeners with `h2c = true` get a
+    // service of their own, over the same runtime and snapshots.
+    let (h2c, rest): (Vec<_>, Vec<_>) = cfg.listeners.iter().cloned().partition(|l| l.h2c);
+    let mut pre_tls = Some(pre_tls);
+    for group in [rest, h2c].iter().filter(|g| !g.is_empty()) {
+        let proxy = Proxy::new(runtime.clone(), listeners.clone(), acme.clone());
+        let mut svc = listeners::proxy_service(
+            &server.configuration,
+            &runtime.metrics,
+            proxy,
+            group,
+            runtime.clone(),
+            // TLS listeners are never h2c: the first group has them all.
+            pre_tls.take(),
+            // Read at start: a reload does not change it for h2 (it does for HTTP/1).
+            cfg.defaults.keepalive_timeout,
+        );
+        add_endpoints(&mut svc, group, runtime)?;
+        server.add_service(svc);
     }
-    server.add_service(svc);
     server.add_service(background_service(
         "health checks",
         HealthChecker::new(runtime.clone()),
@@ -254,6 +241,36 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         server.add_service(crate::admin::service(runtime.clone(), acme, admin));
     }
     Ok(server)
+}
+
+/// Adds a listening endpoint to `svc` for each listener of `group`, with TLS where it has it.
+fn add_endpoints(
+    svc: &mut listeners::ProxyService,
+    group: &[config::ListenerConfig],
+    runtime: &Runtime,
+) -> Result<(), ServeError> {
+    for l in group {
+        let addr = l.address.to_string();
+        if l.tls {
+            let mut settings =
+                TlsSettings::intermediate("", "").map_err(|e| ServeError::Listener {
+                    name: l.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            settings.set_cert_resolver(runtime.certs.resolver());
+            if l.h2 {
+                settings.enable_h2();
+            }
+            svc.add_listener(
+                ListenerConfig::tcp(addr)
+                    .tls(settings)
+                    .l4_buffer(l4_buffer()),
+            );
+        } else {
+            svc.add_listener(ListenerConfig::tcp(addr).l4_buffer(l4_buffer()));
+        }
+    }
+    Ok(())
 }
 
 /// Client sockets read straight into the request parser's buffers (pingora's default puts a

@@ -5,9 +5,11 @@
 
 pub mod admin;
 pub mod ctl;
+pub mod grpc;
 pub mod http;
 pub mod killable;
 pub mod load;
+pub mod nginx;
 pub mod peers;
 pub mod ports;
 pub mod prom;
@@ -22,12 +24,14 @@ use std::process::Command;
 
 pub use admin::{Admin, AdminReply};
 pub use ctl::{CtlChild, Outcome};
+pub use grpc::{grpc_calls, Call, GrpcOutcome, GrpcServer};
 pub use http::{
     assert_proxy_error, backend_via, client_builder, h2c_client, header, http1_client,
     https_client, is_request_id, json_body, test_ca,
 };
 pub use killable::KillableBackend;
 pub use load::{failures, Load, Seen};
+pub use nginx::Nginx;
 pub use peers::{peer, spawn_for_process};
 pub use ports::{closed_addr, closed_port, port, udp_and_tcp_port};
 pub use prom::{metric, metric_sum, metric_value, samples, Labels, Sample};

@@ -22,6 +22,8 @@ pub struct RawListener {
     #[serde(default)]
     pub tls: bool,
     pub h2: Option<bool>,
+    /// HTTP/2 with prior knowledge on a plain listener (gRPC inside a cluster).
+    pub h2c: Option<Spanned<bool>>,
     #[serde(default)]
     pub redirect_https: bool,
     pub https_port: Option<u16>,
@@ -46,6 +48,8 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     pub tls: bool,
     pub h2: bool,
+    /// Plain listeners: HTTP/2 with prior knowledge besides HTTP/1.1.
+    pub h2c: bool,
     pub redirect_https: bool,
     pub https_port: u16,
     /// Every connection starts with a PROXY header from a `[limits] trusted_proxies` peer,
@@ -111,12 +115,20 @@ impl Validator {
                 Some(p) => *p.get_ref(),
                 None => false,
             };
+            let h2c = l.h2c.as_ref().is_some_and(|h| *h.get_ref());
+            if let Some(h) = l.h2c.as_ref().filter(|_| h2c && l.tls) {
+                self.error(
+                    h.span(),
+                    "h2c is HTTP/2 without TLS; a TLS listener offers HTTP/2 by ALPN (`h2`)",
+                );
+            }
             out.push(ListenerConfig {
                 name,
                 proxy_protocol,
                 address,
                 tls: l.tls,
                 h2: l.h2.unwrap_or(true),
+                h2c,
                 redirect_https: l.redirect_https,
                 https_port: l.https_port.unwrap_or(443),
             });

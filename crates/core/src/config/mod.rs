@@ -16,6 +16,7 @@ mod routes;
 mod serialize;
 mod server;
 mod services;
+pub mod transport;
 mod upstream_conn;
 pub mod values;
 
@@ -38,6 +39,7 @@ pub use server::{AccessLogTarget, ServerSettings};
 pub use services::{
     Balance, HealthCheck, PassivePolicy, PoolConfig, ServerAddress, ServerConfig, ServiceConfig,
 };
+pub use transport::{Protocol, TlsClient, Transport};
 pub use upstream_conn::UpstreamConn;
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
 
@@ -171,6 +173,8 @@ struct Validator {
     lookups: bool,
     /// `[server] merge_slashes`, which decides what a normal path is.
     merge_slashes: bool,
+    /// The system's root certificates, read at most once per load (pools with TLS).
+    system_roots: Option<std::sync::Arc<rustls::RootCertStore>>,
     errors: Vec<ConfigError>,
 }
 
@@ -188,6 +192,7 @@ impl Validator {
             resolved: HashMap::new(),
             lookups: true,
             merge_slashes: true,
+            system_roots: None,
             errors: Vec::new(),
         }
     }

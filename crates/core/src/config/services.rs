@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::raw::RawConfig;
 use super::rollout;
 use super::values::{self, Text, Weight, MAX_WEIGHT};
-use super::{serialize, Validator};
+use super::{serialize, transport, Validator};
 
 #[derive(Debug, Deserialize, Serialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +47,14 @@ pub struct RawPool {
     pub servers: Vec<Spanned<RawServerEntry>>,
     /// This pool's own active check, instead of the service's.
     pub health: Option<Spanned<RawHealth>>,
+    /// TLS to the servers and its settings, and the HTTP version (`transport.rs`).
+    pub tls: Option<Spanned<bool>>,
+    pub protocol: Option<Spanned<transport::Protocol>>,
+    pub sni: Option<Spanned<Text>>,
+    pub ca: Option<Spanned<Text>>,
+    pub verify: Option<Spanned<bool>>,
+    pub client_cert: Option<Spanned<Text>>,
+    pub client_key: Option<Spanned<Text>>,
 }
 
 /// A pool member: `"host:port"` or `{ address = "host:port", weight = 2, backup = true }`.
@@ -105,6 +113,8 @@ impl<'de> Deserialize<'de> for RawServerEntry {
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     pub path: Option<Spanned<Text>>,
+    /// The Host of the probes, instead of the server's name.
+    pub host: Option<Spanned<Text>>,
     pub expect_status: Option<Spanned<u16>>,
     pub interval: Option<values::Duration>,
     pub timeout: Option<values::Duration>,
@@ -123,6 +133,8 @@ pub struct RawPassive {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthCheck {
     pub path: String,
+    /// The Host of the probes; the server's name (and port) when absent.
+    pub host: Option<String>,
     /// The status that counts as healthy; any 2xx or 3xx when absent.
     pub expect_status: Option<u16>,
     #[serde(serialize_with = "serialize::duration")]
@@ -178,6 +190,9 @@ pub struct PoolConfig {
     pub servers: Vec<ServerConfig>,
     /// The pool's own active check; `None` uses the service's.
     pub health: Option<HealthCheck>,
+    /// How the servers are reached: protocol and TLS.
+    #[serde(flatten)]
+    pub transport: transport::Transport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -289,6 +304,7 @@ impl Validator {
             let mut pools = Vec::new();
             let mut sum: u64 = 0;
             for (pool_name, pool) in &svc.pools {
+                let pool_spanned = pool;
                 let pspan = pool.span();
                 let pool = pool.get_ref();
                 let weight = match &pool.weight {
@@ -312,6 +328,7 @@ impl Validator {
                     );
                 }
                 let mut servers = Vec::new();
+                let mut schemes = Vec::new();
                 for s in &pool.servers {
                     let sspan = s.span();
                     let entry = s.get_ref();
@@ -322,7 +339,9 @@ impl Validator {
                         );
                         continue;
                     }
-                    match ServerAddress::parse(&entry.address) {
+                    let (scheme, address) = transport::split_scheme(&entry.address);
+                    schemes.push(Spanned::new(sspan.clone(), scheme));
+                    match ServerAddress::parse(&address) {
                         Ok(address) => {
                             if servers.iter().any(|s: &ServerConfig| s.address == address) {
                                 self.error(
@@ -343,11 +362,13 @@ impl Validator {
                     }
                 }
                 let health = pool.health.as_ref().map(|h| self.health(h));
+                let transport = self.transport(name, pool_name, pool_spanned, &schemes);
                 pools.push(PoolConfig {
                     name: pool_name.clone(),
                     weight,
                     servers,
                     health,
+                    transport,
                 });
             }
             if !svc.pools.is_empty() && sum == 0 {
@@ -415,6 +436,22 @@ impl Validator {
                 );
             }
         }
+        let host = h.host.as_ref().and_then(|host| {
+            let text: &str = host.get_ref();
+            let valid = !text.is_empty()
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b));
+            if !valid {
+                self.error(
+                    host.span(),
+                    format!(
+                        "health check host \"{text}\" is not a host name (with an optional :port)"
+                    ),
+                );
+            }
+            valid.then(|| text.to_string())
+        });
         let interval = h.interval.map_or(Duration::from_secs(2), |d| d.0);
         let timeout = h.timeout.map_or(Duration::from_secs(1), |d| d.0);
         if interval.is_zero() || timeout.is_zero() {
@@ -427,6 +464,7 @@ impl Validator {
         let unhealthy_threshold = self.threshold(&h.unhealthy_threshold, 3);
         HealthCheck {
             path,
+            host,
             expect_status: h.expect_status.as_ref().map(|s| *s.get_ref()),
             interval,
             timeout,

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::config::rollout::{PoolOverride, StickyKey};
-use crate::config::{Balance, PassivePolicy, ServerAddress, ServiceConfig};
+use crate::config::{Balance, PassivePolicy, ServerAddress, ServiceConfig, Transport};
 use crate::rollout::{PoolWindow, WindowSpec};
 
 pub mod names;
@@ -333,6 +333,8 @@ pub struct Pool {
     /// The pool's live window of requests, errors and latencies (rollouts judge it); the same
     /// window across snapshots while the pool and its shape stay.
     pub window: Arc<PoolWindow>,
+    /// How its servers are reached (protocol, TLS with its client config built at load).
+    pub transport: Transport,
     /// Round robin order honouring server weights, interleaved (a, b, a, c, a, b ...): the
     /// servers that are not backups.
     schedule: Vec<u32>,
@@ -524,6 +526,7 @@ impl Service {
                     window: registry.window(&name, &pool, cfg.rollout.window),
                     name: pool,
                     weight: p.weight,
+                    transport: p.transport.clone(),
                     schedule: schedule_of(false),
                     backup_schedule: schedule_of(true),
                     servers,

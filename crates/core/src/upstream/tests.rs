@@ -28,6 +28,7 @@ fn service_of(servers: Vec<ServerConfig>, balance: Balance) -> ServiceConfig {
             weight: 1,
             servers,
             health: None,
+            transport: Default::default(),
         }],
         ..Default::default()
     }
@@ -191,6 +192,7 @@ fn fallback_only_to_weighted_pools_with_servers() {
         weight,
         servers: vec![entry(&format!("127.0.0.1:{port}"), false)],
         health: None,
+        transport: Default::default(),
     };
     let cfg = ServiceConfig {
         name: "s".into(),

@@ -511,6 +511,12 @@ pub struct PeerOptions {
     pub alternative_cn: Option<String>,
     pub alpn: ALPN,
     pub ca: Option<Arc<CaType>>,
+    /// A complete rustls client config for this peer (root store, client certificate,
+    /// certificate verifier, ALPN), built once by the application and shared by every connection
+    /// to the peer. When set, the TLS connector uses it as it is, instead of building one from
+    /// `ca`, the client certificate and the verification flags for each new connection.
+    #[cfg(feature = "rustls")]
+    pub rustls_config: Option<Arc<pingora_rustls::ClientConfig>>,
     pub tcp_keepalive: Option<TcpKeepalive>,
     pub tcp_recv_buf: Option<usize>,
     pub dscp: Option<u8>,
@@ -642,6 +648,8 @@ impl PeerOptions {
             alternative_cn: None,
             alpn: ALPN::H1,
             ca: None,
+            #[cfg(feature = "rustls")]
+            rustls_config: None,
             tcp_keepalive: None,
             tcp_recv_buf: None,
             dscp: None,
@@ -846,6 +854,14 @@ impl Hash for HttpPeer {
         #[cfg(feature = "s2n")]
         self.get_psk().hash(state);
         self.group_key.hash(state);
+        // a peer's own rustls config: connections made with another config (other roots, other
+        // client certificate) are not reused for it
+        #[cfg(feature = "rustls")]
+        self.options
+            .rustls_config
+            .as_ref()
+            .map(|c| Arc::as_ptr(c) as usize)
+            .hash(state);
         // max h2 stream settings
         self.options.max_h2_streams.hash(state);
         // h2_stream_window_size and h2_connection_window_size are intentionally excluded

@@ -136,6 +136,22 @@ where
     T: IO,
     P: Peer + Send + Sync,
 {
+    // The peer's own config, built once by the application: used as it is.
+    if let Some(own) = peer
+        .get_peer_options()
+        .and_then(|o| o.rustls_config.as_ref())
+    {
+        let tls_conn = match alpn_override {
+            Some(alpn) => {
+                let mut config = RusTlsClientConfig::clone(own);
+                config.alpn_protocols = alpn.to_wire_protocols();
+                RusTlsConnector::from(Arc::new(config))
+            }
+            None => RusTlsConnector::from(Arc::clone(own)),
+        };
+        return handshake_within_timeout(&tls_conn, peer.sni(), stream, peer).await;
+    }
+
     let config = &tls_ctx.config;
 
     // Build per-peer CA store if provided
@@ -279,7 +295,21 @@ where
         RusTlsConnector::from(Arc::clone(config))
     };
 
-    let connect_future = handshake(&tls_conn, &domain, stream);
+    handshake_within_timeout(&tls_conn, &domain, stream, peer).await
+}
+
+/// The TLS handshake, bounded by the peer's connection timeout.
+async fn handshake_within_timeout<T, P>(
+    tls_conn: &RusTlsConnector,
+    domain: &str,
+    stream: T,
+    peer: &P,
+) -> Result<TlsStream<T>>
+where
+    T: IO,
+    P: Peer + Send + Sync,
+{
+    let connect_future = handshake(tls_conn, domain, stream);
 
     match peer.connection_timeout() {
         Some(t) => match pingora_timeout::timeout(t, connect_future).await {

@@ -8,81 +8,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod probe;
+
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::config::HealthCheck;
+use crate::config::{HealthCheck, Transport};
 use crate::runtime::Runtime;
 use crate::upstream::ServerState;
+pub use probe::{probe, Endpoint, ProbeError};
 
 /// How often the checker looks for probes that are due.
 const TICK: Duration = Duration::from_millis(100);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error("connect failed: {0}")]
-    Connect(std::io::Error),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("I/O error: {0}")]
-    Io(std::io::Error),
-    #[error("not an HTTP response")]
-    Malformed,
-    #[error("status {0} is not the expected one")]
-    Status(u16),
-}
-
-/// One HTTP/1.1 GET; Ok(status) when the status is the expected one.
-pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<u16, ProbeError> {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(ProbeError::Connect)?;
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: switchyard-health-check\r\nConnection: close\r\n\r\n",
-            check.path
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(ProbeError::Io)?;
-        let mut buf = [0u8; 64];
-        let mut len = 0;
-        // The status line is all we need: "HTTP/1.1 200 ..." fits in the first bytes.
-        while len < 12 {
-            let n = stream.read(&mut buf[len..]).await.map_err(ProbeError::Io)?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-        }
-        parse_status(&buf[..len]).ok_or(ProbeError::Malformed)
-    };
-    let status = tokio::time::timeout(check.timeout, attempt)
-        .await
-        .map_err(|_| ProbeError::Timeout(check.timeout))??;
-    let expected = match check.expect_status {
-        Some(want) => status == want,
-        None => (200..400).contains(&status),
-    };
-    if expected {
-        Ok(status)
-    } else {
-        Err(ProbeError::Status(status))
-    }
-}
-
-fn parse_status(head: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(head.get(..12)?).ok()?;
-    if !text.starts_with("HTTP/1.") {
-        return None;
-    }
-    text.get(9..12)?.parse().ok()
-}
 
 /// Consecutive outcomes of one server's probes.
 #[derive(Debug, Default)]
@@ -124,6 +63,9 @@ impl HealthChecker {
 struct Target {
     service: Arc<str>,
     addr: SocketAddr,
+    /// The server's name (SNI, Host) and its pool's transport.
+    name: Arc<str>,
+    transport: Transport,
     state: Arc<ServerState>,
     check: HealthCheck,
 }
@@ -172,6 +114,8 @@ impl BackgroundService for HealthChecker {
                         targets.push(Target {
                             service: svc.name.clone(),
                             addr: server.addr,
+                            name: server.host.clone(),
+                            transport: pool.transport.clone(),
                             state: server.state.clone(),
                             check: check.clone(),
                         });
@@ -194,7 +138,12 @@ impl BackgroundService for HealthChecker {
             let mut probes = JoinSet::new();
             for t in targets {
                 probes.spawn(async move {
-                    let result = probe(t.addr, &t.check).await;
+                    let to = Endpoint {
+                        addr: t.addr,
+                        name: &t.name,
+                        transport: &t.transport,
+                    };
+                    let result = probe(&to, &t.check).await;
                     (t, result)
                 });
             }
@@ -254,6 +203,7 @@ mod tests {
     fn check(healthy: u32, unhealthy: u32) -> HealthCheck {
         HealthCheck {
             path: "/health".into(),
+            host: None,
             expect_status: None,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
@@ -291,6 +241,7 @@ mod tests {
 
     #[test]
     fn parses_status_lines() {
+        use probe::parse_status;
         assert_eq!(parse_status(b"HTTP/1.1 204 No Content\r\n"), Some(204));
         assert_eq!(parse_status(b"HTTP/1.0 503 x"), Some(503));
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
@@ -302,17 +253,18 @@ mod tests {
         let backend = echo::Backend::spawn("h").expect("backend");
         let mut c = check(1, 1);
         c.path = "/status/204".into();
-        assert_eq!(probe(backend.addr, &c).await.expect("healthy"), 204);
+        let to = Endpoint::plain(backend.addr, "127.0.0.1");
+        assert_eq!(probe(&to, &c).await.expect("healthy"), 204);
         c.path = "/status/503".into();
-        assert!(matches!(
-            probe(backend.addr, &c).await,
-            Err(ProbeError::Status(503))
-        ));
+        assert!(matches!(probe(&to, &c).await, Err(ProbeError::Status(503))));
         c.expect_status = Some(503);
-        assert_eq!(probe(backend.addr, &c).await.expect("expected 503"), 503);
+        assert_eq!(probe(&to, &c).await.expect("expected 503"), 503);
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = closed.local_addr().expect("addr");
         drop(closed);
-        assert!(matches!(probe(addr, &c).await, Err(ProbeError::Connect(_))));
+        assert!(matches!(
+            probe(&Endpoint::plain(addr, "127.0.0.1"), &c).await,
+            Err(ProbeError::Connect(_))
+        ));
     }
 }
