@@ -288,7 +288,7 @@ fn open_idle(addr: SocketAddr) -> TcpStream {
     c.write_all(b"GET / HTTP/1.1\r\nHost: open.test\r\n\r\n")
         .unwrap();
     let resp = read_response(&mut c);
-    assert_eq!(resp.status, 200);
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
     c
 }
 
@@ -296,6 +296,17 @@ fn open_idle(addr: SocketAddr) -> TcpStream {
 fn connection_caps_per_ip_and_total() {
     let s = setup("max_connections_per_ip = 2");
     let addr = SocketAddr::from(([127, 0, 0, 1], s.http()));
+    // The start-up probe of the listener (a connect and a close) counts until the proxy has
+    // seen it closed: the caps are checked from a clean slate.
+    let admin = Admin::new(s.admin_port(), None);
+    let idle = wait_until(Duration::from_secs(5), || {
+        metric_sum(
+            &admin.get("/metrics").text,
+            "switchyard_downstream_connections",
+            &[],
+        ) == 0.0
+    });
+    assert!(idle, "the start-up probe connection never closed");
     let first = open_idle(addr);
     let _second = open_idle(addr);
     let mut third = TcpStream::connect(addr).unwrap();
