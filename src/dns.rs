@@ -23,7 +23,7 @@ use crate::config::{Config, ConfigError, ServerSettings};
 use crate::runtime::Runtime;
 use crate::upstream::names::{Addresses, Answer};
 
-/// How often the service looks for names that are due.
+/// How long answers wait for each other to be published in one snapshot.
 const TICK: Duration = Duration::from_millis(100);
 /// One lookup's limit (hickory retries within it).
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -246,26 +246,57 @@ impl NameResolver {
     }
 }
 
+/// A lookup's outcome: the name, the answer, and for a good one how long it is valid.
+type Answered = (Arc<str>, Answer, Option<Duration>);
+
+/// The service's bookkeeping between wake-ups.
+#[derive(Default)]
+struct Schedule {
+    /// The config the names were read from (a new one is read again).
+    config: Option<Arc<Config>>,
+    names: HashSet<Arc<str>>,
+    /// When each name not being looked up is next due.
+    due: HashMap<Arc<str>, Due>,
+    /// The names being looked up, with their failures in a row so far.
+    in_flight: HashMap<Arc<str>, u32>,
+    /// Names whose failure was already logged (logged again once they recover and fail anew).
+    failing: HashSet<Arc<str>>,
+    /// The resolver, rebuilt when `[server] resolvers` changes.
+    resolver: Option<(Vec<SocketAddr>, Arc<TokioResolver>)>,
+}
+
+impl Schedule {
+    /// The earliest time a name not in flight is due (`None`: nothing to wait for).
+    fn next_due(&self) -> Option<Instant> {
+        self.due.values().map(|d| d.at).min()
+    }
+}
+
 #[async_trait]
 impl BackgroundService for NameResolver {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut published = self.runtime.subscribe();
-        let mut due: HashMap<Arc<str>, Due> = HashMap::new();
-        let mut in_flight: HashSet<Arc<str>> = HashSet::new();
-        let mut lookups = JoinSet::new();
-        // The resolver, rebuilt when `[server] resolvers` changes.
-        let mut current: Option<(Vec<SocketAddr>, Arc<TokioResolver>)> = None;
-        // Names whose failure was already logged (logged again once they recover and fail anew).
-        let mut failing: HashSet<Arc<str>> = HashSet::new();
+        let mut sched = Schedule::default();
+        let mut lookups: JoinSet<Answered> = JoinSet::new();
+        // Answers waiting to be published together, and since when the first has waited.
+        let mut answers: Vec<Answered> = Vec::new();
+        let mut waiting_since: Option<Instant> = None;
         loop {
             let snap = published.borrow_and_update().clone();
             let settings = &snap.config.server;
-            let resolver = match &current {
+            if !sched
+                .config
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(c, &snap.config))
+            {
+                self.read_config(&snap.config, &mut sched);
+            }
+            let resolver = match &sched.resolver {
                 Some((servers, r)) if *servers == settings.resolvers => r.clone(),
                 _ => match resolver(settings) {
                     Ok(r) => {
                         let r = Arc::new(r);
-                        current = Some((settings.resolvers.clone(), r.clone()));
+                        sched.resolver = Some((settings.resolvers.clone(), r.clone()));
                         r
                     }
                     Err(e) => {
@@ -277,48 +308,51 @@ impl BackgroundService for NameResolver {
                     }
                 },
             };
-            let names: HashSet<Arc<str>> =
-                names(&snap.config).into_iter().map(|(n, _)| n).collect();
-            due.retain(|n, _| names.contains(n));
-            failing.retain(|n| names.contains(n));
-            if snap.addresses.iter().any(|(n, _)| !names.contains(n)) {
-                self.runtime
-                    .update_addresses(|a| a.retain(|n| names.contains(n)));
-            }
             let now = Instant::now();
-            for name in &names {
-                let next = due.entry(name.clone()).or_insert(Due {
-                    at: now,
-                    failures: 0,
-                });
-                if next.at <= now && in_flight.insert(name.clone()) {
+            if sched.next_due().is_some_and(|at| at <= now) {
+                let due: Vec<(Arc<str>, u32)> = sched
+                    .due
+                    .iter()
+                    .filter(|(_, d)| d.at <= now)
+                    .map(|(n, d)| (n.clone(), d.failures))
+                    .collect();
+                for (name, failures) in due {
+                    sched.due.remove(&name);
+                    sched.in_flight.insert(name.clone(), failures);
                     let resolver = resolver.clone();
-                    let name = name.clone();
                     lookups.spawn(async move {
                         let (answer, ttl) = lookup(&resolver, &name).await;
                         (name, answer, ttl)
                     });
                 }
             }
-            // Every answer that came in since the last tick, published together.
-            let mut answers = Vec::new();
-            while let Some(done) = lookups.try_join_next() {
-                if let Ok(answer) = done {
-                    answers.push(answer);
+            // Answers are published together: once every lookup under way is back, or TICK
+            // after the first of them came.
+            if !answers.is_empty()
+                && (lookups.is_empty() || waiting_since.is_some_and(|t| t.elapsed() >= TICK))
+            {
+                self.apply(std::mem::take(&mut answers), settings, &mut sched);
+                waiting_since = None;
+            }
+            let wake = match (sched.next_due(), waiting_since) {
+                (Some(due), Some(w)) => Some(due.min(w + TICK)),
+                (due, w) => due.or(w.map(|w| w + TICK)),
+            };
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
                 }
-            }
-            if !answers.is_empty() {
-                self.apply(
-                    answers,
-                    &names,
-                    settings,
-                    &mut due,
-                    &mut in_flight,
-                    &mut failing,
-                );
-            }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
+                done = lookups.join_next(), if !lookups.is_empty() => {
+                    answers.extend(done.and_then(Result::ok));
+                    while let Some(done) = lookups.try_join_next() {
+                        answers.extend(done.ok());
+                    }
+                    waiting_since.get_or_insert_with(Instant::now);
+                }
+                _ = sleep => {}
                 _ = published.changed() => {}
                 _ = shutdown.changed() => return,
             }
@@ -327,60 +361,82 @@ impl BackgroundService for NameResolver {
 }
 
 impl NameResolver {
-    /// Schedules the next lookup of each answered name, counts and logs the answers, and
-    /// publishes the changed addresses in one snapshot.
-    fn apply(
-        &self,
-        answers: Vec<(Arc<str>, Answer, Option<Duration>)>,
-        names: &HashSet<Arc<str>>,
-        settings: &ServerSettings,
-        due: &mut HashMap<Arc<str>, Due>,
-        in_flight: &mut HashSet<Arc<str>>,
-        failing: &mut HashSet<Arc<str>>,
-    ) {
+    /// A new config: its names become the schedule (new ones due now), and names it no longer
+    /// has are forgotten, also in the published table.
+    fn read_config(&self, config: &Arc<Config>, sched: &mut Schedule) {
+        let names: HashSet<Arc<str>> = names(config).into_iter().map(|(n, _)| n).collect();
         let now = Instant::now();
-        let metrics = settings.metrics;
+        sched.due.retain(|n, _| names.contains(n));
+        sched.failing.retain(|n| names.contains(n));
+        for name in &names {
+            if !sched.in_flight.contains_key(name) {
+                sched.due.entry(name.clone()).or_insert(Due {
+                    at: now,
+                    failures: 0,
+                });
+            }
+        }
+        if self
+            .runtime
+            .snapshot()
+            .addresses
+            .iter()
+            .any(|(n, _)| !names.contains(n))
+        {
+            self.runtime
+                .update_addresses(|a| a.retain(|n| names.contains(n)));
+        }
+        sched.names = names;
+        sched.config = Some(config.clone());
+    }
+
+    /// Schedules the next lookup of each answered name, counts and logs the answers, and
+    /// publishes the changed addresses in one snapshot (none when nothing changed).
+    fn apply(&self, answers: Vec<Answered>, settings: &ServerSettings, sched: &mut Schedule) {
+        let now = Instant::now();
         for (name, answer, ttl) in &answers {
-            in_flight.remove(name);
-            let entry = due.entry(name.clone()).or_insert(Due {
-                at: now,
-                failures: 0,
-            });
-            match answer {
+            let failures = sched.in_flight.remove(name).unwrap_or(0);
+            if !sched.names.contains(name) {
+                continue;
+            }
+            let failures = match answer {
                 Answer::Found(addrs) => {
-                    entry.failures = 0;
-                    if failing.remove(name) {
+                    if sched.failing.remove(name) {
                         log::info!("dns: server name \"{name}\" resolves again: {addrs:?}");
                     }
+                    0
                 }
                 Answer::Failed(why) => {
-                    entry.failures = entry.failures.saturating_add(1);
-                    if failing.insert(name.clone()) {
+                    if sched.failing.insert(name.clone()) {
                         log::warn!(
                             "dns: server name \"{name}\" does not resolve ({why}); keeping its last good addresses and retrying"
                         );
                     }
+                    failures.saturating_add(1)
                 }
-            }
-            entry.at = now
-                + next_lookup(
-                    *ttl,
-                    entry.failures,
-                    settings.resolve_min,
-                    settings.resolve_max,
-                );
-            if metrics {
+            };
+            let at = now + next_lookup(*ttl, failures, settings.resolve_min, settings.resolve_max);
+            sched.due.insert(name.clone(), Due { at, failures });
+            if settings.metrics {
                 self.runtime
                     .metrics
                     .record_lookup(name, matches!(answer, Answer::Found(_)));
             }
+        }
+        // Most rounds confirm what is published: then the writer is not even asked.
+        let published = self.runtime.snapshot().addresses.clone();
+        if !answers
+            .iter()
+            .any(|(n, a, _)| sched.names.contains(n) && published.changes(n, a))
+        {
+            return;
         }
         let wall = SystemTime::now();
         self.runtime.update_addresses(|table| {
             let mut changed = false;
             for (name, answer, _) in answers {
                 // A name a reload removed while its lookup ran is not brought back.
-                if !names.contains(&name) {
+                if !sched.names.contains(&name) {
                     continue;
                 }
                 let before: Vec<_> = table.of(&name).to_vec();

@@ -42,6 +42,20 @@ impl Addresses {
         self.names.get(name)
     }
 
+    /// Whether [`Addresses::apply`] of `answer` to `name` would change what a snapshot shows.
+    pub fn changes(&self, name: &str, answer: &Answer) -> bool {
+        let state = self.names.get(name);
+        match answer {
+            Answer::Found(addrs) => {
+                let mut addrs = addrs.clone();
+                addrs.sort();
+                addrs.dedup();
+                state.is_none_or(|s| *s.addrs != *addrs || s.error.is_some())
+            }
+            Answer::Failed(_) => state.is_none_or(|s| s.error.is_none()),
+        }
+    }
+
     /// Applies one lookup's answer to `name`. A failure keeps the last good addresses and only
     /// notes the error. Returns whether anything a snapshot shows changed: the addresses, or
     /// the name going from good to failing or back (not the time of a repeated equal answer).
@@ -112,6 +126,7 @@ mod tests {
             a.get("api").and_then(|s| s.error.as_deref()),
             Some("NXDOMAIN")
         );
+        assert!(!a.changes(&name, &Answer::Failed("SERVFAIL".into())));
         assert!(
             !a.apply(&name, Answer::Failed("SERVFAIL".into()), t),
             "still failing: nothing to publish"
