@@ -26,6 +26,8 @@ const V2_FIXED: usize = 16;
 /// The largest header accepted: v1 is at most 107 bytes; a v2 header's TLVs from AWS NLB or
 /// HAProxy take well under 1 KB.
 pub const MAX_HEADER: usize = V2_FIXED + 4096;
+/// The longest v1 line, CRLF included (the spec's limit).
+const V1_MAX: usize = 107;
 
 /// What the start of a connection holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +73,22 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
             return Err(ProxyHeaderError::TooLong);
         }
     }
-    let header = HeaderResult::parse(buf);
-    // ppp calls a v1 line with a missing field incomplete even once its CRLF has arrived
-    // (`PROXY TCP4 x\r\n`): nothing more can complete it.
-    let v1_line_ended = !v2 && buf.windows(2).any(|w| w == b"\r\n");
-    if header.is_incomplete() && v1_line_ended {
-        return Err(ProxyHeaderError::Malformed("incomplete v1 line".into()));
+    if !v2 {
+        // The v1 line is delimited here, not by ppp: ppp's v1 parse gives different lengths
+        // for one header depending on how much of what follows has arrived (found by the
+        // fuzz target with stray CR/LF bytes after `PROXY UNKNOWN`).
+        let Some(end) = v1_line(buf)? else {
+            return Ok(Parsed::Incomplete);
+        };
+        let header = HeaderResult::parse(&buf[..end]);
+        if header.is_incomplete() {
+            // ppp calls a line with a missing field incomplete (`PROXY TCP4 x\r\n`): nothing
+            // more can complete it once its CRLF has arrived.
+            return Err(ProxyHeaderError::Malformed("incomplete v1 line".into()));
+        }
+        return resolved(header);
     }
+    let header = HeaderResult::parse(buf);
     if header.is_incomplete() {
         return if buf.len() >= MAX_HEADER {
             Err(ProxyHeaderError::TooLong)
@@ -85,6 +96,38 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, ProxyHeaderError> {
             Ok(Parsed::Incomplete)
         };
     }
+    resolved(header)
+}
+
+/// A v1 header's line (PROXY protocol spec, 2.1): the bytes up to its first CRLF, at most 107
+/// with the CRLF, with no other CR or LF. `Some(end)` once the CRLF is in `buf` (`end` counts
+/// it), `None` while the line may still be completed.
+fn v1_line(buf: &[u8]) -> Result<Option<usize>, ProxyHeaderError> {
+    for (i, &b) in buf.iter().enumerate().take(V1_MAX) {
+        match b {
+            b'\r' if buf.get(i + 1) == Some(&b'\n') => return Ok(Some(i + 2)),
+            // The LF may be in the next read.
+            b'\r' if i + 1 == buf.len() => return Ok(None),
+            b'\r' | b'\n' => {
+                return Err(ProxyHeaderError::Malformed(
+                    "a CR or LF inside the v1 line".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if buf.len() >= V1_MAX {
+        Err(ProxyHeaderError::Malformed(format!(
+            "no CRLF within the v1 line's {V1_MAX} bytes"
+        )))
+    } else {
+        Ok(None)
+    }
+}
+
+/// A complete header as the connection's new peer: its source (`None` for LOCAL/UNKNOWN, a Unix
+/// socket or no address) and its length.
+fn resolved(header: HeaderResult<'_>) -> Result<Parsed, ProxyHeaderError> {
     let inet = |ip: std::net::IpAddr, port| Some(SocketAddr::new(ip, port));
     match header {
         HeaderResult::V1(Ok(h)) => {
@@ -163,6 +206,31 @@ mod tests {
             b = b.write_tlv(kind, value).expect("tlv");
         }
         b.build().expect("header")
+    }
+
+    #[test]
+    fn a_v1_line_ends_at_its_first_crlf_whatever_follows() {
+        // The fuzz target's find: stray CR/LF bytes after `PROXY UNKNOWN` made a prefix parse
+        // as a shorter header than the whole input.
+        let text = b"PROXY UNKNOWN T$NKNOCP7 1T$NKNOC \n\r 1-\r\n";
+        assert!(matches!(parse(text), Err(ProxyHeaderError::Malformed(_))));
+        for cut in 1..text.len() {
+            assert!(
+                !matches!(parse(&text[..cut]), Ok(Parsed::Header { .. })),
+                "{cut}"
+            );
+        }
+        let ok = b"PROXY UNKNOWN whatever\r\n\nGET";
+        assert_eq!(
+            parse(ok).expect("v1"),
+            Parsed::Header {
+                len: 24,
+                source: None
+            }
+        );
+        assert_eq!(parse(&ok[..23]).expect("cut"), Parsed::Incomplete);
+        let long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 100]].concat();
+        assert!(matches!(parse(&long), Err(ProxyHeaderError::Malformed(_))));
     }
 
     #[test]
