@@ -166,20 +166,8 @@ start_variant named "$TMP/named/switchyard.toml" "$NM_HTTP" "$NM_ADMIN"
 # ------------------------------------------------------------------------------------------------
 port_of() { if [[ "$1" == ip ]]; then echo "$IP_HTTP"; else echo "$NM_HTTP"; fi; }
 
-load() { # variant seconds out → "req/s cpu-µs-per-request"
-    local url out="$3" before after
-    url="http://127.0.0.1:$(port_of "$1")/"
-    before="$(cpu_ticks "${PID[$1]}")"
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" "$url" >"$out" 2>&1 ||
-        { cat "$out" >&2; die "wrk failed on $url"; }
-    if grep -qE 'Socket errors|Non-2xx' "$out"; then
-        cat "$out" >&2
-        die "errors during the $1 run"
-    fi
-    after="$(cpu_ticks "${PID[$1]}")"
-    awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
-        / requests in / { n = $1 } /^Requests\/sec:/ { rps = $2 }
-        END { printf "%s %.2f\n", rps, ticks / hz * 1e6 / n }' "$out"
+load() { # variant seconds out
+    ab_load "${PID[$1]}" "http://127.0.0.1:$(port_of "$1")/" "$2" "$3"
 }
 
 log "warm-up: ${WARMUP}s per variant"
@@ -187,17 +175,7 @@ load ip "$WARMUP" "$TMP/warmup-ip.txt" >/dev/null
 load named "$WARMUP" "$TMP/warmup-named.txt" >/dev/null
 
 declare -A RPS=([ip]="" [named]="") CPU=([ip]="" [named]="")
-for ((r = 1; r <= ROUNDS; r++)); do
-    order=(ip named)
-    ((r % 2 == 0)) && order=(named ip)
-    for v in "${order[@]}"; do
-        read -r rps cpu <<<"$(load "$v" "$DURATION" "$TMP/run-$v-$r.txt")"
-        RPS[$v]+="$rps "
-        CPU[$v]+="$cpu "
-        echo "round $r servers=$v rps=$rps cpu_us_per_request=$cpu"
-        sleep 1
-    done
-done
+ab_rounds ip named servers
 # The named variant really spread its requests over three resolved servers, re-resolving all
 # along.
 lookups="$(curl -sS "http://127.0.0.1:$NM_ADMIN/metrics" |

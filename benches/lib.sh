@@ -228,6 +228,45 @@ tree_cpu_ticks() {
     echo "$total"
 }
 
+# ab_load PID URL SECONDS OUT → prints "req/s cpu-µs-per-request": wrk -t$WRK_THREADS
+# -c$CONNECTIONS on URL for SECONDS (output in OUT), failing on socket errors or non-2xx answers.
+# CPU per request is process PID's own CPU time over the requests it served: much less sensitive
+# than req/s to other work on the machine.
+ab_load() {
+    local pid="$1" url="$2" out="$4" before after
+    before="$(cpu_ticks "$pid")"
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${3}s" "$url" >"$out" 2>&1 || {
+        cat "$out" >&2
+        die "wrk failed on $url"
+    }
+    if grep -qE 'Socket errors|Non-2xx' "$out"; then
+        cat "$out" >&2
+        die "errors during the run on $url"
+    fi
+    after="$(cpu_ticks "$pid")"
+    awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
+        / requests in / { n = $1 } /^Requests\/sec:/ { rps = $2 }
+        END { printf "%s %.2f\n", rps, ticks / hz * 1e6 / n }' "$out"
+}
+
+# ab_rounds A B LABEL: ROUNDS measured runs of variants A and B, alternating (the order flips
+# every round), each `load VARIANT $DURATION OUT` (the caller's function, printing "req/s cpu");
+# appends to the caller's RPS[variant] and CPU[variant] and prints one line per run.
+ab_rounds() {
+    local a="$1" b="$2" label="$3" r v rps cpu order
+    for ((r = 1; r <= ROUNDS; r++)); do
+        order=("$a" "$b")
+        ((r % 2 == 0)) && order=("$b" "$a")
+        for v in "${order[@]}"; do
+            read -r rps cpu <<<"$(load "$v" "$DURATION" "$TMP/run-$v-$r.txt")"
+            RPS[$v]+="$rps "
+            CPU[$v]+="$cpu "
+            echo "round $r $label=$v rps=$rps cpu_us_per_request=$cpu"
+            sleep 1
+        done
+    done
+}
+
 # start_variant name config http-port admin-port: serves `config`, waits for both ports and a 200;
 # the process goes into PIDS and PID[name] (the caller declares `declare -A PID`).
 start_variant() {

@@ -117,22 +117,8 @@ port_of() { if [[ "$1" == on ]]; then echo "$ON_HTTP"; else echo "$OFF_HTTP"; fi
 # load variant seconds out → prints "req/s cpu-µs-per-request"; fails on socket errors or
 # non-2xx answers. CPU per request is the proxy's own CPU time over the requests it served: much
 # less sensitive than req/s to other work on the machine.
-load() {
-    local url out="$3" before after
-    url="http://127.0.0.1:$(port_of "$1")/"
-    before="$(cpu_ticks "${PID[$1]}")"
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" "$url" >"$out" 2>&1 || {
-        cat "$out" >&2
-        die "wrk failed on $url"
-    }
-    if grep -qE 'Socket errors|Non-2xx' "$out"; then
-        cat "$out" >&2
-        die "errors during the $1 run"
-    fi
-    after="$(cpu_ticks "${PID[$1]}")"
-    awk -v ticks=$((after - before)) -v hz="$TICKS_PER_SEC" '
-        / requests in / { n = $1 } /^Requests\/sec:/ { rps = $2 }
-        END { printf "%s %.2f\n", rps, ticks / hz * 1e6 / n }' "$out"
+load() { # variant seconds out
+    ab_load "${PID[$1]}" "http://127.0.0.1:$(port_of "$1")/" "$2" "$3"
 }
 
 log "warm-up: ${WARMUP}s per variant"
@@ -140,17 +126,7 @@ load on "$WARMUP" "$TMP/warmup-on.txt" >/dev/null
 load off "$WARMUP" "$TMP/warmup-off.txt" >/dev/null
 
 declare -A RPS=([on]="" [off]="") CPU=([on]="" [off]="")
-for ((r = 1; r <= ROUNDS; r++)); do
-    order=(on off)
-    ((r % 2 == 0)) && order=(off on)
-    for v in "${order[@]}"; do
-        read -r rps cpu <<<"$(load "$v" "$DURATION" "$TMP/run-$v-$r.txt")"
-        RPS[$v]+="$rps "
-        CPU[$v]+="$cpu "
-        echo "round $r metrics=$v rps=$rps cpu_us_per_request=$cpu"
-        sleep 1
-    done
-done
+ab_rounds on off metrics
 
 # The "on" variant really recorded every request, the "off" one none.
 counted() { # admin-port → the sum of switchyard_requests_total
