@@ -301,7 +301,11 @@ fn a_name_that_does_not_resolve_is_a_warning_then_503_until_it_does() {
         .expect("proxy answers");
     assert_eq!(resp.status().as_u16(), 503);
     let body = json_body(resp);
-    assert_eq!(body["error"], "no upstream server available", "{body}");
+    assert_eq!(
+        body["error"],
+        format!("no upstream server available: server name \"{server}\" has no address yet"),
+        "{body}"
+    );
     assert!(w
         .proxy
         .stderr()

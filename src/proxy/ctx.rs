@@ -61,8 +61,9 @@ pub struct Ctx {
     pub(super) sticky_cookie: Option<(String, String)>,
     /// The normalised request path, when it differs from the one the client sent.
     pub(super) path: Option<String>,
-    /// Every server stayed at `max_conns` for `queue_timeout` (the 503 says so).
-    pub(super) queue_timed_out: bool,
+    /// Why the proxy itself refused the request, for the error body: every server stayed at
+    /// `max_conns` for `queue_timeout`, or the pool's server names have no address yet.
+    pub(super) refusal: Option<String>,
 }
 
 impl Ctx {
@@ -92,7 +93,7 @@ impl Ctx {
             shield: Shield::Off,
             sticky_cookie: None,
             path: None,
-            queue_timed_out: false,
+            refusal: None,
         }
     }
 

@@ -357,7 +357,7 @@ impl ProxyHttp for Proxy {
             queue::Slot::NoServer => (None, None),
             queue::Slot::TimedOut { max_conns, waited } => {
                 ctx.pool = Some(pool_idx);
-                ctx.queue_timed_out = true;
+                ctx.refusal = Some(queue::QUEUE_TIMEOUT_REASON.to_string());
                 return Err(Error::explain(
                     ErrorType::HTTPStatus(503),
                     format!("every server at max_conns = {max_conns} for {waited:?}"),
@@ -371,6 +371,7 @@ impl ProxyHttp for Proxy {
         ctx.pool = Some(picked.map_or(pool_idx, |p| p.pool));
         let Some(pick::ServerChoice { pool, server }) = picked else {
             return Err(if ctx.tries == 0 {
+                ctx.refusal = pick::unresolved(&snap, route.service, pool_idx);
                 Refusal::NoServer.into_error("no healthy server in any weighted pool")
             } else {
                 Error::explain(
@@ -606,7 +607,7 @@ impl ProxyHttp for Proxy {
             if ctx.request_id.is_empty() {
                 ctx.request_id = request_id(session.req_header());
             }
-            let reason = ctx.queue_timed_out.then_some(queue::QUEUE_TIMEOUT_REASON);
+            let reason = ctx.refusal.as_deref();
             let written = respond::write_error_with(session, status, reason, &ctx.request_id);
             if let Err(write) = written.await {
                 log::debug!("could not send {status} to the client: {write}");

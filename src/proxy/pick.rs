@@ -6,6 +6,7 @@ use http::header;
 use pingora::http::RequestHeader;
 
 use crate::config::rollout::StickyKey;
+use crate::snapshot::Snapshot;
 use crate::upstream::{sticky_hash, Service};
 
 /// The pool a request goes to.
@@ -104,6 +105,28 @@ pub fn has_untried(service: &Service, pool: usize, tried: &[SocketAddr]) -> bool
         .servers
         .iter()
         .any(|s| s.state.is_healthy() && !tried.contains(&s.addr))
+}
+
+/// When pool `pool` of service `service` has no server because some of its server names have
+/// no address yet: the 503's reason, naming them. `None` when every name has addresses (the
+/// servers are down, not unknown).
+pub fn unresolved(snap: &Snapshot, service: usize, pool: usize) -> Option<String> {
+    let servers = &snap.config.services.get(service)?.pools.get(pool)?.servers;
+    let names: Vec<String> = servers
+        .iter()
+        .filter(|s| {
+            s.address
+                .name()
+                .is_some_and(|n| snap.addresses.of(n).is_empty())
+        })
+        .map(|s| format!("\"{}\"", s.address))
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "no upstream server available: server name {} has no address yet",
+            names.join(", ")
+        )
+    })
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
