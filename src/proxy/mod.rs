@@ -52,12 +52,16 @@ pub struct ListenerInfo {
 }
 
 impl ListenerInfo {
-    /// Whether a socket with local address `local` was accepted here (a wildcard bind matches
-    /// any IP).
+    /// Whether a socket with local address `local` was accepted here.
     fn serves(&self, local: SocketAddr) -> bool {
-        self.address.port() == local.port()
-            && (self.address.ip() == local.ip() || self.address.ip().is_unspecified())
+        bound_to(self.address, local)
     }
+}
+
+/// Whether a socket with local address `local` was accepted on a listener bound to `bound`
+/// (a wildcard bind matches any IP).
+pub fn bound_to(bound: SocketAddr, local: SocketAddr) -> bool {
+    bound.port() == local.port() && (bound.ip() == local.ip() || bound.ip().is_unspecified())
 }
 
 /// The listener a socket with local address `local` was accepted on.
@@ -566,7 +570,7 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -577,11 +581,11 @@ impl ProxyHttp for Proxy {
             if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
                 // An upgraded connection (a websocket) is timed like the upstream, both ways:
                 // client_body_timeout no longer applies.
-                _session.set_read_timeout(Some(route.options.read_timeout));
+                session.set_read_timeout(Some(route.options.read_timeout));
             }
         }
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(cookie) = affinity::answer_cookie(_session.req_header(), ctx) {
+        if let Some(cookie) = affinity::answer_cookie(session.req_header(), ctx) {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }
         if let Some((name, id)) = ctx.sticky_cookie.take() {

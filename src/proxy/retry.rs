@@ -67,14 +67,19 @@ pub struct Attempt {
 /// never sent (a failed connect) may go again whatever its method; one that was (or may have
 /// been) only when idempotent.
 pub fn retries(policy: &RetryPolicy, cause: Cause, a: &Attempt) -> bool {
-    let wanted = match cause {
-        Cause::Connect => policy.on_error,
-        Cause::Broken => policy.on_error && a.idempotent,
-        Cause::Timeout => policy.on_timeout && a.idempotent,
-        Cause::Status(s) => policy.on_status(s) && a.idempotent,
+    let sent_safely = matches!(cause, Cause::Connect) || a.idempotent;
+    names(policy, cause) && sent_safely && within_budget(policy, a)
+}
+
+/// Whether the policy's `on` list names `cause` at all (what is known before the attempt is
+/// looked at: most answers, a 200 first of all, stop here).
+fn names(policy: &RetryPolicy, cause: Cause) -> bool {
+    match cause {
+        Cause::Connect | Cause::Broken => policy.on_error,
+        Cause::Timeout => policy.on_timeout,
+        Cause::Status(s) => policy.on_status(s),
         Cause::Other => false,
-    };
-    wanted && within_budget(policy, a)
+    }
 }
 
 /// Neither the tries, the time budget nor the servers are spent, and the request can still be
@@ -123,7 +128,10 @@ fn attempt<'c>(session: &Session, ctx: &'c Ctx) -> Option<(&'c RetryPolicy, Atte
 
 /// Whether the route's policy sends the request to another server after `cause`.
 pub(super) fn decide(session: &Session, ctx: &Ctx, cause: Cause) -> bool {
-    attempt(session, ctx).is_some_and(|(policy, a)| retries(policy, cause, &a))
+    // Called on every upstream answer: the attempt (a clock read, a scan of the pool) is
+    // looked at only for a cause the route's policy names.
+    ctx.route().is_some_and(|r| names(&r.options.retry, cause))
+        && attempt(session, ctx).is_some_and(|(policy, a)| retries(policy, cause, &a))
 }
 
 impl Proxy {

@@ -117,10 +117,9 @@ impl ListenerIndex {
     fn find(&self, local: Option<SocketAddr>) -> usize {
         local
             .and_then(|local| {
-                self.entries.iter().position(|l| {
-                    l.address.port() == local.port()
-                        && (l.address.ip() == local.ip() || l.address.ip().is_unspecified())
-                })
+                self.entries
+                    .iter()
+                    .position(|l| crate::proxy::bound_to(l.address, local))
             })
             .unwrap_or(UNKNOWN_LISTENER)
     }

@@ -17,6 +17,7 @@ use pingora_error::{Error, ErrorType};
 
 use super::proxy_protocol;
 use crate::metrics::ClientError;
+use crate::proxy::bound_to;
 use crate::runtime::Runtime;
 
 /// The callback for every endpoint of the proxy service. `tls_endpoints` are the addresses
@@ -38,12 +39,6 @@ struct PreHandshake {
     runtime: Arc<Runtime>,
     tls_endpoints: Vec<SocketAddr>,
     tls: Option<PreTlsCallback>,
-}
-
-/// Whether a socket with local address `local` was accepted on `bound` (a wildcard bind
-/// matches any IP).
-fn bound_to(bound: SocketAddr, local: SocketAddr) -> bool {
-    bound.port() == local.port() && (bound.ip() == local.ip() || bound.ip().is_unspecified())
 }
 
 impl PreHandshake {
