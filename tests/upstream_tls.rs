@@ -116,10 +116,7 @@ fn tls_upstreams_verify_against_the_configured_roots() {
     assert_eq!(get("sni.test"), (200, "tls ok\n".to_string()));
     assert_eq!(get("badsni.test").0, 502);
     assert!(
-        nginx
-            .access_log()
-            .iter()
-            .any(|l| l.contains("sni=localhost")),
+        nginx.logged(|l| l.contains("sni=localhost")),
         "nginx saw no SNI localhost: {:?}",
         nginx.access_log()
     );
@@ -178,10 +175,7 @@ fn client_certificates_reach_an_nginx_that_requires_one() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("CN=client,O=Switchyard Test"), "{body}");
     assert!(
-        nginx
-            .access_log()
-            .iter()
-            .any(|l| l.contains("client=CN=client,O=Switchyard Test")),
+        nginx.logged(|l| l.contains("client=CN=client,O=Switchyard Test")),
         "{:?}",
         nginx.access_log()
     );
@@ -220,10 +214,9 @@ fn health_checks_speak_tls_and_send_the_configured_host() {
         w.proxy.stderr()
     );
     assert!(
-        nginx
-            .access_log()
-            .iter()
-            .any(|l| l.starts_with("host=127.0.0.1 sni=- ") && l.contains("GET /health HTTP/1.1")),
+        nginx.logged(
+            |l| l.starts_with("host=127.0.0.1 sni=- ") && l.contains("GET /health HTTP/1.1")
+        ),
         "{:?}",
         nginx.access_log()
     );
@@ -239,9 +232,7 @@ fn health_checks_speak_tls_and_send_the_configured_host() {
     assert_eq!(status("unnamed.test"), 503);
     // With `host`, the probes reach the named server over TLS: healthy, and traffic flows.
     assert!(
-        wait_until(Duration::from_secs(10), || nginx.access_log().iter().any(
-            |l| l.starts_with("host=health.internal ") && l.ends_with(" 200")
-        )),
+        nginx.logged(|l| l.starts_with("host=health.internal ") && l.ends_with(" 200")),
         "{:?}",
         nginx.access_log()
     );
@@ -271,9 +262,7 @@ fn a_named_server_is_called_by_its_name() {
     .start(BIN);
     // The probes: SNI and Host from the name (the certificate is verified for `localhost`).
     assert!(
-        wait_until(Duration::from_secs(10), || nginx.access_log().iter().any(
-            |l| l == "host=localhost sni=localhost client=- \"GET /health HTTP/1.1\" 200"
-        )),
+        nginx.logged(|l| l == "host=localhost sni=localhost client=- \"GET /health HTTP/1.1\" 200"),
         "{:?}",
         nginx.access_log()
     );
@@ -284,10 +273,7 @@ fn a_named_server_is_called_by_its_name() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().unwrap(), "tls ok\n");
     assert!(
-        nginx
-            .access_log()
-            .iter()
-            .any(|l| l == "host=byname.test sni=localhost client=- \"GET / HTTP/1.1\" 200"),
+        nginx.logged(|l| l == "host=byname.test sni=localhost client=- \"GET / HTTP/1.1\" 200"),
         "{:?}",
         nginx.access_log()
     );

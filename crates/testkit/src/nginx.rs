@@ -90,6 +90,14 @@ http {{
             .collect()
     }
 
+    /// Whether a line matching `line` reaches the access log within 10 s. nginx writes the line
+    /// after it has sent the answer, so a client that has its answer may read the log too early.
+    pub fn logged(&self, line: impl Fn(&str) -> bool) -> bool {
+        wait_until(Duration::from_secs(10), || {
+            self.access_log().iter().any(|l| line(l))
+        })
+    }
+
     /// The error log so far.
     pub fn error_log(&self) -> String {
         self.file("error.log")
