@@ -190,7 +190,7 @@ impl ProxyHttp for Proxy {
         }
         if status != 0 {
             let id = new_request_id();
-            if let Err(write) = respond::write_error(session, status, &id).await {
+            if let Err(write) = respond::write_bare_error(session, status, &id).await {
                 log::debug!("could not send {status} to the client: {write}");
             }
         }
@@ -247,8 +247,7 @@ impl ProxyHttp for Proxy {
                     ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string())
                 );
                 self.count_client_error(ctx, ClientError::BadRequest);
-                respond::write_error(session, Refusal::BadRequest.status(), &ctx.request_id)
-                    .await?;
+                respond::write_error(session, ctx, Refusal::BadRequest.status()).await?;
                 return Ok(true);
             }
         };
@@ -270,7 +269,7 @@ impl ProxyHttp for Proxy {
         let options = route.map_or(&snap.config.defaults, |r| &r.options);
         apply_connection_timeouts(session, options);
         let Some(route) = route else {
-            respond::write_error(session, Refusal::NoRoute.status(), &ctx.request_id).await?;
+            respond::write_error(session, ctx, Refusal::NoRoute.status()).await?;
             return Ok(true);
         };
 
@@ -283,14 +282,14 @@ impl ProxyHttp for Proxy {
                 if on_listener || route.options.redirect_https {
                     let host = routing::normalize_host(request_host(req));
                     let location = https_location(&host, port, req);
-                    respond::write_redirect(session, &location, &ctx.request_id).await?;
+                    respond::write_redirect(session, ctx, &location).await?;
                     return Ok(true);
                 }
             }
         }
 
         if let Some((limit, retry_after)) = self.check_zones(&snap, route, req, ctx) {
-            respond::write_rate_limited(session, limit, retry_after, &ctx.request_id).await?;
+            respond::write_rate_limited(session, ctx, limit, retry_after).await?;
             return Ok(true);
         }
 
@@ -300,7 +299,7 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.options.max_body_size) {
-            respond::write_error(session, Refusal::BodyTooLarge.status(), &ctx.request_id).await?;
+            respond::write_error(session, ctx, Refusal::BodyTooLarge.status()).await?;
             return Ok(true);
         }
 
@@ -612,7 +611,7 @@ impl ProxyHttp for Proxy {
                 ctx.request_id = request_id(session.req_header());
             }
             let reason = ctx.refusal.as_deref();
-            let written = respond::write_error_with(session, status, reason, &ctx.request_id);
+            let written = respond::write_error_with(session, ctx, status, reason);
             if let Err(write) = written.await {
                 log::debug!("could not send {status} to the client: {write}");
             }

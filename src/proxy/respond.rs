@@ -5,6 +5,8 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorSource, ErrorType};
 
+use super::ctx::Ctx;
+
 /// Why the proxy answered instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -90,30 +92,65 @@ pub fn body_with(status: u16, error: Option<&str>, request_id: &str) -> Bytes {
 /// call gets the status as a gRPC status instead (`grpc.rs`).
 pub async fn write_error(
     session: &mut ServerSession,
+    ctx: &Ctx,
     status: u16,
-    request_id: &str,
 ) -> pingora_error::Result<()> {
-    write_error_with(session, status, None, request_id).await
+    write_error_with(session, ctx, status, None).await
 }
 
 /// [`write_error`] with the body's `error` given ([`body_with`]).
 pub async fn write_error_with(
     session: &mut ServerSession,
+    ctx: &Ctx,
     status: u16,
     error: Option<&str>,
-    request_id: &str,
 ) -> pingora_error::Result<()> {
     if super::grpc::is_grpc(session) {
         let message = error.unwrap_or(reason(status));
-        return super::grpc::write_status(session, status, message, request_id, &[]).await;
+        return super::grpc::write_status(session, status, message, &ctx.request_id, &[]).await;
     }
-    let body = body_with(status, error, request_id);
+    let body = body_with(status, error, &ctx.request_id);
+    let mut resp = error_header(status, &body, &ctx.request_id)?;
+    decorate(&mut resp, ctx)?;
+    session.write_error_response(resp, body).await
+}
+
+/// An error answered before any request state exists (a request head that could not be read):
+/// no route, so nothing to decorate it with.
+pub async fn write_bare_error(
+    session: &mut ServerSession,
+    status: u16,
+    request_id: &str,
+) -> pingora_error::Result<()> {
+    let body = body(status, request_id);
+    let resp = error_header(status, &body, request_id)?;
+    session.write_error_response(resp, body).await
+}
+
+fn error_header(
+    status: u16,
+    body: &Bytes,
+    request_id: &str,
+) -> pingora_error::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header("x-request-id", request_id)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    session.write_error_response(resp, body).await
+    Ok(resp)
+}
+
+/// What every answer of Switchyard's own (errors, refusals, redirects) carries from the request's
+/// route, or from `[defaults]` when no route matched: the configured response headers, as nginx's
+/// `add_header ... always` puts them on every status.
+pub fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_error::Result<()> {
+    let options = ctx
+        .route()
+        .map_or(&ctx.snapshot.config.defaults, |r| &r.options);
+    for (name, value) in &options.response_headers {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
 }
 
 /// Whole seconds for Retry-After and RateLimit-Reset, rounded up.
@@ -124,10 +161,11 @@ pub fn whole_seconds(d: std::time::Duration) -> u64 {
 /// 429 with Retry-After and the RateLimit-* headers; the connection stays open.
 pub async fn write_rate_limited(
     session: &mut ServerSession,
+    ctx: &Ctx,
     limit: u32,
     retry_after: std::time::Duration,
-    request_id: &str,
 ) -> pingora_error::Result<()> {
+    let request_id = ctx.request_id.as_str();
     let wait = whole_seconds(retry_after).max(1);
     if super::grpc::is_grpc(session) {
         let hints = [
@@ -147,6 +185,7 @@ pub async fn write_rate_limited(
     resp.insert_header("ratelimit-remaining", 0)?;
     resp.insert_header("ratelimit-reset", wait)?;
     resp.insert_header("x-request-id", request_id)?;
+    decorate(&mut resp, ctx)?;
     session.write_response_header(Box::new(resp)).await?;
     session.write_response_body(body, true).await
 }
@@ -169,13 +208,14 @@ pub async fn write_acme_challenge(
 /// A permanent redirect that keeps the method and body (308).
 pub async fn write_redirect(
     session: &mut ServerSession,
+    ctx: &Ctx,
     location: &str,
-    request_id: &str,
 ) -> pingora_error::Result<()> {
     let mut resp = ResponseHeader::build(308, Some(4))?;
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    decorate(&mut resp, ctx)?;
     session.write_response_header(Box::new(resp)).await?;
     session.finish_body().await
 }
