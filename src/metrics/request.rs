@@ -110,7 +110,7 @@ impl Metrics {
             .map(|i| {
                 let pools = routes
                     .get(i)
-                    .and_then(|r| services.get(r.service))
+                    .and_then(|r| services.get(r.service?))
                     .map_or(0, |s| s.pools.len());
                 // One table per pool, and the last one for "no pool chosen".
                 RouteHandles {
@@ -129,24 +129,27 @@ impl Metrics {
         let secs = r.duration.as_secs_f64();
         let routed = r.route.and_then(|route_idx| {
             let route = r.routes.get(route_idx)?;
-            let service = r.services.get(route.service)?;
-            let handles = (
-                r.handles.routes.get(route_idx)?,
-                r.handles.services.get(route.service)?,
-            );
-            Some((route, service, handles))
+            Some((route, r.handles.routes.get(route_idx)?))
         });
-        let Some((route, service, (route_handles, service_handles))) = routed else {
+        let Some((route, route_handles)) = routed else {
             self.count_unrouted(r.status);
             self.unrouted_duration.observe(secs);
             return;
         };
-        let pool = r.pool.and_then(|p| Some((p, service.pools.get(p)?)));
+        // A static route has no service: its requests are counted by route, their durations
+        // with service="" and pool="".
+        let service = route
+            .service
+            .and_then(|s| Some((r.services.get(s)?, r.handles.services.get(s)?)));
+        let pool = service.and_then(|(service, _)| {
+            r.pool.and_then(|p| Some((p, service.pools.get(p)?)))
+        });
         let pool_name = pool.map_or("", |(_, p)| &*p.name);
+        let service_name = service.map_or("", |(s, _)| &*s.name);
         let by_name = || {
             let code = code_label(r.status);
             self.requests
-                .with_label_values(&[&*route.id, &*service.name, pool_name, &code])
+                .with_label_values(&[&*route.id, service_name, pool_name, &code])
         };
         let codes = match pool {
             Some((p, _)) => route_handles.pools.get(p),
@@ -156,6 +159,10 @@ impl Metrics {
             Some(slot) => slot.get_or_init(by_name).inc(),
             None => by_name().inc(),
         }
+        let Some((_, service_handles)) = service else {
+            self.unrouted_duration.observe(secs);
+            return;
+        };
         match pool.and_then(|(p, _)| service_handles.pools.get(p)) {
             Some(ph) => {
                 ph.duration.observe(secs);

@@ -104,7 +104,7 @@ impl Ctx {
 
     /// The matched route's service, if any.
     pub(super) fn service(&self) -> Option<(usize, &Service)> {
-        let i = self.route()?.service;
+        let i = self.route()?.service?;
         Some((i, self.snapshot.services.get(i)?))
     }
 

@@ -12,6 +12,7 @@ pub mod plain;
 mod queue;
 pub mod respond;
 pub mod retry;
+mod static_files;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -312,6 +313,10 @@ impl ProxyHttp for Proxy {
                 c.adjust_level(0);
             }
         }
+        if let Some(site) = &route.static_files {
+            static_files::serve(session, ctx, site).await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
@@ -338,7 +343,10 @@ impl ProxyHttp for Proxy {
             .route
             .and_then(|i| snap.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let service = &snap.services[route.service];
+        let service_idx = route
+            .service
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "a static route has no service"))?;
+        let service = &snap.services[service_idx];
         let pool_idx = match ctx.pool {
             Some(p) => p,
             None => {
@@ -374,7 +382,7 @@ impl ProxyHttp for Proxy {
         ctx.pool = Some(picked.map_or(pool_idx, |p| p.pool));
         let Some(pick::ServerChoice { pool, server }) = picked else {
             return Err(if ctx.tries == 0 {
-                ctx.refusal = pick::unresolved(&snap, route.service, pool_idx);
+                ctx.refusal = pick::unresolved(&snap, service_idx, pool_idx);
                 Refusal::NoServer.into_error("no healthy server in any weighted pool")
             } else {
                 Error::explain(
@@ -398,7 +406,7 @@ impl ProxyHttp for Proxy {
         let transport = &service.pools[pool].transport;
         let mut peer = peer::build(server, transport, &route.options);
         peer.options.idle_timeout = Some(service.upstream.keepalive_timeout);
-        peer.options.idle_limit = snap.idle_limits.get(route.service).cloned().flatten();
+        peer.options.idle_limit = snap.idle_limits.get(service_idx).cloned().flatten();
         Ok(peer)
     }
 

@@ -61,8 +61,10 @@ fn reason(status: u16) -> &'static str {
     match status {
         400 => "bad request",
         404 => "no route for this host and path",
+        405 => "method not allowed",
         408 => "request timed out",
         413 => "request body too large",
+        416 => "range not satisfiable",
         429 => "rate limit exceeded",
         502 => "upstream failed",
         503 => "no upstream server available",
@@ -105,12 +107,27 @@ pub async fn write_error_with(
     status: u16,
     error: Option<&str>,
 ) -> pingora_error::Result<()> {
+    write_error_headers(session, ctx, status, error, &[]).await
+}
+
+/// [`write_error_with`] with more headers on the answer (`Allow` on a 405, `Content-Range` on a
+/// 416).
+pub async fn write_error_headers(
+    session: &mut ServerSession,
+    ctx: &Ctx,
+    status: u16,
+    error: Option<&str>,
+    headers: &[(http::header::HeaderName, String)],
+) -> pingora_error::Result<()> {
     if super::grpc::is_grpc(session) {
         let message = error.unwrap_or(reason(status));
         return super::grpc::write_status(session, status, message, &ctx.request_id, &[]).await;
     }
     let body = body_with(status, error, &ctx.request_id);
     let mut resp = error_header(status, &body, &ctx.request_id)?;
+    for (name, value) in headers {
+        resp.insert_header(name.clone(), value.as_str())?;
+    }
     decorate(&mut resp, ctx)?;
     session.write_error_response(resp, body).await
 }

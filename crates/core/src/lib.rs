@@ -13,4 +13,5 @@ pub mod path;
 pub mod rollout;
 pub mod routing;
 pub mod secret;
+pub mod static_files;
 pub mod upstream;

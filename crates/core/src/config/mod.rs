@@ -16,6 +16,7 @@ mod routes;
 mod serialize;
 mod server;
 mod services;
+pub mod static_site;
 pub mod transport;
 mod upstream_conn;
 pub mod values;

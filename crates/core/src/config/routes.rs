@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
@@ -10,18 +11,19 @@ use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::retry::{RawRetry, RetryPolicy};
+use super::static_site::{RawStatic, StaticSite};
 use super::values::{self, Bytes, Text};
 use super::{serialize, ServiceConfig, Validator};
 
 /// Declares a struct with the per-route options, plus extra leading fields: the route defaults and
 /// the routes share one list of options without serde's `flatten` (which defeats unknown-key errors).
 macro_rules! with_route_options {
-    ($(#[$meta:meta])* pub struct $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Deserialize, Default)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
-            $(pub $field: $ty,)*
+            $($(#[$fmeta])* pub $field: $ty,)*
             pub connect_timeout: Option<values::Duration>,
             pub read_timeout: Option<values::Duration>,
             pub send_timeout: Option<values::Duration>,
@@ -54,6 +56,9 @@ with_route_options! {
         path: Option<Spanned<Text>>,
         strip_prefix: Option<bool>,
         service: Option<Spanned<Text>>,
+        /// Files from a directory instead of a service (`static_site.rs`).
+        #[serde(rename = "static")]
+        static_files: Option<Spanned<RawStatic>>,
     }
 }
 
@@ -90,7 +95,15 @@ pub struct RouteConfig {
     pub host: HostPattern,
     pub path: String,
     pub strip_prefix: bool,
-    pub service: String,
+    /// The service the route proxies to; `None` for a static route.
+    pub service: Option<String>,
+    /// The files a static route serves instead of a service.
+    #[serde(
+        rename = "static",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::static_site::serialize_opt"
+    )]
+    pub static_files: Option<Arc<StaticSite>>,
     pub options: RouteOptions,
 }
 
@@ -205,19 +218,29 @@ impl Validator {
                     }
                 }
             };
-            let service = match &r.service {
-                None => {
-                    self.error(span.clone(), "route has no `service`");
+            let static_files = r.static_files.as_ref().map(|s| self.static_site(s));
+            let service = match (&r.service, &static_files) {
+                (None, Some(Some(_))) => None,
+                (None, Some(None)) => continue,
+                (Some(s), Some(_)) => {
+                    self.error(
+                        s.span(),
+                        "route has both `service` and `static`: a route either proxies or serves files",
+                    );
                     continue;
                 }
-                Some(s) if !services.iter().any(|svc| svc.name == s.get_ref().0) => {
+                (None, None) => {
+                    self.error(span.clone(), "route has no `service` (nor `static`)");
+                    continue;
+                }
+                (Some(s), None) if !services.iter().any(|svc| svc.name == s.get_ref().0) => {
                     self.error(
                         s.span(),
                         format!("route refers to unknown service \"{}\"", s.get_ref()),
                     );
                     continue;
                 }
-                Some(s) => s.get_ref().0.clone(),
+                (Some(s), None) => Some(s.get_ref().0.clone()),
             };
             if let Some(first) = seen.insert((host.clone(), path.clone()), span.start) {
                 let (line, _) = self.line_col(first);
@@ -235,6 +258,7 @@ impl Validator {
                 path,
                 strip_prefix: r.strip_prefix.unwrap_or(false),
                 service,
+                static_files: static_files.flatten(),
                 options,
             });
         }

@@ -1,0 +1,315 @@
+//! Static routes: files from the route's root instead of a service, with ETag/Last-Modified and 304s, ranges, HEAD, precompressed siblings, and big files streamed in bounded memory.
+//!
+//! The decisions are pure functions in `switchyard_core::static_files`; this module does the
+//! file I/O (on tokio's blocking pool, never on the proxy's threads) and writes the answer.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::header;
+use pingora::http::ResponseHeader;
+use pingora::modules::http::compression::ResponseCompression;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_proxy::Session;
+
+use super::ctx::Ctx;
+use super::respond;
+use crate::config::static_site::StaticSite;
+use crate::static_files::{self as sf, Range};
+
+/// The most of a file held in memory at once: files up to this size are read whole, bigger
+/// ones are sent in chunks of this size.
+const CHUNK: u64 = 64 * 1024;
+
+/// The precompressed siblings looked for, in order of preference: (coding, file suffix).
+const SIBLINGS: [(&str, &str); 2] = [("br", ".br"), ("gzip", ".gz")];
+
+/// A file found for the request, opened.
+struct Found {
+    file: File,
+    len: u64,
+    modified: SystemTime,
+    /// The path under the root the request resolved to (before a precompressed sibling took
+    /// its place): its content type and Cache-Control rule.
+    path: String,
+    /// `br` or `gzip` when a precompressed sibling is sent.
+    encoding: Option<&'static str>,
+    /// The whole file when it is at most [`CHUNK`] bytes.
+    whole: Option<Bytes>,
+}
+
+/// What the file system says about a request.
+enum Lookup {
+    Found(Found),
+    /// No file (nor index, nor fallback): 404.
+    Missing,
+    /// A symlink out of the root or onto a dotfile: 404, never the fallback.
+    Refused,
+}
+
+/// Answers a request on a static route; the caller returns `Ok(true)` from `request_filter`.
+pub(super) async fn serve(session: &mut Session, ctx: &Ctx, site: &Arc<StaticSite>) -> Result<()> {
+    let req = session.req_header();
+    if req.method != http::Method::GET && req.method != http::Method::HEAD {
+        let allow = [(header::ALLOW, "GET, HEAD".to_string())];
+        return respond::write_error_headers(session, ctx, 405, None, &allow).await;
+    }
+    let Some(route) = ctx.route() else {
+        return respond::write_error(session, ctx, 404).await;
+    };
+    let segments = match sf::segments(ctx.path(req), &route.prefix, route.strip_prefix) {
+        Ok(s) => s,
+        Err(why) => {
+            log::debug!("static file refused: {why}");
+            return not_found(session, ctx).await;
+        }
+    };
+    let header_str = |name: header::HeaderName| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let accept = header_str(header::ACCEPT_ENCODING);
+    let codings = SIBLINGS.map(|(coding, _)| sf::accepts(accept.as_deref(), coding));
+    let site_for_lookup = site.clone();
+    let found = tokio::task::spawn_blocking(move || lookup(&site_for_lookup, &segments, codings))
+        .await
+        .map_err(|e| Error::because(ErrorType::InternalError, "static file lookup", e))?;
+    let found = match found {
+        Ok(Lookup::Found(f)) => f,
+        Ok(Lookup::Missing | Lookup::Refused) => return not_found(session, ctx).await,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return respond::write_error_with(session, ctx, 403, Some("forbidden")).await;
+        }
+        Err(e) => {
+            log::warn!("static file: {e}");
+            return respond::write_error(session, ctx, 500).await;
+        }
+    };
+
+    let etag = sf::etag(found.modified, found.len);
+    let last_modified = sf::http_date(found.modified);
+    let req = session.req_header();
+    let get = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let fresh = sf::not_modified(
+        get(header::IF_NONE_MATCH),
+        get(header::IF_MODIFIED_SINCE),
+        &etag,
+        found.modified,
+    );
+    let range = if fresh {
+        Range::Full
+    } else if sf::if_range_holds(get(header::IF_RANGE), &etag, found.modified) {
+        sf::range(get(header::RANGE), found.len)
+    } else {
+        Range::Full
+    };
+    let head = req.method == http::Method::HEAD;
+
+    let (status, start, len) = match range {
+        _ if fresh => (304, 0, 0),
+        Range::Full => (200, 0, found.len),
+        Range::Part { start, end } => (206, start, end - start + 1),
+        Range::Unsatisfiable => {
+            let headers = [(header::CONTENT_RANGE, format!("bytes */{}", found.len))];
+            return respond::write_error_headers(session, ctx, 416, None, &headers).await;
+        }
+    };
+    let mut resp = ResponseHeader::build(status, Some(12))?;
+    if status != 304 {
+        let content_type = sf::content_type(&found.path);
+        resp.insert_header(header::CONTENT_TYPE, content_type)?;
+        resp.insert_header(header::CONTENT_LENGTH, len)?;
+        resp.insert_header(header::ACCEPT_RANGES, "bytes")?;
+    }
+    if status == 206 {
+        let end = start + len - 1;
+        let range = format!("bytes {start}-{end}/{}", found.len);
+        resp.insert_header(header::CONTENT_RANGE, range)?;
+    }
+    resp.insert_header(header::ETAG, &etag)?;
+    resp.insert_header(header::LAST_MODIFIED, &last_modified)?;
+    if let Some(control) = site.cache_control(&found.path) {
+        resp.insert_header(header::CACHE_CONTROL, control.clone())?;
+    }
+    if let Some(coding) = found.encoding {
+        resp.insert_header(header::CONTENT_ENCODING, coding)?;
+        resp.insert_header(header::VARY, "Accept-Encoding")?;
+    }
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    respond::decorate(&mut resp, ctx)?;
+    // On-the-fly compression only for a whole, not precompressed file (the route's setting).
+    if status != 200 || found.encoding.is_some() {
+        if let Some(c) = session
+            .downstream_modules_ctx
+            .get_mut::<ResponseCompression>()
+        {
+            c.adjust_level(0);
+        }
+    }
+
+    let no_body = head || len == 0;
+    session.write_response_header(Box::new(resp), no_body).await?;
+    if no_body {
+        return session.write_response_body(None, true).await;
+    }
+    if let Some(whole) = found.whole {
+        let part = whole.slice(start as usize..(start + len) as usize);
+        return session.write_response_body(Some(part), true).await;
+    }
+    stream(session, Arc::new(found.file), start, len).await
+}
+
+/// Sends `len` bytes of `file` from `start`, one [`CHUNK`] at a time: each read waits for the
+/// previous chunk to be written, so memory stays bounded whatever the file's size.
+async fn stream(session: &mut Session, file: Arc<File>, start: u64, len: u64) -> Result<()> {
+    let mut offset = start;
+    let end = start + len;
+    while offset < end {
+        let n = CHUNK.min(end - offset) as usize;
+        let file = file.clone();
+        let chunk = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
+            let mut buf = BytesMut::zeroed(n);
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(|e| Error::because(ErrorType::InternalError, "static file read", e))?
+        .map_err(|e| Error::because(ErrorType::FileReadError, "static file read", e))?;
+        offset += n as u64;
+        session
+            .write_response_body(Some(chunk), offset == end)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn not_found(session: &mut Session, ctx: &Ctx) -> Result<()> {
+    respond::write_error_with(session, ctx, 404, Some("not found")).await
+}
+
+/// Finds and opens the file for `segments` (blocking: run on the blocking pool): the file, a
+/// directory's index, or the fallback; a precompressed sibling when `codings` (in
+/// [`SIBLINGS`] order) accepts one.
+fn lookup(site: &StaticSite, segments: &[String], codings: [bool; 2]) -> io::Result<Lookup> {
+    let mut path: String = segments.iter().flat_map(|s| ["/", s.as_str()]).collect();
+    let mut resolved = resolve(site, segments)?;
+    if let Resolved::File(_, p) = &resolved {
+        path = p.clone();
+    }
+    if matches!(resolved, Resolved::Missing) {
+        if let Some(fallback) = &site.fallback {
+            let segments = sf::segments(fallback, "/", false).unwrap_or_default();
+            resolved = resolve(site, &segments)?;
+            if let Resolved::File(_, p) = &resolved {
+                path = p.clone();
+            }
+        }
+    }
+    let file = match resolved {
+        Resolved::File(file, _) => file,
+        Resolved::Missing => return Ok(Lookup::Missing),
+        Resolved::Refused => return Ok(Lookup::Refused),
+    };
+    let mut chosen = (file, None);
+    for ((coding, suffix), accepted) in SIBLINGS.into_iter().zip(codings) {
+        if !accepted {
+            continue;
+        }
+        let mut name = chosen.0.clone().into_os_string();
+        name.push(suffix);
+        if let Some(sibling) = inside(site, Path::new(&name)).filter(|p| p.is_file()) {
+            chosen = (sibling, Some(coding));
+            break;
+        }
+    }
+    let (file_path, encoding) = chosen;
+    let mut file = File::open(&file_path)?;
+    let meta = file.metadata()?;
+    let len = meta.len();
+    let whole = if len <= CHUNK {
+        let mut buf = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut buf)?;
+        Some(Bytes::from(buf))
+    } else {
+        None
+    };
+    // What was read is what the headers describe (a file rewritten meanwhile).
+    let len = whole.as_ref().map_or(len, |b| b.len() as u64);
+    Ok(Lookup::Found(Found {
+        file,
+        len,
+        modified: meta.modified()?,
+        path,
+        encoding,
+        whole,
+    }))
+}
+
+enum Resolved {
+    /// The canonical file path, and the path under the root it was asked by (the index added).
+    File(PathBuf, String),
+    Missing,
+    Refused,
+}
+
+/// The file `segments` names under the root: itself, or its directory's index file.
+fn resolve(site: &StaticSite, segments: &[String]) -> io::Result<Resolved> {
+    let mut candidate = site.root.clone();
+    candidate.extend(segments);
+    let mut path: String = segments.iter().flat_map(|s| ["/", s.as_str()]).collect();
+    let Some(mut real) = canonical(&candidate)? else {
+        return Ok(Resolved::Missing);
+    };
+    if !real.starts_with(&site.root) || !clean(site, &real) {
+        return Ok(Resolved::Refused);
+    }
+    if real.is_dir() {
+        path.push('/');
+        path.push_str(&site.index);
+        match canonical(&real.join(&site.index))? {
+            Some(index) if !(index.starts_with(&site.root) && clean(site, &index)) => {
+                return Ok(Resolved::Refused)
+            }
+            Some(index) => real = index,
+            None => return Ok(Resolved::Missing),
+        }
+    }
+    Ok(if real.is_file() {
+        Resolved::File(real, path)
+    } else {
+        // A directory without index (no listings), a socket, a device...
+        Resolved::Missing
+    })
+}
+
+/// `path` canonical, when it lies under the root and names no dotfile.
+fn inside(site: &StaticSite, path: &Path) -> Option<PathBuf> {
+    let real = canonical(path).ok()??;
+    (real.starts_with(&site.root) && clean(site, &real)).then_some(real)
+}
+
+/// The canonical form of `path` (symlinks followed); `None` when nothing is there.
+fn canonical(path: &Path) -> io::Result<Option<PathBuf>> {
+    match std::fs::canonicalize(path) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether no component of `real` under the root starts with `.` (a symlink onto `.git`).
+fn clean(site: &StaticSite, real: &Path) -> bool {
+    real.strip_prefix(&site.root).is_ok_and(|rel| {
+        rel.components()
+            .all(|c| !c.as_os_str().as_encoded_bytes().starts_with(b"."))
+    })
+}
