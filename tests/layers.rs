@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by floor; a module may import only modules on a lower floor.
 const FLOORS: &[(u32, &[&str])] = &[
     // Leaves: no import from the crates.
-    (0, &["path", "fsutil", "lograte", "secret"]),
+    (0, &["path", "fsutil", "lograte", "secret", "static_files"]),
     (1, &["limits", "rollout"]),
     // The model.
     (2, &["config"]),
