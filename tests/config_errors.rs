@@ -571,7 +571,10 @@ fn upstream_transport_settings_are_checked() {
 fn static_route_errors() {
     // Both a service and files, or neither.
     let route = "[[routes]]\nhost = \"*\"\nservice = \"api\"";
-    let config = good_with(&[(route, &format!("{route}\nstatic = {{ root = \"{{tmp}}\" }}"))]);
+    let config = good_with(&[(
+        route,
+        &format!("{route}\nstatic = {{ root = \"{{tmp}}\" }}"),
+    )]);
     assert_single(
         &config,
         value_pos(&config, "service = "),
@@ -582,25 +585,50 @@ fn static_route_errors() {
     let third = nth_line(&config, "[[routes]]", 2);
     assert!((third..=third + 1).contains(&r.line), "{r:?}");
     // The root must be an existing directory.
-    let static_route = |spec: &str| {
-        good_with(&[(route, &format!("[[routes]]\nhost = \"*\"\nstatic = {spec}"))])
-    };
+    let static_route =
+        |spec: &str| good_with(&[(route, &format!("[[routes]]\nhost = \"*\"\nstatic = {spec}"))]);
     let config = static_route("{ root = \"{tmp}/nope\" }");
     assert_single(&config, value_pos(&config, "root = "), "static root");
     let config = static_route("{ root = \"switchyard.toml\" }");
     assert_single(&config, value_pos(&config, "root = "), "static root");
     let config = static_route("{ index = \"index.html\" }");
-    assert_single(&config, value_pos(&config, "static = "), "`static` has no `root`");
+    assert_single(
+        &config,
+        value_pos(&config, "static = "),
+        "`static` has no `root`",
+    );
     let config = static_route("{ root = \".\", fallback = \"index.html\" }");
-    assert_single(&config, value_pos(&config, "fallback = "), "fallback \"index.html\" must be");
+    assert_single(
+        &config,
+        value_pos(&config, "fallback = "),
+        "fallback \"index.html\" must be",
+    );
     let config = static_route("{ root = \".\", fallback = \"/.env\" }");
-    assert_single(&config, value_pos(&config, "fallback = "), "fallback \"/.env\" must be");
+    assert_single(
+        &config,
+        value_pos(&config, "fallback = "),
+        "fallback \"/.env\" must be",
+    );
     let config = static_route("{ root = \".\", index = \"a/b.html\" }");
-    assert_single(&config, value_pos(&config, "index = "), "index \"a/b.html\" must be a file name");
-    let config = static_route("{ root = \".\", cache = [{ match = \"assets/*.js\", control = \"no-cache\" }] }");
-    assert_single(&config, value_pos(&config, "match = "), "pattern \"assets/*.js\" has a `/`");
+    assert_single(
+        &config,
+        value_pos(&config, "index = "),
+        "index \"a/b.html\" must be a file name",
+    );
+    let config = static_route(
+        "{ root = \".\", cache = [{ match = \"assets/*.js\", control = \"no-cache\" }] }",
+    );
+    assert_single(
+        &config,
+        value_pos(&config, "match = "),
+        "pattern \"assets/*.js\" has a `/`",
+    );
     let config = static_route("{ root = \".\", cache = [{ match = \"*.js\" }] }");
-    assert_single(&config, pos(&config, "{ match"), "a cache rule needs `match` and `control`");
+    assert_single(
+        &config,
+        pos(&config, "{ match"),
+        "a cache rule needs `match` and `control`",
+    );
     let config = static_route("{ root = \".\", bogus = 1 }");
     assert_single(&config, pos(&config, "bogus"), "unknown field `bogus`");
     // A valid static route, with the reference cache recipe.

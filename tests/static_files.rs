@@ -75,15 +75,18 @@ impl Site {
         std::os::unix::fs::symlink(&outside, root.join("outdir")).unwrap();
         std::os::unix::fs::symlink(root.join("docs/readme.txt"), root.join("in.txt")).unwrap();
         std::os::unix::fs::symlink(root.join(".env"), root.join("env.txt")).unwrap();
+        // A named pipe: never opened (a read would wait forever).
+        let mkfifo = Command::new("mkfifo")
+            .arg(root.join("pipe"))
+            .status()
+            .unwrap();
+        assert!(mkfifo.success());
         Site { _dir: dir, root }
     }
 
     fn start(&self) -> (Proxy, u16) {
         let http = port();
-        let config = fill(
-            CONFIG,
-            &[("http", &http), ("root", &self.root.display())],
-        );
+        let config = fill(CONFIG, &[("http", &http), ("root", &self.root.display())]);
         (Proxy::start(BIN, &config), http)
     }
 }
@@ -156,7 +159,10 @@ fn spa_fallback_index_types_cache_rules_and_no_listing() {
         assert_eq!(docs.text().unwrap(), "<p>docs</p>\n", "{path}");
     }
     // A directory without index: the fallback on the SPA, 404 (never a listing) without one.
-    assert_eq!(get(http, "spa.test", "/nodir/").text().unwrap(), "<h1>home</h1>\n");
+    assert_eq!(
+        get(http, "spa.test", "/nodir/").text().unwrap(),
+        "<h1>home</h1>\n"
+    );
     for path in ["/nodir/", "/nodir", "/missing.js"] {
         let r = get(http, "plain.test", path);
         assert_eq!(r.status(), 404, "{path}");
@@ -164,9 +170,21 @@ fn spa_fallback_index_types_cache_rules_and_no_listing() {
     }
 
     let cases = [
-        ("/app.js", "text/javascript", Some("public, max-age=31536000, immutable")),
-        ("/style.css", "text/css", Some("public, max-age=31536000, immutable")),
-        ("/fonts/a.woff2", "font/woff2", Some("public, max-age=31536000, immutable")),
+        (
+            "/app.js",
+            "text/javascript",
+            Some("public, max-age=31536000, immutable"),
+        ),
+        (
+            "/style.css",
+            "text/css",
+            Some("public, max-age=31536000, immutable"),
+        ),
+        (
+            "/fonts/a.woff2",
+            "font/woff2",
+            Some("public, max-age=31536000, immutable"),
+        ),
         ("/logo.png", "image/png", None),
         ("/data.json", "application/json", None),
         ("/mod.mjs", "text/javascript", None),
@@ -176,7 +194,10 @@ fn spa_fallback_index_types_cache_rules_and_no_listing() {
         let r = get(http, "spa.test", path);
         assert_eq!(r.status(), 200, "{path}");
         assert_eq!(header(&r, "content-type"), content_type, "{path}");
-        let control = r.headers().get("cache-control").map(|v| v.to_str().unwrap());
+        let control = r
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap());
         assert_eq!(control, cache, "{path}");
         let expected = std::fs::read(site.root.join(&path[1..])).unwrap();
         assert_eq!(r.bytes().unwrap().to_vec(), expected, "{path}");
@@ -187,7 +208,10 @@ fn spa_fallback_index_types_cache_rules_and_no_listing() {
     assert_eq!(readme.status(), 200);
     assert_eq!(header(&readme, "content-type"), "text/plain");
     assert_eq!(readme.text().unwrap(), "the readme\n");
-    assert_eq!(get(http, "plain.test", "/files/index.html").text().unwrap(), "<p>docs</p>\n");
+    assert_eq!(
+        get(http, "plain.test", "/files/index.html").text().unwrap(),
+        "<p>docs</p>\n"
+    );
 
     // Only GET and HEAD.
     let post = http1_client()
@@ -203,9 +227,10 @@ fn spa_fallback_index_types_cache_rules_and_no_listing() {
 
     // The access log has each answer with its status and body size.
     let logged = |path: &str, status: u64, bytes: u64| {
-        proxy.access_log().iter().any(|e| {
-            e["path"] == path && e["status"] == status && e["bytes"] == bytes
-        })
+        proxy
+            .access_log()
+            .iter()
+            .any(|e| e["path"] == path && e["status"] == status && e["bytes"] == bytes)
     };
     let js_len = std::fs::metadata(site.root.join("app.js")).unwrap().len();
     assert!(
@@ -311,10 +336,26 @@ fn precompressed_siblings_by_accept_encoding_with_curl() {
     let site = Site::new();
     let (_proxy, http) = site.start();
     let cases: [(&[&str], Option<&str>, &[u8]); 4] = [
-        (&["-H", "Accept-Encoding: gzip, deflate, br"], Some("br"), b"pretend-brotli"),
-        (&["-H", "Accept-Encoding: gzip"], Some("gzip"), b"pretend-gzip"),
-        (&["-H", "Accept-Encoding: br;q=0, gzip"], Some("gzip"), b"pretend-gzip"),
-        (&["-H", "Accept-Encoding: identity"], None, b"console.log('the app, uncompressed');\n"),
+        (
+            &["-H", "Accept-Encoding: gzip, deflate, br"],
+            Some("br"),
+            b"pretend-brotli",
+        ),
+        (
+            &["-H", "Accept-Encoding: gzip"],
+            Some("gzip"),
+            b"pretend-gzip",
+        ),
+        (
+            &["-H", "Accept-Encoding: br;q=0, gzip"],
+            Some("gzip"),
+            b"pretend-gzip",
+        ),
+        (
+            &["-H", "Accept-Encoding: identity"],
+            None,
+            b"console.log('the app, uncompressed');\n",
+        ),
     ];
     for (args, encoding, expected) in cases {
         let (status, headers, body) = curl(http, "spa.test", "/app.js", args);
@@ -322,7 +363,11 @@ fn precompressed_siblings_by_accept_encoding_with_curl() {
         assert_eq!(h(&headers, "content-encoding"), encoding, "{args:?}");
         // Sent as the file holds it: the on-the-fly compression leaves it alone.
         assert_eq!(body, expected, "{args:?}");
-        assert_eq!(h(&headers, "content-type"), Some("text/javascript"), "{args:?}");
+        assert_eq!(
+            h(&headers, "content-type"),
+            Some("text/javascript"),
+            "{args:?}"
+        );
         if encoding.is_some() {
             assert_eq!(h(&headers, "vary"), Some("Accept-Encoding"), "{args:?}");
             assert_eq!(
@@ -363,12 +408,15 @@ fn traversal_dotfiles_and_symlinks_out_of_the_root_are_404() {
     let (_proxy, http) = site.start();
     let addr = format!("127.0.0.1:{http}").parse().unwrap();
     let fetch = |host: &str, path: &str| {
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let r = raw_request(addr, request.as_bytes());
         (r.status, String::from_utf8_lossy(&r.body).to_string())
     };
-    let leaks = |body: &str| ["outside the root", "SECRET", "[core]"].iter().any(|s| body.contains(s));
+    let leaks = |body: &str| {
+        ["outside the root", "SECRET", "[core]"]
+            .iter()
+            .any(|s| body.contains(s))
+    };
     // Dot segments, raw or encoded, never climb out: the normalised path stays under the root
     // (so it names no file here: 404 without a fallback; the app itself on the SPA).
     for path in [
@@ -403,8 +451,19 @@ fn traversal_dotfiles_and_symlinks_out_of_the_root_are_404() {
             assert!(!leaks(&body), "{host}{path}: {body}");
         }
     }
+    // A named pipe is no file: 404 (the app on the SPA), answered at once.
+    assert_eq!(fetch("plain.test", "/pipe").0, 404);
+    assert_eq!(
+        fetch("spa.test", "/pipe"),
+        (200, "<h1>home</h1>\n".to_string())
+    );
     // The same with curl (`--path-as-is`: it would otherwise squash the dots itself).
-    for path in ["/../outside/secret.txt", "/%2e%2e/outside/secret.txt", "/.env", "/out.txt"] {
+    for path in [
+        "/../outside/secret.txt",
+        "/%2e%2e/outside/secret.txt",
+        "/.env",
+        "/out.txt",
+    ] {
         let (status, _, body) = curl(http, "plain.test", path, &[]);
         assert_eq!(status, 404, "{path}");
         assert!(!leaks(&String::from_utf8_lossy(&body)), "{path}");
@@ -476,14 +535,20 @@ fn a_big_file_streams_whole_in_bounded_memory() {
 fn reload_changes_the_root() {
     let site = Site::new();
     let (mut proxy, http) = site.start();
-    assert_eq!(get(http, "plain.test", "/index.html").text().unwrap(), "<h1>home</h1>\n");
+    assert_eq!(
+        get(http, "plain.test", "/index.html").text().unwrap(),
+        "<h1>home</h1>\n"
+    );
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("index.html"), b"<h1>new site</h1>\n").unwrap();
     let config = fill(
         CONFIG,
         &[("http", &http), ("root", &other.path().display())],
     )
-    .replace(&format!("{}/docs", other.path().display()), &site.root.join("docs").display().to_string());
+    .replace(
+        &format!("{}/docs", other.path().display()),
+        &site.root.join("docs").display().to_string(),
+    );
     proxy.reload_with(&config);
     assert!(
         wait_until(Duration::from_secs(10), || {

@@ -141,9 +141,8 @@ impl Metrics {
         let service = route
             .service
             .and_then(|s| Some((r.services.get(s)?, r.handles.services.get(s)?)));
-        let pool = service.and_then(|(service, _)| {
-            r.pool.and_then(|p| Some((p, service.pools.get(p)?)))
-        });
+        let pool =
+            service.and_then(|(service, _)| r.pool.and_then(|p| Some((p, service.pools.get(p)?))));
         let pool_name = pool.map_or("", |(_, p)| &*p.name);
         let service_name = service.map_or("", |(s, _)| &*s.name);
         let by_name = || {

@@ -343,9 +343,9 @@ impl ProxyHttp for Proxy {
             .route
             .and_then(|i| snap.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let service_idx = route
-            .service
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "a static route has no service"))?;
+        let service_idx = route.service.ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "a static route has no service")
+        })?;
         let service = &snap.services[service_idx];
         let pool_idx = match ctx.pool {
             Some(p) => p,

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -155,7 +156,9 @@ pub(super) async fn serve(session: &mut Session, ctx: &Ctx, site: &Arc<StaticSit
     }
 
     let no_body = head || len == 0;
-    session.write_response_header(Box::new(resp), no_body).await?;
+    session
+        .write_response_header(Box::new(resp), no_body)
+        .await?;
     if no_body {
         return session.write_response_body(None, true).await;
     }
@@ -212,26 +215,27 @@ fn lookup(site: &StaticSite, segments: &[String], codings: [bool; 2]) -> io::Res
             }
         }
     }
-    let file = match resolved {
-        Resolved::File(file, _) => file,
+    let mut opened = match resolved {
+        Resolved::File(opened, _) => opened,
         Resolved::Missing => return Ok(Lookup::Missing),
         Resolved::Refused => return Ok(Lookup::Refused),
     };
-    let mut chosen = (file, None);
+    let mut encoding = None;
     for ((coding, suffix), accepted) in SIBLINGS.into_iter().zip(codings) {
         if !accepted {
             continue;
         }
-        let mut name = chosen.0.clone().into_os_string();
+        let mut name = opened.real.clone().into_os_string();
         name.push(suffix);
-        if let Some(sibling) = inside(site, Path::new(&name)).filter(|p| p.is_file()) {
-            chosen = (sibling, Some(coding));
+        if let Some(sibling) =
+            open_real(Path::new(&name))?.filter(|s| s.meta.is_file() && allowed(site, &s.real))
+        {
+            opened = sibling;
+            encoding = Some(coding);
             break;
         }
     }
-    let (file_path, encoding) = chosen;
-    let mut file = File::open(&file_path)?;
-    let meta = file.metadata()?;
+    let Opened { mut file, meta, .. } = opened;
     let len = meta.len();
     let whole = if len <= CHUNK {
         let mut buf = Vec::with_capacity(len as usize);
@@ -253,8 +257,8 @@ fn lookup(site: &StaticSite, segments: &[String], codings: [bool; 2]) -> io::Res
 }
 
 enum Resolved {
-    /// The canonical file path, and the path under the root it was asked by (the index added).
-    File(PathBuf, String),
+    /// The opened file, and the path under the root it was asked by (the index added).
+    File(Opened, String),
     Missing,
     Refused,
 }
@@ -264,50 +268,70 @@ fn resolve(site: &StaticSite, segments: &[String]) -> io::Result<Resolved> {
     let mut candidate = site.root.clone();
     candidate.extend(segments);
     let mut path: String = segments.iter().flat_map(|s| ["/", s.as_str()]).collect();
-    let Some(mut real) = canonical(&candidate)? else {
+    let Some(mut opened) = open_real(&candidate)? else {
         return Ok(Resolved::Missing);
     };
-    if !real.starts_with(&site.root) || !clean(site, &real) {
+    if !allowed(site, &opened.real) {
         return Ok(Resolved::Refused);
     }
-    if real.is_dir() {
+    if opened.meta.is_dir() {
         path.push('/');
         path.push_str(&site.index);
-        match canonical(&real.join(&site.index))? {
-            Some(index) if !(index.starts_with(&site.root) && clean(site, &index)) => {
-                return Ok(Resolved::Refused)
-            }
-            Some(index) => real = index,
+        match open_real(&opened.real.join(&site.index))? {
+            Some(index) if !allowed(site, &index.real) => return Ok(Resolved::Refused),
+            Some(index) => opened = index,
             None => return Ok(Resolved::Missing),
         }
     }
-    Ok(if real.is_file() {
-        Resolved::File(real, path)
+    Ok(if opened.meta.is_file() {
+        Resolved::File(opened, path)
     } else {
-        // A directory without index (no listings), a socket, a device...
+        // A directory without index (no listings).
         Resolved::Missing
     })
 }
 
-/// `path` canonical, when it lies under the root and names no dotfile.
-fn inside(site: &StaticSite, path: &Path) -> Option<PathBuf> {
-    let real = canonical(path).ok()??;
-    (real.starts_with(&site.root) && clean(site, &real)).then_some(real)
+/// An opened file or directory, with its real path (symlinks followed).
+struct Opened {
+    file: File,
+    real: PathBuf,
+    meta: std::fs::Metadata,
 }
 
-/// The canonical form of `path` (symlinks followed); `None` when nothing is there.
-fn canonical(path: &Path) -> io::Result<Option<PathBuf>> {
-    match std::fs::canonicalize(path) {
-        Ok(p) => Ok(Some(p)),
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
+/// Opens `path` when it is a regular file or a directory (never a FIFO, socket or device); its
+/// real path comes from `/proc/self/fd` (one readlink rather than `realpath`'s walk), or from
+/// `canonicalize` where that is not mounted. `None` when nothing (usable) is there.
+fn open_real(path: &Path) -> io::Result<Option<Opened>> {
+    let absent = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        )
+    };
+    let kind = match std::fs::metadata(path) {
+        Ok(m) => m.file_type(),
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !kind.is_file() && !kind.is_dir() {
+        return Ok(None);
     }
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let real = match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        Ok(real) => real,
+        Err(_) => std::fs::canonicalize(path)?,
+    };
+    let meta = file.metadata()?;
+    Ok(Some(Opened { file, real, meta }))
 }
 
-/// Whether no component of `real` under the root starts with `.` (a symlink onto `.git`).
-fn clean(site: &StaticSite, real: &Path) -> bool {
+/// Whether `real` lies under the root and no component of it there starts with `.` (a symlink
+/// onto `.git`).
+fn allowed(site: &StaticSite, real: &Path) -> bool {
     real.strip_prefix(&site.root).is_ok_and(|rel| {
         rel.components()
             .all(|c| !c.as_os_str().as_encoded_bytes().starts_with(b"."))

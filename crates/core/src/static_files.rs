@@ -137,7 +137,10 @@ pub fn http_date(t: SystemTime) -> String {
 /// ignored; `*` matches any).
 fn etag_listed(header: &str, etag: &str) -> bool {
     let etag = etag.trim_start_matches("W/");
-    header.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == etag)
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/") == etag)
 }
 
 /// Whether a GET/HEAD is answered 304: `If-None-Match` names the ETag, or (only when there is no
@@ -325,23 +328,47 @@ mod tests {
 
     #[test]
     fn segments_refuse_traversal_and_dotfiles() {
-        assert_eq!(segments("/a/b.js", "/", false), Ok(vec!["a".into(), "b.js".into()]));
+        assert_eq!(
+            segments("/a/b.js", "/", false),
+            Ok(vec!["a".into(), "b.js".into()])
+        );
         assert_eq!(segments("/", "/", false), Ok(vec![]));
         assert_eq!(segments("/app/x", "/app", true), Ok(vec!["x".into()]));
         assert_eq!(segments("/app", "/app", true), Ok(vec![]));
-        assert_eq!(segments("/app/x", "/app", false), Ok(vec!["app".into(), "x".into()]));
+        assert_eq!(
+            segments("/app/x", "/app", false),
+            Ok(vec!["app".into(), "x".into()])
+        );
         assert_eq!(segments("/a%20b", "/", false), Ok(vec!["a b".into()]));
         assert_eq!(segments("/../etc", "/", false), Err(Refused::DotSegment));
-        assert_eq!(segments("/%2e%2e/etc", "/", false), Err(Refused::DotSegment));
-        assert_eq!(segments("/a%2F..%2Fb", "/", false), Err(Refused::EncodedSeparator));
-        assert_eq!(segments("/a%2fb", "/", false), Err(Refused::EncodedSeparator));
-        assert_eq!(segments("/a%5cb", "/", false), Err(Refused::EncodedSeparator));
-        assert_eq!(segments("/a%00", "/", false), Err(Refused::EncodedSeparator));
+        assert_eq!(
+            segments("/%2e%2e/etc", "/", false),
+            Err(Refused::DotSegment)
+        );
+        assert_eq!(
+            segments("/a%2F..%2Fb", "/", false),
+            Err(Refused::EncodedSeparator)
+        );
+        assert_eq!(
+            segments("/a%2fb", "/", false),
+            Err(Refused::EncodedSeparator)
+        );
+        assert_eq!(
+            segments("/a%5cb", "/", false),
+            Err(Refused::EncodedSeparator)
+        );
+        assert_eq!(
+            segments("/a%00", "/", false),
+            Err(Refused::EncodedSeparator)
+        );
         assert_eq!(segments("/.env", "/", false), Err(Refused::Dotfile));
         assert_eq!(segments("/.git/config", "/", false), Err(Refused::Dotfile));
         assert_eq!(segments("/a/%2egit", "/", false), Err(Refused::Dotfile));
         assert_eq!(segments("/a%zz", "/", false), Err(Refused::BadEscape));
-        assert_eq!(segments("/other", "/app", true), Err(Refused::OutsidePrefix));
+        assert_eq!(
+            segments("/other", "/app", true),
+            Err(Refused::OutsidePrefix)
+        );
     }
 
     #[test]
@@ -378,7 +405,12 @@ mod tests {
         let tag = etag(t, 1024);
         assert_eq!(tag, "\"6553f100-400\"");
         assert!(not_modified(Some(&tag), None, &tag, t));
-        assert!(not_modified(Some(&format!("\"x\", W/{tag}")), None, &tag, t));
+        assert!(not_modified(
+            Some(&format!("\"x\", W/{tag}")),
+            None,
+            &tag,
+            t
+        ));
         assert!(not_modified(Some("*"), None, &tag, t));
         assert!(!not_modified(Some("\"x\""), Some(&http_date(t)), &tag, t));
         assert!(not_modified(None, Some(&http_date(t)), &tag, t));

@@ -85,7 +85,10 @@ impl Validator {
         let mut ok = true;
         let root = match &raw.root {
             None => {
-                self.error(span.clone(), "`static` has no `root` (the directory to serve)");
+                self.error(
+                    span.clone(),
+                    "`static` has no `root` (the directory to serve)",
+                );
                 None
             }
             Some(r) => {
@@ -100,10 +103,7 @@ impl Validator {
                         None
                     }
                     Err(e) => {
-                        self.error(
-                            r.span(),
-                            format!("static root \"{}\": {e}", path.display()),
-                        );
+                        self.error(r.span(), format!("static root \"{}\": {e}", path.display()));
                         None
                     }
                 }
