@@ -216,7 +216,7 @@ fn lookup(site: &StaticSite, segments: &[String], codings: [bool; 2]) -> io::Res
         }
     }
     let mut opened = match resolved {
-        Resolved::File(opened, _) => opened,
+        Resolved::File(opened, _) => *opened,
         Resolved::Missing => return Ok(Lookup::Missing),
         Resolved::Refused => return Ok(Lookup::Refused),
     };
@@ -258,7 +258,7 @@ fn lookup(site: &StaticSite, segments: &[String], codings: [bool; 2]) -> io::Res
 
 enum Resolved {
     /// The opened file, and the path under the root it was asked by (the index added).
-    File(Opened, String),
+    File(Box<Opened>, String),
     Missing,
     Refused,
 }
@@ -284,7 +284,7 @@ fn resolve(site: &StaticSite, segments: &[String]) -> io::Result<Resolved> {
         }
     }
     Ok(if opened.meta.is_file() {
-        Resolved::File(opened, path)
+        Resolved::File(Box::new(opened), path)
     } else {
         // A directory without index (no listings).
         Resolved::Missing
