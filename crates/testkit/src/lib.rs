@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod ctl;
+pub mod dns;
 pub mod grpc;
 pub mod http;
 pub mod killable;
@@ -24,6 +25,7 @@ use std::process::Command;
 
 pub use admin::{Admin, AdminReply};
 pub use ctl::{CtlChild, Outcome};
+pub use dns::Dns;
 pub use grpc::{grpc_calls, Call, GrpcOutcome, GrpcServer};
 pub use http::{
     assert_proxy_error, backend_via, client_builder, h2c_client, header, http1_client,

@@ -1,0 +1,88 @@
+//! A real DNS server for the tests: Debian's pebble-challtestsrv, its records set through its management API.
+//!
+//! pebble-challtestsrv answers NOERROR with no records for a name it has none for (NODATA) and
+//! SERVFAIL on request; it never answers NXDOMAIN. Its answers have TTL 0.
+
+use std::process::Child;
+use std::time::Duration;
+
+use crate::{http1_client, peer, port, spawn_for_process, udp_and_tcp_port, wait_until};
+
+/// A pebble-challtestsrv process (killed by PID when the test process ends: see
+/// [`spawn_for_process`]); start one per test binary.
+pub struct Dns {
+    _child: Child,
+    dns: u16,
+    management: u16,
+}
+
+impl Dns {
+    pub fn start() -> Dns {
+        let bin = peer("pebble-challtestsrv", "pebble");
+        let (dns, management) = (udp_and_tcp_port(), port());
+        // No default answer: a name has only the records set here.
+        let args = [
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-defaultIPv4",
+            "",
+            "-defaultIPv6",
+            "",
+        ];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["-dns01".into(), format!("127.0.0.1:{dns}")]);
+        args.extend(["-management".into(), format!("127.0.0.1:{management}")]);
+        let log =
+            std::env::temp_dir().join(format!("switchyard-dns-test-{}.log", std::process::id()));
+        let child = spawn_for_process(&bin, &args, &log);
+        let up = wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", management)).is_ok()
+        });
+        assert!(up, "pebble-challtestsrv's management API never listened");
+        Dns {
+            _child: child,
+            dns,
+            management,
+        }
+    }
+
+    pub fn post(&self, path: &str, body: serde_json::Value) {
+        let resp = http1_client()
+            .post(format!("http://127.0.0.1:{}{path}", self.management))
+            .body(body.to_string())
+            .send()
+            .expect("challtestsrv management API");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+
+    /// Makes `host` answer A queries with `ips` (and nothing else).
+    pub fn set_a(&self, host: &str, ips: &[&str]) {
+        self.clear(host);
+        self.post(
+            "/add-a",
+            serde_json::json!({ "host": format!("{host}."), "addresses": ips }),
+        );
+    }
+
+    /// Removes `host`'s A records and SERVFAIL: it answers NODATA.
+    pub fn clear(&self, host: &str) {
+        let host = format!("{host}.");
+        self.post("/clear-a", serde_json::json!({ "host": host }));
+        self.post("/clear-servfail", serde_json::json!({ "host": host }));
+    }
+
+    pub fn servfail(&self, host: &str) {
+        self.post(
+            "/set-servfail",
+            serde_json::json!({ "host": format!("{host}.") }),
+        );
+    }
+
+    pub fn resolver(&self) -> String {
+        format!("127.0.0.1:{}", self.dns)
+    }
+}
