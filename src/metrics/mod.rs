@@ -12,6 +12,7 @@
 //!
 //! docs/metrics.md lists every metric, its labels and what it really counts.
 
+mod process;
 mod request;
 mod rollout;
 #[cfg(test)]
@@ -114,6 +115,8 @@ pub struct Metrics {
     pub(crate) dns_lookups: IntCounterVec,
     pub(crate) dns_addresses: IntGaugeVec,
     pub(crate) rollout: RolloutMetrics,
+    /// The process's memory, CPU and descriptors (`process_*`), read at scrape time.
+    pub(crate) process: process::ProcessMetrics,
     /// Requests that matched no route (route="", service="", pool="").
     pub(crate) unrouted: Codes,
     pub(crate) unrouted_duration: Histogram,
@@ -365,6 +368,7 @@ impl Metrics {
         );
         Metrics {
             rollout: RolloutMetrics::new(&r),
+            process: process::ProcessMetrics::new(&r),
             dns_lookups,
             dns_addresses,
             client_errors,
