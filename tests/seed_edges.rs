@@ -118,29 +118,105 @@ fn healthy(admin: &Admin, service: &str, pool: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A script that runs the repository's example DNS-01 hook against `dns`'s management API.
-fn dns_hook(dir: &Path, dns: &Dns) -> String {
-    let path = dir.join("dns-hook");
-    std::fs::write(
-        &path,
-        format!(
-            "#!/bin/sh\nDNS_HOOK_BACKEND=challtestsrv CHALLTESTSRV_URL={} exec {REPO}/examples/dns-hook.sh \"$@\"\n",
-            dns.management_url()
-        ),
-    )
-    .expect("write the hook");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    path.display().to_string()
+/// What a seed edge runs on here: a DNS server for its backends' names (and DNS-01), an ACME CA
+/// resolving with it, and ports for its listeners and admin API.
+struct Machine {
+    dns: Dns,
+    pebble: Pebble,
+    http: u16,
+    https: u16,
+    admin: u16,
 }
 
-/// A client trusting `pebble`'s root (and the test CA), every name on 127.0.0.1.
-fn acme_client(pebble: &Pebble) -> reqwest::blocking::Client {
-    let root = reqwest::Certificate::from_pem(pebble.roots_pem().as_bytes()).expect("root PEM");
-    client_builder()
-        .add_root_certificate(root)
-        .build()
-        .expect("client")
+impl Machine {
+    fn new() -> Machine {
+        let dns = Dns::start();
+        let (http, https, admin) = (port(), port(), port());
+        let pebble = Pebble::start(dns.port(), http, https, testkit::pebble::NORMAL);
+        Machine {
+            dns,
+            pebble,
+            http,
+            https,
+            admin,
+        }
+    }
+
+    /// The changes every seed example needs here: paths, the admin address, the listeners
+    /// written as `http_at` and `https_at`, and ACME from this machine's CA with the repository's
+    /// example DNS-01 hook pointed at this machine's DNS server.
+    fn adapt(&self, example: Example, http_at: &str, https_at: &str) -> Example {
+        let hook = self.pebble.dir().join("dns-hook");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nDNS_HOOK_BACKEND=challtestsrv CHALLTESTSRV_URL={} exec {REPO}/examples/dns-hook.sh \"$@\"\n",
+                self.dns.management_url()
+            ),
+        )
+        .expect("write the hook");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let listen = |at: &str| format!("address = \"{at}\"");
+        example
+            .on_test_machine()
+            .swap("access_log = \"stdout\"", "access_log = \"{tmp}/access.log\"")
+            .swap(
+                "address = \"127.0.0.1:9900\"",
+                format!("address = \"127.0.0.1:{}\"", self.admin),
+            )
+            .swap(&listen(http_at), listen(&format!("127.0.0.1:{}", self.http)))
+            .swap(&listen(https_at), listen(&format!("127.0.0.1:{}", self.https)))
+            .swap(
+                "dns_hook = \"../../examples/dns-hook.sh\"",
+                format!("dns_hook = \"{}\"", hook.display()),
+            )
+            .swap(
+                "\n[acme]\n",
+                format!(
+                    "\n[acme]\ndirectory = \"{}\"\nca_root = \"{}\"\nbackoff_min = \"1s\"\nbackoff_max = \"4s\"\n",
+                    self.pebble.directory(),
+                    self.pebble.directory_ca().display()
+                ),
+            )
+    }
+
+    /// A client trusting the CA's root (and the test CA), every name on 127.0.0.1.
+    fn client(&self) -> reqwest::blocking::Client {
+        let pem = self.pebble.roots_pem();
+        let root = reqwest::Certificate::from_pem(pem.as_bytes()).expect("root PEM");
+        client_builder()
+            .add_root_certificate(root)
+            .build()
+            .expect("client")
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.https)
+    }
+
+    /// Waits until `host` is served a certificate from the CA.
+    fn wait_certificate(&self, proxy: &Proxy, client: &reqwest::blocking::Client, host: &str) {
+        let served = wait_until(Duration::from_secs(90), || {
+            client.get(self.url(host, "/")).send().is_ok()
+        });
+        assert!(
+            served,
+            "no certificate from the CA for {host}:\n{}\n{}",
+            proxy.stderr(),
+            self.pebble.log()
+        );
+    }
+
+    fn admin(&self) -> Admin {
+        Admin::new(self.admin, None)
+    }
+
+    /// `switchyard ctl ARGS` against this machine's admin API.
+    fn ctl(&self, args: &[&str]) -> Outcome {
+        let admin = format!("http://127.0.0.1:{}", self.admin);
+        BIN.ctl(&[("SWITCHYARD_ADMIN", &admin)], args)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -148,54 +224,32 @@ fn acme_client(pebble: &Pebble) -> reqwest::blocking::Client {
 
 #[test]
 fn tiris() {
-    let dns = Dns::start();
-    let (http, https, admin) = (port(), port(), port());
-    let pebble = Pebble::start(dns.port(), http, https, testkit::pebble::NORMAL);
+    let m = Machine::new();
     let app = port();
     let blue = replicas(
-        &dns,
+        &m.dns,
         "tiris-backend",
         &[[127, 0, 1, 1], [127, 0, 1, 2], [127, 0, 1, 3]],
         app,
     );
-    let _green = replicas(&dns, "tiris-backend-green", &[[127, 0, 1, 4]], app);
-    let _dev = replicas(&dns, "tiris-backend-dev", &[[127, 0, 1, 5]], app);
-    let hook = dns_hook(pebble.dir(), &dns);
-    let proxy = Example::load("config/examples/tiris.toml")
-        .on_test_machine()
-        .swap("resolvers = [\"127.0.0.11\"]", format!("resolvers = [\"{}\"]", dns.resolver()))
-        .swap("access_log = \"stdout\"", "access_log = \"{tmp}/access.log\"")
-        .swap("address = \"127.0.0.1:9900\"", format!("address = \"127.0.0.1:{admin}\""))
-        .swap("address = \"0.0.0.0:80\"", format!("address = \"127.0.0.1:{http}\""))
-        .swap("address = \"0.0.0.0:443\"", format!("address = \"127.0.0.1:{https}\""))
+    let _green = replicas(&m.dns, "tiris-backend-green", &[[127, 0, 1, 4]], app);
+    let _dev = replicas(&m.dns, "tiris-backend-dev", &[[127, 0, 1, 5]], app);
+    let example = Example::load("config/examples/tiris.toml");
+    let proxy = m
+        .adapt(example, "0.0.0.0:80", "0.0.0.0:443")
+        .swap(
+            "resolvers = [\"127.0.0.11\"]",
+            format!("resolvers = [\"{}\"]", m.dns.resolver()),
+        )
         .swap_n(3, ":8080\"", format!(":{app}\""))
-        .swap(
-            "dns_hook = \"../../examples/dns-hook.sh\"",
-            format!("dns_hook = \"{hook}\""),
-        )
-        .swap(
-            "\n[acme]\n",
-            format!(
-                "\n[acme]\ndirectory = \"{}\"\nca_root = \"{}\"\nbackoff_min = \"1s\"\nbackoff_max = \"4s\"\n",
-                pebble.directory(),
-                pebble.directory_ca().display()
-            ),
-        )
         .start();
-    let client = acme_client(&pebble);
-    let url = |host: &str, path: &str| format!("https://{host}:{https}{path}");
+    let client = m.client();
+    let url = |host: &str, path: &str| m.url(host, path);
+    let (http, https) = (m.http, m.https);
 
     // TLS: both wildcards come over DNS-01 from the CA; clients verify them against its root.
     for host in ["api.tiris.example", "status.dev.tiris.example"] {
-        let served = wait_until(Duration::from_secs(90), || {
-            client.get(url(host, "/")).send().is_ok()
-        });
-        assert!(
-            served,
-            "no certificate from the CA for {host}:\n{}\n{}",
-            proxy.stderr(),
-            pebble.log()
-        );
+        m.wait_certificate(&proxy, &client, host);
     }
     // h2 over ALPN.
     let resp = client.get(url("api.tiris.example", "/")).send().unwrap();
@@ -251,7 +305,7 @@ fn tiris() {
         blue.next().unwrap(),
     );
     stopped.stop();
-    let admin_api = Admin::new(admin, None);
+    let admin_api = m.admin();
     let down = wait_until(Duration::from_secs(20), || {
         healthy(&admin_api, "tiris", "blue") == 2
     });
@@ -263,17 +317,15 @@ fn tiris() {
     );
 
     // deploy: the script switches to the healthy green colour, then rolls back.
-    let env = [("SWITCHYARD_ADMIN", format!("http://127.0.0.1:{admin}"))];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let green_up = wait_until(Duration::from_secs(20), || {
         healthy(&admin_api, "tiris", "green") == 1
     });
     assert!(green_up, "{}", admin_api.get("/v1/services/tiris").text);
-    let out = BIN.ctl(&env, &["switch", "tiris", "green"]);
+    let out = m.ctl(&["switch", "tiris", "green"]);
     assert_eq!(out.code, 0, "{out}");
     let seen = backends_seen(&client, &url("docs.tiris.example", "/"), 5);
     assert_eq!(seen, BTreeSet::from(["tiris-backend-green".to_string()]));
-    let out = BIN.ctl(&env, &["switch", "tiris", "blue"]);
+    let out = m.ctl(&["switch", "tiris", "blue"]);
     assert_eq!(out.code, 0, "{out}");
     let seen = backends_seen(&client, &url("docs.tiris.example", "/"), 10);
     assert!(
@@ -296,4 +348,142 @@ fn tiris() {
     ] {
         assert!(metrics.contains(series), "no {series} in /metrics");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// BookKeep: microservices on Kubernetes, formerly behind ingress-nginx.
+
+/// GETs of `url` in a loop on a thread of their own until the flag is set; how many were sent.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Traffic {
+    fn start(client: &reqwest::blocking::Client, url: String) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (client, flag) = (client.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut sent = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = client.get(&url).send().and_then(|r| r.bytes());
+                sent += 1;
+            }
+            sent
+        });
+        Traffic { stop, thread }
+    }
+
+    fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn bookkeep() {
+    let m = Machine::new();
+    let app = port();
+    let name = |svc: &str| format!("{svc}.bookkeep.svc.cluster.local");
+    let mut backends = Vec::new();
+    for (i, svc) in ["auth", "customers", "reports", "invoices"]
+        .iter()
+        .enumerate()
+    {
+        let ip = [127, 0, 2, i as u8 + 1];
+        backends.extend(replicas(&m.dns, &name(svc), &[ip], app));
+    }
+    let canary_at = SocketAddr::from(([127, 0, 2, 9], app));
+    m.dns.set_a(&name("invoices-canary"), &["127.0.2.9"]);
+    let example = Example::load("config/examples/bookkeep.toml");
+    let proxy = m
+        .adapt(example, "0.0.0.0:8080", "0.0.0.0:8443")
+        .swap(
+            "\n[server]\n",
+            format!("\n[server]\nresolvers = [\"{}\"]\n", m.dns.resolver()),
+        )
+        .swap_n(5, ":8080\"", format!(":{app}\""))
+        // The test's client stands where the load balancer does.
+        .swap(
+            "trusted_proxies = [\"10.0.0.0/8\"]",
+            "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]",
+        )
+        .start();
+    let client = m.client();
+    let host = "api.bookkeep.example";
+
+    // TLS: the wildcard from the CA.
+    m.wait_certificate(&proxy, &client, host);
+
+    // routing: a prefix per service, the path kept.
+    for svc in ["auth", "customers", "reports", "invoices"] {
+        let path = format!("/v1/{svc}/42?full=1");
+        let (status, body) = echo(client.get(m.url(host, &path)).send().unwrap());
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["backend"], name(svc), "{body}");
+        assert_eq!(body["path"], path, "{body}");
+    }
+    assert_eq!(
+        client
+            .get(m.url(host, "/v1/payroll"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // real client IP: the load balancer's X-Forwarded-For names the client.
+    let (_, body) = echo(
+        client
+            .get(m.url(host, "/v1/auth/me"))
+            .header("x-forwarded-for", "198.51.100.7")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(body["headers"]["x-real-ip"], "198.51.100.7", "{body}");
+
+    // deploy: a canary that fails is rolled back; a good one is promoted.
+    let rollout = || {
+        m.ctl(&[
+            "rollout",
+            "start",
+            "invoices",
+            "--canary",
+            "canary",
+            "--interval",
+            "1s",
+            "--min-requests",
+            "5",
+            "--wait",
+        ])
+    };
+    let admin = m.admin();
+    let weight = |pool: &str| admin.get("/v1/services/invoices").weight(pool);
+    let bad = Backend::builder(&name("invoices-canary"))
+        .addr(canary_at)
+        .fail_ratio(1.0)
+        .spawn()
+        .unwrap();
+    let traffic = Traffic::start(&client, m.url(host, "/v1/invoices/list"));
+    let out = rollout();
+    assert_eq!(out.code, 1, "a failing canary is rolled back: {out}");
+    assert_eq!((weight("stable"), weight("canary")), (100, 0), "{out}");
+    bad.stop();
+    let _good = Backend::spawn_on(canary_at, &name("invoices-canary")).unwrap();
+    // The fixed version goes out once the canary's live window has forgotten the bad one.
+    let forgotten = wait_until(Duration::from_secs(30), || {
+        admin.get("/v1/services/invoices").pool("canary")["live"]["errors"] == 0
+    });
+    assert!(forgotten, "{}", admin.get("/v1/services/invoices").text);
+    let out = rollout();
+    assert_eq!(out.code, 0, "a good canary is promoted: {out}");
+    assert_eq!((weight("stable"), weight("canary")), (0, 100), "{out}");
+    assert!(traffic.finish() > 0);
+
+    // alerts: the histogram has a 2 s bound for a p99-above-2-s rule.
+    let metrics = admin.get("/metrics").text;
+    assert!(
+        metrics.contains("switchyard_request_duration_seconds_bucket{pool=\"canary\",service=\"invoices\",le=\"2\"}"),
+        "{metrics}"
+    );
 }

@@ -33,7 +33,7 @@ use rollout::RolloutMetrics;
 
 /// Buckets for request and upstream durations, in seconds: 1 ms to 10 s, about 2.5x apart.
 const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0,
 ];
 
 /// Status codes 100..=599 get a slot each in a [`Codes`] table; anything else takes the slow path.
