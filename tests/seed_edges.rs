@@ -143,8 +143,8 @@ impl Machine {
     }
 
     /// The changes every seed example needs here: paths, the admin address, the listeners
-    /// written as `http_at` and `https_at`, and ACME from this machine's CA with the repository's
-    /// example DNS-01 hook pointed at this machine's DNS server.
+    /// written as `http_at` and `https_at`, and ACME from this machine's CA (with the
+    /// repository's example DNS-01 hook pointed at this machine's DNS server, where it has one).
     fn adapt(&self, example: Example, http_at: &str, https_at: &str) -> Example {
         let hook = self.pebble.dir().join("dns-hook");
         std::fs::write(
@@ -158,6 +158,14 @@ impl Machine {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let listen = |at: &str| format!("address = \"{at}\"");
+        let example = if example.text.contains("dns_hook = ") {
+            example.swap(
+                "dns_hook = \"../../examples/dns-hook.sh\"",
+                format!("dns_hook = \"{}\"", hook.display()),
+            )
+        } else {
+            example
+        };
         example
             .on_test_machine()
             .swap("access_log = \"stdout\"", "access_log = \"{tmp}/access.log\"")
@@ -167,10 +175,6 @@ impl Machine {
             )
             .swap(&listen(http_at), listen(&format!("127.0.0.1:{}", self.http)))
             .swap(&listen(https_at), listen(&format!("127.0.0.1:{}", self.https)))
-            .swap(
-                "dns_hook = \"../../examples/dns-hook.sh\"",
-                format!("dns_hook = \"{}\"", hook.display()),
-            )
             .swap(
                 "\n[acme]\n",
                 format!(
@@ -486,4 +490,139 @@ fn bookkeep() {
         metrics.contains("switchyard_request_duration_seconds_bucket{pool=\"canary\",service=\"invoices\",le=\"2\"}"),
         "{metrics}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tchat: Go microservices on Kubernetes behind one gateway service.
+
+/// A websocket opened over TLS (HTTP/1.1 by ALPN) to `host` on the machine's HTTPS listener,
+/// trusting the CA's root: the 101 head and the stream.
+fn websocket_over_tls(
+    m: &Machine,
+    host: &str,
+) -> (
+    String,
+    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+) {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Write;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(m.pebble.roots_pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", m.https)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        std::io::Read::read_exact(&mut tls, &mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).into_owned(), tls)
+}
+
+#[test]
+fn tchat() {
+    let m = Machine::new();
+    let app = port();
+    let _gateway = replicas(
+        &m.dns,
+        "gateway.tchat.svc.cluster.local",
+        &[[127, 0, 3, 1]],
+        app,
+    );
+    // The CA validates HTTP-01 at the address the name has.
+    m.dns.set_a("api.tchat.example", &["127.0.0.1"]);
+    let example = Example::load("config/examples/tchat.toml");
+    let proxy = m
+        .adapt(example, "0.0.0.0:80", "0.0.0.0:443")
+        .swap(
+            "\n[server]\n",
+            format!("\n[server]\nresolvers = [\"{}\"]\n", m.dns.resolver()),
+        )
+        .swap(":8080\"", format!(":{app}\""))
+        .start();
+    let client = m.client();
+    let host = "api.tchat.example";
+
+    // TLS: the certificate comes over HTTP-01 through the listener that redirects everything
+    // else to HTTPS.
+    m.wait_certificate(&proxy, &client, host);
+    let resp = http1_client()
+        .post(format!("http://{host}:{}/v1/messages?room=7", m.http))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(
+        header(&resp, "location"),
+        format!("https://{host}/v1/messages?room=7")
+    );
+
+    // routing: the host goes to the gateway.
+    let (status, body) = echo(client.get(m.url(host, "/v1/rooms")).send().unwrap());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["backend"], "gateway.tchat.svc.cluster.local", "{body}");
+
+    // websockets: upgraded over TLS and echoed both ways.
+    let (head, mut ws) = websocket_over_tls(&m, host);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    {
+        use std::io::{Read, Write};
+        ws.write_all(b"hello tchat").unwrap();
+        let mut echoed = [0u8; 11];
+        ws.read_exact(&mut echoed).unwrap();
+        assert_eq!(&echoed, b"hello tchat");
+    }
+
+    // limits: 100 r/s per client with a burst of 500 served at once: of 1,000 requests sent as
+    // fast as four connections go, at most 500 + 100 per second spent (and one for the
+    // first) pass, and the rest get 429.
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), m.url(host, "/v1/rooms"));
+            std::thread::spawn(move || {
+                (0..250)
+                    .map(|_| client.get(&url).send().unwrap().status().as_u16())
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let spent = started.elapsed().as_secs_f64();
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(passed + limited, 1000, "only 200 and 429 expected");
+    let most = 501.0 + 100.0 * (spent + 1.0);
+    eprintln!("{passed} passed, {limited} limited in {spent:.2}s (at most {most:.0} may pass)");
+    assert!(
+        passed >= 500,
+        "the burst passes: {passed} of 1000 in {spent:.1}s"
+    );
+    assert!(
+        (passed as f64) <= most,
+        "{passed} passed in {spent:.1}s, at most {most:.0} allowed"
+    );
+    if most < 1000.0 {
+        assert!(limited > 0, "none limited in {spent:.1}s");
+    }
 }
