@@ -50,13 +50,19 @@ pub(super) async fn refuse_by_address(session: &mut Session, ctx: &Ctx) -> Resul
 /// keeps the auth service's chosen headers in `ctx` for the upstream request. Returns whether the
 /// request was answered.
 pub(super) async fn authenticate(session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    let unguarded = ctx
+        .route()
+        .is_none_or(|r| r.options.basic_auth.is_none() && r.options.forward_auth.is_none());
+    if unguarded {
+        return Ok(false);
+    }
     // The snapshot's own Arc, so the route's settings stay borrowed while `ctx` changes.
     let snap = ctx.snapshot.clone();
     let Some(route) = ctx.route.and_then(|i| snap.routes.get(i)) else {
         return Ok(false);
     };
     let (basic, forward) = (&route.options.basic_auth, &route.options.forward_auth);
-    if (basic.is_none() && forward.is_none()) || exempt(ctx, session.req_header()) {
+    if exempt(ctx, session.req_header()) {
         return Ok(false);
     }
     if let Some(basic) = basic {
