@@ -95,30 +95,12 @@ pub(super) async fn ask(auth: &ForwardAuth, req: &RequestHeader, ctx: &Ctx) -> V
     };
     let status = resp.status().as_u16();
     if resp.status().is_success() {
-        let copied = auth
-            .response_headers
-            .iter()
-            .flat_map(|name| {
-                resp.headers()
-                    .get_all(name)
-                    .iter()
-                    .map(move |v| (name.clone(), v.clone()))
-            })
-            .collect();
-        return Verdict::Pass(copied);
+        return Verdict::Pass(picked(resp.headers(), &auth.response_headers));
     }
     if status != 401 && status != 403 {
         return Verdict::Fail(format!("it answered {status}"));
     }
-    let headers: Vec<_> = REFUSAL_HEADERS
-        .iter()
-        .flat_map(|name| {
-            resp.headers()
-                .get_all(name)
-                .iter()
-                .map(move |v| (name.clone(), v.clone()))
-        })
-        .collect();
+    let headers = picked(resp.headers(), &REFUSAL_HEADERS);
     let content_type = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -132,6 +114,19 @@ pub(super) async fn ask(auth: &ForwardAuth, req: &RequestHeader, ctx: &Ctx) -> V
         },
         Err(e) => Verdict::Fail(format!("its {status} answer broke off: {}", root_cause(&e))),
     }
+}
+
+/// Every value of each header of `names` in `headers`.
+fn picked(headers: &http::HeaderMap, names: &[HeaderName]) -> Vec<(HeaderName, HeaderValue)> {
+    names
+        .iter()
+        .flat_map(|name| {
+            headers
+                .get_all(name)
+                .iter()
+                .map(move |v| (name.clone(), v.clone()))
+        })
+        .collect()
 }
 
 /// The body, at most [`MAX_REFUSAL_BODY`] bytes of it (the request's timeout still applies).
