@@ -9,6 +9,7 @@ use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+use super::access::{AccessRules, BasicAuth, ForwardAuth, OffOr, RawBasicAuth, RawForwardAuth};
 use super::raw::RawConfig;
 use super::retry::{RawRetry, RetryPolicy};
 use super::static_site::{RawStatic, StaticSite};
@@ -40,6 +41,10 @@ macro_rules! with_route_options {
             pub forward_original_path: Option<bool>,
             /// When a failed attempt goes to another server (`retry.rs`).
             pub retry: Option<RawRetry>,
+            /// Allow/deny by client network, and authentication (`access.rs`).
+            pub access: Option<Vec<Spanned<Text>>>,
+            pub basic_auth: Option<Spanned<OffOr<RawBasicAuth>>>,
+            pub forward_auth: Option<Spanned<OffOr<RawForwardAuth>>>,
         }
     };
 }
@@ -137,6 +142,10 @@ pub struct RouteOptions {
     pub forward_original_path: bool,
     /// When a request that failed on one server goes to another.
     pub retry: RetryPolicy,
+    /// `allow`/`deny` by the client's address, first match wins.
+    pub access: AccessRules,
+    pub basic_auth: Option<BasicAuth>,
+    pub forward_auth: Option<ForwardAuth>,
 }
 
 impl Default for RouteOptions {
@@ -157,6 +166,9 @@ impl Default for RouteOptions {
             keepalive_timeout: Duration::from_secs(75),
             forward_original_path: false,
             retry: RetryPolicy::default(),
+            access: AccessRules::default(),
+            basic_auth: None,
+            forward_auth: None,
         }
     }
 }
@@ -348,6 +360,15 @@ impl Validator {
         if let Some(r) = &raw.retry {
             o.retry = self.retry(r, &o.retry);
         }
+        if let Some(rules) = &raw.access {
+            o.access = self.access_rules(rules);
+        }
+        if let Some(b) = &raw.basic_auth {
+            o.basic_auth = self.basic_auth(b);
+        }
+        if let Some(f) = &raw.forward_auth {
+            o.forward_auth = self.forward_auth(f);
+        }
         if let Some(zones) = &raw.limits {
             o.limits.clear();
             for z in zones {
@@ -403,5 +424,8 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         keepalive_timeout: r.keepalive_timeout.clone(),
         forward_original_path: r.forward_original_path,
         retry: r.retry.clone(),
+        access: r.access.clone(),
+        basic_auth: r.basic_auth.clone(),
+        forward_auth: r.forward_auth.clone(),
     }
 }
