@@ -19,7 +19,7 @@
 #
 # Both servers: access log on (buffered), no compression, ETag and Last-Modified on (their
 # defaults), keep-alive without a request cap. nginx uses sendfile; Switchyard reads files up to
-# 64 KB whole and bigger ones 64 KB at a time on its blocking pool. Everything listens on
+# 128 KB whole and bigger ones 128 KB at a time on its blocking pool. Everything listens on
 # 127.0.0.1 only, on free ports; every process started here is stopped by PID on exit.
 set -euo pipefail
 

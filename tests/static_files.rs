@@ -524,6 +524,25 @@ fn a_big_file_streams_whole_in_bounded_memory() {
     }
     assert_eq!(got.len(), SIZE);
     assert!(got == data, "the body differs from the file");
+    // Ranges across and beyond the part read with the lookup (the first 128 KB).
+    for (from, to) in [
+        (131_000, 132_000),
+        (1_000_000, 1_000_099),
+        (SIZE - 10, SIZE - 1),
+    ] {
+        let r = http1_client()
+            .get(format!("http://127.0.0.1:{http}/big.bin"))
+            .header("host", "plain.test")
+            .header("range", format!("bytes={from}-{to}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 206);
+        assert_eq!(
+            header(&r, "content-range"),
+            format!("bytes {from}-{to}/{SIZE}")
+        );
+        assert!(r.bytes().unwrap() == data[from..=to], "bytes {from}-{to}");
+    }
     let growth = peak.saturating_sub(before);
     assert!(
         growth < (SIZE as u64) / 4,

@@ -23,9 +23,9 @@ use super::respond;
 use crate::config::static_site::StaticSite;
 use crate::static_files::{self as sf, Range};
 
-/// The most of a file held in memory at once: files up to this size are read whole, bigger
-/// ones are sent in chunks of this size.
-const CHUNK: u64 = 64 * 1024;
+/// The most of a file held in memory at once: files up to this size are read whole (with the
+/// lookup, in one trip to the blocking pool), bigger ones are sent in chunks of this size.
+const CHUNK: u64 = 128 * 1024;
 
 /// The precompressed siblings looked for, in order of preference: (coding, file suffix).
 const SIBLINGS: [(&str, &str); 2] = [("br", ".br"), ("gzip", ".gz")];
@@ -40,8 +40,8 @@ struct Found {
     path: String,
     /// `br` or `gzip` when a precompressed sibling is sent.
     encoding: Option<&'static str>,
-    /// The whole file when it is at most [`CHUNK`] bytes.
-    whole: Option<Bytes>,
+    /// The file's first [`CHUNK`] bytes (all of it when it is no bigger), read with the lookup.
+    first: Bytes,
 }
 
 /// What the file system says about a request.
@@ -162,11 +162,16 @@ pub(super) async fn serve(session: &mut Session, ctx: &Ctx, site: &Arc<StaticSit
     if no_body {
         return session.write_response_body(None, true).await;
     }
-    if let Some(whole) = found.whole {
-        let part = whole.slice(start as usize..(start + len) as usize);
-        return session.write_response_body(Some(part), true).await;
+    let (end, held) = (start + len, found.first.len() as u64);
+    if start < held {
+        let part = found.first.slice(start as usize..end.min(held) as usize);
+        session.write_response_body(Some(part), end <= held).await?;
     }
-    stream(session, Arc::new(found.file), start, len).await
+    if end <= held {
+        return Ok(());
+    }
+    let from = start.max(held);
+    stream(session, Arc::new(found.file), from, end - from).await
 }
 
 /// Sends `len` bytes of `file` from `start`, one [`CHUNK`] at a time: each read waits for the
@@ -237,22 +242,24 @@ fn lookup(site: &StaticSite, segments: &[String], codings: [bool; 2]) -> io::Res
     }
     let Opened { mut file, meta, .. } = opened;
     let len = meta.len();
-    let whole = if len <= CHUNK {
+    let (first, len) = if len <= CHUNK {
         let mut buf = Vec::with_capacity(len as usize);
         file.read_to_end(&mut buf)?;
-        Some(Bytes::from(buf))
+        // What was read is what the headers describe (a file rewritten meanwhile).
+        let read = buf.len() as u64;
+        (Bytes::from(buf), read)
     } else {
-        None
+        let mut buf = BytesMut::zeroed(CHUNK as usize);
+        file.read_exact_at(&mut buf, 0)?;
+        (buf.freeze(), len)
     };
-    // What was read is what the headers describe (a file rewritten meanwhile).
-    let len = whole.as_ref().map_or(len, |b| b.len() as u64);
     Ok(Lookup::Found(Found {
         file,
         len,
         modified: meta.modified()?,
         path,
         encoding,
-        whole,
+        first,
     }))
 }
 
