@@ -198,6 +198,17 @@ EOF
 # The 1, 5 and 15 minute load averages: other work on the machine skews the figures.
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
+# wrk prints latency like "1.23ms", "456.00us", "1.02s", "2.00m"; convert to ms.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
+        if (f < 0) { print "nan"; exit } printf "%.3f\n", n * f }'
+}
+
+# ratio A B → A / B with two decimals; "n/a" when either is missing or B is 0.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+
 # The median of the numbers on stdin (separated by spaces or newlines); "nan" when there is none.
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END {
     if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }

@@ -256,13 +256,6 @@ done
 # ------------------------------------------------------------------------------------------------
 # Load
 # ------------------------------------------------------------------------------------------------
-# wrk prints latency like "1.23ms", "456.00us", "1.02s", "2.00m"; convert to ms.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
-        f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
-        if (f < 0) { print "nan"; exit } printf "%.3f\n", n * f }'
-}
 
 # run_load proxy mode seconds out-prefix
 # Sets LOAD_RPS, LOAD_P99 (ms) and LOAD_ERRS. Runs in the current shell so that a failure stops
@@ -345,7 +338,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 
 # ------------------------------------------------------------------------------------------------
 # Report
