@@ -6,6 +6,7 @@ pub mod grpc;
 pub mod head;
 mod limit;
 mod observe;
+mod pages;
 mod peer;
 pub mod pick;
 pub mod plain;

@@ -1,4 +1,4 @@
-//! The one place where errors become HTTP responses: status mapping and the small JSON error body.
+//! The one place where errors become HTTP responses: status mapping, the small JSON error body, and the configured error pages (`pages`).
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -109,8 +109,9 @@ pub async fn write_error_with(
         let message = error.unwrap_or(reason(status));
         return super::grpc::write_status(session, status, message, &ctx.request_id, &[]).await;
     }
-    let body = body_with(status, error, &ctx.request_id);
-    let mut resp = error_header(status, &body, &ctx.request_id)?;
+    let (body, content_type) =
+        super::pages::error_body(session.req_header(), ctx, status, None, error);
+    let mut resp = error_header(status, &body, content_type, &ctx.request_id)?;
     decorate(&mut resp, ctx)?;
     session.write_error_response(resp, body).await
 }
@@ -123,17 +124,18 @@ pub async fn write_bare_error(
     request_id: &str,
 ) -> pingora_error::Result<()> {
     let body = body(status, request_id);
-    let resp = error_header(status, &body, request_id)?;
+    let resp = error_header(status, &body, "application/json", request_id)?;
     session.write_error_response(resp, body).await
 }
 
 fn error_header(
     status: u16,
     body: &Bytes,
+    content_type: &'static str,
     request_id: &str,
 ) -> pingora_error::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header("x-request-id", request_id)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -176,9 +178,9 @@ pub async fn write_rate_limited(
         ];
         return super::grpc::write_status(session, 429, reason(429), request_id, &hints).await;
     }
-    let body = body(429, request_id);
+    let (body, content_type) = super::pages::error_body(session.req_header(), ctx, 429, None, None);
     let mut resp = ResponseHeader::build(429, Some(8))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::RETRY_AFTER, wait)?;
     resp.insert_header("ratelimit-limit", limit)?;

@@ -8,6 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+use super::error_pages::{ErrorPages, RawErrorPage};
 use super::raw::RawConfig;
 use super::retry::{RawRetry, RetryPolicy};
 use super::values::{self, Bytes, Text};
@@ -38,6 +39,8 @@ macro_rules! with_route_options {
             pub forward_original_path: Option<bool>,
             /// When a failed attempt goes to another server (`retry.rs`).
             pub retry: Option<RawRetry>,
+            /// Bodies of Switchyard's own error answers, by status (`error_pages.rs`).
+            pub error_pages: Option<BTreeMap<String, Spanned<RawErrorPage>>>,
         }
     };
 }
@@ -124,6 +127,9 @@ pub struct RouteOptions {
     pub forward_original_path: bool,
     /// When a request that failed on one server goes to another.
     pub retry: RetryPolicy,
+    /// This route's own error pages (not merged with `[defaults]`': the proxy looks at the
+    /// route's, then the service's, then `[defaults]`').
+    pub error_pages: ErrorPages,
 }
 
 impl Default for RouteOptions {
@@ -144,6 +150,7 @@ impl Default for RouteOptions {
             keepalive_timeout: Duration::from_secs(75),
             forward_original_path: false,
             retry: RetryPolicy::default(),
+            error_pages: ErrorPages::default(),
         }
     }
 }
@@ -324,6 +331,10 @@ impl Validator {
         if let Some(r) = &raw.retry {
             o.retry = self.retry(r, &o.retry);
         }
+        o.error_pages = raw
+            .error_pages
+            .as_ref()
+            .map_or_else(ErrorPages::default, |p| self.error_pages(p));
         if let Some(zones) = &raw.limits {
             o.limits.clear();
             for z in zones {
@@ -379,5 +390,6 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         keepalive_timeout: r.keepalive_timeout.clone(),
         forward_original_path: r.forward_original_path,
         retry: r.retry.clone(),
+        error_pages: r.error_pages.clone(),
     }
 }
