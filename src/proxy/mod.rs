@@ -5,6 +5,7 @@ mod ctx;
 pub mod grpc;
 pub mod head;
 mod limit;
+mod maintenance;
 mod observe;
 mod pages;
 mod peer;
@@ -289,6 +290,10 @@ impl ProxyHttp for Proxy {
             }
         }
 
+        if maintenance::refused(session, ctx, route).await? {
+            return Ok(true);
+        }
+        let req = session.req_header();
         if let Some((limit, retry_after)) = self.check_zones(&snap, route, req, ctx) {
             respond::write_rate_limited(session, ctx, limit, retry_after).await?;
             return Ok(true);

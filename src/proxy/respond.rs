@@ -192,6 +192,29 @@ pub async fn write_rate_limited(
     session.write_response_body(body, true).await
 }
 
+/// 503 for a service in maintenance, with Retry-After and the operator's page (else the error
+/// pages for 503, else the JSON body); the connection stays open. A gRPC call gets UNAVAILABLE.
+pub async fn write_maintenance(
+    session: &mut ServerSession,
+    ctx: &Ctx,
+    gate: &crate::maintenance::Gate,
+) -> pingora_error::Result<()> {
+    const REASON: &str = "the service is in maintenance";
+    let retry_after = gate.retry_after.to_string();
+    if super::grpc::is_grpc(session) {
+        let hints = [("retry-after", retry_after)];
+        return super::grpc::write_status(session, 503, REASON, &ctx.request_id, &hints).await;
+    }
+    let req = session.req_header();
+    let (body, content_type) =
+        super::pages::error_body(req, ctx, 503, Some(&gate.pages), Some(REASON));
+    let mut resp = error_header(503, &body, content_type, &ctx.request_id)?;
+    resp.insert_header(http::header::RETRY_AFTER, retry_after)?;
+    decorate(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
+}
+
 /// 200 with an ACME HTTP-01 key authorization as the body.
 pub async fn write_acme_challenge(
     session: &mut ServerSession,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod fsutil;
 pub mod limits;
 pub mod lograte;
+pub mod maintenance;
 pub mod path;
 pub mod rollout;
 pub mod routing;
