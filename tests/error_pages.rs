@@ -259,22 +259,19 @@ fn grpc_calls_keep_trailers_only() {
         .listener_option("http", "h2c", true)
         .start_in(BIN, dir.path());
     wait_down(&w);
-    let resp = h2c_client()
-        .post(w.url("down.test", "/echo.Echo/Unary"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("accept", BROWSER)
-        .body(vec![0u8; 5])
-        .send()
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "gRPC errors travel as 200 + grpc-status"
+    // A real gRPC client (grpcio): UNAVAILABLE from the Trailers-Only answer, never a page.
+    let target = format!("127.0.0.1:{}", w.http());
+    let out = grpc_calls(
+        &target,
+        None,
+        &[Call::new("Unary", "x").authority("down.test")],
     );
-    assert_eq!(header(&resp, "content-type"), "application/grpc");
-    assert_eq!(header(&resp, "grpc-status"), "14", "UNAVAILABLE");
-    assert_eq!(resp.text().unwrap(), "", "Trailers-Only: no body, no page");
+    assert_eq!(out[0].code, "UNAVAILABLE", "{out:?}");
+    assert!(
+        out[0].details.starts_with("no upstream server available"),
+        "{out:?}"
+    );
+    assert!(!format!("{out:?}").contains("service down"), "{out:?}");
 }
 
 /// 1-based (line, column) of the first occurrence of `marker` in `text`.

@@ -408,21 +408,18 @@ fn grpc_calls_get_unavailable_trailers_only() {
     let s = world(false).listener_option("http", "h2c", true).start(BIN);
     let r = put(&s, "app", &json!({"page": PAGE}));
     assert_eq!(r.status, 200, "{}", r.text);
-    let resp = h2c_client()
-        .post(s.url("app.test", "/echo.Echo/Unary"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("accept", BROWSER)
-        .body(vec![0u8; 5])
-        .send()
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "gRPC errors travel as 200 + grpc-status"
+    // A real gRPC client (grpcio): UNAVAILABLE with the hint, never the page.
+    let target = format!("127.0.0.1:{}", s.http());
+    let out = grpc_calls(
+        &target,
+        None,
+        &[Call::new("Unary", "x").authority("app.test")],
     );
-    assert_eq!(header(&resp, "content-type"), "application/grpc");
-    assert_eq!(header(&resp, "grpc-status"), "14", "UNAVAILABLE");
-    assert_eq!(header(&resp, "retry-after"), "300");
-    assert_eq!(resp.text().unwrap(), "", "Trailers-Only: no body, no page");
+    assert_eq!(out[0].code, "UNAVAILABLE", "{out:?}");
+    assert!(
+        out[0].details.starts_with("the service is in maintenance"),
+        "{out:?}"
+    );
+    assert_eq!(out[0].trailing["retry-after"], "300", "{out:?}");
+    assert!(!format!("{out:?}").contains("Back soon"), "{out:?}");
 }
