@@ -1,6 +1,7 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
 pub mod affinity;
+mod compress;
 mod ctx;
 pub mod grpc;
 pub mod head;
@@ -21,7 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::modules::http::HttpModules;
 use pingora::protocols::http::ServerSession;
 use pingora::upstreams::peer::HttpPeer;
@@ -40,8 +41,8 @@ use respond::Refusal;
 
 /// Servers one request may try (a route's `retry.tries` is at most this).
 const MAX_TRIES: usize = crate::config::retry::MAX_TRIES as usize;
-/// Compression level for gzip/brotli/zstd when a route has compression on.
-const COMPRESSION_LEVEL: u32 = 5;
+/// The module's level until `request_filter` sets the route's (`compress`).
+const COMPRESSION_LEVEL: u32 = crate::config::compression::DEFAULT_LEVEL;
 
 /// One listening socket, as the request path needs to know it.
 #[derive(Debug, Clone)]
@@ -304,14 +305,8 @@ impl ProxyHttp for Proxy {
         }
 
         // gRPC frames its messages and compresses them itself (grpc-encoding): never touched.
-        if !route.options.compression || grpc::is_grpc(session) {
-            if let Some(c) = session
-                .downstream_modules_ctx
-                .get_mut::<ResponseCompression>()
-            {
-                c.adjust_level(0);
-            }
-        }
+        let grpc = grpc::is_grpc(session);
+        compress::request(session, &route.options, grpc);
         Ok(false)
     }
 
@@ -574,6 +569,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(route) = ctx.route() {
+            compress::response(session, &route.options, resp);
             for (name, value) in &route.options.response_headers {
                 resp.insert_header(name.clone(), value.clone())?;
             }

@@ -6,6 +6,7 @@ mod acme;
 mod admin;
 pub mod affinity;
 pub mod certs;
+pub mod compression;
 mod limits;
 mod listeners;
 mod raw;

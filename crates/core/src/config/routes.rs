@@ -8,6 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+use super::compression::{CompressionSettings, RawCompression};
 use super::raw::RawConfig;
 use super::retry::{RawRetry, RetryPolicy};
 use super::values::{self, Bytes, Text};
@@ -27,7 +28,8 @@ macro_rules! with_route_options {
             pub send_timeout: Option<values::Duration>,
             pub max_body_size: Option<Bytes>,
             pub redirect_https: Option<bool>,
-            pub compression: Option<bool>,
+            /// `true`, `false` or `{ types, min_length, level }` (`compression.rs`).
+            pub compression: Option<Spanned<RawCompression>>,
             pub websocket: Option<bool>,
             pub response_headers: Option<Spanned<BTreeMap<String, Text>>>,
             /// Rate-limit zones (by name) every request of the route must pass.
@@ -105,6 +107,8 @@ pub struct RouteOptions {
     pub max_body_size: u64,
     pub redirect_https: bool,
     pub compression: bool,
+    /// Which responses are compressed and how, when `compression` is on.
+    pub compression_settings: CompressionSettings,
     pub websocket: bool,
     #[serde(serialize_with = "serialize::headers")]
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
@@ -136,6 +140,7 @@ impl Default for RouteOptions {
             max_body_size: 10 << 20,
             redirect_https: false,
             compression: true,
+            compression_settings: CompressionSettings::default(),
             websocket: true,
             response_headers: Vec::new(),
             limits: Vec::new(),
@@ -289,8 +294,8 @@ impl Validator {
         if let Some(b) = raw.redirect_https {
             o.redirect_https = b;
         }
-        if let Some(b) = raw.compression {
-            o.compression = b;
+        if let Some(c) = &raw.compression {
+            self.compression(c, &mut o.compression, &mut o.compression_settings);
         }
         if let Some(b) = raw.websocket {
             o.websocket = b;
@@ -370,7 +375,7 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         send_timeout: r.send_timeout,
         max_body_size: r.max_body_size,
         redirect_https: r.redirect_https,
-        compression: r.compression,
+        compression: r.compression.clone(),
         websocket: r.websocket,
         response_headers: r.response_headers.clone(),
         limits: r.limits.clone(),
