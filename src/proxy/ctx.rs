@@ -55,6 +55,10 @@ pub struct Ctx {
     pub(super) rate: Option<(u32, u32, Duration)>,
     pub(super) upstream_start: Option<Instant>,
     pub(super) upstream_ms: Option<f64>,
+    /// From choosing the server to connected (0 on a reused connection), the last attempt's.
+    pub(super) upstream_connect_ms: Option<f64>,
+    /// The shield moved this request from its canary to the stable pool.
+    pub(super) shield_retried: bool,
     pub(super) body_bytes: u64,
     pub(super) shield: Shield,
     /// A new sticky id to hand the client in a cookie: (cookie name, id).
@@ -89,6 +93,8 @@ impl Ctx {
             rate: None,
             upstream_start: None,
             upstream_ms: None,
+            upstream_connect_ms: None,
+            shield_retried: false,
             body_bytes: 0,
             shield: Shield::Off,
             sticky_cookie: None,

@@ -6,6 +6,7 @@ mod ctx;
 pub mod grpc;
 pub mod head;
 mod limit;
+mod log_line;
 mod observe;
 mod peer;
 pub mod pick;
@@ -29,7 +30,6 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
-use crate::access_log::Entry;
 use crate::acme::AcmeState;
 use crate::config::{HeadLimits, RouteOptions};
 use crate::metrics::ClientError;
@@ -422,6 +422,22 @@ impl ProxyHttp for Proxy {
         e
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // nginx's $upstream_connect_time: 0 on a reused connection.
+        let elapsed = ctx.upstream_start.filter(|_| !reused).map(|s| s.elapsed());
+        ctx.upstream_connect_ms = Some(elapsed.map_or(0.0, |d| d.as_secs_f64() * 1000.0));
+        Ok(())
+    }
+
     fn suppress_proxy_warn_log(
         &self,
         _session: &Session,
@@ -642,35 +658,7 @@ impl ProxyHttp for Proxy {
         let duration = now.saturating_duration_since(ctx.start);
         self.record_window(ctx, e, status, now);
         self.record_request(ctx, status, duration);
-        let log = &self.runtime.access_log;
-        if !log.enabled() {
-            return;
-        }
-        let route = ctx.route();
-        let service = ctx.service().map(|(_, s)| s);
-        let pool = service.zip(ctx.pool).map(|(s, p)| &*s.pools[p].name);
-        let req = session.req_header();
-        let entry = Entry {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-            method: req.method.as_str(),
-            host: request_host(req),
-            path: std::str::from_utf8(req.raw_path()).unwrap_or("/"),
-            uri: ctx.path(req),
-            status,
-            bytes: session.body_bytes_sent(),
-            duration_ms: duration.as_secs_f64() * 1000.0,
-            route: route.map(|r| &*r.id),
-            service: service.map(|s| &*s.name),
-            pool,
-            upstream: ctx.upstream.map(|a| a.to_string()),
-            upstream_ms: ctx.upstream_ms,
-            request_id: &ctx.request_id,
-            listener: self.listener_name(ctx),
-            protocol: if session.is_http2() { "h2" } else { "http/1.1" },
-            error: e.map(|e| e.to_string()),
-        };
-        log.write(&entry);
+        self.write_access_log(session, ctx, e, status, duration);
     }
 }
 

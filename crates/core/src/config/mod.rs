@@ -9,6 +9,7 @@ pub mod certs;
 pub mod compression;
 mod limits;
 mod listeners;
+pub mod log_format;
 mod raw;
 mod resolve;
 pub mod retry;

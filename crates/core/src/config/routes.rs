@@ -40,6 +40,8 @@ macro_rules! with_route_options {
             pub forward_original_path: Option<bool>,
             /// When a failed attempt goes to another server (`retry.rs`).
             pub retry: Option<RawRetry>,
+            /// `false`: the route's requests write no access-log line (health checks).
+            pub access_log: Option<bool>,
         }
     };
 }
@@ -128,6 +130,8 @@ pub struct RouteOptions {
     pub forward_original_path: bool,
     /// When a request that failed on one server goes to another.
     pub retry: RetryPolicy,
+    /// Whether the route's requests are written to the access log.
+    pub access_log: bool,
 }
 
 impl Default for RouteOptions {
@@ -149,6 +153,7 @@ impl Default for RouteOptions {
             keepalive_timeout: Duration::from_secs(75),
             forward_original_path: false,
             retry: RetryPolicy::default(),
+            access_log: true,
         }
     }
 }
@@ -326,6 +331,9 @@ impl Validator {
         if let Some(b) = raw.forward_original_path {
             o.forward_original_path = b;
         }
+        if let Some(b) = raw.access_log {
+            o.access_log = b;
+        }
         if let Some(r) = &raw.retry {
             o.retry = self.retry(r, &o.retry);
         }
@@ -384,5 +392,6 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         keepalive_timeout: r.keepalive_timeout.clone(),
         forward_original_path: r.forward_original_path,
         retry: r.retry.clone(),
+        access_log: r.access_log,
     }
 }
