@@ -59,6 +59,8 @@ pub struct Ctx {
     pub(super) upstream_connect_ms: Option<f64>,
     /// The shield moved this request from its canary to the stable pool.
     pub(super) shield_retried: bool,
+    /// Requests in progress counted by concurrency zones: counted down when the context drops.
+    pub(super) admissions: Vec<crate::limits::Admission>,
     pub(super) body_bytes: u64,
     pub(super) shield: Shield,
     /// A new sticky id to hand the client in a cookie: (cookie name, id).
@@ -95,6 +97,7 @@ impl Ctx {
             upstream_ms: None,
             upstream_connect_ms: None,
             shield_retried: false,
+            admissions: Vec::new(),
             body_bytes: 0,
             shield: Shield::Off,
             sticky_cookie: None,

@@ -6,6 +6,7 @@ mod ctx;
 pub mod grpc;
 pub mod head;
 mod limit;
+mod linger;
 mod log_line;
 mod observe;
 mod peer;
@@ -289,8 +290,8 @@ impl ProxyHttp for Proxy {
             }
         }
 
-        if let Some((limit, retry_after)) = self.check_zones(&snap, route, req, ctx) {
-            respond::write_rate_limited(session, ctx, limit, retry_after).await?;
+        if let Some(refused) = self.check_zones(&snap, route, req, ctx) {
+            respond::write_rate_limited(session, ctx, refused).await?;
             return Ok(true);
         }
 
@@ -301,6 +302,7 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.options.max_body_size) {
             respond::write_error(session, ctx, Refusal::BodyTooLarge.status()).await?;
+            linger::discard_body(session, route.options.max_body_size).await;
             return Ok(true);
         }
 
@@ -626,6 +628,9 @@ impl ProxyHttp for Proxy {
             let written = respond::write_error_with(session, ctx, status, reason);
             if let Err(write) = written.await {
                 log::debug!("could not send {status} to the client: {write}");
+            } else if status == Refusal::BodyTooLarge.status() {
+                let limit = ctx.route().map_or(0, |r| r.options.max_body_size);
+                linger::discard_body(session, limit).await;
             }
         }
         FailToProxy {
