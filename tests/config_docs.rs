@@ -33,6 +33,7 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/affinity.rs",
     "crates/core/src/config/upstream_conn.rs",
     "crates/core/src/config/compression.rs",
+    "crates/core/src/config/access.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(u32, &[&str])] = &[
     // Leaves: no import from the crates.
     (0, &["path", "fsutil", "lograte", "secret"]),
-    (1, &["limits", "rollout"]),
+    (1, &["limits", "rollout", "htpasswd"]),
     // The model.
     (2, &["config"]),
     // Parts: routing, pools, the book; metric families, certificates, logs, persistence.

@@ -70,6 +70,8 @@ pub struct Ctx {
     /// Why the proxy itself refused the request, for the error body: every server stayed at
     /// `max_conns` for `queue_timeout`, or the pool's server names have no address yet.
     pub(super) refusal: Option<String>,
+    /// The forward-auth service's headers for the upstream request (`access.rs`).
+    pub(super) auth_headers: Option<super::access::AuthHeaders>,
 }
 
 impl Ctx {
@@ -103,6 +105,7 @@ impl Ctx {
             sticky_cookie: None,
             path: None,
             refusal: None,
+            auth_headers: None,
         }
     }
 
@@ -115,6 +118,12 @@ impl Ctx {
     pub(super) fn service(&self) -> Option<(usize, &Service)> {
         let i = self.route()?.service;
         Some((i, self.snapshot.services.get(i)?))
+    }
+
+    /// Connected to the upstream: nginx's `$upstream_connect_time`, 0 on a reused connection.
+    pub(super) fn connected(&mut self, reused: bool) {
+        let elapsed = self.upstream_start.filter(|_| !reused).map(|s| s.elapsed());
+        self.upstream_connect_ms = Some(elapsed.map_or(0.0, |d| d.as_secs_f64() * 1000.0));
     }
 
     /// The normalised path every decision uses (`crate::path`).

@@ -1,8 +1,10 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
+mod access;
 pub mod affinity;
 mod compress;
 mod ctx;
+mod forward_auth;
 pub mod grpc;
 pub mod head;
 mod limit;
@@ -290,6 +292,10 @@ impl ProxyHttp for Proxy {
             }
         }
 
+        if access::refuse_by_address(session, ctx).await? {
+            return Ok(true);
+        }
+        let req = session.req_header();
         if let Some(refused) = self.check_zones(&snap, route, req, ctx) {
             respond::write_rate_limited(session, ctx, refused).await?;
             return Ok(true);
@@ -303,6 +309,9 @@ impl ProxyHttp for Proxy {
         if declared.is_some_and(|n| n > route.options.max_body_size) {
             respond::write_error(session, ctx, Refusal::BodyTooLarge.status()).await?;
             linger::discard_body(session, route.options.max_body_size).await;
+            return Ok(true);
+        }
+        if access::authenticate(session, ctx).await? {
             return Ok(true);
         }
 
@@ -434,9 +443,7 @@ impl ProxyHttp for Proxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // nginx's $upstream_connect_time: 0 on a reused connection.
-        let elapsed = ctx.upstream_start.filter(|_| !reused).map(|s| s.elapsed());
-        ctx.upstream_connect_ms = Some(elapsed.map_or(0.0, |d| d.as_secs_f64() * 1000.0));
+        ctx.connected(reused);
         Ok(())
     }
 
@@ -507,6 +514,7 @@ impl ProxyHttp for Proxy {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        access::apply_auth_headers(upstream, ctx)?;
 
         // The upstream gets the normalised path (unless the route asks for the original), with
         // the route's prefix stripped, in origin form: an absolute-form target's authority
@@ -629,8 +637,8 @@ impl ProxyHttp for Proxy {
             if let Err(write) = written.await {
                 log::debug!("could not send {status} to the client: {write}");
             } else if status == Refusal::BodyTooLarge.status() {
-                let limit = ctx.route().map_or(0, |r| r.options.max_body_size);
-                linger::discard_body(session, limit).await;
+                linger::discard_body(session, ctx.route().map_or(0, |r| r.options.max_body_size))
+                    .await;
             }
         }
         FailToProxy {

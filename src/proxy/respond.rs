@@ -60,6 +60,8 @@ pub fn status_for(e: &Error) -> u16 {
 fn reason(status: u16) -> &'static str {
     match status {
         400 => "bad request",
+        401 => "authentication required",
+        403 => "access denied",
         404 => "no route for this host and path",
         408 => "request timed out",
         413 => "request body too large",
@@ -151,6 +153,43 @@ pub fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_error::Result<(
         resp.insert_header(name.clone(), value.clone())?;
     }
     Ok(())
+}
+
+/// An answer of Switchyard's own with `headers` besides the usual ones (WWW-Authenticate, ...)
+/// and `body` as given (content type, bytes), or the JSON error body (with `error`) when `None`:
+/// the access refusals (`access.rs`). The connection stays open. A gRPC call gets the status as a
+/// gRPC status.
+pub async fn write_answer(
+    session: &mut ServerSession,
+    ctx: &Ctx,
+    status: u16,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    body: Option<(http::HeaderValue, Bytes)>,
+    error: Option<&str>,
+) -> pingora_error::Result<()> {
+    let request_id = ctx.request_id.as_str();
+    if super::grpc::is_grpc(session) {
+        let message = error.unwrap_or(reason(status));
+        return super::grpc::write_status(session, status, message, request_id, &[]).await;
+    }
+    let (content_type, body) = match body {
+        Some(b) => b,
+        None => (
+            http::HeaderValue::from_static("application/json"),
+            body_with(status, error, request_id),
+        ),
+    };
+    let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    resp.insert_header("x-request-id", request_id)?;
+    for (name, value) in headers {
+        resp.append_header(name.clone(), value.clone())?;
+    }
+    decorate(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
 }
 
 /// Whole seconds for Retry-After and RateLimit-Reset, rounded up.

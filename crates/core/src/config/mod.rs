@@ -2,6 +2,7 @@
 //!
 //! `check`, `serve` and reload all go through [`load`], so they report the same errors.
 
+pub mod access;
 mod acme;
 mod admin;
 pub mod affinity;

@@ -8,6 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+use super::access::{AccessRules, BasicAuth, ForwardAuth, OffOr, RawBasicAuth, RawForwardAuth};
 use super::compression::{CompressionSettings, RawCompression};
 use super::raw::RawConfig;
 use super::retry::{RawRetry, RetryPolicy};
@@ -42,6 +43,10 @@ macro_rules! with_route_options {
             pub retry: Option<RawRetry>,
             /// `false`: the route's requests write no access-log line (health checks).
             pub access_log: Option<bool>,
+            /// Allow/deny by client network, and authentication (`access.rs`).
+            pub access: Option<Vec<Spanned<Text>>>,
+            pub basic_auth: Option<Spanned<OffOr<RawBasicAuth>>>,
+            pub forward_auth: Option<Spanned<OffOr<RawForwardAuth>>>,
         }
     };
 }
@@ -132,6 +137,10 @@ pub struct RouteOptions {
     pub retry: RetryPolicy,
     /// Whether the route's requests are written to the access log.
     pub access_log: bool,
+    /// `allow`/`deny` by the client's address, first match wins.
+    pub access: AccessRules,
+    pub basic_auth: Option<BasicAuth>,
+    pub forward_auth: Option<ForwardAuth>,
 }
 
 impl Default for RouteOptions {
@@ -154,6 +163,9 @@ impl Default for RouteOptions {
             forward_original_path: false,
             retry: RetryPolicy::default(),
             access_log: true,
+            access: AccessRules::default(),
+            basic_auth: None,
+            forward_auth: None,
         }
     }
 }
@@ -337,6 +349,15 @@ impl Validator {
         if let Some(r) = &raw.retry {
             o.retry = self.retry(r, &o.retry);
         }
+        if let Some(rules) = &raw.access {
+            o.access = self.access_rules(rules);
+        }
+        if let Some(b) = &raw.basic_auth {
+            o.basic_auth = self.basic_auth(b);
+        }
+        if let Some(f) = &raw.forward_auth {
+            o.forward_auth = self.forward_auth(f);
+        }
         if let Some(zones) = &raw.limits {
             o.limits.clear();
             for z in zones {
@@ -393,5 +414,8 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         forward_original_path: r.forward_original_path,
         retry: r.retry.clone(),
         access_log: r.access_log,
+        access: r.access.clone(),
+        basic_auth: r.basic_auth.clone(),
+        forward_auth: r.forward_auth.clone(),
     }
 }
