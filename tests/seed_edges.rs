@@ -357,7 +357,8 @@ fn tiris() {
 // ---------------------------------------------------------------------------------------------
 // BookKeep: microservices on Kubernetes, formerly behind ingress-nginx.
 
-/// GETs of `url` in a loop on a thread of their own until the flag is set; how many were sent.
+/// GETs of `url` in a loop on a thread of their own until the flag is set, as 200 clients
+/// taking turns (named by X-Forwarded-For, as a load balancer does); how many were sent.
 struct Traffic {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<usize>,
@@ -370,7 +371,11 @@ impl Traffic {
         let thread = std::thread::spawn(move || {
             let mut sent = 0;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = client.get(&url).send().and_then(|r| r.bytes());
+                let _ = client
+                    .get(&url)
+                    .header("x-forwarded-for", format!("203.0.113.{}", sent % 200 + 1))
+                    .send()
+                    .and_then(|r| r.bytes());
                 sent += 1;
             }
             sent
@@ -445,6 +450,26 @@ fn bookkeep() {
             .unwrap(),
     );
     assert_eq!(body["headers"]["x-real-ip"], "198.51.100.7", "{body}");
+
+    // limits: 100 requests in a minute per client (the client the load balancer names): the
+    // 101st is refused, while another client still gets through.
+    let from = |client_ip: &str| {
+        client
+            .get(m.url(host, "/v1/customers"))
+            .header("x-forwarded-for", client_ip)
+            .send()
+            .unwrap()
+    };
+    // The real-client-IP request above counted for 198.51.100.7.
+    for i in 2..=100 {
+        let status = from("198.51.100.7").status();
+        assert_eq!(status, 200, "request {i} of the minute");
+    }
+    let refused = from("198.51.100.7");
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(from("198.51.100.8").status(), 200);
 
     // deploy: a canary that fails is rolled back; a good one is promoted.
     let rollout = || {
