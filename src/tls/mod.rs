@@ -1,4 +1,7 @@
-//! Certificates by SNI: a store swapped at runtime (at reload, and by ACME) and the rustls resolver over it.
+//! Certificates by SNI: a store swapped at runtime (at reload, and by ACME) and the rustls resolver over it; the listeners' rustls configs (`policy`).
+
+pub mod policy;
+mod ticketer;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +14,7 @@ use rustls_pki_types::PrivateKeyDer;
 
 pub use crate::config::certs::TlsError;
 use crate::config::CertificateConfig;
+pub use policy::{ConfigCell, PolicyError, TlsConfigs};
 
 /// A self-signed certificate for handshakes no configured certificate covers.
 pub fn self_signed(names: &[&str]) -> Result<Arc<CertifiedKey>, TlsError> {
