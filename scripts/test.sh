@@ -20,6 +20,7 @@ declare -A NEED=(
   [python3]=python3
   [haproxy]=haproxy
   [pip3]=python3-pip
+  [testssl]=testssl.sh
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

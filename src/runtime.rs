@@ -372,6 +372,14 @@ impl Runtime {
         self.certs.store(w.certs.build());
     }
 
+    /// Staples an OCSP `response` to the certificate whose leaf (DER) is `leaf`, or stops
+    /// stapling it (`None`); new handshakes get it.
+    pub fn set_ocsp_staple(&self, leaf: &[u8], response: Option<Vec<u8>>) {
+        let mut w = self.writer.lock();
+        w.certs.set_staple(leaf, response);
+        self.certs.store(w.certs.build());
+    }
+
     /// Applies the resolver service's news: `update` changes the name table under the writer
     /// lock and says whether anything changed; if so a new snapshot with the new addresses is
     /// published (new addresses take requests, vanished ones get no new ones).

@@ -2,6 +2,7 @@
 
 pub mod background;
 pub mod listeners;
+pub mod ocsp;
 mod prehandshake;
 pub mod proxy_protocol;
 
@@ -230,6 +231,10 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     server.add_service(background_service(
         "acme",
         crate::acme::AcmeManager::new(runtime.clone(), acme.clone()),
+    ));
+    server.add_service(background_service(
+        "ocsp stapling",
+        ocsp::OcspService::new(runtime.clone()),
     ));
     server.add_service(background_service(
         "rate-limit upkeep",

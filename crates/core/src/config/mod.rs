@@ -16,6 +16,7 @@ mod routes;
 mod serialize;
 mod server;
 mod services;
+mod tls_names;
 pub mod tls_policy;
 pub mod transport;
 mod upstream_conn;
