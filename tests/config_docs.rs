@@ -33,6 +33,8 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/affinity.rs",
     "crates/core/src/config/upstream_conn.rs",
     "crates/core/src/config/tls_policy.rs",
+    "crates/core/src/config/error_pages.rs",
+    "crates/core/src/config/access.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";

@@ -12,6 +12,7 @@
 //!
 //! docs/metrics.md lists every metric, its labels and what it really counts.
 
+mod process;
 mod request;
 mod rollout;
 #[cfg(test)]
@@ -32,7 +33,7 @@ use rollout::RolloutMetrics;
 
 /// Buckets for request and upstream durations, in seconds: 1 ms to 10 s, about 2.5x apart.
 const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0,
 ];
 
 /// Status codes 100..=599 get a slot each in a [`Codes`] table; anything else takes the slow path.
@@ -99,6 +100,7 @@ pub struct Metrics {
     pub(crate) server_available: IntGaugeVec,
     pub(crate) pool_weight: IntGaugeVec,
     pub(crate) pool_weight_overridden: IntGaugeVec,
+    pub(crate) maintenance: IntGaugeVec,
     pub(crate) pool_window_requests: IntGaugeVec,
     pub(crate) pool_window_error_ratio: GaugeVec,
     pub(crate) pool_window_latency: GaugeVec,
@@ -114,6 +116,8 @@ pub struct Metrics {
     pub(crate) dns_lookups: IntCounterVec,
     pub(crate) dns_addresses: IntGaugeVec,
     pub(crate) rollout: RolloutMetrics,
+    /// The process's memory, CPU and descriptors (`process_*`), read at scrape time.
+    pub(crate) process: process::ProcessMetrics,
     /// Requests that matched no route (route="", service="", pool="").
     pub(crate) unrouted: Codes,
     pub(crate) unrouted_duration: Histogram,
@@ -270,6 +274,12 @@ impl Metrics {
             "1 when the pool's weight comes from a runtime override (admin API), 0 when from the config file.",
             &["service", "pool"],
         );
+        let maintenance = gauge_vec(
+            &r,
+            "switchyard_maintenance",
+            "1 while the service is in maintenance (its routes answer 503 but to allowed clients and exempt paths), 0 otherwise.",
+            &["service"],
+        );
         let pool_window_requests = gauge_vec(
             &r,
             "switchyard_pool_window_requests",
@@ -365,6 +375,7 @@ impl Metrics {
         );
         Metrics {
             rollout: RolloutMetrics::new(&r),
+            process: process::ProcessMetrics::new(&r),
             dns_lookups,
             dns_addresses,
             client_errors,
@@ -391,6 +402,7 @@ impl Metrics {
             server_available,
             pool_weight,
             pool_weight_overridden,
+            maintenance,
             pool_window_requests,
             pool_window_error_ratio,
             pool_window_latency,

@@ -64,6 +64,8 @@ pub struct Ctx {
     /// Why the proxy itself refused the request, for the error body: every server stayed at
     /// `max_conns` for `queue_timeout`, or the pool's server names have no address yet.
     pub(super) refusal: Option<String>,
+    /// The forward-auth service's headers for the upstream request (`access.rs`).
+    pub(super) auth_headers: Option<super::access::AuthHeaders>,
 }
 
 impl Ctx {
@@ -94,6 +96,7 @@ impl Ctx {
             sticky_cookie: None,
             path: None,
             refusal: None,
+            auth_headers: None,
         }
     }
 

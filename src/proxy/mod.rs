@@ -1,11 +1,15 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
+mod access;
 pub mod affinity;
 mod ctx;
+mod forward_auth;
 pub mod grpc;
 pub mod head;
 mod limit;
+mod maintenance;
 mod observe;
+mod pages;
 mod peer;
 pub mod pick;
 pub mod plain;
@@ -288,6 +292,13 @@ impl ProxyHttp for Proxy {
             }
         }
 
+        if maintenance::refused(session, ctx, route).await? {
+            return Ok(true);
+        }
+        if access::refuse_by_address(session, ctx).await? {
+            return Ok(true);
+        }
+        let req = session.req_header();
         if let Some((limit, retry_after)) = self.check_zones(&snap, route, req, ctx) {
             respond::write_rate_limited(session, ctx, limit, retry_after).await?;
             return Ok(true);
@@ -300,6 +311,9 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.options.max_body_size) {
             respond::write_error(session, ctx, Refusal::BodyTooLarge.status()).await?;
+            return Ok(true);
+        }
+        if access::authenticate(session, ctx).await? {
             return Ok(true);
         }
 
@@ -494,6 +508,7 @@ impl ProxyHttp for Proxy {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        access::apply_auth_headers(upstream, ctx)?;
 
         // The upstream gets the normalised path (unless the route asks for the original), with
         // the route's prefix stripped, in origin form: an absolute-form target's authority
