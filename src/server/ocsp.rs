@@ -194,6 +194,11 @@ impl OcspService {
                     t.backoff.as_secs()
                 );
                 t.due = Instant::now() + t.backoff;
+                // Retried no later than the stapled response runs out, so it is dropped then.
+                if let Some(Some(until)) = t.stapled_until {
+                    let left = until.duration_since(now).unwrap_or_default();
+                    t.due = t.due.min(Instant::now() + left);
+                }
                 t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
             }
         }
