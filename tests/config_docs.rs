@@ -32,6 +32,7 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/retry.rs",
     "crates/core/src/config/affinity.rs",
     "crates/core/src/config/upstream_conn.rs",
+    "crates/core/src/config/tls_policy.rs",
     "crates/core/src/config/error_pages.rs",
     "crates/core/src/config/compression.rs",
     "crates/core/src/config/access.rs",

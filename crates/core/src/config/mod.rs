@@ -20,6 +20,8 @@ mod routes;
 mod serialize;
 mod server;
 mod services;
+mod tls_names;
+pub mod tls_policy;
 pub mod transport;
 mod upstream_conn;
 pub mod values;
@@ -44,6 +46,7 @@ pub use server::{AccessLogTarget, ServerSettings};
 pub use services::{
     Balance, HealthCheck, PassivePolicy, PoolConfig, ServerAddress, ServerConfig, ServiceConfig,
 };
+pub use tls_policy::{TlsPolicy, TlsVersion};
 pub use transport::{Protocol, TlsClient, Transport};
 pub use upstream_conn::UpstreamConn;
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
@@ -102,6 +105,8 @@ pub struct Config {
     pub defaults: RouteOptions,
     /// Certificates obtained over ACME, when `[acme]` is present.
     pub acme: Option<AcmeConfig>,
+    /// `[tls]`: what the TLS listeners offer (versions, suites, groups, resumption, OCSP).
+    pub tls: TlsPolicy,
 }
 
 impl Config {
@@ -273,6 +278,7 @@ impl Validator {
         self.merge_slashes = server.merge_slashes;
         let listeners = self.listeners(&raw);
         let certificates = self.certificates(&raw);
+        let tls = self.tls_policy(raw.tls.as_ref());
         let services = self.services(&raw);
         let limits = raw
             .limits
@@ -288,6 +294,7 @@ impl Validator {
             .as_ref()
             .map(|a| self.acme(a, &listeners, &certificates));
         Config {
+            tls,
             acme,
             admin,
             limits,
