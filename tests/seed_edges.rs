@@ -255,6 +255,43 @@ fn tiris() {
     for host in ["api.tiris.example", "status.dev.tiris.example"] {
         m.wait_certificate(&proxy, &client, host);
     }
+    // TLS 1.2 and 1.3 only; TLS 1.2 with the ECDHE AES-GCM suites and no other.
+    let roots = m.pebble.dir().join("roots.pem");
+    std::fs::write(&roots, m.pebble.roots_pem()).unwrap();
+    let handshake = |args: &[&str]| {
+        Handshake::run(
+            m.https,
+            "api.tiris.example",
+            &roots.to_string_lossy(),
+            args,
+            None,
+        )
+    };
+    let refused = handshake(&["-tls1_1"]);
+    assert_eq!(refused.cipher(), None, "TLS 1.1:\n{}", refused.out);
+    let gcm = handshake(&["-tls1_2"]);
+    let suite = gcm.cipher().unwrap_or_default();
+    assert!(
+        suite.starts_with("ECDHE-")
+            && (suite.ends_with("-AES128-GCM-SHA256") || suite.ends_with("-AES256-GCM-SHA384")),
+        "TLS 1.2 suite {suite:?}:\n{}",
+        gcm.out
+    );
+    assert!(
+        gcm.out.contains("Verify return code: 0 (ok)"),
+        "{}",
+        gcm.out
+    );
+    for other in [
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA",
+    ] {
+        let h = handshake(&["-tls1_2", "-cipher", other]);
+        assert_eq!(h.cipher(), None, "{other}:\n{}", h.out);
+    }
+    let tls13 = handshake(&["-tls1_3"]);
+    assert!(tls13.cipher().is_some(), "TLS 1.3:\n{}", tls13.out);
+
     // h2 over ALPN.
     let resp = client.get(url("api.tiris.example", "/")).send().unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);

@@ -1,7 +1,6 @@
 //! `[tls]`: protocol versions, cipher suites and key-exchange groups as OpenSSL's client sees them, changed by a reload for new handshakes; session resumption.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testkit::*;
@@ -17,66 +16,21 @@ fn world(tls: &str) -> World {
         .toml(tls)
 }
 
-/// What `openssl s_client` says about one handshake with `args`.
-struct Handshake {
-    out: String,
+/// `openssl s_client` with `args` against `localhost` on `port`, the test CA trusted.
+fn handshake(port: u16, args: &[&str]) -> Handshake {
+    handshake_with(port, args, None)
 }
 
-impl Handshake {
-    fn run(port: u16, args: &[&str]) -> Handshake {
-        Handshake::run_with(port, args, None)
-    }
-
-    /// Sends `request` after the handshake and reads until the server closes, so that TLS 1.3
-    /// session tickets (sent after the handshake) are read too.
-    fn run_with(port: u16, args: &[&str], request: Option<&str>) -> Handshake {
-        use std::io::Write;
-        let openssl = peer("openssl", "openssl");
-        let mut child = Command::new(openssl)
-            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-            .args(["-servername", "localhost", "-CAfile"])
-            .arg(format!("{CERTS}/test-ca.crt"))
-            .args(args)
-            .args(request.map(|_| "-ign_eof"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        if let Some(request) = request {
-            stdin.write_all(request.as_bytes()).unwrap();
-        }
-        drop(stdin);
-        let output = child.wait_with_output().unwrap();
-        let mut out = String::from_utf8_lossy(&output.stdout).into_owned();
-        out.push_str(&String::from_utf8_lossy(&output.stderr));
-        Handshake { out }
-    }
-
-    /// The suite agreed on, `None` when the handshake failed.
-    fn cipher(&self) -> Option<&str> {
-        let line = self.out.lines().find(|l| l.contains(", Cipher is "))?;
-        let cipher = line.rsplit("Cipher is ").next()?.trim();
-        (cipher != "(NONE)").then_some(cipher)
-    }
-
-    /// `Server Temp Key: X25519, 253 bits` → `X25519`.
-    fn group(&self) -> Option<&str> {
-        let line = self
-            .out
-            .lines()
-            .find(|l| l.starts_with("Server Temp Key:"))?;
-        line["Server Temp Key:".len()..]
-            .split(',')
-            .next()
-            .map(str::trim)
-    }
+/// [`handshake`], sending `request` after the handshake and reading until the server closes
+/// (TLS 1.3 session tickets come after the handshake).
+fn handshake_with(port: u16, args: &[&str], request: Option<&str>) -> Handshake {
+    let ca = format!("{CERTS}/test-ca.crt");
+    Handshake::run(port, "localhost", &ca, args, request)
 }
 
 /// Asserts the suite a handshake with `args` agrees on (`None`: the handshake fails).
 fn expect_cipher(port: u16, args: &[&str], want: Option<&str>) -> Handshake {
-    let h = Handshake::run(port, args);
+    let h = handshake(port, args);
     assert_eq!(h.cipher(), want, "{args:?}:\n{}", h.out);
     h
 }
@@ -134,7 +88,7 @@ kx_groups = "X25519"
     expect_cipher(port, &["-tls1_2", "-cipher", aes256], None);
     expect_cipher(port, &["-tls1_2", "-cipher", chacha], Some(chacha));
     expect_cipher(port, &["-tls1_3", "-groups", "P-256"], None);
-    let h = Handshake::run(port, &["-tls1_3"]);
+    let h = handshake(port, &["-tls1_3"]);
     assert_eq!(h.group(), Some("X25519"), "{}", h.out);
 
     // TLS 1.3 only (the world's TLS 1.2 suites replaced: they would be an error).
@@ -157,7 +111,7 @@ fn resumed(port: u16, version: &str, extra: &[&str], file: &std::path::Path) -> 
     let request = Some("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     let mut args = vec![version, "-sess_out", file];
     args.extend(extra);
-    let first = Handshake::run_with(port, &args, request);
+    let first = handshake_with(port, &args, request);
     assert!(first.cipher().is_some(), "{}", first.out);
     assert!(first.out.contains("New, TLS"), "{}", first.out);
     if !std::path::Path::new(file).exists() {
@@ -166,7 +120,7 @@ fn resumed(port: u16, version: &str, extra: &[&str], file: &std::path::Path) -> 
     }
     let mut args = vec![version, "-sess_in", file];
     args.extend(extra);
-    let second = Handshake::run_with(port, &args, request);
+    let second = handshake_with(port, &args, request);
     assert!(second.cipher().is_some(), "{}", second.out);
     second.out.contains("Reused, TLS")
 }
@@ -187,14 +141,14 @@ fn sessions_resume_by_id_and_by_ticket_across_a_reload() {
     // ticket is for one use, so a fresh one is taken first.
     let request = Some("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     let before = sess("before").to_str().unwrap().to_string();
-    let h = Handshake::run_with(port, &["-tls1_3", "-sess_out", &before], request);
+    let h = handshake_with(port, &["-tls1_3", "-sess_out", &before], request);
     assert!(h.cipher().is_some(), "{}", h.out);
     reload(
         &mut running,
         "[tls]\nkx_groups = [\"X25519\", \"P-256\"]\n",
         2,
     );
-    let h = Handshake::run_with(port, &["-tls1_3", "-sess_in", &before], request);
+    let h = handshake_with(port, &["-tls1_3", "-sess_in", &before], request);
     assert!(h.out.contains("Reused, TLSv1.3"), "{}", h.out);
 
     // No cache and no tickets: nothing resumes.

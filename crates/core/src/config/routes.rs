@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
 use super::access::{AccessRules, BasicAuth, ForwardAuth, OffOr, RawBasicAuth, RawForwardAuth};
-use super::error_pages::{ErrorPages, RawErrorPage};
 use super::compression::{CompressionSettings, RawCompression};
+use super::error_pages::{ErrorPages, RawErrorPage};
 use super::raw::RawConfig;
 use super::retry::{RawRetry, RetryPolicy};
 use super::values::{self, Bytes, Text};
