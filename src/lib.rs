@@ -7,8 +7,8 @@
 //! the shell that wires them (server, cli, demo).
 
 pub use switchyard_core::{
-    book, config, fsutil, htpasswd, limits, lograte, path, rollout, routing, secret, static_files,
-    upstream,
+    book, config, fsutil, htpasswd, limits, lograte, maintenance, path, rollout, routing, secret,
+    static_files, upstream,
 };
 
 pub mod access_log;

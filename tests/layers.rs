@@ -31,6 +31,7 @@ const FLOORS: &[(u32, &[&str])] = &[
             "tls",
             "access_log",
             "api",
+            "maintenance",
         ],
     ),
     (4, &["book", "metrics"]),

@@ -1,4 +1,4 @@
-//! The one place where errors become HTTP responses: status mapping and the small JSON error body.
+//! The one place where errors become HTTP responses: status mapping, the small JSON error body, and the configured error pages (`pages`).
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -125,8 +125,9 @@ pub async fn write_error_headers(
         let message = error.unwrap_or(reason(status));
         return super::grpc::write_status(session, status, message, &ctx.request_id, &[]).await;
     }
-    let body = body_with(status, error, &ctx.request_id);
-    let mut resp = error_header(status, &body, &ctx.request_id)?;
+    let (body, content_type) =
+        super::pages::error_body(session.req_header(), ctx, status, None, error);
+    let mut resp = error_header(status, &body, content_type, &ctx.request_id)?;
     for (name, value) in headers {
         resp.insert_header(name.clone(), value.as_str())?;
     }
@@ -142,17 +143,18 @@ pub async fn write_bare_error(
     request_id: &str,
 ) -> pingora_error::Result<()> {
     let body = body(status, request_id);
-    let resp = error_header(status, &body, request_id)?;
+    let resp = error_header(status, &body, "application/json", request_id)?;
     session.write_error_response(resp, body).await
 }
 
 fn error_header(
     status: u16,
     body: &Bytes,
+    content_type: &'static str,
     request_id: &str,
 ) -> pingora_error::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header("x-request-id", request_id)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -214,33 +216,65 @@ pub fn whole_seconds(d: std::time::Duration) -> u64 {
     d.as_nanos().div_ceil(1_000_000_000) as u64
 }
 
-/// 429 with Retry-After and the RateLimit-* headers; the connection stays open.
+/// A zone's refusal (429 unless configured otherwise) with Retry-After and the RateLimit-*
+/// headers (neither for a concurrency zone: no wait is meaningful); the connection stays open.
 pub async fn write_rate_limited(
     session: &mut ServerSession,
     ctx: &Ctx,
-    limit: u32,
-    retry_after: std::time::Duration,
+    refused: super::limit::Refused,
 ) -> pingora_error::Result<()> {
     let request_id = ctx.request_id.as_str();
-    let wait = whole_seconds(retry_after).max(1);
-    if super::grpc::is_grpc(session) {
-        let hints = [
+    let status = refused.status;
+    let wait = refused.retry_after.map(|w| whole_seconds(w).max(1));
+    let mut hints = Vec::new();
+    if let Some(wait) = wait {
+        hints.extend([
             ("retry-after", wait.to_string()),
-            ("ratelimit-limit", limit.to_string()),
+            ("ratelimit-limit", refused.limit.to_string()),
             ("ratelimit-remaining", "0".to_string()),
             ("ratelimit-reset", wait.to_string()),
-        ];
-        return super::grpc::write_status(session, 429, reason(429), request_id, &hints).await;
+        ]);
     }
-    let body = body(429, request_id);
-    let mut resp = ResponseHeader::build(429, Some(8))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    let error = if wait.is_some() {
+        "rate limit exceeded"
+    } else {
+        "too many requests in progress"
+    };
+    if super::grpc::is_grpc(session) {
+        return super::grpc::write_status(session, status, error, request_id, &hints).await;
+    }
+    let (body, content_type) =
+        super::pages::error_body(session.req_header(), ctx, status, None, Some(error));
+    let mut resp = ResponseHeader::build(status, Some(8))?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::RETRY_AFTER, wait)?;
-    resp.insert_header("ratelimit-limit", limit)?;
-    resp.insert_header("ratelimit-remaining", 0)?;
-    resp.insert_header("ratelimit-reset", wait)?;
+    for (name, value) in hints {
+        resp.insert_header(name, value)?;
+    }
     resp.insert_header("x-request-id", request_id)?;
+    decorate(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
+}
+
+/// 503 for a service in maintenance, with Retry-After and the operator's page (else the error
+/// pages for 503, else the JSON body); the connection stays open. A gRPC call gets UNAVAILABLE.
+pub async fn write_maintenance(
+    session: &mut ServerSession,
+    ctx: &Ctx,
+    gate: &crate::maintenance::Gate,
+) -> pingora_error::Result<()> {
+    const REASON: &str = "the service is in maintenance";
+    let retry_after = gate.retry_after.to_string();
+    if super::grpc::is_grpc(session) {
+        let hints = [("retry-after", retry_after)];
+        return super::grpc::write_status(session, 503, REASON, &ctx.request_id, &hints).await;
+    }
+    let req = session.req_header();
+    let (body, content_type) =
+        super::pages::error_body(req, ctx, 503, Some(&gate.pages), Some(REASON));
+    let mut resp = error_header(503, &body, content_type, &ctx.request_id)?;
+    resp.insert_header(http::header::RETRY_AFTER, retry_after)?;
     decorate(&mut resp, ctx)?;
     session.write_response_header(Box::new(resp)).await?;
     session.write_response_body(body, true).await

@@ -145,14 +145,15 @@ pub(super) async fn serve(session: &mut Session, ctx: &Ctx, site: &Arc<StaticSit
     }
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     respond::decorate(&mut resp, ctx)?;
-    // On-the-fly compression only for a whole, not precompressed file (the route's setting).
-    if status != 200 || found.encoding.is_some() {
-        if let Some(c) = session
-            .downstream_modules_ctx
-            .get_mut::<ResponseCompression>()
-        {
-            c.adjust_level(0);
-        }
+    // On-the-fly compression only for a whole, not precompressed file, as the route's
+    // `compression` decides for an upstream answer (types, min_length).
+    if status == 200 && found.encoding.is_none() {
+        super::compress::response(session, &route.options, &resp);
+    } else if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        c.adjust_level(0);
     }
 
     let no_body = head || len == 0;

@@ -106,6 +106,7 @@ fn names_types_and_units_follow_the_conventions() {
         "switchyard_server_available",
         "switchyard_pool_weight",
         "switchyard_pool_weight_overridden",
+        "switchyard_maintenance",
     ] {
         assert!(types.contains_key(name), "{name} missing from:\n{text}");
     }

@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod htpasswd;
 pub mod limits;
 pub mod lograte;
+pub mod maintenance;
 pub mod path;
 pub mod rollout;
 pub mod routing;

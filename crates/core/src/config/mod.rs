@@ -7,8 +7,11 @@ mod acme;
 mod admin;
 pub mod affinity;
 pub mod certs;
+pub mod compression;
+pub mod error_pages;
 mod limits;
 mod listeners;
+pub mod log_format;
 mod raw;
 mod resolve;
 pub mod retry;
@@ -18,6 +21,8 @@ mod serialize;
 mod server;
 mod services;
 pub mod static_site;
+mod tls_names;
+pub mod tls_policy;
 pub mod transport;
 mod upstream_conn;
 pub mod values;
@@ -33,6 +38,7 @@ use toml::Spanned;
 
 pub use acme::{AcmeCertificate, AcmeConfig, ChallengeKind, Eab};
 pub use admin::{AdminConfig, DEFAULT_ADMIN_ADDRESS};
+pub use error_pages::{ErrorPages, PageBody, PageKind};
 pub use limits::{HeadLimits, LimitsConfig, DEFAULT_MAX_KEYS};
 pub use listeners::{CertificateConfig, ListenerConfig};
 use raw::RawConfig;
@@ -41,6 +47,7 @@ pub use server::{AccessLogTarget, ServerSettings};
 pub use services::{
     Balance, HealthCheck, PassivePolicy, PoolConfig, ServerAddress, ServerConfig, ServiceConfig,
 };
+pub use tls_policy::{TlsPolicy, TlsVersion};
 pub use transport::{Protocol, TlsClient, Transport};
 pub use upstream_conn::UpstreamConn;
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
@@ -99,6 +106,8 @@ pub struct Config {
     pub defaults: RouteOptions,
     /// Certificates obtained over ACME, when `[acme]` is present.
     pub acme: Option<AcmeConfig>,
+    /// `[tls]`: what the TLS listeners offer (versions, suites, groups, resumption, OCSP).
+    pub tls: TlsPolicy,
 }
 
 impl Config {
@@ -270,6 +279,7 @@ impl Validator {
         self.merge_slashes = server.merge_slashes;
         let listeners = self.listeners(&raw);
         let certificates = self.certificates(&raw);
+        let tls = self.tls_policy(raw.tls.as_ref());
         let services = self.services(&raw);
         let limits = raw
             .limits
@@ -285,6 +295,7 @@ impl Validator {
             .as_ref()
             .map(|a| self.acme(a, &listeners, &certificates));
         Config {
+            tls,
             acme,
             admin,
             limits,
