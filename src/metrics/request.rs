@@ -110,7 +110,7 @@ impl Metrics {
             .map(|i| {
                 let pools = routes
                     .get(i)
-                    .and_then(|r| services.get(r.service))
+                    .and_then(|r| services.get(r.service?))
                     .map_or(0, |s| s.pools.len());
                 // One table per pool, and the last one for "no pool chosen".
                 RouteHandles {
@@ -127,12 +127,22 @@ impl Metrics {
     /// Counts one finished request and observes its durations.
     pub fn record_request(&self, r: &Finished<'_>) {
         let secs = r.duration.as_secs_f64();
+        let route = r.route.and_then(|i| r.routes.get(i));
+        if let Some(route) = route.filter(|route| route.service.is_none()) {
+            // A route that answers itself (a redirect): counted under its route, no service.
+            let code = code_label(r.status);
+            self.requests
+                .with_label_values(&[&*route.id, "", "", &code])
+                .inc();
+            return;
+        }
         let routed = r.route.and_then(|route_idx| {
             let route = r.routes.get(route_idx)?;
-            let service = r.services.get(route.service)?;
+            let service_idx = route.service?;
+            let service = r.services.get(service_idx)?;
             let handles = (
                 r.handles.routes.get(route_idx)?,
-                r.handles.services.get(route.service)?,
+                r.handles.services.get(service_idx)?,
             );
             Some((route, service, handles))
         });

@@ -1,15 +1,18 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
 pub mod affinity;
+mod cors;
 mod ctx;
 pub mod grpc;
 pub mod head;
+mod headers;
 mod limit;
 mod observe;
 mod peer;
 pub mod pick;
 pub mod plain;
 mod queue;
+mod redirect;
 pub mod respond;
 pub mod retry;
 
@@ -117,7 +120,7 @@ fn request_id(req: &RequestHeader) -> String {
 
 /// The request's host: the URI authority (HTTP/2), the Host header, or an absolute-form
 /// target's authority (pingora makes sure the last two agree when both are present).
-fn request_host(req: &RequestHeader) -> &str {
+pub(super) fn request_host(req: &RequestHeader) -> &str {
     req.uri
         .host()
         .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
@@ -247,6 +250,7 @@ impl ProxyHttp for Proxy {
                     ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string())
                 );
                 self.count_client_error(ctx, ClientError::BadRequest);
+                headers::capture(ctx, session.req_header());
                 respond::write_error(session, ctx, Refusal::BadRequest.status()).await?;
                 return Ok(true);
             }
@@ -268,26 +272,25 @@ impl ProxyHttp for Proxy {
         let route = ctx.route.and_then(|i| snap.routes.get(i));
         let options = route.map_or(&snap.config.defaults, |r| &r.options);
         apply_connection_timeouts(session, options);
+        headers::capture(ctx, session.req_header());
+        // A listener that redirects to HTTPS does so for every host, routed or not.
+        if redirect::listener(session, ctx, self.listener_name(ctx)).await? {
+            return Ok(true);
+        }
         let Some(route) = route else {
             respond::write_error(session, ctx, Refusal::NoRoute.status()).await?;
             return Ok(true);
         };
-
-        let req = session.req_header();
-        let listener_redirect = snap
-            .listener(self.listener_name(ctx))
-            .map(|l| (l.redirect_https, l.https_port));
-        if !ctx.tls {
-            if let Some((on_listener, port)) = listener_redirect {
-                if on_listener || route.options.redirect_https {
-                    let host = routing::normalize_host(request_host(req));
-                    let location = https_location(&host, port, req);
-                    respond::write_redirect(session, ctx, &location).await?;
-                    return Ok(true);
-                }
-            }
+        if redirect::route(session, ctx, self.listener_name(ctx), route).await? {
+            return Ok(true);
         }
 
+        // A CORS preflight is answered here and never reaches the upstream.
+        if cors::preflight(session, ctx).await? {
+            return Ok(true);
+        }
+
+        let req = session.req_header();
         if let Some((limit, retry_after)) = self.check_zones(&snap, route, req, ctx) {
             respond::write_rate_limited(session, ctx, limit, retry_after).await?;
             return Ok(true);
@@ -338,7 +341,10 @@ impl ProxyHttp for Proxy {
             .route
             .and_then(|i| snap.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
-        let service = &snap.services[route.service];
+        let service_idx = route
+            .service
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "route has no service"))?;
+        let service = &snap.services[service_idx];
         let pool_idx = match ctx.pool {
             Some(p) => p,
             None => {
@@ -374,7 +380,7 @@ impl ProxyHttp for Proxy {
         ctx.pool = Some(picked.map_or(pool_idx, |p| p.pool));
         let Some(pick::ServerChoice { pool, server }) = picked else {
             return Err(if ctx.tries == 0 {
-                ctx.refusal = pick::unresolved(&snap, route.service, pool_idx);
+                ctx.refusal = pick::unresolved(&snap, service_idx, pool_idx);
                 Refusal::NoServer.into_error("no healthy server in any weighted pool")
             } else {
                 Error::explain(
@@ -398,7 +404,7 @@ impl ProxyHttp for Proxy {
         let transport = &service.pools[pool].transport;
         let mut peer = peer::build(server, transport, &route.options);
         peer.options.idle_timeout = Some(service.upstream.keepalive_timeout);
-        peer.options.idle_limit = snap.idle_limits.get(route.service).cloned().flatten();
+        peer.options.idle_limit = snap.idle_limits.get(service_idx).cloned().flatten();
         Ok(peer)
     }
 
@@ -494,6 +500,8 @@ impl ProxyHttp for Proxy {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // The route's own request headers, after ours so that it may replace them.
+        headers::apply_request(ctx, session.req_header(), upstream, &route.options.request_headers)?;
 
         // The upstream gets the normalised path (unless the route asks for the original), with
         // the route's prefix stripped, in origin form: an absolute-form target's authority
@@ -574,9 +582,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(route) = ctx.route() {
-            for (name, value) in &route.options.response_headers {
-                resp.insert_header(name.clone(), value.clone())?;
-            }
+            headers::apply_response(ctx, session.req_header(), resp, &route.options)?;
             if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
                 // An upgraded connection (a websocket) is timed like the upstream, both ways:
                 // client_body_timeout no longer applies.
@@ -675,16 +681,6 @@ impl ProxyHttp for Proxy {
             error: e.map(|e| e.to_string()),
         };
         log.write(&entry);
-    }
-}
-
-/// `https://host[:port]/path?query` for a redirect.
-fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
-    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    if port == 443 {
-        format!("https://{host}{target}")
-    } else {
-        format!("https://{host}:{port}{target}")
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::redirect::RedirectConfig;
 use crate::config::{HostPattern, RouteConfig, RouteOptions};
 use crate::limits::Limiter;
 
@@ -13,8 +14,10 @@ pub struct Route {
     pub id: Arc<str>,
     pub prefix: Box<str>,
     pub strip_prefix: bool,
-    /// Index into `Snapshot::services`.
-    pub service: usize,
+    /// Index into `Snapshot::services`; `None` for a route that answers itself (`redirect`).
+    pub service: Option<usize>,
+    /// Where a redirecting route sends its clients.
+    pub redirect: Option<RedirectConfig>,
     pub options: RouteOptions,
     /// The rate-limit zones named by `options.limits`, all of which a request must pass.
     pub zones: Vec<Arc<dyn Limiter>>,
@@ -39,9 +42,13 @@ impl RouteTable {
     pub fn build(routes: &[RouteConfig], service_index: impl Fn(&str) -> Option<usize>) -> Self {
         let mut table = RouteTable::default();
         for r in routes {
-            let Some(service) = service_index(&r.service) else {
-                // Unreachable after validation; a route to nowhere is dropped rather than panicking.
-                continue;
+            let service = match &r.service {
+                Some(name) => match service_index(name) {
+                    Some(i) => Some(i),
+                    // Unreachable after validation; a route to nowhere is dropped rather than panicking.
+                    None => continue,
+                },
+                None => None,
             };
             let idx = table.routes.len() as u32;
             table.routes.push(Route {
@@ -49,6 +56,7 @@ impl RouteTable {
                 prefix: r.path.clone().into(),
                 strip_prefix: r.strip_prefix,
                 service,
+                redirect: r.redirect.clone(),
                 options: r.options.clone(),
                 zones: Vec::new(),
             });
@@ -180,7 +188,8 @@ mod tests {
             host,
             path: path.into(),
             strip_prefix: false,
-            service: service.into(),
+            service: Some(service.into()),
+            redirect: None,
             options: RouteOptions::default(),
         }
     }
@@ -209,7 +218,7 @@ mod tests {
 
     fn svc(t: &RouteTable, host: &str, path: &str) -> Option<usize> {
         t.lookup(host, path)
-            .map(|i| t.get(i).expect("route").service)
+            .and_then(|i| t.get(i).expect("route").service)
     }
 
     #[test]

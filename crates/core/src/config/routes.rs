@@ -4,11 +4,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+use super::cors::{CorsPolicy, RawCors};
+use super::headers::{self, HeaderRules, RawRequestHeaders, Template};
 use super::raw::RawConfig;
+use super::redirect::{RawRedirect, RedirectConfig, RouteTarget};
 use super::retry::{RawRetry, RetryPolicy};
 use super::values::{self, Bytes, Text};
 use super::{serialize, ServiceConfig, Validator};
@@ -38,6 +41,10 @@ macro_rules! with_route_options {
             pub forward_original_path: Option<bool>,
             /// When a failed attempt goes to another server (`retry.rs`).
             pub retry: Option<RawRetry>,
+            /// `headers.rs`, `cors.rs`.
+            pub request_headers: Option<RawRequestHeaders>,
+            pub response_headers_remove: Option<Vec<Spanned<Text>>>,
+            pub cors: Option<Spanned<RawCors>>,
         }
     };
 }
@@ -54,6 +61,7 @@ with_route_options! {
         path: Option<Spanned<Text>>,
         strip_prefix: Option<bool>,
         service: Option<Spanned<Text>>,
+        redirect: Option<Spanned<RawRedirect>>,
     }
 }
 
@@ -90,7 +98,11 @@ pub struct RouteConfig {
     pub host: HostPattern,
     pub path: String,
     pub strip_prefix: bool,
-    pub service: String,
+    /// The service the route proxies to; `None` for a route that answers itself (`redirect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectConfig>,
     pub options: RouteOptions,
 }
 
@@ -106,8 +118,19 @@ pub struct RouteOptions {
     pub redirect_https: bool,
     pub compression: bool,
     pub websocket: bool,
-    #[serde(serialize_with = "serialize::headers")]
-    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set on every answer, the upstream's and Switchyard's own; values may hold variables.
+    #[serde(serialize_with = "headers::set_map")]
+    pub response_headers: Vec<(HeaderName, Template)>,
+    /// Removed from the upstream's answers (and Switchyard's own).
+    #[serde(serialize_with = "headers::name_list")]
+    pub response_headers_remove: Vec<HeaderName>,
+    /// Set on and removed from the request before it goes upstream.
+    pub request_headers: HeaderRules,
+    pub cors: Option<CorsPolicy>,
+    /// Whether Switchyard's own answers need values from the request head (a `response_headers`
+    /// value with `$host`, `$request_uri`, ...), kept for them when the route matches.
+    #[serde(skip)]
+    pub own_answers_need_head: bool,
     /// Names of the rate-limit zones the route's requests must all pass.
     pub limits: Vec<String>,
     /// The whole request head must arrive within this (for a connection's first request from
@@ -138,6 +161,10 @@ impl Default for RouteOptions {
             compression: true,
             websocket: true,
             response_headers: Vec::new(),
+            response_headers_remove: Vec::new(),
+            request_headers: HeaderRules::default(),
+            cors: None,
+            own_answers_need_head: false,
             limits: Vec::new(),
             client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
@@ -205,19 +232,10 @@ impl Validator {
                     }
                 }
             };
-            let service = match &r.service {
-                None => {
-                    self.error(span.clone(), "route has no `service`");
-                    continue;
-                }
-                Some(s) if !services.iter().any(|svc| svc.name == s.get_ref().0) => {
-                    self.error(
-                        s.span(),
-                        format!("route refers to unknown service \"{}\"", s.get_ref()),
-                    );
-                    continue;
-                }
-                Some(s) => s.get_ref().0.clone(),
+            let target =
+                self.route_target(span.clone(), r.service.as_ref(), r.redirect.as_ref(), services);
+            let Some(target) = target else {
+                continue;
             };
             if let Some(first) = seen.insert((host.clone(), path.clone()), span.start) {
                 let (line, _) = self.line_col(first);
@@ -234,7 +252,14 @@ impl Validator {
                 host,
                 path,
                 strip_prefix: r.strip_prefix.unwrap_or(false),
-                service,
+                service: match &target {
+                    RouteTarget::Service(s) => Some(s.clone()),
+                    RouteTarget::Redirect(_) => None,
+                },
+                redirect: match target {
+                    RouteTarget::Redirect(r) => Some(r),
+                    RouteTarget::Service(_) => None,
+                },
                 options,
             });
         }
@@ -338,26 +363,9 @@ impl Validator {
             }
         }
         if let Some(headers) = &raw.response_headers {
-            let span = headers.span();
-            for (name, value) in headers.get_ref() {
-                let parsed = (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(value),
-                );
-                match parsed {
-                    (Ok(n), Ok(v)) => {
-                        o.response_headers.retain(|(existing, _)| existing != n);
-                        o.response_headers.push((n, v));
-                    }
-                    (Err(_), _) => {
-                        self.error(span.clone(), format!("invalid header name \"{name}\""))
-                    }
-                    (_, Err(_)) => {
-                        self.error(span.clone(), format!("invalid value for header \"{name}\""))
-                    }
-                }
-            }
+            self.header_set(headers, &mut o.response_headers);
         }
+        self.answer_options(raw, &mut o);
         o
     }
 }
@@ -379,5 +387,8 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         keepalive_timeout: r.keepalive_timeout.clone(),
         forward_original_path: r.forward_original_path,
         retry: r.retry.clone(),
+        request_headers: r.request_headers.clone(),
+        response_headers_remove: r.response_headers_remove.clone(),
+        cors: r.cors.clone(),
     }
 }
