@@ -2,8 +2,8 @@
 
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora_error::Result;
 use pingora::protocols::http::ServerSession as Session;
+use pingora_error::Result;
 
 use super::ctx::Ctx;
 use super::respond;
@@ -39,7 +39,9 @@ pub(super) async fn preflight(session: &mut Session, ctx: &mut Ctx) -> Result<bo
         return Ok(false);
     }
     let (Some(origin), Some(method)) = (
-        req.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        req.headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok()),
         req.headers.get(REQUEST_METHOD),
     ) else {
         return Ok(false);

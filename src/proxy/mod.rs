@@ -501,7 +501,12 @@ impl ProxyHttp for Proxy {
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         // The route's own request headers, after ours so that it may replace them.
-        headers::apply_request(ctx, session.req_header(), upstream, &route.options.request_headers)?;
+        headers::apply_request(
+            ctx,
+            session.req_header(),
+            upstream,
+            &route.options.request_headers,
+        )?;
 
         // The upstream gets the normalised path (unless the route asks for the original), with
         // the route's prefix stripped, in origin form: an absolute-form target's authority

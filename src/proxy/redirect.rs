@@ -1,8 +1,8 @@
 //! Switchyard's redirects: a plain listener's redirect to HTTPS (any host, routed or not), a route's `redirect_https`, and a route's `redirect = { to, code }`.
 
 use pingora::http::RequestHeader;
-use pingora_error::Result;
 use pingora::protocols::http::ServerSession as Session;
+use pingora_error::Result;
 
 use super::ctx::Ctx;
 use super::headers::Live;
@@ -14,7 +14,10 @@ use crate::snapshot::ListenerPolicy;
 /// or not). `Ok(true)` when answered.
 pub(super) async fn listener(session: &mut Session, ctx: &Ctx, listener: &str) -> Result<bool> {
     let snap = ctx.snapshot.clone();
-    let Some(policy) = snap.listener(listener).filter(|l| l.redirect_https && !ctx.tls) else {
+    let Some(policy) = snap
+        .listener(listener)
+        .filter(|l| l.redirect_https && !ctx.tls)
+    else {
         return Ok(false);
     };
     answer_https(session, ctx, policy).await

@@ -252,7 +252,10 @@ impl Validator {
     ) -> Option<Allowed<OriginPattern>> {
         if let Some(star) = raw.iter().find(|o| o.get_ref().0 == "*") {
             if raw.len() > 1 {
-                self.error(star.span(), "origins: \"*\" allows every origin and stands alone");
+                self.error(
+                    star.span(),
+                    "origins: \"*\" allows every origin and stands alone",
+                );
                 return None;
             }
             if credentials {
@@ -313,8 +316,7 @@ fn origin_pattern(raw: &str) -> Result<OriginPattern, &'static str> {
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err()
-            {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
                 return Err("invalid port");
             }
             (h, Some(p))

@@ -232,8 +232,12 @@ impl Validator {
                     }
                 }
             };
-            let target =
-                self.route_target(span.clone(), r.service.as_ref(), r.redirect.as_ref(), services);
+            let target = self.route_target(
+                span.clone(),
+                r.service.as_ref(),
+                r.redirect.as_ref(),
+                services,
+            );
             let Some(target) = target else {
                 continue;
             };
