@@ -32,6 +32,9 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/retry.rs",
     "crates/core/src/config/affinity.rs",
     "crates/core/src/config/upstream_conn.rs",
+    "crates/core/src/config/cors.rs",
+    "crates/core/src/config/headers.rs",
+    "crates/core/src/config/redirect.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";
