@@ -507,3 +507,42 @@ fn redirects_on_routes_and_listeners_with_their_codes() {
     assert_eq!(resp.status(), 200);
     assert_eq!(json_body(resp)["path"], "/ok");
 }
+
+#[test]
+fn cors_headers_and_redirects_follow_a_reload() {
+    let mut s = World::new()
+        .catch_all_blue()
+        .toml(
+            "[defaults]\ncors = { origins = [\"https://a.test\"] }\n\
+             response_headers = { X-Edge = \"one $host\" }",
+        )
+        .start(BIN);
+    let client = http1_client();
+    let allowed = |origin: &str| {
+        let resp = client
+            .get(s.url("x.test", "/"))
+            .header("Origin", origin)
+            .send()
+            .unwrap();
+        (
+            header(&resp, "access-control-allow-origin"),
+            header(&resp, "x-edge"),
+        )
+    };
+    assert_eq!(allowed("https://a.test"), ("https://a.test".into(), "one x.test".into()));
+    assert_eq!(allowed("https://b.test").0, "");
+    let config = s.config_with(|w| {
+        w.toml(
+            "[defaults]\ncors = { origins = [\"https://b.test\"] }\n\
+             response_headers = { X-Edge = \"two $request_uri\" }",
+        )
+    });
+    s.proxy.reload_with(&config);
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || allowed("https://b.test").0
+            == "https://b.test"),
+        "the reload did not bring the new origin"
+    );
+    assert_eq!(allowed("https://b.test").1, "two /");
+    assert_eq!(allowed("https://a.test").0, "");
+}
