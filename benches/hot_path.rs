@@ -19,7 +19,8 @@ fn route(host: HostPattern, path: &str) -> RouteConfig {
         host,
         path: path.into(),
         strip_prefix: false,
-        service: "svc".into(),
+        service: Some("svc".into()),
+        redirect: None,
         options: RouteOptions::default(),
     }
 }

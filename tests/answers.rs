@@ -509,7 +509,7 @@ fn redirects_on_routes_and_listeners_with_their_codes() {
 }
 
 #[test]
-fn cors_headers_and_redirects_follow_a_reload() {
+fn cors_and_header_templates_follow_a_reload() {
     let mut s = World::new()
         .catch_all_blue()
         .toml(
@@ -518,18 +518,18 @@ fn cors_headers_and_redirects_follow_a_reload() {
         )
         .start(BIN);
     let client = http1_client();
+    let url = s.url("x.test", "/");
     let allowed = |origin: &str| {
-        let resp = client
-            .get(s.url("x.test", "/"))
-            .header("Origin", origin)
-            .send()
-            .unwrap();
+        let resp = client.get(&url).header("Origin", origin).send().unwrap();
         (
             header(&resp, "access-control-allow-origin"),
             header(&resp, "x-edge"),
         )
     };
-    assert_eq!(allowed("https://a.test"), ("https://a.test".into(), "one x.test".into()));
+    assert_eq!(
+        allowed("https://a.test"),
+        ("https://a.test".into(), "one x.test".into())
+    );
     assert_eq!(allowed("https://b.test").0, "");
     let config = s.config_with(|w| {
         w.toml(
@@ -539,7 +539,10 @@ fn cors_headers_and_redirects_follow_a_reload() {
     });
     s.proxy.reload_with(&config);
     assert!(
-        wait_until(std::time::Duration::from_secs(10), || allowed("https://b.test").0
+        wait_until(std::time::Duration::from_secs(10), || allowed(
+            "https://b.test"
+        )
+        .0
             == "https://b.test"),
         "the reload did not bring the new origin"
     );

@@ -58,7 +58,7 @@ impl Var {
     }
 
     /// Whether the value comes from the request head itself (not from the per-request state).
-    fn from_head(self) -> bool {
+    fn reads_head(self) -> bool {
         !matches!(self, Var::Scheme | Var::ClientIp | Var::RequestId)
     }
 }
@@ -210,7 +210,7 @@ impl Template {
             Form::Static(_) => false,
             Form::Parts(parts) => parts
                 .iter()
-                .any(|p| matches!(p, Part::Var(v) if v.from_head())),
+                .any(|p| matches!(p, Part::Var(v) if v.reads_head())),
         }
     }
 
