@@ -13,16 +13,14 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::RootCertStore;
 
+use testkit::pebble::{EAB_KEY, EAB_KID, NORMAL};
 use testkit::*;
 
 const BIN: Bin = testkit::bin!();
@@ -31,270 +29,42 @@ const BIN: Bin = testkit::bin!();
 // pebble and pebble-challtestsrv
 // ------------------------------------------------------------------------------------------------
 
-/// How pebble is started.
-#[derive(Clone, Copy)]
-struct CaOptions {
-    /// `certificateValidityPeriod` in seconds (pebble's default when `None`: about 5 years).
-    validity: Option<u64>,
-    /// PEBBLE_WFE_NONCEREJECT: percentage of good nonces refused.
-    nonce_reject: u32,
-    /// Require external account binding with [`EAB_KID`] and [`EAB_KEY`].
-    eab: bool,
-}
-
-const EAB_KID: &str = "kid-1";
-/// An HMAC key as a CA hands it out: base64url.
-const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
-
-const NORMAL: CaOptions = CaOptions {
-    validity: None,
-    nonce_reject: 0,
-    eab: false,
-};
-
-/// A running pebble + pebble-challtestsrv; both killed (by PID) on drop.
+/// pebble and the pebble-challtestsrv it resolves with (any name is 127.0.0.1; TXT records for
+/// DNS-01), both stopped on drop.
 struct Ca {
-    dir: tempfile::TempDir,
-    pebble: Option<Child>,
-    challtestsrv: Child,
-    listen: u16,
-    management: u16,
-    dns: u16,
-    dns_management: u16,
-    http_port: u16,
-    tls_port: u16,
-    /// Log files of every pebble started so far (one per start).
-    logs: Vec<PathBuf>,
+    pebble: Pebble,
+    dns: Dns,
 }
 
 impl Ca {
     /// Starts both; pebble validates by connecting to 127.0.0.1:`http_port` / `tls_port`.
     fn start(http_port: u16, tls_port: u16, options: CaOptions) -> Ca {
-        peer("pebble", "pebble");
-        let challtestsrv = peer("pebble-challtestsrv", "pebble");
-        let dir = tempfile::tempdir().unwrap();
-        // The directory's own HTTPS certificate (Debian ships none): a CA and a leaf for 127.0.0.1.
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            "switchyard test ACME directory CA",
-        );
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca_cert, &ca_key)
-            .unwrap();
-        std::fs::write(dir.path().join("directory-ca.pem"), ca_cert.pem()).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
-
-        let (dns, dns_management) = (udp_and_tcp_port(), port());
-        let challtestsrv = Command::new(challtestsrv)
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-dns01", &format!("127.0.0.1:{dns}")])
-            .args(["-management", &format!("127.0.0.1:{dns_management}")])
-            .stdin(Stdio::null())
-            .stdout(log_file(dir.path(), "challtestsrv.log"))
-            .stderr(log_file(dir.path(), "challtestsrv.log"))
-            .spawn()
-            .expect("start pebble-challtestsrv");
-        let mut ca = Ca {
-            dir,
-            pebble: None,
-            challtestsrv,
-            listen: port(),
-            management: port(),
-            dns,
-            dns_management,
-            http_port,
-            tls_port,
-            logs: Vec::new(),
-        };
-        wait_accepting(dns_management, "pebble-challtestsrv management");
-        // Another process on the machine may bind a port before pebble (which spends a moment
-        // generating keys) does: then pebble exits, and gets other ports.
-        for _ in 0..5 {
-            if ca.try_start_pebble(options) {
-                return ca;
-            }
-            (ca.listen, ca.management) = (port(), port());
-        }
-        panic!("pebble did not start:\n{}", ca.log());
+        let dns = Dns::start_with_default("127.0.0.1");
+        let pebble = Pebble::start(dns.port(), http_port, tls_port, options);
+        Ca { pebble, dns }
     }
 
     /// (Re)starts pebble on the same ports. A new pebble has a new root and forgets every
     /// account and order.
     fn start_pebble(&mut self, options: CaOptions) {
-        assert!(
-            self.try_start_pebble(options),
-            "pebble did not start:\n{}",
-            self.log()
-        );
+        self.pebble.restart(options);
     }
 
-    /// Starts pebble; false if it exited before listening (a port was taken).
-    fn try_start_pebble(&mut self, options: CaOptions) -> bool {
-        assert!(self.pebble.is_none(), "pebble already runs");
-        let mut config = serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{}", self.listen),
-            "managementListenAddress": format!("127.0.0.1:{}", self.management),
-            "certificate": self.dir.path().join("cert.pem"),
-            "privateKey": self.dir.path().join("key.pem"),
-            "httpPort": self.http_port,
-            "tlsPort": self.tls_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }});
-        if let Some(v) = options.validity {
-            config["pebble"]["certificateValidityPeriod"] = v.into();
-        }
-        if options.eab {
-            config["pebble"]["externalAccountBindingRequired"] = true.into();
-            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ EAB_KID: EAB_KEY });
-        }
-        let config_path = self.dir.path().join("pebble.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = format!("pebble-{}.log", self.logs.len());
-        self.logs.push(self.dir.path().join(&log));
-        let child = Command::new(peer("pebble", "pebble"))
-            .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns)])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", options.nonce_reject.to_string())
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdin(Stdio::null())
-            .stdout(log_file(self.dir.path(), &log))
-            .stderr(log_file(self.dir.path(), &log))
-            .spawn()
-            .expect("start pebble");
-        self.pebble = Some(child);
-        let ports = [self.listen, self.management];
-        let mut exited = false;
-        let up = wait_until(Duration::from_secs(15), || {
-            exited = self
-                .pebble
-                .as_mut()
-                .is_some_and(|c| c.try_wait().unwrap().is_some());
-            exited
-                || ports
-                    .iter()
-                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        });
-        assert!(up, "pebble does not listen on {ports:?}:\n{}", self.log());
-        // Something listening there may be another test's socket: ask for the directory.
-        let answers = !exited
-            && self
-                .https()
-                .get(self.directory())
-                .send()
-                .is_ok_and(|r| r.status() == 200);
-        if !answers {
-            self.kill_pebble();
-        }
-        answers
-    }
-
-    /// Stops pebble; nothing else is handed its ports (see `testkit::port`) until it starts
-    /// again on them.
     fn stop_pebble(&mut self) {
-        self.kill_pebble();
-    }
-
-    fn kill_pebble(&mut self) {
-        if let Some(mut child) = self.pebble.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn directory(&self) -> String {
-        format!("https://127.0.0.1:{}/dir", self.listen)
-    }
-
-    /// The PEM file the proxy trusts for the directory's HTTPS (`ca_root`).
-    fn directory_ca(&self) -> PathBuf {
-        self.dir.path().join("directory-ca.pem")
-    }
-
-    fn https(&self) -> reqwest::blocking::Client {
-        let pem = std::fs::read(self.directory_ca()).unwrap();
-        reqwest::blocking::Client::builder()
-            .no_proxy()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
-    }
-
-    /// The root the running pebble issues under, from its management API.
-    fn roots(&self) -> RootCertStore {
-        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
-        let pem = self.https().get(url).send().unwrap().text().unwrap();
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        assert!(!roots.is_empty(), "no root from pebble: {pem}");
-        roots
-    }
-
-    /// New orders pebble received, over all its starts (its log has a line per request).
-    fn new_orders(&self) -> usize {
-        self.logs
-            .iter()
-            .map(|p| {
-                std::fs::read_to_string(p)
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.contains("POST /order-plz"))
-                    .count()
-            })
-            .sum()
-    }
-
-    fn log(&self) -> String {
-        self.logs
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-            .collect()
+        self.pebble.stop();
     }
 
     fn challtestsrv_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.dns_management)
+        self.dns.management_url()
     }
 }
 
-impl Drop for Ca {
-    fn drop(&mut self) {
-        self.kill_pebble();
-        let _ = self.challtestsrv.kill();
-        let _ = self.challtestsrv.wait();
-        if std::thread::panicking() {
-            eprintln!("--- pebble log ---\n{}", self.log());
-        }
+impl std::ops::Deref for Ca {
+    type Target = Pebble;
+
+    fn deref(&self) -> &Pebble {
+        &self.pebble
     }
-}
-
-fn log_file(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(name))
-        .unwrap()
-}
-
-fn wait_accepting(port: u16, what: &str) {
-    let up = wait_until(Duration::from_secs(15), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "{what} does not listen on 127.0.0.1:{port}");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -338,7 +108,7 @@ fn setup_with(
     );
     if challenge == "dns-01" {
         // The documented example hook, pointed at pebble-challtestsrv by a small wrapper.
-        let wrapper = ca.dir.path().join("dns-hook");
+        let wrapper = ca.dir().join("dns-hook");
         std::fs::write(
             &wrapper,
             format!(

@@ -204,6 +204,28 @@ fn check_repo_file(rel: &str) -> (Option<i32>, String, String) {
     )
 }
 
+/// Every example config passes `check` (warnings allowed: their server names resolve only
+/// where they are deployed); tests/seed_edges.rs serves the seed systems' examples.
+#[test]
+fn every_example_passes_check() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let rel = format!(
+                "config/examples/{}",
+                path.file_name().unwrap().to_string_lossy()
+            );
+            let (code, stdout, stderr) = check_repo_file(&rel);
+            assert_eq!(code, Some(0), "{rel}\nstdout: {stdout}\nstderr: {stderr}");
+            assert!(stdout.starts_with("config ok:"), "{rel}: {stdout}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "only {checked} examples in {}", dir.display());
+}
+
 /// The Docker Compose example is valid; outside Docker its service names do not resolve, which
 /// `check` reports as warnings with their place, exiting 0.
 #[test]

@@ -5,95 +5,15 @@
 //! re-resolves every `resolve_min`.
 
 use std::net::SocketAddr;
-use std::process::Child;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use testkit::{
-    check, failures, http1_client, json_body, metric, peer, port, spawn_for_process,
-    udp_and_tcp_port, wait_until, Backend, Bin, Load, World,
+    check, failures, http1_client, json_body, metric, port, wait_until, Backend, Bin, Dns, Load,
+    World,
 };
 
 const BIN: Bin = testkit::bin!();
-
-/// The DNS server of this test binary, started once (killed by PID when the test process ends:
-/// see `testkit::spawn_for_process`).
-struct Dns {
-    _child: Child,
-    dns: u16,
-    management: u16,
-}
-
-impl Dns {
-    fn start() -> Dns {
-        let bin = peer("pebble-challtestsrv", "pebble");
-        let (dns, management) = (udp_and_tcp_port(), port());
-        // No default answer: a name has only the records set here.
-        let args = [
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-defaultIPv4",
-            "",
-            "-defaultIPv6",
-            "",
-        ];
-        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        args.extend(["-dns01".into(), format!("127.0.0.1:{dns}")]);
-        args.extend(["-management".into(), format!("127.0.0.1:{management}")]);
-        let log =
-            std::env::temp_dir().join(format!("switchyard-dns-test-{}.log", std::process::id()));
-        let child = spawn_for_process(&bin, &args, &log);
-        let up = wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", management)).is_ok()
-        });
-        assert!(up, "pebble-challtestsrv's management API never listened");
-        Dns {
-            _child: child,
-            dns,
-            management,
-        }
-    }
-
-    fn post(&self, path: &str, body: serde_json::Value) {
-        let resp = http1_client()
-            .post(format!("http://127.0.0.1:{}{path}", self.management))
-            .body(body.to_string())
-            .send()
-            .expect("challtestsrv management API");
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    }
-
-    /// Makes `host` answer A queries with `ips` (and nothing else).
-    fn set_a(&self, host: &str, ips: &[&str]) {
-        self.clear(host);
-        self.post(
-            "/add-a",
-            serde_json::json!({ "host": format!("{host}."), "addresses": ips }),
-        );
-    }
-
-    /// Removes `host`'s A records and SERVFAIL: it answers NODATA.
-    fn clear(&self, host: &str) {
-        let host = format!("{host}.");
-        self.post("/clear-a", serde_json::json!({ "host": host }));
-        self.post("/clear-servfail", serde_json::json!({ "host": host }));
-    }
-
-    fn servfail(&self, host: &str) {
-        self.post(
-            "/set-servfail",
-            serde_json::json!({ "host": format!("{host}.") }),
-        );
-    }
-
-    fn resolver(&self) -> String {
-        format!("127.0.0.1:{}", self.dns)
-    }
-}
 
 fn dns() -> &'static Dns {
     static DNS: OnceLock<Dns> = OnceLock::new();

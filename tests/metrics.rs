@@ -526,6 +526,31 @@ tests:
       - expr: ALERTS{alertname="SwitchyardCanaryRolledBack"}
         eval_time: 24m
         exp_samples: []
+  - interval: 1m
+    input_series:
+      # edge-1 grows past 1 GiB at minute 5; edge-2 stays small; a node exporter's process
+      # (no switchyard_* series) is above 1 GiB throughout and never alerts.
+      - series: 'process_resident_memory_bytes{instance="edge-1",job="switchyard"}'
+        values: '50000000+0x4 2000000000+0x20'
+      - series: 'process_resident_memory_bytes{instance="edge-2",job="switchyard"}'
+        values: '50000000+0x25'
+      - series: 'process_resident_memory_bytes{instance="db",job="node"}'
+        values: '4000000000+0x25'
+      - series: 'switchyard_config_generation{instance="edge-1",job="switchyard"}'
+        values: '1+0x25'
+      - series: 'switchyard_config_generation{instance="edge-2",job="switchyard"}'
+        values: '1+0x25'
+    promql_expr_test:
+      - expr: ALERTS{alertname="SwitchyardMemoryHigh"}
+        eval_time: 10m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardMemoryHigh",alertstate="pending",severity="warning",instance="edge-1",job="switchyard"}'
+            value: 1
+      - expr: ALERTS{alertname="SwitchyardMemoryHigh"}
+        eval_time: 16m
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardMemoryHigh",alertstate="firing",severity="warning",instance="edge-1",job="switchyard"}'
+            value: 1
 "#;
 
 #[test]

@@ -12,6 +12,7 @@
 //!
 //! docs/metrics.md lists every metric, its labels and what it really counts.
 
+mod process;
 mod request;
 mod rollout;
 #[cfg(test)]
@@ -32,7 +33,7 @@ use rollout::RolloutMetrics;
 
 /// Buckets for request and upstream durations, in seconds: 1 ms to 10 s, about 2.5x apart.
 const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0,
 ];
 
 /// Status codes 100..=599 get a slot each in a [`Codes`] table; anything else takes the slow path.
@@ -114,6 +115,8 @@ pub struct Metrics {
     pub(crate) dns_lookups: IntCounterVec,
     pub(crate) dns_addresses: IntGaugeVec,
     pub(crate) rollout: RolloutMetrics,
+    /// The process's memory, CPU and descriptors (`process_*`), read at scrape time.
+    pub(crate) process: process::ProcessMetrics,
     /// Requests that matched no route (route="", service="", pool="").
     pub(crate) unrouted: Codes,
     pub(crate) unrouted_duration: Histogram,
@@ -365,6 +368,7 @@ impl Metrics {
         );
         Metrics {
             rollout: RolloutMetrics::new(&r),
+            process: process::ProcessMetrics::new(&r),
             dns_lookups,
             dns_addresses,
             client_errors,

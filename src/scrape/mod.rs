@@ -78,6 +78,7 @@ pub fn render(m: &Metrics, snap: &Snapshot, in_flight: usize, connections: &Conn
             .set(i64::try_from(state.addrs.len()).unwrap_or(i64::MAX));
     }
     m.rollout.refresh(&snap.book.rollouts);
+    m.process.refresh();
     let families = m.registry.gather();
     let mut out = String::with_capacity(16 * 1024);
     if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {

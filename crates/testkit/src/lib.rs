@@ -5,11 +5,13 @@
 
 pub mod admin;
 pub mod ctl;
+pub mod dns;
 pub mod grpc;
 pub mod http;
 pub mod killable;
 pub mod load;
 pub mod nginx;
+pub mod pebble;
 pub mod peers;
 pub mod ports;
 pub mod prom;
@@ -24,6 +26,7 @@ use std::process::Command;
 
 pub use admin::{Admin, AdminReply};
 pub use ctl::{CtlChild, Outcome};
+pub use dns::Dns;
 pub use grpc::{grpc_calls, Call, GrpcOutcome, GrpcServer};
 pub use http::{
     assert_proxy_error, backend_via, client_builder, h2c_client, header, http1_client,
@@ -32,6 +35,7 @@ pub use http::{
 pub use killable::KillableBackend;
 pub use load::{failures, Load, Seen};
 pub use nginx::Nginx;
+pub use pebble::{CaOptions, Pebble};
 pub use peers::{peer, spawn_for_process};
 pub use ports::{closed_addr, closed_port, port, udp_and_tcp_port};
 pub use prom::{metric, metric_sum, metric_value, samples, Labels, Sample};
