@@ -13,7 +13,8 @@
 # median of ROUNDS alternating runs. Target: with ≤ 3 % above plain.
 #
 # Environment (all optional): ROUNDS=3, DURATION=5, WARMUP=2, CONNECTIONS=64, WRK_THREADS=2,
-# THREADS=2, SWITCHYARD_BIN.
+# THREADS=2, SWITCHYARD_BIN, WITH_FEATURES (the route keys of "with", to measure one feature),
+# INSTRUCTIONS=1 (also instructions per request under callgrind: repeatable on a busy machine).
 # Everything listens on 127.0.0.1, on ports picked free at run time; every process started here
 # is stopped by PID on exit and the temp dir is removed. See benches/RESULTS.md.
 set -euo pipefail
@@ -47,10 +48,12 @@ start_backend "$BACKEND" \
 # append its keys to WITH_EXTRA, e.g. `allow = ["127.0.0.0/8"]` and a basic-auth file, and send
 # the credentials from origin.lua below.
 # shellcheck disable=SC2016 # the $variables are Switchyard's, not the shell's
-WITH_FEATURES='cors = { origins = ["https://app.example.com", "https://*.example.org"], methods = ["GET", "POST", "PUT", "DELETE"], headers = ["Authorization", "Content-Type"], expose = ["X-Request-Id"], credentials = true, max_age = "1h" }
+DEFAULT_FEATURES='cors = { origins = ["https://app.example.com", "https://*.example.org"], methods = ["GET", "POST", "PUT", "DELETE"], headers = ["Authorization", "Content-Type"], expose = ["X-Request-Id"], credentials = true, max_age = "1h" }
 request_headers = { set = { X-Client-IP = "$client_ip", X-Original-URI = "$request_uri", X-Scheme = "$scheme", X-Edge = "switchyard" }, remove = ["X-Debug"] }
 response_headers = { Strict-Transport-Security = "max-age=63072000; includeSubDomains", X-Served-Host = "$host", X-Content-Type-Options = "nosniff" }
 response_headers_remove = ["Server", "X-Powered-By"]'
+# WITH_FEATURES (optional) replaces these keys, to measure one feature alone.
+WITH_FEATURES="${WITH_FEATURES:-$DEFAULT_FEATURES}"
 WITH_EXTRA="${WITH_EXTRA:-}"
 
 write_config() { # variant http-port admin-port route-keys
@@ -100,14 +103,16 @@ start_variant plain "$TMP/plain/switchyard.toml" "$PLAIN_HTTP" "$PLAIN_ADMIN"
 start_variant with "$TMP/with/switchyard.toml" "$WITH_HTTP" "$WITH_ADMIN"
 
 # The features are on where they should be, and off where not.
-probe="$(curl -sS -D - -o /dev/null -H 'Origin: https://app.example.com' "http://127.0.0.1:$WITH_HTTP/")"
-grep -qi '^access-control-allow-origin: https://app.example.com' <<<"$probe" ||
-    die "the \"with\" variant sends no CORS header: $probe"
-grep -qi '^x-served-host: 127.0.0.1' <<<"$probe" || die "no templated response header: $probe"
-grep -qi '^server:' <<<"$probe" && die "Server was not removed: $probe"
-probe="$(curl -sS -D - -o /dev/null -H 'Origin: https://app.example.com' "http://127.0.0.1:$PLAIN_HTTP/")"
-grep -qi '^access-control-allow-origin' <<<"$probe" && die "the plain variant sends CORS headers"
-grep -qi '^server: nginx' <<<"$probe" || die "the plain variant lost nginx's Server header: $probe"
+if [[ "$WITH_FEATURES" == "$DEFAULT_FEATURES" ]]; then
+    probe="$(curl -sS -D - -o /dev/null -H 'Origin: https://app.example.com' "http://127.0.0.1:$WITH_HTTP/")"
+    grep -qi '^access-control-allow-origin: https://app.example.com' <<<"$probe" ||
+        die "the \"with\" variant sends no CORS header: $probe"
+    grep -qi '^x-served-host: 127.0.0.1' <<<"$probe" || die "no templated response header: $probe"
+    grep -qi '^server:' <<<"$probe" && die "Server was not removed: $probe"
+    probe="$(curl -sS -D - -o /dev/null -H 'Origin: https://app.example.com' "http://127.0.0.1:$PLAIN_HTTP/")"
+    grep -qi '^access-control-allow-origin' <<<"$probe" && die "the plain variant sends CORS headers"
+    grep -qi '^server: nginx' <<<"$probe" || die "the plain variant lost nginx's Server header: $probe"
+fi
 
 # ------------------------------------------------------------------------------------------------
 # Request path
@@ -127,6 +132,25 @@ ab_rounds plain with route
 stop_pid "${PID[plain]}"
 stop_pid "${PID[with]}"
 
+# INSTRUCTIONS=1: instructions per request under callgrind as well, which do not move with the
+# machine's load as CPU time does.
+IR_LINE=""
+if [[ "${INSTRUCTIONS:-0}" == 1 ]]; then
+    require_tools valgrind
+    declare -A IR
+    origin_wrk() { # out wrk-args...
+        local out="$1"
+        shift
+        wrk -s "$TMP/origin.lua" "$@" >"$out"
+    }
+    for v in plain with; do
+        read -r n IR[$v] <<<"$(callgrind_per_request "$TMP/$v/switchyard.toml" "$(port_of "$v")" origin_wrk)"
+        echo "callgrind route=$v requests=$n instructions/request=${IR[$v]}"
+    done
+    IR_LINE="$(awk -v w="${IR[with]}" -v p="${IR[plain]}" \
+        'BEGIN { printf "with vs plain instructions_per_request=%+.2f%% (%+d per request)", (w - p) / p * 100, w - p }')"
+fi
+
 PLAIN_CPU="$(median <<<"${CPU[plain]}")"
 WITH_CPU="$(median <<<"${CPU[with]}")"
 echo
@@ -135,3 +159,4 @@ echo "switchyard threads=$THREADS access_log=off; wrk -t$WRK_THREADS -c$CONNECTI
 echo "plain route     rps: ${RPS[plain]}; CPU µs/request: ${CPU[plain]}(median $PLAIN_CPU)"
 echo "with features   rps: ${RPS[with]}; CPU µs/request: ${CPU[with]}(median $WITH_CPU)"
 awk -v w="$WITH_CPU" -v p="$PLAIN_CPU" 'BEGIN { printf "with vs plain cpu_per_request=%+.2f%% (target ≤ +3%%)\n", (w - p) / p * 100 }'
+[[ -z "$IR_LINE" ]] || echo "$IR_LINE"
