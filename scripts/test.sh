@@ -19,6 +19,7 @@ declare -A NEED=(
   [nginx]=nginx
   [python3]=python3
   [haproxy]=haproxy
+  [htpasswd]=apache2-utils
   [pip3]=python3-pip
 )
 missing=()

@@ -25,6 +25,25 @@ pub struct ServiceView {
     /// `round_robin` or `least_conn`.
     pub balance: String,
     pub pools: Vec<PoolView>,
+    /// Present while the service is in maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceView>,
+}
+
+/// A service in maintenance (`PUT /v1/services/{s}/maintenance`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceView {
+    /// When it was turned on (RFC 3339).
+    pub since: String,
+    pub retry_after_seconds: u64,
+    /// Client networks let through.
+    pub allow: Vec<String>,
+    /// Path prefixes let through (besides the service's health check paths).
+    pub exempt: Vec<String>,
+    /// Size of the HTML page, when one was given.
+    pub page_bytes: Option<usize>,
+    /// Size of the JSON body, when one was given.
+    pub json_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

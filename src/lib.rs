@@ -7,7 +7,8 @@
 //! the shell that wires them (server, cli, demo).
 
 pub use switchyard_core::{
-    book, config, fsutil, limits, lograte, path, rollout, routing, secret, upstream,
+    book, config, fsutil, htpasswd, limits, lograte, maintenance, path, rollout, routing, secret,
+    upstream,
 };
 
 pub mod access_log;

@@ -100,9 +100,21 @@ impl Runtime {
         for d in dropped {
             log::warn!("dropping a saved weight override: {d}");
         }
+        let mut maintenance = saved.maintenance;
+        maintenance.retain(|service, m| match m.check() {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("dropping the saved maintenance of service \"{service}\": {e}");
+                false
+            }
+        });
+        for d in book::drop_gone_maintenance(&config, &mut maintenance) {
+            log::warn!("dropping a saved {d}");
+        }
         let mut book = Book {
             overrides,
             rollouts: saved.rollouts,
+            maintenance,
         };
         let resumed = book::resume_after_restart(&config, &mut book);
         let certs = CertSources::new(CertMap::build(
@@ -242,9 +254,13 @@ impl Runtime {
         let mut book = (*w.book).clone();
         let (kept, dropped) = effective_overrides(&config, &book.overrides);
         let ended = book::end_orphans(&config, &mut book.rollouts);
-        if !dropped.is_empty() || !ended.is_empty() {
+        let gone = book::drop_gone_maintenance(&config, &mut book.maintenance);
+        if !dropped.is_empty() || !ended.is_empty() || !gone.is_empty() {
             for d in &dropped {
                 log::warn!("dropping a weight override at reload: {d}");
+            }
+            for d in &gone {
+                log::warn!("dropping at reload the {d}");
             }
             book.overrides = kept;
             self.persist(&book);
@@ -270,7 +286,7 @@ impl Runtime {
     /// rollback). Changes that can be refused use [`Runtime::change`], which refuses instead.
     fn persist(&self, book: &Book) {
         if let Some(store) = &self.store {
-            if let Err(e) = store.save(&book.overrides, &book.rollouts) {
+            if let Err(e) = store.save_book(book) {
                 // A rollout tick may hit this every 100 ms while the disk is full.
                 crate::lograte::error("state-save", format_args!("{e}"));
             }
@@ -297,7 +313,7 @@ impl Runtime {
         let (value, events) = change(&w.current, &mut proposed)?;
         if let Some(store) = &self.store {
             store
-                .save(&proposed.overrides, &proposed.rollouts)
+                .save_book(&proposed)
                 .map_err(|e| E::from(ChangeError::Persist(e)))?;
         }
         w.book = Arc::new(proposed);

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::keepalive::IdleLimits;
 use crate::limits::conn::ConnCaps;
 use crate::limits::{Limiter, ZoneRegistry};
+use crate::maintenance::Gate;
 use crate::metrics::{Handles, Metrics};
 use crate::rollout::StepClock;
 use crate::routing::RouteTable;
@@ -45,8 +46,11 @@ pub struct Snapshot {
     pub zone_keys: RandomState,
     /// Request-path metric handles by this snapshot's indexes.
     pub handles: Arc<Handles>,
-    /// The weight overrides and rollouts compiled in: what the admin API and `/metrics` show.
+    /// The weight overrides, rollouts and maintenance compiled in: what the admin API and
+    /// `/metrics` show.
     pub book: Arc<Book>,
+    /// Each service's maintenance as the request path checks it, by service index.
+    pub maintenance: Vec<Option<Arc<Gate>>>,
     /// What every server name resolved to, as compiled into `services`.
     pub addresses: Arc<Addresses>,
     pub config: Arc<Config>,
@@ -139,6 +143,7 @@ impl Snapshot {
             zones: parts.zones.clone(),
             zone_keys: registries.zones.hasher(),
             handles: parts.handles.clone(),
+            maintenance: compile_maintenance(&config, &book),
             book,
             addresses: registries.addresses.clone(),
             config,
@@ -170,6 +175,25 @@ impl Snapshot {
         let s = &self.services[self.service_index(service)?];
         s.pools.iter().find(|p| &*p.name == pool)
     }
+}
+
+/// The maintenance of each service of `config` (by index) that the book has on, with the paths
+/// of the service's active checks, which stay open.
+fn compile_maintenance(config: &Config, book: &Book) -> Vec<Option<Arc<Gate>>> {
+    config
+        .services
+        .iter()
+        .map(|s| {
+            let m = book.maintenance.get(&s.name)?;
+            let health = s
+                .health
+                .iter()
+                .chain(s.pools.iter().filter_map(|p| p.health.as_ref()))
+                .map(|h| h.path.split('?').next().unwrap_or("/").to_string())
+                .collect();
+            Some(Arc::new(Gate::new(m, health)))
+        })
+        .collect()
 }
 
 /// Every service of `config` with the book's weights and shields; pools keep their windows.

@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::book::Book;
 pub use crate::book::Overrides;
 use crate::fsutil::{set_mode, write_atomic};
+use crate::maintenance::Maintenance;
 use crate::rollout::Rollouts;
 
 const STATE_FILE: &str = "state.json";
@@ -53,6 +57,9 @@ pub struct PersistedState {
     /// Each service's latest rollout and its events.
     #[serde(default)]
     pub rollouts: Rollouts,
+    /// Services in maintenance (absent when none is).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub maintenance: BTreeMap<String, Maintenance>,
 }
 
 /// The state directory.
@@ -123,18 +130,36 @@ impl StateStore {
         Ok(state)
     }
 
-    /// Saves the weights and rollouts together (one file, one atomic write).
+    /// Saves weights and rollouts alone (no service in maintenance).
     pub fn save(&self, weights: &Overrides, rollouts: &Rollouts) -> Result<(), StateError> {
+        self.write(weights, rollouts, &BTreeMap::new())
+    }
+
+    /// Saves the whole book: weights, rollouts and maintenance together.
+    pub fn save_book(&self, book: &Book) -> Result<(), StateError> {
+        self.write(&book.overrides, &book.rollouts, &book.maintenance)
+    }
+
+    /// One file, one atomic write.
+    fn write(
+        &self,
+        weights: &Overrides,
+        rollouts: &Rollouts,
+        maintenance: &BTreeMap<String, Maintenance>,
+    ) -> Result<(), StateError> {
         #[derive(Serialize)]
         struct Borrowed<'a> {
             version: u32,
             weights: &'a Overrides,
             rollouts: &'a Rollouts,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            maintenance: &'a BTreeMap<String, Maintenance>,
         }
         let state = Borrowed {
             version: VERSION,
             weights,
             rollouts,
+            maintenance,
         };
         let mut bytes = serde_json::to_vec_pretty(&state).map_err(|e| StateError::Write {
             path: self.path(),

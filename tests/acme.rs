@@ -396,6 +396,31 @@ fn http01_is_answered_before_rate_limits() {
 }
 
 #[test]
+fn http01_is_answered_for_a_service_in_maintenance() {
+    // The only service is in maintenance (put there before the CA comes up): its routes answer
+    // 503, yet the challenge is answered and the certificate issued.
+    let mut s = setup(&["down.switchyard.test"], "http-01", NORMAL);
+    s.ca.stop_pebble();
+    let _proxy = Proxy::start(BIN, &s.config);
+    let admin = Admin::new(s.admin, None);
+    let r = admin.send("PUT", "/v1/services/api/maintenance", Some("{}"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let url = format!("http://down.switchyard.test:{}/", s.http);
+    let client = http1_client();
+    assert_eq!(client.get(&url).send().unwrap().status(), 503);
+    s.ca.start_pebble(NORMAL);
+    let roots = s.ca.roots();
+    let valid = wait_until(Duration::from_secs(20), || {
+        certs(&admin)[0]["status"] == "valid"
+    });
+    assert!(valid, "{:?}", certs(&admin));
+    // Requests are still refused, over a handshake that verifies against the CA's root.
+    assert_eq!(client.get(&url).send().unwrap().status(), 503);
+    let err = fetch(s.https, "down.switchyard.test", &roots).unwrap_err();
+    assert!(err.contains("503"), "{err}");
+}
+
+#[test]
 fn renewal_swaps_the_certificate_without_a_failed_request() {
     // pebble issues 10-second certificates: renewal is due every ~6.7 s.
     let s = setup(

@@ -35,6 +35,8 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/cors.rs",
     "crates/core/src/config/headers.rs",
     "crates/core/src/config/redirect.rs",
+    "crates/core/src/config/error_pages.rs",
+    "crates/core/src/config/access.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(u32, &[&str])] = &[
     // Leaves: no import from the crates.
     (0, &["path", "fsutil", "lograte", "secret"]),
-    (1, &["limits", "rollout"]),
+    (1, &["limits", "rollout", "htpasswd"]),
     // The model.
     (2, &["config"]),
     // Parts: routing, pools, the book; metric families, certificates, logs, persistence.
@@ -31,6 +31,7 @@ const FLOORS: &[(u32, &[&str])] = &[
             "tls",
             "access_log",
             "api",
+            "maintenance",
         ],
     ),
     (4, &["book", "metrics"]),

@@ -48,7 +48,7 @@ impl AdminError {
                 ControlError::UnknownService(_) | ControlError::UnknownPool { .. } => {
                     StatusCode::NOT_FOUND
                 }
-                ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+                ControlError::Invalid(_) | ControlError::Maintenance(_) => StatusCode::BAD_REQUEST,
                 ControlError::NoRollout(_) => StatusCode::NOT_FOUND,
                 ControlError::Conflict { .. }
                 | ControlError::Unhealthy { .. }

@@ -26,7 +26,9 @@ use serde_json::json;
 
 pub use auth::check_bearer;
 pub use error::{error_response, AdminError};
-pub use requests::{forced, parse_if_match, parse_rollout, parse_switch, parse_weights};
+pub use requests::{
+    forced, parse_if_match, parse_maintenance, parse_rollout, parse_switch, parse_weights,
+};
 pub use routes::{route, Action, Resource};
 
 use crate::acme::AcmeState;
@@ -151,6 +153,39 @@ impl AdminApp {
                         Ok(json_response(StatusCode::OK, &body))
                     }
                 }
+            }
+            Action::SetMaintenance(name) => {
+                let req = parse_maintenance(body)?;
+                let svc = name.clone();
+                let snap = blocking(move || control::set_maintenance(&rt, &svc, req)).await?;
+                let view = control::service(&snap, &name)?;
+                if let Some(m) = &view.maintenance {
+                    log::warn!(
+                        "admin ({}): service \"{name}\" in maintenance: 503 with Retry-After {}s, {} page, {} allowed network(s), exempt {:?} (generation {})",
+                        head.peer,
+                        m.retry_after_seconds,
+                        match (m.page_bytes, m.json_bytes) {
+                            (None, None) => "the error pages' or the JSON",
+                            (Some(_), None) => "an HTML",
+                            (None, Some(_)) => "a JSON",
+                            (Some(_), Some(_)) => "an HTML and a JSON",
+                        },
+                        m.allow.len(),
+                        m.exempt,
+                        snap.generation
+                    );
+                }
+                service_response(&view)
+            }
+            Action::ClearMaintenance(name) => {
+                let svc = name.clone();
+                let snap = blocking(move || control::clear_maintenance(&rt, &svc)).await?;
+                log::warn!(
+                    "admin ({}): service \"{name}\" out of maintenance (generation {})",
+                    head.peer,
+                    snap.generation
+                );
+                service_response(&control::service(&snap, &name)?)
             }
             Action::StartRollout(name) => {
                 let req = parse_rollout(body)?;

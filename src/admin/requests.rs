@@ -111,6 +111,40 @@ impl<'de> Deserialize<'de> for BodyDuration {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawMaintenance {
+    page: Option<String>,
+    json: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    exempt: Option<Vec<String>>,
+    retry_after: Option<BodyDuration>,
+}
+
+/// `{"page": "<html>...", "json": "{...}", "allow": ["10.0.0.0/8"], "exempt": ["/health"],
+/// "retry_after": "5m"}`, every field optional; an empty body is `{}`. The values are checked by
+/// `maintenance::Maintenance::new`.
+pub fn parse_maintenance(body: &[u8]) -> Result<crate::maintenance::Request, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(crate::maintenance::Request::default());
+    }
+    let raw: RawMaintenance = parse_body(
+        body,
+        "a JSON object such as {\"page\": \"<h1>Back soon</h1>\", \"allow\": [\"10.0.0.0/8\"], \"retry_after\": \"5m\"}",
+        field_error,
+    )?;
+    Ok(crate::maintenance::Request {
+        page: raw.page,
+        json: raw.json,
+        allow: raw.allow,
+        exempt: raw.exempt,
+        retry_after: raw
+            .retry_after
+            .map(|d| d.0.as_nanos().div_ceil(1_000_000_000) as u64),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSwitch {
     to: String,
     watch: Option<BodyDuration>,

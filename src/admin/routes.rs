@@ -10,6 +10,7 @@ pub enum Resource {
     Service(String),
     Weights(String),
     Switch(String),
+    Maintenance(String),
     Rollouts(String),
     /// `/v1/services/{s}/rollouts/current` (or the current rollout's id).
     Rollout(String),
@@ -38,6 +39,7 @@ impl Resource {
             ["v1", "services", s] => Resource::Service(segment(s)?),
             ["v1", "services", s, "weights"] => Resource::Weights(segment(s)?),
             ["v1", "services", s, "switch"] => Resource::Switch(segment(s)?),
+            ["v1", "services", s, "maintenance"] => Resource::Maintenance(segment(s)?),
             ["v1", "services", s, "rollouts"] => Resource::Rollouts(segment(s)?),
             ["v1", "services", s, "rollouts", "current"] => Resource::Rollout(segment(s)?),
             ["v1", "services", s, "rollouts", "current", "events"] => {
@@ -62,7 +64,7 @@ impl Resource {
     pub fn allow(&self) -> &'static [&'static str] {
         match self {
             Resource::CertRenew(_) => &["POST"],
-            Resource::Weights(_) => &["PUT", "DELETE"],
+            Resource::Weights(_) | Resource::Maintenance(_) => &["PUT", "DELETE"],
             Resource::Switch(_)
             | Resource::Reload
             | Resource::Rollouts(_)
@@ -107,6 +109,8 @@ pub enum Action {
     SetWeights(String),
     ClearWeights(String),
     Switch(String),
+    SetMaintenance(String),
+    ClearMaintenance(String),
     StartRollout(String),
     ShowRollout(String),
     ActOnRollout(String, RolloutAction),
@@ -129,6 +133,8 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
         (Resource::Weights(s), "PUT") => Action::SetWeights(s),
         (Resource::Weights(s), "DELETE") => Action::ClearWeights(s),
         (Resource::Switch(s), "POST") => Action::Switch(s),
+        (Resource::Maintenance(s), "PUT") => Action::SetMaintenance(s),
+        (Resource::Maintenance(s), "DELETE") => Action::ClearMaintenance(s),
         (Resource::Rollouts(s), "POST") => Action::StartRollout(s),
         (Resource::Rollout(s), "GET") => Action::ShowRollout(s),
         (Resource::RolloutAction(s, a), "POST") => Action::ActOnRollout(s, a),
@@ -175,6 +181,14 @@ mod tests {
         assert_eq!(
             ok("POST", "/v1/services/a%20b/switch"),
             Action::Switch("a b".into())
+        );
+        assert_eq!(
+            ok("PUT", "/v1/services/api/maintenance"),
+            Action::SetMaintenance("api".into())
+        );
+        assert_eq!(
+            ok("DELETE", "/v1/services/api/maintenance"),
+            Action::ClearMaintenance("api".into())
         );
         assert_eq!(ok("POST", "/v1/reload"), Action::Reload);
         assert_eq!(ok("GET", "/v1/certs"), Action::ListCerts);

@@ -49,6 +49,8 @@ pub enum ControlError {
     #[error("service \"{0}\" has had no rollout")]
     NoRollout(String),
     #[error(transparent)]
+    Maintenance(#[from] crate::maintenance::MaintenanceError),
+    #[error(transparent)]
     Change(#[from] ChangeError),
 }
 
@@ -86,6 +88,29 @@ pub fn clear_weights(
     rt.change(|snap, book| {
         let events = ops::clear_weights(snap, book, service, if_match, force)?;
         Ok(((), events))
+    })
+    .map(|(snap, ())| snap)
+}
+
+/// Puts a service in maintenance, or changes its maintenance (see [`ops::set_maintenance`]).
+pub fn set_maintenance(
+    rt: &Runtime,
+    service: &str,
+    req: crate::maintenance::Request,
+) -> Result<Arc<Snapshot>, ControlError> {
+    rt.change(|snap, book| {
+        ops::set_maintenance(snap, book, service, req, crate::book::unix_ms())?;
+        Ok(((), Vec::new()))
+    })
+    .map(|(snap, ())| snap)
+}
+
+/// Takes a service out of maintenance; `false` when it was not in maintenance.
+pub fn clear_maintenance(rt: &Runtime, service: &str) -> Result<Arc<Snapshot>, ControlError> {
+    rt.change(|snap, book| {
+        find(snap, service)?;
+        book.maintenance.remove(service);
+        Ok(((), Vec::new()))
     })
     .map(|(snap, ())| snap)
 }

@@ -96,6 +96,22 @@ pub fn clear_weights(
     Ok(events)
 }
 
+/// Puts `service` in maintenance as `req` asks (checked: page sizes, JSON, networks, paths,
+/// Retry-After), replacing any maintenance it was in; `since` is kept from that one.
+pub fn set_maintenance(
+    snap: &Snapshot,
+    book: &mut Book,
+    service: &str,
+    req: crate::maintenance::Request,
+    now_ms: u64,
+) -> Result<(), ControlError> {
+    find(snap, service)?;
+    let since = book.maintenance.get(service).map_or(now_ms, |m| m.since);
+    let m = crate::maintenance::Maintenance::new(req, since)?;
+    book.maintenance.insert(service.to_string(), m);
+    Ok(())
+}
+
 /// A blue/green switch, optionally watched.
 #[derive(Debug, Clone, Default)]
 pub struct SwitchRequest {

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use super::{find, ControlError};
-use crate::api::{LiveView, NameView, PoolView, RolloutView, ServerView, ServiceView};
+use crate::api::{
+    LiveView, MaintenanceView, NameView, PoolView, RolloutView, ServerView, ServiceView,
+};
 use crate::config::{Balance, ServerAddress, ServerConfig};
 use crate::rollout::{Event, Rollout};
 use crate::snapshot::Snapshot;
@@ -76,6 +78,18 @@ fn view(snap: &Snapshot, service: &Service) -> ServiceView {
         generation: snap.generation,
         balance: balance_name(service.balance).to_string(),
         pools,
+        maintenance: snap
+            .book
+            .maintenance
+            .get(&*service.name)
+            .map(|m| MaintenanceView {
+                since: rfc3339(m.since),
+                retry_after_seconds: m.retry_after,
+                allow: m.allow.clone(),
+                exempt: m.exempt.clone(),
+                page_bytes: m.page.as_ref().map(String::len),
+                json_bytes: m.json.as_ref().map(String::len),
+            }),
     }
 }
 

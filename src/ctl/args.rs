@@ -100,12 +100,53 @@ pub enum CtlCommand {
         #[arg(long, value_name = "NAME")]
         renew: Option<String>,
     },
+    /// Maintenance: `on` makes the service's routes answer 503 with Retry-After and a page, except
+    /// to allowed client networks and on health paths; `off` ends it. It survives restarts and
+    /// reloads until `off`.
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Canary rollouts: shift traffic to a pool step by step, judged by its live error rate and
     /// latency, rolled back on their own when the canary fails a gate.
     Rollout {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Put SERVICE in maintenance (again: replaces the page, networks and paths given before).
+    On(MaintenanceArgs),
+    /// Take SERVICE out of maintenance: its routes go to the servers again.
+    Off {
+        /// The service, as named in the config.
+        service: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceArgs {
+    /// The service, as named in the config.
+    pub service: String,
+    /// An HTML file to answer browsers with (read here, sent to the API; at most 32 KiB).
+    /// Without it: the 503 error page configured for the route, else a JSON body.
+    #[arg(long, value_name = "FILE")]
+    pub page: Option<PathBuf>,
+    /// A JSON file to answer API clients with (at most 32 KiB).
+    #[arg(long, value_name = "FILE")]
+    pub json_page: Option<PathBuf>,
+    /// Client network let through to the servers (repeatable), e.g. 10.0.0.0/8 or 192.0.2.7.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
+    /// Path prefix let through (repeatable); replaces the default, /health and /healthz. The
+    /// service's health check paths always go through.
+    #[arg(long, value_name = "PATH")]
+    pub exempt: Vec<String>,
+    /// The Retry-After of the 503 (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub retry_after: Option<DurationArg>,
 }
 
 #[derive(Debug, Subcommand)]

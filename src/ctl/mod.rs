@@ -24,15 +24,15 @@ use serde_json::{json, Value};
 
 pub use args::{
     parse_duration, parse_duration_arg, parse_pool_weight, parse_ratio, parse_steps, CtlArgs,
-    CtlCommand, DurationArg, RolloutCommand, StartArgs,
+    CtlCommand, DurationArg, MaintenanceArgs, MaintenanceCommand, RolloutCommand, StartArgs,
 };
 pub use client::{root_cause, AdminUrl};
 
 use crate::api::{self, RolloutView, ServiceView};
 use client::{Client, Reply};
 use render::{
-    certs_table, events_table, rollout_details, rollout_line, rollout_name, status_table,
-    weights_line,
+    certs_table, events_table, maintenance_line, rollout_details, rollout_line, rollout_name,
+    status_table, weights_line,
 };
 
 /// Where the admin API is unless --admin or SWITCHYARD_ADMIN say otherwise.
@@ -61,6 +61,8 @@ pub enum CtlError {
         message: String,
         errors: Vec<String>,
     },
+    #[error("cannot read the page file \"{}\": {reason}", path.display())]
+    Page { path: PathBuf, reason: String },
     #[error("{0}")]
     Refused(String),
 }
@@ -68,7 +70,10 @@ pub enum CtlError {
 impl CtlError {
     fn exit_code(&self) -> ExitCode {
         match self {
-            CtlError::Url { .. } | CtlError::Token | CtlError::Ca { .. } => ExitCode::from(2),
+            CtlError::Url { .. }
+            | CtlError::Token
+            | CtlError::Ca { .. }
+            | CtlError::Page { .. } => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }
@@ -183,6 +188,34 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
                 client.call(Method::GET, "/v1/certs", None, None)?;
             (reply.body, certs_table(&reply.view.certificates))
         }
+        CtlCommand::Maintenance {
+            command: MaintenanceCommand::On(on),
+        } => {
+            let path = service_path(&on.service, "/maintenance");
+            let reply: Reply<ServiceView> =
+                client.call(Method::PUT, &path, Some(&maintenance_body(on)?), None)?;
+            let summary = match &reply.view.maintenance {
+                Some(m) => format!(
+                    "service \"{}\" in maintenance (generation {}): {}\n",
+                    on.service,
+                    reply.view.generation,
+                    maintenance_line(m)
+                ),
+                None => format!("service \"{}\" is not in maintenance\n", on.service),
+            };
+            (reply.body, summary)
+        }
+        CtlCommand::Maintenance {
+            command: MaintenanceCommand::Off { service },
+        } => {
+            let path = service_path(service, "/maintenance");
+            let reply: Reply<ServiceView> = client.call(Method::DELETE, &path, None, None)?;
+            let summary = format!(
+                "service \"{service}\" out of maintenance (generation {})\n",
+                reply.view.generation
+            );
+            (reply.body, summary)
+        }
         CtlCommand::Rollout { command } => return rollout(client, command, args.json),
     };
     Ok(if args.json { json_text(&body) } else { summary })
@@ -287,6 +320,34 @@ fn rollout(client: &Client, command: &RolloutCommand, json: bool) -> Result<Stri
         ),
         _ => format!("{}: {}\n", rollout_name(view), rollout_line(view)),
     })
+}
+
+/// The JSON body of `PUT /v1/services/{s}/maintenance`: the page files' contents and only the
+/// options given (the API checks them all).
+fn maintenance_body(args: &MaintenanceArgs) -> Result<Value, CtlError> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| CtlError::Page {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    };
+    let mut body = json!({});
+    if let Some(page) = &args.page {
+        body["page"] = json!(read(page)?);
+    }
+    if let Some(page) = &args.json_page {
+        body["json"] = json!(read(page)?);
+    }
+    if !args.allow.is_empty() {
+        body["allow"] = json!(args.allow);
+    }
+    if !args.exempt.is_empty() {
+        body["exempt"] = json!(args.exempt);
+    }
+    if let Some(d) = &args.retry_after {
+        body["retry_after"] = json!(d.text);
+    }
+    Ok(body)
 }
 
 /// The JSON body of `POST /v1/services/{s}/rollouts`: only the options given.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::api::{CertStatus, Event, Kind, LiveView, RolloutView, ServiceView};
+use crate::api::{CertStatus, Event, Kind, LiveView, MaintenanceView, RolloutView, ServiceView};
 
 /// A float as the API's JSON writes it (`30.0`, `0.25`), so the text matches `--json`.
 fn num(v: f64) -> String {
@@ -35,6 +35,9 @@ pub fn status_table(services: &[ServiceView]) -> String {
             "service \"{}\"  generation {}  balance {}\n",
             svc.name, svc.generation, svc.balance
         ));
+        if let Some(m) = &svc.maintenance {
+            out.push_str(&format!("  {}\n", maintenance_line(m)));
+        }
         out.push_str(&format!(
             "  {:<16} {:>7} {:>7} {:>8}\n",
             "POOL", "WEIGHT", "CONFIG", "HEALTHY"
@@ -77,6 +80,32 @@ pub fn status_table(services: &[ServiceView]) -> String {
         }
     }
     out
+}
+
+/// `MAINTENANCE since ...: 503 with Retry-After 300s; let through: 10.0.0.0/8, /health, /healthz`
+pub fn maintenance_line(m: &MaintenanceView) -> String {
+    let through: Vec<&str> = m
+        .allow
+        .iter()
+        .chain(&m.exempt)
+        .map(String::as_str)
+        .collect();
+    let page = match (m.page_bytes, m.json_bytes) {
+        (Some(h), Some(j)) => format!(", page {h} bytes HTML + {j} bytes JSON"),
+        (Some(h), None) => format!(", page {h} bytes HTML"),
+        (None, Some(j)) => format!(", page {j} bytes JSON"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "MAINTENANCE since {}: 503 with Retry-After {}s{page}; let through: {}",
+        m.since,
+        m.retry_after_seconds,
+        if through.is_empty() {
+            "health check paths only".to_string()
+        } else {
+            through.join(", ")
+        }
+    )
 }
 
 /// What makes a progress line worth printing again when piped.

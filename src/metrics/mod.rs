@@ -100,6 +100,7 @@ pub struct Metrics {
     pub(crate) server_available: IntGaugeVec,
     pub(crate) pool_weight: IntGaugeVec,
     pub(crate) pool_weight_overridden: IntGaugeVec,
+    pub(crate) maintenance: IntGaugeVec,
     pub(crate) pool_window_requests: IntGaugeVec,
     pub(crate) pool_window_error_ratio: GaugeVec,
     pub(crate) pool_window_latency: GaugeVec,
@@ -273,6 +274,12 @@ impl Metrics {
             "1 when the pool's weight comes from a runtime override (admin API), 0 when from the config file.",
             &["service", "pool"],
         );
+        let maintenance = gauge_vec(
+            &r,
+            "switchyard_maintenance",
+            "1 while the service is in maintenance (its routes answer 503 but to allowed clients and exempt paths), 0 otherwise.",
+            &["service"],
+        );
         let pool_window_requests = gauge_vec(
             &r,
             "switchyard_pool_window_requests",
@@ -395,6 +402,7 @@ impl Metrics {
             server_available,
             pool_weight,
             pool_weight_overridden,
+            maintenance,
             pool_window_requests,
             pool_window_error_ratio,
             pool_window_latency,

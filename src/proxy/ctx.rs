@@ -70,6 +70,8 @@ pub struct Ctx {
     pub(super) head: Option<Box<super::headers::Head>>,
     /// The request's Origin when the route's CORS policy allows it (`cors::allowed_origin`).
     pub(super) cors_origin: Option<http::HeaderValue>,
+    /// The forward-auth service's headers for the upstream request (`access.rs`).
+    pub(super) auth_headers: Option<super::access::AuthHeaders>,
 }
 
 impl Ctx {
@@ -102,6 +104,7 @@ impl Ctx {
             refusal: None,
             head: None,
             cors_origin: None,
+            auth_headers: None,
         }
     }
 

@@ -1,13 +1,17 @@
 //! The request path: pingora's `ProxyHttp` phases, reading one snapshot per request.
 
+mod access;
 pub mod affinity;
 mod cors;
 mod ctx;
+mod forward_auth;
 pub mod grpc;
 pub mod head;
 mod headers;
 mod limit;
+mod maintenance;
 mod observe;
+mod pages;
 mod peer;
 pub mod pick;
 pub mod plain;
@@ -285,6 +289,13 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
 
+        if maintenance::refused(session, ctx, route).await? {
+            return Ok(true);
+        }
+        if access::refuse_by_address(session, ctx).await? {
+            return Ok(true);
+        }
+
         // A CORS preflight is answered here and never reaches the upstream.
         if cors::preflight(session, ctx).await? {
             return Ok(true);
@@ -303,6 +314,9 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.options.max_body_size) {
             respond::write_error(session, ctx, Refusal::BodyTooLarge.status()).await?;
+            return Ok(true);
+        }
+        if access::authenticate(session, ctx).await? {
             return Ok(true);
         }
 
@@ -500,6 +514,7 @@ impl ProxyHttp for Proxy {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        access::apply_auth_headers(upstream, ctx)?;
         // The route's own request headers, after ours so that it may replace them.
         headers::apply_request(
             ctx,

@@ -1,4 +1,4 @@
-//! The one place where errors become HTTP responses: status mapping and the small JSON error body.
+//! The one place where errors become HTTP responses: status mapping, the small JSON error body, and the configured error pages (`pages`).
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -60,6 +60,8 @@ pub fn status_for(e: &Error) -> u16 {
 fn reason(status: u16) -> &'static str {
     match status {
         400 => "bad request",
+        401 => "authentication required",
+        403 => "access denied",
         404 => "no route for this host and path",
         408 => "request timed out",
         413 => "request body too large",
@@ -109,8 +111,9 @@ pub async fn write_error_with(
         let message = error.unwrap_or(reason(status));
         return super::grpc::write_status(session, status, message, &ctx.request_id, &[]).await;
     }
-    let body = body_with(status, error, &ctx.request_id);
-    let mut resp = error_header(status, &body, &ctx.request_id)?;
+    let (body, content_type) =
+        super::pages::error_body(session.req_header(), ctx, status, None, error);
+    let mut resp = error_header(status, &body, content_type, &ctx.request_id)?;
     decorate(&mut resp, ctx)?;
     session.write_error_response(resp, body).await
 }
@@ -123,17 +126,18 @@ pub async fn write_bare_error(
     request_id: &str,
 ) -> pingora_error::Result<()> {
     let body = body(status, request_id);
-    let resp = error_header(status, &body, request_id)?;
+    let resp = error_header(status, &body, "application/json", request_id)?;
     session.write_error_response(resp, body).await
 }
 
 fn error_header(
     status: u16,
     body: &Bytes,
+    content_type: &'static str,
     request_id: &str,
 ) -> pingora_error::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header("x-request-id", request_id)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -146,6 +150,43 @@ fn error_header(
 /// and the CORS headers for an allowed origin, so a browser can read the answer (`headers.rs`).
 pub fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_error::Result<()> {
     super::headers::decorate_own(resp, ctx)
+}
+
+/// An answer of Switchyard's own with `headers` besides the usual ones (WWW-Authenticate, ...)
+/// and `body` as given (content type, bytes), or the JSON error body (with `error`) when `None`:
+/// the access refusals (`access.rs`). The connection stays open. A gRPC call gets the status as a
+/// gRPC status.
+pub async fn write_answer(
+    session: &mut ServerSession,
+    ctx: &Ctx,
+    status: u16,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    body: Option<(http::HeaderValue, Bytes)>,
+    error: Option<&str>,
+) -> pingora_error::Result<()> {
+    let request_id = ctx.request_id.as_str();
+    if super::grpc::is_grpc(session) {
+        let message = error.unwrap_or(reason(status));
+        return super::grpc::write_status(session, status, message, request_id, &[]).await;
+    }
+    let (content_type, body) = match body {
+        Some(b) => b,
+        None => (
+            http::HeaderValue::from_static("application/json"),
+            body_with(status, error, request_id),
+        ),
+    };
+    let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    resp.insert_header("x-request-id", request_id)?;
+    for (name, value) in headers {
+        resp.append_header(name.clone(), value.clone())?;
+    }
+    decorate(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
 }
 
 /// Whole seconds for Retry-After and RateLimit-Reset, rounded up.
@@ -171,15 +212,38 @@ pub async fn write_rate_limited(
         ];
         return super::grpc::write_status(session, 429, reason(429), request_id, &hints).await;
     }
-    let body = body(429, request_id);
+    let (body, content_type) = super::pages::error_body(session.req_header(), ctx, 429, None, None);
     let mut resp = ResponseHeader::build(429, Some(8))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::RETRY_AFTER, wait)?;
     resp.insert_header("ratelimit-limit", limit)?;
     resp.insert_header("ratelimit-remaining", 0)?;
     resp.insert_header("ratelimit-reset", wait)?;
     resp.insert_header("x-request-id", request_id)?;
+    decorate(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await
+}
+
+/// 503 for a service in maintenance, with Retry-After and the operator's page (else the error
+/// pages for 503, else the JSON body); the connection stays open. A gRPC call gets UNAVAILABLE.
+pub async fn write_maintenance(
+    session: &mut ServerSession,
+    ctx: &Ctx,
+    gate: &crate::maintenance::Gate,
+) -> pingora_error::Result<()> {
+    const REASON: &str = "the service is in maintenance";
+    let retry_after = gate.retry_after.to_string();
+    if super::grpc::is_grpc(session) {
+        let hints = [("retry-after", retry_after)];
+        return super::grpc::write_status(session, 503, REASON, &ctx.request_id, &hints).await;
+    }
+    let req = session.req_header();
+    let (body, content_type) =
+        super::pages::error_body(req, ctx, 503, Some(&gate.pages), Some(REASON));
+    let mut resp = error_header(503, &body, content_type, &ctx.request_id)?;
+    resp.insert_header(http::header::RETRY_AFTER, retry_after)?;
     decorate(&mut resp, ctx)?;
     session.write_response_header(Box::new(resp)).await?;
     session.write_response_body(body, true).await

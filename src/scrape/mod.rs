@@ -34,7 +34,12 @@ pub fn render(m: &Metrics, snap: &Snapshot, in_flight: usize, connections: &Conn
     m.pool_window_requests.reset();
     m.pool_window_error_ratio.reset();
     m.pool_window_latency.reset();
-    for svc in &snap.services {
+    m.maintenance.reset();
+    for (i, svc) in snap.services.iter().enumerate() {
+        let on = snap.maintenance.get(i).is_some_and(Option::is_some);
+        m.maintenance
+            .with_label_values(&[&*svc.name])
+            .set(i64::from(on));
         let service_overrides = overrides.get(&*svc.name);
         for pool in &svc.pools {
             let labels = [&*svc.name, &*pool.name];

@@ -64,8 +64,24 @@ fn names_types_and_units_follow_the_conventions() {
         let kind = parts.next().expect("type");
         types.insert(name.to_string(), kind.to_string());
     }
+    // Prometheus' standard process families keep their usual names (dashboards and alerts
+    // written for any exporter read them); everything else is ours.
+    const PROCESS: &[&str] = &[
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ];
+    for name in PROCESS {
+        assert!(types.contains_key(*name), "{name} missing from:\n{text}");
+    }
     for (name, kind) in &types {
-        assert!(name.starts_with("switchyard_"), "{name}");
+        assert!(
+            name.starts_with("switchyard_") || PROCESS.contains(&name.as_str()),
+            "{name}"
+        );
         assert_eq!(
             kind == "counter",
             name.ends_with("_total"),
@@ -90,6 +106,7 @@ fn names_types_and_units_follow_the_conventions() {
         "switchyard_server_available",
         "switchyard_pool_weight",
         "switchyard_pool_weight_overridden",
+        "switchyard_maintenance",
     ] {
         assert!(types.contains_key(name), "{name} missing from:\n{text}");
     }

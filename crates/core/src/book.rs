@@ -1,4 +1,4 @@
-//! The book: what runtime changes write (weight overrides and rollouts), and the rollout bookkeeping on it.
+//! The book: what runtime changes write (weight overrides, rollouts, maintenance), and the rollout bookkeeping on it.
 //!
 //! The runtime's writer holds the one `Book`; each change works on a copy and the result is
 //! persisted, then compiled into a snapshot. [`tick`] judges each active rollout on its canary's
@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::maintenance::Maintenance;
 use crate::rollout::{
     Decision, Event, EventKind, Phase, Rollout, Rollouts, StepClock, WindowStats,
 };
@@ -18,12 +19,34 @@ use crate::upstream::Service;
 /// Pool weights set at runtime, by service then pool. They win over the config file's weights.
 pub type Overrides = BTreeMap<String, BTreeMap<String, u32>>;
 
-/// What runtime changes write: the weight overrides and the rollouts that own some of them.
-/// Persisted together in `state.json`, compiled together into each snapshot.
+/// What runtime changes write: the weight overrides, the rollouts that own some of them, and the
+/// services in maintenance. Persisted together in `state.json`, compiled together into each
+/// snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Book {
     pub overrides: Overrides,
     pub rollouts: Rollouts,
+    /// Services in maintenance, by name.
+    pub maintenance: BTreeMap<String, Maintenance>,
+}
+
+/// The maintenance entries that still apply to `config`: those of services no longer in it are
+/// dropped (as their weight overrides are). Returns a message for each dropped one.
+pub fn drop_gone_maintenance(
+    config: &Config,
+    maintenance: &mut BTreeMap<String, Maintenance>,
+) -> Vec<String> {
+    let mut dropped = Vec::new();
+    maintenance.retain(|service, _| {
+        let kept = config.services.iter().any(|s| &s.name == service);
+        if !kept {
+            dropped.push(format!(
+                "maintenance of service \"{service}\": the service is no longer in the config"
+            ));
+        }
+        kept
+    });
+    dropped
 }
 
 /// Now, in Unix milliseconds (the rollouts' persisted clock).

@@ -7,8 +7,10 @@
 pub mod book;
 pub mod config;
 pub mod fsutil;
+pub mod htpasswd;
 pub mod limits;
 pub mod lograte;
+pub mod maintenance;
 pub mod path;
 pub mod rollout;
 pub mod routing;

@@ -2,11 +2,13 @@
 //!
 //! `check`, `serve` and reload all go through [`load`], so they report the same errors.
 
+pub mod access;
 mod acme;
 mod admin;
 pub mod affinity;
 pub mod certs;
 pub mod cors;
+pub mod error_pages;
 pub mod headers;
 mod limits;
 mod listeners;
@@ -34,6 +36,7 @@ use toml::Spanned;
 
 pub use acme::{AcmeCertificate, AcmeConfig, ChallengeKind, Eab};
 pub use admin::{AdminConfig, DEFAULT_ADMIN_ADDRESS};
+pub use error_pages::{ErrorPages, PageBody, PageKind};
 pub use limits::{HeadLimits, LimitsConfig, DEFAULT_MAX_KEYS};
 pub use listeners::{CertificateConfig, ListenerConfig};
 use raw::RawConfig;

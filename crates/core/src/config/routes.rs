@@ -8,7 +8,9 @@ use http::header::HeaderName;
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+use super::access::{AccessRules, BasicAuth, ForwardAuth, OffOr, RawBasicAuth, RawForwardAuth};
 use super::cors::{CorsPolicy, RawCors};
+use super::error_pages::{ErrorPages, RawErrorPage};
 use super::headers::{self, HeaderRules, RawRequestHeaders, Template};
 use super::raw::RawConfig;
 use super::redirect::{RawRedirect, RedirectConfig, RouteTarget};
@@ -45,6 +47,12 @@ macro_rules! with_route_options {
             pub request_headers: Option<RawRequestHeaders>,
             pub response_headers_remove: Option<Vec<Spanned<Text>>>,
             pub cors: Option<Spanned<RawCors>>,
+            /// Bodies of Switchyard's own error answers, by status (`error_pages.rs`).
+            pub error_pages: Option<BTreeMap<String, Spanned<RawErrorPage>>>,
+            /// Allow/deny by client network, and authentication (`access.rs`).
+            pub access: Option<Vec<Spanned<Text>>>,
+            pub basic_auth: Option<Spanned<OffOr<RawBasicAuth>>>,
+            pub forward_auth: Option<Spanned<OffOr<RawForwardAuth>>>,
         }
     };
 }
@@ -147,6 +155,13 @@ pub struct RouteOptions {
     pub forward_original_path: bool,
     /// When a request that failed on one server goes to another.
     pub retry: RetryPolicy,
+    /// This route's own error pages (not merged with `[defaults]`': the proxy looks at the
+    /// route's, then the service's, then `[defaults]`').
+    pub error_pages: ErrorPages,
+    /// `allow`/`deny` by the client's address, first match wins.
+    pub access: AccessRules,
+    pub basic_auth: Option<BasicAuth>,
+    pub forward_auth: Option<ForwardAuth>,
 }
 
 impl Default for RouteOptions {
@@ -171,6 +186,10 @@ impl Default for RouteOptions {
             keepalive_timeout: Duration::from_secs(75),
             forward_original_path: false,
             retry: RetryPolicy::default(),
+            error_pages: ErrorPages::default(),
+            access: AccessRules::default(),
+            basic_auth: None,
+            forward_auth: None,
         }
     }
 }
@@ -353,6 +372,19 @@ impl Validator {
         if let Some(r) = &raw.retry {
             o.retry = self.retry(r, &o.retry);
         }
+        o.error_pages = raw
+            .error_pages
+            .as_ref()
+            .map_or_else(ErrorPages::default, |p| self.error_pages(p));
+        if let Some(rules) = &raw.access {
+            o.access = self.access_rules(rules);
+        }
+        if let Some(b) = &raw.basic_auth {
+            o.basic_auth = self.basic_auth(b);
+        }
+        if let Some(f) = &raw.forward_auth {
+            o.forward_auth = self.forward_auth(f);
+        }
         if let Some(zones) = &raw.limits {
             o.limits.clear();
             for z in zones {
@@ -394,5 +426,9 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         request_headers: r.request_headers.clone(),
         response_headers_remove: r.response_headers_remove.clone(),
         cors: r.cors.clone(),
+        error_pages: r.error_pages.clone(),
+        access: r.access.clone(),
+        basic_auth: r.basic_auth.clone(),
+        forward_auth: r.forward_auth.clone(),
     }
 }

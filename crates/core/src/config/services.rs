@@ -37,6 +37,8 @@ pub struct RawService {
     pub pool_override: Option<Spanned<super::rollout::RawPoolOverride>>,
     pub affinity: Option<Spanned<super::affinity::RawAffinity>>,
     pub upstream: Option<super::upstream_conn::RawUpstreamConn>,
+    /// Bodies of the service's routes' error answers, under the routes' own.
+    pub error_pages: Option<BTreeMap<String, Spanned<super::error_pages::RawErrorPage>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +182,8 @@ pub struct ServiceConfig {
     pub affinity: Option<super::affinity::AffinityConfig>,
     /// Keep-alive and connection limits towards the servers (`[services.X.upstream]`).
     pub upstream: super::upstream_conn::UpstreamConn,
+    /// Error pages of the service's routes, under each route's own (`error_pages.rs`).
+    pub error_pages: super::ErrorPages,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -399,7 +403,12 @@ impl Validator {
                 .as_ref()
                 .and_then(|a| self.affinity(a, sticky.as_ref(), pool_override.as_ref()));
             let upstream = self.upstream_conn(svc.upstream.as_ref());
+            let error_pages = svc
+                .error_pages
+                .as_ref()
+                .map_or_else(Default::default, |p| self.error_pages(p));
             out.push(ServiceConfig {
+                error_pages,
                 upstream,
                 name: name.clone(),
                 balance: svc.balance,
