@@ -184,7 +184,7 @@ fn reference_config_is_valid() {
     let (code, stdout, stderr) = check_repo_file("config/switchyard.toml");
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(
-        stdout.starts_with("config ok: 5 routes, 2 services, 3 pools"),
+        stdout.starts_with("config ok: 6 routes, 2 services, 3 pools"),
         "stdout: {stdout}"
     );
 }
