@@ -19,8 +19,10 @@ declare -A NEED=(
   [nginx]=nginx
   [python3]=python3
   [haproxy]=haproxy
+  [nghttp]=nghttp2-client
   [htpasswd]=apache2-utils
   [pip3]=python3-pip
+  [testssl]=testssl.sh
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -55,6 +57,8 @@ cargo test -p pingora-core -p pingora-proxy --lib -- \
     --skip connectors::http::v1::tests::test_reuse_rejects_fd_mismatch \
     --skip connectors::l4::tests::test_conn_error_addr_not_avail \
     --skip connectors::l4::tests::test_conn_timeout
+# Vendor patch 17 lives in pingora-core's rustls listener, built only with its `rustls` feature.
+cargo test -p pingora-core --features rustls --lib listeners::tls::rustls::config_cell_tests
 
 # Fuzz every parser of untrusted input for a bounded time (FUZZ_SECONDS each, default 60).
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

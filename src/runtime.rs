@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::rollout::Event;
 use crate::snapshot::{Registries, Snapshot};
 use crate::state::{StateError, StateStore};
-use crate::tls::{CertMap, CertSources, CertStore};
+use crate::tls::{CertMap, CertSources, CertStore, PolicyError, TlsConfigs};
 use crate::upstream::Addresses;
 
 /// Owned by the server; handed to the proxy, the admin API and background services.
@@ -37,6 +37,9 @@ pub struct Runtime {
     published: watch::Sender<Arc<Snapshot>>,
     /// The certificates by SNI that TLS handshakes read (written only under the writer lock).
     pub certs: Arc<CertStore>,
+    /// Each TLS listener's rustls config (versions, suites, groups, resumption) in a cell the
+    /// patched pingora reads at every handshake; the writer swaps them at reload.
+    pub tls: TlsConfigs,
     pub access_log: AccessLog,
     /// Every Prometheus metric; `scrape::render` turns them into the `/metrics` text.
     pub metrics: Metrics,
@@ -76,6 +79,15 @@ impl SnapshotCell {
     }
 }
 
+/// Why the runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Tls(#[from] PolicyError),
+}
+
 /// Why a runtime change was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
@@ -91,7 +103,7 @@ impl Runtime {
         generated_fallback: Arc<CertifiedKey>,
         access_log: AccessLog,
         store: Option<StateStore>,
-    ) -> Result<Arc<Runtime>, StateError> {
+    ) -> Result<Arc<Runtime>, StartError> {
         let saved = match &store {
             Some(s) => s.load()?,
             None => Default::default(),
@@ -137,13 +149,20 @@ impl Runtime {
             book::log_event(event);
         }
         let (published, _) = watch::channel(snapshot.clone());
+        let cert_store = CertStore::new(certs.build());
+        let tls = TlsConfigs::new(
+            &snapshot.config.tls,
+            &snapshot.config.listeners,
+            cert_store.resolver(),
+        )?;
         Ok(Arc::new(Runtime {
+            tls,
             snapshot: SnapshotCell {
                 current: ArcSwap::new(snapshot.clone()),
                 #[cfg(debug_assertions)]
                 loads: Default::default(),
             },
-            certs: CertStore::new(certs.build()),
+            certs: cert_store,
             writer: parking_lot::Mutex::new(Writer {
                 book,
                 registries,
@@ -274,6 +293,10 @@ impl Runtime {
         keep_affinity_key(&config, registries, affinity_key_kept);
         w.certs.configured = CertMap::build(&config.certificates, w.generated_fallback.clone());
         self.certs.store(w.certs.build());
+        // New handshakes get the new `[tls]` policy (validated: building it does not fail).
+        if let Err(e) = self.tls.apply(&config.tls, &config.listeners) {
+            log::error!("reload: the TLS policy was kept: {e}");
+        }
         let published = self.publish(&mut w, Arc::new(config));
         drop(w);
         for event in &ended {
@@ -362,6 +385,14 @@ impl Runtime {
     pub fn set_acme_cert(&self, id: &str, names: &[String], key: Option<Arc<CertifiedKey>>) {
         let mut w = self.writer.lock();
         w.certs.set_acme(id, names, key);
+        self.certs.store(w.certs.build());
+    }
+
+    /// Staples an OCSP `response` to the certificate whose leaf (DER) is `leaf`, or stops
+    /// stapling it (`None`); new handshakes get it.
+    pub fn set_ocsp_staple(&self, leaf: &[u8], response: Option<Vec<u8>>) {
+        let mut w = self.writer.lock();
+        w.certs.set_staple(leaf, response);
         self.certs.store(w.certs.build());
     }
 

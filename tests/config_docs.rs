@@ -35,7 +35,9 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/cors.rs",
     "crates/core/src/config/headers.rs",
     "crates/core/src/config/redirect.rs",
+    "crates/core/src/config/tls_policy.rs",
     "crates/core/src/config/error_pages.rs",
+    "crates/core/src/config/compression.rs",
     "crates/core/src/config/access.rs",
 ];
 const ROOT: &str = "RawConfig";
@@ -60,6 +62,8 @@ struct Field {
 struct RawStruct {
     file: &'static str,
     fields: Vec<Field>,
+    /// A hand-written Deserialize that also takes a bare boolean (`compression = true`).
+    takes_bool: bool,
 }
 
 /// How a field holds another `Raw*` struct.
@@ -124,7 +128,14 @@ fn expand_route_options(file: &'static str, text: &str) -> (String, Vec<(String,
         let (own, _) = struct_body(inner, decl);
         let mut fields = parse_fields(file, &name, own);
         fields.extend(common.iter().cloned());
-        structs.push((name, RawStruct { file, fields }));
+        structs.push((
+            name,
+            RawStruct {
+                file,
+                fields,
+                takes_bool: false,
+            },
+        ));
         blanked.replace_range(start..=close, &" ".repeat(close + 1 - start));
         from = close;
     }
@@ -154,11 +165,23 @@ fn plain_structs(file: &'static str, text: &str) -> Vec<(String, RawStruct)> {
         if attrs.contains("rename_all") {
             panic!("{file}: {name} has serde(rename_all); teach tests/config_docs.rs about it");
         }
+        let mut takes_bool = false;
         if !attrs.contains("Deserialize") {
             // A hand-written Deserialize: its keys are those its visitor names as expected.
             fields = custom_keys(file, text, &name, fields);
+            let impl_at = text
+                .find(&format!("Deserialize<'de> for {name}"))
+                .unwrap_or(0);
+            takes_bool = text[impl_at..].contains("fn visit_bool");
         }
-        out.push((name, RawStruct { file, fields }));
+        out.push((
+            name,
+            RawStruct {
+                file,
+                fields,
+                takes_bool,
+            },
+        ));
     }
     out
 }
@@ -685,6 +708,7 @@ fn walk_toml(
                     }
                 }
             }
+            (Shape::One, toml::Value::Boolean(_)) if structs[&child].takes_bool => {}
             _ => problems.push(format!(
                 "{what}: `{key}` in {} has the wrong shape",
                 show(&table.header)

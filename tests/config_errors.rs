@@ -697,3 +697,88 @@ fn cors_headers_and_redirect_settings_are_checked() {
         "redirect code 303 is not one of 301, 302, 307, 308",
     );
 }
+
+#[test]
+fn tls_policy_names_are_checked() {
+    // (the [tls] table, the text the error points at, the error's start)
+    let cases = [
+        (
+            "cipher_suites = [\"ECDHE-RSA-AES128-GCM-SHA256\", \"TLS_FOO_WITH_BAR\"]",
+            "\"TLS_FOO",
+            "unknown cipher suite \"TLS_FOO_WITH_BAR\"",
+        ),
+        (
+            "cipher_suites = \"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA\"",
+            "ECDHE-RSA-AES128-SHA\"",
+            "cipher suite \"ECDHE-RSA-AES128-SHA\" is weak (CBC mode)",
+        ),
+        (
+            "cipher_suites = [\"RC4-SHA\"]",
+            "\"RC4-SHA",
+            "cipher suite \"RC4-SHA\" is weak (RC4)",
+        ),
+        (
+            "cipher_suites = [\"TLS_RSA_WITH_AES_128_GCM_SHA256\"]",
+            "\"TLS_RSA",
+            "cipher suite \"TLS_RSA_WITH_AES_128_GCM_SHA256\" is weak (static key exchange",
+        ),
+        (
+            "cipher_suites = [\"TLS_AES_128_CCM_SHA256\"]",
+            "\"TLS_AES_128_CCM",
+            "cipher suite \"TLS_AES_128_CCM_SHA256\" is not available in this build",
+        ),
+        (
+            "cipher_suites = \"ECDHE-RSA-AES128-GCM-SHA256:HIGH\"",
+            "HIGH",
+            "\"HIGH\" is an OpenSSL cipher-list keyword",
+        ),
+        (
+            "kx_groups = [\"X25519\", \"X448\"]",
+            "\"X448",
+            "key-exchange group \"X448\" is not available in this build",
+        ),
+        (
+            "kx_groups = \"secp192r1\"",
+            "secp192r1",
+            "key-exchange group \"secp192r1\" is weak",
+        ),
+        (
+            "kx_groups = [\"curve9\"]",
+            "\"curve9",
+            "unknown key-exchange group \"curve9\"",
+        ),
+        (
+            "min_version = \"1.1\"",
+            "\"1.1\"",
+            "min_version \"1.1\": TLS 1.0 and 1.1 are weak",
+        ),
+        (
+            "min_version = \"1.3\"\ncipher_suites = [\"ECDHE-RSA-AES128-GCM-SHA256\"]",
+            "[\"ECDHE",
+            "cipher_suites lists TLS 1.2 suites but min_version = \"1.3\"",
+        ),
+        (
+            "ticket_rotation = \"10s\"",
+            "\"10s\"",
+            "ticket_rotation 10s must be from 1m to 84h",
+        ),
+        (
+            "session_cache = -1",
+            "-1",
+            "session_cache = -1 must be from 0 (off)",
+        ),
+    ];
+    for (table, at, reason) in cases {
+        let config = format!("{}\n[tls]\n{table}\n", good_with(&[]));
+        let (line, col) = pos(&config, at);
+        let r = assert_single(&config, (line, col), reason);
+        assert!(!r.reason.is_empty());
+    }
+    // The Gorax edge's policy passes.
+    let config = format!(
+        "{}\n[tls]\nmin_version = \"1.2\"\ncipher_suites = \"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384\"\nkx_groups = [\"X25519\", \"prime256v1\", \"secp384r1\"]\nsession_cache = 0\nsession_tickets = false\n",
+        good_with(&[])
+    );
+    let (code, _, stderr) = check(BIN, &config);
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -255,6 +255,43 @@ fn tiris() {
     for host in ["api.tiris.example", "status.dev.tiris.example"] {
         m.wait_certificate(&proxy, &client, host);
     }
+    // TLS 1.2 and 1.3 only; TLS 1.2 with the ECDHE AES-GCM suites and no other.
+    let roots = m.pebble.dir().join("roots.pem");
+    std::fs::write(&roots, m.pebble.roots_pem()).unwrap();
+    let handshake = |args: &[&str]| {
+        Handshake::run(
+            m.https,
+            "api.tiris.example",
+            &roots.to_string_lossy(),
+            args,
+            None,
+        )
+    };
+    let refused = handshake(&["-tls1_1"]);
+    assert_eq!(refused.cipher(), None, "TLS 1.1:\n{}", refused.out);
+    let gcm = handshake(&["-tls1_2"]);
+    let suite = gcm.cipher().unwrap_or_default();
+    assert!(
+        suite.starts_with("ECDHE-")
+            && (suite.ends_with("-AES128-GCM-SHA256") || suite.ends_with("-AES256-GCM-SHA384")),
+        "TLS 1.2 suite {suite:?}:\n{}",
+        gcm.out
+    );
+    assert!(
+        gcm.out.contains("Verify return code: 0 (ok)"),
+        "{}",
+        gcm.out
+    );
+    for other in [
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA",
+    ] {
+        let h = handshake(&["-tls1_2", "-cipher", other]);
+        assert_eq!(h.cipher(), None, "{other}:\n{}", h.out);
+    }
+    let tls13 = handshake(&["-tls1_3"]);
+    assert!(tls13.cipher().is_some(), "TLS 1.3:\n{}", tls13.out);
+
     // h2 over ALPN.
     let resp = client.get(url("api.tiris.example", "/")).send().unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
@@ -357,7 +394,8 @@ fn tiris() {
 // ---------------------------------------------------------------------------------------------
 // BookKeep: microservices on Kubernetes, formerly behind ingress-nginx.
 
-/// GETs of `url` in a loop on a thread of their own until the flag is set; how many were sent.
+/// GETs of `url` in a loop on a thread of their own until the flag is set, as 200 clients
+/// taking turns (named by X-Forwarded-For, as a load balancer does); how many were sent.
 struct Traffic {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<usize>,
@@ -370,7 +408,11 @@ impl Traffic {
         let thread = std::thread::spawn(move || {
             let mut sent = 0;
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = client.get(&url).send().and_then(|r| r.bytes());
+                let _ = client
+                    .get(&url)
+                    .header("x-forwarded-for", format!("203.0.113.{}", sent % 200 + 1))
+                    .send()
+                    .and_then(|r| r.bytes());
                 sent += 1;
             }
             sent
@@ -445,6 +487,26 @@ fn bookkeep() {
             .unwrap(),
     );
     assert_eq!(body["headers"]["x-real-ip"], "198.51.100.7", "{body}");
+
+    // limits: 100 requests in a minute per client (the client the load balancer names): the
+    // 101st is refused, while another client still gets through.
+    let from = |client_ip: &str| {
+        client
+            .get(m.url(host, "/v1/customers"))
+            .header("x-forwarded-for", client_ip)
+            .send()
+            .unwrap()
+    };
+    // The real-client-IP request above counted for 198.51.100.7.
+    for i in 2..=100 {
+        let status = from("198.51.100.7").status();
+        assert_eq!(status, 200, "request {i} of the minute");
+    }
+    let refused = from("198.51.100.7");
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = header(&refused, "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(from("198.51.100.8").status(), 200);
 
     // deploy: a canary that fails is rolled back; a good one is promoted.
     let rollout = || {

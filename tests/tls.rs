@@ -291,6 +291,28 @@ fn h2_can_be_turned_off() {
 }
 
 #[test]
+fn h2_follows_a_reload_for_new_connections() {
+    let mut w = start(false);
+    let https = w.https();
+    let version = || {
+        // A new client: a new connection and a new handshake.
+        let resp = https_client()
+            .get(format!("https://h2.example.com:{https}/"))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.version()
+    };
+    assert_eq!(version(), reqwest::Version::HTTP_11);
+    let config = w.config_with(|world| world.listener_option("https", "h2", true));
+    w.proxy.reload_with(&config);
+    assert!(w
+        .proxy
+        .wait_for_log("(generation 2)", Duration::from_secs(10)));
+    assert_eq!(version(), reqwest::Version::HTTP_2);
+}
+
+#[test]
 fn h2_body_over_limit_is_413() {
     let w = start(true);
     let (https, blue) = (w.https(), w.backend("blue"));

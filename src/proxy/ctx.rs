@@ -56,6 +56,12 @@ pub struct Ctx {
     pub(super) rate: Option<(u32, u32, Duration)>,
     pub(super) upstream_start: Option<Instant>,
     pub(super) upstream_ms: Option<f64>,
+    /// From choosing the server to connected (0 on a reused connection), the last attempt's.
+    pub(super) upstream_connect_ms: Option<f64>,
+    /// The shield moved this request from its canary to the stable pool.
+    pub(super) shield_retried: bool,
+    /// Requests in progress counted by concurrency zones: counted down when the context drops.
+    pub(super) admissions: Vec<crate::limits::Admission>,
     pub(super) body_bytes: u64,
     pub(super) shield: Shield,
     /// A new sticky id to hand the client in a cookie: (cookie name, id).
@@ -97,6 +103,9 @@ impl Ctx {
             rate: None,
             upstream_start: None,
             upstream_ms: None,
+            upstream_connect_ms: None,
+            shield_retried: false,
+            admissions: Vec::new(),
             body_bytes: 0,
             shield: Shield::Off,
             sticky_cookie: None,
@@ -123,6 +132,12 @@ impl Ctx {
     pub(super) fn service(&self) -> Option<(usize, &Service)> {
         let i = self.route()?.service?;
         Some((i, self.snapshot.services.get(i)?))
+    }
+
+    /// Connected to the upstream: nginx's `$upstream_connect_time`, 0 on a reused connection.
+    pub(super) fn connected(&mut self, reused: bool) {
+        let elapsed = self.upstream_start.filter(|_| !reused).map(|s| s.elapsed());
+        self.upstream_connect_ms = Some(elapsed.map_or(0.0, |d| d.as_secs_f64() * 1000.0));
     }
 
     /// The normalised path every decision uses (`crate::path`).

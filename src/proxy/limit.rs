@@ -5,19 +5,28 @@ use std::time::Duration;
 use pingora::http::RequestHeader;
 
 use super::{Ctx, Proxy};
-use crate::limits::{key_hash, KeyKind, Verdict};
+use crate::limits::{key_hash, Admission, KeyKind, Verdict};
 use crate::routing::{self, Route};
 use crate::snapshot::Snapshot;
 
+/// A zone's refusal: its limit, when to retry (none for requests in progress) and the status.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused {
+    pub limit: u32,
+    pub retry_after: Option<Duration>,
+    pub status: u16,
+}
+
 impl Proxy {
-    /// Runs the route's zones; `Some((limit, retry_after))` when one of them refuses the request.
+    /// Runs the route's zones; the refusal when one of them refuses the request. A concurrency
+    /// zone's admission is held in the context until the request ends.
     pub(super) fn check_zones(
         &self,
         snap: &Snapshot,
         route: &Route,
         req: &RequestHeader,
         ctx: &mut Ctx,
-    ) -> Option<(u32, Duration)> {
+    ) -> Option<Refused> {
         if route.zones.is_empty() {
             return None;
         }
@@ -50,9 +59,20 @@ impl Proxy {
                         ctx.rate = Some((limit, remaining, reset));
                     }
                 }
-                Verdict::Limited { limit, retry_after } => {
+                Verdict::Admitted { key } => {
+                    ctx.admissions.push(Admission::new(zone.clone(), key));
+                }
+                Verdict::Limited {
+                    limit,
+                    retry_after,
+                    status,
+                } => {
                     self.runtime.metrics.record_rate_limited(&zone.spec().name);
-                    return Some((limit, retry_after));
+                    return Some(Refused {
+                        limit,
+                        retry_after,
+                        status,
+                    });
                 }
             }
         }

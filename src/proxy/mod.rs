@@ -2,6 +2,7 @@
 
 mod access;
 pub mod affinity;
+mod compress;
 mod cors;
 mod ctx;
 mod forward_auth;
@@ -9,6 +10,8 @@ pub mod grpc;
 pub mod head;
 mod headers;
 mod limit;
+mod linger;
+mod log_line;
 mod maintenance;
 mod observe;
 mod pages;
@@ -28,14 +31,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::modules::http::HttpModules;
 use pingora::protocols::http::ServerSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
-use crate::access_log::Entry;
 use crate::acme::AcmeState;
 use crate::config::{HeadLimits, RouteOptions};
 use crate::metrics::ClientError;
@@ -47,8 +49,8 @@ use respond::Refusal;
 
 /// Servers one request may try (a route's `retry.tries` is at most this).
 const MAX_TRIES: usize = crate::config::retry::MAX_TRIES as usize;
-/// Compression level for gzip/brotli/zstd when a route has compression on.
-const COMPRESSION_LEVEL: u32 = 5;
+/// The module's level until `request_filter` sets the route's (`compress`).
+const COMPRESSION_LEVEL: u32 = crate::config::compression::DEFAULT_LEVEL;
 
 /// One listening socket, as the request path needs to know it.
 #[derive(Debug, Clone)]
@@ -302,8 +304,8 @@ impl ProxyHttp for Proxy {
         }
 
         let req = session.req_header();
-        if let Some((limit, retry_after)) = self.check_zones(&snap, route, req, ctx) {
-            respond::write_rate_limited(session, ctx, limit, retry_after).await?;
+        if let Some(refused) = self.check_zones(&snap, route, req, ctx) {
+            respond::write_rate_limited(session, ctx, refused).await?;
             return Ok(true);
         }
 
@@ -314,6 +316,7 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.options.max_body_size) {
             respond::write_error(session, ctx, Refusal::BodyTooLarge.status()).await?;
+            linger::discard_body(session, route.options.max_body_size).await;
             return Ok(true);
         }
         if access::authenticate(session, ctx).await? {
@@ -321,14 +324,8 @@ impl ProxyHttp for Proxy {
         }
 
         // gRPC frames its messages and compresses them itself (grpc-encoding): never touched.
-        if !route.options.compression || grpc::is_grpc(session) {
-            if let Some(c) = session
-                .downstream_modules_ctx
-                .get_mut::<ResponseCompression>()
-            {
-                c.adjust_level(0);
-            }
-        }
+        let grpc = grpc::is_grpc(session);
+        compress::request(session, &route.options, grpc);
         Ok(false)
     }
 
@@ -445,6 +442,20 @@ impl ProxyHttp for Proxy {
             self.shield(ctx);
         }
         e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.connected(reused);
+        Ok(())
     }
 
     fn suppress_proxy_warn_log(
@@ -602,6 +613,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(route) = ctx.route() {
+            compress::response(session, &route.options, resp);
             headers::apply_response(ctx, session.req_header(), resp, &route.options)?;
             if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
                 // An upgraded connection (a websocket) is timed like the upstream, both ways:
@@ -640,6 +652,9 @@ impl ProxyHttp for Proxy {
             let written = respond::write_error_with(session, ctx, status, reason);
             if let Err(write) = written.await {
                 log::debug!("could not send {status} to the client: {write}");
+            } else if status == Refusal::BodyTooLarge.status() {
+                linger::discard_body(session, ctx.route().map_or(0, |r| r.options.max_body_size))
+                    .await;
             }
         }
         FailToProxy {
@@ -672,35 +687,7 @@ impl ProxyHttp for Proxy {
         let duration = now.saturating_duration_since(ctx.start);
         self.record_window(ctx, e, status, now);
         self.record_request(ctx, status, duration);
-        let log = &self.runtime.access_log;
-        if !log.enabled() {
-            return;
-        }
-        let route = ctx.route();
-        let service = ctx.service().map(|(_, s)| s);
-        let pool = service.zip(ctx.pool).map(|(s, p)| &*s.pools[p].name);
-        let req = session.req_header();
-        let entry = Entry {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-            method: req.method.as_str(),
-            host: request_host(req),
-            path: std::str::from_utf8(req.raw_path()).unwrap_or("/"),
-            uri: ctx.path(req),
-            status,
-            bytes: session.body_bytes_sent(),
-            duration_ms: duration.as_secs_f64() * 1000.0,
-            route: route.map(|r| &*r.id),
-            service: service.map(|s| &*s.name),
-            pool,
-            upstream: ctx.upstream.map(|a| a.to_string()),
-            upstream_ms: ctx.upstream_ms,
-            request_id: &ctx.request_id,
-            listener: self.listener_name(ctx),
-            protocol: if session.is_http2() { "h2" } else { "http/1.1" },
-            error: e.map(|e| e.to_string()),
-        };
-        log.write(&entry);
+        self.write_access_log(session, ctx, e, status, duration);
     }
 }
 

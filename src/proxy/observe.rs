@@ -100,6 +100,7 @@ impl Proxy {
             .metrics
             .record_shielded(&service.name, &pool.name);
         ctx.pool = Some(stable);
+        ctx.shield_retried = true;
         ctx.tried = [None; MAX_TRIES];
         ctx.tries = 0;
         ctx.upstream = None;

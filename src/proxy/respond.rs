@@ -194,32 +194,41 @@ pub fn whole_seconds(d: std::time::Duration) -> u64 {
     d.as_nanos().div_ceil(1_000_000_000) as u64
 }
 
-/// 429 with Retry-After and the RateLimit-* headers; the connection stays open.
+/// A zone's refusal (429 unless configured otherwise) with Retry-After and the RateLimit-*
+/// headers (neither for a concurrency zone: no wait is meaningful); the connection stays open.
 pub async fn write_rate_limited(
     session: &mut ServerSession,
     ctx: &Ctx,
-    limit: u32,
-    retry_after: std::time::Duration,
+    refused: super::limit::Refused,
 ) -> pingora_error::Result<()> {
     let request_id = ctx.request_id.as_str();
-    let wait = whole_seconds(retry_after).max(1);
-    if super::grpc::is_grpc(session) {
-        let hints = [
+    let status = refused.status;
+    let wait = refused.retry_after.map(|w| whole_seconds(w).max(1));
+    let mut hints = Vec::new();
+    if let Some(wait) = wait {
+        hints.extend([
             ("retry-after", wait.to_string()),
-            ("ratelimit-limit", limit.to_string()),
+            ("ratelimit-limit", refused.limit.to_string()),
             ("ratelimit-remaining", "0".to_string()),
             ("ratelimit-reset", wait.to_string()),
-        ];
-        return super::grpc::write_status(session, 429, reason(429), request_id, &hints).await;
+        ]);
     }
-    let (body, content_type) = super::pages::error_body(session.req_header(), ctx, 429, None, None);
-    let mut resp = ResponseHeader::build(429, Some(8))?;
+    let error = if wait.is_some() {
+        "rate limit exceeded"
+    } else {
+        "too many requests in progress"
+    };
+    if super::grpc::is_grpc(session) {
+        return super::grpc::write_status(session, status, error, request_id, &hints).await;
+    }
+    let (body, content_type) =
+        super::pages::error_body(session.req_header(), ctx, status, None, Some(error));
+    let mut resp = ResponseHeader::build(status, Some(8))?;
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::RETRY_AFTER, wait)?;
-    resp.insert_header("ratelimit-limit", limit)?;
-    resp.insert_header("ratelimit-remaining", 0)?;
-    resp.insert_header("ratelimit-reset", wait)?;
+    for (name, value) in hints {
+        resp.insert_header(name, value)?;
+    }
     resp.insert_header("x-request-id", request_id)?;
     decorate(&mut resp, ctx)?;
     session.write_response_header(Box::new(resp)).await?;

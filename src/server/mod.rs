@@ -2,6 +2,7 @@
 
 pub mod background;
 pub mod listeners;
+pub mod ocsp;
 mod prehandshake;
 pub mod proxy_protocol;
 
@@ -34,6 +35,8 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Start(#[from] crate::runtime::StartError),
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(std::io::Error),
     #[error("cannot set up listener \"{name}\": {reason}")]
@@ -230,6 +233,10 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         crate::acme::AcmeManager::new(runtime.clone(), acme.clone()),
     ));
     server.add_service(background_service(
+        "ocsp stapling",
+        ocsp::OcspService::new(runtime.clone()),
+    ));
+    server.add_service(background_service(
         "rate-limit upkeep",
         background::Upkeep::new(runtime.clone()),
     ));
@@ -252,15 +259,16 @@ fn add_endpoints(
     for l in group {
         let addr = l.address.to_string();
         if l.tls {
-            let mut settings =
-                TlsSettings::intermediate("", "").map_err(|e| ServeError::Listener {
+            // The listener's rustls config (certificates by SNI, ALPN, `[tls]`) comes from its
+            // cell, which a reload swaps (vendor patch 17).
+            let cell = runtime
+                .tls
+                .cell(&l.name)
+                .ok_or_else(|| ServeError::Listener {
                     name: l.name.clone(),
-                    reason: e.to_string(),
+                    reason: "no TLS config was built for it".into(),
                 })?;
-            settings.set_cert_resolver(runtime.certs.resolver());
-            if l.h2 {
-                settings.enable_h2();
-            }
+            let settings = TlsSettings::from_config_cell(cell);
             svc.add_listener(
                 ListenerConfig::tcp(addr)
                     .tls(settings)

@@ -11,6 +11,7 @@ pub mod http;
 pub mod killable;
 pub mod load;
 pub mod nginx;
+pub mod openssl;
 pub mod pebble;
 pub mod peers;
 pub mod ports;
@@ -35,6 +36,7 @@ pub use http::{
 pub use killable::KillableBackend;
 pub use load::{failures, Load, Seen};
 pub use nginx::Nginx;
+pub use openssl::Handshake;
 pub use pebble::{CaOptions, Pebble};
 pub use peers::{peer, spawn_for_process};
 pub use ports::{closed_addr, closed_port, port, udp_and_tcp_port};

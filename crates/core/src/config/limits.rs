@@ -9,7 +9,7 @@ use super::values::{Bytes, Text};
 use super::{serialize, Validator};
 use crate::limits::client_ip::{IpNet, TrustedProxies};
 use crate::limits::conn::ConnCaps;
-use crate::limits::{KeyKind, Rate, ZoneSpec};
+use crate::limits::{KeyKind, Rate, ZoneKind, ZoneSpec, DEFAULT_STATUS};
 
 /// Keys a zone holds at most by default: about 2 MB per zone (see docs/limits.md).
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -30,16 +30,22 @@ pub struct RawLimits {
     pub max_request_line: Option<Spanned<Bytes>>,
     pub max_header_line: Option<Spanned<Bytes>>,
     pub max_header_size: Option<Spanned<Bytes>>,
+    /// The status of every zone's refusal unless the zone sets its own (429 by default).
+    pub status: Option<Spanned<u16>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawZone {
+    /// `"rate"` (GCRA, the default), `"window"` or `"concurrency"`.
+    pub kind: Option<Spanned<Text>>,
     pub key: Option<Spanned<Text>>,
-    pub rate: Spanned<Text>,
-    #[serde(default)]
-    pub burst: u32,
+    pub rate: Option<Spanned<Text>>,
+    pub burst: Option<Spanned<u32>>,
+    /// Requests in progress at once per key (`concurrency`).
+    pub max: Option<Spanned<u32>>,
     pub max_keys: Option<Spanned<usize>>,
+    pub status: Option<Spanned<u16>>,
 }
 
 /// The validated `[limits]` table.
@@ -58,6 +64,8 @@ pub struct LimitsConfig {
     pub rate_limit_headers: bool,
     /// Size limits on an HTTP/1 request head (the h2 header list is bounded by `total`).
     pub head: HeadLimits,
+    /// The refusal status of zones that do not set their own.
+    pub status: u16,
 }
 
 /// Size limits on a request head, in bytes: nginx's `large_client_header_buffers 4 8k`.
@@ -122,6 +130,10 @@ impl Validator {
                 );
             }
         }
+        let status = raw
+            .status
+            .as_ref()
+            .map_or(DEFAULT_STATUS, |s| self.refusal_status(s));
         let mut zones = Vec::new();
         for (name, zone) in &raw.zones {
             let z = zone.get_ref();
@@ -145,12 +157,8 @@ impl Validator {
                     }
                 },
             };
-            let rate = match Rate::parse(z.rate.get_ref()) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.error(z.rate.span(), e);
-                    continue;
-                }
+            let Some(kind) = self.zone_kind(name, zone.span(), z) else {
+                continue;
             };
             let max_keys = match &z.max_keys {
                 Some(m) if *m.get_ref() < 64 => {
@@ -163,9 +171,9 @@ impl Validator {
             zones.push(ZoneSpec {
                 name: name.clone(),
                 key,
-                rate,
-                burst: z.burst,
+                kind,
                 max_keys,
+                status: z.status.as_ref().map_or(status, |s| self.refusal_status(s)),
             });
         }
         LimitsConfig {
@@ -175,6 +183,90 @@ impl Validator {
             zones,
             rate_limit_headers: raw.rate_limit_headers,
             head: self.head_limits(raw),
+            status,
+        }
+    }
+
+    /// A refusal status: 400 to 599 (nginx's `limit_req_status` range).
+    fn refusal_status(&mut self, s: &Spanned<u16>) -> u16 {
+        let v = *s.get_ref();
+        if (400..=599).contains(&v) {
+            v
+        } else {
+            self.error(s.span(), format!("status {v} must be between 400 and 599"));
+            DEFAULT_STATUS
+        }
+    }
+
+    /// A zone's kind and what it counts: `rate` + `burst`, `window` + `rate`, `concurrency` +
+    /// `max`, each refusing the others' keys.
+    fn zone_kind(
+        &mut self,
+        name: &str,
+        span: std::ops::Range<usize>,
+        z: &RawZone,
+    ) -> Option<ZoneKind> {
+        let kind = z.kind.as_ref().map_or("rate", |k| k.get_ref().0.as_str());
+        let kind_span = z.kind.as_ref().map_or(span.clone(), |k| k.span());
+        let rate = |this: &mut Self| match &z.rate {
+            None => {
+                this.error(
+                    span.clone(),
+                    format!("{kind} zone \"{name}\" needs a `rate`"),
+                );
+                None
+            }
+            Some(r) => match Rate::parse(r.get_ref()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    this.error(r.span(), e);
+                    None
+                }
+            },
+        };
+        let refuse = |this: &mut Self, key: &str, present: Option<std::ops::Range<usize>>| {
+            if let Some(at) = present {
+                this.error(at, format!("`{key}` does not apply to a {kind} zone"));
+            }
+        };
+        match kind {
+            "rate" => {
+                refuse(self, "max", z.max.as_ref().map(|m| m.span()));
+                let burst = z.burst.as_ref().map_or(0, |b| *b.get_ref());
+                Some(ZoneKind::Rate {
+                    rate: rate(self)?,
+                    burst,
+                })
+            }
+            "window" => {
+                refuse(self, "max", z.max.as_ref().map(|m| m.span()));
+                refuse(self, "burst", z.burst.as_ref().map(|b| b.span()));
+                Some(ZoneKind::Window { rate: rate(self)? })
+            }
+            "concurrency" => {
+                refuse(self, "rate", z.rate.as_ref().map(|r| r.span()));
+                refuse(self, "burst", z.burst.as_ref().map(|b| b.span()));
+                match &z.max {
+                    Some(m) if *m.get_ref() >= 1 => {
+                        Some(ZoneKind::Concurrency { max: *m.get_ref() })
+                    }
+                    Some(m) => {
+                        self.error(m.span(), "max must be at least 1");
+                        None
+                    }
+                    None => {
+                        self.error(span, format!("concurrency zone \"{name}\" needs `max`"));
+                        None
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    kind_span,
+                    format!("unknown zone kind \"{other}\" (expected \"rate\", \"window\" or \"concurrency\")"),
+                );
+                None
+            }
         }
     }
 

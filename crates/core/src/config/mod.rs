@@ -7,11 +7,13 @@ mod acme;
 mod admin;
 pub mod affinity;
 pub mod certs;
+pub mod compression;
 pub mod cors;
 pub mod error_pages;
 pub mod headers;
 mod limits;
 mod listeners;
+pub mod log_format;
 mod raw;
 pub mod redirect;
 mod resolve;
@@ -21,6 +23,8 @@ mod routes;
 mod serialize;
 mod server;
 mod services;
+mod tls_names;
+pub mod tls_policy;
 pub mod transport;
 mod upstream_conn;
 pub mod values;
@@ -45,6 +49,7 @@ pub use server::{AccessLogTarget, ServerSettings};
 pub use services::{
     Balance, HealthCheck, PassivePolicy, PoolConfig, ServerAddress, ServerConfig, ServiceConfig,
 };
+pub use tls_policy::{TlsPolicy, TlsVersion};
 pub use transport::{Protocol, TlsClient, Transport};
 pub use upstream_conn::UpstreamConn;
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
@@ -103,6 +108,8 @@ pub struct Config {
     pub defaults: RouteOptions,
     /// Certificates obtained over ACME, when `[acme]` is present.
     pub acme: Option<AcmeConfig>,
+    /// `[tls]`: what the TLS listeners offer (versions, suites, groups, resumption, OCSP).
+    pub tls: TlsPolicy,
 }
 
 impl Config {
@@ -274,6 +281,7 @@ impl Validator {
         self.merge_slashes = server.merge_slashes;
         let listeners = self.listeners(&raw);
         let certificates = self.certificates(&raw);
+        let tls = self.tls_policy(raw.tls.as_ref());
         let services = self.services(&raw);
         let limits = raw
             .limits
@@ -289,6 +297,7 @@ impl Validator {
             .as_ref()
             .map(|a| self.acme(a, &listeners, &certificates));
         Config {
+            tls,
             acme,
             admin,
             limits,

@@ -15,6 +15,7 @@ use super::listeners::{RawCertificate, RawListener};
 use super::routes::{RawDefaults, RawRoute};
 use super::server::RawServer;
 use super::services::RawService;
+use super::tls_policy::RawTls;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -36,4 +37,5 @@ pub struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     pub limits: Option<RawLimits>,
     pub acme: Option<Spanned<RawAcme>>,
+    pub tls: Option<RawTls>,
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
 use super::access::{AccessRules, BasicAuth, ForwardAuth, OffOr, RawBasicAuth, RawForwardAuth};
+use super::compression::{CompressionSettings, RawCompression};
 use super::cors::{CorsPolicy, RawCors};
 use super::error_pages::{ErrorPages, RawErrorPage};
 use super::headers::{self, HeaderRules, RawRequestHeaders, Template};
@@ -32,7 +33,8 @@ macro_rules! with_route_options {
             pub send_timeout: Option<values::Duration>,
             pub max_body_size: Option<Bytes>,
             pub redirect_https: Option<bool>,
-            pub compression: Option<bool>,
+            /// `true`, `false` or `{ types, min_length, level }` (`compression.rs`).
+            pub compression: Option<Spanned<RawCompression>>,
             pub websocket: Option<bool>,
             pub response_headers: Option<Spanned<BTreeMap<String, Text>>>,
             /// Rate-limit zones (by name) every request of the route must pass.
@@ -49,6 +51,8 @@ macro_rules! with_route_options {
             pub cors: Option<Spanned<RawCors>>,
             /// Bodies of Switchyard's own error answers, by status (`error_pages.rs`).
             pub error_pages: Option<BTreeMap<String, Spanned<RawErrorPage>>>,
+            /// `false`: the route's requests write no access-log line (health checks).
+            pub access_log: Option<bool>,
             /// Allow/deny by client network, and authentication (`access.rs`).
             pub access: Option<Vec<Spanned<Text>>>,
             pub basic_auth: Option<Spanned<OffOr<RawBasicAuth>>>,
@@ -125,6 +129,8 @@ pub struct RouteOptions {
     pub max_body_size: u64,
     pub redirect_https: bool,
     pub compression: bool,
+    /// Which responses are compressed and how, when `compression` is on.
+    pub compression_settings: CompressionSettings,
     pub websocket: bool,
     /// Set on every answer, the upstream's and Switchyard's own; values may hold variables.
     #[serde(serialize_with = "headers::set_map")]
@@ -158,6 +164,8 @@ pub struct RouteOptions {
     /// This route's own error pages (not merged with `[defaults]`': the proxy looks at the
     /// route's, then the service's, then `[defaults]`').
     pub error_pages: ErrorPages,
+    /// Whether the route's requests are written to the access log.
+    pub access_log: bool,
     /// `allow`/`deny` by the client's address, first match wins.
     pub access: AccessRules,
     pub basic_auth: Option<BasicAuth>,
@@ -174,6 +182,7 @@ impl Default for RouteOptions {
             max_body_size: 10 << 20,
             redirect_https: false,
             compression: true,
+            compression_settings: CompressionSettings::default(),
             websocket: true,
             response_headers: Vec::new(),
             response_headers_remove: Vec::new(),
@@ -187,6 +196,7 @@ impl Default for RouteOptions {
             forward_original_path: false,
             retry: RetryPolicy::default(),
             error_pages: ErrorPages::default(),
+            access_log: true,
             access: AccessRules::default(),
             basic_auth: None,
             forward_auth: None,
@@ -337,8 +347,8 @@ impl Validator {
         if let Some(b) = raw.redirect_https {
             o.redirect_https = b;
         }
-        if let Some(b) = raw.compression {
-            o.compression = b;
+        if let Some(c) = &raw.compression {
+            self.compression(c, &mut o.compression, &mut o.compression_settings);
         }
         if let Some(b) = raw.websocket {
             o.websocket = b;
@@ -368,6 +378,9 @@ impl Validator {
         }
         if let Some(b) = raw.forward_original_path {
             o.forward_original_path = b;
+        }
+        if let Some(b) = raw.access_log {
+            o.access_log = b;
         }
         if let Some(r) = &raw.retry {
             o.retry = self.retry(r, &o.retry);
@@ -414,7 +427,7 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         send_timeout: r.send_timeout,
         max_body_size: r.max_body_size,
         redirect_https: r.redirect_https,
-        compression: r.compression,
+        compression: r.compression.clone(),
         websocket: r.websocket,
         response_headers: r.response_headers.clone(),
         limits: r.limits.clone(),
@@ -427,6 +440,7 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         response_headers_remove: r.response_headers_remove.clone(),
         cors: r.cors.clone(),
         error_pages: r.error_pages.clone(),
+        access_log: r.access_log,
         access: r.access.clone(),
         basic_auth: r.basic_auth.clone(),
         forward_auth: r.forward_auth.clone(),

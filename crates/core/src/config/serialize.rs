@@ -13,7 +13,7 @@ use serde::Serializer;
 
 use crate::limits::client_ip::TrustedProxies;
 use crate::limits::conn::ConnCaps;
-use crate::limits::{KeyKind, ZoneSpec};
+use crate::limits::{KeyKind, ZoneKind, ZoneSpec};
 use crate::rollout::WindowSpec;
 
 /// `"30s"`, or `"500ms"` when not whole seconds: the way the config file writes durations.
@@ -90,13 +90,28 @@ pub fn zones<S: Serializer>(zones: &[ZoneSpec], s: S) -> Result<S::Ok, S::Error>
                 KeyKind::ClientIpRoute => "client_ip_route".to_string(),
                 KeyKind::Header(h) => format!("header:{h}"),
             };
-            let mut st = s.serialize_struct("Zone", 6)?;
+            let mut st = s.serialize_struct("Zone", 8)?;
             st.serialize_field("name", &z.name)?;
             st.serialize_field("key", &key)?;
-            st.serialize_field("requests", &z.rate.requests)?;
-            st.serialize_field("per", &Per(z.rate.per))?;
-            st.serialize_field("burst", &z.burst)?;
+            match z.kind {
+                ZoneKind::Rate { rate, burst } => {
+                    st.serialize_field("kind", "rate")?;
+                    st.serialize_field("requests", &rate.requests)?;
+                    st.serialize_field("per", &Per(rate.per))?;
+                    st.serialize_field("burst", &burst)?;
+                }
+                ZoneKind::Window { rate } => {
+                    st.serialize_field("kind", "window")?;
+                    st.serialize_field("requests", &rate.requests)?;
+                    st.serialize_field("per", &Per(rate.per))?;
+                }
+                ZoneKind::Concurrency { max } => {
+                    st.serialize_field("kind", "concurrency")?;
+                    st.serialize_field("max", &max)?;
+                }
+            }
             st.serialize_field("max_keys", &z.max_keys)?;
+            st.serialize_field("status", &z.status)?;
             st.end()
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+use super::log_format::LogFormat;
 use super::raw::RawConfig;
 use super::values::{self, Text};
 use super::{serialize, Validator};
@@ -17,6 +18,8 @@ pub struct RawServer {
     pub threads: Option<Spanned<usize>>,
     pub drain_timeout: Option<values::Duration>,
     pub access_log: Option<Text>,
+    /// `"json"`, `"combined"` or a template of nginx variables (`log_format.rs`).
+    pub access_log_format: Option<Spanned<Text>>,
     pub upgrade_socket: Option<Text>,
     pub pid_file: Option<Text>,
     pub state_dir: Option<Text>,
@@ -34,6 +37,8 @@ pub struct ServerSettings {
     #[serde(serialize_with = "serialize::duration")]
     pub drain_timeout: Duration,
     pub access_log: AccessLogTarget,
+    /// How each line is written (reloadable: read from the request's snapshot).
+    pub access_log_format: LogFormat,
     pub upgrade_socket: String,
     pub pid_file: Option<String>,
     /// Where runtime state (weight overrides) is persisted.
@@ -127,6 +132,7 @@ impl Validator {
             threads,
             drain_timeout: s.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
             access_log,
+            access_log_format: self.log_format(s.access_log_format.as_ref()),
             upgrade_socket: s
                 .upgrade_socket
                 .as_ref()

@@ -1,12 +1,16 @@
-//! Rate and connection limits: GCRA zones (governor) keyed by client IP, IP + route or a header.
+//! Rate and connection limits: zones keyed by client IP, IP + route or a header: GCRA, sliding windows, requests in progress.
 //!
-//! The semantics are nginx's `limit_req zone=... burst=N nodelay`: a key may send `burst + 1`
-//! requests at once, then one more per emission interval (60 s / rate for `r/m`); a request over
-//! the limit is refused at once (429), never delayed.
+//! A `rate` zone has nginx's `limit_req zone=... burst=N nodelay` semantics: a key may send
+//! `burst + 1` requests at once, then one more per emission interval (60 s / rate for `r/m`); a
+//! request over the limit is refused at once (429), never delayed. A `window` zone allows at most
+//! N requests in any period (`window.rs`); a `concurrency` zone at most N requests in progress
+//! per key (nginx's `limit_conn`, `concurrency.rs`).
 
 pub mod client_ip;
+pub mod concurrency;
 pub mod conn;
 mod store;
+pub mod window;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -61,14 +65,42 @@ impl Rate {
     }
 }
 
+/// What a zone counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ZoneKind {
+    /// GCRA: `rate`, with `burst` more at once (nginx `limit_req ... nodelay`).
+    Rate { rate: Rate, burst: u32 },
+    /// At most `rate.requests` in any `rate.per` (a sliding window).
+    Window { rate: Rate },
+    /// At most `max` requests in progress at once (nginx `limit_conn`).
+    Concurrency { max: u32 },
+}
+
+/// The status a refusal gets unless the zone or `[limits] status` says otherwise.
+pub const DEFAULT_STATUS: u16 = 429;
+
 /// A zone as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ZoneSpec {
     pub name: String,
     pub key: KeyKind,
-    pub rate: Rate,
-    pub burst: u32,
+    pub kind: ZoneKind,
     pub max_keys: usize,
+    /// The refusal's status (429, or 503 as nginx and ingress-nginx send).
+    pub status: u16,
+}
+
+impl ZoneSpec {
+    /// A `rate` zone (GCRA) refused with 429.
+    pub fn rate(name: &str, key: KeyKind, rate: Rate, burst: u32, max_keys: usize) -> ZoneSpec {
+        ZoneSpec {
+            name: name.to_string(),
+            key,
+            kind: ZoneKind::Rate { rate, burst },
+            max_keys,
+            status: DEFAULT_STATUS,
+        }
+    }
 }
 
 /// One zone's answer for one request.
@@ -81,9 +113,14 @@ pub enum Verdict {
         /// Until the key's bucket is full again.
         reset: Duration,
     },
+    /// Admitted by a zone that sends no RateLimit-* headers (a concurrency zone): the caller
+    /// holds an [`Admission`] for `key` (the one to release) until the request ends.
+    Admitted { key: u64 },
     Limited {
         limit: u32,
-        retry_after: Duration,
+        /// When a retry may pass; `None` where no time is meaningful (requests in progress).
+        retry_after: Option<Duration>,
+        status: u16,
     },
 }
 
@@ -96,6 +133,28 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
     fn keys(&self) -> usize;
     /// Drops idle keys.
     fn sweep(&self);
+    /// The request `key` was admitted for has ended (concurrency zones count it down).
+    fn release(&self, _key: u64) {}
+}
+
+/// A request in progress counted by a concurrency zone: dropping it (when the request's context
+/// goes, whatever ended the request) counts it down.
+#[derive(Debug)]
+pub struct Admission {
+    zone: Arc<dyn Limiter>,
+    key: u64,
+}
+
+impl Admission {
+    pub fn new(zone: Arc<dyn Limiter>, key: u64) -> Admission {
+        Admission { zone, key }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.zone.release(self.key);
+    }
 }
 
 type Gcra = RateLimiter<u64, StoreHandle, MonotonicClock, StateInformationMiddleware>;
@@ -110,9 +169,11 @@ pub struct LocalZone {
 }
 
 impl LocalZone {
+    /// A GCRA zone; `spec.kind` must be [`ZoneKind::Rate`] (see [`new_zone`]).
     pub fn new(spec: ZoneSpec) -> LocalZone {
-        let burst = NonZeroU32::new(spec.burst.saturating_add(1)).unwrap_or(NonZeroU32::MIN);
-        let interval = spec.rate.interval().max(Duration::from_nanos(1));
+        let (rate, burst) = spec.gcra();
+        let burst = NonZeroU32::new(burst.saturating_add(1)).unwrap_or(NonZeroU32::MIN);
+        let interval = rate.interval().max(Duration::from_nanos(1));
         // with_period only fails for a zero period, which max() above rules out.
         let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
@@ -134,7 +195,8 @@ impl Limiter for LocalZone {
     }
 
     fn check(&self, key: u64) -> Verdict {
-        let limit = self.spec.burst.saturating_add(1);
+        let (rate, burst) = self.spec.gcra();
+        let limit = burst.saturating_add(1);
         match self.limiter.check_key(&key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
@@ -142,12 +204,13 @@ impl Limiter for LocalZone {
                 Verdict::Allowed {
                     limit,
                     remaining,
-                    reset: self.spec.rate.interval() * used,
+                    reset: rate.interval() * used,
                 }
             }
             Err(not_until) => Verdict::Limited {
                 limit,
-                retry_after: not_until.wait_time_from(self.clock.now()),
+                retry_after: Some(not_until.wait_time_from(self.clock.now())),
+                status: self.spec.status,
             },
         }
     }
@@ -158,6 +221,32 @@ impl Limiter for LocalZone {
 
     fn sweep(&self) {
         self.store.sweep();
+    }
+}
+
+impl ZoneSpec {
+    /// The GCRA parameters (a non-rate zone never reaches a [`LocalZone`]).
+    fn gcra(&self) -> (Rate, u32) {
+        match self.kind {
+            ZoneKind::Rate { rate, burst } => (rate, burst),
+            ZoneKind::Window { rate } => (rate, 0),
+            ZoneKind::Concurrency { max } => (
+                Rate {
+                    requests: max.max(1),
+                    per: Duration::from_secs(1),
+                },
+                0,
+            ),
+        }
+    }
+}
+
+/// The in-process limiter for a spec, by its kind.
+pub fn new_zone(spec: ZoneSpec) -> Arc<dyn Limiter> {
+    match spec.kind {
+        ZoneKind::Rate { .. } => Arc::new(LocalZone::new(spec)),
+        ZoneKind::Window { .. } => Arc::new(window::WindowZone::new(spec)),
+        ZoneKind::Concurrency { .. } => Arc::new(concurrency::ConcurrencyZone::new(spec)),
     }
 }
 
@@ -182,7 +271,7 @@ impl ZoneRegistry {
         for spec in specs {
             let zone = match self.zones.get(&spec.name) {
                 Some(z) if z.spec() == spec => z.clone(),
-                _ => Arc::new(LocalZone::new(spec.clone())) as Arc<dyn Limiter>,
+                _ => new_zone(spec.clone()),
             };
             next.insert(spec.name.clone(), zone);
         }
@@ -201,13 +290,13 @@ mod tests {
     use super::*;
 
     fn zone(rate: &str, burst: u32) -> LocalZone {
-        LocalZone::new(ZoneSpec {
-            name: "z".into(),
-            key: KeyKind::ClientIp,
-            rate: Rate::parse(rate).expect("rate"),
+        LocalZone::new(ZoneSpec::rate(
+            "z",
+            KeyKind::ClientIp,
+            Rate::parse(rate).expect("rate"),
             burst,
-            max_keys: 1000,
-        })
+            1000,
+        ))
     }
 
     #[test]
@@ -233,7 +322,11 @@ mod tests {
             assert!(matches!(z.check(7), Verdict::Allowed { .. }), "request {i}");
         }
         match z.check(7) {
-            Verdict::Limited { limit, retry_after } => {
+            Verdict::Limited {
+                limit,
+                retry_after: Some(retry_after),
+                status: 429,
+            } => {
                 assert_eq!(limit, 21);
                 assert!(retry_after <= Duration::from_millis(600), "{retry_after:?}");
                 assert!(retry_after > Duration::from_millis(500), "{retry_after:?}");
@@ -259,13 +352,13 @@ mod tests {
     #[test]
     fn registry_keeps_unchanged_zones() {
         let mut reg = ZoneRegistry::default();
-        let spec = ZoneSpec {
-            name: "a".into(),
-            key: KeyKind::ClientIp,
-            rate: Rate::parse("1r/m").expect("rate"),
-            burst: 0,
-            max_keys: 10,
-        };
+        let spec = ZoneSpec::rate(
+            "a",
+            KeyKind::ClientIp,
+            Rate::parse("1r/m").expect("rate"),
+            0,
+            10,
+        );
         let first = reg.resolve(std::slice::from_ref(&spec));
         assert!(matches!(first["a"].check(1), Verdict::Allowed { .. }));
         let again = reg.resolve(std::slice::from_ref(&spec));
@@ -273,7 +366,13 @@ mod tests {
             matches!(again["a"].check(1), Verdict::Limited { .. }),
             "counter kept"
         );
-        let changed = ZoneSpec { burst: 5, ..spec };
+        let changed = ZoneSpec {
+            kind: ZoneKind::Rate {
+                rate: Rate::parse("1r/m").expect("rate"),
+                burst: 5,
+            },
+            ..spec
+        };
         let fresh = reg.resolve(&[changed]);
         assert!(
             matches!(fresh["a"].check(1), Verdict::Allowed { .. }),

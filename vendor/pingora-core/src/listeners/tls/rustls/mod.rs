@@ -14,6 +14,8 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::listeners::{SharedTlsAcceptCallbacks, TlsAcceptCallbacks};
 use crate::offload::OffloadRuntime;
 use crate::protocols::tls::{server::handshake, server::handshake_with_callback, TlsStream};
@@ -38,12 +40,21 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    config_cell: Option<ServerConfigCell>,
 }
+
+/// A rustls [`ServerConfig`] in a swappable cell: each handshake uses the config in the cell
+/// when it starts, so storing a new one changes what new handshakes get (protocol versions,
+/// cipher suites and key-exchange groups through its `CryptoProvider`, session cache and
+/// ticketer, ALPN, certificate resolver) while handshakes and connections already running keep
+/// theirs.
+pub type ServerConfigCell = Arc<ArcSwap<ServerConfig>>;
 
 pub struct Acceptor {
     pub acceptor: RusTlsAcceptor,
     callbacks: Option<SharedTlsAcceptCallbacks>,
     offload: Option<OffloadRuntime>,
+    config_cell: Option<ServerConfigCell>,
 }
 
 impl TlsSettings {
@@ -55,6 +66,18 @@ impl TlsSettings {
     ///
     /// Todo: Return a result instead of panicking XD
     pub fn build(self) -> Acceptor {
+        if let Some(cell) = self.config_cell {
+            // The whole config comes from the cell: nothing else of these settings applies
+            // except the callbacks and the handshake offload.
+            return Acceptor {
+                acceptor: RusTlsAcceptor::from(cell.load_full()),
+                callbacks: self.callbacks.map(SharedTlsAcceptCallbacks::from),
+                offload: self.offload_threadpool.map(|(shards, threads_per_shard)| {
+                    OffloadRuntime::new("downstream TLS offload", shards, threads_per_shard)
+                }),
+                config_cell: Some(cell),
+            };
+        }
         // rustls 0.23+ requires an explicit CryptoProvider.
         pingora_rustls::install_default_crypto_provider();
 
@@ -101,6 +124,23 @@ impl TlsSettings {
             offload: self.offload_threadpool.map(|(shards, threads_per_shard)| {
                 OffloadRuntime::new("downstream TLS offload", shards, threads_per_shard)
             }),
+            config_cell: None,
+        }
+    }
+
+    /// TLS settings whose whole rustls [`ServerConfig`] is taken from `cell` at the start of
+    /// each handshake (see [`ServerConfigCell`]); certificate, resolver, verifier and ALPN
+    /// setters have no effect on them. Callbacks and handshake offload may still be set.
+    pub fn from_config_cell(cell: ServerConfigCell) -> Self {
+        TlsSettings {
+            alpn_protocols: None,
+            cert_path: String::new(),
+            key_path: String::new(),
+            cert_resolver: None,
+            client_cert_verifier: None,
+            callbacks: None,
+            offload_threadpool: None,
+            config_cell: Some(cell),
         }
     }
 
@@ -200,6 +240,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            config_cell: None,
         })
     }
 
@@ -220,6 +261,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            config_cell: None,
         })
     }
 }
@@ -238,6 +280,16 @@ impl Acceptor {
             acceptor: RusTlsAcceptor::from(config),
             callbacks: None,
             offload: None,
+            config_cell: None,
+        }
+    }
+
+    /// The acceptor for a handshake starting now: over the config in the cell when there is
+    /// one, else the fixed one.
+    pub(crate) fn current(&self) -> RusTlsAcceptor {
+        match &self.config_cell {
+            Some(cell) => RusTlsAcceptor::from(cell.load_full()),
+            None => self.acceptor.clone(),
         }
     }
 
@@ -246,9 +298,10 @@ impl Acceptor {
         if let Some(offload) = self.offload.as_ref() {
             // Clone without offload to prevent recursive offloading on the worker runtime.
             let acceptor = Acceptor {
-                acceptor: self.acceptor.clone(),
+                acceptor: self.current(),
                 callbacks: None,
                 offload: None,
+                config_cell: None,
             };
             let callbacks = self.callbacks.clone();
             let rt = offload.get_runtime(stream.id() as u64);
@@ -319,5 +372,70 @@ mod tests {
             .unwrap();
         let res = client.get(format!("https://{addr}")).send().await.unwrap();
         assert_eq!(res.status(), reqwest::StatusCode::OK);
+    }
+}
+
+#[cfg(test)]
+mod config_cell_tests {
+    use super::*;
+    use crate::protocols::l4::stream::Stream as L4Stream;
+    use pingora_rustls::{load_ca_file_into_store, load_certs_and_key_files, RootCertStore};
+
+    /// The workspace's test certificates (Switchyard's `certs/`; this crate ships no keys).
+    fn certs(file: &str) -> String {
+        format!("{}/../../certs/{file}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn server_config(alpn: &[u8]) -> Arc<ServerConfig> {
+        let (chain, key) =
+            load_certs_and_key_files(&certs("localhost.crt"), &certs("localhost.key"))
+                .unwrap()
+                .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(config)
+    }
+
+    /// The ALPN protocol a client offering h2 and http/1.1 gets from `acceptor`.
+    async fn negotiated(acceptor: &Acceptor) -> Vec<u8> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut roots = RootCertStore::empty();
+            load_ca_file_into_store(certs("test-ca.crt"), &mut roots).unwrap();
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = pingora_rustls::ServerName::try_from("localhost").unwrap();
+            let tls = pingora_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            tls.get_ref().1.alpn_protocol().unwrap().to_vec()
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let stream: L4Stream = tcp.into();
+        let _tls = acceptor.tls_handshake(stream).await.unwrap();
+        client.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn test_config_cell_swaps_the_config_of_new_handshakes() {
+        let cell: ServerConfigCell = Arc::new(ArcSwap::new(server_config(b"h2")));
+        let acceptor = TlsSettings::from_config_cell(cell.clone()).build();
+        assert_eq!(negotiated(&acceptor).await, b"h2");
+        cell.store(server_config(b"http/1.1"));
+        assert_eq!(negotiated(&acceptor).await, b"http/1.1");
     }
 }

@@ -279,7 +279,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> InnerStream<T> {
     }
 
     pub(crate) async fn from_acceptor(acceptor: &Acceptor, stream: T) -> Result<Self> {
-        let accept = acceptor.acceptor.accept(stream);
+        let accept = acceptor.current().accept(stream);
 
         Ok(InnerStream {
             accept: Some(accept).into(),

@@ -1,4 +1,8 @@
-//! Certificates by SNI: a store swapped at runtime (at reload, and by ACME) and the rustls resolver over it.
+//! Certificates by SNI: a store swapped at runtime (at reload, and by ACME) and the rustls resolver over it; the listeners' rustls configs (`policy`).
+
+pub mod ocsp;
+pub mod policy;
+mod ticketer;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +15,7 @@ use rustls_pki_types::PrivateKeyDer;
 
 pub use crate::config::certs::TlsError;
 use crate::config::CertificateConfig;
+pub use policy::{ConfigCell, PolicyError, TlsConfigs};
 
 /// A self-signed certificate for handshakes no configured certificate covers.
 pub fn self_signed(names: &[&str]) -> Result<Arc<CertifiedKey>, TlsError> {
@@ -84,6 +89,38 @@ impl CertMap {
         }
     }
 
+    /// Staples `staples` (leaf DER → OCSP response) onto the certificates they are for.
+    fn staple(&mut self, staples: &HashMap<Vec<u8>, Vec<u8>>) {
+        let mut done: HashMap<*const CertifiedKey, Arc<CertifiedKey>> = HashMap::new();
+        let all = self.exact.values_mut().chain(self.wildcard.values_mut());
+        for key in all.chain(std::iter::once(&mut self.fallback)) {
+            let Some(response) = key.cert.first().and_then(|leaf| staples.get(leaf.as_ref()))
+            else {
+                continue;
+            };
+            let stapled = done.entry(Arc::as_ptr(key)).or_insert_with(|| {
+                let mut k = (**key).clone();
+                k.ocsp = Some(response.clone());
+                Arc::new(k)
+            });
+            *key = stapled.clone();
+        }
+    }
+
+    /// Every certificate served, once each (by leaf).
+    pub fn certificates(&self) -> Vec<Arc<CertifiedKey>> {
+        let mut seen = std::collections::HashSet::new();
+        let all = self.exact.values().chain(self.wildcard.values());
+        all.chain(std::iter::once(&self.fallback))
+            .filter(|k| {
+                k.cert
+                    .first()
+                    .is_some_and(|l| seen.insert(l.as_ref().to_vec()))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The certificate for a server name: exact match, then a wildcard one label up, then the fallback.
     pub fn lookup(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
         let Some(name) = name else {
@@ -123,6 +160,9 @@ pub struct CertSources {
     pub configured: CertMap,
     /// ACME certificate id → (names, key).
     acme: std::collections::BTreeMap<String, (Vec<String>, Arc<CertifiedKey>)>,
+    /// OCSP responses to staple, by leaf certificate (DER): kept across reloads and renewals
+    /// while the leaf is served.
+    staples: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl CertSources {
@@ -130,6 +170,7 @@ impl CertSources {
         CertSources {
             configured,
             acme: Default::default(),
+            staples: HashMap::new(),
         }
     }
 
@@ -142,10 +183,21 @@ impl CertSources {
         };
     }
 
+    /// Staples `response` to the certificate whose leaf is `leaf` (or stops, with `None`).
+    pub fn set_staple(&mut self, leaf: &[u8], response: Option<Vec<u8>>) {
+        match response {
+            Some(r) => self.staples.insert(leaf.to_vec(), r),
+            None => self.staples.remove(leaf),
+        };
+    }
+
     /// The map to serve.
     pub fn build(&self) -> CertMap {
         let mut map = self.configured.clone();
         map.overlay(self.acme.values().map(|(n, k)| (n.as_slice(), k)));
+        if !self.staples.is_empty() {
+            map.staple(&self.staples);
+        }
         map
     }
 }
@@ -166,6 +218,11 @@ impl CertStore {
     /// Serves `map` from now on. Handshakes already running keep the old keys.
     pub fn store(&self, map: CertMap) {
         self.current.store(Arc::new(map));
+    }
+
+    /// Every certificate served now, once each.
+    pub fn certificates(&self) -> Vec<Arc<CertifiedKey>> {
+        self.current.load().certificates()
     }
 
     /// The certificate a handshake for `name` gets now.

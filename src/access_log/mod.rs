@@ -5,12 +5,19 @@ use std::sync::mpsc;
 
 use serde::Serialize;
 
+use std::time::SystemTime;
+
+use crate::config::log_format::LogFormat;
 use crate::config::AccessLogTarget;
 
-/// One access log line. Field names are the log's public format (docs/operations.md).
+mod template;
+
+/// One access log line. Field names are the log's public format (docs/operations.md); times
+/// are milliseconds rounded to 3 decimals.
 #[derive(Debug, Serialize)]
 pub struct Entry<'a> {
-    pub time: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
     pub client_ip: Option<String>,
     pub method: &'a str,
     pub host: &'a str,
@@ -19,17 +26,63 @@ pub struct Entry<'a> {
     pub uri: &'a str,
     pub status: u16,
     pub bytes: usize,
+    #[serde(serialize_with = "millis")]
     pub duration_ms: f64,
     pub route: Option<&'a str>,
     pub service: Option<&'a str>,
     pub pool: Option<&'a str>,
     pub upstream: Option<String>,
+    #[serde(serialize_with = "opt_millis")]
     pub upstream_ms: Option<f64>,
     pub request_id: &'a str,
     pub listener: &'a str,
     pub protocol: &'static str,
+    pub referer: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    /// The X-Forwarded-For header as the client sent it.
+    pub forwarded_for: Option<&'a str>,
+    /// The request head (as HTTP/1.1 text) and body bytes read (nginx's `$request_length`).
+    pub request_bytes: u64,
+    /// `"TLSv1.3"`, `"TLSv1.2"`; null on plain HTTP.
+    pub tls_version: Option<String>,
+    /// Upstream attempts (servers tried) for this request.
+    pub tries: usize,
+    #[serde(serialize_with = "opt_millis")]
+    pub upstream_connect_ms: Option<f64>,
+    #[serde(serialize_with = "opt_millis")]
+    pub upstream_header_ms: Option<f64>,
+    #[serde(serialize_with = "opt_millis")]
+    pub upstream_response_ms: Option<f64>,
+    /// A shielded canary request that failed there and was answered by the stable pool.
+    pub retried: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For templates only: the Basic-auth user (nginx's `$remote_user`).
+    #[serde(skip)]
+    pub remote_user: Option<String>,
+    /// For templates only: `HTTP/1.1`, `HTTP/2.0` (the third word of `$request`).
+    #[serde(skip)]
+    pub version: &'static str,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
+
+/// Milliseconds rounded to 3 decimals (microseconds).
+fn round3(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+fn millis<S: serde::Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(round3(*ms))
+}
+
+fn opt_millis<S: serde::Serializer>(ms: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_f64(round3(*ms)),
+        None => s.serialize_none(),
+    }
 }
 
 /// Lines wait here until the writer thread takes them: a short lock per request, no wake-up.
@@ -87,11 +140,20 @@ impl AccessLog {
         self.inner.is_some()
     }
 
-    pub fn write(&self, entry: &Entry<'_>) {
+    /// Queues one line in `format` (the request's snapshot's: a reload changes it).
+    pub fn write(&self, entry: &Entry<'_>, format: &LogFormat) {
         let Some(shared) = &self.inner else { return };
         let mut buf = shared.pending.buf.lock();
-        if serde_json::to_writer(&mut *buf, entry).is_ok() {
-            buf.push(b'\n');
+        match format {
+            LogFormat::Json => {
+                if serde_json::to_writer(&mut *buf, entry).is_ok() {
+                    buf.push(b'\n');
+                }
+            }
+            LogFormat::Template { pieces, .. } => {
+                template::render(&mut buf, pieces, entry);
+                buf.push(b'\n');
+            }
         }
         let full = buf.len() >= WAKE_AT;
         drop(buf);
