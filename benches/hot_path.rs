@@ -21,6 +21,7 @@ fn route(host: HostPattern, path: &str) -> RouteConfig {
         strip_prefix: false,
         service: Some("svc".into()),
         static_files: None,
+        redirect: None,
         options: RouteOptions::default(),
     }
 }

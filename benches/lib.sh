@@ -246,7 +246,8 @@ tree_cpu_ticks() {
 ab_load() {
     local pid="$1" url="$2" out="$4" before after
     before="$(cpu_ticks "$pid")"
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${3}s" "$url" >"$out" 2>&1 || {
+    # WRK_SCRIPT (optional): a wrk Lua script, e.g. one that sets request headers.
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${3}s" ${WRK_SCRIPT:+-s "$WRK_SCRIPT"} "$url" >"$out" 2>&1 || {
         cat "$out" >&2
         die "wrk failed on $url"
     }

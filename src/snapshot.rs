@@ -23,6 +23,8 @@ pub struct ListenerPolicy {
     pub name: Box<str>,
     pub redirect_https: bool,
     pub https_port: u16,
+    /// The status of its redirects to HTTPS.
+    pub redirect_code: u16,
 }
 
 /// Routes, services, pools, weights, zones, caps and metric handles of one generation, with the
@@ -134,6 +136,7 @@ impl Snapshot {
                     name: l.name.as_str().into(),
                     redirect_https: l.redirect_https,
                     https_port: l.https_port,
+                    redirect_code: l.redirect_code,
                 })
                 .collect(),
             caps: config.limits.connections,

@@ -184,7 +184,7 @@ fn reference_config_is_valid() {
     let (code, stdout, stderr) = check_repo_file("config/switchyard.toml");
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(
-        stdout.starts_with("config ok: 5 routes, 2 services, 3 pools"),
+        stdout.starts_with("config ok: 6 routes, 2 services, 3 pools"),
         "stdout: {stdout}"
     );
 }
@@ -599,11 +599,11 @@ fn static_route_errors() {
     )]);
     assert_single(
         &config,
-        value_pos(&config, "service = "),
-        "route has both `service` and `static`",
+        value_pos(&config, "static = "),
+        "a route has one of `service`, `static` or `redirect`, not two",
     );
     let config = good_with(&[(route, "[[routes]]\nhost = \"*\"")]);
-    let r = single_error(&config, "route has no `service` (nor `static`)");
+    let r = single_error(&config, "route has no `service`, `static` or `redirect`");
     let third = nth_line(&config, "[[routes]]", 2);
     assert!((third..=third + 1).contains(&r.line), "{r:?}");
     // The root must be an existing directory.
@@ -659,6 +659,115 @@ fn static_route_errors() {
     );
     let (code, stdout, stderr) = check(BIN, &config);
     assert_eq!(code, 0, "{stdout}{stderr}");
+}
+
+#[test]
+fn cors_headers_and_redirect_settings_are_checked() {
+    const ROUTE: &str = "read_timeout = \"5s\"";
+    let with = |keys: &str| good_with(&[(ROUTE, &format!("{ROUTE}\n{keys}"))]);
+    let cases = [
+        (
+            "cors = { origins = [\"*\"], credentials = true }",
+            "\"*\"",
+            "origins = [\"*\"] with credentials = true: browsers refuse",
+        ),
+        (
+            "cors = { origins = [\"https://app.example.com/\"] }",
+            "\"https://app.example.com/\"",
+            "origin \"https://app.example.com/\": expected scheme://host[:port] with no path",
+        ),
+        (
+            "cors = { origins = [\"https://*.*.example.com\"] }",
+            "\"https://*.*",
+            "origin \"https://*.*.example.com\"",
+        ),
+        (
+            "cors = { methods = [\"GET\"] }",
+            "{ methods",
+            "cors needs `origins`",
+        ),
+        (
+            "response_headers = { X-Seen = \"$hostname\" }",
+            "{ X-Seen",
+            "header \"X-Seen\": unknown variable $hostname",
+        ),
+        (
+            "request_headers = { remove = [\"Content-Length\"] }",
+            "\"Content-Length\"",
+            "header \"Content-Length\" frames the message and cannot be removed",
+        ),
+        (
+            "request_headers = { set = { X-A = \"$nope\" } }",
+            "{ X-A",
+            "header \"X-A\": unknown variable $nope",
+        ),
+        (
+            "response_headers_remove = [\"Bad Name\"]",
+            "\"Bad Name\"",
+            "invalid header name \"Bad Name\"",
+        ),
+        (
+            "redirect = { to = \"https://example.com\" }",
+            "{ to",
+            "a route has one of `service`, `static` or `redirect`, not two",
+        ),
+    ];
+    for (keys, at, reason) in cases {
+        let config = with(keys);
+        assert_single(&config, pos(&config, at), reason);
+    }
+
+    // A redirecting route: no service, a known code, a Location that is a URL or a path.
+    let redirecting = |redirect: &str| {
+        good_with(&[(
+            "host = \"*\"\nservice = \"api\"",
+            &format!("host = \"*\"\nredirect = {redirect}"),
+        )])
+    };
+    let config = redirecting("{ to = \"https://example.com$request_uri\", code = 304 }");
+    assert_single(
+        &config,
+        pos(&config, "304"),
+        "redirect code 304 is not one of 301, 302, 303, 307, 308",
+    );
+    let config = redirecting("{ to = \"example.com/x\" }");
+    assert_single(
+        &config,
+        pos(&config, "\"example.com/x\""),
+        "redirect to \"example.com/x\" must be an absolute URL",
+    );
+    let config = redirecting("{ to = \"https://example.com$uri_path\" }");
+    assert_single(
+        &config,
+        pos(&config, "\"https://example.com$uri_path\""),
+        "redirect to: unknown variable $uri_path",
+    );
+    let config = good_with(&[("host = \"*\"\nservice = \"api\"", "host = \"*\"")]);
+    let third = nth_line(&config, "[[routes]]", 2);
+    assert_single_within(
+        &config,
+        third..=third,
+        "route has no `service`, `static` or `redirect`",
+    );
+    let (code, stdout, stderr) = check(
+        BIN,
+        &redirecting("{ to = \"https://example.com$request_uri\" }"),
+    );
+    assert_eq!(
+        code, 0,
+        "a redirecting route needs no service\n{stdout}\n{stderr}"
+    );
+
+    // A listener's HTTPS redirect code.
+    let config = good_with(&[(
+        "address = \"127.0.0.1:18080\"",
+        "address = \"127.0.0.1:18080\"\nredirect_https = true\nredirect_code = 303",
+    )]);
+    assert_single(
+        &config,
+        pos(&config, "303"),
+        "redirect code 303 is not one of 301, 302, 307, 308",
+    );
 }
 
 #[test]

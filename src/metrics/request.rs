@@ -136,8 +136,8 @@ impl Metrics {
             self.unrouted_duration.observe(secs);
             return;
         };
-        // A static route has no service: its requests are counted by route, their durations
-        // with service="" and pool="".
+        // A route that answers itself (static files, a redirect) has no service: its requests
+        // are counted by route, their durations with service="" and pool="".
         let service = route
             .service
             .and_then(|s| Some((r.services.get(s)?, r.handles.services.get(s)?)));

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use pingora::http::RequestHeader;
 
 use super::MAX_TRIES;
+use crate::config::RouteOptions;
 use crate::routing::Route;
 use crate::runtime::InFlight;
 use crate::snapshot::Snapshot;
@@ -70,6 +71,11 @@ pub struct Ctx {
     /// Why the proxy itself refused the request, for the error body: every server stayed at
     /// `max_conns` for `queue_timeout`, or the pool's server names have no address yet.
     pub(super) refusal: Option<String>,
+    /// What Switchyard's own answers render header variables from (`headers::capture`), kept
+    /// only when the route's `response_headers` need the request head.
+    pub(super) head: Option<Box<super::headers::Head>>,
+    /// The request's Origin when the route's CORS policy allows it (`cors::allowed_origin`).
+    pub(super) cors_origin: Option<http::HeaderValue>,
     /// The forward-auth service's headers for the upstream request (`access.rs`).
     pub(super) auth_headers: Option<super::access::AuthHeaders>,
 }
@@ -105,6 +111,8 @@ impl Ctx {
             sticky_cookie: None,
             path: None,
             refusal: None,
+            head: None,
+            cors_origin: None,
             auth_headers: None,
         }
     }
@@ -112,6 +120,12 @@ impl Ctx {
     /// The matched route, if any.
     pub(super) fn route(&self) -> Option<&Route> {
         self.route.and_then(|i| self.snapshot.routes.get(i))
+    }
+
+    /// The matched route's options, or `[defaults]` when no route matched.
+    pub(super) fn options(&self) -> &RouteOptions {
+        self.route()
+            .map_or(&self.snapshot.config.defaults, |r| &r.options)
     }
 
     /// The matched route's service, if any.

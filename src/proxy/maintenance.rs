@@ -12,7 +12,8 @@ use crate::routing::{self, Route};
 /// Answers the request with the maintenance 503 when `route`'s service is in maintenance and the
 /// request is not let through (`maintenance::Gate::lets_through`); `true` when it did.
 pub async fn refused(session: &mut Session, ctx: &Ctx, route: &Route) -> Result<bool> {
-    // A static route has no service, so no maintenance switch.
+    // A route that answers itself (static files, a redirect) has no service, so no
+    // maintenance switch.
     let Some(gate) = route
         .service
         .and_then(|i| ctx.snapshot.maintenance.get(i))

@@ -3,10 +3,12 @@
 mod access;
 pub mod affinity;
 mod compress;
+mod cors;
 mod ctx;
 mod forward_auth;
 pub mod grpc;
 pub mod head;
+mod headers;
 mod limit;
 mod linger;
 mod log_line;
@@ -17,6 +19,7 @@ mod peer;
 pub mod pick;
 pub mod plain;
 mod queue;
+mod redirect;
 pub mod respond;
 pub mod retry;
 mod static_files;
@@ -124,7 +127,7 @@ fn request_id(req: &RequestHeader) -> String {
 
 /// The request's host: the URI authority (HTTP/2), the Host header, or an absolute-form
 /// target's authority (pingora makes sure the last two agree when both are present).
-fn request_host(req: &RequestHeader) -> &str {
+pub(super) fn request_host(req: &RequestHeader) -> &str {
     req.uri
         .host()
         .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
@@ -254,6 +257,7 @@ impl ProxyHttp for Proxy {
                     ctx.peer_ip.map_or_else(String::new, |ip| ip.to_string())
                 );
                 self.count_client_error(ctx, ClientError::BadRequest);
+                headers::capture(ctx, session.req_header());
                 respond::write_error(session, ctx, Refusal::BadRequest.status()).await?;
                 return Ok(true);
             }
@@ -275,24 +279,17 @@ impl ProxyHttp for Proxy {
         let route = ctx.route.and_then(|i| snap.routes.get(i));
         let options = route.map_or(&snap.config.defaults, |r| &r.options);
         apply_connection_timeouts(session, options);
+        headers::capture(ctx, session.req_header());
+        // A listener that redirects to HTTPS does so for every host, routed or not.
+        if redirect::listener(session, ctx, self.listener_name(ctx)).await? {
+            return Ok(true);
+        }
         let Some(route) = route else {
             respond::write_error(session, ctx, Refusal::NoRoute.status()).await?;
             return Ok(true);
         };
-
-        let req = session.req_header();
-        let listener_redirect = snap
-            .listener(self.listener_name(ctx))
-            .map(|l| (l.redirect_https, l.https_port));
-        if !ctx.tls {
-            if let Some((on_listener, port)) = listener_redirect {
-                if on_listener || route.options.redirect_https {
-                    let host = routing::normalize_host(request_host(req));
-                    let location = https_location(&host, port, req);
-                    respond::write_redirect(session, ctx, &location).await?;
-                    return Ok(true);
-                }
-            }
+        if redirect::route(session, ctx, self.listener_name(ctx), route).await? {
+            return Ok(true);
         }
 
         if maintenance::refused(session, ctx, route).await? {
@@ -301,6 +298,12 @@ impl ProxyHttp for Proxy {
         if access::refuse_by_address(session, ctx).await? {
             return Ok(true);
         }
+
+        // A CORS preflight is answered here and never reaches the upstream.
+        if cors::preflight(session, ctx).await? {
+            return Ok(true);
+        }
+
         let req = session.req_header();
         if let Some(refused) = self.check_zones(&snap, route, req, ctx) {
             respond::write_rate_limited(session, ctx, refused).await?;
@@ -355,7 +358,7 @@ impl ProxyHttp for Proxy {
             .and_then(|i| snap.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
         let service_idx = route.service.ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "a static route has no service")
+            Error::explain(ErrorType::InternalError, "a route that answers itself has no service")
         })?;
         let service = &snap.services[service_idx];
         let pool_idx = match ctx.pool {
@@ -528,6 +531,13 @@ impl ProxyHttp for Proxy {
         }
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
         access::apply_auth_headers(upstream, ctx)?;
+        // The route's own request headers, after ours so that it may replace them.
+        headers::apply_request(
+            ctx,
+            session.req_header(),
+            upstream,
+            &route.options.request_headers,
+        )?;
 
         // The upstream gets the normalised path (unless the route asks for the original), with
         // the route's prefix stripped, in origin form: an absolute-form target's authority
@@ -609,9 +619,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let Some(route) = ctx.route() {
             compress::response(session, &route.options, resp);
-            for (name, value) in &route.options.response_headers {
-                resp.insert_header(name.clone(), value.clone())?;
-            }
+            headers::apply_response(ctx, session.req_header(), resp, &route.options)?;
             if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
                 // An upgraded connection (a websocket) is timed like the upstream, both ways:
                 // client_body_timeout no longer applies.
@@ -685,16 +693,6 @@ impl ProxyHttp for Proxy {
         self.record_window(ctx, e, status, now);
         self.record_request(ctx, status, duration);
         self.write_access_log(session, ctx, e, status, duration);
-    }
-}
-
-/// `https://host[:port]/path?query` for a redirect.
-fn https_location(host: &str, port: u16, req: &RequestHeader) -> String {
-    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    if port == 443 {
-        format!("https://{host}{target}")
-    } else {
-        format!("https://{host}:{port}{target}")
     }
 }
 

@@ -162,16 +162,11 @@ fn error_header(
 }
 
 /// What every answer of Switchyard's own (errors, refusals, redirects) carries from the request's
-/// route, or from `[defaults]` when no route matched: the configured response headers, as nginx's
-/// `add_header ... always` puts them on every status.
+/// route, or from `[defaults]` when no route matched: the configured response headers (set, with
+/// their variables, and removed), as nginx's `add_header ... always` puts them on every status,
+/// and the CORS headers for an allowed origin, so a browser can read the answer (`headers.rs`).
 pub fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_error::Result<()> {
-    let options = ctx
-        .route()
-        .map_or(&ctx.snapshot.config.defaults, |r| &r.options);
-    for (name, value) in &options.response_headers {
-        resp.insert_header(name.clone(), value.clone())?;
-    }
-    Ok(())
+    super::headers::decorate_own(resp, ctx)
 }
 
 /// An answer of Switchyard's own with `headers` besides the usual ones (WWW-Authenticate, ...)
@@ -301,7 +296,17 @@ pub async fn write_redirect(
     ctx: &Ctx,
     location: &str,
 ) -> pingora_error::Result<()> {
-    let mut resp = ResponseHeader::build(308, Some(4))?;
+    write_redirect_with(session, ctx, 308, location).await
+}
+
+/// A redirect with the given status (301, 302, 303, 307 or 308).
+pub async fn write_redirect_with(
+    session: &mut ServerSession,
+    ctx: &Ctx,
+    status: u16,
+    location: &str,
+) -> pingora_error::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;

@@ -177,6 +177,7 @@ mod tests {
             h2c: false,
             redirect_https: false,
             https_port: 443,
+            redirect_code: 308,
             proxy_protocol: false,
         }
     }

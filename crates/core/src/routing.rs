@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::config::redirect::RedirectConfig;
 use crate::config::static_site::StaticSite;
 use crate::config::{HostPattern, RouteConfig, RouteOptions};
 use crate::limits::Limiter;
@@ -14,10 +15,13 @@ pub struct Route {
     pub id: Arc<str>,
     pub prefix: Box<str>,
     pub strip_prefix: bool,
-    /// Index into `Snapshot::services`; `None` for a static route.
+    /// Index into `Snapshot::services`; `None` for a route that answers itself (`static`,
+    /// `redirect`).
     pub service: Option<usize>,
     /// The files a static route serves (`proxy::static_files`).
     pub static_files: Option<Arc<StaticSite>>,
+    /// Where a redirecting route sends its clients.
+    pub redirect: Option<RedirectConfig>,
     pub options: RouteOptions,
     /// The rate-limit zones named by `options.limits`, all of which a request must pass.
     pub zones: Vec<Arc<dyn Limiter>>,
@@ -42,16 +46,14 @@ impl RouteTable {
     pub fn build(routes: &[RouteConfig], service_index: impl Fn(&str) -> Option<usize>) -> Self {
         let mut table = RouteTable::default();
         for r in routes {
-            let service = match (&r.service, &r.static_files) {
-                (Some(name), None) => match service_index(name) {
+            let service = match &r.service {
+                Some(name) => match service_index(name) {
                     Some(i) => Some(i),
                     // Unreachable after validation; a route to nowhere is dropped rather than
                     // panicking.
                     None => continue,
                 },
-                (None, Some(_)) => None,
-                // Unreachable after validation: a route has exactly one of the two.
-                _ => continue,
+                None => None,
             };
             let idx = table.routes.len() as u32;
             table.routes.push(Route {
@@ -60,6 +62,7 @@ impl RouteTable {
                 strip_prefix: r.strip_prefix,
                 service,
                 static_files: r.static_files.clone(),
+                redirect: r.redirect.clone(),
                 options: r.options.clone(),
                 zones: Vec::new(),
             });
@@ -193,6 +196,7 @@ mod tests {
             strip_prefix: false,
             service: Some(service.into()),
             static_files: None,
+            redirect: None,
             options: RouteOptions::default(),
         }
     }

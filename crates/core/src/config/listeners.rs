@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::values::Text;
-use super::{certs, serialize, Validator};
+use super::{certs, redirect, serialize, Validator};
 use crate::secret::Secret;
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +27,8 @@ pub struct RawListener {
     #[serde(default)]
     pub redirect_https: bool,
     pub https_port: Option<u16>,
+    /// The status of the redirect to HTTPS (`redirect.rs`).
+    pub redirect_code: Option<Spanned<u16>>,
     /// Read a PROXY protocol (v1/v2) header from every connection (peers in `trusted_proxies`).
     pub proxy_protocol: Option<Spanned<bool>>,
 }
@@ -52,6 +54,8 @@ pub struct ListenerConfig {
     pub h2c: bool,
     pub redirect_https: bool,
     pub https_port: u16,
+    /// The status of this listener's redirects to HTTPS (its own and its routes').
+    pub redirect_code: u16,
     /// Every connection starts with a PROXY header from a `[limits] trusted_proxies` peer,
     /// whose client address stands for the connection's peer.
     pub proxy_protocol: bool,
@@ -131,6 +135,11 @@ impl Validator {
                 h2c,
                 redirect_https: l.redirect_https,
                 https_port: l.https_port.unwrap_or(443),
+                redirect_code: self.redirect_code(
+                    l.redirect_code.as_ref(),
+                    &redirect::HTTPS_CODES,
+                    redirect::DEFAULT_HTTPS_CODE,
+                ),
             });
         }
         out

@@ -5,14 +5,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
 use super::access::{AccessRules, BasicAuth, ForwardAuth, OffOr, RawBasicAuth, RawForwardAuth};
 use super::compression::{CompressionSettings, RawCompression};
+use super::cors::{CorsPolicy, RawCors};
 use super::error_pages::{ErrorPages, RawErrorPage};
+use super::headers::{self, HeaderRules, RawRequestHeaders, Template};
 use super::raw::RawConfig;
+use super::redirect::{RawRedirect, RedirectConfig, RouteTarget};
 use super::retry::{RawRetry, RetryPolicy};
 use super::static_site::{RawStatic, StaticSite};
 use super::values::{self, Bytes, Text};
@@ -44,6 +47,10 @@ macro_rules! with_route_options {
             pub forward_original_path: Option<bool>,
             /// When a failed attempt goes to another server (`retry.rs`).
             pub retry: Option<RawRetry>,
+            /// `headers.rs`, `cors.rs`.
+            pub request_headers: Option<RawRequestHeaders>,
+            pub response_headers_remove: Option<Vec<Spanned<Text>>>,
+            pub cors: Option<Spanned<RawCors>>,
             /// Bodies of Switchyard's own error answers, by status (`error_pages.rs`).
             pub error_pages: Option<BTreeMap<String, Spanned<RawErrorPage>>>,
             /// `false`: the route's requests write no access-log line (health checks).
@@ -71,6 +78,7 @@ with_route_options! {
         /// Files from a directory instead of a service (`static_site.rs`).
         #[serde(rename = "static")]
         static_files: Option<Spanned<RawStatic>>,
+        redirect: Option<Spanned<RawRedirect>>,
     }
 }
 
@@ -107,7 +115,9 @@ pub struct RouteConfig {
     pub host: HostPattern,
     pub path: String,
     pub strip_prefix: bool,
-    /// The service the route proxies to; `None` for a static route.
+    /// The service the route proxies to; `None` for a route that answers itself (`static`,
+    /// `redirect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// The files a static route serves instead of a service.
     #[serde(
@@ -116,6 +126,8 @@ pub struct RouteConfig {
         serialize_with = "super::static_site::serialize_opt"
     )]
     pub static_files: Option<Arc<StaticSite>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectConfig>,
     pub options: RouteOptions,
 }
 
@@ -133,8 +145,19 @@ pub struct RouteOptions {
     /// Which responses are compressed and how, when `compression` is on.
     pub compression_settings: CompressionSettings,
     pub websocket: bool,
-    #[serde(serialize_with = "serialize::headers")]
-    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set on every answer, the upstream's and Switchyard's own; values may hold variables.
+    #[serde(serialize_with = "headers::set_map")]
+    pub response_headers: Vec<(HeaderName, Template)>,
+    /// Removed from the upstream's answers (and Switchyard's own).
+    #[serde(serialize_with = "headers::name_list")]
+    pub response_headers_remove: Vec<HeaderName>,
+    /// Set on and removed from the request before it goes upstream.
+    pub request_headers: HeaderRules,
+    pub cors: Option<CorsPolicy>,
+    /// Whether Switchyard's own answers need values from the request head (a `response_headers`
+    /// value with `$host`, `$request_uri`, ...), kept for them when the route matches.
+    #[serde(skip)]
+    pub own_answers_need_head: bool,
     /// Names of the rate-limit zones the route's requests must all pass.
     pub limits: Vec<String>,
     /// The whole request head must arrive within this (for a connection's first request from
@@ -175,6 +198,10 @@ impl Default for RouteOptions {
             compression_settings: CompressionSettings::default(),
             websocket: true,
             response_headers: Vec::new(),
+            response_headers_remove: Vec::new(),
+            request_headers: HeaderRules::default(),
+            cors: None,
+            own_answers_need_head: false,
             limits: Vec::new(),
             client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
@@ -247,29 +274,15 @@ impl Validator {
                     }
                 }
             };
-            let static_files = r.static_files.as_ref().map(|s| self.static_site(s));
-            let service = match (&r.service, &static_files) {
-                (None, Some(Some(_))) => None,
-                (None, Some(None)) => continue,
-                (Some(s), Some(_)) => {
-                    self.error(
-                        s.span(),
-                        "route has both `service` and `static`: a route either proxies or serves files",
-                    );
-                    continue;
-                }
-                (None, None) => {
-                    self.error(span.clone(), "route has no `service` (nor `static`)");
-                    continue;
-                }
-                (Some(s), None) if !services.iter().any(|svc| svc.name == s.get_ref().0) => {
-                    self.error(
-                        s.span(),
-                        format!("route refers to unknown service \"{}\"", s.get_ref()),
-                    );
-                    continue;
-                }
-                (Some(s), None) => Some(s.get_ref().0.clone()),
+            let target = self.route_target(
+                span.clone(),
+                r.service.as_ref(),
+                r.redirect.as_ref(),
+                r.static_files.as_ref(),
+                services,
+            );
+            let Some(target) = target else {
+                continue;
             };
             if let Some(first) = seen.insert((host.clone(), path.clone()), span.start) {
                 let (line, _) = self.line_col(first);
@@ -286,8 +299,18 @@ impl Validator {
                 host,
                 path,
                 strip_prefix: r.strip_prefix.unwrap_or(false),
-                service,
-                static_files: static_files.flatten(),
+                service: match &target {
+                    RouteTarget::Service(s) => Some(s.clone()),
+                    _ => None,
+                },
+                static_files: match &target {
+                    RouteTarget::Static(s) => Some(s.clone()),
+                    _ => None,
+                },
+                redirect: match target {
+                    RouteTarget::Redirect(r) => Some(r),
+                    _ => None,
+                },
                 options,
             });
         }
@@ -407,26 +430,9 @@ impl Validator {
             }
         }
         if let Some(headers) = &raw.response_headers {
-            let span = headers.span();
-            for (name, value) in headers.get_ref() {
-                let parsed = (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(value),
-                );
-                match parsed {
-                    (Ok(n), Ok(v)) => {
-                        o.response_headers.retain(|(existing, _)| existing != n);
-                        o.response_headers.push((n, v));
-                    }
-                    (Err(_), _) => {
-                        self.error(span.clone(), format!("invalid header name \"{name}\""))
-                    }
-                    (_, Err(_)) => {
-                        self.error(span.clone(), format!("invalid value for header \"{name}\""))
-                    }
-                }
-            }
+            self.header_set(headers, &mut o.response_headers);
         }
+        self.answer_options(raw, &mut o);
         o
     }
 }
@@ -448,6 +454,9 @@ fn as_defaults(r: &RawRoute) -> RawDefaults {
         keepalive_timeout: r.keepalive_timeout.clone(),
         forward_original_path: r.forward_original_path,
         retry: r.retry.clone(),
+        request_headers: r.request_headers.clone(),
+        response_headers_remove: r.response_headers_remove.clone(),
+        cors: r.cors.clone(),
         error_pages: r.error_pages.clone(),
         access_log: r.access_log,
         access: r.access.clone(),

@@ -7,7 +7,6 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::Serializer;
@@ -51,14 +50,6 @@ pub fn opt_display<T: Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::
         Some(v) => s.collect_str(v),
         None => s.serialize_none(),
     }
-}
-
-/// Response headers as `{"name": "value"}`.
-pub fn headers<S: Serializer>(h: &[(HeaderName, HeaderValue)], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(
-        h.iter()
-            .map(|(n, v)| (n.as_str(), String::from_utf8_lossy(v.as_bytes()))),
-    )
 }
 
 pub fn methods<S: Serializer>(m: &[Method], s: S) -> Result<S::Ok, S::Error> {

@@ -1,0 +1,162 @@
+//! The headers a route sets and removes (`request_headers`, `response_headers`, `response_headers_remove`), rendered with their request variables, on proxied requests and answers and on Switchyard's own answers.
+
+use std::borrow::Cow;
+
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora_error::Result;
+
+use super::ctx::Ctx;
+use crate::config::headers::{HeaderRules, Template, Vars};
+use crate::config::RouteOptions;
+use crate::routing;
+
+/// What a request's own answers need from its head once the request is no longer at hand.
+#[derive(Debug)]
+pub struct Head {
+    host: String,
+    request_uri: String,
+    uri: String,
+}
+
+/// Keeps what Switchyard's own answers to this request will need: the request head's values
+/// when the route's response headers use them, and the Origin the route's CORS policy allows.
+/// Called once the route is known (or known to be none).
+pub(super) fn capture(ctx: &mut Ctx, req: &RequestHeader) {
+    let options = ctx.options();
+    let head = options.own_answers_need_head.then(|| {
+        let live = Live::new(ctx, req);
+        Box::new(Head {
+            host: live.host.into_owned(),
+            request_uri: live.request_uri.into_owned(),
+            uri: ctx.path(req).to_string(),
+        })
+    });
+    let origin = super::cors::allowed_origin(options, req);
+    ctx.head = head;
+    ctx.cors_origin = origin;
+}
+
+/// The variables of a request that is at hand.
+pub(super) struct Live<'a> {
+    ctx: &'a Ctx,
+    host: Cow<'a, str>,
+    request_uri: Cow<'a, str>,
+    uri: &'a str,
+}
+
+impl<'a> Live<'a> {
+    pub(super) fn new(ctx: &'a Ctx, req: &'a RequestHeader) -> Live<'a> {
+        Live {
+            ctx,
+            host: routing::normalize_host(super::request_host(req)),
+            request_uri: request_uri(req),
+            uri: ctx.path(req),
+        }
+    }
+
+    pub(super) fn vars(&self) -> Vars<'_> {
+        Vars {
+            host: &self.host,
+            tls: self.ctx.tls,
+            client_ip: self.ctx.client_ip,
+            request_id: &self.ctx.request_id,
+            request_uri: &self.request_uri,
+            uri: self.uri,
+            prefix: self.ctx.route().map_or("/", |r| &r.prefix),
+        }
+    }
+}
+
+/// The request target as the client sent it (`$request_uri`): origin form, with the query.
+fn request_uri(req: &RequestHeader) -> Cow<'_, str> {
+    let raw = req.raw_path();
+    if raw.starts_with(b"/") {
+        String::from_utf8_lossy(raw)
+    } else {
+        // An absolute-form target or `*`: its path and query, as nginx's $request_uri.
+        Cow::Borrowed(req.uri.path_and_query().map_or("/", |p| p.as_str()))
+    }
+}
+
+/// The route's `request_headers` on the request going upstream (after Switchyard's own
+/// X-Forwarded-* headers, so a route may replace them); `req` is the client's request.
+pub(super) fn apply_request(
+    ctx: &Ctx,
+    req: &RequestHeader,
+    upstream: &mut RequestHeader,
+    rules: &HeaderRules,
+) -> Result<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    for name in &rules.remove {
+        upstream.remove_header(name);
+    }
+    let live = Live::new(ctx, req);
+    let vars = live.vars();
+    for (name, template) in &rules.set {
+        if let Some(value) = template.render(&vars) {
+            upstream.insert_header(name.clone(), value)?;
+        }
+    }
+    Ok(())
+}
+
+/// The route's response headers and CORS headers on the upstream's answer.
+pub(super) fn apply_response(
+    ctx: &Ctx,
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+    options: &RouteOptions,
+) -> Result<()> {
+    for name in &options.response_headers_remove {
+        resp.remove_header(name);
+    }
+    if !options.response_headers.is_empty() {
+        let live = Live::new(ctx, req);
+        set(resp, &options.response_headers, &live.vars())?;
+    }
+    super::cors::decorate(resp, ctx, options.cors.as_ref())
+}
+
+/// The route's (or `[defaults]'`) response headers and CORS headers on one of Switchyard's own
+/// answers, rendered from what [`capture`] kept.
+pub(super) fn decorate_own(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    own_headers(resp, ctx)?;
+    super::cors::decorate(resp, ctx, ctx.options().cors.as_ref())
+}
+
+/// [`decorate_own`] without the CORS headers (a preflight's answer has its own).
+pub(super) fn own_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    let options = ctx.options();
+    for name in &options.response_headers_remove {
+        resp.remove_header(name);
+    }
+    if !options.response_headers.is_empty() {
+        let head = ctx.head.as_deref();
+        let vars = Vars {
+            host: head.map_or("", |h| &h.host),
+            tls: ctx.tls,
+            client_ip: ctx.client_ip,
+            request_id: &ctx.request_id,
+            request_uri: head.map_or("", |h| &h.request_uri),
+            uri: head.map_or("", |h| &h.uri),
+            prefix: ctx.route().map_or("/", |r| &r.prefix),
+        };
+        set(resp, &options.response_headers, &vars)?;
+    }
+    Ok(())
+}
+
+fn set(
+    resp: &mut ResponseHeader,
+    headers: &[(http::HeaderName, Template)],
+    vars: &Vars<'_>,
+) -> Result<()> {
+    for (name, template) in headers {
+        if let Some(value) = template.render(vars) {
+            resp.insert_header(name.clone(), value)?;
+        }
+    }
+    Ok(())
+}
