@@ -603,7 +603,7 @@ fn websocket_over_tls(
 fn tchat() {
     let m = Machine::new();
     let app = port();
-    let _gateway = replicas(
+    let gateway = replicas(
         &m.dns,
         "gateway.tchat.svc.cluster.local",
         &[[127, 0, 3, 1]],
@@ -640,6 +640,65 @@ fn tchat() {
     let (status, body) = echo(client.get(m.url(host, "/v1/rooms")).send().unwrap());
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["backend"], "gateway.tchat.svc.cluster.local", "{body}");
+
+    // CORS: a preflight as a browser sends it is answered here and never reaches the gateway.
+    let before = gateway[0].requests();
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, m.url(host, "/v1/messages/9"))
+        .header("origin", "https://web.tchat.example")
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .header("sec-fetch-mode", "cors")
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-dest", "empty")
+        .send()
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin"),
+        "https://web.tchat.example"
+    );
+    let methods = header(&preflight, "access-control-allow-methods");
+    for method in ["GET", "POST", "PUT", "DELETE", "OPTIONS"] {
+        assert!(methods.contains(method), "{methods}");
+    }
+    let headers = header(&preflight, "access-control-allow-headers").to_ascii_lowercase();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "{headers}"
+    );
+    assert_eq!(
+        header(&preflight, "access-control-allow-credentials"),
+        "true"
+    );
+    assert_eq!(
+        gateway[0].requests(),
+        before,
+        "the preflight reached the gateway"
+    );
+    // The call itself: the origin echoed, Vary: Origin; another site's origin gets no CORS.
+    let call = |origin: &str| {
+        client
+            .put(m.url(host, "/v1/messages/9"))
+            .header("origin", origin)
+            .send()
+            .unwrap()
+    };
+    let allowed = call("https://web.tchat.example");
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        header(&allowed, "access-control-allow-origin"),
+        "https://web.tchat.example"
+    );
+    assert!(header(&allowed, "vary")
+        .to_ascii_lowercase()
+        .contains("origin"));
+    let other = call("https://evil.example");
+    assert_eq!(other.status(), 200);
+    assert_eq!(header(&other, "access-control-allow-origin"), "");
 
     // websockets: upgraded over TLS and echoed both ways.
     let (head, mut ws) = websocket_over_tls(&m, host);
@@ -687,4 +746,13 @@ fn tchat() {
     if most < 1000.0 {
         assert!(limited > 0, "none limited in {spent:.1}s");
     }
+    // A 429 carries the CORS headers, so the app can read it and back off.
+    let refused = (0..600)
+        .map(|_| call("https://web.tchat.example"))
+        .find(|r| r.status() == 429)
+        .expect("a 429 within 600 more requests");
+    assert_eq!(
+        header(&refused, "access-control-allow-origin"),
+        "https://web.tchat.example"
+    );
 }

@@ -358,7 +358,10 @@ impl ProxyHttp for Proxy {
             .and_then(|i| snap.routes.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route in context"))?;
         let service_idx = route.service.ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "a route that answers itself has no service")
+            Error::explain(
+                ErrorType::InternalError,
+                "a route that answers itself has no service",
+            )
         })?;
         let service = &snap.services[service_idx];
         let pool_idx = match ctx.pool {

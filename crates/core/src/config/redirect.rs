@@ -76,13 +76,10 @@ impl Validator {
         services: &[ServiceConfig],
     ) -> Option<RouteTarget> {
         // The second target given, in the order they are checked: where a "not two" error points.
-        let second = [
-            static_files.map(|s| s.span()),
-            redirect.map(|r| r.span()),
-        ]
-        .into_iter()
-        .flatten()
-        .nth(usize::from(service.is_none()));
+        let second = [static_files.map(|s| s.span()), redirect.map(|r| r.span())]
+            .into_iter()
+            .flatten()
+            .nth(usize::from(service.is_none()));
         if let Some(span) = second {
             self.error(
                 span,
