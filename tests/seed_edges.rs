@@ -52,13 +52,18 @@ impl Example {
     /// The test machine's `[server]` paths: state, access log and upgrade socket in the proxy's
     /// temp dir, a short drain.
     fn on_test_machine(self) -> Example {
+        let drain = if self.text.contains("\ndrain_timeout = ") {
+            ""
+        } else {
+            "drain_timeout = \"1s\"\n"
+        };
         self.swap(
             "state_dir = \"/var/lib/switchyard\"",
             "state_dir = \"{tmp}/state\"",
         )
         .swap(
             "[server]\n",
-            "[server]\nupgrade_socket = \"{tmp}/upgrade.sock\"\ndrain_timeout = \"1s\"\n",
+            format!("[server]\nupgrade_socket = \"{{tmp}}/upgrade.sock\"\n{drain}"),
         )
     }
 
@@ -191,6 +196,17 @@ impl Machine {
         let root = reqwest::Certificate::from_pem(pem.as_bytes()).expect("root PEM");
         client_builder()
             .add_root_certificate(root)
+            .build()
+            .expect("client")
+    }
+
+    /// [`Machine::client`] connecting from `ip` (a loopback address): another client to limits.
+    fn client_from(&self, ip: [u8; 4]) -> reqwest::blocking::Client {
+        let pem = self.pebble.roots_pem();
+        let root = reqwest::Certificate::from_pem(pem.as_bytes()).expect("root PEM");
+        client_builder()
+            .add_root_certificate(root)
+            .local_address(std::net::IpAddr::from(ip))
             .build()
             .expect("client")
     }
@@ -755,4 +771,290 @@ fn tchat() {
         header(&refused, "access-control-allow-origin"),
         "https://web.tchat.example"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gorax: a Go API and a single-page app, nginx in Docker Compose (or an AWS ALB).
+
+/// The API host's six security headers, on `resp` whatever its status.
+fn assert_six_headers(resp: &reqwest::blocking::Response) {
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "strict-origin-when-cross-origin"),
+        (
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains; preload",
+        ),
+        ("x-xss-protection", "1; mode=block"),
+        (
+            "content-security-policy",
+            "default-src 'self'; connect-src 'self' wss:",
+        ),
+    ] {
+        assert_eq!(header(resp, name), value, "{name} on a {}", resp.status());
+    }
+}
+
+#[test]
+fn gorax() {
+    let m = Machine::new();
+    let app = port();
+    let names = ["api-1", "api-2", "api-3"].map(|n| format!("{n}.gorax.internal"));
+    let mut api = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        api.extend(replicas(&m.dns, name, &[[127, 0, 4, i as u8 + 1]], app));
+    }
+    // The CA validates HTTP-01 at the addresses the names have.
+    m.dns.set_a("api.gorax.example", &["127.0.0.1"]);
+    m.dns.set_a("app.gorax.example", &["127.0.0.1"]);
+    let example = Example::load("config/examples/gorax.toml");
+    let proxy = m
+        .adapt(example, "0.0.0.0:80", "0.0.0.0:443")
+        .swap(
+            "resolvers = [\"127.0.0.11\"]",
+            format!("resolvers = [\"{}\"]", m.dns.resolver()),
+        )
+        .swap_n(3, ":8080\"", format!(":{app}\""))
+        .swap(
+            "root = \"gorax-app\"",
+            format!("root = \"{REPO}/config/examples/gorax-app\""),
+        )
+        .start();
+    let client = m.client();
+    let api_host = "api.gorax.example";
+    let app_host = "app.gorax.example";
+    for host in [api_host, app_host] {
+        m.wait_certificate(&proxy, &client, host);
+    }
+
+    // port 80: every host, routed or not, 301 to https://$host$request_uri.
+    for host in [api_host, "old.gorax.example"] {
+        let resp = http1_client()
+            .get(format!("http://{host}:{}/a/b?c=d", m.http))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 301, "{host}");
+        assert_eq!(header(&resp, "location"), format!("https://{host}/a/b?c=d"));
+    }
+
+    // TLS: 1.2 and 1.3 only, ECDHE AES-GCM, sessions resumed, h2; OCSP: the CA's certificate
+    // names no responder, so it is served unstapled and that is said once.
+    let roots = m.pebble.dir().join("roots.pem");
+    std::fs::write(&roots, m.pebble.roots_pem()).unwrap();
+    let roots = roots.to_string_lossy().into_owned();
+    let handshake = |args: &[&str]| Handshake::run(m.https, api_host, &roots, args, None);
+    assert_eq!(handshake(&["-tls1_1"]).cipher(), None);
+    let h = handshake(&["-tls1_2"]);
+    let suite = h.cipher().unwrap_or_default().to_string();
+    assert!(
+        suite.starts_with("ECDHE-") && suite.contains("-GCM-"),
+        "{suite}:\n{}",
+        h.out
+    );
+    let session = m.pebble.dir().join("session.pem");
+    let session = session.to_string_lossy();
+    let first = handshake(&["-tls1_2", "-sess_out", &session]);
+    assert!(first.out.contains("New, "), "{}", first.out);
+    let again = handshake(&["-tls1_2", "-sess_in", &session]);
+    assert!(again.out.contains("Reused, "), "{}", again.out);
+    assert!(
+        proxy.wait_for_log("names no OCSP responder", Duration::from_secs(10)),
+        "{}",
+        proxy.stderr()
+    );
+    let resp = client.get(m.url(api_host, "/api/me")).send().unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+
+    // api. headers: all six on the API's answers.
+    assert_eq!(resp.status(), 200);
+    assert_six_headers(&resp);
+
+    // bodies: 10 MB at most, 413 also for a client that does not wait for 100-continue.
+    let big = m.pebble.dir().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 11 << 20]).unwrap();
+    let curl = std::process::Command::new(peer("curl", "curl"))
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Expect:",
+        ])
+        // HTTP/1.1, where a body sent without waiting is the issue (see the closing note for h2).
+        .arg("--http1.1")
+        .args(["--cacert", &roots, "--resolve"])
+        .arg(format!("{api_host}:{}:127.0.0.1", m.https))
+        .arg("--data-binary")
+        .arg(format!("@{}", big.display()))
+        .arg(m.url(api_host, "/api/upload"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "413", "{curl:?}");
+
+    // limits: at most 10 requests in progress per IP (12 at once from 127.0.0.11: 2 refused).
+    let from_11 = m.client_from([127, 0, 0, 11]);
+    let slow: Vec<_> = (0..12)
+        .map(|_| {
+            let (c, url) = (from_11.clone(), m.url(api_host, "/delay/3000"));
+            std::thread::spawn(move || c.get(&url).send().unwrap().status().as_u16())
+        })
+        .collect();
+    let mut statuses: Vec<u16> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort_unstable();
+    let want: Vec<u16> = [200; 10].into_iter().chain([429; 2]).collect();
+    assert_eq!(statuses, want);
+    // 5 r/m burst 3 on the login (from 127.0.0.12): 4 at once, then 429, with all six headers.
+    let from_12 = m.client_from([127, 0, 0, 12]);
+    for i in 1..=4 {
+        let resp = from_12
+            .post(m.url(api_host, "/api/auth/login"))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "login {i}");
+    }
+    let refused = from_12
+        .post(m.url(api_host, "/api/auth/login"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_six_headers(&refused);
+    // 100 r/m burst 20 on the whole host (from 127.0.0.13): 21 at once, then 429.
+    let from_13 = m.client_from([127, 0, 0, 13]);
+    let items = || {
+        from_13
+            .get(m.url(api_host, "/api/items"))
+            .send()
+            .unwrap()
+            .status()
+    };
+    for i in 1..=21 {
+        assert_eq!(items(), 200, "request {i}");
+    }
+    assert!((0..5).any(|_| items() == 429), "no 429 after the burst");
+
+    // upstream: three servers by name, least connections, nginx's max_fails/fail_timeout and
+    // keepalive; the ALB variant's health check and cookie.
+    let admin = m.admin();
+    let config = admin.get("/v1/config").json;
+    let service = config["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "api"))
+        .unwrap();
+    assert_eq!(service["balance"], "least_conn", "{service}");
+    assert_eq!(service["passive"]["max_fails"], 3, "{service}");
+    assert_eq!(service["passive"]["fail_timeout"], "30s", "{service}");
+    assert_eq!(service["upstream"]["keepalive"], 32, "{service}");
+    assert_eq!(service["health"]["interval"], "30s", "{service}");
+    assert_eq!(service["health"]["healthy_threshold"], 2, "{service}");
+    assert_eq!(service["health"]["unhealthy_threshold"], 3, "{service}");
+    assert_eq!(config["server"]["drain_timeout"], "30s", "{config}");
+    let up = wait_until(Duration::from_secs(10), || {
+        healthy(&admin, "api", "main") == 3
+    });
+    assert!(up, "{}", admin.get("/v1/services/api").text);
+    // timeouts: connect 30 s, send and read 60 s; the websocket's a week.
+    let routes = config["routes"].as_array().unwrap();
+    let ws = routes.iter().find(|r| r["path"] == "/ws").unwrap();
+    assert_eq!(ws["options"]["read_timeout"], "604800s", "{ws}");
+    assert_eq!(ws["options"]["send_timeout"], "604800s", "{ws}");
+    let api_route = routes
+        .iter()
+        .find(|r| r["host"] == api_host && r["path"] == "/")
+        .unwrap();
+    for (key, value) in [
+        ("connect_timeout", "30s"),
+        ("send_timeout", "60s"),
+        ("read_timeout", "60s"),
+    ] {
+        assert_eq!(api_route["options"][key], value, "{api_route}");
+    }
+    let (head, mut ws) = websocket_over_tls(&m, api_host);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    {
+        use std::io::{Read, Write};
+        ws.write_all(b"ping").unwrap();
+        let mut echoed = [0u8; 4];
+        ws.read_exact(&mut echoed).unwrap();
+        assert_eq!(&echoed, b"ping");
+    }
+    // The load balancer's cookie keeps a client on one server for 24 h.
+    let first = client.get(m.url(api_host, "/health")).send().unwrap();
+    let cookie = header(&first, "set-cookie");
+    assert!(
+        cookie.starts_with("GORAXLB=") && cookie.contains("Max-Age=86400"),
+        "{cookie}"
+    );
+    let (_, body) = echo(first);
+    let pair = cookie.split(';').next().unwrap().to_string();
+    for _ in 0..5 {
+        let resp = client
+            .get(m.url(api_host, "/health"))
+            .header("cookie", &pair)
+            .send()
+            .unwrap();
+        assert_eq!(echo(resp).1["backend"], body["backend"]);
+    }
+
+    // gzip: JSON and JavaScript compressed for a client that asks.
+    for url in [
+        m.url(api_host, "/api/items-gz"),
+        m.url(app_host, "/assets/app.3f2a1c.js"),
+    ] {
+        let resp = client
+            .get(&url)
+            .header("accept-encoding", "gzip")
+            .send()
+            .unwrap();
+        assert_eq!(header(&resp, "content-encoding"), "gzip", "{url}");
+    }
+
+    // app.: a file if it exists, else index.html; assets cached a year; three headers only.
+    let js = client
+        .get(m.url(app_host, "/assets/app.3f2a1c.js"))
+        .send()
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        header(&js, "cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(header(&js, "x-frame-options"), "DENY");
+    assert_eq!(header(&js, "strict-transport-security"), "");
+    let page = client.get(m.url(app_host, "/invoices/42")).send().unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(header(&page, "cache-control"), "no-cache");
+    assert!(page.text().unwrap().contains("<div id=\"app\">"));
+    let dotfile = client.get(m.url(app_host, "/.env")).send().unwrap();
+    assert_eq!(dotfile.status(), 404);
+
+    // access log: combined + X-Forwarded-For + times; /health not in it.
+    let marker = client
+        .get(m.url(api_host, "/api/logged"))
+        .header("x-forwarded-for", "198.51.100.20")
+        .header("user-agent", "gorax-test")
+        .send()
+        .unwrap();
+    assert_eq!(marker.status(), 200);
+    let log_path = proxy.dir().join("access.log");
+    let lines = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(5), || lines().contains("/api/logged")),
+        "{}",
+        lines()
+    );
+    let text = lines();
+    let line = text.lines().find(|l| l.contains("/api/logged")).unwrap();
+    assert!(
+        line.starts_with("127.0.0.1 - - [")
+            && line.contains("] \"GET /api/logged HTTP/2.0\" 200 ")
+            && line.contains(" \"-\" \"gorax-test\" \"198.51.100.20\" rt=")
+            && line.contains(" uct=")
+            && line.contains(" uht=")
+            && line.contains(" urt="),
+        "{line}"
+    );
+    assert!(!text.contains("GET /health"), "{text}");
 }
