@@ -150,7 +150,14 @@ impl Machine {
     /// The changes every seed example needs here: paths, the admin address, the listeners
     /// written as `http_at` and `https_at`, and ACME from this machine's CA (with the
     /// repository's example DNS-01 hook pointed at this machine's DNS server, where it has one).
-    fn adapt(&self, example: Example, http_at: &str, https_at: &str) -> Example {
+    /// The backends' port: every `:8080` of the example's `servers` (there must be `servers` of
+    /// them) becomes `app`; the DNS server is this machine's.
+    fn adapt(
+        &self,
+        example: Example,
+        (http_at, https_at): (&str, &str),
+        (servers, app): (usize, u16),
+    ) -> Example {
         let hook = self.pebble.dir().join("dns-hook");
         std::fs::write(
             &hook,
@@ -171,7 +178,7 @@ impl Machine {
         } else {
             example
         };
-        example
+        let example = example
             .on_test_machine()
             .swap("access_log = \"stdout\"", "access_log = \"{tmp}/access.log\"")
             .swap(
@@ -187,9 +194,15 @@ impl Machine {
                     self.pebble.directory(),
                     self.pebble.directory_ca().display()
                 ),
-            )
+            );
+        let resolver = format!("resolvers = [\"{}\"]", self.dns.resolver());
+        let example = if example.text.contains("resolvers = [\"127.0.0.11\"]") {
+            example.swap("resolvers = [\"127.0.0.11\"]", resolver)
+        } else {
+            example.swap("\n[server]\n", format!("\n[server]\n{resolver}\n"))
+        };
+        example.swap_n(servers, ":8080\"", format!(":{app}\""))
     }
-
     /// A client trusting the CA's root (and the test CA), every name on 127.0.0.1.
     fn client(&self) -> reqwest::blocking::Client {
         let pem = self.pebble.roots_pem();
@@ -256,12 +269,7 @@ fn tiris() {
     let _dev = replicas(&m.dns, "tiris-backend-dev", &[[127, 0, 1, 5]], app);
     let example = Example::load("config/examples/tiris.toml");
     let proxy = m
-        .adapt(example, "0.0.0.0:80", "0.0.0.0:443")
-        .swap(
-            "resolvers = [\"127.0.0.11\"]",
-            format!("resolvers = [\"{}\"]", m.dns.resolver()),
-        )
-        .swap_n(3, ":8080\"", format!(":{app}\""))
+        .adapt(example, ("0.0.0.0:80", "0.0.0.0:443"), (3, app))
         .start();
     let client = m.client();
     let url = |host: &str, path: &str| m.url(host, path);
@@ -459,12 +467,7 @@ fn bookkeep() {
     m.dns.set_a(&name("invoices-canary"), &["127.0.2.9"]);
     let example = Example::load("config/examples/bookkeep.toml");
     let proxy = m
-        .adapt(example, "0.0.0.0:8080", "0.0.0.0:8443")
-        .swap(
-            "\n[server]\n",
-            format!("\n[server]\nresolvers = [\"{}\"]\n", m.dns.resolver()),
-        )
-        .swap_n(5, ":8080\"", format!(":{app}\""))
+        .adapt(example, ("0.0.0.0:8080", "0.0.0.0:8443"), (5, app))
         // The test's client stands where the load balancer does.
         .swap(
             "trusted_proxies = [\"10.0.0.0/8\"]",
@@ -629,12 +632,7 @@ fn tchat() {
     m.dns.set_a("api.tchat.example", &["127.0.0.1"]);
     let example = Example::load("config/examples/tchat.toml");
     let proxy = m
-        .adapt(example, "0.0.0.0:80", "0.0.0.0:443")
-        .swap(
-            "\n[server]\n",
-            format!("\n[server]\nresolvers = [\"{}\"]\n", m.dns.resolver()),
-        )
-        .swap(":8080\"", format!(":{app}\""))
+        .adapt(example, ("0.0.0.0:80", "0.0.0.0:443"), (1, app))
         .start();
     let client = m.client();
     let host = "api.tchat.example";
@@ -810,12 +808,7 @@ fn gorax() {
     m.dns.set_a("app.gorax.example", &["127.0.0.1"]);
     let example = Example::load("config/examples/gorax.toml");
     let proxy = m
-        .adapt(example, "0.0.0.0:80", "0.0.0.0:443")
-        .swap(
-            "resolvers = [\"127.0.0.11\"]",
-            format!("resolvers = [\"{}\"]", m.dns.resolver()),
-        )
-        .swap_n(3, ":8080\"", format!(":{app}\""))
+        .adapt(example, ("0.0.0.0:80", "0.0.0.0:443"), (3, app))
         .swap(
             "root = \"gorax-app\"",
             format!("root = \"{REPO}/config/examples/gorax-app\""),
