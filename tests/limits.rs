@@ -294,19 +294,22 @@ fn open_idle(addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn connection_caps_per_ip_and_total() {
-    let s = setup("max_connections_per_ip = 2");
-    let addr = SocketAddr::from(([127, 0, 0, 1], s.http()));
     // The start-up probe of the listener (a connect and a close) counts until the proxy has
     // seen it closed: the caps are checked from a clean slate.
-    let admin = Admin::new(s.admin_port(), None);
-    let idle = wait_until(Duration::from_secs(5), || {
-        metric_sum(
-            &admin.get("/metrics").text,
-            "switchyard_downstream_connections",
-            &[],
-        ) == 0.0
-    });
-    assert!(idle, "the start-up probe connection never closed");
+    let no_connection = |s: &Running| {
+        let admin = Admin::new(s.admin_port(), None);
+        let idle = wait_until(Duration::from_secs(5), || {
+            metric_sum(
+                &admin.get("/metrics").text,
+                "switchyard_downstream_connections",
+                &[],
+            ) == 0.0
+        });
+        assert!(idle, "the start-up probe connection never closed");
+    };
+    let s = setup("max_connections_per_ip = 2");
+    let addr = SocketAddr::from(([127, 0, 0, 1], s.http()));
+    no_connection(&s);
     let first = open_idle(addr);
     let _second = open_idle(addr);
     let mut third = TcpStream::connect(addr).unwrap();
@@ -346,6 +349,7 @@ fn connection_caps_per_ip_and_total() {
 
     let t = setup("max_connections = 1");
     let taddr = SocketAddr::from(([127, 0, 0, 1], t.http()));
+    no_connection(&t);
     let _only = open_idle(taddr);
     let mut over = TcpStream::connect(taddr).unwrap();
     over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
