@@ -70,8 +70,11 @@ impl BackgroundService for OcspService {
         };
         let mut tracked: HashMap<Vec<u8>, Tracked> = HashMap::new();
         let mut noted: HashSet<Vec<u8>> = HashSet::new();
+        // The newest snapshot from the watch, as the other background services read it: loading
+        // the swap here every scan would count as a request's load in debug builds.
+        let published = self.runtime.subscribe();
         loop {
-            let on = self.runtime.snapshot().config.tls.ocsp_stapling;
+            let on = published.borrow().config.tls.ocsp_stapling;
             let served = if on {
                 self.runtime.certs.certificates()
             } else {
