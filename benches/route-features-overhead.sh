@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What a route's edge features cost per request: CORS, request headers and response headers with
-# variables, response headers removed (and, once they exist, allow/deny and basic auth: see
-# WITH_EXTRA below).
+# variables, response headers removed, and access control (allow/deny and basic auth; ACCESS=0
+# leaves them out).
 #
 #   benches/route-features-overhead.sh                      # build switchyard (release) and run
 #   ROUNDS=5 DURATION=10 benches/route-features-overhead.sh
@@ -14,6 +14,7 @@
 #
 # Environment (all optional): ROUNDS=3, DURATION=5, WARMUP=2, CONNECTIONS=64, WRK_THREADS=2,
 # THREADS=2, SWITCHYARD_BIN, WITH_FEATURES (the route keys of "with", to measure one feature),
+# ACCESS=1 (allow/deny and basic auth with a {SHA} htpasswd entry on "with"; 0: without them),
 # INSTRUCTIONS=1 (also instructions per request under callgrind: repeatable on a busy machine).
 # Everything listens on 127.0.0.1, on ports picked free at run time; every process started here
 # is stopped by PID on exit and the temp dir is removed. See benches/RESULTS.md.
@@ -30,7 +31,7 @@ CONNECTIONS="${CONNECTIONS:-64}"
 WRK_THREADS="${WRK_THREADS:-2}"
 THREADS="${THREADS:-2}"
 
-require_tools nginx wrk curl
+require_tools nginx wrk curl htpasswd
 find_switchyard
 bench_setup
 LOAD_BEFORE="$(loadavg)"
@@ -43,10 +44,10 @@ start_backend "$BACKEND" \
 # ------------------------------------------------------------------------------------------------
 # Configs: the same route, without and with the features
 # ------------------------------------------------------------------------------------------------
-# The "with" route's features. Access control (allow/deny CIDR lists, basic auth) goes here too
-# when it lands, so that one figure covers "CORS, headers and access control" (issue 13's target):
-# append its keys to WITH_EXTRA, e.g. `allow = ["127.0.0.0/8"]` and a basic-auth file, and send
-# the credentials from origin.lua below.
+# The "with" route's features: CORS, headers and (ACCESS=1) access control, so that one figure
+# covers issue 13's "CORS, headers and access control". Basic auth checks a {SHA} entry (the
+# cheapest format htpasswd writes: apr1 and bcrypt cost far more by design, on any server); every
+# request of both variants sends the credentials (origin.lua below).
 # shellcheck disable=SC2016 # the $variables are Switchyard's, not the shell's
 DEFAULT_FEATURES='cors = { origins = ["https://app.example.com", "https://*.example.org"], methods = ["GET", "POST", "PUT", "DELETE"], headers = ["Authorization", "Content-Type"], expose = ["X-Request-Id"], credentials = true, max_age = "1h" }
 request_headers = { set = { X-Client-IP = "$client_ip", X-Original-URI = "$request_uri", X-Scheme = "$scheme", X-Edge = "switchyard" }, remove = ["X-Debug"] }
@@ -54,7 +55,14 @@ response_headers = { Strict-Transport-Security = "max-age=63072000; includeSubDo
 response_headers_remove = ["Server", "X-Powered-By"]'
 # WITH_FEATURES (optional) replaces these keys, to measure one feature alone.
 WITH_FEATURES="${WITH_FEATURES:-$DEFAULT_FEATURES}"
-WITH_EXTRA="${WITH_EXTRA:-}"
+htpasswd -bcs "$TMP/htpasswd" bench 'bench-secret' 2>/dev/null
+ACCESS_KEYS="access = [\"allow 127.0.0.0/8\", \"deny all\"]
+basic_auth = { realm = \"bench\", file = \"$TMP/htpasswd\" }"
+if [[ "${ACCESS:-1}" == 1 ]]; then
+    WITH_EXTRA="${WITH_EXTRA:-$ACCESS_KEYS}"
+else
+    WITH_EXTRA="${WITH_EXTRA:-}"
+fi
 
 write_config() { # variant http-port admin-port route-keys
     local dir="$TMP/$1"
@@ -96,6 +104,7 @@ $WITH_EXTRA"
 # Every request, in both variants, as a browser app's call: with an allowed Origin.
 cat >"$TMP/origin.lua" <<'EOF'
 wrk.headers["Origin"] = "https://app.example.com"
+wrk.headers["Authorization"] = "Basic YmVuY2g6YmVuY2gtc2VjcmV0"
 EOF
 
 declare -A PID
@@ -104,14 +113,19 @@ start_variant with "$TMP/with/switchyard.toml" "$WITH_HTTP" "$WITH_ADMIN"
 
 # The features are on where they should be, and off where not.
 if [[ "$WITH_FEATURES" == "$DEFAULT_FEATURES" ]]; then
-    probe="$(curl -sS -D - -o /dev/null -H 'Origin: https://app.example.com' "http://127.0.0.1:$WITH_HTTP/")"
+    probe="$(curl -sS -D - -o /dev/null -u bench:bench-secret -H 'Origin: https://app.example.com' "http://127.0.0.1:$WITH_HTTP/")"
     grep -qi '^access-control-allow-origin: https://app.example.com' <<<"$probe" ||
         die "the \"with\" variant sends no CORS header: $probe"
     grep -qi '^x-served-host: 127.0.0.1' <<<"$probe" || die "no templated response header: $probe"
     grep -qi '^server:' <<<"$probe" && die "Server was not removed: $probe"
-    probe="$(curl -sS -D - -o /dev/null -H 'Origin: https://app.example.com' "http://127.0.0.1:$PLAIN_HTTP/")"
+    probe="$(curl -sS -D - -o /dev/null -u bench:bench-secret -H 'Origin: https://app.example.com' "http://127.0.0.1:$PLAIN_HTTP/")"
     grep -qi '^access-control-allow-origin' <<<"$probe" && die "the plain variant sends CORS headers"
     grep -qi '^server: nginx' <<<"$probe" || die "the plain variant lost nginx's Server header: $probe"
+fi
+
+if [[ "${ACCESS:-1}" == 1 ]]; then
+    status="$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WITH_HTTP/")"
+    [[ "$status" == 401 ]] || die "the \"with\" variant let a request without credentials in ($status)"
 fi
 
 # ------------------------------------------------------------------------------------------------

@@ -866,26 +866,27 @@ fn gorax() {
     // bodies: 10 MB at most, 413 also for a client that does not wait for 100-continue.
     let big = m.pebble.dir().join("big.bin");
     std::fs::write(&big, vec![b'x'; 11 << 20]).unwrap();
-    let curl = std::process::Command::new(peer("curl", "curl"))
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Expect:",
-        ])
-        // HTTP/1.1, where a body sent without waiting is the issue (see the closing note for h2).
-        .arg("--http1.1")
-        .args(["--cacert", &roots, "--resolve"])
-        .arg(format!("{api_host}:{}:127.0.0.1", m.https))
-        .arg("--data-binary")
-        .arg(format!("@{}", big.display()))
-        .arg(m.url(api_host, "/api/upload"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&curl.stdout), "413", "{curl:?}");
+    for protocol in ["--http2", "--http1.1"] {
+        let curl = std::process::Command::new(peer("curl", "curl"))
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Expect:",
+            ])
+            .args([protocol, "--cacert", &roots, "--resolve"])
+            .arg(format!("{api_host}:{}:127.0.0.1", m.https))
+            .arg("--data-binary")
+            .arg(format!("@{}", big.display()))
+            .arg(m.url(api_host, "/api/upload"))
+            .output()
+            .unwrap();
+        let status = String::from_utf8_lossy(&curl.stdout);
+        assert_eq!(status, "413", "{protocol}: {curl:?}");
+    }
 
     // limits: at most 10 requests in progress per IP (12 at once from 127.0.0.11: 2 refused).
     let from_11 = m.client_from([127, 0, 0, 11]);

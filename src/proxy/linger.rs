@@ -1,10 +1,12 @@
-//! After a 413 on HTTP/1, the rest of the request body is read and thrown away before the connection closes (nginx's lingering close), so the client reads the answer instead of a reset.
+//! After a 413, the rest of the request body is read and thrown away before the connection or stream closes (nginx's lingering close), so the client reads the answer instead of a reset.
 //!
 //! Closing a socket with unread bytes makes the kernel send a reset, and a client still sending
 //! its body (no `Expect: 100-continue`) then loses the 413 it was sent. So up to
 //! `max(max_body_size, 16 MB)` more is read, each read within 5 s and all within 30 s (nginx's
 //! `lingering_timeout` and `lingering_time`); a client that sends more or slower is cut off.
-//! HTTP/2 needs none of it: the stream is reset, not the connection.
+//! On HTTP/2 a stream whose body is left unread is reset, and that reset can overtake the 413
+//! still queued for it: curl then reports "stream was not closed cleanly" and never shows the
+//! 413. So the body is drained there too, under the same bounds.
 
 use std::time::Duration;
 
@@ -17,11 +19,10 @@ const READ_WAIT: Duration = Duration::from_secs(5);
 /// The longest the whole discard may take (nginx `lingering_time`).
 const TOTAL_WAIT: Duration = Duration::from_secs(30);
 
-/// Reads and discards the request body after a 413 was written on an HTTP/1 connection, up to
-/// `max(limit, 16 MB)`.
+/// Reads and discards the request body after a 413 was written, up to `max(limit, 16 MB)`.
 pub(super) async fn discard_body(session: &mut Session, limit: u64) {
-    if session.is_http2() || expects_continue(session) {
-        // h2 resets the stream alone; a client waiting for 100-continue sends no body.
+    if !session.is_http2() && expects_continue(session) {
+        // A client waiting for 100-continue sends no body.
         return;
     }
     let bound = limit.max(DISCARD_AT_LEAST);
