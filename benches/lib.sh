@@ -279,7 +279,8 @@ ab_rounds() {
     done
 }
 
-# start_variant name config http-port admin-port: serves `config`, waits for both ports and a 200;
+# start_variant name config http-port admin-port: serves `config`, waits for both ports and a 200
+# (asked with VARIANT_AUTH=user:password as basic auth when set);
 # the process goes into PIDS and PID[name] (the caller declares `declare -A PID`).
 start_variant() {
     local dir
@@ -290,7 +291,7 @@ start_variant() {
     PID[$1]=$!
     wait_port "$3" "$!" "switchyard ($1)"
     wait_port "$4" "$!" "switchyard admin ($1)"
-    [[ "$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$3/")" == 200 ]] ||
+    [[ "$(curl -sS ${VARIANT_AUTH:+-u "$VARIANT_AUTH"} -o /dev/null -w '%{http_code}' "http://127.0.0.1:$3/")" == 200 ]] ||
         die "switchyard ($1) does not answer 200"
 }
 

@@ -108,6 +108,7 @@ wrk.headers["Authorization"] = "Basic YmVuY2g6YmVuY2gtc2VjcmV0"
 EOF
 
 declare -A PID
+VARIANT_AUTH="bench:bench-secret"
 start_variant plain "$TMP/plain/switchyard.toml" "$PLAIN_HTTP" "$PLAIN_ADMIN"
 start_variant with "$TMP/with/switchyard.toml" "$WITH_HTTP" "$WITH_ADMIN"
 
