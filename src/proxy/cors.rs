@@ -58,7 +58,7 @@ pub(super) async fn preflight(session: &mut Session, ctx: &mut Ctx) -> Result<bo
     }
     let mut resp = preflight_answer(policy, req)?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    super::headers::own_headers(&mut resp, ctx)?;
+    super::headers::own_headers(&mut resp, ctx, req)?;
     session.write_response_header(Box::new(resp)).await?;
     session.finish_body().await?;
     Ok(true)

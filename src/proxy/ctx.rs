@@ -71,9 +71,6 @@ pub struct Ctx {
     /// Why the proxy itself refused the request, for the error body: every server stayed at
     /// `max_conns` for `queue_timeout`, or the pool's server names have no address yet.
     pub(super) refusal: Option<String>,
-    /// What Switchyard's own answers render header variables from (`headers::capture`), kept
-    /// only when the route's `response_headers` need the request head.
-    pub(super) head: Option<Box<super::headers::Head>>,
     /// The request's Origin when the route's CORS policy allows it (`cors::allowed_origin`).
     pub(super) cors_origin: Option<http::HeaderValue>,
     /// The forward-auth service's headers for the upstream request (`access.rs`).
@@ -111,7 +108,6 @@ impl Ctx {
             sticky_cookie: None,
             path: None,
             refusal: None,
-            head: None,
             cors_origin: None,
             auth_headers: None,
         }

@@ -10,30 +10,10 @@ use crate::config::headers::{HeaderRules, Template, Vars};
 use crate::config::RouteOptions;
 use crate::routing;
 
-/// What a request's own answers need from its head once the request is no longer at hand.
-#[derive(Debug)]
-pub struct Head {
-    host: String,
-    request_uri: String,
-    uri: String,
-}
-
-/// Keeps what Switchyard's own answers to this request will need: the request head's values
-/// when the route's response headers use them, and the Origin the route's CORS policy allows.
-/// Called once the route is known (or known to be none).
+/// Keeps the Origin the route's CORS policy allows, for every answer to this request. Called
+/// once the route is known (or known to be none).
 pub(super) fn capture(ctx: &mut Ctx, req: &RequestHeader) {
-    let options = ctx.options();
-    let head = options.own_answers_need_head.then(|| {
-        let live = Live::new(ctx, req);
-        Box::new(Head {
-            host: live.host.into_owned(),
-            request_uri: live.request_uri.into_owned(),
-            uri: ctx.path(req).to_string(),
-        })
-    });
-    let origin = super::cors::allowed_origin(options, req);
-    ctx.head = head;
-    ctx.cors_origin = origin;
+    ctx.cors_origin = super::cors::allowed_origin(ctx.options(), req);
 }
 
 /// The variables of a request that is at hand.
@@ -109,41 +89,38 @@ pub(super) fn apply_response(
     resp: &mut ResponseHeader,
     options: &RouteOptions,
 ) -> Result<()> {
+    route_headers(ctx, req, resp, options)?;
+    super::cors::decorate(resp, ctx, options.cors.as_ref())
+}
+
+/// The route's (or `[defaults]'`) response headers and CORS headers on one of Switchyard's own
+/// answers to `req`, as on the upstream's.
+pub(super) fn decorate_own(
+    resp: &mut ResponseHeader,
+    ctx: &Ctx,
+    req: &RequestHeader,
+) -> Result<()> {
+    apply_response(ctx, req, resp, ctx.options())
+}
+
+/// [`decorate_own`] without the CORS headers (a preflight's answer has its own).
+pub(super) fn own_headers(resp: &mut ResponseHeader, ctx: &Ctx, req: &RequestHeader) -> Result<()> {
+    route_headers(ctx, req, resp, ctx.options())
+}
+
+/// `response_headers_remove`, then `response_headers` rendered with the request's variables.
+fn route_headers(
+    ctx: &Ctx,
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+    options: &RouteOptions,
+) -> Result<()> {
     for name in &options.response_headers_remove {
         resp.remove_header(name);
     }
     if !options.response_headers.is_empty() {
         let live = Live::new(ctx, req);
         set(resp, &options.response_headers, &live.vars())?;
-    }
-    super::cors::decorate(resp, ctx, options.cors.as_ref())
-}
-
-/// The route's (or `[defaults]'`) response headers and CORS headers on one of Switchyard's own
-/// answers, rendered from what [`capture`] kept.
-pub(super) fn decorate_own(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-    own_headers(resp, ctx)?;
-    super::cors::decorate(resp, ctx, ctx.options().cors.as_ref())
-}
-
-/// [`decorate_own`] without the CORS headers (a preflight's answer has its own).
-pub(super) fn own_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
-    let options = ctx.options();
-    for name in &options.response_headers_remove {
-        resp.remove_header(name);
-    }
-    if !options.response_headers.is_empty() {
-        let head = ctx.head.as_deref();
-        let vars = Vars {
-            host: head.map_or("", |h| &h.host),
-            tls: ctx.tls,
-            client_ip: ctx.client_ip,
-            request_id: &ctx.request_id,
-            request_uri: head.map_or("", |h| &h.request_uri),
-            uri: head.map_or("", |h| &h.uri),
-            prefix: ctx.route().map_or("/", |r| &r.prefix),
-        };
-        set(resp, &options.response_headers, &vars)?;
     }
     Ok(())
 }

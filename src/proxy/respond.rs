@@ -131,7 +131,7 @@ pub async fn write_error_headers(
     for (name, value) in headers {
         resp.insert_header(name.clone(), value.as_str())?;
     }
-    decorate(&mut resp, ctx)?;
+    decorate(&mut resp, ctx, session.req_header())?;
     session.write_error_response(resp, body).await
 }
 
@@ -165,8 +165,12 @@ fn error_header(
 /// route, or from `[defaults]` when no route matched: the configured response headers (set, with
 /// their variables, and removed), as nginx's `add_header ... always` puts them on every status,
 /// and the CORS headers for an allowed origin, so a browser can read the answer (`headers.rs`).
-pub fn decorate(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_error::Result<()> {
-    super::headers::decorate_own(resp, ctx)
+pub fn decorate(
+    resp: &mut ResponseHeader,
+    ctx: &Ctx,
+    req: &pingora::http::RequestHeader,
+) -> pingora_error::Result<()> {
+    super::headers::decorate_own(resp, ctx, req)
 }
 
 /// An answer of Switchyard's own with `headers` besides the usual ones (WWW-Authenticate, ...)
@@ -201,7 +205,7 @@ pub async fn write_answer(
     for (name, value) in headers {
         resp.append_header(name.clone(), value.clone())?;
     }
-    decorate(&mut resp, ctx)?;
+    decorate(&mut resp, ctx, session.req_header())?;
     session.write_response_header(Box::new(resp)).await?;
     session.write_response_body(body, true).await
 }
@@ -247,7 +251,7 @@ pub async fn write_rate_limited(
         resp.insert_header(name, value)?;
     }
     resp.insert_header("x-request-id", request_id)?;
-    decorate(&mut resp, ctx)?;
+    decorate(&mut resp, ctx, session.req_header())?;
     session.write_response_header(Box::new(resp)).await?;
     session.write_response_body(body, true).await
 }
@@ -270,7 +274,7 @@ pub async fn write_maintenance(
         super::pages::error_body(req, ctx, 503, Some(&gate.pages), Some(REASON));
     let mut resp = error_header(503, &body, content_type, &ctx.request_id)?;
     resp.insert_header(http::header::RETRY_AFTER, retry_after)?;
-    decorate(&mut resp, ctx)?;
+    decorate(&mut resp, ctx, session.req_header())?;
     session.write_response_header(Box::new(resp)).await?;
     session.write_response_body(body, true).await
 }
@@ -310,7 +314,7 @@ pub async fn write_redirect_with(
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    decorate(&mut resp, ctx)?;
+    decorate(&mut resp, ctx, session.req_header())?;
     session.write_response_header(Box::new(resp)).await?;
     session.finish_body().await
 }

@@ -144,7 +144,7 @@ pub(super) async fn serve(session: &mut Session, ctx: &Ctx, site: &Arc<StaticSit
         resp.insert_header(header::VARY, "Accept-Encoding")?;
     }
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    respond::decorate(&mut resp, ctx)?;
+    respond::decorate(&mut resp, ctx, session.req_header())?;
     // On-the-fly compression only for a whole, not precompressed file, as the route's
     // `compression` decides for an upstream answer (types, min_length).
     if status == 200 && found.encoding.is_none() {

@@ -266,11 +266,6 @@ impl HeaderRules {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.remove.is_empty()
     }
-
-    /// Whether any value needs the request head to render.
-    pub fn needs_head(&self) -> bool {
-        self.set.iter().any(|(_, t)| t.needs_head())
-    }
 }
 
 /// `{"name": "template"}`, as the config writes it.
@@ -381,7 +376,6 @@ impl Validator {
         if let Some(c) = &raw.cors {
             o.cors = self.cors(c.get_ref(), c.span());
         }
-        o.own_answers_need_head = o.response_headers.iter().any(|(_, t)| t.needs_head());
     }
 }
 

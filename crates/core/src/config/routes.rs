@@ -154,10 +154,6 @@ pub struct RouteOptions {
     /// Set on and removed from the request before it goes upstream.
     pub request_headers: HeaderRules,
     pub cors: Option<CorsPolicy>,
-    /// Whether Switchyard's own answers need values from the request head (a `response_headers`
-    /// value with `$host`, `$request_uri`, ...), kept for them when the route matches.
-    #[serde(skip)]
-    pub own_answers_need_head: bool,
     /// Names of the rate-limit zones the route's requests must all pass.
     pub limits: Vec<String>,
     /// The whole request head must arrive within this (for a connection's first request from
@@ -201,7 +197,6 @@ impl Default for RouteOptions {
             response_headers_remove: Vec::new(),
             request_headers: HeaderRules::default(),
             cors: None,
-            own_answers_need_head: false,
             limits: Vec::new(),
             client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
