@@ -80,7 +80,7 @@ use crate::protocols::{l4::socket::SocketAddr, tls::TlsRef, Stream};
 use crate::server::ListenFds;
 
 use async_trait::async_trait;
-use pingora_error::Result;
+use pingora_error::{OrErr, Result};
 use std::{any::Any, fs::Permissions, sync::Arc};
 
 use l4::{ListenerEndpoint, Stream as L4Stream};
@@ -300,6 +300,7 @@ impl TransportStack {
             tls: self.tls.clone(),
             l4_buffer: self.l4_buffer,
             pre_tls_callback: self.pre_tls_callback.clone(),
+            rebind: false,
         })
     }
 
@@ -313,11 +314,19 @@ pub(crate) struct UninitializedStream {
     tls: Option<Arc<Acceptor>>,
     l4_buffer: L4BufferSettings,
     pre_tls_callback: Option<PreTlsCallback>,
+    rebind: bool,
 }
 
 impl UninitializedStream {
     pub async fn handshake(mut self) -> Result<Stream> {
-        self.l4.set_buffer(self.l4_buffer);
+        if self.rebind {
+            self.l4.rebind_to_current_runtime(self.l4_buffer).or_err(
+                pingora_error::ErrorType::AcceptError,
+                "moving the connection to its thread",
+            )?;
+        } else {
+            self.l4.set_buffer(self.l4_buffer);
+        }
         // Process pre-handshake data if a callback is configured (e.g., PROXY protocol): on
         // every endpoint, TLS or not, since a PROXY header precedes plain HTTP as well.
         if let Some(ref callback) = self.pre_tls_callback {
@@ -329,6 +338,13 @@ impl UninitializedStream {
         } else {
             Ok(Box::new(self.l4))
         }
+    }
+
+    /// Has [`Self::handshake`] first move the socket to the I/O driver of the runtime it runs
+    /// on (see `Stream::rebind_to_current_runtime`): for a connection accepted on one thread of
+    /// a pool of single-threaded runtimes and served on another.
+    pub fn rebind_to_current_runtime(&mut self) {
+        self.rebind = true;
     }
 
     /// Get the peer address of the connection if available

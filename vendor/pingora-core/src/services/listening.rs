@@ -225,10 +225,19 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
             };
             match new_io {
-                Ok(io) => {
+                Ok(mut io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    let accepted_on = std::thread::current().id();
                     current_handle().spawn(async move {
+                        // Under single-threaded runtimes, a connection served on another thread
+                        // than the one that accepted it moves to its own thread's I/O driver.
+                        if std::thread::current().id() != accepted_on
+                            && tokio::runtime::Handle::current().runtime_flavor()
+                                == tokio::runtime::RuntimeFlavor::CurrentThread
+                        {
+                            io.rebind_to_current_runtime();
+                        }
                         let peer_addr = io.peer_addr();
                         let handshake_timeout = app.handshake_timeout();
                         // Boxed: a TLS handshake's future is large and done early; inline, it

@@ -625,6 +625,41 @@ impl Stream {
 
     /// Set the read and write buffer sizes
     /// It is only set later because of the malloc overhead in critical accept() path
+    /// Registers the socket with the I/O driver of the runtime this is called on, so that its
+    /// readiness is reported on that runtime's own thread, and gives it new (empty) buffers
+    /// of the sizes in `buffer` as [`Self::set_buffer`] does.
+    ///
+    /// A socket belongs to the driver of the runtime it was created on. Under a pool of
+    /// single-threaded runtimes (`work_stealing = false`), a connection accepted on one thread
+    /// and served on another would otherwise have every readiness event of its life relayed
+    /// from the accepting thread (an eventfd write and a second thread woken per event). Only
+    /// a fresh stream moves: one with buffered data, or other than TCP or Unix, just gets its
+    /// buffers. The socket keeps its fd and options; if it cannot move, it is closed.
+    pub(crate) fn rebind_to_current_runtime(&mut self, buffer: L4BufferSettings) -> io::Result<()> {
+        let fresh = self.rewind_read_buf.is_empty()
+            && match self.stream.as_ref() {
+                Some(BufferedStream::UnbufferedRead(w)) => w.buffer().is_empty(),
+                Some(BufferedStream::BufferedRead(r)) => {
+                    r.buffer().is_empty() && r.get_ref().buffer().is_empty()
+                }
+                None => false,
+            };
+        if fresh {
+            if let Some(buffered) = self.stream.take() {
+                let mut wrapper = buffered.into_inner();
+                wrapper.stream = match wrapper.stream {
+                    RawStream::Tcp(s) => RawStream::Tcp(TcpStream::from_std(s.into_std()?)?),
+                    #[cfg(unix)]
+                    RawStream::Unix(s) => RawStream::Unix(UnixStream::from_std(s.into_std()?)?),
+                    other => other,
+                };
+                self.stream = Some(BufferedStream::with_capacity(0, 0, wrapper));
+            }
+        }
+        self.set_buffer(buffer);
+        Ok(())
+    }
+
     pub(crate) fn set_buffer(&mut self, buffer: L4BufferSettings) {
         use std::mem;
         // Since the buffers can't be resized in place,
@@ -994,6 +1029,64 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
     use tokio::sync::Notify;
+
+    /// A connected socket pair: the server side (nonblocking, for tokio) and the client side.
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (server, client)
+    }
+
+    fn single_threaded() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_rebound_stream_is_served_by_the_runtime_it_moved_to() {
+        use std::io::Write;
+        let (server, mut client) = socket_pair();
+        let accepting = single_threaded();
+        let mut stream: Stream =
+            accepting.block_on(async { TcpStream::from_std(server).unwrap().into() });
+        let serving = single_threaded();
+        serving.block_on(async {
+            stream
+                .rebind_to_current_runtime(L4BufferSettings::default())
+                .unwrap()
+        });
+        // The accepting runtime (and its I/O driver) goes away; the stream no longer needs it.
+        drop(accepting);
+        client.write_all(b"ping").unwrap();
+        let got = serving.block_on(async {
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).await.map(|_| buf)
+        });
+        assert_eq!(&got.unwrap(), b"ping");
+    }
+
+    #[test]
+    fn a_stream_left_on_its_accepting_runtime_fails_once_that_runtime_is_gone() {
+        // What the rebinding avoids: without it, the stream's readiness comes from the
+        // accepting runtime's driver.
+        use std::io::Write;
+        let (server, mut client) = socket_pair();
+        let accepting = single_threaded();
+        let mut stream: Stream =
+            accepting.block_on(async { TcpStream::from_std(server).unwrap().into() });
+        let serving = single_threaded();
+        drop(accepting);
+        client.write_all(b"ping").unwrap();
+        let got = serving.block_on(async {
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).await.map(|_| buf)
+        });
+        assert!(got.is_err());
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
