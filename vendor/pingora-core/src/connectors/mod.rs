@@ -16,6 +16,7 @@
 
 pub mod http;
 pub mod l4;
+mod local_pool;
 #[cfg(feature = "any_tls")]
 mod tls;
 
@@ -179,6 +180,18 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    /// This connector's idle connections on single-threaded runtimes (see `local_pool`).
+    local: local_pool::Owner,
+}
+
+/// Tells connectors apart in the per-thread pools.
+static NEXT_CONNECTOR_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this thread runs a single-threaded runtime (a worker of a pool of them, with
+/// `work_stealing = false`), whose sockets only its own thread should use.
+fn on_single_threaded_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -201,6 +214,7 @@ impl TransportConnector {
         let keepalive_pool_callback = options
             .as_ref()
             .and_then(|o| o.keepalive_pool_callback.clone());
+        let unexpected_data_conn_count = Arc::new(AtomicU64::new(0));
         TransportConnector {
             tls_ctx: tls::Connector::new(options),
             connection_pool: Arc::new(ConnectionPool::new(pool_size)),
@@ -208,9 +222,21 @@ impl TransportConnector {
             bind_to_v4,
             bind_to_v6,
             preferred_http_version: PreferredHttpVersion::new(),
-            unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
+            local: local_pool::Owner {
+                id: NEXT_CONNECTOR_ID.fetch_add(1, Ordering::Relaxed),
+                size: pool_size,
+                unexpected_data: unexpected_data_conn_count.clone(),
+                evicted: keepalive_pool_callback.clone(),
+            },
+            unexpected_data_conn_count,
             keepalive_pool_callback,
         }
+    }
+
+    /// Whether idle connections stay on this thread (see `local_pool`): on a single-threaded
+    /// runtime, unless connections are opened on an offload runtime.
+    fn pool_locally(&self) -> bool {
+        self.offload.is_none() && on_single_threaded_runtime()
     }
 
     /// Connect to the given server [Peer]
@@ -249,6 +275,14 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        if self.pool_locally() {
+            return local_pool::take(&self.local, peer.reuse_hash(), |s| {
+                #[cfg(unix)]
+                return peer.matches_fd(s.id());
+                #[cfg(windows)]
+                return true;
+            });
+        }
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
@@ -341,6 +375,10 @@ impl TransportConnector {
             None => None,
         };
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+            return;
+        }
+        if self.pool_locally() {
+            local_pool::put(&self.local, key, stream, idle_timeout, hold);
             return;
         }
         let id = stream.id();
