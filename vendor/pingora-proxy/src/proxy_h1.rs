@@ -42,6 +42,8 @@ where
     {
         client_session.read_timeout = peer.options.read_timeout;
         client_session.write_timeout = peer.options.write_timeout;
+        // The upstream's header-name case matters only to a client whose own case is kept.
+        client_session.set_keep_header_case(session.downstream_session.get_keep_header_case());
 
         // phase 2 send to upstream
 

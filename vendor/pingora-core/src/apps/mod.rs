@@ -115,6 +115,8 @@ pub struct HttpPersistentSettings {
     /// The HTTP/1 header timeout and head size limits carry to the next request.
     header_timeout: Option<Duration>,
     head_limits: crate::protocols::http::v1::server::RequestHeadLimits,
+    /// Whether request headers keep the client's header-name case; carried like the limits.
+    keep_header_case: bool,
     keepalive_reuses_remaining: Option<u32>,
     /// User-defined context to carry to the next request on this connection.
     user_context: Option<Box<dyn Any + Send + Sync>>,
@@ -134,6 +136,7 @@ impl HttpPersistentSettings {
             keepalive_timeout: session.get_keepalive(),
             header_timeout: session.get_header_timeout(),
             head_limits: session.get_head_limits(),
+            keep_header_case: session.get_keep_header_case(),
             keepalive_reuses_remaining: session.get_keepalive_reuses_remaining(),
             user_context: None,
             pipelined_prefix: None,
@@ -164,6 +167,7 @@ impl HttpPersistentSettings {
             keepalive_timeout,
             header_timeout,
             head_limits,
+            keep_header_case,
             mut keepalive_reuses_remaining,
             user_context,
             pipelined_prefix,
@@ -179,6 +183,7 @@ impl HttpPersistentSettings {
         session.set_keepalive(keepalive_timeout);
         session.set_header_timeout(header_timeout);
         session.set_head_limits(head_limits);
+        session.set_keep_header_case(keep_header_case);
         session.set_keepalive_reuses_remaining(keepalive_reuses_remaining);
 
         // Carry user context into the session for the proxy layer to consume

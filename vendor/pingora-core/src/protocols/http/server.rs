@@ -368,6 +368,25 @@ impl Session {
         }
     }
 
+    /// Whether an HTTP/1 request header keeps the client's header-name case (see
+    /// `v1::server::HttpSession::set_keep_header_case`). Noop for h2 (names are lowercase) and
+    /// subrequests.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        if let Self::H1(s) = self {
+            s.set_keep_header_case(keep);
+        }
+    }
+
+    /// See [`Self::set_keep_header_case`]. `false` for h2, whose header names are lowercase
+    /// on the wire (there is no case to keep); `true` for subrequests.
+    pub fn get_keep_header_case(&self) -> bool {
+        match self {
+            Self::H1(s) => s.get_keep_header_case(),
+            Self::H2(_) => false,
+            _ => true,
+        }
+    }
+
     /// The HTTP/1 request head limits (the defaults for h2 and subrequests).
     pub fn get_head_limits(&self) -> super::v1::server::RequestHeadLimits {
         match self {

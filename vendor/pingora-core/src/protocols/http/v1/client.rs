@@ -67,6 +67,8 @@ pub struct HttpSession {
     // If allowed, does not fail with error on invalid content-length
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
+    // Whether the response header keeps the upstream's header-name case (a second map).
+    keep_header_case: bool,
 }
 
 /// HTTP 1.x client session
@@ -100,7 +102,15 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            keep_header_case: true,
         }
+    }
+
+    /// Whether the response header read next keeps the upstream's header-name case (the
+    /// default, as before this setting). A proxy that does not keep its client's case sets it
+    /// to false: one header map per response instead of two.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
     }
 
     /// Create a new http client session and apply peer options
@@ -284,10 +294,14 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
-                            resp.code.unwrap(),
-                            Some(resp.headers.len()),
-                        ) {
+                        let code = resp.code.unwrap();
+                        let size_hint = Some(resp.headers.len());
+                        let built = if self.keep_header_case {
+                            ResponseHeader::build(code, size_hint)
+                        } else {
+                            ResponseHeader::build_no_case(code, size_hint)
+                        };
+                        let mut response_header = match built {
                             Ok(header) => Box::new(header),
                             Err(e) => return self.fail_response_header_read(e),
                         };
@@ -975,6 +989,21 @@ mod tests_stream {
         let res = http_stream.read_response().await;
         assert_eq!(input.len(), res.unwrap());
         assert_eq!(0, http_stream.resp_header().unwrap().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_response_keeps_or_drops_the_header_case() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Custom-NAME: v\r\n\r\n";
+        for keep in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_keep_header_case(keep);
+            http_stream.read_response().await.unwrap();
+            let resp = http_stream.resp_header().unwrap();
+            assert_eq!(resp.has_case(), keep);
+            assert_eq!(resp.headers.get("x-custom-name").unwrap(), "v");
+        }
     }
 
     #[tokio::test]

@@ -167,6 +167,10 @@ pub struct HttpSession {
     /// Whether this session reads the first request of its connection (the header deadline then
     /// counts from accept, and there is no keep-alive idle phase).
     first_on_connection: bool,
+    /// Whether the request header keeps the header names' case as the client wrote them (a
+    /// second map in the header, written out as received). Without it, names are written in
+    /// the titled form of the well-known ones and lowercase otherwise.
+    keep_header_case: bool,
 }
 
 /// Size limits on a request head, checked while it is read.
@@ -323,7 +327,20 @@ impl HttpSession {
             header_timeout: None,
             head_limits: RequestHeadLimits::default(),
             first_on_connection: true,
+            keep_header_case: true,
         }
+    }
+
+    /// Whether the request header read next keeps the client's header-name case (the default,
+    /// as before this setting). Not keeping it spares a second header map per request, and
+    /// its upkeep on every header added or removed.
+    pub fn set_keep_header_case(&mut self, keep: bool) {
+        self.keep_header_case = keep;
+    }
+
+    /// See [`Self::set_keep_header_case`].
+    pub fn get_keep_header_case(&self) -> bool {
+        self.keep_header_case
     }
 
     /// Sets the longest a whole request head may take to arrive (see the field's doc); `None`
@@ -642,12 +659,14 @@ impl HttpSession {
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
                         limits.check_complete(&buf, s, &header_refs)?;
 
-                        let mut request_header = Box::new(RequestHeader::build(
-                            req.method.unwrap_or(""),
-                            // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
-                        )?);
+                        let method = req.method.unwrap_or("");
+                        // we path httparse to allow unsafe bytes in the str
+                        let path = req.path.unwrap_or("").as_bytes();
+                        let mut request_header = Box::new(if self.keep_header_case {
+                            RequestHeader::build(method, path, Some(req.headers.len()))?
+                        } else {
+                            RequestHeader::build_no_case(method, path, Some(req.headers.len()))?
+                        });
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -2250,6 +2269,32 @@ mod tests_stream {
     async fn drain_mock(http_stream: &mut HttpSession) {
         let mut rest = Vec::new();
         let _ = http_stream.underlying_stream.read_to_end(&mut rest).await;
+    }
+
+    #[tokio::test]
+    async fn read_request_keeps_or_drops_the_header_case() {
+        let input = b"GET / HTTP/1.1\r\nHost: pingora.org\r\nX-Custom-NAME: v\r\n\r\n";
+        for keep in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            if !keep {
+                http_stream.set_keep_header_case(false);
+            }
+            http_stream.read_request().await.unwrap();
+            let req = http_stream.req_header();
+            assert_eq!(req.has_case(), keep);
+            assert_eq!(req.headers.get("x-custom-name").unwrap(), "v");
+            let mut wire = Vec::new();
+            req.header_to_h1_wire(&mut wire);
+            let wire = String::from_utf8(wire).unwrap();
+            if keep {
+                assert!(wire.contains("X-Custom-NAME: v"), "{wire}");
+            } else {
+                // Titled when well known, lowercase otherwise.
+                assert!(wire.contains("Host: pingora.org"), "{wire}");
+                assert!(wire.contains("x-custom-name: v"), "{wire}");
+            }
+        }
     }
 
     #[tokio::test]
