@@ -6,6 +6,7 @@ mod compress;
 mod cors;
 mod ctx;
 mod forward_auth;
+mod forwarded;
 pub mod grpc;
 pub mod head;
 mod headers;
@@ -81,9 +82,7 @@ fn listener_at(listeners: &[ListenerInfo], local: Option<SocketAddr>) -> Option<
 }
 
 /// A new request id: 128 random bits in hex.
-fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
-}
+use forwarded::new_request_id;
 
 /// The proxy for every listener: one pingora service, one pool of worker threads.
 pub struct Proxy {
@@ -159,6 +158,7 @@ impl ProxyHttp for Proxy {
         let snap = self.runtime.snapshot();
         session.set_header_timeout(Some(snap.config.defaults.client_header_timeout));
         session.set_head_limits(head_limits(&snap.config.limits.head));
+        session.set_keep_header_case(snap.config.server.preserve_header_case);
         // Pipelined requests are answered in order (RFC 9112 §9.3.2) instead of dropped.
         session.set_pipelining_enabled(true);
     }
@@ -512,27 +512,14 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route() else {
             return Ok(());
         };
-        if let Some(peer) = ctx.peer_ip {
-            let peer = peer.to_string();
-            let xff = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
-                _ => peer,
-            };
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        if let Some(ip) = ctx.client_ip {
-            upstream.insert_header("x-real-ip", ip.to_string())?;
-        }
-        upstream.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
-        let host = request_host(session.req_header()).to_string();
-        if !host.is_empty() {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        forwarded::apply(
+            upstream,
+            session.req_header(),
+            ctx.peer_ip,
+            ctx.client_ip,
+            ctx.tls,
+            &ctx.request_id,
+        )?;
         access::apply_auth_headers(upstream, ctx)?;
         // The route's own request headers, after ours so that it may replace them.
         headers::apply_request(

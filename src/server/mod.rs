@@ -155,6 +155,7 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     let acme = crate::acme::AcmeState::new(runtime.metrics.registry());
     let mut conf = ServerConf {
         threads: cfg.server.threads,
+        work_stealing: cfg.server.work_stealing,
         // pingora sleeps the whole grace period; `exit_when_drained` ends the process earlier once
         // no request is in flight, so the grace period is only the upper bound.
         grace_period_seconds: Some(cfg.server.drain_timeout.as_secs_f64().ceil() as u64),

@@ -16,6 +16,8 @@ use super::{serialize, Validator};
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub threads: Option<Spanned<usize>>,
+    pub work_stealing: Option<bool>,
+    pub preserve_header_case: Option<bool>,
     pub drain_timeout: Option<values::Duration>,
     pub access_log: Option<Text>,
     /// `"json"`, `"combined"` or a template of nginx variables (`log_format.rs`).
@@ -33,6 +35,15 @@ pub struct RawServer {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerSettings {
     pub threads: usize,
+    /// Whether the proxy's worker threads share one work-stealing scheduler (`true`) or each run
+    /// its own single-threaded one, a connection staying on the thread that took it (`false`,
+    /// the default: less CPU per request, benches/RESULTS.md). Read at start.
+    pub work_stealing: bool,
+    /// Whether HTTP/1 header names keep the case the client (and the upstream) wrote them in.
+    /// Off (the default, like HAProxy and Envoy): names go out in the titled form of the
+    /// well-known ones (`Content-Type`) and lowercase otherwise, and each request and response
+    /// keeps one header map instead of two. Applies to connections opened after a reload.
+    pub preserve_header_case: bool,
     /// How long in-flight requests get after SIGTERM or SIGQUIT; the process exits once none remain.
     #[serde(serialize_with = "serialize::duration")]
     pub drain_timeout: Duration,
@@ -130,6 +141,8 @@ impl Validator {
             resolve_min,
             resolve_max,
             threads,
+            work_stealing: s.work_stealing.unwrap_or(false),
+            preserve_header_case: s.preserve_header_case.unwrap_or(false),
             drain_timeout: s.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
             access_log,
             access_log_format: self.log_format(s.access_log_format.as_ref()),

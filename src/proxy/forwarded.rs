@@ -1,0 +1,165 @@
+//! The forwarding headers an upstream request carries (X-Forwarded-*, X-Real-IP, X-Request-Id), built straight into header values: they are on every proxied request.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderValue};
+use pingora::http::RequestHeader;
+use pingora::Result;
+
+/// Sets X-Forwarded-For (the client's list plus `peer`), X-Real-IP, X-Forwarded-Proto,
+/// X-Forwarded-Host (the request's host as the client sent it) and X-Request-Id on `upstream`.
+pub(super) fn apply(
+    upstream: &mut RequestHeader,
+    original: &RequestHeader,
+    peer: Option<IpAddr>,
+    client: Option<IpAddr>,
+    tls: bool,
+    request_id: &str,
+) -> Result<()> {
+    if let Some(peer) = peer {
+        let value = match upstream.headers.get("x-forwarded-for") {
+            Some(prev) if prev.to_str().is_ok_and(|p| !p.trim().is_empty()) => {
+                let mut list = Vec::with_capacity(prev.len() + 2 + 39);
+                list.extend_from_slice(prev.as_bytes());
+                list.extend_from_slice(b", ");
+                push_ip(&mut list, peer);
+                HeaderValue::from_bytes(&list)
+            }
+            _ => ip_value(peer),
+        };
+        upstream.insert_header("x-forwarded-for", value.map_err(invalid)?)?;
+    }
+    if let Some(ip) = client {
+        upstream.insert_header("x-real-ip", ip_value(ip).map_err(invalid)?)?;
+    }
+    upstream.insert_header(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    )?;
+    if let Some(host) = host_value(original) {
+        upstream.insert_header("x-forwarded-host", host)?;
+    }
+    upstream.insert_header("x-request-id", request_id)?;
+    Ok(())
+}
+
+fn invalid(e: http::header::InvalidHeaderValue) -> Box<pingora::Error> {
+    pingora::Error::because(pingora::ErrorType::InternalError, "forwarding header", e)
+}
+
+/// The request's host as `super::request_host` reads it, as a header value; the Host header's
+/// own value is shared, not copied.
+fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
+    if let Some(h) = req.uri.host() {
+        return HeaderValue::from_str(h).ok();
+    }
+    if let Some(v) = req.headers.get(header::HOST) {
+        if v.to_str().is_ok() {
+            return (!v.is_empty()).then(|| v.clone());
+        }
+    }
+    let host = super::request_host(req);
+    (!host.is_empty())
+        .then(|| HeaderValue::from_str(host).ok())
+        .flatten()
+}
+
+fn ip_value(ip: IpAddr) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut text = Vec::with_capacity(39);
+    push_ip(&mut text, ip);
+    HeaderValue::from_bytes(&text)
+}
+
+/// Appends the address in its usual text form (dotted quad, or RFC 5952 for IPv6).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
+/// A new request id: 128 random bits as 32 lowercase hex digits.
+pub(super) fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = fastrand::u128(..);
+    (0..32)
+        .rev()
+        .map(|i| char::from(HEX[((bits >> (i * 4)) & 0xf) as usize]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.9.99",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn request_ids_are_32_lowercase_hex_digits() {
+        let a = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, new_request_id());
+    }
+
+    #[test]
+    fn forwarding_headers_extend_the_list_and_share_the_host() {
+        let mut original = RequestHeader::build("GET", b"/", None).unwrap();
+        original.insert_header("host", "example.test:8080").unwrap();
+        original
+            .insert_header("x-forwarded-for", "203.0.113.7")
+            .unwrap();
+        let mut upstream = original.clone();
+        let peer = "10.0.0.2".parse().ok();
+        let client = "203.0.113.7".parse().ok();
+        apply(&mut upstream, &original, peer, client, true, "abc").unwrap();
+        let get = |n: &str| {
+            upstream
+                .headers
+                .get(n)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(get("x-forwarded-for"), "203.0.113.7, 10.0.0.2");
+        assert_eq!(get("x-real-ip"), "203.0.113.7");
+        assert_eq!(get("x-forwarded-proto"), "https");
+        assert_eq!(get("x-forwarded-host"), "example.test:8080");
+        assert_eq!(get("x-request-id"), "abc");
+    }
+}
