@@ -380,7 +380,8 @@ run_load() {
     LOAD_SYS="$(per_request $((sys_after - sys_before)))"
     LOAD_CPU="$(per_request $((user_after - user_before + sys_after - sys_before)))"
     # Connections accepted on the machine per request (the proxy's, plus any the proxy opened to
-    # the backend, plus anything else running): about 1.00 in conn mode when the proxy closes.
+    # the backend, plus anything else running): about 1.00 in conn mode when the proxy closes,
+    # about 0.00 in the others when the proxy keeps its backend connections.
     LOAD_CONNS="$(awk -v o=$(($(passive_opens) - opens_before)) -v n="$n" \
         'BEGIN { if (n <= 0) print "nan"; else printf "%.2f\n", o / n }')"
 }
@@ -408,7 +409,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             log "round $r/$ROUNDS: $c via $p (${DURATION}s)"
             run_load "$p" "$c" "$DURATION" "$TMP/results/$p-$c-$r"
             log "  $LOAD_RPS req/s, p99 $LOAD_P99 ms, errors $LOAD_ERRS, CPU $LOAD_CPU µs/request ($LOAD_USER user + $LOAD_SYS system)"
-            [[ "$c" != conn ]] || log "  $LOAD_CONNS connections accepted per request"
+            log "  $LOAD_CONNS connections accepted per request"
             RPS[$p:$c]+="$LOAD_RPS "
             P99[$p:$c]+="$LOAD_P99 "
             CPU[$p:$c]+="$LOAD_CPU "
@@ -443,9 +444,8 @@ for c in "${CELLS[@]}"; do
         MED[$p:$c:cpu]="$(median <<<"${CPU[$p:$c]}")"
         usr="$(median <<<"${USR[$p:$c]}")"
         sys="$(median <<<"${SYS[$p:$c]}")"
-        conns="-"
-        [[ "$c" != conn ]] || conns="$(median <<<"${CONNS[$p:$c]}")"
-        printf '%-8s  %-14s  %10.0f  %9.3f  %6d  %10.2f  %8.2f  %8.2f  %8s\n' "$c" "$p" "${MED[$p:$c:rps]}" \
+        conns="$(median <<<"${CONNS[$p:$c]}")"
+        printf '%-8s  %-14s  %10.0f  %9.3f  %6d  %10.2f  %8.2f  %8.2f  %8.2f\n' "$c" "$p" "${MED[$p:$c:rps]}" \
             "${MED[$p:$c:p99]}" "${ERRS[$p:$c]}" "${MED[$p:$c:cpu]}" "$usr" "$sys" "$conns"
     done
 done
@@ -459,7 +459,8 @@ echo "http = HTTP/1.1 plain (wrk), tls = HTTP/1.1 over TLS (wrk), h2 = HTTP/2 ov
 echo "100-byte and 16 KB answers; conn = HTTPS with Connection: close (wrk): a new TLS 1.3 connection and full handshake per request."
 echo "p99: wrk --latency 99% line (conn: after the handshake); h2: nearest-rank 99th percentile of h2load --log-file per-request times."
 echo "CPU µs/req: the proxy's CPU time (all its processes and threads, /proc/PID/stat utime and stime) over the run, per request completed."
-echo "conn/req: TCP connections accepted on the machine (/proc/net/snmp PassiveOpens) per request; about 1.00 when every request had its own."
+echo "conn/req: TCP connections accepted on the machine (/proc/net/snmp PassiveOpens) per request: about 1.00 in conn mode when every"
+echo "request had its own, about 0.00 in the others when the proxy reuses its client and backend connections."
 echo "Access log off on every proxy except switchyard-log (a JSON line per request to a file); HAProxy has no log line at all."
 echo "floor = a bare pingora ProxyHttp (crates/floor: one fixed peer, the four response headers, no forwarded headers)."
 echo "ratios: rps above 1 and p99 and cpu below 1 favour switchyard. ratio/ratio16k: switchyard / nginx (100 B / 16 KB);"
