@@ -152,11 +152,13 @@ wait_port() {
 # ------------------------------------------------------------------------------------------------
 
 # start_backend PORT BODY: nginx with one worker in $TMP/backend answering every request with 200
-# and BODY plus a newline; sets BACKEND_PID once it listens.
+# and BODY plus a newline, except /16k: 200 with a 16 KB body (16,384 bytes: 16,383 "x" and a
+# newline, a static file); sets BACKEND_PID once it listens.
 start_backend() {
     local port="$1" body="$2" dir="$TMP/backend" nginx
     nginx="$(nginx_bin)"
-    mkdir -p "$dir/logs"
+    mkdir -p "$dir/logs" "$dir/www"
+    { head -c 16383 /dev/zero | tr '\0' x; echo; } >"$dir/www/16k"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -179,6 +181,11 @@ http {
         location / {
             default_type text/plain;
             return 200 "$body\n";
+        }
+        location = /16k {
+            default_type text/plain;
+            etag off;
+            root $dir/www;
         }
     }
 }
@@ -229,14 +236,23 @@ paired_median() {
 TICKS_PER_SEC="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# CPU ticks used so far by process PID and its direct children (nginx's workers), user and system
+# apart (fields 14 and 15 of /proc/PID/stat, every thread of each process): prints "user system".
+tree_cpu_ticks_split() {
+    local pid="$1" user=0 sys=0 u s proc
+    for proc in "$pid" $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
+        read -r u s < <(awk '{ print $14, $15 }' "/proc/$proc/stat" 2>/dev/null || echo 0 0)
+        user=$((user + ${u:-0}))
+        sys=$((sys + ${s:-0}))
+    done
+    echo "$user $sys"
+}
+
 # CPU ticks (user + system) used so far by process PID and its direct children (nginx's workers).
 tree_cpu_ticks() {
-    local pid="$1" total child
-    total="$(cpu_ticks "$pid")"
-    for child in $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
-        total=$((total + $(cpu_ticks "$child" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
+    local user sys
+    read -r user sys <<<"$(tree_cpu_ticks_split "$1")"
+    echo $((user + sys))
 }
 
 # ab_load PID URL SECONDS OUT → prints "req/s cpu-µs-per-request": wrk -t$WRK_THREADS

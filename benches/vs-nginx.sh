@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: Switchyard vs nginx as reverse proxies in front of the same backend.
+# Side-by-side benchmark: Switchyard, nginx, HAProxy and a bare pingora proxy (the floor) as reverse
+# proxies in front of the same backend.
 #
-#   benches/vs-nginx.sh                      # build switchyard (release) and run everything
+#   benches/vs-nginx.sh                      # build switchyard and the floor (release), run everything
 #   DURATION=5 benches/vs-nginx.sh           # shorter runs
 #   SWITCHYARD_BIN=path/to/switchyard benches/vs-nginx.sh   # use this binary, do not build
+#   PROXIES="nginx switchyard" MODES=http SIZES=100 benches/vs-nginx.sh   # a subset
 #
 # Environment (all optional):
-#   DURATION=10        seconds of measured load per proxy and mode
-#   WARMUP=3           seconds of warm-up load per proxy and mode (not measured)
-#   THREADS=2          nginx worker_processes and switchyard [server] threads
+#   DURATION=10        seconds of measured load per proxy and cell
+#   WARMUP=3           seconds of warm-up load per proxy and cell (not measured)
+#   THREADS=2          workers of every proxy: nginx worker_processes, HAProxy nbthread, the
+#                      floor's and switchyard's threads
 #   CONNECTIONS=64     client connections (wrk -c, h2load -c)
 #   STREAMS=10         concurrent streams per h2 connection (h2load -m)
-#   ROUNDS=1           measured runs per proxy and mode (alternating); the table shows the median
+#   ROUNDS=1           measured runs per proxy and cell (the order rotates); the table shows the median
+#   PROXIES="nginx haproxy floor switchyard switchyard-log"   the proxies to run, in this order
+#   MODES="http tls h2 conn"   http: HTTP/1.1 (wrk); tls: HTTP/1.1 over TLS (wrk); h2: HTTP/2 over
+#                      TLS (h2load); conn: a new TLS connection per request (wrk, Connection: close)
+#   SIZES="100 16k"    answer sizes for http, tls and h2: 100 bytes (/) and 16 KB (/16k); conn
+#                      always asks for the 100-byte answer
 #   SWITCHYARD_BIN     switchyard binary to use; when unset: cargo build --release
-#   SKIP_SWITCHYARD=1  benchmark nginx only (to check the harness); the ratio line then says n/a
+#   FLOOR_BIN          pingora-floor binary to use; when unset: cargo build --release -p floor
+#   FLOOR_UNPATCHED_BIN  a pingora-floor built on the published pingora 0.9.1 (no vendor patches,
+#                      see benches/RESULTS.md): adds the proxy floor-0.9.1 after floor
+#   SKIP_SWITCHYARD=1  leave switchyard and switchyard-log out (to check the harness); their ratios
+#                      then read n/a
 #   BENCH_OUT=dir      copy the configs, raw tool outputs and logs there before the temp dir goes
 #
 # Everything listens on 127.0.0.1 only, on ports picked free at run time. Every process started
@@ -31,17 +43,69 @@ CONNECTIONS="${CONNECTIONS:-64}"
 STREAMS="${STREAMS:-10}"
 ROUNDS="${ROUNDS:-1}"
 SKIP_SWITCHYARD="${SKIP_SWITCHYARD:-0}"
+read -r -a PROXIES <<<"${PROXIES:-nginx haproxy floor switchyard switchyard-log}"
+read -r -a MODES <<<"${MODES:-http tls h2 conn}"
+read -r -a SIZES <<<"${SIZES:-100 16k}"
 CERT="$ROOT/certs/localhost.crt"
 KEY="$ROOT/certs/localhost.key"
 CA="$ROOT/certs/test-ca.crt"
 
+has() { # word list...: is word one of the list?
+    local w="$1" x
+    shift
+    for x in "$@"; do [[ "$x" == "$w" ]] && return 0; done
+    return 1
+}
+
+if [[ "$SKIP_SWITCHYARD" == "1" ]]; then
+    kept=()
+    for p in "${PROXIES[@]}"; do [[ "$p" == switchyard* ]] || kept+=("$p"); done
+    PROXIES=("${kept[@]}")
+fi
+if [[ -n "${FLOOR_UNPATCHED_BIN:-}" ]] && ! has floor-0.9.1 "${PROXIES[@]}"; then
+    kept=()
+    for p in "${PROXIES[@]}"; do
+        kept+=("$p")
+        [[ "$p" == floor ]] && kept+=(floor-0.9.1)
+    done
+    has floor-0.9.1 "${kept[@]}" || kept+=(floor-0.9.1)
+    PROXIES=("${kept[@]}")
+fi
+((${#PROXIES[@]})) || die "PROXIES is empty"
+for p in "${PROXIES[@]}"; do
+    case "$p" in
+        nginx | haproxy | floor | switchyard | switchyard-log) ;;
+        floor-0.9.1) [[ -x "${FLOOR_UNPATCHED_BIN:-}" ]] || die "floor-0.9.1 needs FLOOR_UNPATCHED_BIN" ;;
+        *) die "unknown proxy '$p' in PROXIES (nginx haproxy floor floor-0.9.1 switchyard switchyard-log)" ;;
+    esac
+done
+for m in "${MODES[@]}"; do has "$m" http tls h2 conn || die "unknown mode '$m' in MODES (http tls h2 conn)"; done
+for s in "${SIZES[@]}"; do has "$s" 100 16k || die "unknown size '$s' in SIZES (100 16k)"; done
+
+# The cells: MODE-SIZE for http, tls and h2; conn alone (the 100-byte answer).
+CELLS=()
+for m in "${MODES[@]}"; do
+    if [[ "$m" == conn ]]; then CELLS+=(conn); else for s in "${SIZES[@]}"; do CELLS+=("$m-$s"); done; fi
+done
+((${#CELLS[@]})) || die "no cell to run (MODES and SIZES)"
+
 # ------------------------------------------------------------------------------------------------
-# Tools and binary
+# Tools and binaries
 # ------------------------------------------------------------------------------------------------
-require_tools nginx wrk h2load:nghttp2-client openssl curl
+require_tools nginx haproxy wrk h2load:nghttp2-client openssl curl
 NGINX="$(nginx_bin)"
 
-[[ "$SKIP_SWITCHYARD" == "1" ]] || find_switchyard
+if has switchyard "${PROXIES[@]}" || has switchyard-log "${PROXIES[@]}"; then find_switchyard; fi
+if has floor "${PROXIES[@]}"; then
+    if [[ -n "${FLOOR_BIN:-}" ]]; then
+        FLOOR="$FLOOR_BIN"
+    else
+        log "building the floor (cargo build --release -p floor)"
+        (cd "$ROOT" && cargo build --release -p floor) >&2
+        FLOOR="$ROOT/target/release/pingora-floor"
+    fi
+    [[ -x "$FLOOR" ]] || die "pingora-floor binary not found at $FLOOR"
+fi
 
 [[ -r "$CERT" && -r "$KEY" ]] || die "missing $CERT / $KEY (run certs/make-certs.sh)"
 
@@ -52,128 +116,103 @@ KEEP_OUTPUTS="${BENCH_OUT:-}"
 # Other work on the machine skews the figures: note the load average before anything starts.
 LOADAVG_START="$(loadavg)"
 
-read -r BACKEND_PORT NG_HTTP NG_TLS SY_HTTP SY_TLS <<<"$(free_ports 5)"
-
 # ------------------------------------------------------------------------------------------------
-# Backend: its own nginx, one worker, fixed 100-byte 200 response
+# Backend: its own nginx, one worker, a fixed 100-byte answer on / and a 16 KB one on /16k
 # ------------------------------------------------------------------------------------------------
+read -r BACKEND_PORT <<<"$(free_ports 1)"
 # 99 characters + "\n" = 100 bytes
 BODY="switchyard-vs-nginx benchmark backend: a fixed response body that is one hundred bytes long........"
 start_backend "$BACKEND_PORT" "$BODY"
 BODY_LEN="$(curl -sS "http://127.0.0.1:$BACKEND_PORT/" | wc -c)"
-log "backend: nginx pid $BACKEND_PID on 127.0.0.1:$BACKEND_PORT (body $BODY_LEN bytes)"
+BODY16_LEN="$(curl -sS "http://127.0.0.1:$BACKEND_PORT/16k" | wc -c)"
+[[ "$BODY_LEN" == 100 && "$BODY16_LEN" == 16384 ]] ||
+    die "backend bodies are $BODY_LEN and $BODY16_LEN bytes, not 100 and 16384"
+log "backend: nginx pid $BACKEND_PID on 127.0.0.1:$BACKEND_PORT (bodies $BODY_LEN and $BODY16_LEN bytes)"
 
 # ------------------------------------------------------------------------------------------------
-# nginx as the proxy
+# The proxies: each gets a plain HTTP port and a TLS port (HTTP/1.1 and h2 by ALPN)
 # ------------------------------------------------------------------------------------------------
-mkdir -p "$TMP/nginx/logs"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes $THREADS;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events {
-    worker_connections 16384;
+declare -A HTTP_PORT TLS_PORT PID_OF
+read -r -a ports <<<"$(free_ports $((2 * ${#PROXIES[@]})))"
+for i in "${!PROXIES[@]}"; do
+    HTTP_PORT[${PROXIES[$i]}]="${ports[$((2 * i))]}"
+    TLS_PORT[${PROXIES[$i]}]="${ports[$((2 * i + 1))]}"
+done
+
+# fill_template SRC DEST NAME=VALUE...: SRC with every @NAME@ replaced by VALUE.
+fill_template() {
+    local src="$1" dest="$2" kv args=()
+    shift 2
+    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
+    sed "${args[@]}" "$src" >"$dest"
+    ! grep -n '^[^#]*@[A-Z_]*@' "$dest" >&2 || die "$dest: placeholders left unfilled"
 }
-http {
-    server_tokens off;
-    default_type application/octet-stream;
 
-    log_format edge escape=json
-        '{"time":"\$time_iso8601","remote":"\$remote_addr","host":"\$host",'
-        '"method":"\$request_method","uri":"\$request_uri","proto":"\$server_protocol",'
-        '"status":\$status,"bytes":\$body_bytes_sent,"duration":\$request_time,'
-        '"upstream":"\$upstream_addr","upstream_status":"\$upstream_status",'
-        '"upstream_time":"\$upstream_response_time","ua":"\$http_user_agent"}';
-    access_log $TMP/nginx/logs/access.log edge buffer=64k;
-
-    gzip off;
-    sendfile on;
-    tcp_nodelay on;
-    # The default (1000) would make the clients reconnect (and re-handshake TLS) during the run;
-    # Switchyard does not cap requests per connection, so neither does nginx here.
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    client_max_body_size 10m;
-
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_prefer_server_ciphers off;
-    ssl_session_cache shared:SSL:10m;
-    ssl_session_timeout 1h;
-
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-
-    upstream backend {
-        server 127.0.0.1:$BACKEND_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-        keepalive_timeout 60s;
-    }
-
-    server {
-        listen 127.0.0.1:$NG_HTTP;
-        listen 127.0.0.1:$NG_TLS ssl http2;
-        server_name _;
-
-        ssl_certificate $CERT;
-        ssl_certificate_key $KEY;
-
-        # same response headers as the switchyard config below
-        add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;
-        add_header X-Content-Type-Options "nosniff" always;
-        add_header X-Frame-Options "DENY" always;
-        add_header Referrer-Policy "strict-origin-when-cross-origin" always;
-
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Real-IP \$remote_addr;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Forwarded-Host \$host;
-            proxy_connect_timeout 30s;
-            proxy_send_timeout 60s;
-            proxy_read_timeout 60s;
-        }
-    }
+# started NAME PID: records the proxy's PID and waits for both its ports.
+started() {
+    PID_OF[$1]="$2"
+    PIDS+=("$2")
+    wait_port "${HTTP_PORT[$1]}" "$2" "$1"
+    wait_port "${TLS_PORT[$1]}" "$2" "$1"
+    log "$1: pid $2, http 127.0.0.1:${HTTP_PORT[$1]}, tls+h2 127.0.0.1:${TLS_PORT[$1]}"
 }
-EOF
-"$NGINX" -t -q -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" \
-    || die "proxy nginx config test failed"
-"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log" &
-NGINX_PID=$!
-PIDS+=("$NGINX_PID")
-wait_port "$NG_HTTP" "$NGINX_PID" "proxy nginx"
-wait_port "$NG_TLS" "$NGINX_PID" "proxy nginx"
-log "nginx: pid $NGINX_PID, http 127.0.0.1:$NG_HTTP, tls+h2 127.0.0.1:$NG_TLS"
 
-# ------------------------------------------------------------------------------------------------
-# Switchyard as the proxy
-# ------------------------------------------------------------------------------------------------
-if [[ "$SKIP_SWITCHYARD" != "1" ]]; then
-    mkdir -p "$TMP/switchyard"
-    cat >"$TMP/switchyard/switchyard.toml" <<EOF
+start_nginx() {
+    local dir="$TMP/nginx"
+    mkdir -p "$dir/logs"
+    fill_template "$ROOT/benches/nginx.conf" "$dir/nginx.conf" WORKERS="$THREADS" DIR="$dir" \
+        HTTP_PORT="${HTTP_PORT[nginx]}" TLS_PORT="${TLS_PORT[nginx]}" BACKEND_PORT="$BACKEND_PORT" \
+        CERT="$CERT" KEY="$KEY"
+    "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" ||
+        die "proxy nginx config test failed"
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
+    started nginx $!
+}
+
+start_haproxy() {
+    local dir="$TMP/haproxy"
+    mkdir -p "$dir"
+    # HAProxy takes the certificate chain and its key from one PEM file.
+    cat "$CERT" "$KEY" >"$dir/localhost.pem"
+    fill_template "$ROOT/benches/haproxy.cfg" "$dir/haproxy.cfg" THREADS="$THREADS" \
+        HTTP_PORT="${HTTP_PORT[haproxy]}" TLS_PORT="${TLS_PORT[haproxy]}" BACKEND_PORT="$BACKEND_PORT" \
+        PEM="$dir/localhost.pem"
+    haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
+    haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    started haproxy $!
+}
+
+start_floor() { # name binary
+    local dir="$TMP/$1" args=()
+    mkdir -p "$dir"
+    args=(--listen "127.0.0.1:${HTTP_PORT[$1]}" --tls-listen "127.0.0.1:${TLS_PORT[$1]}"
+        --cert "$CERT" --key "$KEY" --upstream "127.0.0.1:$BACKEND_PORT" --threads "$THREADS")
+    echo "$2 ${args[*]}" >"$dir/command"
+    "$2" "${args[@]}" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    started "$1" $!
+}
+
+# start_switchyard NAME ACCESS_LOG: the bench config (one route, no limits) with [server]
+# access_log = ACCESS_LOG.
+start_switchyard() {
+    local dir="$TMP/$1"
+    mkdir -p "$dir"
+    cat >"$dir/switchyard.toml" <<CONF
 # generated by benches/vs-nginx.sh
 [server]
 threads = $THREADS
 drain_timeout = "2s"
-access_log = "$TMP/switchyard/access.log"
-upgrade_socket = "$TMP/switchyard/upgrade.sock"
-pid_file = "$TMP/switchyard/switchyard.pid"
+access_log = "$2"
+upgrade_socket = "$dir/upgrade.sock"
+pid_file = "$dir/switchyard.pid"
 
 [[listeners]]
 name = "http"
-address = "127.0.0.1:$SY_HTTP"
+address = "127.0.0.1:${HTTP_PORT[$1]}"
 
 [[listeners]]
 name = "https"
-address = "127.0.0.1:$SY_TLS"
+address = "127.0.0.1:${TLS_PORT[$1]}"
 tls = true
 h2 = true
 
@@ -205,51 +244,67 @@ balance = "round_robin"
 [services.backend.pools.main]
 weight = 1
 servers = ["127.0.0.1:$BACKEND_PORT"]
-EOF
-    "$SY_BIN" check --config "$TMP/switchyard/switchyard.toml" >&2 || die "switchyard check failed"
-    "$SY_BIN" serve --config "$TMP/switchyard/switchyard.toml" \
-        >"$TMP/switchyard/stdout.log" 2>"$TMP/switchyard/stderr.log" &
-    SY_PID=$!
-    PIDS+=("$SY_PID")
-    wait_port "$SY_HTTP" "$SY_PID" "switchyard"
-    wait_port "$SY_TLS" "$SY_PID" "switchyard"
-    log "switchyard: pid $SY_PID, http 127.0.0.1:$SY_HTTP, tls+h2 127.0.0.1:$SY_TLS"
-fi
-
-# ------------------------------------------------------------------------------------------------
-# Sanity: each proxy answers 200 with the backend body in every mode
-# ------------------------------------------------------------------------------------------------
-PROXIES=(nginx)
-[[ "$SKIP_SWITCHYARD" == "1" ]] || PROXIES+=(switchyard)
-MODES=(http tls h2)
-
-url_for() { # proxy mode
-    local port
-    case "$1:$2" in
-        nginx:http) port=$NG_HTTP ;;
-        nginx:*) port=$NG_TLS ;;
-        switchyard:http) port=$SY_HTTP ;;
-        switchyard:*) port=$SY_TLS ;;
-    esac
-    if [[ "$2" == http ]]; then echo "http://127.0.0.1:$port/"; else echo "https://127.0.0.1:$port/"; fi
+CONF
+    "$SY_BIN" check --config "$dir/switchyard.toml" >&2 || die "$1: switchyard check failed"
+    "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    started "$1" $!
 }
 
 for p in "${PROXIES[@]}"; do
-    for m in "${MODES[@]}"; do
-        url="$(url_for "$p" "$m")"
+    case "$p" in
+        nginx) start_nginx ;;
+        haproxy) start_haproxy ;;
+        floor) start_floor floor "$FLOOR" ;;
+        floor-0.9.1) start_floor floor-0.9.1 "$FLOOR_UNPATCHED_BIN" ;;
+        # the bench config: access log off
+        switchyard) start_switchyard switchyard off ;;
+        # the reference config's default: an access-log line per request (JSON), here to a file
+        switchyard-log) start_switchyard switchyard-log "$TMP/switchyard-log/access.log" ;;
+    esac
+done
+
+# ------------------------------------------------------------------------------------------------
+# Sanity: each proxy answers 200 with the backend's exact body in every cell
+# ------------------------------------------------------------------------------------------------
+cell_mode() { echo "${1%%-*}"; }
+# The backend path of a cell: / (100 bytes) or /16k.
+cell_path() { if [[ "$1" == *-16k ]]; then echo /16k; else echo /; fi; }
+
+url_for() { # proxy cell
+    local m
+    m="$(cell_mode "$2")"
+    if [[ "$m" == http ]]; then
+        echo "http://127.0.0.1:${HTTP_PORT[$1]}$(cell_path "$2")"
+    else
+        echo "https://127.0.0.1:${TLS_PORT[$1]}$(cell_path "$2")"
+    fi
+}
+
+for p in "${PROXIES[@]}"; do
+    for c in "${CELLS[@]}"; do
+        m="$(cell_mode "$c")"
+        url="$(url_for "$p" "$c")"
         case "$m" in
             http) opts=(--http1.1) ;;
             tls) opts=(--http1.1 --cacert "$CA") ;;
             h2) opts=(--http2 --cacert "$CA") ;;
+            conn) opts=(--http1.1 --tlsv1.3 --cacert "$CA" -H 'Connection: close' -v) ;;
         esac
-        out="$(curl -sS -o "$TMP/check.body" -w '%{http_code} %{http_version}' "${opts[@]}" "$url")" ||
-            die "$p $m: request to $url failed"
+        out="$(curl -sS -o "$TMP/check.body" -w '%{http_code} %{http_version}' "${opts[@]}" "$url" 2>"$TMP/check.err")" || {
+            cat "$TMP/check.err" >&2
+            die "$p $c: request to $url failed"
+        }
         read -r code ver <<<"$out"
-        [[ "$code" == 200 ]] || die "$p $m: status $code from $url"
-        cmp -s "$TMP/check.body" <(curl -sS "http://127.0.0.1:$BACKEND_PORT/") ||
-            die "$p $m: body differs from the backend's"
-        if [[ "$m" == h2 && "$ver" != 2 ]]; then die "$p h2: curl got HTTP/$ver, not h2"; fi
-        log "check $p $m: 200 HTTP/$ver"
+        [[ "$code" == 200 ]] || die "$p $c: status $code from $url"
+        cmp -s "$TMP/check.body" <(curl -sS "http://127.0.0.1:$BACKEND_PORT$(cell_path "$c")") ||
+            die "$p $c: body differs from the backend's"
+        if [[ "$m" == h2 && "$ver" != 2 ]]; then die "$p $c: curl got HTTP/$ver, not h2"; fi
+        if [[ "$m" == conn ]]; then
+            grep -q 'SSL connection using TLSv1.3' "$TMP/check.err" || die "$p conn: not TLS 1.3"
+            # curl says "left intact" when the connection stays open after the answer
+            ! grep -q 'left intact' "$TMP/check.err" || die "$p conn: kept the connection open after Connection: close"
+        fi
+        log "check $p $c: 200 HTTP/$ver"
     done
 done
 
@@ -257,16 +312,23 @@ done
 # Load
 # ------------------------------------------------------------------------------------------------
 
-# run_load proxy mode seconds out-prefix
-# Sets LOAD_RPS, LOAD_P99 (ms) and LOAD_ERRS. Runs in the current shell so that a failure stops
+# TCP connections accepted so far on this machine (PassiveOpens of /proc/net/snmp).
+passive_opens() {
+    awk '$1 == "Tcp:" { if (!n) { for (i = 2; i <= NF; i++) if ($i == "PassiveOpens") c = i; n = 1 } else print $c }' /proc/net/snmp
+}
+
+# run_load proxy cell seconds out-prefix
+# Sets LOAD_RPS, LOAD_P99 (ms), LOAD_ERRS, LOAD_CPU, LOAD_USER and LOAD_SYS (µs per request) and
+# LOAD_CONNS (connections accepted per request). Runs in the current shell so that a failure stops
 # the script.
 run_load() {
-    local p="$1" m="$2" secs="$3" out="$4" url pid ticks_before ticks_after
-    url="$(url_for "$p" "$m")"
-    LOAD_RPS="" LOAD_P99="" LOAD_ERRS=0 LOAD_CPU=""
-    pid="$NGINX_PID"
-    [[ "$p" == switchyard ]] && pid="$SY_PID"
-    ticks_before="$(tree_cpu_ticks "$pid")"
+    local p="$1" c="$2" secs="$3" out="$4" m url pid user_before sys_before user_after sys_after opens_before n
+    m="$(cell_mode "$c")"
+    url="$(url_for "$p" "$c")"
+    LOAD_RPS="" LOAD_P99="" LOAD_ERRS=0 LOAD_CPU="" LOAD_USER="" LOAD_SYS="" LOAD_CONNS=""
+    pid="${PID_OF[$p]}"
+    opens_before="$(passive_opens)"
+    read -r user_before sys_before <<<"$(tree_cpu_ticks_split "$pid")"
     if [[ "$m" == h2 ]]; then
         rm -f "$out.h2log"
         if ! h2load -c"$CONNECTIONS" -m"$STREAMS" -t2 -D "$secs" --log-file="$out.h2log" "$url" \
@@ -285,9 +347,14 @@ run_load() {
                    printf "%.3f\n", a[k] / 1000 }')"
         # failed requests (errored and timed out included) + non-2xx/3xx answers
         LOAD_ERRS="$(awk '/^requests:/ { f = $10 } /^status codes:/ { n = $7 + $9 } END { print f + n + 0 }' "$out.txt")"
+        n="$(awk '/^requests:/ { print $6 }' "$out.txt")"   # requests done
         rm -f "$out.h2log"   # can be tens of MB; only the percentile is kept
     else
-        if ! wrk -t2 -c"$CONNECTIONS" -d"${secs}s" --latency "$url" >"$out.txt" 2>&1; then
+        # conn: every request on a new connection (a full TLS handshake); wrk reconnects when the
+        # answer says Connection: close.
+        local hdr=()
+        [[ "$m" == conn ]] && hdr=(-H 'Connection: close')
+        if ! wrk -t2 -c"$CONNECTIONS" -d"${secs}s" --latency "${hdr[@]}" "$url" >"$out.txt" 2>&1; then
             cat "$out.txt" >&2
             die "wrk failed on $url"
         fi
@@ -296,79 +363,110 @@ run_load() {
         # socket errors (connect, read, write, timeout) + non-2xx/3xx answers
         LOAD_ERRS="$(awk '/Socket errors:/ { gsub(/,/, ""); s = $4 + $6 + $8 + $10 }
                           /Non-2xx or 3xx responses:/ { n = $5 } END { print s + n + 0 }' "$out.txt")"
+        n="$(awk '/ requests in / { print $1 }' "$out.txt")"
     fi
-    ticks_after="$(tree_cpu_ticks "$pid")"
-    if [[ -z "$LOAD_RPS" || -z "$LOAD_P99" || "$LOAD_P99" == nan ]]; then
+    read -r user_after sys_after <<<"$(tree_cpu_ticks_split "$pid")"
+    if [[ -z "$LOAD_RPS" || -z "$LOAD_P99" || "$LOAD_P99" == nan || -z "$n" ]]; then
         cat "$out.txt" >&2
         die "could not parse $out.txt"
     fi
-    # The proxy's CPU time (user + system, every process of it) per request served: the steadiest
-    # figure on a shared machine.
-    LOAD_CPU="$(awk -v t=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" \
-        -v rps="$LOAD_RPS" -v s="$secs" 'BEGIN { n = rps * s; if (n <= 0) print "nan"; else printf "%.2f\n", t / hz * 1e6 / n }')"
+    # The proxy's CPU time (every process of it), user and system, over the requests the client
+    # completed while it ran: the steadiest figure on a shared machine.
+    per_request() { # ticks
+        awk -v t="$1" -v hz="$TICKS_PER_SEC" -v n="$n" \
+            'BEGIN { if (n <= 0) print "nan"; else printf "%.2f\n", t / hz * 1e6 / n }'
+    }
+    LOAD_USER="$(per_request $((user_after - user_before)))"
+    LOAD_SYS="$(per_request $((sys_after - sys_before)))"
+    LOAD_CPU="$(per_request $((user_after - user_before + sys_after - sys_before)))"
+    # Connections accepted on the machine per request (the proxy's, plus any the proxy opened to
+    # the backend, plus anything else running): about 1.00 in conn mode when the proxy closes,
+    # about 0.00 in the others when the proxy keeps its backend connections.
+    LOAD_CONNS="$(awk -v o=$(($(passive_opens) - opens_before)) -v n="$n" \
+        'BEGIN { if (n <= 0) print "nan"; else printf "%.2f\n", o / n }')"
 }
 
 mkdir -p "$TMP/results"
-log "warm-up: ${WARMUP}s per proxy and mode"
-for m in "${MODES[@]}"; do
+log "warm-up: ${WARMUP}s per proxy and cell"
+for c in "${CELLS[@]}"; do
     for p in "${PROXIES[@]}"; do
-        run_load "$p" "$m" "$WARMUP" "$TMP/results/warmup-$p-$m"
+        run_load "$p" "$c" "$WARMUP" "$TMP/results/warmup-$p-$c"
     done
 done
 
-# Measured runs. The order of the proxies alternates from one run to the next, so neither always
-# runs first (CPU frequency, leftover TIME_WAIT sockets and the like affect both alike).
-declare -A RPS P99 ERRS CPU
-flip=0
+# Measured runs. The order of the proxies rotates by one from one cell (and round) to the next, so
+# that each takes every place in turn (CPU frequency, leftover TIME_WAIT sockets and the like
+# affect them all alike).
+declare -A RPS P99 ERRS CPU USR SYS CONNS
+turn=0
 for ((r = 1; r <= ROUNDS; r++)); do
-    for m in "${MODES[@]}"; do
-        order=("${PROXIES[@]}")
-        if ((flip % 2 == 1 && ${#PROXIES[@]} == 2)); then order=("${PROXIES[1]}" "${PROXIES[0]}"); fi
-        flip=$((flip + 1))
+    for c in "${CELLS[@]}"; do
+        n=${#PROXIES[@]}
+        order=()
+        for ((i = 0; i < n; i++)); do order+=("${PROXIES[$(((i + turn) % n))]}"); done
+        turn=$((turn + 1))
         for p in "${order[@]}"; do
-            log "round $r/$ROUNDS: $m via $p (${DURATION}s)"
-            run_load "$p" "$m" "$DURATION" "$TMP/results/$p-$m-$r"
-            log "  $LOAD_RPS req/s, p99 $LOAD_P99 ms, errors $LOAD_ERRS, $LOAD_CPU CPU µs/request"
-            RPS[$p:$m]+="$LOAD_RPS "
-            P99[$p:$m]+="$LOAD_P99 "
-            CPU[$p:$m]+="$LOAD_CPU "
-            ERRS[$p:$m]=$((${ERRS[$p:$m]:-0} + LOAD_ERRS))
+            log "round $r/$ROUNDS: $c via $p (${DURATION}s)"
+            run_load "$p" "$c" "$DURATION" "$TMP/results/$p-$c-$r"
+            log "  $LOAD_RPS req/s, p99 $LOAD_P99 ms, errors $LOAD_ERRS, CPU $LOAD_CPU µs/request ($LOAD_USER user + $LOAD_SYS system)"
+            log "  $LOAD_CONNS connections accepted per request"
+            RPS[$p:$c]+="$LOAD_RPS "
+            P99[$p:$c]+="$LOAD_P99 "
+            CPU[$p:$c]+="$LOAD_CPU "
+            USR[$p:$c]+="$LOAD_USER "
+            SYS[$p:$c]+="$LOAD_SYS "
+            CONNS[$p:$c]+="$LOAD_CONNS "
+            ERRS[$p:$c]=$((${ERRS[$p:$c]:-0} + LOAD_ERRS))
             sleep 1
         done
     done
 done
 
-
 # ------------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------------
 echo
-echo "Switchyard vs nginx reverse proxy — $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "Switchyard vs nginx, HAProxy and a bare pingora proxy — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(uname -sr); load average at start $LOADAVG_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), h2load $(h2load --version | awk '{ print $2 }')"
-[[ "$SKIP_SWITCHYARD" == "1" ]] || echo "switchyard: $SY_BIN"
-echo "threads/workers=$THREADS connections=$CONNECTIONS h2 streams/conn=$STREAMS duration=${DURATION}s warm-up=${WARMUP}s rounds=$ROUNDS (median shown) backend body=${BODY_LEN}B"
+echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), haproxy $(haproxy -v | awk 'NR == 1 { print $3 }'), wrk $(wrk -v 2>&1 | awk 'NR == 1 { print $2 }'), h2load $(h2load --version | awk '{ print $2 }')"
+[[ -z "${SY_BIN:-}" ]] || echo "switchyard: $SY_BIN"
+[[ -z "${FLOOR:-}" ]] || echo "floor: $FLOOR"
+[[ -z "${FLOOR_UNPATCHED_BIN:-}" ]] || echo "floor-0.9.1: $FLOOR_UNPATCHED_BIN"
+echo "threads/workers=$THREADS connections=$CONNECTIONS h2 streams/conn=$STREAMS duration=${DURATION}s warm-up=${WARMUP}s rounds=$ROUNDS (median shown) backend bodies=${BODY_LEN}B and ${BODY16_LEN}B"
 echo
-declare -A R L C RR RL RC
-printf '%-5s  %-10s  %12s  %10s  %7s  %12s\n' mode proxy "req/s" "p99 ms" errors "CPU µs/req"
-for m in "${MODES[@]}"; do
+# MED[proxy:cell:figure]: the medians; "nan" for a proxy or cell that did not run.
+declare -A MED
+printf '%-8s  %-14s  %10s  %9s  %6s  %10s  %8s  %8s  %8s\n' cell proxy "req/s" "p99 ms" errors "CPU µs/req" "user µs" "sys µs" "conn/req"
+for c in "${CELLS[@]}"; do
     for p in "${PROXIES[@]}"; do
-        R[$p]="$(median <<<"${RPS[$p:$m]}")"
-        L[$p]="$(median <<<"${P99[$p:$m]}")"
-        C[$p]="$(median <<<"${CPU[$p:$m]}")"
-        printf '%-5s  %-10s  %12.2f  %10.3f  %7d  %12.2f\n' "$m" "$p" "${R[$p]}" "${L[$p]}" "${ERRS[$p:$m]}" "${C[$p]}"
+        MED[$p:$c:rps]="$(median <<<"${RPS[$p:$c]}")"
+        MED[$p:$c:p99]="$(median <<<"${P99[$p:$c]}")"
+        MED[$p:$c:cpu]="$(median <<<"${CPU[$p:$c]}")"
+        usr="$(median <<<"${USR[$p:$c]}")"
+        sys="$(median <<<"${SYS[$p:$c]}")"
+        conns="$(median <<<"${CONNS[$p:$c]}")"
+        printf '%-8s  %-14s  %10.0f  %9.3f  %6d  %10.2f  %8.2f  %8.2f  %8.2f\n' "$c" "$p" "${MED[$p:$c:rps]}" \
+            "${MED[$p:$c:p99]}" "${ERRS[$p:$c]}" "${MED[$p:$c:cpu]}" "$usr" "$sys" "$conns"
     done
-    if [[ "$SKIP_SWITCHYARD" == "1" ]]; then
-        RR[$m]="n/a"; RL[$m]="n/a"; RC[$m]="n/a"
-    else
-        RR[$m]="$(ratio "${R[switchyard]}" "${R[nginx]}")"
-        RL[$m]="$(ratio "${L[switchyard]}" "${L[nginx]}")"
-        RC[$m]="$(ratio "${C[switchyard]}" "${C[nginx]}")"
-    fi
 done
+
+# rat A B CELL FIGURE: A's median / B's, or n/a.
+rat() { ratio "${MED[$1:$3:$4]:-nan}" "${MED[$2:$3:$4]:-nan}"; }
+# line A B SIZE FIGURE: "http=… tls=… h2=…" of A / B for the answer size SIZE.
+line() { echo "http=$(rat "$1" "$2" "http-$3" "$4") tls=$(rat "$1" "$2" "tls-$3" "$4") h2=$(rat "$1" "$2" "h2-$3" "$4")"; }
 echo
-echo "http = HTTP/1.1 plain (wrk), tls = HTTP/1.1 over TLS (wrk), h2 = HTTP/2 over TLS (h2load)."
-echo "p99: wrk --latency 99% line; h2: nearest-rank 99th percentile of h2load --log-file per-request times."
-echo "ratios are switchyard / nginx: rps above 1 and p99 below 1 favour switchyard."
-echo "CPU µs/req: the proxy's user + system CPU time (all its processes, /proc) over the run, per request served."
-echo "ratio rps http=${RR[http]} tls=${RR[tls]} h2=${RR[h2]} p99 http=${RL[http]} tls=${RL[tls]} h2=${RL[h2]} cpu http=${RC[http]} tls=${RC[tls]} h2=${RC[h2]}"
+echo "http = HTTP/1.1 plain (wrk), tls = HTTP/1.1 over TLS (wrk), h2 = HTTP/2 over TLS (h2load); -100 and -16k: the"
+echo "100-byte and 16 KB answers; conn = HTTPS with Connection: close (wrk): a new TLS 1.3 connection and full handshake per request."
+echo "p99: wrk --latency 99% line (conn: after the handshake); h2: nearest-rank 99th percentile of h2load --log-file per-request times."
+echo "CPU µs/req: the proxy's CPU time (all its processes and threads, /proc/PID/stat utime and stime) over the run, per request completed."
+echo "conn/req: TCP connections accepted on the machine (/proc/net/snmp PassiveOpens) per request: about 1.00 in conn mode when every"
+echo "request had its own, about 0.00 in the others when the proxy reuses its client and backend connections."
+echo "Access log off on every proxy except switchyard-log (a JSON line per request to a file); HAProxy has no log line at all."
+echo "floor = a bare pingora ProxyHttp (crates/floor: one fixed peer, the four response headers, no forwarded headers)."
+echo "ratios: rps above 1 and p99 and cpu below 1 favour switchyard. ratio/ratio16k: switchyard / nginx (100 B / 16 KB);"
+echo "vs-haproxy: switchyard / haproxy, vs-floor: switchyard / floor (100 B); conn: switchyard / nginx."
+echo "ratio rps $(line switchyard nginx 100 rps) p99 $(line switchyard nginx 100 p99) cpu $(line switchyard nginx 100 cpu)"
+echo "ratio16k rps $(line switchyard nginx 16k rps) p99 $(line switchyard nginx 16k p99) cpu $(line switchyard nginx 16k cpu)"
+echo "vs-haproxy rps $(line switchyard haproxy 100 rps) cpu $(line switchyard haproxy 100 cpu)"
+echo "vs-floor cpu $(line switchyard floor 100 cpu)"
+echo "conn rps switchyard/nginx=$(rat switchyard nginx conn rps) cpu switchyard/nginx=$(rat switchyard nginx conn cpu)"
