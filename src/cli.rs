@@ -136,6 +136,10 @@ fn report(result: Result<(), server::ServeError>) -> ExitCode {
 
 fn init_logging(level: &str) {
     let mut builder = env_logger::Builder::new();
+    // rustls warns once per handshake whose SNI is an IP address (wrk, some health checkers,
+    // clients that connect by IP): the client's doing, not the operator's, and at thousands of
+    // handshakes a second a measurable cost (benches/RESULTS.md). `--log-level` may override it.
+    builder.filter_module("rustls::msgs::handshake", log::LevelFilter::Error);
     builder.parse_filters(level);
     builder.format_timestamp_millis();
     builder.target(env_logger::Target::Stderr);

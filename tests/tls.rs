@@ -337,3 +337,17 @@ fn h2_body_over_limit_is_413() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 413);
 }
+
+#[test]
+fn an_ip_address_sent_as_sni_is_not_logged_per_handshake() {
+    // wrk and some health checkers send the IP they connect to as SNI (RFC 6066 forbids it);
+    // rustls ignores it. Its warning would be one log line per handshake.
+    let w = start(false);
+    let ca = format!("{CERTS}/test-ca.crt");
+    for _ in 0..3 {
+        let hs = Handshake::run(w.https(), "127.0.0.1", &ca, &[], None);
+        assert!(hs.cipher().is_some(), "{}", hs.out);
+    }
+    let stderr = w.proxy.stderr();
+    assert!(!stderr.contains("Illegal SNI"), "{stderr}");
+}
