@@ -361,6 +361,28 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_goes_only_to_the_address_it_is_connected_to() {
+        // A connection released under another peer's key (as a hash collision would) is not
+        // handed to that peer: its address, known from its digest, does not match.
+        let (a, _close_a) = holding_server();
+        let (b, _close_b) = holding_server();
+        let connector = TransportConnector::new(None);
+        let (peer_a, peer_b) = (BasicPeer::new(&a), BasicPeer::new(&b));
+        single_threaded().block_on(async {
+            let s = connector.new_stream(&peer_a).await.unwrap();
+            let id = s.id();
+            connector.release_stream(s, peer_b.reuse_hash(), None);
+            assert!(connector.reused_stream(&peer_b).await.is_none());
+            let s = connector.new_stream(&peer_a).await.unwrap();
+            let id2 = s.id();
+            connector.release_stream(s, peer_a.reuse_hash(), None);
+            let reused = connector.reused_stream(&peer_a).await.unwrap();
+            assert_eq!(reused.id(), id2);
+            let _ = id;
+        });
+    }
+
+    #[test]
     fn work_stealing_runtimes_keep_the_shared_pool() {
         let (addr, _close) = holding_server();
         let connector = TransportConnector::new(None);

@@ -277,6 +277,16 @@ impl TransportConnector {
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
         if self.pool_locally() {
             return local_pool::take(&self.local, peer.reuse_hash(), |s| {
+                // The connection's peer address as its digest knows it (one getpeername per
+                // connection), rather than a getpeername per reuse.
+                if peer.get_proxy().is_none() {
+                    let known = s.get_socket_digest().and_then(|d| d.peer_addr().cloned());
+                    if let (crate::protocols::l4::socket::SocketAddr::Inet(want), Some(got)) =
+                        (peer.address(), known)
+                    {
+                        return got.as_inet() == Some(want);
+                    }
+                }
                 #[cfg(unix)]
                 return peer.matches_fd(s.id());
                 #[cfg(windows)]
