@@ -22,6 +22,8 @@
 #                      always asks for the 100-byte answer
 #   SWITCHYARD_BIN     switchyard binary to use; when unset: cargo build --release
 #   FLOOR_BIN          pingora-floor binary to use; when unset: cargo build --release -p floor
+#   FLOOR_WORK_STEALING=1  run the floors with pingora's default work-stealing runtime (by default
+#                      they run like Switchyard: one single-threaded runtime per worker)
 #   FLOOR_UNPATCHED_BIN  a pingora-floor built on the published pingora 0.9.1 (no vendor patches,
 #                      see benches/RESULTS.md): adds the proxy floor-0.9.1 after floor
 #   SKIP_SWITCHYARD=1  leave switchyard and switchyard-log out (to check the harness); their ratios
@@ -187,6 +189,8 @@ start_floor() { # name binary
     mkdir -p "$dir"
     args=(--listen "127.0.0.1:${HTTP_PORT[$1]}" --tls-listen "127.0.0.1:${TLS_PORT[$1]}"
         --cert "$CERT" --key "$KEY" --upstream "127.0.0.1:$BACKEND_PORT" --threads "$THREADS")
+    # Like Switchyard's default (`work_stealing = false`), unless FLOOR_WORK_STEALING=1.
+    [[ "${FLOOR_WORK_STEALING:-0}" == 1 ]] || args+=(--no-work-stealing)
     echo "$2 ${args[*]}" >"$dir/command"
     "$2" "${args[@]}" >"$dir/stdout.log" 2>"$dir/stderr.log" &
     started "$1" $!

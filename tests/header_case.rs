@@ -71,7 +71,11 @@ fn exchange(case: &str) -> (String, String) {
         let head = raw::read_head(&mut conn);
         let length: usize = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_string)
+            })
             .unwrap()
             .trim()
             .parse()
@@ -88,13 +92,22 @@ fn header_names_are_normalised_by_default() {
     let (head, upstream_saw) = exchange("");
     assert!(head.contains("\r\nx-mixed-case: yes\r\n"), "{head}");
     assert!(head.contains("\r\nContent-Type: text/plain\r\n"), "{head}");
-    assert!(upstream_saw.contains("\r\nx-client-mixed: 1\r\n"), "{upstream_saw}");
-    assert!(upstream_saw.contains("\r\nHost: case.test\r\n"), "{upstream_saw}");
+    assert!(
+        upstream_saw.contains("\r\nx-client-mixed: 1\r\n"),
+        "{upstream_saw}"
+    );
+    assert!(
+        upstream_saw.contains("\r\nHost: case.test\r\n"),
+        "{upstream_saw}"
+    );
 }
 
 #[test]
 fn header_case_is_kept_when_asked() {
     let (head, upstream_saw) = exchange("preserve_header_case = true");
     assert!(head.contains("\r\nX-Mixed-CASE: yes\r\n"), "{head}");
-    assert!(upstream_saw.contains("\r\nX-Client-MiXed: 1\r\n"), "{upstream_saw}");
+    assert!(
+        upstream_saw.contains("\r\nX-Client-MiXed: 1\r\n"),
+        "{upstream_saw}"
+    );
 }
