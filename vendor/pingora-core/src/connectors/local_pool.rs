@@ -129,9 +129,7 @@ pub(crate) fn put(
         } else {
             p.counts.insert(owner.id, count + 1);
         }
-        if !p.owners.contains_key(&owner.id) {
-            p.owners.insert(owner.id, owner.clone());
-        }
+        p.owners.entry(owner.id).or_insert_with(|| owner.clone());
         p.groups.entry((owner.id, key)).or_default().push(Idle {
             stream,
             since: Instant::now(),
