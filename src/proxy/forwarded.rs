@@ -47,21 +47,15 @@ fn invalid(e: http::header::InvalidHeaderValue) -> Box<pingora::Error> {
     pingora::Error::because(pingora::ErrorType::InternalError, "forwarding header", e)
 }
 
-/// The request's host as `super::request_host` reads it, as a header value; the Host header's
-/// own value is shared, not copied.
+/// The request's host as `super::request_host` reads it, as a header value; when that is the
+/// Host header's value, the value is shared, not copied.
 fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
-    if let Some(h) = req.uri.host() {
-        return HeaderValue::from_str(h).ok();
-    }
-    if let Some(v) = req.headers.get(header::HOST) {
-        if v.to_str().is_ok() {
-            return (!v.is_empty()).then(|| v.clone());
-        }
-    }
     let host = super::request_host(req);
-    (!host.is_empty())
-        .then(|| HeaderValue::from_str(host).ok())
-        .flatten()
+    match req.headers.get(header::HOST) {
+        _ if host.is_empty() => None,
+        Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
+        _ => HeaderValue::from_str(host).ok(),
+    }
 }
 
 fn ip_value(ip: IpAddr) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {

@@ -194,6 +194,23 @@ fn on_single_threaded_runtime() -> bool {
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
+/// Whether a pooled `stream` is connected to `peer` (a pool key is a hash: this guards against
+/// collisions): from the peer address its socket digest records, one `getpeername` per
+/// connection, rather than one per reuse; through a proxy, or without a digest, by asking the
+/// socket (`matches_fd`).
+#[cfg(unix)]
+fn connected_to<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    if peer.get_proxy().is_none() {
+        let digest = stream.get_socket_digest();
+        if let (crate::protocols::l4::socket::SocketAddr::Inet(want), Some(got)) =
+            (peer.address(), digest.as_ref().and_then(|d| d.peer_addr()))
+        {
+            return got.as_inet() == Some(want);
+        }
+    }
+    peer.matches_fd(stream.id())
+}
+
 const DEFAULT_POOL_SIZE: usize = 128;
 
 impl TransportConnector {
@@ -277,18 +294,8 @@ impl TransportConnector {
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
         if self.pool_locally() {
             return local_pool::take(&self.local, peer.reuse_hash(), |s| {
-                // The connection's peer address as its digest knows it (one getpeername per
-                // connection), rather than a getpeername per reuse.
-                if peer.get_proxy().is_none() {
-                    let known = s.get_socket_digest().and_then(|d| d.peer_addr().cloned());
-                    if let (crate::protocols::l4::socket::SocketAddr::Inet(want), Some(got)) =
-                        (peer.address(), known)
-                    {
-                        return got.as_inet() == Some(want);
-                    }
-                }
                 #[cfg(unix)]
-                return peer.matches_fd(s.id());
+                return connected_to(peer, s);
                 #[cfg(windows)]
                 return true;
             });
@@ -305,7 +312,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if connected_to(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)

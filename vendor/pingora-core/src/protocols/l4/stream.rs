@@ -653,7 +653,12 @@ impl Stream {
                     RawStream::Unix(s) => RawStream::Unix(UnixStream::from_std(s.into_std()?)?),
                     other => other,
                 };
-                self.stream = Some(BufferedStream::with_capacity(0, 0, wrapper));
+                self.stream = Some(BufferedStream::with_capacity(
+                    buffer.read_capacity(),
+                    buffer.write_capacity(),
+                    wrapper,
+                ));
+                return Ok(());
             }
         }
         self.set_buffer(buffer);
