@@ -81,7 +81,6 @@ fn listener_at(listeners: &[ListenerInfo], local: Option<SocketAddr>) -> Option<
     listeners.iter().find(|l| l.serves(local))
 }
 
-/// A new request id: 128 random bits in hex.
 use forwarded::new_request_id;
 
 /// The proxy for every listener: one pingora service, one pool of worker threads.

@@ -143,6 +143,26 @@ impl RawBackend {
         lock(&self.shared.requests)[mark.requests..].to_vec()
     }
 
+    /// Waits until nothing new has arrived for 150 ms (at most 5 s): bytes the proxy sent before
+    /// its answer to the client may still be on their way to this backend's connection threads
+    /// (on busy cores, a new connection's thread can start late), and belong to the exchange
+    /// that caused them, not to the next one.
+    pub fn settle(&self) {
+        let total = || -> (usize, usize) {
+            let bytes = lock(&self.shared.raw).iter().map(Vec::len).sum();
+            (bytes, lock(&self.shared.requests).len())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut last = total();
+        let mut quiet = 0;
+        while quiet < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = total();
+            quiet = if now == last { quiet + 1 } else { 0 };
+            last = now;
+        }
+    }
+
     /// How many bytes arrived after `mark`, over all connections.
     pub fn bytes_since(&self, mark: &Mark) -> usize {
         lock(&self.shared.raw)

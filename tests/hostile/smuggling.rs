@@ -112,6 +112,7 @@ fn run_case(rig: &Rig, c: &Case) -> Result<(), String> {
     let before = rig.backend.mark();
     let errors_before = rig.backend.errors().len();
     let ex = exchange(rig.addr, c.request.as_bytes(), 1);
+    rig.backend.settle();
     let bytes_upstream = rig.backend.bytes_since(&before);
     // No desync: a fresh connection still gets its normal answer.
     let follow_up = normal_get(rig.addr, "h.test", "/after");
