@@ -43,6 +43,10 @@ pub enum Command {
         /// Path of the TOML config file.
         #[arg(short, long, default_value = "/etc/switchyard/switchyard.toml")]
         config: PathBuf,
+        /// Also bind every listener's and the admin API's address once (and let it go), so a
+        /// port in use or a privileged port is found before `serve` (exit 1, address named).
+        #[arg(long)]
+        probe_listeners: bool,
     },
     /// Start an embedded demo: two built-in backends (pools blue and green of service "demo")
     /// behind the proxy on 127.0.0.1:8080 at blue=100, green=0, light background traffic through
@@ -83,12 +87,22 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
+        Command::Check {
+            config,
+            probe_listeners,
+        } => match config::load(&config) {
             Ok(cfg) => {
                 // Names that do not resolve now are warnings: `serve` starts and retries them.
                 let (_, warnings) = crate::dns::resolve_blocking(&cfg);
                 for w in &warnings {
                     eprintln!("{w}");
+                }
+                if probe_listeners {
+                    let addresses = server::startup::listen_addresses(&cfg);
+                    if let Err(e) = server::startup::probe_binds(&addresses) {
+                        eprintln!("{}: {e}", config.display());
+                        return ExitCode::FAILURE;
+                    }
                 }
                 println!("{}", cfg.summary());
                 ExitCode::SUCCESS

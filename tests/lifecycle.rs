@@ -152,3 +152,168 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
         "the upgraded process does not serve"
     );
 }
+
+/// The access log's lines in `path` (0 when it does not exist).
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+/// Sends `n` requests and checks each is answered.
+fn send_requests(w: &Running, n: usize) {
+    let client = http1_client();
+    for _ in 0..n {
+        let resp = client.get(w.url("127.0.0.1", "/")).send().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+}
+
+#[test]
+fn sigusr1_reopens_the_access_log_after_logrotate_renames_it() {
+    let mut w = World::new().catch_all_blue().start(BIN);
+    let log = w.proxy.access_log_path();
+    let rotated = log.with_extension("log.1");
+    send_requests(&w, 5);
+    // Every line of the first requests is out before the rotation.
+    assert!(
+        wait_until(Duration::from_secs(10), || lines_in(&log) == 5),
+        "{} lines before the rotation",
+        lines_in(&log)
+    );
+    std::fs::rename(&log, &rotated).unwrap();
+    // Until the signal the process keeps writing to the renamed file (its open file).
+    send_requests(&w, 2);
+    w.proxy.signal("USR1");
+    assert!(
+        w.proxy
+            .wait_for_log("access log reopened", Duration::from_secs(10)),
+        "no reopen in the process log:\n{}",
+        w.proxy.stderr()
+    );
+    assert!(log.exists(), "USR1 did not create the access log again");
+    send_requests(&w, 3);
+    // None lost: 7 lines in the rotated file, the 3 sent after the signal in the new one.
+    assert!(
+        wait_until(Duration::from_secs(10), || lines_in(&rotated)
+            + lines_in(&log)
+            == 10),
+        "rotated {} + new {} lines, 10 requests",
+        lines_in(&rotated),
+        lines_in(&log)
+    );
+    assert_eq!(lines_in(&rotated), 7);
+    assert_eq!(lines_in(&log), 3);
+    assert!(
+        w.proxy.try_exit().is_none(),
+        "USR1 must not stop the process"
+    );
+}
+
+#[test]
+fn sigusr2_is_ignored_with_a_warning() {
+    let w = World::new().catch_all_blue().start(BIN);
+    w.proxy.signal("USR2");
+    assert!(
+        w.proxy
+            .wait_for_log("SIGUSR2 ignored", Duration::from_secs(10)),
+        "{}",
+        w.proxy.stderr()
+    );
+    send_requests(&w, 1);
+}
+
+/// A config whose HTTP listener is on `port`, in `dir` (the `{tmp}` of the templates).
+fn config_on_port(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let world = World::new().catch_all_blue().listener_option(
+        "http",
+        "address",
+        format!("127.0.0.1:{port}"),
+    );
+    let config = world.config().replace("{tmp}", dir.to_str().unwrap());
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn a_port_in_use_stops_the_start_with_the_address_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_on_port(dir.path(), port);
+    let started = Instant::now();
+    let out = BIN
+        .command()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    // Measured in milliseconds; pingora alone retries for about 30 s. Room for a busy machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // `check --probe-listeners` finds it too; plain `check` only reads the file.
+    let check = |probe: bool| {
+        let mut cmd = BIN.command();
+        cmd.args(["check", "--config"]).arg(&config);
+        if probe {
+            cmd.arg("--probe-listeners");
+        }
+        cmd.output().unwrap()
+    };
+    let probed = check(true);
+    assert_eq!(probed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&probed.stderr).contains(&format!("127.0.0.1:{port}")));
+    assert_eq!(check(false).status.code(), Some(0));
+    drop(taken);
+    assert_eq!(check(true).status.code(), Some(0));
+}
+
+#[test]
+fn systemd_is_told_ready_once_every_listener_accepts() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let port = testkit::port();
+    let config = config_on_port(dir.path(), port);
+    let notify = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&notify).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut child = BIN
+        .command()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let received = socket.recv(&mut buf);
+    // At READY the listener accepts.
+    let accepts = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    send_signal_term(&child);
+    let stopping = socket.recv(&mut [0u8; 256]).map(|_| ());
+    let _ = child.wait();
+    let n = received.expect("no notification from switchyard within 60 s");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), "READY=1");
+    assert!(accepts, "READY was sent before the listener accepts");
+    assert!(stopping.is_ok(), "no STOPPING=1 at the drain");
+}
+
+fn send_signal_term(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

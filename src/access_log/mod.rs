@@ -1,11 +1,14 @@
 //! The JSON access log: one line per request, written by a dedicated thread off the request path.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::mpsc;
+use std::time::SystemTime;
 
 use serde::Serialize;
-
-use std::time::SystemTime;
 
 use crate::config::log_format::LogFormat;
 use crate::config::AccessLogTarget;
@@ -18,7 +21,8 @@ mod template;
 pub struct Entry<'a> {
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
-    pub client_ip: Option<String>,
+    #[serde(serialize_with = "opt_display")]
+    pub client_ip: Option<IpAddr>,
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
@@ -31,7 +35,8 @@ pub struct Entry<'a> {
     pub route: Option<&'a str>,
     pub service: Option<&'a str>,
     pub pool: Option<&'a str>,
-    pub upstream: Option<String>,
+    #[serde(serialize_with = "opt_display")]
+    pub upstream: Option<SocketAddr>,
     #[serde(serialize_with = "opt_millis")]
     pub upstream_ms: Option<f64>,
     pub request_id: &'a str,
@@ -44,7 +49,7 @@ pub struct Entry<'a> {
     /// The request head (as HTTP/1.1 text) and body bytes read (nginx's `$request_length`).
     pub request_bytes: u64,
     /// `"TLSv1.3"`, `"TLSv1.2"`; null on plain HTTP.
-    pub tls_version: Option<String>,
+    pub tls_version: Option<Cow<'a, str>>,
     /// Upstream attempts (servers tried) for this request.
     pub tries: usize,
     #[serde(serialize_with = "opt_millis")]
@@ -63,6 +68,17 @@ pub struct Entry<'a> {
     /// For templates only: `HTTP/1.1`, `HTTP/2.0` (the third word of `$request`).
     #[serde(skip)]
     pub version: &'static str,
+}
+
+/// An address written as text straight into the line (no intermediate `String`).
+fn opt_display<T: std::fmt::Display, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -96,6 +112,11 @@ const WAKE_AT: usize = 64 * 1024;
 /// The longest a line waits before it is written (like nginx's `flush=`).
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
+thread_local! {
+    /// Each worker serialises its line here, outside the lock; the buffer is kept between lines.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
 /// A cheap handle: serializing happens on the caller, writing on the log thread.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
@@ -105,22 +126,58 @@ pub struct AccessLog {
 #[derive(Debug)]
 struct Shared {
     pending: Pending,
-    /// Wakes the writer early (buffer full) or asks for a flush with an acknowledgement.
-    wake: mpsc::SyncSender<Option<mpsc::Sender<()>>>,
+    /// Wakes the writer early (buffer full), or asks it to flush or reopen its file.
+    wake: mpsc::SyncSender<Command>,
+}
+
+/// What the writer thread is asked to do besides its periodic write.
+#[derive(Debug)]
+enum Command {
+    /// The pending buffer is full: write it now.
+    Write,
+    /// Write everything pending, then acknowledge.
+    Flush(mpsc::Sender<()>),
+    /// Write everything pending to the old file, then open the path again (after a rotation).
+    Reopen(mpsc::Sender<std::io::Result<()>>),
+}
+
+/// Where the lines go; a file can be opened again at the same path.
+enum Sink {
+    Stream(Box<dyn Write + Send>),
+    File(PathBuf, std::fs::File),
+}
+
+impl Sink {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Stream(w) => w,
+            Sink::File(_, f) => f,
+        }
+    }
+
+    /// Opens the file's path again, keeping the old file when that fails. Streams have nothing to reopen.
+    fn reopen(&mut self) -> std::io::Result<()> {
+        if let Sink::File(path, file) = self {
+            *file = open_append(path)?;
+        }
+        Ok(())
+    }
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 impl AccessLog {
     pub fn open(target: &AccessLogTarget) -> std::io::Result<AccessLog> {
-        let sink: Box<dyn Write + Send> = match target {
+        let sink = match target {
             AccessLogTarget::Off => return Ok(AccessLog { inner: None }),
-            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
-            AccessLogTarget::Stderr => Box::new(std::io::stderr()),
-            AccessLogTarget::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+            AccessLogTarget::Stdout => Sink::Stream(Box::new(std::io::stdout())),
+            AccessLogTarget::Stderr => Sink::Stream(Box::new(std::io::stderr())),
+            AccessLogTarget::File(path) => Sink::File(path.clone(), open_append(path)?),
         };
         let (wake, woken) = mpsc::sync_channel(16);
         let shared = std::sync::Arc::new(Shared {
@@ -143,57 +200,80 @@ impl AccessLog {
     /// Queues one line in `format` (the request's snapshot's: a reload changes it).
     pub fn write(&self, entry: &Entry<'_>, format: &LogFormat) {
         let Some(shared) = &self.inner else { return };
-        let mut buf = shared.pending.buf.lock();
-        match format {
-            LogFormat::Json => {
-                if serde_json::to_writer(&mut *buf, entry).is_ok() {
-                    buf.push(b'\n');
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            match format {
+                LogFormat::Json => {
+                    if serde_json::to_writer(&mut *line, entry).is_err() {
+                        return;
+                    }
                 }
+                LogFormat::Template { pieces, .. } => template::render(line, pieces, entry),
             }
-            LogFormat::Template { pieces, .. } => {
-                template::render(&mut buf, pieces, entry);
-                buf.push(b'\n');
+            line.push(b'\n');
+            let mut buf = shared.pending.buf.lock();
+            buf.extend_from_slice(line);
+            let full = buf.len() >= WAKE_AT;
+            drop(buf);
+            if full {
+                // A full wake queue already holds a wake-up; nothing is lost by dropping this one.
+                let _ = shared.wake.try_send(Command::Write);
             }
-        }
-        let full = buf.len() >= WAKE_AT;
-        drop(buf);
-        if full {
-            // A full wake queue already holds a wake-up; nothing is lost by dropping this one.
-            let _ = shared.wake.try_send(None);
-        }
+        });
     }
 
     /// Waits (at most `timeout`) until every line queued so far is written out.
     pub fn flush(&self, timeout: std::time::Duration) {
         let Some(shared) = &self.inner else { return };
         let (ack_tx, ack_rx) = mpsc::channel();
-        if shared.wake.send(Some(ack_tx)).is_ok() {
+        if shared.wake.send(Command::Flush(ack_tx)).is_ok() {
             let _ = ack_rx.recv_timeout(timeout);
         }
+    }
+
+    /// Writes what is pending to the current file, then opens the configured path again
+    /// (SIGUSR1 after logrotate renamed the file). On failure the old file stays in use.
+    /// Stdout, stderr and an off log have nothing to reopen.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let Some(shared) = &self.inner else {
+            return Ok(());
+        };
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let gone = || std::io::Error::other("the access-log writer thread is gone");
+        shared
+            .wake
+            .send(Command::Reopen(ack_tx))
+            .map_err(|_| gone())?;
+        ack_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .map_err(|_| gone())?
     }
 }
 
 /// Takes the pending bytes every `FLUSH_EVERY` (or when woken) and writes them in one go.
-fn write_loop(
-    shared: &Shared,
-    woken: &mpsc::Receiver<Option<mpsc::Sender<()>>>,
-    mut sink: Box<dyn Write + Send>,
-) {
+fn write_loop(shared: &Shared, woken: &mpsc::Receiver<Command>, mut sink: Sink) {
     let mut spare = Vec::with_capacity(WAKE_AT * 2);
     loop {
-        let ack = match woken.recv_timeout(FLUSH_EVERY) {
-            Ok(ack) => ack,
+        let command = match woken.recv_timeout(FLUSH_EVERY) {
+            Ok(command) => Some(command),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
         std::mem::swap(&mut *shared.pending.buf.lock(), &mut spare);
         if !spare.is_empty() {
-            let _ = sink.write_all(&spare);
-            let _ = sink.flush();
+            let out = sink.writer();
+            let _ = out.write_all(&spare);
+            let _ = out.flush();
             spare.clear();
         }
-        if let Some(ack) = ack {
-            let _ = ack.send(());
+        match command {
+            Some(Command::Flush(ack)) => {
+                let _ = ack.send(());
+            }
+            Some(Command::Reopen(ack)) => {
+                let _ = ack.send(sink.reopen());
+            }
+            Some(Command::Write) | None => {}
         }
     }
 }

@@ -27,7 +27,7 @@ fn var(out: &mut Vec<u8>, v: LogVar, e: &Entry<'_>) {
 
 fn value(out: &mut Vec<u8>, v: LogVar, e: &Entry<'_>) -> std::io::Result<()> {
     match v {
-        LogVar::RemoteAddr => escaped(out, e.client_ip.as_deref()),
+        LogVar::RemoteAddr => display(out, e.client_ip.as_ref()),
         LogVar::RemoteUser => escaped(out, e.remote_user.as_deref()),
         LogVar::TimeLocal => time_local(out, e.time),
         LogVar::TimeIso8601 => time_iso8601(out, e.time),
@@ -51,7 +51,7 @@ fn value(out: &mut Vec<u8>, v: LogVar, e: &Entry<'_>) -> std::io::Result<()> {
         LogVar::UpstreamConnectTime => seconds(out, e.upstream_connect_ms),
         LogVar::UpstreamHeaderTime => seconds(out, e.upstream_header_ms),
         LogVar::UpstreamResponseTime => seconds(out, e.upstream_response_ms),
-        LogVar::UpstreamAddr => escaped(out, e.upstream.as_deref()),
+        LogVar::UpstreamAddr => display(out, e.upstream.as_ref()),
         LogVar::RequestId => escaped(out, Some(e.request_id)),
         LogVar::Pool => escaped(out, e.pool),
         LogVar::Tries => write!(out, "{}", e.tries),
@@ -59,6 +59,17 @@ fn value(out: &mut Vec<u8>, v: LogVar, e: &Entry<'_>) -> std::io::Result<()> {
 }
 
 /// A value as nginx writes it: `-` when empty, escaped otherwise.
+/// An address as text (nothing in it needs escaping), or `-`.
+fn display(out: &mut Vec<u8>, value: Option<&impl std::fmt::Display>) -> std::io::Result<()> {
+    match value {
+        Some(v) => write!(out, "{v}"),
+        None => {
+            out.push(b'-');
+            Ok(())
+        }
+    }
+}
+
 fn escaped(out: &mut Vec<u8>, value: Option<&str>) -> std::io::Result<()> {
     match value.filter(|v| !v.is_empty()) {
         None => out.push(b'-'),

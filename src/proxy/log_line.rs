@@ -1,5 +1,6 @@
 //! The access-log line of a finished request: what the context, the session and the request head say, in the snapshot's format.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -32,10 +33,10 @@ impl Proxy {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .filter(|d| !d.version.is_empty())
-            .map(|d| d.version.replace('_', "."));
+            .map(|d| tls_version_name(&d.version));
         let entry = Entry {
             time: std::time::SystemTime::now(),
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            client_ip: ctx.client_ip,
             method: req.method.as_str(),
             host: request_host(req),
             path: std::str::from_utf8(req.raw_path()).unwrap_or("/"),
@@ -46,7 +47,7 @@ impl Proxy {
             route: route.map(|r| &*r.id),
             service: service.map(|s| &*s.name),
             pool,
-            upstream: ctx.upstream.map(|a| a.to_string()),
+            upstream: ctx.upstream,
             upstream_ms: ctx.upstream_ms,
             request_id: &ctx.request_id,
             listener: self.listener_name(ctx),
@@ -77,6 +78,15 @@ impl Proxy {
             },
         };
         log.write(&entry, &ctx.snapshot.config.server.access_log_format);
+    }
+}
+
+/// `TLSv1.3` for rustls's `TLSv1_3`, borrowed for the versions there are.
+fn tls_version_name(version: &str) -> Cow<'static, str> {
+    match version {
+        "TLSv1_3" => Cow::Borrowed("TLSv1.3"),
+        "TLSv1_2" => Cow::Borrowed("TLSv1.2"),
+        other => Cow::Owned(other.replace('_', ".")),
     }
 }
 

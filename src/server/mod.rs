@@ -1,10 +1,11 @@
-//! Assembles the pingora server: one proxy service for every listener, TLS by SNI, background services, SIGHUP reload, drain timeouts.
+//! Assembles the pingora server: one proxy service for every listener, TLS by SNI, background services, signals, drain timeouts.
 
 pub mod background;
 pub mod listeners;
 pub mod ocsp;
 mod prehandshake;
 pub mod proxy_protocol;
+pub mod startup;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,8 +38,10 @@ pub enum ServeError {
     State(#[from] StateError),
     #[error(transparent)]
     Start(#[from] crate::runtime::StartError),
-    #[error("cannot install the SIGHUP handler: {0}")]
+    #[error("cannot install the signal handlers: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] startup::BindError),
     #[error("cannot set up listener \"{name}\": {reason}")]
     Listener { name: String, reason: String },
 }
@@ -53,9 +56,15 @@ pub struct ServeOptions {
 /// Loads the config and runs until SIGTERM (drain), SIGQUIT (upgrade hand-off) or SIGINT (fast stop).
 pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeError> {
     let config = config::load(config_path)?;
+    let addresses = startup::listen_addresses(&config);
+    // On an upgrade the old process holds the addresses and hands them over.
+    if !options.upgrade {
+        startup::probe_binds(&addresses)?;
+    }
     let runtime = build_runtime(config, config_path)?;
     let server = build_server(&runtime, options)?;
-    install_reload_on_hangup(runtime.clone())?;
+    install_signal_handlers(runtime.clone())?;
+    startup::notify_when_accepting(addresses, options.upgrade, Duration::from_secs(60));
     log::info!(
         "switchyard {} serving {} (generation 1)",
         env!("CARGO_PKG_VERSION"),
@@ -81,6 +90,7 @@ impl BackgroundService for DrainWatch {
             return;
         }
         let timeout = self.runtime.snapshot().config.server.drain_timeout;
+        let _ = startup::sd_notify("STOPPING=1");
         log::info!(
             "draining: listeners closed, {} connection(s) and {} request(s) get up to {timeout:?}",
             self.runtime.connections.open(),
@@ -289,17 +299,33 @@ fn l4_buffer() -> L4BufferSettings {
     L4BufferSettings::default().read(0)
 }
 
-/// SIGHUP re-reads the config on a thread of its own; a rejected config leaves the old one serving.
+/// The signals nginx users send, handled on a thread of their own: SIGHUP re-reads the config
+/// (a rejected config leaves the old one serving), SIGUSR1 reopens the access log file (after
+/// logrotate renamed it), SIGUSR2 (nginx's binary upgrade) is logged and ignored: here that is
+/// SIGQUIT and `serve --upgrade`. SIGTERM, SIGQUIT and SIGINT are pingora's (drain, hand-off,
+/// fast stop).
 ///
-/// The handler is installed before any listener accepts, so an early SIGHUP never kills the process.
-pub fn install_reload_on_hangup(runtime: Arc<Runtime>) -> Result<(), ServeError> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+/// The handlers are installed before any listener accepts, so an early signal never kills the process.
+pub fn install_signal_handlers(runtime: Arc<Runtime>) -> Result<(), ServeError> {
+    use signal_hook::consts::{SIGHUP, SIGUSR1, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGUSR1, SIGUSR2])
         .map_err(ServeError::Signal)?;
     std::thread::Builder::new()
-        .name("reload".into())
+        .name("signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                reload_and_log(&runtime);
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => reload_and_log(&runtime),
+                    SIGUSR1 => match runtime.access_log.reopen() {
+                        Ok(()) => log::info!("SIGUSR1: access log reopened"),
+                        Err(e) => log::error!(
+                            "SIGUSR1: cannot reopen the access log ({e}); still writing to the old file"
+                        ),
+                    },
+                    _ => log::warn!(
+                        "SIGUSR2 ignored: a binary upgrade is SIGQUIT to this process and `serve --upgrade` for the new one"
+                    ),
+                }
             }
         })
         .map_err(ServeError::Signal)?;
