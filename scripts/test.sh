@@ -47,6 +47,16 @@ if ! python3 -c 'import grpc' 2>/dev/null; then
 fi
 python3 -c 'import grpc' || { echo "test.sh: python3 cannot import grpc" >&2; exit 1; }
 
+# The OTLP receiver of tests/tracing.rs decodes spans with the official OpenTelemetry protobuf
+# messages (PyPI opentelemetry-proto; no collector is packaged for Debian or PyPI).
+if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+  echo "test.sh: installing opentelemetry-proto (pip)" >&2
+  python3 -m pip install --quiet opentelemetry-proto 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages opentelemetry-proto
+fi
+python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' \
+  || { echo "test.sh: python3 cannot import opentelemetry.proto" >&2; exit 1; }
+
 cargo test --all-targets "$@"
 
 # The patched pingora crates' own unit tests (vendor/PATCHES.md). Four connector tests need the

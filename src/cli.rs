@@ -85,7 +85,7 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    crate::logging::init(&cli.log_level);
     match cli.command {
         Command::Check {
             config,
@@ -146,17 +146,4 @@ fn report(result: Result<(), server::ServeError>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let mut builder = env_logger::Builder::new();
-    // rustls warns once per handshake whose SNI is an IP address (wrk, some health checkers,
-    // clients that connect by IP): the client's doing, not the operator's, and at thousands of
-    // handshakes a second a measurable cost (benches/RESULTS.md). `--log-level` may override it.
-    builder.filter_module("rustls::msgs::handshake", log::LevelFilter::Error);
-    builder.parse_filters(level);
-    builder.format_timestamp_millis();
-    builder.target(env_logger::Target::Stderr);
-    // A second init (tests) is harmless.
-    let _ = builder.try_init();
 }

@@ -8,7 +8,7 @@
 
 pub use switchyard_core::{
     book, config, fsutil, htpasswd, limits, lograte, maintenance, path, rollout, routing, secret,
-    static_files, upstream,
+    static_files, trace_context, upstream,
 };
 
 pub mod access_log;
@@ -23,7 +23,9 @@ pub mod demo;
 pub mod dns;
 pub mod health;
 pub mod keepalive;
+pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod proxy;
 pub mod runtime;
 pub mod scrape;

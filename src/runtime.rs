@@ -41,6 +41,8 @@ pub struct Runtime {
     /// patched pingora reads at every handshake; the writer swaps them at reload.
     pub tls: TlsConfigs,
     pub access_log: AccessLog,
+    /// Finished requests' spans for the OTLP exporter (filled only while `[tracing] otlp_endpoint` is set).
+    pub spans: crate::otlp::SpanQueue,
     /// Every Prometheus metric; `scrape::render` turns them into the `/metrics` text.
     pub metrics: Metrics,
     /// Open client connections (the counts; the caps are in the snapshot).
@@ -172,6 +174,7 @@ impl Runtime {
                 affinity_key_kept,
             }),
             published,
+            spans: Default::default(),
             access_log,
             metrics,
             connections: Arc::default(),
@@ -239,15 +242,33 @@ impl Runtime {
     pub fn reload(&self, via: &str) -> Result<Arc<Snapshot>, ConfigErrors> {
         let result = self.load_and_publish();
         self.metrics.record_reload(result.is_ok());
+        let path = self.config_path.display().to_string();
+        let by = match via.trim() {
+            "" => "SIGHUP",
+            v => v.trim_start_matches("via "),
+        };
         match &result {
-            Ok(snap) => log::info!(
-                "reloaded {}{via}: {} (generation {})",
-                self.config_path.display(),
-                snap.config.summary(),
-                snap.generation
-            ),
+            Ok(snap) => {
+                crate::logging::set_format(snap.config.server.log_format);
+                tracing::info!(
+                    event = "reload",
+                    result = "ok",
+                    path,
+                    by,
+                    generation = snap.generation,
+                    "reloaded {path}{via}: {} (generation {})",
+                    snap.config.summary(),
+                    snap.generation
+                );
+            }
             Err(errors) => {
-                log::error!(
+                let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                tracing::error!(
+                    event = "reload",
+                    result = "rejected",
+                    path,
+                    by,
+                    errors = ?all,
                     "reload{via} rejected, the previous config keeps serving; {} error(s):",
                     errors.0.len()
                 );

@@ -40,6 +40,7 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/compression.rs",
     "crates/core/src/config/access.rs",
     "crates/core/src/config/static_site.rs",
+    "crates/core/src/config/tracing.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";

@@ -17,7 +17,17 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by floor; a module may import only modules on a lower floor.
 const FLOORS: &[(u32, &[&str])] = &[
     // Leaves: no import from the crates.
-    (0, &["path", "fsutil", "lograte", "secret", "static_files"]),
+    (
+        0,
+        &[
+            "path",
+            "fsutil",
+            "lograte",
+            "secret",
+            "static_files",
+            "trace_context",
+        ],
+    ),
     (1, &["limits", "rollout", "htpasswd"]),
     // The model.
     (2, &["config"]),
@@ -30,6 +40,8 @@ const FLOORS: &[(u32, &[&str])] = &[
             "keepalive",
             "tls",
             "access_log",
+            "logging",
+            "otlp",
             "api",
             "maintenance",
         ],

@@ -209,8 +209,16 @@ fn sigusr1_reopens_the_access_log_after_logrotate_renames_it() {
 }
 
 #[test]
-fn sigusr2_is_ignored_with_a_warning() {
-    let w = World::new().catch_all_blue().start(BIN);
+fn sigusr2_is_ignored_and_the_pid_file_names_the_process() {
+    let mut w = World::new()
+        .catch_all_blue()
+        .server_option("pid_file", "{tmp}/switchyard.pid")
+        .start(BIN);
+    let pid_file = w.proxy.dir().join("switchyard.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        w.proxy.pid().to_string()
+    );
     w.proxy.signal("USR2");
     assert!(
         w.proxy
@@ -219,6 +227,9 @@ fn sigusr2_is_ignored_with_a_warning() {
         w.proxy.stderr()
     );
     send_requests(&w, 1);
+    w.proxy.sigterm();
+    assert!(w.proxy.wait_exit(Duration::from_secs(15)).is_some());
+    assert!(!pid_file.exists(), "the pid file outlived the process");
 }
 
 /// A config whose HTTP listener is on `port`, in `dir` (the `{tmp}` of the templates).

@@ -40,6 +40,8 @@ pub struct Entry<'a> {
     #[serde(serialize_with = "opt_millis")]
     pub upstream_ms: Option<f64>,
     pub request_id: &'a str,
+    /// The W3C trace id (32 hex digits): the client's `traceparent`'s, or a new one.
+    pub trace_id: &'a str,
     pub listener: &'a str,
     pub protocol: &'static str,
     pub referer: Option<&'a str>,

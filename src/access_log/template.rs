@@ -53,6 +53,7 @@ fn value(out: &mut Vec<u8>, v: LogVar, e: &Entry<'_>) -> std::io::Result<()> {
         LogVar::UpstreamResponseTime => seconds(out, e.upstream_response_ms),
         LogVar::UpstreamAddr => display(out, e.upstream.as_ref()),
         LogVar::RequestId => escaped(out, Some(e.request_id)),
+        LogVar::TraceId => escaped(out, Some(e.trace_id)),
         LogVar::Pool => escaped(out, e.pool),
         LogVar::Tries => write!(out, "{}", e.tries),
     }

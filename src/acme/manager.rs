@@ -478,12 +478,20 @@ impl AcmeManager {
                 self.acme.metrics.order(challenge, None);
                 // The swap: handshakes from now on get the new certificate; running ones keep theirs.
                 self.runtime.set_acme_cert(id, &m.spec.names, Some(key));
-                log::info!(
-                    "acme: obtained a certificate for {} in {:.2}s (serial {}, expires {}); serving it",
-                    m.spec.names.join(", "),
-                    started.elapsed().as_secs_f64(),
+                let names = m.spec.names.join(", ");
+                let seconds = started.elapsed().as_secs_f64();
+                let expires = rfc3339(leaf.not_after);
+                tracing::info!(
+                    target: "switchyard::acme",
+                    event = "certificate_obtained",
+                    certificate = id,
+                    names,
+                    challenge,
+                    seconds,
+                    serial = %leaf.serial,
+                    expires,
+                    "acme: obtained a certificate for {names} in {seconds:.2}s (serial {}, expires {expires}); serving it",
                     leaf.serial,
-                    rfc3339(leaf.not_after)
                 );
                 m.next_attempt = std::time::UNIX_EPOCH + Duration::from_secs(leaf.renew_at());
                 m.leaf = Some(leaf);
@@ -501,11 +509,20 @@ impl AcmeManager {
                 }
                 m.next_attempt = SystemTime::now() + delay;
                 m.last_error = Some(e.to_string());
-                log::error!(
-                    "acme: order for {} failed ({reason}): {e}; {} serves meanwhile; next attempt in {:.1}s (failure {} in a row)",
-                    m.spec.names.join(", "),
+                let names = m.spec.names.join(", ");
+                let retry_in = delay.as_secs_f64();
+                tracing::error!(
+                    target: "switchyard::acme",
+                    event = "order_failed",
+                    certificate = id,
+                    names,
+                    challenge,
+                    reason,
+                    error = %e,
+                    failures = m.failures,
+                    retry_in,
+                    "acme: order for {names} failed ({reason}): {e}; {} serves meanwhile; next attempt in {retry_in:.1}s (failure {} in a row)",
                     if m.leaf.is_some() { "the current certificate" } else { "a self-signed certificate" },
-                    delay.as_secs_f64(),
                     m.failures
                 );
             }

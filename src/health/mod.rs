@@ -153,16 +153,23 @@ impl BackgroundService for HealthChecker {
                 if let Some(healthy) = streak.record(result.is_ok(), t.state.is_healthy(), &t.check)
                 {
                     t.state.set_healthy(healthy);
+                    let (server, service) = (t.addr, &*t.service);
                     match &result {
-                        Ok(status) => log::info!(
-                            "health: {} of service \"{}\" is healthy again (status {status})",
-                            t.addr,
-                            t.service
+                        Ok(status) => tracing::info!(
+                            target: "switchyard::health",
+                            event = "healthy",
+                            %server,
+                            service,
+                            status,
+                            "health: {server} of service \"{service}\" is healthy again (status {status})"
                         ),
-                        Err(e) => log::warn!(
-                            "health: {} of service \"{}\" is unhealthy: {e}",
-                            t.addr,
-                            t.service
+                        Err(e) => tracing::warn!(
+                            target: "switchyard::health",
+                            event = "unhealthy",
+                            %server,
+                            service,
+                            error = %e,
+                            "health: {server} of service \"{service}\" is unhealthy: {e}"
                         ),
                     }
                 }
@@ -181,7 +188,11 @@ impl HealthChecker {
         for svc in &snap.services {
             for server in svc.pools.iter().flat_map(|p| &p.servers) {
                 if server.state.take_return() {
-                    log::info!(
+                    tracing::info!(
+                        target: "switchyard::health",
+                        event = "returned",
+                        server = %server.addr,
+                        service = &*svc.name,
                         "{} of service \"{}\" returns after its passive ejection ({:?})",
                         server.addr,
                         svc.name,

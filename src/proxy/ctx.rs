@@ -48,6 +48,8 @@ pub struct Ctx {
     pub(super) status_retry: bool,
     pub(super) guard: Option<ActiveGuard>,
     pub(super) request_id: String,
+    /// This hop of the request's W3C trace (`traceparent` in, ours out).
+    pub(super) trace: crate::trace_context::TraceContext,
     /// The real client: the peer, or who a trusted proxy's X-Forwarded-For names.
     pub(super) client_ip: Option<IpAddr>,
     /// The socket peer: the address appended to X-Forwarded-For.
@@ -95,6 +97,7 @@ impl Ctx {
             status_retry: false,
             guard: None,
             request_id: String::new(),
+            trace: crate::trace_context::TraceContext::default(),
             client_ip: None,
             peer_ip: None,
             rate: None,

@@ -9,6 +9,7 @@ use pingora_proxy::Session;
 
 use super::{request_host, Ctx, Proxy};
 use crate::access_log::Entry;
+use crate::otlp::{Attr, SpanRecord};
 
 impl Proxy {
     /// Writes the request's line, unless the log is off or the route has `access_log = false`.
@@ -34,7 +35,9 @@ impl Proxy {
             .and_then(|d| d.ssl_digest.as_ref())
             .filter(|d| !d.version.is_empty())
             .map(|d| tls_version_name(&d.version));
+        let trace_id = ctx.trace.trace_id_hex();
         let entry = Entry {
+            trace_id: std::str::from_utf8(&trace_id).unwrap_or_default(),
             time: std::time::SystemTime::now(),
             client_ip: ctx.client_ip,
             method: req.method.as_str(),
@@ -78,6 +81,68 @@ impl Proxy {
             },
         };
         log.write(&entry, &ctx.snapshot.config.server.access_log_format);
+    }
+}
+
+impl Proxy {
+    /// The request's OTLP server span: OpenTelemetry's HTTP attribute names, plus the route,
+    /// service, pool and upstream Switchyard chose.
+    pub(super) fn span_record(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        e: Option<&pingora_error::Error>,
+        status: u16,
+        duration: Duration,
+    ) -> SpanRecord {
+        let req = session.req_header();
+        let end = std::time::SystemTime::now();
+        let route = ctx.route();
+        let text = |s: &str| Attr::Text(s.to_string());
+        let mut attributes = vec![
+            ("http.request.method", text(req.method.as_str())),
+            ("url.path", text(ctx.path(req))),
+            ("url.scheme", text(if ctx.tls { "https" } else { "http" })),
+            ("server.address", text(request_host(req))),
+            ("http.response.status_code", Attr::Int(i64::from(status))),
+            (
+                "network.protocol.version",
+                text(if session.is_http2() { "2" } else { "1.1" }),
+            ),
+            ("switchyard.request_id", text(&ctx.request_id)),
+        ];
+        if let Some(ip) = ctx.client_ip {
+            attributes.push(("client.address", Attr::Text(ip.to_string())));
+        }
+        if let Some(r) = route {
+            attributes.push(("switchyard.route", text(&r.id)));
+        }
+        if let Some((_, s)) = ctx.service() {
+            attributes.push(("switchyard.service", text(&s.name)));
+            if let Some(p) = ctx.pool {
+                attributes.push(("switchyard.pool", text(&s.pools[p].name)));
+            }
+        }
+        if let Some(a) = ctx.upstream {
+            attributes.push(("switchyard.upstream", Attr::Text(a.to_string())));
+        }
+        let error = match e {
+            Some(e) => Some(e.to_string()),
+            None if status >= 500 => Some(format!("status {status}")),
+            None => None,
+        };
+        SpanRecord {
+            trace: ctx.trace,
+            // OpenTelemetry's HTTP server span name: the method and the route's id.
+            name: match route {
+                Some(r) => format!("{} {}", req.method.as_str(), r.id),
+                None => req.method.as_str().to_string(),
+            },
+            start: end.checked_sub(duration).unwrap_or(end),
+            end,
+            error,
+            attributes,
+        }
     }
 }
 

@@ -81,6 +81,7 @@ fn listener_at(listeners: &[ListenerInfo], local: Option<SocketAddr>) -> Option<
     listeners.iter().find(|l| l.serves(local))
 }
 
+use crate::trace_context::TraceContext;
 use forwarded::new_request_id;
 
 /// The proxy for every listener: one pingora service, one pool of worker threads.
@@ -238,6 +239,11 @@ impl ProxyHttp for Proxy {
             trusted.client_ip(peer, xff)
         });
         ctx.request_id = request_id(req);
+        ctx.trace = TraceContext::from_header(
+            req.headers
+                .get("traceparent")
+                .map(http::HeaderValue::as_bytes),
+        );
         // What pingora's parser let through but we refuse (Host, list-form Content-Length), and
         // the normalised path every later decision uses.
         let checked = head::check(req).map_err(|e| e.to_string()).and_then(|()| {
@@ -519,6 +525,17 @@ impl ProxyHttp for Proxy {
             ctx.tls,
             &ctx.request_id,
         )?;
+        // The upstream continues the trace under our span (the client's tracestate passes as is).
+        let traceparent = ctx.trace.header_value();
+        upstream.insert_header(
+            "traceparent",
+            http::HeaderValue::from_bytes(&traceparent).map_err(|_| {
+                pingora_error::Error::explain(
+                    pingora_error::ErrorType::InternalError,
+                    "traceparent",
+                )
+            })?,
+        )?;
         access::apply_auth_headers(upstream, ctx)?;
         // The route's own request headers, after ours so that it may replace them.
         headers::apply_request(
@@ -682,6 +699,11 @@ impl ProxyHttp for Proxy {
         self.record_window(ctx, e, status, now);
         self.record_request(ctx, status, duration);
         self.write_access_log(session, ctx, e, status, duration);
+        if ctx.snapshot.config.tracing.otlp_endpoint.is_some() {
+            self.runtime
+                .spans
+                .push(self.span_record(session, ctx, e, status, duration));
+        }
     }
 }
 

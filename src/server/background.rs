@@ -73,3 +73,55 @@ impl BackgroundService for Upkeep {
         }
     }
 }
+
+/// Sends the finished requests' spans to `[tracing] otlp_endpoint` (read from the newest
+/// snapshot at each batch, so a reload changes it): every `export_interval`, or at once when a
+/// batch is full. A failed batch is dropped, and said so in the log (rate-limited) with the
+/// count: spans are never worth slowing the proxy for.
+pub struct SpanExport {
+    runtime: Arc<Runtime>,
+}
+
+impl SpanExport {
+    pub fn new(runtime: Arc<Runtime>) -> SpanExport {
+        SpanExport { runtime }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for SpanExport {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let client = reqwest::Client::new();
+        loop {
+            let interval = self.runtime.snapshot().config.tracing.export_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.runtime.spans.full.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            let snap = self.runtime.snapshot();
+            let tracing = &snap.config.tracing;
+            let dropped = self.runtime.spans.take_dropped();
+            if dropped > 0 {
+                crate::lograte::warn(
+                    "otlp-queue",
+                    format_args!("otlp: {dropped} span(s) dropped: the export queue was full"),
+                );
+            }
+            let spans = self.runtime.spans.take();
+            let Some(endpoint) = &tracing.otlp_endpoint else {
+                continue;
+            };
+            for batch in spans.chunks(crate::otlp::BATCH) {
+                if let Err(e) =
+                    crate::otlp::send(&client, endpoint, &tracing.service_name, batch).await
+                {
+                    crate::lograte::warn(
+                        "otlp-send",
+                        format_args!("otlp: {} span(s) dropped: {e}", batch.len()),
+                    );
+                }
+            }
+        }
+    }
+}

@@ -42,6 +42,11 @@ pub enum ServeError {
     Signal(std::io::Error),
     #[error(transparent)]
     Bind(#[from] startup::BindError),
+    #[error("cannot write the pid file {}: {error}", .path.display())]
+    PidFile {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
     #[error("cannot set up listener \"{name}\": {reason}")]
     Listener { name: String, reason: String },
 }
@@ -56,14 +61,24 @@ pub struct ServeOptions {
 /// Loads the config and runs until SIGTERM (drain), SIGQUIT (upgrade hand-off) or SIGINT (fast stop).
 pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeError> {
     let config = config::load(config_path)?;
+    crate::logging::set_format(config.server.log_format);
     let addresses = startup::listen_addresses(&config);
     // On an upgrade the old process holds the addresses and hands them over.
     if !options.upgrade {
         startup::probe_binds(&addresses)?;
     }
+    let pid_file = config.server.pid_file.clone().map(std::path::PathBuf::from);
     let runtime = build_runtime(config, config_path)?;
     let server = build_server(&runtime, options)?;
     install_signal_handlers(runtime.clone())?;
+    // pingora writes `pid_file` only when it daemonizes, which Switchyard never does. An
+    // upgraded process writes its own id over the old one's.
+    if let Some(path) = &pid_file {
+        startup::write_pid_file(path).map_err(|error| ServeError::PidFile {
+            path: path.clone(),
+            error,
+        })?;
+    }
     startup::notify_when_accepting(addresses, options.upgrade, Duration::from_secs(60));
     log::info!(
         "switchyard {} serving {} (generation 1)",
@@ -74,6 +89,9 @@ pub fn serve(config_path: &Path, options: &ServeOptions) -> Result<(), ServeErro
     // graceful stop early once nothing is left in flight.
     server.run(RunArgs::default());
     runtime.access_log.flush(Duration::from_secs(2));
+    if let Some(path) = &pid_file {
+        startup::remove_pid_file(path);
+    }
     Ok(())
 }
 
@@ -117,6 +135,9 @@ fn exit_when_drained(runtime: Arc<Runtime>, timeout: Duration) {
                 if idle_checks >= 3 {
                     log::info!("drained: no connection or request left, exiting");
                     runtime.access_log.flush(Duration::from_secs(2));
+                    if let Some(path) = &runtime.snapshot().config.server.pid_file {
+                        startup::remove_pid_file(std::path::Path::new(path));
+                    }
                     std::process::exit(0);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -250,6 +271,10 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     server.add_service(background_service(
         "rate-limit upkeep",
         background::Upkeep::new(runtime.clone()),
+    ));
+    server.add_service(background_service(
+        "otlp export",
+        background::SpanExport::new(runtime.clone()),
     ));
     server.add_service(background_service(
         "rollouts",

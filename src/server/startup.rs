@@ -43,6 +43,20 @@ pub fn probe_binds(addresses: &[(String, SocketAddr)]) -> Result<(), BindError> 
     Ok(())
 }
 
+/// Writes this process's id (and a newline) to `path`, replacing what is there.
+pub fn write_pid_file(path: &std::path::Path) -> io::Result<()> {
+    crate::fsutil::write_atomic(path, format!("{}\n", std::process::id()).as_bytes(), 0o644)
+}
+
+/// Removes `path` if it still holds this process's id (an upgraded process may own it now).
+pub fn remove_pid_file(path: &std::path::Path) {
+    let ours = std::fs::read_to_string(path)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Where a readiness probe connects: a wildcard address is reached on loopback.
 fn reachable(address: SocketAddr) -> SocketAddr {
     let ip = match address.ip() {

@@ -74,14 +74,34 @@ pub fn event(r: &Rollout, kind: EventKind, canary: Option<&WindowStats>, message
     }
 }
 
-/// Logs a transition as one JSON line with the figures that decided it.
+/// Logs a transition as one event whose fields are the figures that decided it (the same names
+/// as `GET .../rollouts/current/events` shows).
 pub fn log_event(e: &Event) {
-    // The same JSON as `GET .../rollouts/current/events` shows (Event is plain data: it serializes).
-    let line = serde_json::to_string(e).unwrap_or_default();
+    macro_rules! event {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "switchyard::rollout",
+                event = e.event.as_str(),
+                service = %e.service,
+                rollout = e.rollout,
+                step = e.step,
+                canary_weight = e.canary_weight,
+                requests = e.requests,
+                errors = e.errors,
+                error_rate = e.error_rate,
+                p99_ms = e.p99_ms,
+                reason = e.reason.as_deref(),
+                "rollout {} of service {}: {}",
+                e.rollout,
+                e.service,
+                e.message
+            )
+        };
+    }
     if matches!(e.event, EventKind::RolledBack | EventKind::Aborted) {
-        log::warn!(target: "switchyard::rollout", "{line}");
+        event!(warn);
     } else {
-        log::info!(target: "switchyard::rollout", "{line}");
+        event!(info);
     }
 }
 

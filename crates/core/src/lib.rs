@@ -16,4 +16,5 @@ pub mod rollout;
 pub mod routing;
 pub mod secret;
 pub mod static_files;
+pub mod trace_context;
 pub mod upstream;

@@ -33,6 +33,7 @@ pub enum LogVar {
     UpstreamResponseTime,
     UpstreamAddr,
     RequestId,
+    TraceId,
     Pool,
     Tries,
 }
@@ -61,6 +62,7 @@ impl LogVar {
         ("upstream_response_time", LogVar::UpstreamResponseTime),
         ("upstream_addr", LogVar::UpstreamAddr),
         ("request_id", LogVar::RequestId),
+        ("trace_id", LogVar::TraceId),
         ("pool", LogVar::Pool),
         ("tries", LogVar::Tries),
     ];

@@ -26,6 +26,7 @@ mod services;
 pub mod static_site;
 mod tls_names;
 pub mod tls_policy;
+mod tracing;
 pub mod transport;
 mod upstream_conn;
 pub mod values;
@@ -46,11 +47,12 @@ pub use limits::{HeadLimits, LimitsConfig, DEFAULT_MAX_KEYS};
 pub use listeners::{CertificateConfig, ListenerConfig};
 use raw::RawConfig;
 pub use routes::{HostPattern, RouteConfig, RouteOptions};
-pub use server::{AccessLogTarget, ServerSettings};
+pub use server::{AccessLogTarget, ProcessLogFormat, ServerSettings};
 pub use services::{
     Balance, HealthCheck, PassivePolicy, PoolConfig, ServerAddress, ServerConfig, ServiceConfig,
 };
 pub use tls_policy::{TlsPolicy, TlsVersion};
+pub use tracing::TracingConfig;
 pub use transport::{Protocol, TlsClient, Transport};
 pub use upstream_conn::UpstreamConn;
 pub use values::{Share, Steps, ValueError, Weight, MAX_WEIGHT};
@@ -111,6 +113,8 @@ pub struct Config {
     pub acme: Option<AcmeConfig>,
     /// `[tls]`: what the TLS listeners offer (versions, suites, groups, resumption, OCSP).
     pub tls: TlsPolicy,
+    /// `[tracing]`: W3C trace context and the optional OTLP export of request spans.
+    pub tracing: TracingConfig,
 }
 
 impl Config {
@@ -297,7 +301,9 @@ impl Validator {
             .acme
             .as_ref()
             .map(|a| self.acme(a, &listeners, &certificates));
+        let tracing = self.tracing(&raw);
         Config {
+            tracing,
             tls,
             acme,
             admin,

@@ -16,6 +16,7 @@ use super::routes::{RawDefaults, RawRoute};
 use super::server::RawServer;
 use super::services::RawService;
 use super::tls_policy::RawTls;
+use super::tracing::RawTracing;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -38,4 +39,5 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub acme: Option<Spanned<RawAcme>>,
     pub tls: Option<RawTls>,
+    pub tracing: Option<Spanned<RawTracing>>,
 }

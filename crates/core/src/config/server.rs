@@ -22,6 +22,8 @@ pub struct RawServer {
     pub access_log: Option<Text>,
     /// `"json"`, `"combined"` or a template of nginx variables (`log_format.rs`).
     pub access_log_format: Option<Spanned<Text>>,
+    /// The process log's format: `"text"` or `"json"`.
+    pub log_format: Option<Spanned<Text>>,
     pub upgrade_socket: Option<Text>,
     pub pid_file: Option<Text>,
     pub state_dir: Option<Text>,
@@ -50,6 +52,8 @@ pub struct ServerSettings {
     pub access_log: AccessLogTarget,
     /// How each line is written (reloadable: read from the request's snapshot).
     pub access_log_format: LogFormat,
+    /// The process log's format (stderr): text lines or one JSON object per line. Applies on reload.
+    pub log_format: ProcessLogFormat,
     pub upgrade_socket: String,
     pub pid_file: Option<String>,
     /// Where runtime state (weight overrides) is persisted.
@@ -68,6 +72,17 @@ pub struct ServerSettings {
     pub resolve_min: Duration,
     #[serde(serialize_with = "serialize::duration")]
     pub resolve_max: Duration,
+}
+
+/// `[server] log_format`: how the process log (not the access log) is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessLogFormat {
+    /// `2026-11-29T20:50:00.123456Z  INFO switchyard::server: message key=value`
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's fields.
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +161,7 @@ impl Validator {
             drain_timeout: s.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
             access_log,
             access_log_format: self.log_format(s.access_log_format.as_ref()),
+            log_format: self.process_log_format(s.log_format.as_ref()),
             upgrade_socket: s
                 .upgrade_socket
                 .as_ref()
@@ -157,6 +173,24 @@ impl Validator {
             ),
             metrics: s.metrics.unwrap_or(true),
             merge_slashes: s.merge_slashes.unwrap_or(true),
+        }
+    }
+
+    fn process_log_format(&mut self, raw: Option<&Spanned<Text>>) -> ProcessLogFormat {
+        let Some(raw) = raw else {
+            return ProcessLogFormat::default();
+        };
+        let text: &str = raw.get_ref();
+        match text {
+            "text" => ProcessLogFormat::Text,
+            "json" => ProcessLogFormat::Json,
+            other => {
+                self.error(
+                    raw.span(),
+                    format!("log_format must be \"text\" or \"json\", not \"{other}\""),
+                );
+                ProcessLogFormat::default()
+            }
         }
     }
 }
