@@ -212,7 +212,13 @@ fn the_package_installs_a_checked_config_a_valid_unit_and_purges_clean() {
         let man = run("zcat", &[&format!("/usr/share/man/man1/{page}.1.gz")]);
         assert!(text(&man).contains(&format!(".TH {page} 1")), "{page}.1");
     }
-    assert!(Path::new("/usr/lib/switchyard/upgrade").is_file());
+    for file in [
+        "/usr/lib/switchyard/upgrade",
+        "/usr/share/switchyard/prometheus/alerts.yml",
+        "/usr/share/switchyard/prometheus/grafana-dashboard.json",
+    ] {
+        assert!(Path::new(file).is_file(), "{file} is not installed");
+    }
 
     // logrotate takes the installed file: the access log is renamed and a new one created for
     // the switchyard user (the postrotate's SIGUSR1 finds no running unit here: systemd is not
