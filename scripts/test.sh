@@ -26,6 +26,7 @@ declare -A NEED=(
   [systemd-analyze]=systemd
   [logrotate]=logrotate
   [dpkg-deb]=dpkg
+  [man]=man-db
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -3,7 +3,7 @@
 //! dpkg's database is the machine's: the test takes a machine-wide lock so that two runs (two
 //! checkouts) never install at once, and it owns the machine's `switchyard` package (a leftover
 //! from an interrupted run is purged first). It runs as root, as scripts/test.sh does; the tools
-//! come from scripts/test.sh (cargo-deb from crates.io, systemd-analyze and logrotate from Debian).
+//! come from scripts/test.sh (cargo-deb from crates.io; systemd-analyze, logrotate and man from Debian).
 //! systemd is not PID 1 here: the unit is verified with `systemd-analyze verify`, not started.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
@@ -78,6 +78,7 @@ fn the_package_installs_a_checked_config_a_valid_unit_and_purges_clean() {
     );
     let analyze = peer("systemd-analyze", "systemd");
     let logrotate = peer("logrotate", "logrotate");
+    peer("man", "man-db");
     let cargo_deb = cargo_deb();
 
     // One run at a time on this machine: dpkg's database is shared by every checkout.
@@ -137,8 +138,8 @@ fn the_package_installs_a_checked_config_a_valid_unit_and_purges_clean() {
         assert!(config.contains(line), "the installed config lacks {line}");
     }
 
-    // The unit: systemd-analyze accepts it (its ExecStart binary exists now), and it asks for
-    // what the operations guide promises.
+    // The unit: systemd-analyze accepts it (its ExecStart binary exists now, and `man` finds the
+    // pages its Documentation= names), and it asks for what the operations guide promises.
     let verify = run(&analyze, &["verify", UNIT]);
     assert!(
         !text(&verify).contains("switchyard.service"),
