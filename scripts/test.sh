@@ -23,6 +23,10 @@ declare -A NEED=(
   [htpasswd]=apache2-utils
   [pip3]=python3-pip
   [testssl]=testssl.sh
+  [systemd-analyze]=systemd
+  [logrotate]=logrotate
+  [dpkg-deb]=dpkg
+  [man]=man-db
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -56,6 +60,13 @@ if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2
 fi
 python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' \
   || { echo "test.sh: python3 cannot import opentelemetry.proto" >&2; exit 1; }
+# tests/packaging.rs builds the Debian package with cargo-deb (pinned: the test packs the debug
+# binary, which later cargo-deb releases may refuse); a build from crates.io takes ~1.5 min on 2 cores.
+CARGO_DEB_VERSION=3.8.0
+if [[ "$(cargo deb --version 2>/dev/null)" != *" $CARGO_DEB_VERSION"* ]]; then
+  echo "test.sh: installing cargo-deb $CARGO_DEB_VERSION (cargo install)" >&2
+  cargo install --quiet --locked cargo-deb --version "$CARGO_DEB_VERSION"
+fi
 
 cargo test --all-targets "$@"
 

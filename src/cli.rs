@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `demo` and `ctl`, with their help texts and exit codes.
+//! The command line: `serve`, `check`, `demo` and `ctl` (plus completions and man pages), with their help texts and exit codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +81,17 @@ pub enum Command {
         keep_state: bool,
     },
     Ctl(ctl::CtlArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell), e.g.
+    /// `switchyard completions bash > /usr/share/bash-completion/completions/switchyard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (switchyard.1 and one per subcommand) into DIR (for packages).
+    #[command(hide = true)]
+    Man {
+        dir: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -135,6 +146,30 @@ pub fn main() -> ExitCode {
             keep_state,
         })),
         Command::Ctl(args) => ctl::run(&args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // clap_complete panics on a failed write: render into memory, then write (a closed
+            // pipe is an error exit, not a panic).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "switchyard", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match std::fs::create_dir_all(&dir).and_then(|()| clap_mangen::generate_to(cmd, &dir)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "switchyard: cannot write the man pages into {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

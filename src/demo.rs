@@ -127,7 +127,12 @@ pub fn run(options: &DemoOptions) -> Result<(), ServeError> {
         blue.addr, green.addr
     );
     println!("  admin    {admin_url}  ({token_note})");
+    println!("  dashboard {admin_url}/  (pools, weights, rollouts, live; in a browser)");
     println!("  config   {}", config_path.display());
+    println!(
+        "  pid      {pid}  (after editing the config: kill -HUP {pid} reloads it)",
+        pid = std::process::id()
+    );
     println!("  log      {}", options.dir.join("access.log").display());
     println!("  state    {}", state_dir(&options.dir).display());
     println!();
