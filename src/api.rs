@@ -28,6 +28,9 @@ pub struct ServiceView {
     /// Present while the service is in maintenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceView>,
+    /// The service's active rollout or watched switch (progressing or paused), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
 }
 
 /// A service in maintenance (`PUT /v1/services/{s}/maintenance`).

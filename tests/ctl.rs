@@ -1,4 +1,4 @@
-//! `switchyard ctl` against a real proxy: exit codes 0/1/2, reasons on stderr, status output.
+//! `switchyard ctl` against a real proxy: exit codes 0/1/2/3, reasons on stderr, status output, an admin listener with TLS and mTLS.
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
 use std::time::{Duration, Instant};
@@ -238,7 +238,7 @@ fn ctl_switch_waits_for_health_and_is_refused_when_unhealthy() {
 }
 
 #[test]
-fn ctl_failures_exit_1_with_the_reason() {
+fn ctl_failures_exit_1_and_an_unreachable_api_3_with_the_reason() {
     let s = Setup::start();
     let url = s.url();
     let run = ctl(&[("SWITCHYARD_ADMIN", &url)], &["status"]);
@@ -288,13 +288,13 @@ fn ctl_failures_exit_1_with_the_reason() {
     std::fs::write(s.world.proxy.config_path(), good).unwrap();
     assert_eq!(s.ctl(&["reload"]).code, 0);
 
-    // Nothing listening.
+    // Nothing listening: exit 3, the API could not be reached.
     let closed = format!("http://127.0.0.1:{}", closed_port());
     let run = ctl(
         &[("SWITCHYARD_TOKEN", TOKEN)],
         &["--admin", &closed, "status"],
     );
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 3, "{run}");
     assert!(
         run.stderr
             .contains(&format!("cannot reach the admin API at {closed}")),
@@ -396,7 +396,7 @@ fn ctl_speaks_https_with_a_private_ca() {
         let url = format!("https://{host}:{https}");
         let run = ctl(
             &[("SWITCHYARD_TOKEN", TOKEN)],
-            &["--admin", &url, "--ca", &ca, "status"],
+            &["--admin", &url, "--cacert", &ca, "status"],
         );
         assert_eq!(run.code, 0, "{url}: {}", run.stderr);
         assert!(
@@ -431,9 +431,9 @@ fn ctl_speaks_https_with_a_private_ca() {
         run.stderr
     );
 
-    // Without the private CA the certificate is not trusted: exit 1, and the reason.
+    // Without the private CA the certificate is not trusted: exit 3, and the reason.
     let run = ctl(&[("SWITCHYARD_TOKEN", TOKEN)], &["--admin", &url, "status"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.code, 3, "{run}");
     assert!(
         run.stderr
             .contains(&format!("cannot reach the admin API at {url}")),
@@ -446,7 +446,7 @@ fn ctl_speaks_https_with_a_private_ca() {
         run.stderr
     );
 
-    // A CA file that is not one is a usage error.
+    // A CA file that is not one is a usage error (--ca is the old name of --cacert).
     let not_pem = format!("{CERTS}/README.md");
     let run = ctl(&[], &["--admin", &url, "--ca", &not_pem, "status"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
@@ -454,5 +454,134 @@ fn ctl_speaks_https_with_a_private_ca() {
         run.stderr.contains("cannot use the CA file"),
         "{}",
         run.stderr
+    );
+}
+
+/// The world of [`world`] with the admin listener itself on TLS (`localhost.crt` of the test
+/// CA), requiring a client certificate from the test CA when `mtls`.
+fn tls_admin(mtls: bool) -> Running {
+    let client_ca = if mtls {
+        "client_ca = \"{certs}/test-ca.crt\"\n"
+    } else {
+        ""
+    };
+    world()
+        .toml(&format!(
+            "[admin.tls]\ncert = \"{{certs}}/localhost.crt\"\nkey = \"{{certs}}/localhost.key\"\n{client_ca}"
+        ))
+        .start(BIN)
+}
+
+#[test]
+fn ctl_talks_to_an_admin_listener_with_tls_and_mtls() {
+    let ca = format!("{CERTS}/test-ca.crt");
+    let (cert, key) = (format!("{CERTS}/client.crt"), format!("{CERTS}/client.key"));
+    let token = [("SWITCHYARD_TOKEN", TOKEN)];
+
+    // TLS: the test CA through --cacert, by name and by address.
+    let s = tls_admin(false);
+    let port = s.admin_port();
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("https://{host}:{port}");
+        let run = ctl(&token, &["--admin", &url, "--cacert", &ca, "status", "app"]);
+        assert_eq!(run.code, 0, "{url}: {run}");
+        assert!(run.stdout.contains("service \"app\""), "{run}");
+    }
+    let https = format!("https://localhost:{port}");
+    // The system's roots alone do not trust the test CA; plain HTTP to a TLS port gets no HTTP
+    // answer: both exit 3.
+    let run = ctl(&token, &["--admin", &https, "status"]);
+    assert_eq!(run.code, 3, "{run}");
+    assert!(run.stderr.contains("cannot reach the admin API"), "{run}");
+    let plain = format!("http://127.0.0.1:{port}");
+    let run = ctl(&token, &["--admin", &plain, "status"]);
+    assert_eq!(run.code, 3, "{run}");
+    drop(s);
+
+    // mTLS: the client certificate (client.crt, issued by the test CA for clientAuth) is the
+    // way in; the bearer token is still checked after the handshake.
+    let s = tls_admin(true);
+    let https = format!("https://localhost:{}", s.admin_port());
+    let env = [
+        ("SWITCHYARD_ADMIN", https.as_str()),
+        ("SWITCHYARD_ADMIN_CA", ca.as_str()),
+        ("SWITCHYARD_TOKEN", TOKEN),
+    ];
+    let with_cert = |args: &[&str]| {
+        let mut all = vec!["--cert", cert.as_str(), "--key", key.as_str()];
+        all.extend_from_slice(args);
+        ctl(&env, &all)
+    };
+    let run = with_cert(&["status", "app"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("service \"app\""), "{run}");
+    let run = ctl(
+        &[
+            ("SWITCHYARD_ADMIN", https.as_str()),
+            ("SWITCHYARD_ADMIN_CA", ca.as_str()),
+            ("SWITCHYARD_ADMIN_CERT", cert.as_str()),
+            ("SWITCHYARD_ADMIN_KEY", key.as_str()),
+            ("SWITCHYARD_TOKEN", "wrong"),
+        ],
+        &["status"],
+    );
+    assert_eq!(run.code, 1, "the API said no: {run}");
+    assert!(run.stderr.contains("wrong bearer token"), "{run}");
+
+    // No client certificate: the handshake is refused, exit 3 (could not reach the API), and
+    // a plain HTTPS client gets no answer either.
+    let run = ctl(&env, &["status"]);
+    assert_eq!(run.code, 3, "{run}");
+    assert!(run.stderr.contains("cannot reach the admin API"), "{run}");
+    let refused = http1_client()
+        .get(format!("{https}/health/live"))
+        .send()
+        .and_then(|r| r.error_for_status());
+    assert!(refused.is_err(), "no client certificate, yet: {refused:?}");
+    // A certificate of the right CA but not for clients (localhost.crt: serverAuth only).
+    let server_cert = format!("{CERTS}/localhost.crt");
+    let server_key = format!("{CERTS}/localhost.key");
+    let run = ctl(
+        &env,
+        &["--cert", &server_cert, "--key", &server_key, "status"],
+    );
+    assert_eq!(run.code, 3, "{run}");
+
+    // Usage: --cert without --key, a key that does not match the certificate.
+    let run = ctl(&env, &["--cert", &cert, "status"]);
+    assert_eq!(run.code, 2, "{run}");
+    let run = ctl(&env, &["--cert", &cert, "--key", &server_key, "status"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("client certificate"), "{run}");
+
+    // `status` shows an active rollout and maintenance, over mTLS.
+    let run = with_cert(&[
+        "rollout",
+        "start",
+        "app",
+        "--canary",
+        "green",
+        "--steps",
+        "10,100",
+        "--interval",
+        "1h",
+    ]);
+    assert_eq!(run.code, 0, "{run}");
+    let run = with_cert(&["maintenance", "on", "app", "--allow", "10.0.0.0/8"]);
+    assert_eq!(run.code, 0, "{run}");
+    let run = with_cert(&["status", "app"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stdout
+            .contains("ROLLOUT 1: progressing, green at 10% (step 1/2), stable \"blue\""),
+        "{run}"
+    );
+    assert!(run.stdout.contains("MAINTENANCE since"), "{run}");
+    let run = with_cert(&["rollout", "abort", "app"]);
+    assert_eq!(run.code, 0, "{run}");
+    let run = with_cert(&["status"]);
+    assert!(
+        !run.stdout.contains("ROLLOUT"),
+        "an ended rollout is not shown: {run}"
     );
 }

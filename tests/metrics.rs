@@ -474,8 +474,7 @@ tests:
             value: 1
           - labels: 'ALERTS{alertname="SwitchyardServerDown",alertstate="firing",severity="warning",service="api",pool="blue",server="10.0.0.2:80"}'
             value: 1
-          - labels: 'ALERTS{alertname="SwitchyardServerDown",alertstate="firing",severity="warning",service="api",pool="green",server="10.0.0.3:80"}'
-            value: 1
+      # green is at weight 0 (the stopped idle colour): its server being down is no incident.
       - expr: ALERTS{alertname="SwitchyardPoolDown"}
         eval_time: 2m
         exp_samples:
@@ -496,6 +495,11 @@ tests:
         values: '864000x120'
       - series: 'switchyard_cert_expiry_timestamp_seconds{name="later.example.com"}'
         values: '5184000x120'
+      # Certificate files: one expires 3 days after the epoch, one in a year.
+      - series: 'switchyard_cert_file_expiry_timestamp_seconds{file="/etc/ssl/a.crt",name="a.example.com"}'
+        values: '259200x120'
+      - series: 'switchyard_cert_file_expiry_timestamp_seconds{file="/etc/ssl/b.crt",name="b.example.com"}'
+        values: '31536000x120'
     promql_expr_test:
       - expr: ALERTS{alertname="SwitchyardCertificateExpiringSoon"}
         eval_time: 5m
@@ -507,11 +511,21 @@ tests:
         exp_samples:
           - labels: 'ALERTS{alertname="SwitchyardCertificateExpiringSoon",alertstate="firing",severity="warning",name="soon.example.com"}'
             value: 1
+      - expr: ALERTS{alertname="SwitchyardCertificateFileExpiringSoon"}
+        eval_time: 1h
+        exp_samples:
+          - labels: 'ALERTS{alertname="SwitchyardCertificateFileExpiringSoon",alertstate="firing",severity="warning",file="/etc/ssl/a.crt",name="a.example.com"}'
+            value: 1
   - interval: 1m
     input_series:
-      # api: one automatic rollback at minute 3; shop: an operator abort (no alert).
+      # api: one automatic rollback at minute 3, its counter present at 0 before (as Switchyard
+      # exports it since the first scrape); shop: an operator abort (no alert). cart: a counter
+      # born at 1 by its first rollback, as Switchyard exported it before creating the series
+      # at 0: increase() sees no increase, so the alert cannot fire (why they start at 0).
       - series: 'switchyard_rollout_rollbacks_total{service="api",reason="error_rate"}'
         values: '0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
+      - series: 'switchyard_rollout_rollbacks_total{service="cart",reason="latency"}'
+        values: '_ _ _ 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
       - series: 'switchyard_rollout_rollbacks_total{service="shop",reason="operator"}'
         values: '0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
     promql_expr_test:
@@ -561,6 +575,268 @@ fn promtool_unit_tests_the_alert_rules() {
     std::fs::write(&tests, RULE_TESTS.replace("{alerts}", ALERTS)).unwrap();
     let (ok, out) = run(Command::new(&promtool).arg("test").arg("rules").arg(&tests));
     assert!(ok, "promtool test rules:\n{out}");
+}
+
+/// `promtool check metrics` on a scrape: Prometheus' own linter of the text format (names,
+/// units, `_total` on counters only, no `quantile` label outside summaries...). Returns what it
+/// said when it finds a problem.
+fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new(prometheus_tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+/// The metric names an expression reads: `switchyard_*` and `process_*`.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = ["switchyard_", "process_"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        let word: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + word.len()..];
+        names.push(word);
+    }
+    names
+}
+
+/// The `expr:` of every rule in a rules file, one-line or block (`expr: |`).
+fn rule_exprs(rules: &str) -> Vec<String> {
+    let mut exprs = Vec::new();
+    let mut lines = rules.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.trim_start().strip_prefix("expr:") else {
+            continue;
+        };
+        if rest.trim() != "|" {
+            exprs.push(rest.trim().to_string());
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let mut block = String::new();
+        while let Some(next) = lines.next_if(|l| l.len() - l.trim_start().len() > indent) {
+            block.push_str(next.trim());
+            block.push('\n');
+        }
+        exprs.push(block);
+    }
+    exprs
+}
+
+/// Every query of the dashboard: its panels' targets and its annotations.
+fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<String> {
+    let panels = dashboard["panels"].as_array().unwrap();
+    let targets = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten());
+    let annotations = dashboard["annotations"]["list"].as_array().unwrap();
+    targets
+        .chain(annotations)
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Whether the scrape has a sample of `name` (any labels).
+fn scraped(text: &str, name: &str) -> bool {
+    samples(text).iter().any(|(n, _, _)| n == name)
+}
+
+/// Metrics the dashboard reads that only exist with `[acme]` certificates (tests/acme.rs covers
+/// them against a real ACME server).
+const ONLY_WITH_ACME: &[&str] = &[
+    "switchyard_cert_expiry_timestamp_seconds",
+    "switchyard_cert_next_renewal_timestamp_seconds",
+    "switchyard_cert_pending",
+    "switchyard_acme_orders_total",
+    "switchyard_acme_failures_total",
+];
+
+/// A live Switchyard with a plain and a TLS listener, traffic on both, a canary rolled back by
+/// its error-rate gate and a weight override: its scrapes pass `promtool check metrics`, the
+/// counters the alert rules read are there at 0 from the first scrape, and every metric the
+/// Grafana dashboard (which selects instances) reads is in the scrape.
+#[test]
+fn a_live_scrape_passes_promtool_and_feeds_the_alerts_and_the_dashboard() {
+    let green = Backend::builder("green")
+        .fail_ratio(1.0)
+        .spawn()
+        .expect("backend");
+    let s = World::new()
+        .https()
+        .fallback_certificate("localhost")
+        .backend("blue")
+        .with_backend("green", green)
+        .route("*", "api")
+        .pool("api", "blue", 100, &["blue"])
+        .pool("api", "green", 0, &["green"])
+        .toml("[limits.zones.per_ip]\nrate = \"1000r/s\"\nburst = 1000\n[defaults]\nlimits = [\"per_ip\"]")
+        .admin()
+        .start(BIN);
+    let admin = s.admin();
+
+    // The first scrape: every counter an alert rule reads is there, at 0, so the first event of
+    // the process is an increase that increase()/rate() can see.
+    let first = scrape(s.admin_port());
+    promtool_check_metrics(&first).unwrap_or_else(|e| panic!("promtool: {e}\n{first}"));
+    let rules = std::fs::read_to_string(ALERTS).unwrap();
+    // The rules that fire on an event read its counter's increase(); a ratio of rates
+    // (switchyard_requests_total by status code, which cannot exist before the code is seen)
+    // loses at most its first request.
+    let counters: std::collections::BTreeSet<String> = rule_exprs(&rules)
+        .iter()
+        .flat_map(|e| {
+            e.split("increase(")
+                .skip(1)
+                .map(metric_names)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|names| names.into_iter().next())
+        .collect();
+    assert!(counters.len() >= 2, "{counters:?}");
+    assert_eq!(rule_exprs(&rules).len(), rules.matches("- alert:").count());
+    for name in &counters {
+        assert!(
+            scraped(&first, name),
+            "{name} is missing from the first scrape:\n{first}"
+        );
+    }
+    let rollbacks = "switchyard_rollout_rollbacks_total";
+    for reason in ["error_rate", "latency"] {
+        let labels = [("service", "api"), ("reason", reason)];
+        assert_eq!(metric(&first, rollbacks, &labels), Some(0.0), "{first}");
+    }
+    let failures = [("result", "failure")];
+    let reloads = metric(&first, "switchyard_config_reloads_total", &failures);
+    assert_eq!(reloads, Some(0.0));
+
+    // Traffic on both listeners, then a rollout of the failing canary, rolled back.
+    for _ in 0..3 {
+        assert_eq!(get(s.http(), "api.test", "/"), 200);
+        let resp = http1_client()
+            .get(format!("https://localhost:{}/", s.https()))
+            .send()
+            .expect("GET over TLS");
+        assert_eq!(resp.status(), 200);
+    }
+    let load = Load::start(&s.url("api.test", ""), 1, Duration::from_millis(5));
+    assert!(load.wait_for(5), "the load loop made no request");
+    let body = r#"{"canary": "green", "steps": [50, 100], "interval": "10s", "min_requests": 5}"#;
+    let started = admin.send("POST", "/v1/services/api/rollouts", Some(body), &[]);
+    assert_eq!(started.status, 201, "{}", started.text);
+    let rolled_back = scrape_until(s.admin_port(), "the rollback", |t| {
+        metric(
+            t,
+            rollbacks,
+            &[("service", "api"), ("reason", "error_rate")],
+        ) == Some(1.0)
+    });
+    drop(load.finish());
+    promtool_check_metrics(&rolled_back)
+        .unwrap_or_else(|e| panic!("promtool after the rollback: {e}\n{rolled_back}"));
+    let reply = admin.put_weights("api", r#"{"blue": 90, "green": 10}"#);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    for _ in 0..3 {
+        get(s.http(), "api.test", "/");
+    }
+    let text = scrape_until(s.admin_port(), "the window gauges and the override", |t| {
+        let green = [("service", "api"), ("pool", "green")];
+        metric(t, "switchyard_pool_weight_overridden", &green) == Some(1.0)
+            && scraped(t, "switchyard_pool_window_p99_seconds")
+    });
+    promtool_check_metrics(&text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let v = metric_value(&text, name).unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        assert!(v > 0.0, "{name} = {v}");
+    }
+    let expiry = samples(&text)
+        .into_iter()
+        .find(|(n, l, _)| {
+            n == "switchyard_cert_file_expiry_timestamp_seconds"
+                && l["name"] == "localhost"
+                && l["file"].ends_with("/certs/localhost.crt")
+        })
+        .map(|(_, _, v)| v);
+    assert!(
+        expiry.is_some_and(|t| t > unix_now()),
+        "the certificate file's expiry: {expiry:?}\n{text}"
+    );
+
+    // The dashboard: an instance selector that every query uses, rollout and certificate
+    // panels, and only metrics this scrape has (or that only ACME makes).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let instance = variables
+        .iter()
+        .find(|v| v["name"] == "instance")
+        .expect("an instance selector");
+    assert_eq!(instance["multi"], true);
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["title"].as_str())
+        .collect();
+    for row in ["Rollouts", "Certificates"] {
+        assert!(titles.contains(&row), "no {row} row: {titles:?}");
+    }
+    let exprs = dashboard_exprs(&dashboard);
+    let mut read = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        assert!(
+            expr.contains(r#"instance=~"$instance""#),
+            "a query without the instance selector: {expr}"
+        );
+        read.extend(metric_names(expr));
+    }
+    for name in [
+        "switchyard_rollout_canary_weight",
+        "switchyard_cert_file_expiry_timestamp_seconds",
+    ] {
+        assert!(read.contains(name), "no panel reads {name}");
+    }
+    for name in &read {
+        if ONLY_WITH_ACME.contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            scraped(&text, name),
+            "the dashboard reads {name}, which no scrape has:\n{text}"
+        );
+    }
 }
 
 /// A Prometheus server started by a test; stopped by PID (TERM, then KILL) on drop.
@@ -741,20 +1017,13 @@ fn real_prometheus_scrapes_switchyard_and_answers_promql() {
     // Every query of the Grafana dashboard is valid PromQL for this Prometheus.
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(DASHBOARD).unwrap()).unwrap();
-    let mut exprs = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            exprs.push(target["expr"].as_str().unwrap().to_string());
-        }
-    }
-    for annotation in dashboard["annotations"]["list"].as_array().unwrap() {
-        exprs.push(annotation["expr"].as_str().unwrap().to_string());
-    }
+    let exprs = dashboard_exprs(&dashboard);
     assert!(exprs.len() >= 15, "{exprs:?}");
     for expr in &exprs {
         let expr = expr
             .replace("$__rate_interval", "1m")
-            .replace("$service", ".*");
+            .replace("$service", ".*")
+            .replace("$instance", ".*");
         if let Some(error) = prom.query_error(&expr) {
             panic!("dashboard query {expr:?} is rejected: {error}");
         }

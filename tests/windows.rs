@@ -142,8 +142,8 @@ fn pools_show_their_live_error_rate_and_latency() {
     assert!(ratio.is_some_and(|r| (r - rate).abs() < 1e-9), "{ratio:?}");
     let p50 = metric(
         &metrics,
-        "switchyard_pool_window_latency_seconds",
-        &[("service", "slow"), ("pool", "main"), ("quantile", "0.5")],
+        "switchyard_pool_window_p50_seconds",
+        &[("service", "slow"), ("pool", "main")],
     );
     assert!(p50.is_some_and(|v| v >= 0.05), "{p50:?}");
 

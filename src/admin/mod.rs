@@ -19,6 +19,8 @@ use async_trait::async_trait;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
 use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 use serde::Serialize;
@@ -417,7 +419,8 @@ fn text_response(
     resp
 }
 
-/// The admin API as a pingora service listening on `admin.address` (plain HTTP/1.1).
+/// The admin API as a pingora service listening on `admin.address`: HTTP/1.1, over TLS when
+/// `[admin] tls` is set (with client certificates required when it has a `client_ca`).
 pub fn service(
     runtime: Arc<Runtime>,
     acme: Arc<AcmeState>,
@@ -427,9 +430,27 @@ pub fn service(
     let mut svc = Service::new("admin".to_string(), app);
     // Admin traffic is a few requests a minute: one thread, apart from the proxy's.
     svc.threads = Some(1);
-    svc.add_tcp(&admin.address.to_string());
+    let address = admin.address.to_string();
+    let (scheme, client) = match &admin.tls {
+        Some(tls) => {
+            // The config was built when the file was read (`config::AdminTls`); like the
+            // address, it stays until a restart.
+            let cell = Arc::new(arc_swap::ArcSwap::new(tls.config.clone()));
+            svc.add_listener(ListenerConfig::tcp(address).tls(TlsSettings::from_config_cell(cell)));
+            let client = if tls.client_ca.is_some() {
+                "client certificate required, "
+            } else {
+                ""
+            };
+            ("https", client)
+        }
+        None => {
+            svc.add_tcp(&address);
+            ("http", "")
+        }
+    };
     log::info!(
-        "admin API on http://{} ({})",
+        "admin API on {scheme}://{} ({client}{})",
         admin.address,
         if admin.token.is_some() {
             "bearer token required"

@@ -90,6 +90,11 @@ fn view(snap: &Snapshot, service: &Service) -> ServiceView {
                 page_bytes: m.page.as_ref().map(String::len),
                 json_bytes: m.json.as_ref().map(String::len),
             }),
+        rollout: snap
+            .book
+            .rollouts
+            .active(&service.name)
+            .map(|r| rollout_of(snap, r)),
     }
 }
 

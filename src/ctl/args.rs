@@ -11,10 +11,13 @@ use crate::config::values::{self, Share, Steps, ValueError, Weight};
 /// Talk to a running Switchyard through its admin API: read services, set weights, switch
 /// blue/green, reload, run canary rollouts.
 ///
-/// Speaks plain HTTP to the admin listener on loopback or a private network, or HTTPS to an
-/// admin API behind a TLS-terminating proxy (nginx, Caddy): https:// URLs are checked against the
-/// system's root certificates, plus the CA given with --ca. Exit codes: 0 success; 1 refused or
-/// failed (the reason on stderr), including an unreachable admin API; 2 usage errors.
+/// Speaks plain HTTP to an admin listener on loopback or a private network, or HTTPS to an admin
+/// listener with `[admin] tls` (or behind a TLS-terminating proxy): https:// URLs are checked
+/// against the system's root certificates plus the CA given with --cacert, and --cert/--key
+/// present a client certificate where the admin API asks for one (mTLS). Exit codes: 0 success;
+/// 1 the API said no (an error answer, the reason on stderr; also a rollout followed with --wait
+/// that did not promote); 2 usage errors; 3 the API could not be reached (connection refused,
+/// TLS failure, time-out, or an answer that is not the API's).
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// Base URL of the admin API: http://host:port or https://host[:port], with an optional path
@@ -23,8 +26,33 @@ pub struct CtlArgs {
     pub admin: String,
     /// PEM file with the CA certificate(s) that signed an https:// admin URL's certificate, for a
     /// private CA; trusted along with the system's roots.
-    #[arg(long, global = true, env = "SWITCHYARD_ADMIN_CA", value_name = "FILE")]
+    #[arg(
+        long = "cacert",
+        alias = "ca",
+        global = true,
+        env = "SWITCHYARD_ADMIN_CA",
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
+    /// PEM file with the client certificate (chain) to present to an admin API that requires one
+    /// (`[admin] tls` with `client_ca`); with --key.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the private key of --cert.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_ADMIN_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
     /// Bearer token of the admin API.
     #[arg(long, global = true, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

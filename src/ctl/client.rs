@@ -88,9 +88,26 @@ pub struct Reply<T> {
     pub body: Vec<u8>,
 }
 
+/// How ctl reaches the admin API: its URL, token, extra roots and client certificate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target<'a> {
+    pub url: &'a str,
+    pub token: Option<&'a str>,
+    /// A PEM file of extra roots for https:// URLs (`--cacert`).
+    pub ca: Option<&'a Path>,
+    /// The client certificate and its key (`--cert`, `--key`), for an admin API with mTLS.
+    pub identity: Option<(&'a Path, &'a Path)>,
+}
+
 impl Client {
-    /// A client of the admin API at `url`; `ca` is a PEM file of extra roots for https:// URLs.
-    pub fn new(url: &str, token: Option<&str>, ca: Option<&Path>) -> Result<Client, CtlError> {
+    /// A client of the admin API at `target.url`.
+    pub fn new(target: Target<'_>) -> Result<Client, CtlError> {
+        let Target {
+            url,
+            token,
+            ca,
+            identity,
+        } = target;
         let token = token.map(str::trim).filter(|t| !t.is_empty());
         if token.is_some_and(|t| t.bytes().any(|b| b.is_ascii_control())) {
             return Err(CtlError::Token);
@@ -110,6 +127,9 @@ impl Client {
             for cert in read_ca(path)? {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some((cert, key)) = identity {
+            builder = builder.identity(read_identity(cert, key)?);
         }
         let http = builder.build().map_err(|e| CtlError::Unreachable {
             url: url.to_string(),
@@ -137,7 +157,16 @@ impl Client {
             let view = decode(&raw).map_err(|reason| self.protocol(&reason))?;
             return Ok(Reply { view, body: raw });
         }
-        Err(api_error(status, &raw))
+        Err(self.api_error(status, &raw))
+    }
+
+    /// An error answer: the API's message and config errors; an answer that is not the API's
+    /// JSON error (a proxy's 502 page) means the API was not reached.
+    fn api_error(&self, status: u16, raw: &[u8]) -> CtlError {
+        api_error(status, raw).unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(raw);
+            self.protocol(&format!("HTTP {status}: {}", text.trim()))
+        })
     }
 
     fn protocol(&self, reason: &str) -> CtlError {
@@ -202,25 +231,30 @@ pub fn decode<T: DeserializeOwned>(raw: &[u8]) -> Result<T, String> {
     serde_json::from_value(value).map_err(|e| format!("the response is not what ctl expects: {e}"))
 }
 
-/// An error answer: the API's message and config errors, or the status and text of anything else.
-fn api_error(status: u16, raw: &[u8]) -> CtlError {
-    let Ok(err) = serde_json::from_slice::<ErrorBody>(raw) else {
-        let text = String::from_utf8_lossy(raw);
-        return CtlError::Api {
-            status,
-            message: format!("the admin API answered {status}: {}", text.trim()),
-            errors: Vec::new(),
-        };
-    };
+/// The API's own error answer (its JSON error body), if `raw` is one.
+fn api_error(status: u16, raw: &[u8]) -> Option<CtlError> {
+    let err = serde_json::from_slice::<ErrorBody>(raw).ok()?;
     let mut message = err.error;
     if status == 401 {
         message.push_str(" (set --token or SWITCHYARD_TOKEN)");
     }
-    CtlError::Api {
+    Some(CtlError::Api {
         status,
         message,
         errors: err.errors.unwrap_or_default(),
-    }
+    })
+}
+
+/// The client certificate of `--cert` and `--key`, checked to belong together; files that are
+/// not a matching pair are a usage error.
+fn read_identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, CtlError> {
+    let bad = |reason: String| CtlError::Identity { reason };
+    switchyard_core::config::certs::load_certified_key(cert, key)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut pem = std::fs::read(cert).map_err(|e| bad(format!("{}: {e}", cert.display())))?;
+    pem.push(b'\n');
+    pem.extend(std::fs::read(key).map_err(|e| bad(format!("{}: {e}", key.display())))?);
+    reqwest::Identity::from_pem(&pem).map_err(|e| bad(root_cause(&e)))
 }
 
 /// The CA certificates of a PEM file (`--ca`); a file without one is a usage error.
@@ -309,7 +343,8 @@ mod tests {
         let e = api_error(
             400,
             br#"{"error": "config rejected", "errors": ["a.toml:1:2: bad"], "status": 400}"#,
-        );
+        )
+        .expect("the API's error");
         match e {
             CtlError::Api {
                 status,
@@ -321,15 +356,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let e = api_error(401, br#"{"error": "missing bearer token", "status": 401}"#);
+        let e = api_error(401, br#"{"error": "missing bearer token", "status": 401}"#)
+            .expect("the API's error");
         assert!(
             e.to_string().ends_with("(set --token or SWITCHYARD_TOKEN)"),
             "{e}"
         );
-        let e = api_error(502, b"<html>bad gateway</html>");
-        assert_eq!(
-            e.to_string(),
-            "the admin API answered 502: <html>bad gateway</html>"
-        );
+        // A proxy's page is not the API saying no.
+        assert!(api_error(502, b"<html>bad gateway</html>").is_none());
     }
 }

@@ -1,13 +1,17 @@
 //! `switchyard ctl`: a small blocking client of the admin API for deploy scripts, with exit codes they can trust.
 //
-// Exit codes: 0 success; 1 the API refused or failed, or could not be reached (the reason goes to
-// stderr); 2 usage errors (clap's own, an argument not in pool=N form, an unusable --admin URL or
-// --ca file). The client (`client`) speaks HTTP/1.1 or HTTPS through reqwest with rustls on ring:
-// https:// admin URLs (the API behind nginx or Caddy) are checked against the system's roots plus
-// the CA of --ca / SWITCHYARD_ADMIN_CA. Answers are decoded into the admin API's own types
-// (`crate::api`), so a field ctl reads cannot silently go missing. `rollout ... --wait` follows a
-// canary rollout by polling it (`follow`); its exit code is the outcome (0 promoted, 1 rolled
-// back or aborted).
+// Exit codes: 0 success; 1 the API said no (its JSON error answer, the reason on stderr), or a
+// condition ctl checks failed (`switch --wait-healthy` timed out, a rollout followed with --wait
+// did not promote); 2 usage errors (clap's own, an argument not in pool=N form, an unusable
+// --admin URL, --cacert file or --cert/--key pair); 3 the API could not be reached (connection
+// refused, TLS failure, time-out) or what answered was not the API (a proxy's error page, a body
+// that is not the API's JSON). The client (`client`) speaks HTTP/1.1 or HTTPS through reqwest with
+// rustls on ring: https:// admin URLs (`[admin] tls`, or the API behind nginx or Caddy) are
+// checked against the system's roots plus the CA of --cacert / SWITCHYARD_ADMIN_CA, and
+// --cert/--key present a client certificate for mTLS. Answers are decoded into the admin API's
+// own types (`crate::api`), so a field ctl reads cannot silently go missing. `rollout ... --wait`
+// follows a canary rollout by polling it (`follow`); its exit code is the outcome (0 promoted, 1
+// rolled back or aborted).
 
 mod args;
 mod client;
@@ -29,7 +33,7 @@ pub use args::{
 pub use client::{root_cause, AdminUrl};
 
 use crate::api::{self, RolloutView, ServiceView};
-use client::{Client, Reply};
+use client::{Client, Reply, Target};
 use render::{
     certs_table, events_table, maintenance_line, rollout_details, rollout_line, rollout_name,
     status_table, weights_line,
@@ -50,6 +54,8 @@ pub enum CtlError {
     Token,
     #[error("cannot use the CA file \"{}\": {reason}", path.display())]
     Ca { path: PathBuf, reason: String },
+    #[error("cannot use the client certificate (--cert, --key): {reason}")]
+    Identity { reason: String },
     #[error("cannot reach the admin API at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("unexpected answer from the admin API at {url}: {reason}")]
@@ -67,22 +73,36 @@ pub enum CtlError {
     Refused(String),
 }
 
+/// ctl's exit code when the admin API said no (or a condition ctl checks failed).
+pub const EXIT_REFUSED: u8 = 1;
+/// ctl's exit code for usage errors (clap's own code for its errors).
+pub const EXIT_USAGE: u8 = 2;
+/// ctl's exit code when the admin API could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
 impl CtlError {
     fn exit_code(&self) -> ExitCode {
-        match self {
+        ExitCode::from(match self {
             CtlError::Url { .. }
             | CtlError::Token
             | CtlError::Ca { .. }
-            | CtlError::Page { .. } => ExitCode::from(2),
-            _ => ExitCode::FAILURE,
-        }
+            | CtlError::Identity { .. }
+            | CtlError::Page { .. } => EXIT_USAGE,
+            CtlError::Unreachable { .. } | CtlError::Protocol { .. } => EXIT_UNREACHABLE,
+            CtlError::Api { .. } | CtlError::Refused(_) => EXIT_REFUSED,
+        })
     }
 }
 
 /// Runs one ctl command; prints the result on stdout, or the reason on stderr.
 pub fn run(args: &CtlArgs) -> ExitCode {
-    let result = Client::new(&args.admin, args.token.as_deref(), args.ca.as_deref())
-        .and_then(|client| execute(&client, args));
+    let target = Target {
+        url: &args.admin,
+        token: args.token.as_deref(),
+        ca: args.ca.as_deref(),
+        identity: args.cert.as_deref().zip(args.key.as_deref()),
+    };
+    let result = Client::new(target).and_then(|client| execute(&client, args));
     match result {
         Ok(out) => {
             print!("{out}");

@@ -38,6 +38,14 @@ pub fn status_table(services: &[ServiceView]) -> String {
         if let Some(m) = &svc.maintenance {
             out.push_str(&format!("  {}\n", maintenance_line(m)));
         }
+        if let Some(r) = &svc.rollout {
+            out.push_str(&format!(
+                "  {} {}: {}\n",
+                kind_label(r).to_uppercase(),
+                r.id,
+                rollout_line(r)
+            ));
+        }
         out.push_str(&format!(
             "  {:<16} {:>7} {:>7} {:>8}\n",
             "POOL", "WEIGHT", "CONFIG", "HEALTHY"
@@ -152,11 +160,15 @@ fn hold_text(holding: &str) -> String {
 
 /// `rollout 3 of "demo"` (or `switch 3 of "demo"` for a watched switch).
 pub fn rollout_name(view: &RolloutView) -> String {
-    let kind = match view.kind {
+    format!("{} {} of \"{}\"", kind_label(view), view.id, view.service)
+}
+
+/// `rollout`, or `switch` for a watched switch.
+fn kind_label(view: &RolloutView) -> &'static str {
+    match view.kind {
         Kind::Rollout => "rollout",
         Kind::Switch => "switch",
-    };
-    format!("{kind} {} of \"{}\"", view.id, view.service)
+    }
 }
 
 /// `rolled back`, `progressing`, …

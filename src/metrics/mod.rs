@@ -103,7 +103,8 @@ pub struct Metrics {
     pub(crate) maintenance: IntGaugeVec,
     pub(crate) pool_window_requests: IntGaugeVec,
     pub(crate) pool_window_error_ratio: GaugeVec,
-    pub(crate) pool_window_latency: GaugeVec,
+    pub(crate) pool_window_p50: GaugeVec,
+    pub(crate) pool_window_p99: GaugeVec,
     pub(crate) config_generation: IntGauge,
     pub(crate) reloads_success: IntCounter,
     pub(crate) reloads_failure: IntCounter,
@@ -115,6 +116,7 @@ pub struct Metrics {
     pub(crate) upstream_returns: IntCounterVec,
     pub(crate) dns_lookups: IntCounterVec,
     pub(crate) dns_addresses: IntGaugeVec,
+    pub(crate) cert_file_expiry: GaugeVec,
     pub(crate) rollout: RolloutMetrics,
     /// The process's memory, CPU and descriptors (`process_*`), read at scrape time.
     pub(crate) process: process::ProcessMetrics,
@@ -292,11 +294,19 @@ impl Metrics {
             "Share of the pool's requests in its live window that failed (5xx sent or upstream failure); 0 without requests.",
             &["service", "pool"],
         );
-        let pool_window_latency = float_gauge_vec(
+        // Two gauges rather than one with a `quantile` label: that label belongs to summaries
+        // (`promtool check metrics` flags it on a gauge).
+        let pool_window_p50 = float_gauge_vec(
             &r,
-            "switchyard_pool_window_latency_seconds",
-            "Request duration quantiles of the pool over its live window (within about 3 %); absent without requests.",
-            &["service", "pool", "quantile"],
+            "switchyard_pool_window_p50_seconds",
+            "Median request duration of the pool over its live window (within about 3 %); absent without requests.",
+            &["service", "pool"],
+        );
+        let pool_window_p99 = float_gauge_vec(
+            &r,
+            "switchyard_pool_window_p99_seconds",
+            "99th percentile of the pool's request durations over its live window (within about 3 %); absent without requests.",
+            &["service", "pool"],
         );
         let config_generation = register(
             &r,
@@ -373,7 +383,14 @@ impl Metrics {
             "Addresses each server name has now (its last good answer).",
             &["name"],
         );
+        let cert_file_expiry = float_gauge_vec(
+            &r,
+            "switchyard_cert_file_expiry_timestamp_seconds",
+            "When each [[certificates]] file's leaf expires (Unix seconds), by file and the first name it serves; ACME certificates are switchyard_cert_expiry_timestamp_seconds.",
+            &["file", "name"],
+        );
         Metrics {
+            cert_file_expiry,
             rollout: RolloutMetrics::new(&r),
             process: process::ProcessMetrics::new(&r),
             dns_lookups,
@@ -405,7 +422,8 @@ impl Metrics {
             maintenance,
             pool_window_requests,
             pool_window_error_ratio,
-            pool_window_latency,
+            pool_window_p50,
+            pool_window_p99,
             config_generation,
             last_reload_success,
             unrouted: Codes::default(),

@@ -4,6 +4,11 @@ use prometheus::{IntCounterVec, IntGaugeVec, Registry};
 
 use super::{counter_vec, gauge_vec};
 
+/// Every reason a rollout ends without promotion (`switchyard_rollout_rollbacks_total{reason}`):
+/// the gates' (error_rate, latency), an operator's abort, a forced weight change, a reload.
+pub(crate) const ROLLBACK_REASONS: [&str; 5] =
+    ["error_rate", "latency", "operator", "forced", "config"];
+
 /// Rollout series: transitions and shielded requests counted as they happen, the state of each
 /// service's latest rollout read at scrape time.
 pub(crate) struct RolloutMetrics {
@@ -54,6 +59,15 @@ impl RolloutMetrics {
                 "1-based step of the service's latest rollout.",
                 &["service"],
             ),
+        }
+    }
+
+    /// Creates the rollback counters of `service` at 0 where they are missing, so that the first
+    /// rollback of a process is an increase from 0 (an alert on `increase()` sees a counter born
+    /// at 1 as no increase at all).
+    pub(crate) fn present(&self, service: &str) {
+        for reason in ROLLBACK_REASONS {
+            self.rollbacks.with_label_values(&[service, reason]);
         }
     }
 

@@ -17,9 +17,12 @@ pub fn render(m: &Metrics, snap: &Snapshot, in_flight: usize, connections: &Conn
         .set(i64::try_from(snap.generation).unwrap_or(i64::MAX));
     m.rate_limit_keys.reset();
     for zone in snap.zones.iter() {
+        let name = zone.spec().name.as_str();
         m.rate_limit_keys
-            .with_label_values(&[zone.spec().name.as_str()])
+            .with_label_values(&[name])
             .set(i64::try_from(zone.keys()).unwrap_or(i64::MAX));
+        // Each configured zone's refusals from 0, so that the first one is an increase.
+        m.rate_limited.with_label_values(&[name]);
     }
     let (total, per_ip) = connections.refused();
     for (reason, n) in [("total", total), ("per_ip", per_ip)] {
@@ -33,10 +36,12 @@ pub fn render(m: &Metrics, snap: &Snapshot, in_flight: usize, connections: &Conn
     m.pool_weight_overridden.reset();
     m.pool_window_requests.reset();
     m.pool_window_error_ratio.reset();
-    m.pool_window_latency.reset();
+    m.pool_window_p50.reset();
+    m.pool_window_p99.reset();
     m.maintenance.reset();
     for (i, svc) in snap.services.iter().enumerate() {
         let on = snap.maintenance.get(i).is_some_and(Option::is_some);
+        m.rollout.present(&svc.name);
         m.maintenance
             .with_label_values(&[&*svc.name])
             .set(i64::from(on));
@@ -57,11 +62,12 @@ pub fn render(m: &Metrics, snap: &Snapshot, in_flight: usize, connections: &Conn
             m.pool_window_error_ratio
                 .with_label_values(&labels)
                 .set(stats.error_rate);
-            for (quantile, value) in [("0.5", stats.p50), ("0.99", stats.p99)] {
+            for (gauge, value) in [
+                (&m.pool_window_p50, stats.p50),
+                (&m.pool_window_p99, stats.p99),
+            ] {
                 if let Some(v) = value {
-                    m.pool_window_latency
-                        .with_label_values(&[&*svc.name, &*pool.name, quantile])
-                        .set(v.as_secs_f64());
+                    gauge.with_label_values(&labels).set(v.as_secs_f64());
                 }
             }
             for server in &pool.servers {
@@ -81,6 +87,19 @@ pub fn render(m: &Metrics, snap: &Snapshot, in_flight: usize, connections: &Conn
         m.dns_addresses
             .with_label_values(&[&**name])
             .set(i64::try_from(state.addrs.len()).unwrap_or(i64::MAX));
+    }
+    m.cert_file_expiry.reset();
+    for cert in &snap.config.certificates {
+        let Some(leaf) = cert.key.expose().cert.first() else {
+            continue;
+        };
+        if let Ok((_, x509)) = x509_parser::parse_x509_certificate(leaf) {
+            let file = cert.cert_path.to_string_lossy();
+            let name = cert.names.first().map_or("", String::as_str);
+            m.cert_file_expiry
+                .with_label_values(&[&file, name])
+                .set(x509.validity().not_after.timestamp() as f64);
+        }
     }
     m.rollout.refresh(&snap.book.rollouts);
     m.process.refresh();

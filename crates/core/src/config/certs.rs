@@ -33,6 +33,17 @@ pub enum TlsError {
     Generate(String),
 }
 
+impl TlsError {
+    /// Whether the key file is at fault (the error belongs at the `key` of the config), rather
+    /// than the certificate.
+    pub fn is_about_the_key(&self) -> bool {
+        matches!(
+            self,
+            TlsError::ReadKey { .. } | TlsError::NoKey { .. } | TlsError::BadKey { .. }
+        )
+    }
+}
+
 /// Loads a PEM chain and key into a rustls key pair, and returns the DNS names its leaf covers.
 pub fn load_certified_key(
     cert_path: &Path,

@@ -189,11 +189,10 @@ impl Validator {
                     });
                 }
                 Err(e) => {
-                    let span = match e {
-                        certs::TlsError::ReadKey { .. }
-                        | certs::TlsError::NoKey { .. }
-                        | certs::TlsError::BadKey { .. } => c.key.span(),
-                        _ => c.cert.span(),
+                    let span = if e.is_about_the_key() {
+                        c.key.span()
+                    } else {
+                        c.cert.span()
                     };
                     self.error(span, e.to_string());
                 }

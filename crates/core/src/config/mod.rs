@@ -41,7 +41,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 pub use acme::{AcmeCertificate, AcmeConfig, ChallengeKind, Eab};
-pub use admin::{AdminConfig, DEFAULT_ADMIN_ADDRESS};
+pub use admin::{AdminConfig, AdminTls, DEFAULT_ADMIN_ADDRESS};
 pub use error_pages::{ErrorPages, PageBody, PageKind};
 pub use limits::{HeadLimits, LimitsConfig, DEFAULT_MAX_KEYS};
 pub use listeners::{CertificateConfig, ListenerConfig};

@@ -335,3 +335,42 @@ fn upstream_connection_settings_are_validated() {
         assert!(e[0].contains(message), "{table}: {e:?}");
     }
 }
+
+#[test]
+fn admin_tls_loads_its_files_or_says_which_is_wrong() {
+    // Paths are relative to the config file's directory: certs/ of the repository.
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../certs/t.toml"));
+    let with = |tls: &str| format!("{BASE}\n[admin]\ntls = {{ {tls} }}\n");
+    let cfg = parse(
+        &with(r#"cert = "localhost.crt", key = "localhost.key", client_ca = "test-ca.crt""#),
+        path,
+    )
+    .expect("valid");
+    let tls = cfg.admin.and_then(|a| a.tls).expect("[admin] tls");
+    assert!(tls.cert.ends_with("localhost.crt"));
+    assert!(tls.client_ca.is_some_and(|c| c.ends_with("test-ca.crt")));
+    assert_eq!(tls.config.alpn_protocols, [b"http/1.1".to_vec()]);
+
+    let errors = |text: String| match parse(&text, path) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    // The line of `[admin] tls` is 16 (BASE has 14 lines and a blank one is added).
+    let e = errors(with(r#"cert = "localhost.crt", key = "example.com.key""#));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains(":16:") && e[0].contains("does not match"),
+        "{e:?}"
+    );
+    let e = errors(with(r#"cert = "localhost.crt", key = "nope.key""#));
+    assert!(e[0].contains("[admin] tls: cannot read key"), "{e:?}");
+    let e = errors(with(
+        r#"cert = "localhost.crt", key = "localhost.key", client_ca = "README.md""#,
+    ));
+    assert!(
+        e[0].contains("[admin] tls client_ca: no PEM certificate"),
+        "{e:?}"
+    );
+    let e = errors(with(r#"cert = "localhost.crt""#));
+    assert!(e[0].contains("missing field `key`"), "{e:?}");
+}

@@ -281,11 +281,10 @@ impl Validator {
                 match certs::load_certified_key(&cert_path, &key_path) {
                     Ok((key, _)) => Some((cert_path, key)),
                     Err(e) => {
-                        let span = match e {
-                            certs::TlsError::ReadKey { .. }
-                            | certs::TlsError::NoKey { .. }
-                            | certs::TlsError::BadKey { .. } => k.span(),
-                            _ => c.span(),
+                        let span = if e.is_about_the_key() {
+                            k.span()
+                        } else {
+                            c.span()
                         };
                         self.error(span, TransportError::ClientCert(e).to_string());
                         return None;
@@ -331,7 +330,7 @@ impl Validator {
 }
 
 /// The certificates of a PEM CA file as a root store.
-fn load_roots(path: &std::path::Path) -> Result<Arc<RootCertStore>, TransportError> {
+pub(super) fn load_roots(path: &std::path::Path) -> Result<Arc<RootCertStore>, TransportError> {
     let pem = crate::fsutil::read_regular(path).map_err(|source| TransportError::ReadCa {
         path: path.into(),
         source,
