@@ -69,7 +69,7 @@ pub enum Command {
         /// e.g. --bad-canary=0.5 or 50%), to watch a rollout of green roll back on its own.
         #[arg(long, value_name = "SHARE", num_args = 0..=1, default_missing_value = "0.3",
               value_parser = ctl::parse_ratio)]
-        bad_canary: Option<f64>,
+        bad_canary: Option<config::Share>,
         /// Background GET requests a second that the demo sends through its own proxy, so that a
         /// rollout has traffic to judge (0: none).
         #[arg(long, value_name = "PER_SECOND", default_value_t = 50,
@@ -141,7 +141,7 @@ pub fn main() -> ExitCode {
             listen,
             dir,
             admin,
-            green_fail_ratio: bad_canary.unwrap_or(0.0),
+            green_fail_ratio: bad_canary.map_or(0.0, |s| s.get()),
             traffic,
             keep_state,
         })),
