@@ -27,6 +27,7 @@ declare -A NEED=(
   [logrotate]=logrotate
   [dpkg-deb]=dpkg
   [man]=man-db
+  [chromium]=chromium
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -4,6 +4,7 @@
 //! `const BIN: Bin = testkit::bin!();` (only the switchyard package's own tests know its path).
 
 pub mod admin;
+pub mod chromium;
 pub mod ctl;
 pub mod dns;
 pub mod grpc;
@@ -26,6 +27,7 @@ use std::path::Path;
 use std::process::Command;
 
 pub use admin::{Admin, AdminReply};
+pub use chromium::{artifact_dir, Chromium};
 pub use ctl::{CtlChild, Outcome};
 pub use dns::Dns;
 pub use grpc::{grpc_calls, Call, GrpcOutcome, GrpcServer};
