@@ -156,6 +156,36 @@ pub struct Events {
     pub events: Vec<Event>,
 }
 
+/// `GET /v1/services/{service}/traffic`: the service's requests per pool over the last minutes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Traffic {
+    pub service: String,
+    /// How often a sample is taken.
+    pub step_seconds: f64,
+    /// Oldest first; at most 10 minutes of them.
+    pub samples: Vec<TrafficSample>,
+}
+
+/// The requests of one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficSample {
+    /// When the step ended, in Unix milliseconds (as rollout events' `time`).
+    pub time: u64,
+    /// The step's actual length.
+    pub seconds: f64,
+    pub pools: Vec<PoolTraffic>,
+}
+
+/// One pool in a [`TrafficSample`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolTraffic {
+    pub name: String,
+    /// Requests that reached the pool during the step (as its live window counts them).
+    pub requests: u64,
+    /// The pool's weight in force at the end of the step.
+    pub weight: u32,
+}
+
 /// `POST /v1/reload`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reloaded {

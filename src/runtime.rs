@@ -15,6 +15,10 @@ use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
+mod traffic;
+
+pub use traffic::{TrafficHistory, STEP as TRAFFIC_STEP};
+
 use crate::access_log::AccessLog;
 use crate::book::{self, effective_overrides, Book};
 use crate::config::{self, Config, ConfigErrors};
@@ -47,6 +51,8 @@ pub struct Runtime {
     pub metrics: Metrics,
     /// Open client connections (the counts; the caps are in the snapshot).
     pub connections: Arc<ConnLimits>,
+    /// Each pool's requests over the last minutes, sampled by a background service.
+    pub traffic: TrafficHistory,
     /// Requests between `new_ctx` and the end of `logging`: what a drain waits for.
     in_flight: Arc<AtomicUsize>,
     config_path: PathBuf,
@@ -178,6 +184,7 @@ impl Runtime {
             access_log,
             metrics,
             connections: Arc::default(),
+            traffic: TrafficHistory::default(),
             in_flight: Arc::default(),
             config_path,
             store,

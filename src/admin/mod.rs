@@ -8,6 +8,7 @@
 //! into status codes; `error_response` the one place that renders them.
 
 mod auth;
+mod dashboard;
 mod error;
 mod requests;
 mod routes;
@@ -27,6 +28,7 @@ use serde::Serialize;
 use serde_json::json;
 
 pub use auth::check_bearer;
+pub use dashboard::Asset;
 pub use error::{error_response, AdminError};
 pub use requests::{
     forced, parse_if_match, parse_maintenance, parse_rollout, parse_switch, parse_weights,
@@ -223,6 +225,11 @@ impl AdminApp {
                     events: control::rollout_events(&rt.snapshot(), &name)?
                 }),
             )),
+            Action::ShowTraffic(name) => Ok(json_response(
+                StatusCode::OK,
+                &control::traffic(&rt.snapshot(), &rt.traffic, &name)?,
+            )),
+            Action::Dashboard(asset) => Ok(asset.response()),
             Action::Reload => {
                 let via = format!(" via the admin API ({})", head.peer);
                 let generation = blocking(move || rt.reload(&via)).await?.generation;

@@ -1,5 +1,6 @@
 //! Paths and methods of the admin API: which resource a path names, which action a method asks of it.
 
+use super::dashboard::Asset;
 use super::AdminError;
 use crate::control::RolloutAction;
 
@@ -16,6 +17,8 @@ pub enum Resource {
     Rollout(String),
     RolloutAction(String, RolloutAction),
     RolloutEvents(String),
+    /// `/v1/services/{s}/traffic`: requests per pool over the last minutes.
+    Traffic(String),
     Reload,
     Config,
     Live,
@@ -23,6 +26,8 @@ pub enum Resource {
     Metrics,
     Certs,
     CertRenew(String),
+    /// The dashboard page (`/`) and its script and style (`/dashboard/...`).
+    Dashboard(Asset),
 }
 
 impl Resource {
@@ -45,6 +50,7 @@ impl Resource {
             ["v1", "services", s, "rollouts", "current", "events"] => {
                 Resource::RolloutEvents(segment(s)?)
             }
+            ["v1", "services", s, "traffic"] => Resource::Traffic(segment(s)?),
             ["v1", "services", s, "rollouts", "current", action] => {
                 Resource::RolloutAction(segment(s)?, RolloutAction::parse(action)?)
             }
@@ -55,6 +61,8 @@ impl Resource {
             ["health", "live"] => Resource::Live,
             ["health", "ready"] => Resource::Ready,
             ["metrics"] => Resource::Metrics,
+            [""] => Resource::Dashboard(Asset::Page),
+            ["dashboard", file] => Resource::Dashboard(Asset::parse(file)?),
             _ => return None,
         };
         Some(resource)
@@ -76,7 +84,8 @@ impl Resource {
     /// Whether the resource is served without the token.
     pub fn is_open(&self, metrics_require_token: bool) -> bool {
         match self {
-            Resource::Live | Resource::Ready => true,
+            // The dashboard's files hold no data: the page asks for the token, then reads the API.
+            Resource::Live | Resource::Ready | Resource::Dashboard(_) => true,
             Resource::Metrics => !metrics_require_token,
             _ => false,
         }
@@ -115,6 +124,7 @@ pub enum Action {
     ShowRollout(String),
     ActOnRollout(String, RolloutAction),
     RolloutEvents(String),
+    ShowTraffic(String),
     Reload,
     ShowConfig,
     Live,
@@ -122,6 +132,7 @@ pub enum Action {
     Metrics,
     ListCerts,
     RenewCert(String),
+    Dashboard(Asset),
 }
 
 /// Path and method to an action: 404 for an unknown path, 405 for a method the path lacks.
@@ -139,6 +150,7 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
         (Resource::Rollout(s), "GET") => Action::ShowRollout(s),
         (Resource::RolloutAction(s, a), "POST") => Action::ActOnRollout(s, a),
         (Resource::RolloutEvents(s), "GET") => Action::RolloutEvents(s),
+        (Resource::Traffic(s), "GET") => Action::ShowTraffic(s),
         (Resource::Reload, "POST") => Action::Reload,
         (Resource::Config, "GET") => Action::ShowConfig,
         (Resource::Live, "GET") => Action::Live,
@@ -146,6 +158,7 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
         (Resource::Metrics, "GET") => Action::Metrics,
         (Resource::Certs, "GET") => Action::ListCerts,
         (Resource::CertRenew(n), "POST") => Action::RenewCert(n),
+        (Resource::Dashboard(a), "GET") => Action::Dashboard(a),
         (resource, _) => {
             return Err(AdminError::MethodNotAllowed {
                 method: method.into(),
@@ -200,10 +213,20 @@ mod tests {
         assert_eq!(ok("GET", "/health/live"), Action::Live);
         assert_eq!(ok("GET", "/health/ready"), Action::Ready);
         assert_eq!(ok("GET", "/metrics"), Action::Metrics);
+        assert_eq!(
+            ok("GET", "/v1/services/api/traffic"),
+            Action::ShowTraffic("api".into())
+        );
+        assert_eq!(ok("GET", "/"), Action::Dashboard(Asset::Page));
+        assert_eq!(
+            ok("GET", "/dashboard/app.js"),
+            Action::Dashboard(Asset::Script)
+        );
 
         for path in [
-            "/",
             "",
+            "/dashboard",
+            "/dashboard/other.js",
             "/v1",
             "/v1/servicesx",
             "/v1/services//weights",
@@ -228,6 +251,8 @@ mod tests {
             ("PUT", "/v1/services/api"),
             ("GET", "/v1/services/api/switch"),
             ("DELETE", "/metrics"),
+            ("POST", "/"),
+            ("POST", "/v1/services/api/traffic"),
         ] {
             assert_eq!(
                 route(m, p).expect_err(p).status(),
@@ -246,5 +271,8 @@ mod tests {
         assert!(!open("/metrics", true));
         assert!(!open("/v1/services", false));
         assert!(!open("/v1/config", false));
+        assert!(open("/", true));
+        assert!(open("/dashboard/app.css", true));
+        assert!(!open("/v1/services/api/traffic", false));
     }
 }

@@ -193,3 +193,13 @@ pub fn rollout_events(snap: &Snapshot, service: &str) -> Result<Vec<Event>, Cont
         .map(|h| h.events.iter().cloned().collect())
         .unwrap_or_default())
 }
+
+/// The service's requests per pool over the last minutes, from the runtime's traffic history.
+pub fn traffic(
+    snap: &Snapshot,
+    history: &crate::runtime::TrafficHistory,
+    service: &str,
+) -> Result<crate::api::Traffic, ControlError> {
+    find(snap, service)?;
+    Ok(history.view(service))
+}

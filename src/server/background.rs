@@ -1,4 +1,4 @@
-//! The background services that keep the snapshot's side state fresh: the rollout tick and the rate-limit upkeep.
+//! The background services that keep the snapshot's side state fresh: the rollout tick, the rate-limit upkeep, the span export and the traffic history.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,6 +121,36 @@ impl BackgroundService for SpanExport {
                         format_args!("otlp: {} span(s) dropped: {e}", batch.len()),
                     );
                 }
+            }
+        }
+    }
+}
+
+/// Samples every pool's request count each [`TRAFFIC_STEP`](crate::runtime::TRAFFIC_STEP) into
+/// the runtime's traffic history (`GET /v1/services/{service}/traffic`, the dashboard's chart).
+pub struct TrafficSampler {
+    runtime: Arc<Runtime>,
+}
+
+impl TrafficSampler {
+    pub fn new(runtime: Arc<Runtime>) -> TrafficSampler {
+        TrafficSampler { runtime }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for TrafficSampler {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let published = self.runtime.subscribe();
+        let mut every = tokio::time::interval(crate::runtime::TRAFFIC_STEP);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let snap = published.borrow().clone();
+                    self.runtime.traffic.record(&snap, Instant::now());
+                }
+                _ = shutdown.changed() => return,
             }
         }
     }

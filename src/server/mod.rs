@@ -280,6 +280,10 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         "rollouts",
         background::RolloutService::new(runtime.clone()),
     ));
+    server.add_service(background_service(
+        "traffic history",
+        background::TrafficSampler::new(runtime.clone()),
+    ));
     if let Some(admin) = &cfg.admin {
         server.add_service(crate::admin::service(runtime.clone(), acme, admin));
     }
