@@ -198,6 +198,23 @@ pub struct Reloaded {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Certificates {
     pub certificates: Vec<CertStatus>,
+    /// The certificates of `[[certificates]]` in force (files), with their validity.
+    #[serde(default)]
+    pub files: Vec<FileCert>,
+}
+
+/// A certificate of `[[certificates]]`, as loaded at start or at the last reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileCert {
+    pub file: String,
+    /// The names it serves (from the config, else the certificate's own).
+    pub names: Vec<String>,
+    pub fallback: bool,
+    /// `null` when the leaf does not parse as X.509.
+    pub issuer: Option<String>,
+    pub not_before: Option<String>,
+    pub not_after: Option<String>,
+    pub not_after_unix: Option<u64>,
 }
 
 /// One ACME certificate as the API shows it.

@@ -486,3 +486,37 @@ impl Drop for InFlight {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Service "api" with pools blue (weight 100, server 127.0.0.1:2) and green (0, 127.0.0.1:3)
+/// behind a plain listener: the config of unit tests that need a runtime.
+#[cfg(test)]
+pub const TEST_CONFIG: &str = r#"
+[[listeners]]
+name = "http"
+address = "127.0.0.1:1"
+
+[[routes]]
+host = "*"
+service = "api"
+
+[services.api.pools.blue]
+weight = 100
+servers = ["127.0.0.1:2"]
+
+[services.api.pools.green]
+weight = 0
+servers = ["127.0.0.1:3"]
+"#;
+
+#[cfg(test)]
+impl Runtime {
+    /// A runtime for unit tests from config text (its file path does not exist), with a
+    /// self-signed fallback certificate, the access log off and no state directory.
+    pub fn for_tests(config: &str) -> Arc<Runtime> {
+        let path = std::path::Path::new("/nonexistent/switchyard.toml");
+        let config = config::parse(config, path).expect("test config is valid");
+        let fallback = crate::tls::self_signed(&["switchyard.invalid"]).expect("self-signed cert");
+        let log = AccessLog::open(&config::AccessLogTarget::Off).expect("access log off");
+        Runtime::new(config, path.into(), fallback, log, None).expect("runtime")
+    }
+}

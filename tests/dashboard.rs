@@ -18,7 +18,7 @@ struct DemoProcess {
 }
 
 impl DemoProcess {
-    fn start(dir: &Path, token: Option<&str>, extra: &[&str]) -> DemoProcess {
+    fn start(dir: &Path, token: &str, extra: &[&str]) -> DemoProcess {
         let (http, admin) = (port(), port());
         let mut cmd = bin!().command();
         cmd.arg("demo")
@@ -27,13 +27,10 @@ impl DemoProcess {
             .arg("--dir")
             .arg(dir)
             .args(extra)
-            .env_remove("SWITCHYARD_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(t) = token {
-            cmd.env("SWITCHYARD_TOKEN", t);
-        }
+            .stderr(Stdio::null())
+            .env("SWITCHYARD_TOKEN", token);
         let demo = DemoProcess {
             child: cmd.spawn().unwrap(),
             admin,
@@ -110,9 +107,15 @@ fn dashboard_shows_pools_weights_and_a_rollback() {
         artifacts: artifacts.clone(),
     };
 
-    // Without a token configured the page goes straight to the data: no form.
-    let open = DemoProcess::start(&dir.path().join("open"), None, &["--traffic", "0"]);
-    page.browser.navigate(&open.page());
+    // Without a token configured the page goes straight to the data: no form. This proxy also
+    // has a certificate from a file, which the page lists with its expiry.
+    let open = World::blue_green()
+        .https()
+        .fallback_certificate("example.com")
+        .admin()
+        .start(bin!());
+    page.browser
+        .navigate(&format!("http://127.0.0.1:{}/", open.admin_port()));
     page.expect(
         "the pools without signing in",
         "document.querySelectorAll('tr.pool').length === 2",
@@ -121,14 +124,17 @@ fn dashboard_shows_pools_weights_and_a_rollback() {
         page.browser.eval("document.getElementById('login').hidden"),
         true
     );
+    page.expect(
+        "the file certificate with its expiry",
+        "/example\\.com\\.crt/.test(document.querySelector('tr.cert[data-source=\"file\"]')?.textContent) \
+         && /in \\d+ days/.test(document.querySelector('tr.cert td[data-expiry]')?.textContent)",
+    );
+    page.browser
+        .screenshot(&artifacts.join("dashboard-open.png"));
     drop(open);
 
     // With a token: the page itself loads without it, holds no data, and asks for it.
-    let demo = DemoProcess::start(
-        &dir.path().join("token"),
-        Some(TOKEN),
-        &["--bad-canary=0.5", "--traffic", "40"],
-    );
+    let demo = DemoProcess::start(dir.path(), TOKEN, &["--bad-canary=0.5", "--traffic", "40"]);
     let admin = Admin::new(demo.admin, Some(TOKEN));
     page.browser.navigate(&demo.page());
     page.expect(

@@ -265,7 +265,8 @@ impl AdminApp {
                 StatusCode::OK,
                 // Through a `Value` (`json!`), as it always was: its keys go out sorted.
                 &json!(api::Certificates {
-                    certificates: self.acme.certificates()
+                    certificates: self.acme.certificates(),
+                    files: control::file_certificates(&rt.snapshot()),
                 }),
             )),
             Action::RenewCert(name) => {
@@ -471,39 +472,15 @@ pub fn service(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_log::AccessLog;
-    use crate::config::AccessLogTarget;
     use serde_json::Value;
 
-    const CONFIG: &str = r#"
-[[listeners]]
-name = "http"
-address = "127.0.0.1:1"
-
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.blue]
-weight = 100
-servers = ["127.0.0.1:2"]
-
-[services.api.pools.green]
-weight = 0
-servers = ["127.0.0.1:3"]
-
-[admin]
-address = "127.0.0.1:4"
-token = "t0ken"
-"#;
-
     fn app() -> AdminApp {
-        let path = std::path::Path::new("/nonexistent/switchyard.toml");
-        let config = crate::config::parse(CONFIG, path).expect("test config is valid");
-        let admin = config.admin.clone().expect("has [admin]");
-        let fallback = crate::tls::self_signed(&["switchyard.invalid"]).expect("self-signed cert");
-        let log = AccessLog::open(&AccessLogTarget::Off).expect("access log off");
-        let rt = Runtime::new(config, path.into(), fallback, log, None).expect("runtime");
+        let config = format!(
+            "{}\n[admin]\naddress = \"127.0.0.1:4\"\ntoken = \"t0ken\"\n",
+            crate::runtime::TEST_CONFIG
+        );
+        let rt = Runtime::for_tests(&config);
+        let admin = rt.snapshot().config.admin.clone().expect("has [admin]");
         AdminApp::new(
             rt,
             crate::acme::AcmeState::new(&prometheus::Registry::new()),

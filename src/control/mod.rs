@@ -18,7 +18,9 @@ use crate::runtime::{ChangeError, Runtime};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
 pub use ops::{RolloutAction, RolloutRequest, SwitchRequest};
-pub use view::{rollout_events, rollout_of, rollout_view, service, services, traffic};
+pub use view::{
+    file_certificates, rollout_events, rollout_of, rollout_view, service, services, traffic,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

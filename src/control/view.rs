@@ -203,3 +203,69 @@ pub fn traffic(
     find(snap, service)?;
     Ok(history.view(service))
 }
+
+/// The certificates of `[[certificates]]` in `snap`'s config, with the validity of each leaf.
+pub fn file_certificates(snap: &Snapshot) -> Vec<crate::api::FileCert> {
+    let rfc3339 = |unix: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix))
+            .to_string()
+    };
+    snap.config
+        .certificates
+        .iter()
+        .map(|c| {
+            let leaf = c.key.expose().cert.first();
+            let parsed = leaf.and_then(|l| x509_parser::parse_x509_certificate(l).ok());
+            let validity = parsed.as_ref().map(|(_, x)| {
+                let unix =
+                    |t: x509_parser::time::ASN1Time| u64::try_from(t.timestamp()).unwrap_or(0);
+                (unix(x.validity().not_before), unix(x.validity().not_after))
+            });
+            crate::api::FileCert {
+                file: c.cert_path.display().to_string(),
+                names: c.names.clone(),
+                fallback: c.fallback,
+                issuer: parsed.as_ref().map(|(_, x)| x.issuer().to_string()),
+                not_before: validity.map(|(from, _)| rfc3339(from)),
+                not_after: validity.map(|(_, until)| rfc3339(until)),
+                not_after_unix: validity.map(|(_, until)| until),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Runtime, TEST_CONFIG};
+
+    #[test]
+    fn file_certificates_show_their_validity() {
+        let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
+        let text = format!(
+            r#"{TEST_CONFIG}
+[[certificates]]
+cert = "{certs}/example.com.crt"
+key = "{certs}/example.com.key"
+fallback = true
+"#
+        );
+        let rt = Runtime::for_tests(&text);
+        let files = file_certificates(&rt.snapshot());
+        assert_eq!(files.len(), 1);
+        let f = &files[0];
+        assert!(f.file.ends_with("certs/example.com.crt"), "{}", f.file);
+        assert_eq!(f.names, ["example.com", "*.example.com"]);
+        assert!(f.fallback);
+        assert!(f
+            .issuer
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Switchyard Test CA"));
+        // Ten years from when the test certificates were made.
+        let (from, until) = (f.not_before.as_deref(), f.not_after_unix.unwrap_or(0));
+        assert!(from.is_some_and(|t| t.ends_with('Z')), "{from:?}");
+        assert!(until > crate::book::unix_ms() / 1000, "{until}");
+        assert!(f.not_after.as_deref().is_some_and(|t| t.ends_with('Z')));
+    }
+}

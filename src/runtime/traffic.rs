@@ -131,35 +131,7 @@ impl TrafficHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_log::AccessLog;
-    use crate::config::AccessLogTarget;
-    use crate::runtime::Runtime;
-
-    const CONFIG: &str = r#"
-[[listeners]]
-name = "http"
-address = "127.0.0.1:1"
-
-[[routes]]
-host = "*"
-service = "api"
-
-[services.api.pools.blue]
-weight = 90
-servers = ["127.0.0.1:2"]
-
-[services.api.pools.green]
-weight = 10
-servers = ["127.0.0.1:3"]
-"#;
-
-    fn runtime() -> Arc<Runtime> {
-        let path = std::path::Path::new("/nonexistent/switchyard.toml");
-        let config = crate::config::parse(CONFIG, path).expect("test config is valid");
-        let fallback = crate::tls::self_signed(&["switchyard.invalid"]).expect("self-signed cert");
-        let log = AccessLog::open(&AccessLogTarget::Off).expect("access log off");
-        Runtime::new(config, path.into(), fallback, log, None).expect("runtime")
-    }
+    use crate::runtime::{Runtime, TEST_CONFIG};
 
     fn requests(rt: &Runtime, pool: &str, n: usize) {
         let snap = rt.snapshot();
@@ -171,7 +143,7 @@ servers = ["127.0.0.1:3"]
 
     #[test]
     fn samples_requests_per_step_and_pool() {
-        let rt = runtime();
+        let rt = Runtime::for_tests(TEST_CONFIG);
         let history = TrafficHistory::default();
         let t0 = Instant::now();
         requests(&rt, "blue", 5);
@@ -198,8 +170,8 @@ servers = ["127.0.0.1:3"]
         assert_eq!(
             steps,
             vec![
-                vec![("blue".into(), 9, 90), ("green".into(), 1, 10)],
-                vec![("blue".into(), 0, 90), ("green".into(), 0, 10)],
+                vec![("blue".into(), 9, 100), ("green".into(), 1, 0)],
+                vec![("blue".into(), 0, 100), ("green".into(), 0, 0)],
             ]
         );
         assert_eq!(view.samples[0].seconds, 2.0);

@@ -276,27 +276,43 @@
 
   // ---- certificates ----
 
-  function certsTable(certs) {
-    if (!certs.length) {
-      return el('p', { class: 'muted', id: 'no-certs' }, 'No ACME certificates.');
+  function expiry(notAfter, notAfterUnix) {
+    if (!notAfter) return el('td', {}, '–');
+    const days = (notAfterUnix - Date.now() / 1000) / 86400;
+    const soon = days < 3 ? 'critical' : days < 14 ? 'soon' : 'ok';
+    return el('td', { 'data-expiry': soon },
+      notAfter + ' (' + (days >= 0 ? 'in ' + Math.floor(days) + ' days' : 'expired') + ')');
+  }
+
+  // ACME certificates (`certificates`) and those of [[certificates]] (`files`) in one table.
+  function certsTable(acme, files) {
+    if (!acme.length && !files.length) {
+      return el('p', { class: 'muted', id: 'no-certs' }, 'No certificates configured.');
     }
-    const now = Date.now() / 1000;
+    const rows = acme.map((c) => el('tr', { class: 'cert', 'data-cert': c.id, 'data-source': 'acme' },
+      el('td', {}, 'ACME'),
+      el('td', {}, c.id),
+      el('td', {}, c.names.join(', ')),
+      el('td', {}, el('span', { class: 'state', 'data-state': c.status }, c.status)),
+      expiry(c.not_after, c.not_after_unix),
+      el('td', {}, c.next_attempt || '–'),
+      el('td', {}, c.issuer || '–'),
+      el('td', { class: 'error' }, c.last_error || '')));
+    for (const f of files) {
+      rows.push(el('tr', { class: 'cert', 'data-cert': f.file, 'data-source': 'file' },
+        el('td', {}, 'file'),
+        el('td', { title: f.file }, f.file.split('/').pop()),
+        el('td', {}, f.names.join(', ') || '–'),
+        el('td', {}, f.fallback ? el('span', { class: 'tag' }, 'fallback') : ''),
+        expiry(f.not_after, f.not_after_unix),
+        el('td', {}, '–'),
+        el('td', {}, f.issuer || '–'),
+        el('td', {}, '')));
+    }
     return el('table', { class: 'certs' },
-      el('thead', {}, el('tr', {}, ['Certificate', 'Names', 'Status', 'Expires', 'Next order', 'Issuer', 'Last error']
+      el('thead', {}, el('tr', {}, ['Source', 'Certificate', 'Names', 'Status', 'Expires', 'Next order', 'Issuer', 'Last error']
         .map((h) => el('th', {}, h)))),
-      el('tbody', {}, certs.map((c) => {
-        const days = c.not_after_unix ? (c.not_after_unix - now) / 86400 : null;
-        const soon = days !== null && days < 14 ? (days < 3 ? 'critical' : 'soon') : 'ok';
-        return el('tr', { class: 'cert', 'data-cert': c.id },
-          el('td', {}, c.id),
-          el('td', {}, c.names.join(', ')),
-          el('td', {}, el('span', { class: 'state', 'data-state': c.status }, c.status)),
-          el('td', { 'data-expiry': soon }, c.not_after
-            ? c.not_after + ' (' + (days >= 0 ? 'in ' + Math.floor(days) + ' days' : 'expired') + ')' : '–'),
-          el('td', {}, c.next_attempt || '–'),
-          el('td', {}, c.issuer || '–'),
-          el('td', { class: 'error' }, c.last_error || ''));
-      })));
+      el('tbody', {}, rows));
   }
 
   // ---- polling ----
@@ -312,11 +328,11 @@
       ]);
       return { service: s, rollout, events: events ? events.events : [], traffic };
     }));
-    const certs = await api('v1/certs', true);
-    render(list, perService, certs ? certs.certificates : []);
+    const certs = (await api('v1/certs', true)) || {};
+    render(list, perService, certs.certificates || [], certs.files || []);
   }
 
-  function render(list, perService, certs) {
+  function render(list, perService, acme, files) {
     const cards = perService.map(({ service, rollout, events, traffic }) => el('section',
       { class: 'card service', 'data-service': service.name },
       el('h2', {}, 'Service ', el('span', { class: 'service-name' }, service.name),
@@ -326,7 +342,7 @@
         el('div', {}, poolsTable(service), chart(service, traffic, events), legend(service)),
         rolloutPanel(rollout, events))));
     $('services').replaceChildren(...cards);
-    $('certs').replaceChildren(certsTable(certs));
+    $('certs').replaceChildren(certsTable(acme, files));
     generationOfPage = list.generation;
     $('generation').textContent = 'generation ' + generationOfPage;
     $('updated').textContent = 'updated ' + new Date().toLocaleTimeString([], { hour12: false });
