@@ -134,7 +134,7 @@ fn dashboard_shows_pools_weights_and_a_rollback() {
     drop(open);
 
     // With a token: the page itself loads without it, holds no data, and asks for it.
-    let demo = DemoProcess::start(dir.path(), TOKEN, &["--bad-canary=0.5", "--traffic", "40"]);
+    let demo = DemoProcess::start(dir.path(), TOKEN, &["--bad-canary=0.5", "--traffic", "50"]);
     let admin = Admin::new(demo.admin, Some(TOKEN));
     page.browser.navigate(&demo.page());
     page.expect(
@@ -202,14 +202,15 @@ fn dashboard_shows_pools_weights_and_a_rollback() {
     );
 
     // A rollout of the failing green: it rises, then rolls back on its own. With the demo's own
-    // limits the first two errors end it within a second; these hold it at 25 % until about 30
-    // errors are in the window (some seconds), so the rise shows in the chart.
+    // limits the first two errors end it within a second; these hold it at 25 % until more than
+    // 18 errors are in the 10 s window (about 4 s at 50 requests/s), so the rise shows in the
+    // chart. The rollback needs the demo to send at least about 15 requests/s.
     let started = admin.send(
         "POST",
         "/v1/services/demo/rollouts",
         Some(
             r#"{"canary": "green", "steps": [25, 100], "interval": "60s",
-                "max_error_rate": 0.3, "min_requests": 100}"#,
+                "max_error_rate": 0.3, "min_requests": 60}"#,
         ),
         &[],
     );
