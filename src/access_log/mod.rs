@@ -1,4 +1,4 @@
-//! The JSON access log: one line per request, written by a dedicated thread off the request path.
+//! The access log: one line per request (JSON or a template), written by a dedicated thread off the request path.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -8,20 +8,17 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 use crate::config::log_format::LogFormat;
 use crate::config::AccessLogTarget;
 
+mod json;
 mod template;
 
-/// One access log line. Field names are the log's public format (docs/operations.md); times
-/// are milliseconds rounded to 3 decimals.
-#[derive(Debug, Serialize)]
+/// One access log line. Field names are the log's public format (docs/operations.md), written
+/// by `json.rs` or a template (`template.rs`); times are milliseconds rounded to 3 decimals.
+#[derive(Debug)]
 pub struct Entry<'a> {
-    #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
-    #[serde(serialize_with = "opt_display")]
     pub client_ip: Option<IpAddr>,
     pub method: &'a str,
     pub host: &'a str,
@@ -30,14 +27,11 @@ pub struct Entry<'a> {
     pub uri: &'a str,
     pub status: u16,
     pub bytes: usize,
-    #[serde(serialize_with = "millis")]
     pub duration_ms: f64,
     pub route: Option<&'a str>,
     pub service: Option<&'a str>,
     pub pool: Option<&'a str>,
-    #[serde(serialize_with = "opt_display")]
     pub upstream: Option<SocketAddr>,
-    #[serde(serialize_with = "opt_millis")]
     pub upstream_ms: Option<f64>,
     pub request_id: &'a str,
     /// The W3C trace id (32 hex digits): the client's `traceparent`'s, or a new one.
@@ -54,53 +48,16 @@ pub struct Entry<'a> {
     pub tls_version: Option<Cow<'a, str>>,
     /// Upstream attempts (servers tried) for this request.
     pub tries: usize,
-    #[serde(serialize_with = "opt_millis")]
     pub upstream_connect_ms: Option<f64>,
-    #[serde(serialize_with = "opt_millis")]
     pub upstream_header_ms: Option<f64>,
-    #[serde(serialize_with = "opt_millis")]
     pub upstream_response_ms: Option<f64>,
     /// A shielded canary request that failed there and was answered by the stable pool.
     pub retried: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// For templates only: the Basic-auth user (nginx's `$remote_user`).
-    #[serde(skip)]
     pub remote_user: Option<String>,
     /// For templates only: `HTTP/1.1`, `HTTP/2.0` (the third word of `$request`).
-    #[serde(skip)]
     pub version: &'static str,
-}
-
-/// An address written as text straight into the line (no intermediate `String`).
-fn opt_display<T: std::fmt::Display, S: serde::Serializer>(
-    v: &Option<T>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
-    }
-}
-
-fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*t))
-}
-
-/// Milliseconds rounded to 3 decimals (microseconds).
-fn round3(ms: f64) -> f64 {
-    (ms * 1000.0).round() / 1000.0
-}
-
-fn millis<S: serde::Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(round3(*ms))
-}
-
-fn opt_millis<S: serde::Serializer>(ms: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_f64(round3(*ms)),
-        None => s.serialize_none(),
-    }
 }
 
 /// Lines wait here until the writer thread takes them: a short lock per request, no wake-up.
@@ -205,11 +162,7 @@ impl AccessLog {
         LINE.with_borrow_mut(|line| {
             line.clear();
             match format {
-                LogFormat::Json => {
-                    if serde_json::to_writer(&mut *line, entry).is_err() {
-                        return;
-                    }
-                }
+                LogFormat::Json => json::render(line, entry),
                 LogFormat::Template { pieces, .. } => template::render(line, pieces, entry),
             }
             line.push(b'\n');

@@ -99,7 +99,7 @@ fn seconds(out: &mut Vec<u8>, ms: Option<f64>) -> std::io::Result<()> {
 }
 
 /// (year, month, day, hour, minute, second) in UTC.
-fn civil(t: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
+pub(super) fn civil(t: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Howard Hinnant's days-to-civil.

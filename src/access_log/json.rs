@@ -1,0 +1,260 @@
+//! Writes an access-log line as JSON straight into the line buffer: no serializer state, no intermediate `String`, escaping only where a byte needs it.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use super::template::civil;
+use super::Entry;
+
+/// Appends the line (without its newline) to `out`. Field names and order are the log's public
+/// format (docs/operations.md); milliseconds are rounded to 3 decimals.
+pub(super) fn render(out: &mut Vec<u8>, e: &Entry<'_>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    rfc3339_millis(out, e.time);
+    out.extend_from_slice(b"\",\"client_ip\":");
+    match e.client_ip {
+        Some(ip) => quoted_ip(out, ip),
+        None => out.extend_from_slice(b"null"),
+    }
+    field_str(out, "method", e.method);
+    field_str(out, "host", e.host);
+    field_str(out, "path", e.path);
+    field_str(out, "uri", e.uri);
+    field_int(out, "status", u64::from(e.status));
+    field_int(out, "bytes", e.bytes as u64);
+    field_millis(out, "duration_ms", Some(e.duration_ms));
+    field_opt_str(out, "route", e.route);
+    field_opt_str(out, "service", e.service);
+    field_opt_str(out, "pool", e.pool);
+    out.extend_from_slice(b",\"upstream\":");
+    match e.upstream {
+        Some(a) => {
+            // Addresses are digits, dots, colons and brackets: nothing to escape.
+            out.push(b'"');
+            let _ = write!(out, "{a}");
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    field_millis(out, "upstream_ms", e.upstream_ms);
+    field_str(out, "request_id", e.request_id);
+    field_str(out, "trace_id", e.trace_id);
+    field_str(out, "listener", e.listener);
+    field_str(out, "protocol", e.protocol);
+    field_opt_str(out, "referer", e.referer);
+    field_opt_str(out, "user_agent", e.user_agent);
+    field_opt_str(out, "forwarded_for", e.forwarded_for);
+    field_int(out, "request_bytes", e.request_bytes);
+    field_opt_str(out, "tls_version", e.tls_version.as_deref());
+    field_int(out, "tries", e.tries as u64);
+    field_millis(out, "upstream_connect_ms", e.upstream_connect_ms);
+    field_millis(out, "upstream_header_ms", e.upstream_header_ms);
+    field_millis(out, "upstream_response_ms", e.upstream_response_ms);
+    out.extend_from_slice(if e.retried {
+        b",\"retried\":true"
+    } else {
+        b",\"retried\":false"
+    });
+    if let Some(error) = &e.error {
+        field_str(out, "error", error);
+    }
+    out.push(b'}');
+}
+
+fn key(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn field_str(out: &mut Vec<u8>, name: &str, value: &str) {
+    key(out, name);
+    string(out, value);
+}
+
+fn field_opt_str(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
+    key(out, name);
+    match value {
+        Some(v) => string(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn field_int(out: &mut Vec<u8>, name: &str, value: u64) {
+    key(out, name);
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// Milliseconds rounded to 3 decimals (microseconds), as a JSON number; `null` when absent.
+fn field_millis(out: &mut Vec<u8>, name: &str, ms: Option<f64>) {
+    key(out, name);
+    match ms.map(|ms| (ms * 1000.0).round() / 1000.0) {
+        Some(ms) if ms.is_finite() => {
+            out.extend_from_slice(ryu::Buffer::new().format(ms).as_bytes())
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
+fn quoted_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    out.push(b'"');
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+    out.push(b'"');
+}
+
+/// A JSON string: bytes copied as they are up to the next one that needs escaping (`"`, `\`,
+/// control characters); the text is UTF-8 already.
+fn string(out: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// `2026-11-29T14:28:55.123Z` (RFC 3339, UTC, milliseconds).
+fn rfc3339_millis(out: &mut Vec<u8>, t: std::time::SystemTime) {
+    let (y, mo, d, h, mi, s) = civil(t);
+    let millis = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    let _ = write!(
+        out,
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_line_is_one_json_object_with_every_value() {
+        let e = Entry {
+            time: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_962_535_123),
+            client_ip: Some("192.0.2.7".parse().expect("ip")),
+            method: "GET",
+            host: "example.com",
+            path: "/a?q=\"x\"",
+            uri: "/a",
+            status: 502,
+            bytes: 123,
+            duration_ms: 12.345_678,
+            route: Some("r1"),
+            service: None,
+            pool: Some("blue"),
+            upstream: Some("[::1]:8080".parse().expect("addr")),
+            upstream_ms: None,
+            request_id: "id-1",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            listener: "http",
+            protocol: "http/1.1",
+            referer: None,
+            user_agent: Some("curl/8\u{7f}"),
+            forwarded_for: None,
+            request_bytes: 77,
+            tls_version: Some("TLSv1.3".into()),
+            tries: 2,
+            upstream_connect_ms: Some(0.0),
+            upstream_header_ms: Some(1.0005),
+            upstream_response_ms: None,
+            retried: true,
+            error: Some("upstream said \"no\"\n".into()),
+            remote_user: None,
+            version: "HTTP/1.1",
+        };
+        let mut out = Vec::new();
+        render(&mut out, &e);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("one JSON object");
+        assert_eq!(v["time"], "2026-11-29T14:28:55.123Z");
+        assert_eq!(v["client_ip"], "192.0.2.7");
+        assert_eq!(v["path"], "/a?q=\"x\"");
+        assert_eq!(v["status"], 502);
+        assert_eq!(v["duration_ms"], 12.346);
+        assert_eq!(v["service"], serde_json::Value::Null);
+        assert_eq!(v["upstream"], "[::1]:8080");
+        assert_eq!(v["upstream_ms"], serde_json::Value::Null);
+        assert_eq!(v["user_agent"], "curl/8\u{7f}");
+        assert_eq!(v["upstream_connect_ms"], 0.0);
+        assert_eq!(v["upstream_header_ms"], 1.001);
+        assert_eq!(v["retried"], true);
+        assert_eq!(v["error"], "upstream said \"no\"\n");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(29));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_wants() {
+        for s in [
+            "plain",
+            "quote\"back\\slash",
+            "ctl\u{1}\n\r\t",
+            "ünïcode ✓",
+            "",
+        ] {
+            let mut out = Vec::new();
+            string(&mut out, s);
+            let back: String = serde_json::from_slice(&out).expect("valid JSON string");
+            assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn times_match_rfc3339_with_millis() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_962_535_123);
+        let mut out = Vec::new();
+        rfc3339_millis(&mut out, t);
+        assert_eq!(
+            String::from_utf8(out).expect("ASCII"),
+            humantime::format_rfc3339_millis(t).to_string()
+        );
+    }
+
+    #[test]
+    fn addresses_are_quoted_as_display_writes_them() {
+        for ip in ["10.0.0.255", "127.0.0.1", "2001:db8::1", "::ffff:1.2.3.4"] {
+            let ip: IpAddr = ip.parse().expect("an address");
+            let mut out = Vec::new();
+            quoted_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).expect("ASCII"), format!("\"{ip}\""));
+        }
+    }
+}
