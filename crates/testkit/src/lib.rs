@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod ctl;
+pub mod differential;
 pub mod dns;
 pub mod grpc;
 pub mod http;
@@ -27,6 +28,7 @@ use std::process::Command;
 
 pub use admin::{Admin, AdminReply};
 pub use ctl::{CtlChild, Outcome};
+pub use differential::{Differential, Report, Tolerated, TOLERATED};
 pub use dns::Dns;
 pub use grpc::{grpc_calls, Call, GrpcOutcome, GrpcServer};
 pub use http::{
