@@ -65,7 +65,11 @@ fn a_wrong_config_is_caught() {
     let report = diff.run(BIN, |_| {
         let good = hand_written("tiris");
         let wrong = swap(&good, "redirect_code = 301", "redirect_code = 308");
-        let wrong = swap(&wrong, "max_body_size = \"1MB\"", "max_body_size = \"10MB\"");
+        let wrong = swap(
+            &wrong,
+            "max_body_size = \"1MB\"",
+            "max_body_size = \"10MB\"",
+        );
         let wrong = swap(&wrong, "Host = \"$host\"", "Host = \"backend.internal\"");
         swap(
             &wrong,
@@ -82,7 +86,10 @@ fn a_wrong_config_is_caught() {
         ("port 80 to HTTPS", "status"),
         ("a body over nginx's default limit", "status"),
         ("the API", "upstream header host"),
-        ("a name no server lists goes to the default server", "status"),
+        (
+            "a name no server lists goes to the default server",
+            "status",
+        ),
     ] {
         assert!(
             found.contains(&(expected.0.to_string(), expected.1.to_string())),

@@ -323,7 +323,10 @@ impl Report {
 
     /// The coverage table and every difference, as text.
     pub fn text(&self) -> String {
-        let mut s = format!("== {}: which requests exercise each directive\n", self.config);
+        let mut s = format!(
+            "== {}: which requests exercise each directive\n",
+            self.config
+        );
         for (directive, cases) in &self.coverage {
             let cases = if cases.is_empty() {
                 "NONE".to_string()
@@ -441,8 +444,8 @@ impl Differential {
         let (nginx_http, nginx_https) = (port(), port());
         let conf = self.nginx_conf(nginx_http, nginx_https);
         let nginx = Nginx::start_config(&conf, &[nginx_http, nginx_https]);
-        let nginx_filled = std::fs::read_to_string(nginx.dir().join("nginx.conf"))
-            .expect("read back nginx.conf");
+        let nginx_filled =
+            std::fs::read_to_string(nginx.dir().join("nginx.conf")).expect("read back nginx.conf");
         let (sy_http, sy_https) = (port(), port());
         let template = switchyard(&nginx_filled);
         let vars = self.vars(sy_http, sy_https);
@@ -489,7 +492,10 @@ impl Differential {
             .collect();
         for case in &self.corpus.cases {
             for d in &case.exercises {
-                coverage.entry(d.clone()).or_default().push(case.name.clone());
+                coverage
+                    .entry(d.clone())
+                    .or_default()
+                    .push(case.name.clone());
             }
         }
         Report {
@@ -625,7 +631,11 @@ impl Differential {
                     v
                 }
             };
-            differ(format!("header {h}"), value(nginx_side, a), value(sy_side, b));
+            differ(
+                format!("header {h}"),
+                value(nginx_side, a),
+                value(sy_side, b),
+            );
         }
         if case.http2 {
             differ("version".into(), a.version.clone(), b.version.clone());
@@ -655,7 +665,11 @@ fn is_refusal(status: u16) -> bool {
 
 /// `"4 of 8 refused (429)"`.
 fn refusal_summary(statuses: &[u16]) -> String {
-    let refused: Vec<u16> = statuses.iter().copied().filter(|s| is_refusal(*s)).collect();
+    let refused: Vec<u16> = statuses
+        .iter()
+        .copied()
+        .filter(|s| is_refusal(*s))
+        .collect();
     let kinds: BTreeSet<u16> = refused.iter().copied().collect();
     format!("{} of {} refused {kinds:?}", refused.len(), statuses.len())
 }
@@ -735,10 +749,7 @@ fn for_test_machine(config: &str, ports: [(u16, u16); 2]) -> String {
     server.remove("pid_file");
     server.remove("resolvers");
     if let Some(admin) = doc.get_mut("admin").and_then(toml::Value::as_table_mut) {
-        admin.insert(
-            "address".into(),
-            format!("127.0.0.1:{}", port()).into(),
-        );
+        admin.insert("address".into(), format!("127.0.0.1:{}", port()).into());
     }
     if let Some(listeners) = doc.get_mut("listeners").and_then(toml::Value::as_array_mut) {
         for l in listeners.iter_mut().filter_map(toml::Value::as_table_mut) {
@@ -842,7 +853,9 @@ impl Side<'_> {
     fn send(&self, case: &Case) -> Answer {
         if let Some(n) = case.burst {
             let client = self.client(case);
-            let burst = (0..n).map(|_| status_of(self.request(&client, case).send())).collect();
+            let burst = (0..n)
+                .map(|_| status_of(self.request(&client, case).send()))
+                .collect();
             return Answer {
                 burst,
                 ..Answer::default()
@@ -861,10 +874,7 @@ impl Side<'_> {
                     })
                 })
                 .collect();
-            let burst = threads
-                .into_iter()
-                .map(|t| t.join().unwrap_or(0))
-                .collect();
+            let burst = threads.into_iter().map(|t| t.join().unwrap_or(0)).collect();
             return Answer {
                 burst,
                 ..Answer::default()
@@ -891,7 +901,9 @@ impl Side<'_> {
         match self.log {
             Log::Nginx(nginx) => {
                 let needle = format!(" {target} HTTP/");
-                wait_until(LOG_WAIT, || nginx.access_log().iter().any(|l| l.contains(&needle)))
+                wait_until(LOG_WAIT, || {
+                    nginx.access_log().iter().any(|l| l.contains(&needle))
+                })
             }
             // JSON lines (the default format) or text (a format like nginx's).
             Log::Switchyard(proxy) => {
@@ -921,7 +933,8 @@ impl Side<'_> {
                 }
             }
         };
-        tcp.set_read_timeout(Some(TIMEOUT)).expect("set_read_timeout");
+        tcp.set_read_timeout(Some(TIMEOUT))
+            .expect("set_read_timeout");
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
@@ -985,7 +998,12 @@ fn upgrade(stream: &mut (impl Read + Write), head: &str, message: &str) -> Resul
     while !raw.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
             Ok(1) => raw.push(byte[0]),
-            Ok(_) => return Err(format!("EOF in the head: {:?}", String::from_utf8_lossy(&raw))),
+            Ok(_) => {
+                return Err(format!(
+                    "EOF in the head: {:?}",
+                    String::from_utf8_lossy(&raw)
+                ))
+            }
             Err(e) => return Err(format!("read: {e}")),
         }
     }
@@ -998,12 +1016,20 @@ fn upgrade(stream: &mut (impl Read + Write), head: &str, message: &str) -> Resul
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0),
-        version: status_line.split(' ').next().unwrap_or_default().to_string(),
+        version: status_line
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         ..Answer::default()
     };
     for line in lines.filter(|l| !l.is_empty()) {
         if let Some((k, v)) = line.split_once(':') {
-            join_header(&mut answer.headers, &k.trim().to_ascii_lowercase(), v.trim());
+            join_header(
+                &mut answer.headers,
+                &k.trim().to_ascii_lowercase(),
+                v.trim(),
+            );
         }
     }
     if answer.status == 101 {
@@ -1035,7 +1061,11 @@ fn answer_of(resp: reqwest::blocking::Response) -> Answer {
     let version = format!("{:?}", resp.version());
     let mut headers = BTreeMap::new();
     for (k, v) in resp.headers() {
-        join_header(&mut headers, k.as_str(), &String::from_utf8_lossy(v.as_bytes()));
+        join_header(
+            &mut headers,
+            k.as_str(),
+            &String::from_utf8_lossy(v.as_bytes()),
+        );
     }
     let (body, error) = match resp.bytes() {
         Ok(b) => (b.to_vec(), None),
@@ -1106,6 +1136,43 @@ mod tests {
         assert_eq!(strip_replica("api_2"), "api");
         assert_eq!(strip_replica("api"), "api");
         assert_eq!(strip_replica("blue_green"), "blue_green");
+    }
+
+    fn corpus(text: &str) -> Corpus {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    #[should_panic(expected = "which `directives` does not declare")]
+    fn a_case_may_exercise_only_declared_directives() {
+        let c = corpus(
+            "directives = [\"return 301\"]\n[[case]]\nname = \"a\"\nhost = \"h\"\nexercises = [\"retrun 301\"]\n",
+        );
+        check_corpus("test", &c);
+    }
+
+    #[test]
+    #[should_panic(expected = "which is not in TOLERATED")]
+    fn a_case_may_tolerate_only_known_names() {
+        let c = corpus(
+            "directives = [\"x\"]\n[[case]]\nname = \"a\"\nhost = \"h\"\nexercises = [\"x\"]\ntolerate = [\"anything\"]\n",
+        );
+        check_corpus("test", &c);
+    }
+
+    #[test]
+    #[should_panic(expected = "no request exercises [\"gzip_types\"]")]
+    fn an_unexercised_directive_fails_the_report() {
+        let report = Report {
+            config: "test".into(),
+            differences: Vec::new(),
+            coverage: BTreeMap::from([
+                ("return 301".to_string(), vec!["a".to_string()]),
+                ("gzip_types".to_string(), Vec::new()),
+            ]),
+            bursts: Vec::new(),
+        };
+        report.assert_equivalent();
     }
 
     #[test]

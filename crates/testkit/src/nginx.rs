@@ -64,6 +64,10 @@ http {{
             .replace("{certs}", CERTS)
             .replace("{dir}", &d)
             .replacen("http {\n", &temp_paths, 1);
+        assert!(
+            conf.contains(&format!("{d}/body")),
+            "nginx.conf has no `http {{` line to add the temp paths to:\n{conf}"
+        );
         if let Some(left) = leftover_placeholder(&conf, &[]) {
             panic!("nginx.conf has an unfilled placeholder {{{left}}}:\n{conf}");
         }
