@@ -126,3 +126,44 @@ fn tolerated_differences_are_documented() {
         );
     }
 }
+
+/// The harness catches differences of every kind it compares, not only statuses: every-directive's
+/// config with a looser burst (refusal count), a header value, the health route logged, and
+/// websockets off.
+#[test]
+fn a_wrong_config_is_caught_in_limits_headers_logs_and_websockets() {
+    let diff = Differential::load(&fixtures(), "every-directive");
+    let report = diff.run(BIN, |_| {
+        let good = hand_written("every-directive");
+        let wrong = swap(&good, "burst = 5\n", "burst = 10\n");
+        let wrong = swap(
+            &wrong,
+            "X-Frame-Options = \"DENY\"",
+            "X-Frame-Options = \"SAMEORIGIN\"",
+        );
+        let wrong = swap(&wrong, "access_log = false\n", "");
+        swap(
+            &wrong,
+            "read_timeout = \"1h\"\n",
+            "read_timeout = \"1h\"\nwebsocket = false\n",
+        )
+    });
+    let found: Vec<(String, String)> = report
+        .untolerated()
+        .iter()
+        .map(|d| (d.case.clone(), d.aspect.clone()))
+        .collect();
+    for expected in [
+        ("limit_req burst past the limit", "refusals"),
+        ("home page", "header x-frame-options"),
+        ("health checks are not logged", "logged"),
+        ("websocket upgrade", "status"),
+        ("websocket upgrade", "websocket echo"),
+    ] {
+        assert!(
+            found.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "the harness missed {expected:?}; it found {found:?}\n{}",
+            report.text()
+        );
+    }
+}
