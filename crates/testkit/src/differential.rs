@@ -658,7 +658,7 @@ impl Differential {
     }
 }
 
-/// Whether a status is a refusal (neither a success nor a redirect).
+/// Whether a status is a refusal: neither a success nor a redirect (0, no answer at all, is one).
 fn is_refusal(status: u16) -> bool {
     !(200..400).contains(&status)
 }
@@ -786,8 +786,9 @@ struct Side<'a> {
 const TOKEN_HEADERS: &[&str] = &["vary", "connection", "upgrade", "content-encoding"];
 /// How long a side gets to write a request's access-log line before it counts as not logged.
 const LOG_WAIT: Duration = Duration::from_secs(2);
-/// Answers read per request at most, and body characters kept for the report.
+/// The longest a request (or a websocket's echo) may take.
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// Body characters kept for the report.
 const BODY_SHOWN: usize = 300;
 
 impl Side<'_> {
