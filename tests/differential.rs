@@ -57,6 +57,20 @@ fn swap(text: &str, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
+/// Asserts that `report` has an untolerated difference for each (case, aspect) of `expected`.
+fn assert_caught(report: &Report, expected: &[(&str, &str)]) {
+    for (case, aspect) in expected {
+        assert!(
+            report
+                .untolerated()
+                .iter()
+                .any(|d| d.case == *case && d.aspect == *aspect),
+            "the harness missed {aspect:?} in {case:?}\n{}",
+            report.text()
+        );
+    }
+}
+
 /// The harness must fail when behaviour differs: Tiris's config made wrong in four places, each
 /// reported as a difference of its own aspect, and the report refuses to pass.
 #[test]
@@ -77,26 +91,18 @@ fn a_wrong_config_is_caught() {
             "",
         )
     });
-    let found: Vec<(String, String)> = report
-        .untolerated()
-        .iter()
-        .map(|d| (d.case.clone(), d.aspect.clone()))
-        .collect();
-    for expected in [
-        ("port 80 to HTTPS", "status"),
-        ("a body over nginx's default limit", "status"),
-        ("the API", "upstream header host"),
-        (
-            "a name no server lists goes to the default server",
-            "status",
-        ),
-    ] {
-        assert!(
-            found.contains(&(expected.0.to_string(), expected.1.to_string())),
-            "the harness missed {expected:?}; it found {found:?}\n{}",
-            report.text()
-        );
-    }
+    assert_caught(
+        &report,
+        &[
+            ("port 80 to HTTPS", "status"),
+            ("a body over nginx's default limit", "status"),
+            ("the API", "upstream header host"),
+            (
+                "a name no server lists goes to the default server",
+                "status",
+            ),
+        ],
+    );
     let refused = std::panic::catch_unwind(|| report.assert_equivalent());
     assert!(refused.is_err(), "a report with differences must fail");
 }
@@ -148,22 +154,14 @@ fn a_wrong_config_is_caught_in_limits_headers_logs_and_websockets() {
             "read_timeout = \"1h\"\nwebsocket = false\n",
         )
     });
-    let found: Vec<(String, String)> = report
-        .untolerated()
-        .iter()
-        .map(|d| (d.case.clone(), d.aspect.clone()))
-        .collect();
-    for expected in [
-        ("limit_req burst past the limit", "refusals"),
-        ("home page", "header x-frame-options"),
-        ("health checks are not logged", "logged"),
-        ("websocket upgrade", "status"),
-        ("websocket upgrade", "websocket echo"),
-    ] {
-        assert!(
-            found.contains(&(expected.0.to_string(), expected.1.to_string())),
-            "the harness missed {expected:?}; it found {found:?}\n{}",
-            report.text()
-        );
-    }
+    assert_caught(
+        &report,
+        &[
+            ("limit_req burst past the limit", "refusals"),
+            ("home page", "header x-frame-options"),
+            ("health checks are not logged", "logged"),
+            ("websocket upgrade", "status"),
+            ("websocket upgrade", "websocket echo"),
+        ],
+    );
 }
