@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod chromium;
 pub mod ctl;
+pub mod differential;
 pub mod dns;
 pub mod grpc;
 pub mod http;
@@ -29,6 +30,7 @@ use std::process::Command;
 pub use admin::{Admin, AdminReply};
 pub use chromium::{artifact_dir, Chromium};
 pub use ctl::{CtlChild, Outcome};
+pub use differential::{Differential, Report, Tolerated, TOLERATED};
 pub use dns::Dns;
 pub use grpc::{grpc_calls, Call, GrpcOutcome, GrpcServer};
 pub use http::{

@@ -6,7 +6,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::peers::peer;
-use crate::template::CERTS;
+use crate::template::{leftover_placeholder, CERTS};
 use crate::wait::wait_until;
 
 /// A running nginx; killed (by its PID) on drop.
@@ -21,7 +21,6 @@ impl Nginx {
     /// until each of `ports` on 127.0.0.1 accepts connections. The access log writes one line
     /// per request: `host=$host sni=$ssl_server_name client=$ssl_client_s_dn "$request" $status`.
     pub fn start(servers: &str, ports: &[u16]) -> Nginx {
-        let nginx = peer("nginx", "nginx");
         let dir = tempfile::tempdir().expect("create nginx temp dir");
         let d = dir.path().display().to_string();
         let servers = servers.replace("{certs}", CERTS).replace("{dir}", &d);
@@ -45,6 +44,39 @@ http {{
 }}
 "#
         );
+        Nginx::spawn(dir, &conf, &[], ports)
+    }
+
+    /// Starts nginx on a whole `nginx.conf` (`events {}`, `http {}`) written as a user writes
+    /// one, without the process-level directives the harness sets (`daemon`, `master_process`,
+    /// `pid`, `error_log`: leave them out) and waits until each of `ports` accepts connections.
+    /// `{certs}` and `{dir}` (nginx's temp dir: write `access_log {dir}/access.log` to read it
+    /// with [`Nginx::access_log`]) are filled in; any other `{word}` left is a test bug. The
+    /// temp paths of the `http {}` block are pointed into `{dir}`.
+    pub fn start_config(conf: &str, ports: &[u16]) -> Nginx {
+        let dir = tempfile::tempdir().expect("create nginx temp dir");
+        let d = dir.path().display().to_string();
+        let temp_paths = format!(
+            "http {{\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    \
+             fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n"
+        );
+        let conf = conf
+            .replace("{certs}", CERTS)
+            .replace("{dir}", &d)
+            .replacen("http {\n", &temp_paths, 1);
+        assert!(
+            conf.contains(&format!("{d}/body")),
+            "nginx.conf has no `http {{` line to add the temp paths to:\n{conf}"
+        );
+        if let Some(left) = leftover_placeholder(&conf, &[]) {
+            panic!("nginx.conf has an unfilled placeholder {{{left}}}:\n{conf}");
+        }
+        let globals = format!("daemon off; master_process off; pid {d}/nginx.pid;");
+        Nginx::spawn(dir, &conf, &["-g", &globals], ports)
+    }
+
+    fn spawn(dir: tempfile::TempDir, conf: &str, args: &[&str], ports: &[u16]) -> Nginx {
+        let nginx = peer("nginx", "nginx");
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr.log");
@@ -55,6 +87,7 @@ http {{
             .arg(&conf_path)
             .arg("-e")
             .arg(dir.path().join("error.log"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -70,7 +103,7 @@ http {{
         let exited = nginx.child.try_wait().ok().flatten();
         assert!(
             up && exited.is_none(),
-            "nginx did not listen on {ports:?} ({exited:?}):\n{}\n{}",
+            "nginx did not listen on {ports:?} ({exited:?}):\n{}\n{}\n--- nginx.conf ---\n{conf}",
             nginx.file("stderr.log"),
             nginx.file("error.log")
         );

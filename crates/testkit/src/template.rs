@@ -78,7 +78,7 @@ pub(crate) fn fill_tmp(config: &str, dir: &Path) -> String {
 }
 
 /// The first `{word}` in `text` (word = lowercase letters, digits, `_`) not in `allowed`.
-fn leftover_placeholder(text: &str, allowed: &[&str]) -> Option<String> {
+pub(crate) fn leftover_placeholder(text: &str, allowed: &[&str]) -> Option<String> {
     let mut rest = text;
     while let Some(start) = rest.find('{') {
         let after = &rest[start + 1..];
