@@ -206,6 +206,25 @@ fn a_stricter_zone_on_one_path_and_exempt_paths() {
 }
 
 #[test]
+fn a_request_refused_by_one_zone_is_not_counted_by_the_others() {
+    let s = setup("");
+    // /login: per_ip (burst 20, 21 at once) then login (burst 1, 2 at once). The 3rd and later
+    // are refused by login; as in nginx they must not use per_ip's budget.
+    for _ in 0..2 {
+        assert_eq!(get(&s, "a.test", "/login", None).status(), 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(get(&s, "a.test", "/login", None).status(), 429);
+    }
+    // per_ip has counted 2 of its 21: 19 more pass elsewhere, then the 20th is refused.
+    for n in 0..19 {
+        let status = get(&s, "a.test", "/other", None).status();
+        assert_eq!(status, 200, "request {n} after the refusals");
+    }
+    assert_eq!(get(&s, "a.test", "/other", None).status(), 429);
+}
+
+#[test]
 fn header_keyed_zone_counts_per_key_and_skips_requests_without_it() {
     let s = setup("");
     let with_key = |key: &str| {

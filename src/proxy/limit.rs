@@ -40,14 +40,20 @@ impl Proxy {
             return None;
         }
         let keys = &snap.zone_keys;
-        for zone in &route.zones {
-            let key = match &zone.spec().key {
-                KeyKind::ClientIp => key_hash(keys, ctx.client_ip?),
-                KeyKind::ClientIpRoute => key_hash(keys, (ctx.client_ip?, &*route.id)),
-                KeyKind::Header(name) => match req.headers.get(name.as_str()) {
-                    Some(v) => key_hash(keys, v.as_bytes()),
-                    None => continue,
-                },
+        let client_ip = ctx.client_ip;
+        // The key a zone counts this request under; none when the request lacks its header (or
+        // the connection has no IP address, a Unix socket).
+        let key_of = |kind: &KeyKind| match kind {
+            KeyKind::ClientIp => client_ip.map(|ip| key_hash(keys, ip)),
+            KeyKind::ClientIpRoute => client_ip.map(|ip| key_hash(keys, (ip, &*route.id))),
+            KeyKind::Header(name) => req
+                .headers
+                .get(name.as_str())
+                .map(|v| key_hash(keys, v.as_bytes())),
+        };
+        for (i, zone) in route.zones.iter().enumerate() {
+            let Some(key) = key_of(&zone.spec().key) else {
+                continue;
             };
             match zone.check(key) {
                 Verdict::Allowed {
@@ -68,6 +74,13 @@ impl Proxy {
                     status,
                 } => {
                     self.runtime.metrics.record_rate_limited(&zone.spec().name);
+                    // nginx counts a request in its `limit_req` zones only when all of them let
+                    // it pass: the zones before this one take back what they counted.
+                    for earlier in &route.zones[..i] {
+                        if let Some(key) = key_of(&earlier.spec().key) {
+                            earlier.refund(key);
+                        }
+                    }
                     return Some(Refused {
                         limit,
                         retry_after,

@@ -135,6 +135,9 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
     fn sweep(&self);
     /// The request `key` was admitted for has ended (concurrency zones count it down).
     fn release(&self, _key: u64) {}
+    /// Takes back the request `check` just counted for `key`: another zone of the same route
+    /// refused it, and nginx counts a request in its `limit_req` zones only when all pass.
+    fn refund(&self, _key: u64) {}
 }
 
 /// A request in progress counted by a concurrency zone: dropping it (when the request's context
@@ -217,6 +220,11 @@ impl Limiter for LocalZone {
 
     fn keys(&self) -> usize {
         self.store.len()
+    }
+
+    fn refund(&self, key: u64) {
+        let (rate, _) = self.spec.gcra();
+        self.store.refund(key, rate.interval().as_nanos() as u64);
     }
 
     fn sweep(&self) {

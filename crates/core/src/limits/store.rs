@@ -68,6 +68,14 @@ impl BoundedStore {
         self.per_shard * SHARDS
     }
 
+    /// Moves `key`'s TAT back by one emission interval: the last request counted is taken back.
+    pub fn refund(&self, key: u64, interval_nanos: u64) {
+        let mut map = self.shards[(key as usize) % SHARDS].lock();
+        if let Some(tat) = map.get_mut(&key) {
+            *tat = tat.saturating_sub(interval_nanos);
+        }
+    }
+
     /// Drops every idle key (background upkeep).
     pub fn sweep(&self) {
         let now = self.now();

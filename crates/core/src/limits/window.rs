@@ -168,6 +168,17 @@ impl Limiter for WindowZone {
         self.check_at(key, Instant::now())
     }
 
+    fn refund(&self, key: u64) {
+        let (window, _) = self.position(Instant::now());
+        let mut map = self.shards[(key as usize) % SHARDS].lock();
+        if let Some(c) = map.get_mut(&key) {
+            // Counted in this window (a check at a window's very end counts in the last one).
+            if c.window == window || c.window + 1 == window {
+                c.current = c.current.saturating_sub(1);
+            }
+        }
+    }
+
     fn keys(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
@@ -200,6 +211,20 @@ mod tests {
             max_keys,
             status: 503,
         })
+    }
+
+    #[test]
+    fn a_refund_gives_the_request_back() {
+        let z = zone("2r/h", 64);
+        assert!(matches!(z.check(7), Verdict::Allowed { .. }));
+        assert!(matches!(z.check(7), Verdict::Allowed { .. }));
+        assert!(matches!(z.check(7), Verdict::Limited { .. }));
+        z.refund(7);
+        assert!(matches!(z.check(7), Verdict::Allowed { .. }));
+        assert!(matches!(z.check(7), Verdict::Limited { .. }));
+        // Another key's refund takes nothing from this one.
+        z.refund(8);
+        assert!(matches!(z.check(7), Verdict::Limited { .. }));
     }
 
     #[test]
