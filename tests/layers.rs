@@ -44,6 +44,7 @@ const FLOORS: &[(u32, &[&str])] = &[
             "otlp",
             "api",
             "maintenance",
+            "import",
         ],
     ),
     (4, &["book", "metrics"]),

@@ -89,6 +89,13 @@ pub const TOLERATED: &[Tolerated] = &[
                  becomes a route for `/x`, which also takes `/x/more`, where nginx falls through \
                  to the next matching location",
     },
+    Tolerated {
+        name: "hsts-on-plain-http",
+        aspect: "header strict-transport-security",
+        reason: "ingress-nginx sends its HSTS header only over HTTPS; Switchyard's \
+                 `response_headers` go on every answer, so a TLS host with `ssl-redirect: \
+                 \"false\"` also sends it over plain HTTP, where browsers ignore it",
+    },
 ];
 
 /// A config's request corpus: `NAME.corpus.toml`.
@@ -783,7 +790,14 @@ struct Side<'a> {
 
 /// Response headers whose values are case-insensitive tokens or header names, compared
 /// lowercased.
-const TOKEN_HEADERS: &[&str] = &["vary", "connection", "upgrade", "content-encoding"];
+const TOKEN_HEADERS: &[&str] = &[
+    "vary",
+    "connection",
+    "upgrade",
+    "content-encoding",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+];
 /// How long a side gets to write a request's access-log line before it counts as not logged.
 const LOG_WAIT: Duration = Duration::from_secs(2);
 /// The longest a request (or a websocket's echo) may take.
