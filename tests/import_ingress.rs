@@ -484,3 +484,239 @@ fn every_annotation_behaves_as_ingress_nginx() {
     diff.run(BIN, |_| for_harness(&converted.toml))
         .assert_equivalent();
 }
+
+/// The harness fails when the conversion breaks: the converted config with the burst
+/// multiplier ignored, the canary's pools swapped and the prefix strip lost is caught in each.
+#[test]
+fn a_wrong_conversion_is_caught() {
+    let diff = Differential::load(&fixtures(), "every-annotation");
+    let converted = every_annotation();
+    let swap = |text: &str, from: &str, to: &str| {
+        assert!(
+            text.contains(from),
+            "{from:?} is not in the converted config"
+        );
+        text.replacen(from, to, 1)
+    };
+    let report = diff.run(BIN, |_| {
+        let good = for_harness(&converted.toml);
+        let wrong = swap(&good, "burst = 10\n", "burst = 2\n");
+        let wrong = swap(
+            &wrong,
+            "[services.shop-invoices-8080.pool_override]\nheader = \"X-Canary\"\n",
+            "",
+        );
+        swap(&wrong, "strip_prefix = true\n", "")
+    });
+    let untolerated = report.untolerated();
+    for (case, aspect) in [
+        ("limit-rps past its burst", "refusals"),
+        ("the canary by header", "backend"),
+        ("rewrite-target strips the prefix", "upstream path"),
+    ] {
+        assert!(
+            untolerated
+                .iter()
+                .any(|d| d.case == case && d.aspect == aspect),
+            "the harness missed {aspect:?} in {case:?}\n{}",
+            report.text()
+        );
+    }
+}
+
+/// Cookie affinity on a headless Service really keeps a client on one pod: the converted
+/// config, run with the Service's name standing for two echo backends.
+#[test]
+fn affinity_keeps_a_client_on_one_pod() {
+    let c = convert_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: app, namespace: web}\nspec: {clusterIP: None, ports: [{port: 80, targetPort: 8080}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: app\n  namespace: web\n  annotations:\n    nginx.ingress.kubernetes.io/affinity: cookie\n    nginx.ingress.kubernetes.io/session-cookie-name: SYID\n    nginx.ingress.kubernetes.io/session-cookie-max-age: '3600'\nspec:\n  rules:\n    - host: app.example.com\n      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n",
+    )
+    .unwrap();
+    assert!(c.findings.is_empty(), "{:#?}", c.findings);
+    let (a, b) = (
+        Backend::spawn("pod_a").unwrap(),
+        Backend::spawn("pod_b").unwrap(),
+    );
+    let (http, https) = (port(), port());
+    let config = format!("{SERVER}\n{}", c.toml)
+        .replace("0.0.0.0:80\"", &format!("127.0.0.1:{http}\""))
+        .replace("0.0.0.0:443\"", &format!("127.0.0.1:{https}\""))
+        .replace(
+            "\"app.web.svc.cluster.local:8080\"",
+            &format!("\"{}\", \"{}\"", a.addr, b.addr),
+        );
+    let proxy = Proxy::start(BIN, &config);
+    let client = http1_client();
+    let get = |cookie: Option<&str>| {
+        let mut req = client
+            .get(format!("http://127.0.0.1:{http}/"))
+            .header("host", "app.example.com");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().unwrap();
+        assert_eq!(resp.status(), 200);
+        let cookie = header(&resp, "set-cookie");
+        (
+            json_body(resp)["backend"].as_str().unwrap().to_string(),
+            cookie,
+        )
+    };
+    let (first, set_cookie) = get(None);
+    assert!(
+        set_cookie.starts_with("SYID=") && set_cookie.contains("Max-Age=3600"),
+        "{set_cookie}\n{}",
+        proxy.stderr()
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    for _ in 0..6 {
+        assert_eq!(get(Some(&cookie)).0, first, "the cookie keeps the pod");
+    }
+    let others: std::collections::BTreeSet<String> = (0..6).map(|_| get(None).0).collect();
+    assert_eq!(
+        others.len(),
+        2,
+        "without the cookie both pods answer: {others:?}"
+    );
+}
+
+/// Annotations may hold anything: random values for the annotations the import reads, on a
+/// well-formed Ingress, give a config that validates (what Switchyard refuses is taken out and
+/// reported), never an invalid one or a panic.
+#[test]
+fn any_annotation_value_gives_a_valid_config() {
+    const KEYS: &[&str] = &[
+        "ssl-redirect",
+        "force-ssl-redirect",
+        "proxy-body-size",
+        "proxy-connect-timeout",
+        "proxy-read-timeout",
+        "limit-rps",
+        "limit-rpm",
+        "limit-connections",
+        "limit-burst-multiplier",
+        "enable-cors",
+        "cors-allow-origin",
+        "cors-allow-methods",
+        "cors-allow-headers",
+        "cors-expose-headers",
+        "cors-allow-credentials",
+        "cors-max-age",
+        "affinity",
+        "session-cookie-name",
+        "session-cookie-max-age",
+        "whitelist-source-range",
+        "auth-type",
+        "auth-secret",
+        "auth-realm",
+        "rewrite-target",
+        "use-regex",
+        "backend-protocol",
+        "canary-by-header",
+    ];
+    const VALUES: &[&str] = &[
+        "true",
+        "false",
+        "0",
+        "1",
+        "4294967295",
+        "99999999999",
+        "-1",
+        "",
+        " ",
+        "*",
+        "cookie",
+        "basic",
+        "GRPCS",
+        "HTTPS",
+        "1m",
+        "0",
+        "10g",
+        "a b",
+        "x\"y",
+        "https://a.example.com, *",
+        "http://[::1]:99999",
+        "GET, PATCH, get",
+        "X-A, Bad Header",
+        "10.0.0.0/33, ::/0, nope",
+        "ns/secret/x",
+        "/$2",
+        "/$1",
+        "$$",
+        "\\",
+        "é",
+        "\u{7f}",
+        "Authorization",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (mut converted, mut refused) = (0, 0);
+    for _ in 0..300 {
+        let mut annotations = String::new();
+        for _ in 0..rng.usize(1..8) {
+            let key = KEYS[rng.usize(..KEYS.len())];
+            let value = VALUES[rng.usize(..VALUES.len())];
+            annotations.push_str(&format!(
+                "    nginx.ingress.kubernetes.io/{key}: {}\n",
+                serde_json::Value::from(value)
+            ));
+        }
+        annotations.push_str("    nginx.ingress.kubernetes.io/enable-cors: \"true\"\n");
+        let yaml = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: r\n  annotations:\n{annotations}spec:\n  tls: [{{hosts: [r.example.com], secretName: r}}]\n  rules:\n    - host: r.example.com\n      http: {{paths: [{{path: /a(/|$)(.*), pathType: ImplementationSpecific, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}]}}\n"
+        );
+        match convert_text(&yaml) {
+            Ok(c) => {
+                converted += 1;
+                refused += c
+                    .findings
+                    .iter()
+                    .filter(|f| f.message.starts_with("Switchyard refuses it"))
+                    .count();
+            }
+            // A key given twice.
+            Err(IngressError::Yaml { .. }) => {}
+            Err(e) => panic!("{e}\n--- from ---\n{yaml}"),
+        }
+    }
+    assert!(
+        converted > 150 && refused > 0,
+        "{converted} converted, {refused} values refused"
+    );
+}
+
+/// No input makes the import panic: the fixture, mutated byte by byte, for a bounded number
+/// of rounds (each an answer, an error or a conversion).
+#[test]
+fn mutated_manifests_never_panic() {
+    let seed = std::fs::read(fixtures().join("every-annotation.yaml")).unwrap();
+    let mut rng = fastrand::Rng::with_seed(16);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.yaml");
+    const ALPHABET: &[u8] = b" \n:-{}[]&*!|>'\"#%@`,?/.0123456789abcxyz$()^";
+    for _ in 0..500 {
+        let mut bytes = seed.clone();
+        for _ in 0..rng.usize(1..12) {
+            let i = rng.usize(..bytes.len());
+            match rng.u8(..4) {
+                0 => bytes[i] = ALPHABET[rng.usize(..ALPHABET.len())],
+                1 => {
+                    bytes.remove(i);
+                }
+                2 => bytes.insert(i, ALPHABET[rng.usize(..ALPHABET.len())]),
+                _ => {
+                    let end = (i + rng.usize(1..200)).min(bytes.len());
+                    let chunk = bytes[i..end].to_vec();
+                    let at = rng.usize(..bytes.len());
+                    bytes.splice(at..at, chunk);
+                }
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        if let Err(IngressError::Invalid { errors, toml }) = convert(std::slice::from_ref(&path)) {
+            panic!(
+                "the import wrote an invalid config:\n{errors}\n{toml}\n--- from ---\n{}",
+                String::from_utf8_lossy(&bytes)
+            )
+        }
+    }
+}

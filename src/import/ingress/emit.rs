@@ -23,7 +23,7 @@ pub struct Output {
 }
 
 /// A TOML string.
-fn q(s: &str) -> String {
+pub(super) fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
@@ -55,6 +55,17 @@ pub fn write(input: &Input<'_>) -> Output {
         .iter()
         .map(|f| f.display().to_string())
         .collect();
+    // Where an Ingress is, in the form `settle` (mod.rs) reads back from the comments.
+    let src = |i: usize| {
+        let (ing, origin) = &input.manifests.ingresses[i];
+        format!(
+            "Ingress {}/{} ({}:{})",
+            ing.metadata.namespace(),
+            ing.metadata.name,
+            origin.file,
+            origin.line
+        )
+    };
     comment(
         &mut out,
         &format!(
@@ -91,7 +102,8 @@ pub fn write(input: &Input<'_>) -> Output {
             let name = format!("{base}-conn");
             let _ = write!(
                 zones,
-                "# limit-connections {n}\n[limits.zones.{}]\nkind = \"concurrency\"\nmax = {n}\n\n",
+                "# limit-connections {n}; {}\n[limits.zones.{}]\nkind = \"concurrency\"\nmax = {n}\n\n",
+                src(i),
                 q(&name)
             );
             names.push(name);
@@ -102,9 +114,10 @@ pub fn write(input: &Input<'_>) -> Output {
                 let burst = u64::from(n) * u64::from(a.burst_multiplier);
                 let _ = write!(
                     zones,
-                    "# {key} {n}, burst {n} x limit-burst-multiplier {} (nodelay)\n\
+                    "# {key} {n}, burst {n} x limit-burst-multiplier {}, nodelay; {}\n\
                      [limits.zones.{}]\nrate = \"{n}r/{unit}\"\nburst = {burst}\n\n",
                     a.burst_multiplier,
+                    src(i),
                     q(&name)
                 );
                 names.push(name);
@@ -179,8 +192,9 @@ pub fn write(input: &Input<'_>) -> Output {
                 if !plain.is_empty() {
                     let _ = write!(
                         acme_certs,
-                        "# {kind} {issuer} (secret {ns}/{})\n[[acme.certificates]]\nnames = {}\n\n",
+                        "# {kind} {issuer}, secret {ns}/{}; {}\n[[acme.certificates]]\nnames = {}\n\n",
                         tls.secret_name.as_deref().unwrap_or(""),
+                        src(i),
                         arr(&plain)
                     );
                 }
@@ -201,7 +215,8 @@ pub fn write(input: &Input<'_>) -> Output {
             }
             let _ = write!(
                 certs,
-                "# secret {ns}/{secret}\n[[certificates]]\ncert = {}\nkey = {}\nnames = {}\n\n",
+                "# secret {ns}/{secret}; {}\n[[certificates]]\ncert = {}\nkey = {}\nnames = {}\n\n",
+                src(i),
                 q(&cert),
                 q(&key),
                 arr(&fresh)
@@ -240,6 +255,7 @@ pub fn write(input: &Input<'_>) -> Output {
 
     // Services by key, named after their stable backend.
     let mut services: BTreeMap<&ServiceKey, String> = BTreeMap::new();
+    let mut service_src: BTreeMap<String, String> = BTreeMap::new();
     let mut taken: BTreeSet<String> = BTreeSet::new();
     for r in input.routes {
         if services.contains_key(&r.key) {
@@ -253,6 +269,7 @@ pub fn write(input: &Input<'_>) -> Output {
             name = format!("{base}-{n}");
             n += 1;
         }
+        service_src.insert(name.clone(), src(r.ingress));
         services.insert(&r.key, name);
     }
 
@@ -261,15 +278,7 @@ pub fn write(input: &Input<'_>) -> Output {
     for r in input.routes {
         let a = &input.annotations[r.ingress];
         if commented.insert(r.ingress) {
-            let (ing, origin) = &input.manifests.ingresses[r.ingress];
-            let _ = writeln!(
-                out,
-                "# Ingress {}/{} ({}:{})",
-                ing.metadata.namespace(),
-                ing.metadata.name,
-                origin.file,
-                origin.line
-            );
+            let _ = writeln!(out, "# {}", src(r.ingress));
             for c in input.ingress_comments.get(&r.ingress).into_iter().flatten() {
                 comment(&mut out, c);
             }
@@ -353,6 +362,7 @@ pub fn write(input: &Input<'_>) -> Output {
     }
 
     for (key, name) in &services {
+        let _ = writeln!(out, "# {}", service_src[name]);
         write_service(&mut out, name, key);
     }
     Output {
@@ -404,7 +414,6 @@ fn write_service(out: &mut String, name: &str, key: &ServiceKey) {
         }
         let _ = writeln!(out, "servers = [{}]", q(server));
         out.push_str(transport);
-        out.push('\n');
     };
     match &key.canary {
         None => pool(out, "main", None, &key.stable.address()),
@@ -444,7 +453,6 @@ fn write_service(out: &mut String, name: &str, key: &ServiceKey) {
                 if let Some(ck) = cookie {
                     let _ = writeln!(out, "cookie = {}", q(ck));
                 }
-                out.push('\n');
             }
         }
     }
@@ -459,6 +467,7 @@ fn write_service(out: &mut String, name: &str, key: &ServiceKey) {
                 "# ingress-nginx's cookie lasts the browser session; this one its ttl (24h)\n",
             ),
         }
-        out.push('\n');
     }
+    // One block per service: a value Switchyard refuses takes the whole service out.
+    out.push('\n');
 }

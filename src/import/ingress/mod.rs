@@ -155,35 +155,126 @@ pub fn convert(files: &[PathBuf]) -> Result<Converted, IngressError> {
     });
     let mut findings = findings;
     findings.extend(out.findings);
-    validate(&out.toml, &out.needed_files)?;
+    let (toml, refused) = settle(out.toml, &out.needed_files)?;
+    findings.extend(refused);
     Ok(Converted {
-        toml: out.toml,
+        toml,
         findings,
         needed_files: out.needed_files,
     })
 }
 
-/// Runs Switchyard's own validation on the output; errors about the secret files (not exported
-/// yet) are expected, any other is a bug of the import.
-fn validate(toml: &str, needed: &[NeededFile]) -> Result<(), IngressError> {
+/// Validation passes to make before giving up: each takes out at least one block.
+const SETTLE_ROUNDS: usize = 32;
+
+/// Runs Switchyard's own validation on the output until it passes: a block (a route, a pool, a
+/// zone, a certificate: the lines between two blank lines) with a value Switchyard refuses, as
+/// annotations may carry anything, is commented out and reported with Switchyard's reason;
+/// what depends on it goes the same way in the next round. Errors about the secret files (not
+/// exported yet) are expected.
+fn settle(toml: String, needed: &[NeededFile]) -> Result<(String, Vec<Finding>), IngressError> {
     let path = Path::new("/etc/switchyard/switchyard.toml");
-    let Err(errors) = crate::config::parse_without_lookups(toml, path) else {
-        return Ok(());
-    };
-    let real: Vec<String> = errors
-        .0
-        .iter()
-        .filter(|e| !needed.iter().any(|n| e.reason.contains(&n.path)))
-        .map(ToString::to_string)
-        .collect();
-    if real.is_empty() {
-        Ok(())
-    } else {
-        Err(IngressError::Invalid {
-            errors: real.join("\n"),
-            toml: toml.to_string(),
-        })
+    let mut lines: Vec<String> = toml.lines().map(String::from).collect();
+    let mut findings = Vec::new();
+    for _ in 0..=SETTLE_ROUNDS {
+        let text = lines.join("\n") + "\n";
+        let errors = match crate::config::parse_without_lookups(&text, path) {
+            Ok(_) => return Ok((text, findings)),
+            Err(errors) => errors.0,
+        };
+        let real: Vec<_> = errors
+            .into_iter()
+            .filter(|e| !needed.iter().any(|n| e.reason.contains(&n.path)))
+            .collect();
+        if real.is_empty() {
+            return Ok((text, findings));
+        }
+        if !take_out(&mut lines, &real, &mut findings) {
+            return Err(IngressError::Invalid {
+                errors: real
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                toml: text,
+            });
+        }
     }
+    Err(IngressError::Invalid {
+        errors: format!("still invalid after {SETTLE_ROUNDS} rounds"),
+        toml: lines.join("\n"),
+    })
+}
+
+/// Comments out the block of each error; false when none could be (an error in the import's
+/// own header, listeners or defaults).
+fn take_out(
+    lines: &mut [String],
+    errors: &[crate::config::ConfigError],
+    findings: &mut Vec<Finding>,
+) -> bool {
+    let mut changed = false;
+    for e in errors {
+        let Some(at) = error_line(lines, e) else {
+            continue;
+        };
+        if lines[at].trim_start().starts_with('#') {
+            continue;
+        }
+        let start = (0..at)
+            .rev()
+            .find(|l| lines[*l].trim().is_empty())
+            .map_or(0, |l| l + 1);
+        let end = (at..lines.len())
+            .find(|l| lines[*l].trim().is_empty())
+            .unwrap_or(lines.len());
+        let header = lines[start..end]
+            .iter()
+            .find(|l| l.starts_with('['))
+            .cloned()
+            .unwrap_or_default();
+        if header == "[[listeners]]" || header == "[defaults]" || header == "[limits]" {
+            continue;
+        }
+        let origin = (0..end).rev().find_map(|l| origin_of(&lines[l]));
+        findings.push(Finding {
+            file: origin.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
+            line: origin.map_or(0, |o| o.1),
+            what: format!("{header} {}", lines[at].trim()),
+            message: format!("Switchyard refuses it ({}); taken out", e.reason),
+        });
+        let reason = e.reason.replace('\n', " ");
+        for (i, line) in lines[start..end].iter_mut().enumerate() {
+            if start + i == at {
+                *line = format!("# NOT CARRIED OVER ({reason}): {line}");
+            } else if !line.starts_with('#') {
+                *line = format!("# {line}");
+            }
+        }
+        changed = true;
+    }
+    changed
+}
+
+/// The line (0-based) of an error: its own, or for an error about a whole service (reported
+/// at 1:1), the service's first table.
+fn error_line(lines: &[String], e: &crate::config::ConfigError) -> Option<usize> {
+    if e.line == 1 && e.column == 1 {
+        let (_, rest) = e.reason.split_once("service \"")?;
+        let (name, _) = rest.split_once('"')?;
+        let table = format!("[services.{}.", emit::q(name));
+        return lines.iter().position(|l| l.starts_with(&table));
+    }
+    e.line.checked_sub(1).filter(|l| *l < lines.len())
+}
+
+/// The `(FILE:LINE)` at the end of a comment line that names an Ingress.
+fn origin_of(line: &str) -> Option<(String, usize)> {
+    let rest = line.strip_prefix('#')?;
+    let (_, tail) = rest.rsplit_once("Ingress ")?;
+    let (_, place) = tail.rsplit_once(" (")?;
+    let (file, n) = place.strip_suffix(')')?.rsplit_once(':')?;
+    Some((file.to_string(), n.parse().ok()?))
 }
 
 struct Converter<'a> {
