@@ -260,6 +260,12 @@ impl Annotations {
                 header_value: r.take("canary-by-header-value"),
                 cookie: r.take("canary-by-cookie"),
             });
+            if let Some(p) = r.take("canary-by-header-pattern") {
+                r.note(
+                    "canary-by-header-pattern",
+                    format!("{p:?}: not supported (an override names one pool)"),
+                );
+            }
         }
         match r.take("affinity").as_deref() {
             Some("cookie") => {
@@ -301,7 +307,15 @@ impl Annotations {
                     Some(s) => {
                         let (ns, name) = s.split_once('/').unwrap_or((namespace, &s));
                         a.basic_auth = Some((realm, ns.to_string(), name.to_string()));
-                        r.take("auth-secret-type");
+                        if r.take("auth-secret-type").as_deref() == Some("auth-map") {
+                            r.note(
+                                "auth-secret-type",
+                                "auth-map: the secret's keys are the users; write them to the \
+                                 htpasswd file as `user:hash` lines (the export command reads \
+                                 the `auth` key of an auth-file secret)"
+                                    .into(),
+                            );
+                        }
                     }
                     None => r.note(
                         "auth-type",
