@@ -720,3 +720,26 @@ fn mutated_manifests_never_panic() {
         }
     }
 }
+
+/// A value Switchyard refuses takes out the route option that holds it, reported with
+/// Switchyard's reason; the route stays.
+#[test]
+fn a_refused_value_takes_out_its_option_only() {
+    let c = convert_text(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: app\n  annotations:\n    nginx.ingress.kubernetes.io/enable-cors: 'true'\n    nginx.ingress.kubernetes.io/cors-allow-origin: not an origin\n    nginx.ingress.kubernetes.io/proxy-body-size: 3m\nspec:\n  rules:\n    - host: app.example.com\n      http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}\n",
+    )
+    .unwrap();
+    let t = table(&c);
+    let app = route(&t, "app.example.com", "/");
+    assert!(app.get("cors").is_none());
+    assert_eq!(app["max_body_size"].as_str(), Some("3MB"));
+    let f = &c.findings[0];
+    assert!(
+        f.line == 1 && f.message.contains("\"not an origin\"") && f.what.contains("cors"),
+        "{f}"
+    );
+    assert!(c
+        .toml
+        .lines()
+        .any(|l| l.starts_with("# NOT CARRIED OVER (origin \"not an origin\"")));
+}

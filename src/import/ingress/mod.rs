@@ -167,10 +167,11 @@ pub fn convert(files: &[PathBuf]) -> Result<Converted, IngressError> {
 /// Validation passes to make before giving up: each takes out at least one block.
 const SETTLE_ROUNDS: usize = 32;
 
-/// Runs Switchyard's own validation on the output until it passes: a block (a route, a pool, a
-/// zone, a certificate: the lines between two blank lines) with a value Switchyard refuses, as
-/// annotations may carry anything, is commented out and reported with Switchyard's reason;
-/// what depends on it goes the same way in the next round. Errors about the secret files (not
+/// Runs Switchyard's own validation on the output until it passes: a route option with a value
+/// Switchyard refuses (annotations may carry anything), or else the whole block that holds it
+/// (a route, a service, a zone, a certificate: the lines between two blank lines), is commented
+/// out and reported with Switchyard's reason; what depends on it goes the same way in the next
+/// round. Errors about the secret files (not
 /// exported yet) are expected.
 fn settle(toml: String, needed: &[NeededFile]) -> Result<(String, Vec<Finding>), IngressError> {
     let path = Path::new("/etc/switchyard/switchyard.toml");
@@ -241,9 +242,16 @@ fn take_out(
             file: origin.as_ref().map(|o| o.0.clone()).unwrap_or_default(),
             line: origin.map_or(0, |o| o.1),
             what: format!("{header} {}", lines[at].trim()),
-            message: format!("Switchyard refuses it ({}); taken out", e.reason),
+            message: format!("Switchyard refuses it ({}); left out", e.reason),
         });
         let reason = e.reason.replace('\n', " ");
+        // A route option (CORS, access, limits...) goes alone: the route stays.
+        let key = lines[at].split('=').next().unwrap_or_default().trim();
+        if header == "[[routes]]" && !["host", "path", "service"].contains(&key) {
+            lines[at] = format!("# NOT CARRIED OVER ({reason}): {}", lines[at]);
+            changed = true;
+            continue;
+        }
         for (i, line) in lines[start..end].iter_mut().enumerate() {
             if start + i == at {
                 *line = format!("# NOT CARRIED OVER ({reason}): {line}");
