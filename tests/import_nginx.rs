@@ -1,4 +1,5 @@
 //! `switchyard import nginx` run as users run it: the real binary on nginx configs, its TOML checked by `switchyard check` and read back, its report and exit codes.
+#![allow(clippy::unwrap_used)] // tests unwrap freely
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,6 +34,11 @@ impl Run {
             .find(|r| r["host"].as_str() == Some(host) && r["path"].as_str() == Some(path))
             .cloned()
             .unwrap_or_else(|| panic!("no route {host} {path} in\n{}", self.toml))
+    }
+
+    /// The report on stderr has this.
+    fn says(&self, text: &str) {
+        assert!(self.stderr.contains(text), "{text} in\n{}", self.stderr);
     }
 
     fn check(&self) {
@@ -132,11 +138,7 @@ fn gorax_converts_completely_and_checks() {
     assert_eq!(v["defaults"]["max_body_size"].as_str(), Some("10MB"));
     assert_eq!(v["tls"]["min_version"].as_str(), Some("1.2"));
     // The one documented finding: the asset location's own add_header.
-    assert!(
-        run.stderr.contains("gorax.conf:148: note: add_header"),
-        "{}",
-        run.stderr
-    );
+    run.says("gorax.conf:148: note: add_header");
 }
 
 #[test]
@@ -293,16 +295,8 @@ http {
         let comment = format!("# import: not carried over: {directive} (");
         assert!(run.toml.contains(&comment), "{comment} in\n{}", run.toml);
     }
-    assert!(
-        run.stderr.contains("note: limit_req: without nodelay"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("note: gzip_types: image/png"),
-        "{}",
-        run.stderr
-    );
+    run.says("note: limit_req: without nodelay");
+    run.says("note: gzip_types: image/png");
 }
 
 #[test]
@@ -330,6 +324,17 @@ fn stdout_without_o_and_exit_codes() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Imports a file that must fail to parse (exit 2); its stderr.
+fn parse_error(conf: &Path) -> String {
+    let o = Command::new(bin())
+        .args(["import", "nginx"])
+        .arg(conf)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 #[test]
 fn parse_errors_name_file_line_and_column() {
     let dir = tempdir();
@@ -343,13 +348,7 @@ fn parse_errors_name_file_line_and_column() {
         "nginx.conf",
         "http {\n    include inc/*.conf;\n}\n",
     );
-    let o = Command::new(bin())
-        .args(["import", "nginx"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = parse_error(&conf);
     // The included file's own position: its `location` block is never closed.
     assert!(err.contains(&format!("{}:5:1:", inc.display())), "{err}");
     for (text, at) in [
@@ -358,13 +357,7 @@ fn parse_errors_name_file_line_and_column() {
         ("}", "nginx.conf:1:1:"),
     ] {
         let conf = write(dir.path(), "nginx.conf", text);
-        let o = Command::new(bin())
-            .args(["import", "nginx"])
-            .arg(&conf)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&o.stderr);
+        let err = parse_error(&conf);
         assert!(err.contains(at), "{at} in {err}");
     }
 }

@@ -142,7 +142,7 @@ pub struct Outcome {
 /// as `check` does but without DNS), and drops the lines Switchyard refuses that the importer
 /// marked as droppable (each dropped line becomes a finding). Any other error is a converter bug.
 pub fn finish(mut doc: Doc, mut report: Report, out: &Path) -> Result<Outcome, ImportError> {
-    for _round in 0..64 {
+    for _round in 0..512 {
         let (text, lines) = doc.render();
         let errors = match config::parse_without_lookups(&text, out) {
             Ok(_) => {
@@ -153,16 +153,29 @@ pub fn finish(mut doc: Doc, mut report: Report, out: &Path) -> Result<Outcome, I
         };
         let mut dropped = false;
         let mut fatal = Vec::new();
+        // Several errors may point at one line: it is dropped once.
+        let mut dropped_now = std::collections::BTreeSet::new();
         for e in &errors.0 {
-            match lines.get(e.line.wrapping_sub(1)).copied().flatten() {
+            let id = lines.get(e.line.wrapping_sub(1)).copied().flatten();
+            match id.and_then(|id| doc.culprit(id, &e.reason)) {
+                Some(id) if dropped_now.contains(&id) => {}
                 Some(id) if doc.droppable(id) => {
+                    dropped_now.insert(id);
                     if let Some(f) = doc.drop_line(id, &e.reason) {
                         report.findings.push(f);
                     }
                     dropped = true;
                 }
                 Some(id) if doc.missing_file(id) => {}
-                _ => fatal.push(e.to_string()),
+                Some(id) => match doc.drop_block(id, &e.reason) {
+                    Some(f) => {
+                        report.findings.push(f);
+                        dropped = true;
+                        dropped_now.insert(id);
+                    }
+                    None => fatal.push(e.to_string()),
+                },
+                None => fatal.push(e.to_string()),
             }
         }
         if !fatal.is_empty() || !dropped {

@@ -58,13 +58,18 @@ pub enum Item {
 pub struct Block {
     pub header: Option<String>,
     pub items: Vec<Item>,
+    /// When set, an error in this block that no line answers for drops the block and every
+    /// block of the same group (a route and its subtables), reported as this finding.
+    pub drop_as: Option<Finding>,
+    pub group: Option<usize>,
+    dropped: bool,
 }
 
 impl Block {
     pub fn new(header: impl Into<String>) -> Self {
         Block {
             header: Some(header.into()),
-            items: Vec::new(),
+            ..Block::default()
         }
     }
 
@@ -81,8 +86,11 @@ impl Block {
     }
 }
 
-/// Identifies a line of the document: (block, item).
+/// Identifies a line of the document: (block, item); a table's header line is (block, [`HEADER`]).
 pub type LineId = (usize, usize);
+
+/// The item index of a table's header line.
+pub const HEADER: usize = usize::MAX;
 
 #[derive(Debug, Clone, Default)]
 pub struct Doc {
@@ -106,6 +114,13 @@ impl Doc {
             }
         };
         for (b, block) in self.blocks.iter().enumerate() {
+            if block.dropped {
+                if let Some(f) = &block.drop_as {
+                    push(&mut out, "", None);
+                    push(&mut out, &comment_lines(&f.comment()), None);
+                }
+                continue;
+            }
             if let Some(h) = &block.header {
                 if !out.is_empty() {
                     push(&mut out, "", None);
@@ -121,7 +136,7 @@ impl Doc {
                         push(&mut out, &comment_lines(c), None);
                     }
                 }
-                push(&mut out, h, None);
+                push(&mut out, h, Some((b, HEADER)));
                 self.items(b, &block.items[lead..], lead, &mut out, &mut push);
             } else {
                 self.items(b, &block.items, 0, &mut out, &mut push);
@@ -150,7 +165,7 @@ impl Doc {
                     let mut text = format!("{} = {}", key(&line.key), line.value);
                     if let Some(c) = &line.comment {
                         text.push_str("  # ");
-                        text.push_str(&c.replace('\n', " "));
+                        text.push_str(&clean(&c.replace('\n', " ")));
                     }
                     push(out, &text, Some((b, first + i)));
                 }
@@ -163,6 +178,56 @@ impl Doc {
             Item::Kv(l) => Some(l),
             _ => None,
         }
+    }
+
+    /// Some errors point at the table rather than the line: the droppable line of the block whose
+    /// key the reason names.
+    pub fn culprit(&self, id: LineId, reason: &str) -> Option<LineId> {
+        if id.1 != HEADER && (self.droppable(id) || self.missing_file(id)) {
+            return Some(id);
+        }
+        let block = self.blocks.get(id.0)?;
+        block
+            .items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| match item {
+                Item::Kv(l)
+                    if l.drop_as.is_some()
+                        && l.dropped.is_none()
+                        && (reason.contains(&format!("{:?}", l.key))
+                            || reason.contains(&format!("\"{}\"", l.key))) =>
+                {
+                    Some((id.0, i))
+                }
+                _ => None,
+            })
+            .or(Some(id))
+    }
+
+    /// Drops the block of `id` and its group when it is droppable; its finding is returned.
+    pub fn drop_block(&mut self, id: LineId, reason: &str) -> Option<Finding> {
+        let block = self.blocks.get(id.0)?;
+        let group = block.group;
+        // A subtable of a route answers with its route.
+        let leader = match block.drop_as {
+            Some(_) => id.0,
+            None => self
+                .blocks
+                .iter()
+                .position(|b| group.is_some() && b.group == group && b.drop_as.is_some())?,
+        };
+        let id = (leader, id.1);
+        let mut f = self.blocks[leader].drop_as.clone()?;
+        f.message = format!("{}: Switchyard refuses it: {reason}", f.message);
+        f.severity = Severity::NotCarried;
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            if i == id.0 || (group.is_some() && b.group == group) {
+                b.dropped = true;
+                b.drop_as = if i == id.0 { Some(f.clone()) } else { None };
+            }
+        }
+        Some(f)
     }
 
     pub fn droppable(&self, id: LineId) -> bool {
@@ -191,8 +256,22 @@ impl Doc {
     }
 }
 
+/// TOML comments take no control characters but tab.
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' && c != '\n' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn comment_lines(text: &str) -> String {
-    text.lines()
+    clean(text)
+        .split('\n')
         .map(|l| {
             if l.is_empty() {
                 "#".to_string()
@@ -276,6 +355,7 @@ pub fn literal(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // tests unwrap freely
     use super::*;
 
     #[test]

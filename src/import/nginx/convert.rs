@@ -129,7 +129,6 @@ struct Loc {
     ctx: Ctx,
     proxy_pass: At<String>,
     ret: Option<Return>,
-    websocket: bool,
     /// Locations inside this one's extension set (static cache rules).
     cache: Vec<(Vec<String>, String, Pos)>,
 }
@@ -810,6 +809,19 @@ impl Conv {
                         self.not_carried(Place::Defaults, d, format!("the key {key} has no equivalent (client address or a request header)"));
                         continue;
                     };
+                    let rate_ok = |r: &str| {
+                        r.split_once("r/").is_some_and(|(n, u)| {
+                            !n.is_empty()
+                                && n.len() < 10
+                                && n.bytes().all(|b| b.is_ascii_digit())
+                                && n != "0"
+                                && (u == "s" || u == "m")
+                        })
+                    };
+                    if d.name == "limit_req_zone" && !rate.as_deref().is_some_and(rate_ok) {
+                        self.not_carried(Place::Defaults, d, "needs rate=Nr/s or rate=Nr/m");
+                        continue;
+                    }
                     let z = Zone {
                         key: kind,
                         rate,
@@ -888,8 +900,12 @@ impl Conv {
                     if !s.address.contains(':') || s.address.ends_with(']') {
                         s.address.push_str(":80");
                     }
+                    if !valid_address(&s.address) {
+                        self.not_carried(Place::Upstream(id), e, format!("{:?} is not an address Switchyard can use", s.address));
+                        continue;
+                    }
                     let mut down = false;
-                    for arg in &e.args[1..] {
+                    for arg in e.args.get(1..).unwrap_or(&[]) {
                         let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
                         match k {
                             "weight" => s.weight = v.parse().unwrap_or(1).max(1),
@@ -901,6 +917,10 @@ impl Conv {
                             "resolve" => {}
                             _ => self.note(Place::Upstream(id), &e.pos, "server", format!("{arg} is not carried over")),
                         }
+                    }
+                    if up.servers.iter().any(|x| x.address == s.address) {
+                        self.note(Place::Upstream(id), &e.pos, "server", format!("{} is listed twice: once is kept", s.address));
+                        continue;
                     }
                     if down {
                         self.note(Place::Upstream(id), &e.pos, "server", "marked down: left out");
@@ -1036,6 +1056,23 @@ impl Conv {
         } else {
             format!("{raw}:80")
         };
+        let ip_ok = address.rsplit_once(':').is_some_and(|(h, p)| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+                && p.parse::<u16>().is_ok()
+        });
+        if !valid_address(&address) || !ip_ok {
+            self.not_carried(
+                place,
+                e,
+                format!(
+                    "{raw:?} is not an address Switchyard can listen on (an IP address and a port)"
+                ),
+            );
+            return;
+        }
         let mut l = Listen {
             address,
             tls: false,
@@ -1043,7 +1080,7 @@ impl Conv {
             default: false,
             proxy_protocol: false,
         };
-        for arg in &e.args[1..] {
+        for arg in e.args.get(1..).unwrap_or(&[]) {
             match arg.split('=').next().unwrap_or("") {
                 "ssl" => l.tls = true,
                 "http2" => l.h2 = true,
@@ -1141,7 +1178,7 @@ impl Conv {
         d: &Directive,
         outer: &Ctx,
         srv: &mut Server,
-        parent: Option<&Loc>,
+        _parent: Option<&Loc>,
         id: usize,
         path: String,
         how: Match,
@@ -1158,7 +1195,6 @@ impl Conv {
             ctx: Ctx::default(),
             proxy_pass: None,
             ret: None,
-            websocket: false,
             cache: Vec::new(),
         };
         let mut nested = Vec::new();
@@ -1194,11 +1230,6 @@ impl Conv {
             }
             if only_cache {
                 if let Some(c) = control {
-                    srv.locs
-                        .iter_mut()
-                        .rev()
-                        .find(|l| l.path == loc.path && !matches!(l.how, Match::Extensions(_)))
-                        .map(|l| l.cache.push((exts.clone(), c.clone(), d.pos.clone())));
                     loc.cache.push((exts.clone(), c, d.pos.clone()));
                 }
             } else {
@@ -1224,6 +1255,40 @@ impl Conv {
             .or(on.first())
             .map(|s| s.id)
     }
+}
+
+/// `host:port` or `[v6]:port` that Switchyard can take as a server or listener address.
+fn valid_address(a: &str) -> bool {
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            })
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+/// A route path Switchyard takes: normalised, starting with `/`.
+fn normal_path(p: &str) -> bool {
+    p.starts_with('/')
+        && !p.contains("//")
+        && !p.bytes().any(|b| {
+            b.is_ascii_whitespace()
+                || b.is_ascii_control()
+                || matches!(b, b'?' | b'#' | b'%' | b'\\')
+        })
+        && !p.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 fn is_https_redirect(url: &str) -> bool {
@@ -1289,6 +1354,9 @@ fn ident(s: &str) -> String {
     }
 }
 
+/// A route in the making: path, settings, target, place, origin, websocket, position.
+type Spec = (String, Ctx, Option<Target>, Place, String, bool, Pos);
+
 /// What a route does.
 enum Target {
     Service {
@@ -1318,6 +1386,7 @@ struct RouteSpec {
     place: Place,
     server_place: Place,
     origin: String,
+    origin_pos: Pos,
 }
 
 pub fn convert(top: &[Directive], prefix: &Path, out: &Path) -> Result<Outcome, ImportError> {
@@ -1380,6 +1449,14 @@ pub fn convert(top: &[Directive], prefix: &Path, out: &Path) -> Result<Outcome, 
     c.http = http.clone();
     for d in owned.iter().filter(|d| d.name == "server") {
         c.server(d, &http);
+    }
+    if c.servers.is_empty() {
+        return Err(ImportError::Usage(format!(
+            "{}: no server {{}} block: nothing to convert",
+            top.first()
+                .map(|d| d.pos.file.to_string())
+                .unwrap_or_else(|| "the config".into())
+        )));
     }
     let doc = c.emit();
     finish(doc, c.report, out)
@@ -1479,7 +1556,7 @@ impl Conv {
                 continue;
             }
             let origin = format!("server at {}", s.pos);
-            let mut specs: Vec<(String, Ctx, Option<Target>, Place, String, bool)> = Vec::new();
+            let mut specs: Vec<Spec> = Vec::new();
             if let Some(r) = &s.ret {
                 let to = self.redirect_to(r, s, Place::Server(s.id));
                 if let Some(to) = to {
@@ -1490,6 +1567,7 @@ impl Conv {
                         Place::Server(s.id),
                         format!("return at {}", r.pos),
                         false,
+                        r.pos.clone(),
                     ));
                 }
             } else {
@@ -1506,7 +1584,6 @@ impl Conv {
                         ctx: s.ctx.clone(),
                         proxy_pass: None,
                         ret: None,
-                        websocket: false,
                         cache: Vec::new(),
                     };
                     let t = self.target(&fake, s);
@@ -1517,6 +1594,7 @@ impl Conv {
                         Place::Server(s.id),
                         "server root".into(),
                         false,
+                        s.pos.clone(),
                     ));
                 }
                 for l in &s.locs {
@@ -1546,6 +1624,10 @@ impl Conv {
                             continue;
                         }
                     }
+                    if !normal_path(&l.path) {
+                        self.not_carried_pos(Place::Location(l.id), &l.pos, "location", format!("{:?} is not a path Switchyard routes on (it wants a normalised path starting with /)", l.path));
+                        continue;
+                    }
                     let t = self.target(l, s);
                     let ws = self.websocket(&l.ctx);
                     specs.push((
@@ -1555,10 +1637,11 @@ impl Conv {
                         Place::Location(l.id),
                         format!("location {} at {}", l.path, l.pos),
                         ws,
+                        l.pos.clone(),
                     ));
                 }
             }
-            for (path, ctx, target, place, from, ws) in specs {
+            for (path, ctx, target, place, from, ws, opos) in specs {
                 let Some(target) = target else { continue };
                 let norm = if path.len() > 1 {
                     path.trim_end_matches('/').to_string()
@@ -1588,6 +1671,7 @@ impl Conv {
                         place,
                         server_place: Place::Server(s.id),
                         origin: format!("{origin}, {from}"),
+                        origin_pos: opos.clone(),
                     });
                 }
             }
@@ -1608,6 +1692,11 @@ impl Conv {
                     place: Place::Defaults,
                     server_place: Place::Defaults,
                     origin: "a server that redirects to HTTPS".into(),
+                    origin_pos: self.servers.first().map(|s| s.pos.clone()).unwrap_or(Pos {
+                        file: "nginx".into(),
+                        line: 1,
+                        col: 1,
+                    }),
                 });
             }
         }
@@ -1634,14 +1723,17 @@ impl Conv {
         for (addr, l) in &listeners {
             let mut b = Block::new("[[listeners]]");
             let port = addr.rsplit(':').next().unwrap_or("");
-            let v6 = if addr.starts_with('[') { "_v6" } else { "" };
-            b.kv(Line::new(
-                "name",
-                string(&format!(
-                    "{}_{port}{v6}",
-                    if l.tls { "https" } else { "http" }
-                )),
-            ));
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+            let at = match host {
+                "0.0.0.0" => String::new(),
+                "[::]" => "_v6".to_string(),
+                h => format!(
+                    "_{}",
+                    ident(h.trim_start_matches('[').trim_end_matches(']'))
+                ),
+            };
+            let kind = if l.tls { "https" } else { "http" };
+            b.kv(Line::new("name", string(&format!("{kind}_{port}{at}"))));
             b.kv(Line::new("address", string(addr)).from(format!(
                 "listen {}",
                 self.servers
@@ -1881,11 +1973,15 @@ impl Conv {
         let mut out = Vec::new();
         let mut unusable = true;
         for (n, _) in &s.names {
-            if n.is_empty()
+            let plain = n.trim_start_matches("*.").trim_start_matches('.');
+            if plain.is_empty()
                 || n == "_"
-                || n.starts_with('~')
-                || n.ends_with(".*")
-                || n.contains('$')
+                || !plain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                || plain.starts_with('.')
+                || plain.ends_with('.')
+                || plain.contains("..")
             {
                 continue;
             }
@@ -2001,6 +2097,15 @@ impl Conv {
                 } else {
                     format!("{authority}:{}", if scheme == "https" { 443 } else { 80 })
                 };
+                if !valid_address(&address) {
+                    self.not_carried_pos(
+                        place,
+                        pos,
+                        "proxy_pass",
+                        format!("{address:?} is not an address Switchyard can use"),
+                    );
+                    return None;
+                }
                 let name = ident(&address.replace(['.', ':'], "_"));
                 let id = self.id();
                 self.upstreams.entry(name.clone()).or_insert(Upstream {
@@ -2053,7 +2158,7 @@ impl Conv {
             let last = args.last().map(String::as_str).unwrap_or("");
             let firsts_ok = args[..args.len().saturating_sub(1)]
                 .iter()
-                .all(|a| a == "$uri" || a == "$uri/" || a == "$uri.html" && false);
+                .all(|a| a == "$uri" || a == "$uri/");
             if !firsts_ok || last.starts_with('@') {
                 self.not_carried_pos(
                     place,
@@ -2081,10 +2186,12 @@ impl Conv {
             .as_ref()
             .map(|(i, _)| i.clone())
             .filter(|i| i != "index.html");
-        let mut cache: Vec<(Vec<String>, String)> = l
-            .cache
+        // The extension locations beside this one (or inside it) are its cache rules.
+        let mut cache: Vec<(Vec<String>, String)> = s
+            .locs
             .iter()
-            .map(|(e, c, _)| (e.clone(), c.clone()))
+            .filter(|o| o.path == l.path && matches!(o.how, Match::Extensions(_)))
+            .flat_map(|o| o.cache.iter().map(|(e, c, _)| (e.clone(), c.clone())))
             .collect();
         if let Some(c) = cache_control(&l.ctx) {
             cache.push((vec![], c));
@@ -2202,6 +2309,25 @@ impl Conv {
                     || t.starts_with("application/")
                     || t.starts_with("font/")
                     || t == "image/svg+xml";
+                let token = |x: &str| {
+                    !x.is_empty()
+                        && x.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.' | b'_')
+                        })
+                };
+                let well_formed = t
+                    .split_once('/')
+                    .is_some_and(|(a, b)| token(a) && (token(b) || b == "*"));
+                if !well_formed {
+                    let pos = pos.clone();
+                    self.note(
+                        place,
+                        &pos,
+                        "gzip_types",
+                        format!("{t:?} is not a media type: left out"),
+                    );
+                    continue;
+                }
                 if !listable || crate::config::compression::never_compressed(&t) {
                     let pos = pos.clone();
                     self.note(
@@ -2357,8 +2483,7 @@ impl Conv {
             );
             lines.push(
                 Line::new("rate", string(def.rate.as_deref().unwrap_or("1r/s")))
-                    .from(def.pos.to_string())
-                    .droppable(Self::drop_as(&def.pos, "limit_req_zone")),
+                    .from(def.pos.to_string()),
             );
             lines.push(Line::new("burst", n.to_string()).from(format!("limit_req {pos}")));
         } else {
@@ -2447,6 +2572,7 @@ impl Conv {
                 continue;
             }
             let mut b = Block::new("[[certificates]]");
+            b.drop_as = Some(Self::drop_as(&pos, "ssl_certificate"));
             let cert_path = self.path(&cert);
             let key_path = self.path(&key);
             let mut line = Line::new("cert", string(&cert_path.display().to_string()))
@@ -2490,6 +2616,12 @@ impl Conv {
         commented: &mut BTreeSet<Place>,
     ) -> Vec<Block> {
         let mut b = Block::new("[[routes]]");
+        let group = self.id();
+        b.group = Some(group);
+        b.drop_as = Some(Finding {
+            message: format!("the route {} {}", r.host, r.path),
+            ..Self::drop_as(&r.origin_pos, "location")
+        });
         b.comment(r.origin.clone());
         b.kv(Line::new("host", string(&r.host)));
         b.kv(Line::new("path", string(&r.path)));
@@ -2563,7 +2695,7 @@ impl Conv {
         }
         let proxied = matches!(r.target, Target::Service { .. });
         // Options that differ from [defaults].
-        let mut opt = |b: &mut Block, key: &str, v: String, from: String, drop: Option<Finding>| {
+        let opt = |b: &mut Block, key: &str, v: String, from: String, drop: Option<Finding>| {
             if defaults.get(key).map(|(d, _)| d) != Some(&v) {
                 let mut l = Line::new(key, v).from(from);
                 if let Some(f) = drop {
@@ -2629,7 +2761,7 @@ impl Conv {
             b.kv(Line::new("limits", strings(zones.iter().map(|(n, _)| n)))
                 .from(format!("limit_req / limit_conn {}", from.join(", "))));
         }
-        if let Some(rules) = &ctx.access {
+        if let Some(rules) = ctx.access.as_ref().filter(|r| !r.is_empty()) {
             let list: Vec<String> = rules.iter().map(|(r, _)| r.clone()).collect();
             let pos = rules[0].1.clone();
             b.kv(Line::new("access", strings(&list))
@@ -2673,6 +2805,10 @@ impl Conv {
             }
         }
         let mut blocks = vec![b];
+        let grouped = |mut x: Block| {
+            x.group = Some(group);
+            x
+        };
         // Response headers.
         let static_site = matches!(r.target, Target::Static { .. });
         let mut rh = Block::new("[routes.response_headers]");
@@ -2704,9 +2840,9 @@ impl Conv {
             }
         }
         if !rh.is_empty() {
-            blocks.push(rh);
+            blocks.push(grouped(rh));
         }
-        if let Some(hide) = &ctx.hide_headers {
+        if let Some(hide) = ctx.hide_headers.as_ref().filter(|h| !h.is_empty()) {
             let names: Vec<String> = hide.iter().map(|(n, _)| n.clone()).collect();
             blocks[0].kv(Line::new("response_headers_remove", strings(&names))
                 .from(format!("proxy_hide_header {}", hide[0].1))
@@ -2740,7 +2876,7 @@ impl Conv {
                     continue;
                 }
                 if value.is_empty() {
-                    remove.push(name.clone());
+                    remove.push((name.clone(), pos.clone()));
                     continue;
                 }
                 let value = match self.maps.get(value.trim_start_matches('$')) {
@@ -2767,11 +2903,13 @@ impl Conv {
             }
             if !remove.is_empty() {
                 let mut rb = Block::new("[routes.request_headers]");
-                rb.kv(Line::new("remove", strings(&remove)).from("proxy_set_header NAME \"\""));
-                blocks.push(rb);
+                rb.kv(Line::new("remove", strings(remove.iter().map(|(n, _)| n)))
+                    .from("proxy_set_header NAME \"\"")
+                    .droppable(Self::drop_as(&remove[0].1, "proxy_set_header")));
+                blocks.push(grouped(rb));
             }
             if !set.is_empty() {
-                blocks.push(set);
+                blocks.push(grouped(set));
             }
         }
         blocks

@@ -32,3 +32,47 @@ pub fn convert_text(
     let top = parser.text(text, name, 0)?;
     convert::convert(&top, &parser.prefix, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mutated fixtures: the converter answers with a config or a located error, never a panic
+    /// and never a config that fails validation (the fuzz target does this at length).
+    #[test]
+    fn mutated_configs_never_panic_nor_fail_validation() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nginx");
+        let out = Path::new("/nonexistent/switchyard.toml");
+        let mut rng = fastrand::Rng::with_seed(16);
+        for name in ["gorax.conf", "tiris.conf"] {
+            let text = std::fs::read_to_string(dir.join(name)).expect("fixture");
+            let bytes = text.as_bytes();
+            for i in 0..150 {
+                let mut m = bytes.to_vec();
+                match i % 3 {
+                    0 => m.truncate(rng.usize(..m.len())),
+                    1 => {
+                        for _ in 0..4 {
+                            let at = rng.usize(..m.len());
+                            m[at] = b"{};\"'#$ ~^*.\\/\nax0="[rng.usize(..19)];
+                        }
+                    }
+                    _ => {
+                        let a = rng.usize(..m.len());
+                        let b = rng.usize(a..m.len());
+                        let chunk = m[a..b].to_vec();
+                        let at = rng.usize(..m.len());
+                        m.splice(at..at, chunk);
+                    }
+                }
+                let text = String::from_utf8_lossy(&m);
+                if let Err(ImportError::Invalid(e)) = convert_text(&text, name, &dir, out) {
+                    let _ = std::fs::write("/tmp/mutation.conf", text.as_bytes());
+                    panic!(
+                        "mutation {i} of {name} converted to an invalid config:\n{e}\n---\n{text}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -388,6 +388,7 @@ impl Parser {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // tests unwrap freely
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<Directive>, ImportError> {

@@ -4,11 +4,11 @@
 /// (one unit of `ms`, `s`, `m`, `h`): the largest unit that holds it exactly.
 pub fn duration(v: &str) -> Option<String> {
     let ms = duration_ms(v)?;
-    Some(if ms % 3_600_000 == 0 && ms > 0 {
+    Some(if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -71,11 +71,11 @@ pub fn size_bytes(v: &str) -> Option<u64> {
 /// A size as Switchyard writes it.
 pub fn size(bytes: u64) -> String {
     const K: u64 = 1024;
-    if bytes >= K * K * K && bytes % (K * K * K) == 0 {
+    if bytes >= K * K * K && bytes.is_multiple_of(K * K * K) {
         format!("{}GB", bytes / (K * K * K))
-    } else if bytes >= K * K && bytes % (K * K) == 0 {
+    } else if bytes >= K * K && bytes.is_multiple_of(K * K) {
         format!("{}MB", bytes / (K * K))
-    } else if bytes >= K && bytes % K == 0 {
+    } else if bytes >= K && bytes.is_multiple_of(K) {
         format!("{}KB", bytes / K)
     } else {
         format!("{bytes}B")
@@ -206,6 +206,7 @@ fn literal_prefix(body: &str) -> Option<(String, &str)> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // tests unwrap freely
     use super::*;
 
     #[test]
