@@ -22,6 +22,7 @@ pub mod ctl;
 pub mod demo;
 pub mod dns;
 pub mod health;
+pub mod import;
 pub mod keepalive;
 pub mod logging;
 pub mod metrics;

@@ -55,7 +55,7 @@ const FLOORS: &[(u32, &[&str])] = &[
     // Changes: everything that writes goes through the runtime.
     (9, &["control", "health", "acme", "dns"]),
     // Surfaces.
-    (10, &["proxy", "admin", "ctl"]),
+    (10, &["proxy", "admin", "ctl", "import"]),
     // The shell.
     (11, &["server"]),
     (12, &["demo"]),
