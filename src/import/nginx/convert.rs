@@ -208,6 +208,9 @@ struct Conv {
     maps: BTreeMap<String, MapKind>,
     log_formats: BTreeMap<String, (String, Pos)>,
     servers: Vec<Server>,
+    /// The server whose routes also get the `*` host, once the routes are made: Switchyard has
+    /// one catch-all for every listener where nginx has a default server per address.
+    catch_all: Option<usize>,
     http: Ctx,
     access_log_done: bool,
     tls_done: BTreeSet<&'static str>,
@@ -264,6 +267,17 @@ const BUILT_IN: &[(&str, &str)] = &[
         "Switchyard speaks HTTP/1.1 to upstreams (with keep-alive)",
     ),
     ("proxy_buffering", "Switchyard streams responses"),
+    (
+        "client_body_temp_path",
+        "Switchyard streams request bodies: no temp files",
+    ),
+    (
+        "proxy_temp_path",
+        "Switchyard streams responses: no temp files",
+    ),
+    ("fastcgi_temp_path", "no FastCGI: no temp files"),
+    ("uwsgi_temp_path", "no uwsgi: no temp files"),
+    ("scgi_temp_path", "no SCGI: no temp files"),
     ("proxy_buffers", "Switchyard streams responses"),
     ("proxy_buffer_size", "Switchyard streams responses"),
     ("proxy_busy_buffers_size", "Switchyard streams responses"),
@@ -751,23 +765,31 @@ impl Conv {
                     );
                 }
             }
-            name => {
-                if let Some((_, why)) = BUILT_IN.iter().find(|(n, _)| *n == name) {
-                    self.placed.push((
-                        place,
-                        Finding {
-                            file: d.pos.file.to_string(),
-                            line: d.pos.line,
-                            directive: name.to_string(),
-                            message: format!("nothing to carry over: {why}"),
-                            severity: Severity::Note,
-                        },
-                    ));
-                } else {
+            _ => {
+                if !self.built_in(d, place) {
                     self.not_carried(place, d, "Switchyard has no equivalent");
                 }
             }
         }
+    }
+
+    /// A directive whose job Switchyard does without a setting (`BUILT_IN`): a note, not a finding
+    /// that needs review. False for any other directive.
+    fn built_in(&mut self, d: &Directive, place: Place) -> bool {
+        let Some((_, why)) = BUILT_IN.iter().find(|(n, _)| *n == d.name) else {
+            return false;
+        };
+        self.placed.push((
+            place,
+            Finding {
+                file: d.pos.file.to_string(),
+                line: d.pos.line,
+                directive: d.name.clone(),
+                message: format!("nothing to carry over: {why}"),
+                severity: Severity::Note,
+            },
+        ));
+        true
     }
 
     fn tls_once(&mut self, key: &'static str, line: Line, d: &Directive, place: Place) {
@@ -1209,6 +1231,7 @@ impl Conv {
                 }
                 _ if self.apply(&mut ctx, e, place) => {}
                 "access_log" => self.note(place, &e.pos, "access_log", "Switchyard writes one access log ([server] access_log); this location's requests go to it"),
+                _ if self.built_in(e, place) => {}
                 _ => self.not_carried(place, e, "Switchyard has no equivalent here"),
             }
         }
@@ -1313,6 +1336,15 @@ fn https_redirect_port(url: &str) -> Option<u16> {
 }
 
 /// The Cache-Control an `expires` (and an `add_header Cache-Control`) give.
+/// The `match` pattern of a static cache rule for file extensions: `*.js`, `*.{js,css}`.
+fn ext_pattern(exts: &[String]) -> String {
+    match exts {
+        [] => "*".to_string(),
+        [one] => format!("*.{one}"),
+        _ => format!("*.{{{}}}", exts.join(",")),
+    }
+}
+
 fn cache_control(ctx: &Ctx) -> Option<String> {
     let mut parts = Vec::new();
     if let Some((e, _)) = &ctx.expires {
@@ -1368,7 +1400,8 @@ enum Target {
         root: PathBuf,
         index: Option<String>,
         fallback: Option<String>,
-        cache: Vec<(Vec<String>, String)>,
+        /// (`match` pattern, `Cache-Control` value), first match wins.
+        cache: Vec<(String, String)>,
     },
     Redirect {
         to: String,
@@ -1406,6 +1439,7 @@ pub fn convert(top: &[Directive], prefix: &Path, out: &Path) -> Result<Outcome, 
         maps: BTreeMap::new(),
         log_formats: BTreeMap::new(),
         servers: Vec::new(),
+        catch_all: None,
         http: Ctx::default(),
         access_log_done: false,
         tls_done: BTreeSet::new(),
@@ -1536,6 +1570,38 @@ impl Conv {
                 }
             }
         }
+
+        // One catch-all: the default servers (marked, else the first on their address) that
+        // make routes; a marked one first, then the first in the file.
+        let defaults: Vec<(usize, bool, Pos)> = self
+            .servers
+            .iter()
+            .filter(|s| !skip_servers.contains(&s.id))
+            .filter_map(|s| {
+                let marked = s.listens.iter().any(|l| l.default);
+                let first = s
+                    .listens
+                    .iter()
+                    .any(|l| self.listen_default_of(&l.address) == Some(s.id));
+                (marked || first).then(|| (s.id, marked, s.pos.clone()))
+            })
+            .collect();
+        let chosen = defaults
+            .iter()
+            .find(|(_, marked, _)| *marked)
+            .or(defaults.first())
+            .map(|(id, ..)| *id);
+        for (id, _, pos) in &defaults {
+            if Some(*id) != chosen {
+                self.note(
+                    Place::Server(*id),
+                    pos,
+                    "server",
+                    "a default server of its address, but Switchyard has one catch-all (`*`) for every listener: unknown hosts go to the other default server's routes",
+                );
+            }
+        }
+        self.catch_all = chosen;
 
         // Routes.
         let mut routes: Vec<RouteSpec> = Vec::new();
@@ -1971,7 +2037,6 @@ impl Conv {
     /// The Switchyard hosts of a server: its names, and `*` when it is a default server.
     fn hosts(&self, s: &Server) -> Vec<String> {
         let mut out = Vec::new();
-        let mut unusable = true;
         for (n, _) in &s.names {
             let plain = n.trim_start_matches("*.").trim_start_matches('.');
             if plain.is_empty()
@@ -1985,7 +2050,6 @@ impl Conv {
             {
                 continue;
             }
-            unusable = false;
             if let Some(apex) = n.strip_prefix('.') {
                 out.push(apex.to_string());
                 out.push(format!("*.{apex}"));
@@ -1993,10 +2057,15 @@ impl Conv {
                 out.push(n.clone());
             }
         }
-        let default = s
-            .listens
-            .iter()
-            .any(|l| l.default || (unusable && self.listen_default_of(&l.address) == Some(s.id)));
+        // nginx's default server of an address (marked, else the first there) answers the hosts
+        // no server names; once the routes are made, only the one catch-all server.
+        let default = match self.catch_all {
+            Some(id) => id == s.id,
+            None => s
+                .listens
+                .iter()
+                .any(|l| l.default || self.listen_default_of(&l.address) == Some(s.id)),
+        };
         if default {
             out.push("*".into());
         }
@@ -2187,14 +2256,32 @@ impl Conv {
             .map(|(i, _)| i.clone())
             .filter(|i| i != "index.html");
         // The extension locations beside this one (or inside it) are its cache rules.
-        let mut cache: Vec<(Vec<String>, String)> = s
-            .locs
-            .iter()
-            .filter(|o| o.path == l.path && matches!(o.how, Match::Extensions(_)))
-            .flat_map(|o| o.cache.iter().map(|(e, c, _)| (e.clone(), c.clone())))
+        // An exact location for the fallback file (`location = /index.html` beside
+        // `try_files ... /index.html`) that only sets headers: nginx's internal redirect lands
+        // there, so its Cache-Control is the fallback's, a rule on the file's name.
+        let mut cache: Vec<(String, String)> = fallback
+            .as_deref()
+            .and_then(|f| {
+                let exact = s.locs.iter().find(|o| {
+                    matches!(o.how, Match::Exact)
+                        && o.path == f
+                        && o.proxy_pass.is_none()
+                        && o.ret.is_none()
+                })?;
+                let name = f.rsplit('/').next().filter(|n| !n.is_empty())?;
+                Some((name.to_string(), cache_control(&exact.ctx)?))
+            })
+            .into_iter()
             .collect();
+        // The extension locations beside this one (or inside it) are its cache rules.
+        cache.extend(
+            s.locs
+                .iter()
+                .filter(|o| o.path == l.path && matches!(o.how, Match::Extensions(_)))
+                .flat_map(|o| o.cache.iter().map(|(e, c, _)| (ext_pattern(e), c.clone()))),
+        );
         if let Some(c) = cache_control(&l.ctx) {
-            cache.push((vec![], c));
+            cache.push(("*".to_string(), c));
         }
         Some(Target::Static {
             root: self.path(root),
@@ -2657,14 +2744,9 @@ impl Conv {
                 if !cache.is_empty() {
                     let rules: Vec<String> = cache
                         .iter()
-                        .map(|(exts, control)| {
-                            let m = match exts.len() {
-                                0 => "*".to_string(),
-                                1 => format!("*.{}", exts[0]),
-                                _ => format!("*.{{{}}}", exts.join(",")),
-                            };
+                        .map(|(m, control)| {
                             inline([
-                                ("match".to_string(), string(&m)),
+                                ("match".to_string(), string(m)),
                                 ("control".to_string(), string(control)),
                             ])
                         })
@@ -2860,7 +2942,6 @@ impl Conv {
                         | ("x-real-ip", "$remote_addr")
                         | ("x-forwarded-proto", "$scheme")
                         | ("x-forwarded-host", "$host")
-                        | ("host", "$host")
                         | ("host", "$http_host")
                         | ("upgrade", "$http_upgrade")
                         | ("connection", "")
