@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{config, ctl, server};
+use crate::{config, ctl, import, server};
 
 /// Switchyard: an edge reverse proxy and traffic switcher.
 ///
@@ -81,6 +81,10 @@ pub enum Command {
         keep_state: bool,
     },
     Ctl(ctl::CtlArgs),
+    /// Convert another proxy's config into a Switchyard config: `switchyard import nginx
+    /// nginx.conf -o switchyard.toml`. Exit 0: complete; 1: needs review (the report on stderr
+    /// lists what was not carried over); 2: usage or parse error (file:line:col).
+    Import(import::ImportArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell), e.g.
     /// `switchyard completions bash > /usr/share/bash-completion/completions/switchyard`.
     Completions {
@@ -146,6 +150,7 @@ pub fn main() -> ExitCode {
             keep_state,
         })),
         Command::Ctl(args) => ctl::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // clap_complete panics on a failed write: render into memory, then write (a closed

@@ -1,8 +1,8 @@
 //! Proof by difference (issue 16): real nginx on each config of tests/fixtures/nginx/ and Switchyard on its equivalent, in front of the same echo backends, answering the same corpus; any difference not tolerated by a documented name fails.
 //!
-//! The Switchyard side of every comparison comes from [`switchyard_config_for`]: today the
-//! hand-written `NAME.expected.toml`; swap its body for the output of `switchyard import nginx`
-//! (it gets the nginx.conf as nginx runs it) to prove the importer.
+//! The Switchyard side of every comparison comes from [`switchyard_config_for`]: the output of
+//! `switchyard import nginx` on the nginx.conf as nginx runs it. The hand-written
+//! `NAME.expected.toml` equivalents serve the self-tests, which break them on purpose.
 
 #![allow(clippy::unwrap_used)] // tests unwrap freely
 
@@ -20,8 +20,33 @@ fn fixtures() -> PathBuf {
 /// the test machine's ports, backends and paths filled in). The one place to change to compare
 /// the importer's output instead of the hand-written equivalent.
 fn switchyard_config_for(name: &str, nginx_conf: &str) -> String {
-    let _ = nginx_conf;
-    hand_written(name)
+    imported(name, nginx_conf)
+}
+
+/// What `switchyard import nginx` makes of the nginx.conf as nginx runs it; the import must be
+/// complete (exit 0). Its notes are printed with the test's output.
+fn imported(name: &str, nginx_conf: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join(format!("{name}.conf"));
+    std::fs::write(&conf, nginx_conf).unwrap();
+    let out = BIN
+        .command()
+        .arg("import")
+        .arg("nginx")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    // Complete: everything the configs use is carried over (notes allowed).
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "switchyard import nginx on {name}.conf needs review or failed:\n{report}"
+    );
+    if !report.trim().is_empty() {
+        eprintln!("--- import report for {name}.conf ---\n{report}");
+    }
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `NAME.expected.toml`: the Switchyard config written by hand for `NAME.conf`.

@@ -44,7 +44,6 @@ const FLOORS: &[(u32, &[&str])] = &[
             "otlp",
             "api",
             "maintenance",
-            "import",
         ],
     ),
     (4, &["book", "metrics"]),
@@ -56,7 +55,7 @@ const FLOORS: &[(u32, &[&str])] = &[
     // Changes: everything that writes goes through the runtime.
     (9, &["control", "health", "acme", "dns"]),
     // Surfaces.
-    (10, &["proxy", "admin", "ctl"]),
+    (10, &["proxy", "admin", "ctl", "import"]),
     // The shell.
     (11, &["server"]),
     (12, &["demo"]),

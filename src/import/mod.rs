@@ -1,3 +1,248 @@
-//! `switchyard import`: configs of other proxies turned into a checked Switchyard config.
+//! `switchyard import`: turns another proxy's config into a commented Switchyard config that passes `check`, and reports what it could not carry over.
+//!
+//! The parts every importer shares live here: the [`Report`] of findings, the commented TOML
+//! document ([`toml_out`]) and the check of the output against Switchyard's own validation.
 
 pub mod ingress;
+pub mod nginx;
+pub mod toml_out;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::config;
+use toml_out::Doc;
+
+/// `switchyard import ...`
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub source: Source,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Source {
+    /// Convert an nginx config (nginx.conf and the files it includes) into a Switchyard config.
+    /// Prints the TOML (or writes it with -o) and, on stderr, every directive not carried over.
+    /// Exit 0: complete; 1: needs review (something was not carried over); 2: usage or parse
+    /// error (file:line:col); 3: the converted config failed Switchyard's validation (a bug).
+    Nginx {
+        /// The main nginx config file; relative includes resolve against its directory.
+        file: PathBuf,
+        /// Write the Switchyard config here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Errors of an import; a parse error carries the nginx file:line:col.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{file}:{line}:{col}: {message}")]
+    Parse {
+        file: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{file}: cannot read: {message}")]
+    Read { file: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: cannot write: {message}")]
+    Write { path: String, message: String },
+    /// The output did not pass Switchyard's validation: a converter bug.
+    #[error("the converted config does not pass Switchyard's validation (a bug of the importer, please report it with the input):\n{0}")]
+    Invalid(String),
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Not carried over: the result needs review (exit 1).
+    NotCarried,
+    /// Carried over, with a difference worth knowing (exit code unaffected).
+    Note,
+}
+
+/// One thing the import could not carry over exactly, at its place in the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub file: String,
+    pub line: usize,
+    pub directive: String,
+    pub message: String,
+    pub severity: Severity,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.severity {
+            Severity::NotCarried => "not carried over",
+            Severity::Note => "note",
+        };
+        write!(
+            f,
+            "{}:{}: {kind}: {}: {}",
+            self.file, self.line, self.directive, self.message
+        )
+    }
+}
+
+impl Finding {
+    /// The comment written at the finding's place in the output.
+    pub fn comment(&self) -> String {
+        let kind = match self.severity {
+            Severity::NotCarried => "not carried over",
+            Severity::Note => "note",
+        };
+        format!(
+            "import: {kind}: {} ({}:{}): {}",
+            self.directive, self.file, self.line, self.message
+        )
+    }
+}
+
+/// Every finding of one import, in source order.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn complete(&self) -> bool {
+        !self
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::NotCarried)
+    }
+
+    fn sort(&mut self) {
+        self.findings.sort_by(|a, b| {
+            (a.file.as_str(), a.line, a.directive.as_str()).cmp(&(
+                b.file.as_str(),
+                b.line,
+                b.directive.as_str(),
+            ))
+        });
+        self.findings.dedup();
+    }
+}
+
+/// The result of an import: the TOML text (checked) and the report.
+#[derive(Debug)]
+pub struct Outcome {
+    pub toml: String,
+    pub report: Report,
+}
+
+/// Renders `doc`, checks it with Switchyard's own validation (`config::parse_without_lookups`,
+/// as `check` does but without DNS), and drops the lines Switchyard refuses that the importer
+/// marked as droppable (each dropped line becomes a finding). Any other error is a converter bug.
+pub fn finish(mut doc: Doc, mut report: Report, out: &Path) -> Result<Outcome, ImportError> {
+    for _round in 0..512 {
+        let (text, lines) = doc.render();
+        let errors = match config::parse_without_lookups(&text, out) {
+            Ok(_) => {
+                report.sort();
+                return Ok(Outcome { toml: text, report });
+            }
+            Err(errors) => errors,
+        };
+        let mut dropped = false;
+        let mut fatal = Vec::new();
+        // Several errors may point at one line: it is dropped once.
+        let mut dropped_now = std::collections::BTreeSet::new();
+        for e in &errors.0 {
+            let id = lines.get(e.line.wrapping_sub(1)).copied().flatten();
+            match id.and_then(|id| doc.culprit(id, &e.reason)) {
+                Some(id) if dropped_now.contains(&id) => {}
+                Some(id) if doc.droppable(id) => {
+                    dropped_now.insert(id);
+                    if let Some(f) = doc.drop_line(id, &e.reason) {
+                        report.findings.push(f);
+                    }
+                    dropped = true;
+                }
+                Some(id) if doc.missing_file(id) => {}
+                Some(id) => match doc.drop_block(id, &e.reason) {
+                    Some(f) => {
+                        report.findings.push(f);
+                        dropped = true;
+                        dropped_now.insert(id);
+                    }
+                    None => fatal.push(e.to_string()),
+                },
+                None => fatal.push(e.to_string()),
+            }
+        }
+        if !fatal.is_empty() || !dropped {
+            if fatal.is_empty() {
+                // Only errors about files that are not on this machine: the output is what it should be.
+                report.sort();
+                return Ok(Outcome { toml: text, report });
+            }
+            return Err(ImportError::Invalid(fatal.join("\n")));
+        }
+    }
+    Err(ImportError::Invalid("validation did not settle".into()))
+}
+
+/// Runs `switchyard import`; the exit code says whether the result is complete.
+pub fn run(args: &ImportArgs) -> ExitCode {
+    let Source::Nginx { file, output } = &args.source;
+    let out_path = output.clone().unwrap_or_else(|| {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("."))
+            .join("switchyard.toml")
+    });
+    let outcome = match nginx::convert_file(file, &out_path) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("switchyard import: {e}");
+            return ExitCode::from(match e {
+                ImportError::Invalid(_) => 3,
+                _ => 2,
+            });
+        }
+    };
+    for f in &outcome.report.findings {
+        eprintln!("{f}");
+    }
+    match output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &outcome.toml) {
+                eprintln!(
+                    "switchyard import: {}",
+                    ImportError::Write {
+                        path: path.display().to_string(),
+                        message: e.to_string()
+                    }
+                );
+                return ExitCode::from(2);
+            }
+        }
+        None => {
+            if std::io::Write::write_all(&mut std::io::stdout(), outcome.toml.as_bytes()).is_err() {
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let not_carried = outcome
+        .report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::NotCarried)
+        .count();
+    let notes = outcome.report.findings.len() - not_carried;
+    if outcome.report.complete() {
+        eprintln!("switchyard import: complete ({notes} note(s)); check it with `switchyard check --config FILE`");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("switchyard import: needs review: {not_carried} directive(s) not carried over, {notes} note(s)");
+        ExitCode::from(1)
+    }
+}

@@ -92,14 +92,16 @@ impl SpanExport {
 impl BackgroundService for SpanExport {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let client = reqwest::Client::new();
+        // The newest published snapshot, without a load of the request path's cell.
+        let published = self.runtime.subscribe();
         loop {
-            let interval = self.runtime.snapshot().config.tracing.export_interval;
+            let interval = published.borrow().config.tracing.export_interval;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = self.runtime.spans.full.notified() => {}
                 _ = shutdown.changed() => return,
             }
-            let snap = self.runtime.snapshot();
+            let snap = published.borrow().clone();
             let tracing = &snap.config.tracing;
             let dropped = self.runtime.spans.take_dropped();
             if dropped > 0 {

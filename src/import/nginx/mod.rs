@@ -1,0 +1,78 @@
+//! `switchyard import nginx`: nginx.conf (and its includes) to a commented Switchyard config.
+//!
+//! [`parse`] reads the files into directives with positions; [`convert`] walks them with nginx's
+//! inheritance (an inner level that sets an array directive such as `add_header` replaces the
+//! outer ones) and writes the TOML; [`super::finish`] checks the result.
+
+mod convert;
+pub mod parse;
+pub mod values;
+
+use std::path::Path;
+
+use super::{ImportError, Outcome};
+
+/// Converts the nginx config at `path`; `out` is where the TOML will be written (it anchors the
+/// relative paths Switchyard reads).
+pub fn convert_file(path: &Path, out: &Path) -> Result<Outcome, ImportError> {
+    let mut parser = parse::Parser::new(path);
+    let top = parser.file(path, 0)?;
+    convert::convert(&top, &parser.prefix, out)
+}
+
+/// Converts nginx config text named `name` whose includes resolve against `prefix` (for tests
+/// and the fuzz target).
+pub fn convert_text(
+    text: &str,
+    name: &str,
+    prefix: &Path,
+    out: &Path,
+) -> Result<Outcome, ImportError> {
+    let mut parser = parse::Parser::new(&prefix.join("nginx.conf"));
+    let top = parser.text(text, name, 0)?;
+    convert::convert(&top, &parser.prefix, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mutated fixtures: the converter answers with a config or a located error, never a panic
+    /// and never a config that fails validation (the fuzz target does this at length).
+    #[test]
+    fn mutated_configs_never_panic_nor_fail_validation() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nginx-import");
+        let out = Path::new("/nonexistent/switchyard.toml");
+        let mut rng = fastrand::Rng::with_seed(16);
+        for name in ["gorax.conf", "tiris.conf"] {
+            let text = std::fs::read_to_string(dir.join(name)).expect("fixture");
+            let bytes = text.as_bytes();
+            for i in 0..150 {
+                let mut m = bytes.to_vec();
+                match i % 3 {
+                    0 => m.truncate(rng.usize(..m.len())),
+                    1 => {
+                        for _ in 0..4 {
+                            let at = rng.usize(..m.len());
+                            m[at] = b"{};\"'#$ ~^*.\\/\nax0="[rng.usize(..19)];
+                        }
+                    }
+                    _ => {
+                        let a = rng.usize(..m.len());
+                        let b = rng.usize(a..m.len());
+                        let chunk = m[a..b].to_vec();
+                        let at = rng.usize(..m.len());
+                        m.splice(at..at, chunk);
+                    }
+                }
+                let text = String::from_utf8_lossy(&m);
+                if let Err(ImportError::Invalid(e)) = convert_text(&text, name, &dir, out) {
+                    let _ = std::fs::write("/tmp/mutation.conf", text.as_bytes());
+                    panic!(
+                        "mutation {i} of {name} converted to an invalid config:\n{e}\n---\n{text}"
+                    );
+                }
+            }
+        }
+    }
+}
