@@ -6,6 +6,7 @@
 #   head    the request-head checks (switchyard::proxy::head)
 #   proxy_header  the PROXY protocol header parse (switchyard::server::proxy_protocol)
 #   import_nginx  `switchyard import nginx`: the nginx config parser and converter (switchyard::import)
+#   import_ingress  `switchyard import ingress`: Ingress YAML and annotations (switchyard::import::ingress)
 #
 #   scripts/fuzz.sh              # every target for 60 s each (what CI runs)
 #   scripts/fuzz.sh 600 path     # one target for 10 minutes
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-${FUZZ_SECONDS:-60}}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(config path admin head proxy_header import_nginx)
+((${#targets[@]})) || targets=(config path admin head proxy_header import_nginx import_ingress)
 
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     echo "fuzz.sh: cargo-fuzz needs a nightly toolchain and none is installed" >&2

@@ -36,6 +36,19 @@ pub enum Source {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Convert Kubernetes Ingress manifests (networking.k8s.io/v1, ingress-nginx annotations;
+    /// Services and cert-manager issuers among them are read too) into a Switchyard config.
+    /// Prints the TOML (or writes it with -o), on stderr every annotation or field not carried
+    /// over and the secret files to export from the cluster. Exit 0: complete; 1: needs review;
+    /// 2: usage, read or YAML error (file:line:col).
+    Ingress {
+        /// YAML files, one or many documents each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the Switchyard config here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// Errors of an import; a parse error carries the nginx file:line:col.
@@ -193,8 +206,14 @@ pub fn finish(mut doc: Doc, mut report: Report, out: &Path) -> Result<Outcome, I
 
 /// Runs `switchyard import`; the exit code says whether the result is complete.
 pub fn run(args: &ImportArgs) -> ExitCode {
-    let Source::Nginx { file, output } = &args.source;
-    let out_path = output.clone().unwrap_or_else(|| {
+    match &args.source {
+        Source::Nginx { file, output } => run_nginx(file, output.as_deref()),
+        Source::Ingress { files, output } => run_ingress(files, output.as_deref()),
+    }
+}
+
+fn run_nginx(file: &Path, output: Option<&Path>) -> ExitCode {
+    let out_path = output.map(Path::to_path_buf).unwrap_or_else(|| {
         std::env::current_dir()
             .unwrap_or_else(|_| PathBuf::from("."))
             .join("switchyard.toml")
@@ -212,24 +231,8 @@ pub fn run(args: &ImportArgs) -> ExitCode {
     for f in &outcome.report.findings {
         eprintln!("{f}");
     }
-    match output {
-        Some(path) => {
-            if let Err(e) = std::fs::write(path, &outcome.toml) {
-                eprintln!(
-                    "switchyard import: {}",
-                    ImportError::Write {
-                        path: path.display().to_string(),
-                        message: e.to_string()
-                    }
-                );
-                return ExitCode::from(2);
-            }
-        }
-        None => {
-            if std::io::Write::write_all(&mut std::io::stdout(), outcome.toml.as_bytes()).is_err() {
-                return ExitCode::from(2);
-            }
-        }
+    if let Err(code) = write_out(&outcome.toml, output) {
+        return code;
     }
     let not_carried = outcome
         .report
@@ -244,5 +247,55 @@ pub fn run(args: &ImportArgs) -> ExitCode {
     } else {
         eprintln!("switchyard import: needs review: {not_carried} directive(s) not carried over, {notes} note(s)");
         ExitCode::from(1)
+    }
+}
+
+fn run_ingress(files: &[PathBuf], output: Option<&Path>) -> ExitCode {
+    let converted = match ingress::convert(files) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard import: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for f in &converted.findings {
+        eprintln!("{f}");
+    }
+    if !converted.needed_files.is_empty() {
+        eprintln!("switchyard import: files the config reads, from the cluster's secrets:");
+        for n in &converted.needed_files {
+            eprintln!("  {}: {}", n.path, n.export);
+        }
+    }
+    if let Err(code) = write_out(&converted.toml, output) {
+        return code;
+    }
+    if converted.findings.is_empty() {
+        eprintln!("switchyard import: complete; check it with `switchyard check --config FILE`");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "switchyard import: needs review: {} annotation(s) or field(s) not carried over as they are",
+            converted.findings.len()
+        );
+        ExitCode::from(1)
+    }
+}
+
+/// Writes the TOML to `output`, or to stdout; exit 2 when that fails.
+fn write_out(toml: &str, output: Option<&Path>) -> Result<(), ExitCode> {
+    match output {
+        Some(path) => std::fs::write(path, toml).map_err(|e| {
+            eprintln!(
+                "switchyard import: {}",
+                ImportError::Write {
+                    path: path.display().to_string(),
+                    message: e.to_string()
+                }
+            );
+            ExitCode::from(2)
+        }),
+        None => std::io::Write::write_all(&mut std::io::stdout(), toml.as_bytes())
+            .map_err(|_| ExitCode::from(2)),
     }
 }
