@@ -88,10 +88,23 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 #[test]
-fn gorax_converts_completely_and_checks() {
+fn gorax_converts_and_checks_with_one_finding() {
     let dir = tempdir();
     let run = import(dir.path(), &fixtures().join("gorax.conf"));
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    // One thing needs review: the app's `access_log off` for its hashed assets (a log switch
+    // per file extension, which Switchyard does not have).
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let not_carried: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": not carried over: "))
+        .collect();
+    assert_eq!(not_carried.len(), 1, "{}", run.stderr);
+    assert!(
+        not_carried[0].contains("gorax.conf:151: not carried over: access_log"),
+        "{}",
+        run.stderr
+    );
     run.check();
     let v = run.value();
     // Port 80 redirects every host with 301.

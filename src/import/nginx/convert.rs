@@ -1255,6 +1255,13 @@ impl Conv {
                 if let Some(c) = control {
                     loc.cache.push((exts.clone(), c, d.pos.clone()));
                 }
+                // Only the cache rule survives: a log switch of its own cannot.
+                let outer_off = outer.access_log_off.as_ref().is_some_and(|(off, _)| *off);
+                if let Some((true, p)) = &loc.ctx.access_log_off {
+                    if !outer_off {
+                        self.not_carried_pos(place, p, "access_log", "Switchyard cannot turn the access log off for some file extensions only (a route's `access_log = false` covers its whole path)");
+                    }
+                }
             } else {
                 self.not_carried(place, d, "a location for file extensions that proxies or redirects: Switchyard routes by path prefix");
                 return;
