@@ -42,7 +42,7 @@ use crate::wait::wait_until;
 use crate::{Backend, Bin};
 
 /// A difference that is deliberate: Switchyard answers otherwise on purpose. A case tolerates
-/// it by `name`, for the one `aspect` it covers.
+/// it by `name`, for the `aspect` it covers (a name may have several entries, one per aspect).
 #[derive(Debug, Clone, Copy)]
 pub struct Tolerated {
     /// The name cases write in `tolerate`; a line of `## Deliberate differences` in
@@ -95,6 +95,29 @@ pub const TOLERATED: &[Tolerated] = &[
         reason: "ingress-nginx sends its HSTS header only over HTTPS; Switchyard's \
                  `response_headers` go on every answer, so a TLS host with `ssl-redirect: \
                  \"false\"` also sends it over plain HTTP, where browsers ignore it",
+    },
+    Tolerated {
+        name: "cors-headers-by-request-kind",
+        aspect: "header access-control-*",
+        reason: "ingress-nginx sends every CORS header on every answer; Switchyard sends \
+                 `-Allow-Methods`, `-Allow-Headers` and `-Max-Age` on preflights only and \
+                 `-Expose-Headers` on actual answers only, where browsers read each",
+    },
+    Tolerated {
+        name: "cors-preflight-refused",
+        aspect: "status",
+        reason: "a preflight from an origin the route does not allow is answered 403 by \
+                 Switchyard; ingress-nginx passes it to the upstream",
+    },
+    Tolerated {
+        name: "cors-preflight-refused",
+        aspect: "backend",
+        reason: "the refused preflight reaches no backend",
+    },
+    Tolerated {
+        name: "cors-preflight-refused",
+        aspect: "upstream *",
+        reason: "the refused preflight reaches no backend",
     },
 ];
 
@@ -547,7 +570,7 @@ impl Differential {
             let tolerated = case
                 .tolerate
                 .iter()
-                .filter_map(|n| TOLERATED.iter().find(|t| t.name == n))
+                .flat_map(|n| TOLERATED.iter().filter(move |t| t.name == n))
                 .find(|t| covers(t.aspect, &aspect))
                 .map(|t| t.name);
             out.push(Difference {
