@@ -98,20 +98,7 @@ fn field_millis(out: &mut Vec<u8>, name: &str, ms: Option<f64>) {
 
 fn quoted_ip(out: &mut Vec<u8>, ip: IpAddr) {
     out.push(b'"');
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(digits.format(octet).as_bytes());
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
+    super::push_ip(out, ip);
     out.push(b'"');
 }
 

@@ -60,6 +60,31 @@ pub struct Entry<'a> {
     pub version: &'static str,
 }
 
+/// Appends the address in its usual text form (dotted quad, or RFC 5952 for IPv6) without
+/// going through `Display` (the log lines and the forwarding headers).
+pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(_) => {
+            use std::io::Write;
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
 /// Lines wait here until the writer thread takes them: a short lock per request, no wake-up.
 #[derive(Debug, Default)]
 struct Pending {
@@ -229,6 +254,29 @@ fn write_loop(shared: &Shared, woken: &mpsc::Receiver<Command>, mut sink: Sink) 
                 let _ = ack.send(sink.reopen());
             }
             Some(Command::Write) | None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.9.99",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().expect("an address");
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).expect("ASCII"), ip.to_string());
         }
     }
 }

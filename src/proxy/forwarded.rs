@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use crate::access_log::push_ip;
+
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::Result;
@@ -64,30 +66,6 @@ fn ip_value(ip: IpAddr) -> std::result::Result<HeaderValue, http::header::Invali
     HeaderValue::from_bytes(&text)
 }
 
-/// Appends the address in its usual text form (dotted quad, or RFC 5952 for IPv6).
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
-            }
-        }
-        IpAddr::V6(_) => {
-            use std::io::Write;
-            let _ = write!(out, "{ip}");
-        }
-    }
-}
-
 /// A new request id: 128 random bits as 32 lowercase hex digits.
 pub(super) fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -101,24 +79,6 @@ pub(super) fn new_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_are_written_as_display_writes_them() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.100.255",
-            "192.168.9.99",
-            "::1",
-            "2001:db8::8a2e:370:7334",
-            "::ffff:10.0.0.1",
-        ] {
-            let ip: IpAddr = ip.parse().expect("an address");
-            let mut out = Vec::new();
-            push_ip(&mut out, ip);
-            assert_eq!(String::from_utf8(out).expect("ASCII"), ip.to_string());
-        }
-    }
 
     #[test]
     fn request_ids_are_32_lowercase_hex_digits() {
