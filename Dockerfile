@@ -10,7 +10,7 @@
 FROM docker.io/library/rust:1-bookworm AS build
 # cmake for pingora's zlib-ng build (make for jemalloc's is in the image).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake \
+    && apt-get install -y --no-install-recommends cmake protobuf-compiler \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds Switchyard (installing cmake, which pingora's zlib-ng build needs, and make, which the
-# jemalloc build needs, when missing) and runs `switchyard demo`: two built-in backends behind the
+# Builds Switchyard (installing cmake, which pingora's zlib-ng build needs, make, which the
+# jemalloc build needs, and protoc, which etcd-client's gRPC build needs, when missing) and runs `switchyard demo`: two built-in backends behind the
 # proxy on 127.0.0.1:8080. Extra arguments go to `switchyard demo` (see `switchyard demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in cmake make; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+declare -A PACKAGE=([cmake]=cmake [make]=make [protoc]=protobuf-compiler)
+for tool in "${!PACKAGE[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE[$tool]}")
 done
 if ((${#missing[@]})); then
   echo "demo.sh: installing ${missing[*]}" >&2

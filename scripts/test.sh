@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with a Rust toolchain, as root:
-# installs what is missing (cmake for pingora's zlib-ng build, make for jemalloc's, curl, and the real peers the tests
+# installs what is missing (cmake for pingora's zlib-ng build, make for jemalloc's, protoc for etcd-client's, curl, and the real peers the tests
 # talk to), then `cargo test`. Under CI (CI=true) a missing peer is an error, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 declare -A NEED=(
   [cmake]=cmake
   [make]=make
+  [protoc]=protobuf-compiler
+  [etcd]=etcd-server
+  [etcdctl]=etcd-client
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
   [curl]=curl
   [openssl]=openssl
   [promtool]=prometheus

@@ -293,3 +293,56 @@ pub struct ErrorBody {
     pub rollout: Option<u64>,
     pub status: u16,
 }
+
+/// `GET /v1/cluster`: the fleet as this node sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// This node's name.
+    pub node: String,
+    pub prefix: String,
+    /// `ok`, or `degraded` (etcd out of reach: the node serves its last state and refuses writes).
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The node that leads the fleet's rollouts, if one does.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Whether this node is the leader.
+    #[serde(default)]
+    pub leader_here: bool,
+    pub etcd: EtcdView,
+    /// Live nodes, from their leases, by name.
+    #[serde(default)]
+    pub nodes: Vec<NodeView>,
+    /// Fleet entries this node ignores, by service, with why (a service or pool its config lacks).
+    #[serde(default)]
+    pub ignored: std::collections::BTreeMap<String, String>,
+}
+
+/// etcd as the cluster service last saw it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EtcdView {
+    pub endpoints: Vec<String>,
+    pub reachable: bool,
+    /// The store's revision at the last listing.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// One live node of the fleet, as it published itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: String,
+    /// Its config generation.
+    pub generation: u64,
+    /// A hash of its config (node-specific values left out): nodes of one fleet should agree.
+    pub config_hash: String,
+    /// Whether its config hash is the leader's (none while there is no leader).
+    #[serde(default)]
+    pub matches_leader: Option<bool>,
+    #[serde(default)]
+    pub admin: Option<String>,
+    pub version: String,
+    /// Unix ms when the process started.
+    pub started_at: u64,
+}

@@ -16,11 +16,13 @@ pub mod acme;
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod control;
 pub mod ctl;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod dns;
+pub mod etcd;
 pub mod health;
 pub mod import;
 pub mod keepalive;

@@ -15,8 +15,10 @@ use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
+mod fleet;
 mod traffic;
 
+pub use fleet::{ClusterStatus, Fleet, FleetError};
 pub use traffic::{TrafficHistory, STEP as TRAFFIC_STEP};
 
 use crate::access_log::AccessLog;
@@ -26,7 +28,7 @@ use crate::limits::conn::ConnLimits;
 use crate::metrics::Metrics;
 use crate::rollout::Event;
 use crate::snapshot::{Registries, Snapshot};
-use crate::state::{StateError, StateStore};
+use crate::state::{ServiceRecord, StateError, StateStore};
 use crate::tls::{CertMap, CertSources, CertStore, PolicyError, TlsConfigs};
 use crate::upstream::Addresses;
 
@@ -53,6 +55,8 @@ pub struct Runtime {
     pub connections: Arc<ConnLimits>,
     /// Each pool's requests over the last minutes, sampled by a background service.
     pub traffic: TrafficHistory,
+    /// The fleet this node belongs to (`[cluster]`), as the cluster service reports it.
+    pub cluster: ClusterStatus,
     /// Requests between `new_ctx` and the end of `logging`: what a drain waits for.
     in_flight: Arc<AtomicUsize>,
     config_path: PathBuf,
@@ -101,6 +105,8 @@ pub enum StartError {
 pub enum ChangeError {
     #[error("the new state could not be saved, nothing changed: {0}")]
     Persist(#[from] StateError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
 }
 
 impl Runtime {
@@ -135,8 +141,13 @@ impl Runtime {
             overrides,
             rollouts: saved.rollouts,
             maintenance,
+            revisions: Default::default(),
         };
         let resumed = book::resume_after_restart(&config, &mut book);
+        let cluster = ClusterStatus::default();
+        if config.cluster.is_some() {
+            cluster.enable("joining the fleet: etcd not reached yet");
+        }
         let certs = CertSources::new(CertMap::build(
             &config.certificates,
             generated_fallback.clone(),
@@ -184,6 +195,7 @@ impl Runtime {
             access_log,
             metrics,
             connections: Arc::default(),
+            cluster,
             traffic: TrafficHistory::default(),
             in_flight: Arc::default(),
             config_path,
@@ -239,6 +251,7 @@ impl Runtime {
                 self.snapshot_loads()
             ));
         }
+        self.cluster.render_metrics(&mut text);
         text
     }
 
@@ -362,7 +375,12 @@ impl Runtime {
         let mut w = self.writer.lock();
         let mut proposed = (*w.book).clone();
         let (value, events) = change(&w.current, &mut proposed)?;
-        if let Some(store) = &self.store {
+        if self.cluster.enabled() {
+            // In a fleet the change holds once etcd has it; the state file is this node's cache.
+            self.write_fleet(&w.book, &mut proposed)
+                .map_err(|e| E::from(ChangeError::Fleet(e)))?;
+            self.persist(&proposed);
+        } else if let Some(store) = &self.store {
             store
                 .save_book(&proposed)
                 .map_err(|e| E::from(ChangeError::Persist(e)))?;
@@ -382,8 +400,17 @@ impl Runtime {
     /// nothing and take no lock; a decision is made again under the writer lock and published.
     /// A rollback or promotion goes ahead even if the state file cannot be written (logged):
     /// safety first.
+    ///
+    /// In a fleet only the leader decides, and a decision holds once etcd has it (a step or a
+    /// promotion that cannot be written is decided again at the next tick). A node cut off from
+    /// etcd still rolls a bad canary back on its own, never anything else.
     pub fn tick_rollouts(&self, snap: &Snapshot, now: Instant) {
         if snap.book.rollouts.all_active().next().is_none() {
+            return;
+        }
+        let in_fleet = self.cluster.enabled();
+        let cut_off = in_fleet && self.cluster.degraded().is_some();
+        if in_fleet && !cut_off && !self.cluster.is_leader() {
             return;
         }
         let mut probe = (*snap.book).clone();
@@ -393,7 +420,35 @@ impl Runtime {
         }
         let mut w = self.writer.lock();
         let mut book = (*w.book).clone();
-        let outcome = book::tick(&w.current.services, &mut book, now);
+        let mut outcome = book::tick(&w.current.services, &mut book, now);
+        if in_fleet {
+            let rolled_back: Vec<String> = outcome
+                .events
+                .iter()
+                .filter(|e| e.event == crate::rollout::EventKind::RolledBack)
+                .map(|e| e.service.clone())
+                .collect();
+            let mut undone = Vec::new();
+            for service in crate::state::changed_services(&w.book, &book) {
+                let written = if cut_off {
+                    Err(FleetError::Unavailable(String::new()))
+                } else {
+                    self.write_one(&w.book, &mut book, &service)
+                };
+                if let Err(e) = written {
+                    if rolled_back.contains(&service) {
+                        if !cut_off {
+                            log::error!("rollout of service \"{service}\": the rollback holds on this node but etcd did not take it: {e}");
+                        }
+                    } else {
+                        ServiceRecord::of(&w.book, &service).apply(&mut book, &service);
+                        undone.push(service);
+                    }
+                }
+            }
+            outcome.events.retain(|e| !undone.contains(&e.service));
+            outcome.publish = outcome.publish && !outcome.events.is_empty();
+        }
         if outcome.publish || !outcome.events.is_empty() {
             if outcome.publish {
                 self.persist(&book);
@@ -405,6 +460,92 @@ impl Runtime {
         drop(w);
         for event in &outcome.events {
             self.note_event(event);
+        }
+    }
+
+    /// Writes every service whose entry differs between `old` and `new` to the fleet, recording
+    /// the new revisions in `new`. Refused while the node is not joined.
+    fn write_fleet(&self, old: &Book, new: &mut Book) -> Result<(), FleetError> {
+        if let Some(reason) = self.cluster.degraded() {
+            return Err(FleetError::Unavailable(reason));
+        }
+        for service in crate::state::changed_services(old, new) {
+            self.write_one(old, new, &service)?;
+        }
+        Ok(())
+    }
+
+    fn write_one(&self, old: &Book, new: &mut Book, service: &str) -> Result<(), FleetError> {
+        let fleet = self
+            .cluster
+            .fleet()
+            .ok_or_else(|| FleetError::Unavailable("not joined yet".into()))?;
+        let expected = old.revisions.get(service).copied().unwrap_or(0);
+        let record = ServiceRecord::of(new, service).to_bytes();
+        let revision = fleet.write(service, &record, expected)?;
+        new.revisions.insert(service.to_string(), revision);
+        Ok(())
+    }
+
+    /// Applies the fleet's entries (service, entry or `None` once deleted, revision) from the
+    /// cluster service's listing (`full`: every entry, so services without one are cleared) or
+    /// its watch (entries not newer than what this node has are skipped). An entry that names a
+    /// service or pool this node's config lacks is ignored here, with a warning, and flagged in
+    /// `GET /v1/cluster`. Publishes one snapshot if anything changed.
+    pub fn apply_fleet(&self, entries: Vec<(String, Option<Vec<u8>>, u64)>, full: bool) {
+        let mut w = self.writer.lock();
+        let mut book = (*w.book).clone();
+        let mut changed = false;
+        let mut listed = std::collections::BTreeSet::new();
+        for (service, bytes, revision) in entries {
+            listed.insert(service.clone());
+            let known = book.revisions.get(&service).copied();
+            if known.is_some_and(|k| k >= revision) {
+                continue;
+            }
+            book.revisions.insert(service.clone(), revision);
+            changed = true;
+            let record = match bytes.as_deref().map(ServiceRecord::from_bytes) {
+                None => ServiceRecord::default(),
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    let why = format!("its entry (revision {revision}) is not readable: {e}");
+                    log::warn!("cluster: ignoring service \"{service}\": {why}");
+                    self.cluster.set_ignored(&service, Some(why));
+                    continue;
+                }
+            };
+            if let Err(why) = fleet::fits(&w.current, &service, &record) {
+                log::warn!("cluster: ignoring the fleet's entry for service \"{service}\" (revision {revision}): {why}");
+                self.cluster.set_ignored(&service, Some(why));
+                continue;
+            }
+            self.cluster.set_ignored(&service, None);
+            let record = fleet::keep_clock(&w.current, &book, &service, record);
+            record.apply(&mut book, &service);
+        }
+        if full {
+            let stale: Vec<String> = book
+                .revisions
+                .keys()
+                .chain(book.overrides.keys())
+                .chain(book.maintenance.keys())
+                .chain(book.rollouts.services.keys())
+                .filter(|s| !listed.contains(*s))
+                .cloned()
+                .collect();
+            for service in stale {
+                ServiceRecord::default().apply(&mut book, &service);
+                book.revisions.remove(&service);
+                self.cluster.set_ignored(&service, None);
+                changed = true;
+            }
+        }
+        if changed {
+            self.persist(&book);
+            w.book = Arc::new(book);
+            let config = w.current.config.clone();
+            self.publish(&mut w, config);
         }
     }
 

@@ -88,6 +88,16 @@ struct ConfigParts {
 }
 
 impl Snapshot {
+    /// A service's ETag: the snapshot's generation on a node of its own; in a fleet, the etcd
+    /// revision of the service's entry (0 before its first write), the same on every node.
+    pub fn etag(&self, service: &str) -> u64 {
+        if self.config.cluster.is_some() {
+            self.book.revisions.get(service).copied().unwrap_or(0)
+        } else {
+            self.generation
+        }
+    }
+
     /// Compiles a validated config with the book's weight overrides applied on top, and the
     /// shielding of each active rollout. A config that is the same `Arc` as the last compile's
     /// keeps its route table, zones and metric handles: a weight change rebuilds only services.

@@ -62,6 +62,81 @@ pub struct PersistedState {
     pub maintenance: BTreeMap<String, Maintenance>,
 }
 
+/// One service's entry in a fleet's shared state (the etcd key `PREFIX/services/NAME`): what the
+/// book holds for that service. A node applies it whole, so a service's weights, rollout and
+/// maintenance always change together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<BTreeMap<String, u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::History>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+}
+
+impl ServiceRecord {
+    /// What `book` holds for `service`.
+    pub fn of(book: &Book, service: &str) -> ServiceRecord {
+        ServiceRecord {
+            weights: book.overrides.get(service).cloned(),
+            rollout: book.rollouts.services.get(service).cloned(),
+            maintenance: book.maintenance.get(service).cloned(),
+        }
+    }
+
+    /// The entry as written to etcd (JSON).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<ServiceRecord, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    /// Replaces what `book` holds for `service` with this entry.
+    pub fn apply(self, book: &mut Book, service: &str) {
+        match self.weights {
+            Some(w) => book.overrides.insert(service.to_string(), w),
+            None => book.overrides.remove(service),
+        };
+        match self.rollout {
+            Some(h) => {
+                if let Some(id) = h.current.as_ref().map(|r| r.id) {
+                    book.rollouts.next_id = book.rollouts.next_id.max(id);
+                }
+                book.rollouts.services.insert(service.to_string(), h)
+            }
+            None => book.rollouts.services.remove(service),
+        };
+        match self.maintenance {
+            Some(m) => book.maintenance.insert(service.to_string(), m),
+            None => book.maintenance.remove(service),
+        };
+    }
+}
+
+/// The services whose entry differs between `old` and `new` (a change's writes to the fleet).
+pub fn changed_services(old: &Book, new: &Book) -> Vec<String> {
+    let mut names: Vec<&String> = old
+        .overrides
+        .keys()
+        .chain(new.overrides.keys())
+        .chain(old.rollouts.services.keys())
+        .chain(new.rollouts.services.keys())
+        .chain(old.maintenance.keys())
+        .chain(new.maintenance.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|s| ServiceRecord::of(old, s).to_bytes() != ServiceRecord::of(new, s).to_bytes())
+        .cloned()
+        .collect()
+}
+
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct StateStore {

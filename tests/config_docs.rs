@@ -41,6 +41,7 @@ const SOURCES: &[&str] = &[
     "crates/core/src/config/access.rs",
     "crates/core/src/config/static_site.rs",
     "crates/core/src/config/tracing.rs",
+    "crates/core/src/config/cluster.rs",
 ];
 const ROOT: &str = "RawConfig";
 const DOC: &str = "docs/config.md";

@@ -44,6 +44,7 @@ const FLOORS: &[(u32, &[&str])] = &[
             "otlp",
             "api",
             "maintenance",
+            "etcd",
         ],
     ),
     (4, &["book", "metrics"]),
@@ -53,7 +54,7 @@ const FLOORS: &[(u32, &[&str])] = &[
     // The store.
     (8, &["runtime"]),
     // Changes: everything that writes goes through the runtime.
-    (9, &["control", "health", "acme", "dns"]),
+    (9, &["control", "health", "acme", "dns", "cluster"]),
     // Surfaces.
     (10, &["proxy", "admin", "ctl", "import"]),
     // The shell.

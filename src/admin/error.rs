@@ -7,6 +7,7 @@ use super::{json_response, MAX_BODY};
 use crate::api;
 use crate::config::ConfigErrors;
 use crate::control::ControlError;
+use crate::runtime::{ChangeError, FleetError};
 
 /// Everything that can go wrong with an admin request; [`AdminError::status`] maps each to HTTP.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,12 @@ impl AdminError {
                 | ControlError::RolloutOwnsWeights { .. }
                 | ControlError::RolloutActive { .. }
                 | ControlError::NoActiveRollout(_) => StatusCode::CONFLICT,
+                ControlError::Change(ChangeError::Fleet(FleetError::Unavailable(_))) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                ControlError::Change(ChangeError::Fleet(FleetError::Conflict { .. })) => {
+                    StatusCode::CONFLICT
+                }
                 ControlError::Change(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,7 +82,11 @@ pub fn error_response(e: &AdminError) -> Response<Vec<u8>> {
         status: status.as_u16(),
     };
     match e {
-        AdminError::Control(ControlError::Conflict { current, .. }) => {
+        AdminError::Control(ControlError::Conflict { current, .. })
+        | AdminError::Control(ControlError::Change(ChangeError::Fleet(FleetError::Conflict {
+            current,
+            ..
+        }))) => {
             body.generation = Some(*current);
         }
         AdminError::Control(

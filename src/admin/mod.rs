@@ -257,10 +257,23 @@ impl AdminApp {
                 Ok(json_response(StatusCode::OK, &view))
             }
             Action::Live => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
-            Action::Ready => Ok(json_response(
-                StatusCode::OK,
-                &json!({"status": "ready", "generation": rt.snapshot().generation}),
-            )),
+            Action::Ready => {
+                let mut body = json!({"status": "ready", "generation": rt.snapshot().generation});
+                if rt.cluster.enabled() {
+                    // Still ready: a degraded node serves its last state; it only refuses writes.
+                    body["cluster"] = match rt.cluster.degraded() {
+                        None => json!("ok"),
+                        Some(_) => json!("degraded"),
+                    };
+                }
+                Ok(json_response(StatusCode::OK, &body))
+            }
+            Action::ShowCluster => match rt.cluster.view() {
+                Some(view) => Ok(json_response(StatusCode::OK, &view)),
+                None => Err(AdminError::NotFound(
+                    "/v1/cluster: this node has no [cluster]".into(),
+                )),
+            },
             Action::ListCerts => Ok(json_response(
                 StatusCode::OK,
                 // Through a `Value` (`json!`), as it always was: its keys go out sorted.

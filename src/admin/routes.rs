@@ -21,6 +21,7 @@ pub enum Resource {
     Traffic(String),
     Reload,
     Config,
+    Cluster,
     Live,
     Ready,
     Metrics,
@@ -56,6 +57,7 @@ impl Resource {
             }
             ["v1", "reload"] => Resource::Reload,
             ["v1", "config"] => Resource::Config,
+            ["v1", "cluster"] => Resource::Cluster,
             ["v1", "certs"] => Resource::Certs,
             ["v1", "certs", n, "renew"] => Resource::CertRenew(segment(n)?),
             ["health", "live"] => Resource::Live,
@@ -127,6 +129,7 @@ pub enum Action {
     ShowTraffic(String),
     Reload,
     ShowConfig,
+    ShowCluster,
     Live,
     Ready,
     Metrics,
@@ -153,6 +156,7 @@ pub fn route(method: &str, path: &str) -> Result<Action, AdminError> {
         (Resource::Traffic(s), "GET") => Action::ShowTraffic(s),
         (Resource::Reload, "POST") => Action::Reload,
         (Resource::Config, "GET") => Action::ShowConfig,
+        (Resource::Cluster, "GET") => Action::ShowCluster,
         (Resource::Live, "GET") => Action::Live,
         (Resource::Ready, "GET") => Action::Ready,
         (Resource::Metrics, "GET") => Action::Metrics,
@@ -210,6 +214,7 @@ mod tests {
             Action::RenewCert("*.example.com".into())
         );
         assert_eq!(ok("GET", "/v1/config"), Action::ShowConfig);
+        assert_eq!(ok("GET", "/v1/cluster"), Action::ShowCluster);
         assert_eq!(ok("GET", "/health/live"), Action::Live);
         assert_eq!(ok("GET", "/health/ready"), Action::Ready);
         assert_eq!(ok("GET", "/metrics"), Action::Metrics);

@@ -10,12 +10,14 @@ use crate::rollout::{Event, EventKind, Kind, Phase, Plan, Rollout};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
 
-fn check_generation(snap: &Snapshot, if_match: Option<u64>) -> Result<(), ControlError> {
+fn check_generation(
+    snap: &Snapshot,
+    service: &str,
+    if_match: Option<u64>,
+) -> Result<(), ControlError> {
+    let current = snap.etag(service);
     match if_match {
-        Some(expected) if expected != snap.generation => Err(ControlError::Conflict {
-            expected,
-            current: snap.generation,
-        }),
+        Some(expected) if expected != current => Err(ControlError::Conflict { expected, current }),
         _ => Ok(()),
     }
 }
@@ -53,7 +55,7 @@ pub fn set_weights(
     if weights.is_empty() {
         return Err(ControlError::Invalid("no pool weights given".into()));
     }
-    check_generation(snap, if_match)?;
+    check_generation(snap, service, if_match)?;
     let svc = find(snap, service)?;
     for pool in weights.keys() {
         if svc.pool_index(pool).is_none() {
@@ -89,7 +91,7 @@ pub fn clear_weights(
     if_match: Option<u64>,
     force: bool,
 ) -> Result<Vec<Event>, ControlError> {
-    check_generation(snap, if_match)?;
+    check_generation(snap, service, if_match)?;
     find(snap, service)?;
     let events = yield_weights(book, service, force)?;
     book.overrides.remove(service);
@@ -134,7 +136,7 @@ pub fn switch(
     now: Instant,
 ) -> Result<(Option<Rollout>, Vec<Event>), ControlError> {
     let to = req.to.as_str();
-    check_generation(snap, req.if_match)?;
+    check_generation(snap, service, req.if_match)?;
     let svc = find(snap, service)?;
     let idx = svc
         .pool_index(to)

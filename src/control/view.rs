@@ -75,7 +75,7 @@ fn view(snap: &Snapshot, service: &Service) -> ServiceView {
         .collect();
     ServiceView {
         name: service.name.to_string(),
-        generation: snap.generation,
+        generation: snap.etag(&service.name),
         balance: balance_name(service.balance).to_string(),
         pools,
         maintenance: snap
@@ -171,7 +171,7 @@ pub fn rollout_of(snap: &Snapshot, r: &Rollout) -> RolloutView {
         },
         canary_live: LiveView::new(snap, &r.service, &r.canary),
         stable_live: LiveView::new(snap, &r.service, &r.stable),
-        generation: snap.generation,
+        generation: snap.etag(&r.service),
     }
 }
 

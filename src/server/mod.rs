@@ -284,6 +284,12 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         "traffic history",
         background::TrafficSampler::new(runtime.clone()),
     ));
+    if let Some(cluster) = &cfg.cluster {
+        server.add_service(background_service(
+            "cluster",
+            crate::cluster::ClusterService::new(runtime.clone(), cluster.clone()),
+        ));
+    }
     if let Some(admin) = &cfg.admin {
         server.add_service(crate::admin::service(runtime.clone(), acme, admin));
     }

@@ -28,6 +28,9 @@ pub struct Book {
     pub rollouts: Rollouts,
     /// Services in maintenance, by name.
     pub maintenance: BTreeMap<String, Maintenance>,
+    /// In a fleet (`[cluster]`): each service's entry's etcd mod-revision as last applied here
+    /// (its ETag); absent services have never been written. Empty on a node of its own.
+    pub revisions: BTreeMap<String, u64>,
 }
 
 /// The maintenance entries that still apply to `config`: those of services no longer in it are

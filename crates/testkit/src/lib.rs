@@ -8,6 +8,7 @@ pub mod chromium;
 pub mod ctl;
 pub mod differential;
 pub mod dns;
+pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod killable;
@@ -32,6 +33,7 @@ pub use chromium::{artifact_dir, Chromium};
 pub use ctl::{CtlChild, Outcome};
 pub use differential::{Differential, Report, Tolerated, TOLERATED};
 pub use dns::Dns;
+pub use etcd::Etcd;
 pub use grpc::{grpc_calls, Call, GrpcOutcome, GrpcServer};
 pub use http::{
     assert_proxy_error, backend_via, client_builder, h2c_client, header, http1_client,

@@ -7,6 +7,7 @@ mod acme;
 mod admin;
 pub mod affinity;
 pub mod certs;
+mod cluster;
 pub mod compression;
 pub mod cors;
 pub mod error_pages;
@@ -42,6 +43,7 @@ use toml::Spanned;
 
 pub use acme::{AcmeCertificate, AcmeConfig, ChallengeKind, Eab};
 pub use admin::{AdminConfig, AdminTls, DEFAULT_ADMIN_ADDRESS};
+pub use cluster::ClusterConfig;
 pub use error_pages::{ErrorPages, PageBody, PageKind};
 pub use limits::{HeadLimits, LimitsConfig, DEFAULT_MAX_KEYS};
 pub use listeners::{CertificateConfig, ListenerConfig};
@@ -115,6 +117,8 @@ pub struct Config {
     pub tls: TlsPolicy,
     /// `[tracing]`: W3C trace context and the optional OTLP export of request spans.
     pub tracing: TracingConfig,
+    /// `[cluster]`: the fleet this node shares runtime state with, if any.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {
@@ -302,7 +306,9 @@ impl Validator {
             .as_ref()
             .map(|a| self.acme(a, &listeners, &certificates));
         let tracing = self.tracing(&raw);
+        let cluster = self.cluster(&raw);
         Config {
+            cluster,
             tracing,
             tls,
             acme,

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::acme::RawAcme;
 use super::admin::RawAdmin;
+use super::cluster::RawCluster;
 use super::limits::RawLimits;
 use super::listeners::{RawCertificate, RawListener};
 use super::routes::{RawDefaults, RawRoute};
@@ -40,4 +41,5 @@ pub struct RawConfig {
     pub acme: Option<Spanned<RawAcme>>,
     pub tls: Option<RawTls>,
     pub tracing: Option<Spanned<RawTracing>>,
+    pub cluster: Option<Spanned<RawCluster>>,
 }

@@ -11,5 +11,7 @@
 pub mod engine;
 pub mod window;
 
-pub use engine::{Decision, Event, EventKind, Kind, Phase, Plan, Rollout, Rollouts, StepClock};
+pub use engine::{
+    Decision, Event, EventKind, History, Kind, Phase, Plan, Rollout, Rollouts, StepClock,
+};
 pub use window::{is_error, PoolWindow, WindowError, WindowSpec, WindowStats};

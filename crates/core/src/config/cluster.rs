@@ -1,0 +1,227 @@
+//! The `[cluster]` table: the etcd endpoints (and Redis) a fleet of nodes shares its runtime state through.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::raw::RawConfig;
+use super::values::{self, Text};
+use super::{serialize, Validator};
+use crate::secret::Secret;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub etcd: Option<Vec<Spanned<Text>>>,
+    pub prefix: Option<Spanned<Text>>,
+    pub node: Option<Spanned<Text>>,
+    pub username: Option<Text>,
+    pub password: Option<Text>,
+    pub ca: Option<Spanned<Text>>,
+    pub cert: Option<Spanned<Text>>,
+    pub key: Option<Spanned<Text>>,
+    pub lease_ttl: Option<values::Duration>,
+    pub timeout: Option<values::Duration>,
+    pub redis: Option<Spanned<Text>>,
+    pub redis_timeout: Option<values::Duration>,
+}
+
+/// How this node joins its fleet (absent: the node is on its own, as without `[cluster]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterConfig {
+    /// etcd client URLs (`http://host:2379` or `https://`), tried in turn.
+    pub etcd: Vec<String>,
+    /// Every key the fleet writes lives under this prefix (no trailing `/`).
+    pub prefix: String,
+    /// This node's name in the fleet (default: the host name).
+    pub node: String,
+    /// etcd user and password (etcd's own auth), if it needs them.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The CA that signs etcd's certificate (https endpoints); none: the system's roots.
+    #[serde(serialize_with = "serialize::opt_path")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate and key for etcd's mTLS.
+    #[serde(serialize_with = "serialize::opt_path")]
+    pub cert: Option<PathBuf>,
+    #[serde(serialize_with = "serialize::opt_path")]
+    pub key: Option<PathBuf>,
+    /// The TTL of this node's lease: its entry in the node list and its leadership end this long
+    /// after it stops renewing them.
+    #[serde(serialize_with = "serialize::duration")]
+    pub lease_ttl: Duration,
+    /// The longest an etcd call may take (a write, a read); past it the node counts etcd as
+    /// unreachable.
+    #[serde(serialize_with = "serialize::duration")]
+    pub timeout: Duration,
+    /// Redis for `scope = "cluster"` zones (`redis://` or `rediss://`).
+    pub redis: Option<Secret>,
+    /// The most a Redis call may add to a request; past it the zone falls back to a local limit.
+    #[serde(serialize_with = "serialize::duration")]
+    pub redis_timeout: Duration,
+}
+
+impl Validator {
+    pub(super) fn cluster(&mut self, raw: &RawConfig) -> Option<ClusterConfig> {
+        let c = raw.cluster.as_ref()?;
+        let header = c.span();
+        let c = c.get_ref();
+        let mut etcd = Vec::new();
+        match &c.etcd {
+            None => self.error(
+                header.clone(),
+                "[cluster] needs etcd = [\"http://HOST:2379\", ...]",
+            ),
+            Some(list) if list.is_empty() => {
+                self.error(header.clone(), "[cluster] etcd lists no endpoint")
+            }
+            Some(list) => {
+                for e in list {
+                    let text: &str = e.get_ref();
+                    let ok = text.parse::<http::Uri>().ok().filter(|u| {
+                        matches!(u.scheme_str(), Some("http" | "https"))
+                            && u.host().is_some()
+                            && u.path() == "/"
+                    });
+                    match ok {
+                        Some(_) => etcd.push(text.trim_end_matches('/').to_string()),
+                        None => self.error(
+                            e.span(),
+                            format!(
+                                "etcd endpoint \"{text}\" is not an http:// or https:// URL with a host and no path"
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+        let prefix = match &c.prefix {
+            None => "/switchyard".to_string(),
+            Some(p) => {
+                let text = p.get_ref().trim_end_matches('/');
+                if !text.starts_with('/') || text.len() < 2 || text.contains("//") {
+                    self.error(
+                        p.span(),
+                        format!("prefix \"{}\" must start with / and name at least one segment, without empty segments", p.get_ref().0),
+                    );
+                }
+                text.to_string()
+            }
+        };
+        let node = match &c.node {
+            Some(n) => {
+                let text: &str = n.get_ref();
+                if !valid_node_name(text) {
+                    self.error(
+                        n.span(),
+                        format!("node \"{text}\" must be 1 to 63 letters, digits, '-', '_' or '.'"),
+                    );
+                }
+                text.to_string()
+            }
+            None => match host_name() {
+                Some(h) if valid_node_name(&h) => h,
+                _ => {
+                    self.error(
+                        header.clone(),
+                        "[cluster] node is not set and the host name cannot serve as one; set node = \"NAME\"",
+                    );
+                    String::new()
+                }
+            },
+        };
+        if c.password.is_some() != c.username.is_some() {
+            self.error(
+                header.clone(),
+                "[cluster] username and password go together",
+            );
+        }
+        if c.cert.is_some() != c.key.is_some() {
+            self.error(header.clone(), "[cluster] cert and key go together");
+        }
+        let tls_files = [&c.ca, &c.cert, &c.key];
+        let any_https = etcd.iter().any(|e| e.starts_with("https://"));
+        if !any_https {
+            if let Some(f) = tls_files.iter().copied().flatten().next() {
+                self.error(
+                    f.span(),
+                    "ca, cert and key apply to https:// etcd endpoints; none is https://",
+                );
+            }
+        }
+        let mut file = |f: &Option<Spanned<Text>>| {
+            f.as_ref().map(|f| {
+                let path = self.resolve_path(f.get_ref());
+                if !path.is_file() {
+                    self.error(
+                        f.span(),
+                        format!("cannot read \"{}\": no such file", path.display()),
+                    );
+                }
+                path
+            })
+        };
+        let (ca, cert, key) = (file(&c.ca), file(&c.cert), file(&c.key));
+        let lease_ttl = c.lease_ttl.map_or(Duration::from_secs(5), |d| d.0);
+        if lease_ttl < Duration::from_secs(2) || lease_ttl > Duration::from_secs(300) {
+            let span = self.header_span("lease_ttl");
+            self.error(span, "lease_ttl must be between 2s and 300s");
+        }
+        let timeout = c.timeout.map_or(Duration::from_secs(2), |d| d.0);
+        if timeout.is_zero() {
+            let span = self.header_span("timeout");
+            self.error(span, "timeout must be above 0");
+        }
+        let redis = c.redis.as_ref().map(|r| {
+            let text: &str = r.get_ref();
+            let ok = text.parse::<http::Uri>().ok().filter(|u| {
+                matches!(u.scheme_str(), Some("redis" | "rediss")) && u.host().is_some()
+            });
+            if ok.is_none() {
+                self.error(
+                    r.span(),
+                    "redis must be a redis:// or rediss:// URL with a host",
+                );
+            }
+            Secret::new(text.to_string())
+        });
+        let redis_timeout = c.redis_timeout.map_or(Duration::from_millis(5), |d| d.0);
+        if redis_timeout.is_zero() {
+            let span = self.header_span("redis_timeout");
+            self.error(span, "redis_timeout must be above 0");
+        }
+        Some(ClusterConfig {
+            etcd,
+            prefix,
+            node,
+            username: c.username.as_ref().map(|u| u.0.clone()),
+            password: c.password.as_ref().map(|p| Secret::new(p.0.clone())),
+            ca,
+            cert,
+            key,
+            lease_ttl,
+            timeout,
+            redis,
+            redis_timeout,
+        })
+    }
+}
+
+/// Node names go into etcd keys and metric labels: a DNS label's characters (plus `_`, `.`).
+fn valid_node_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}

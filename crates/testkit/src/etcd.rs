@@ -1,0 +1,137 @@
+//! A real etcd (Debian's `etcd-server`) on loopback for the fleet tests: started per test, stopped and restarted on the same data, killed by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::peers::peer;
+use crate::ports::port;
+use crate::wait::wait_until;
+
+/// One etcd member with its own data directory, on two free ports of 127.0.0.1.
+pub struct Etcd {
+    pub client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers.
+    pub fn start() -> Etcd {
+        let mut etcd = Etcd {
+            client_port: port(),
+            peer_port: port(),
+            dir: tempfile::tempdir().expect("etcd's data dir"),
+            child: None,
+            starts: 0,
+        };
+        etcd.resume();
+        etcd
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join(format!("etcd-{}.log", self.starts))
+    }
+
+    /// The server's output so far (its latest start).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// Starts it again on the same data and ports (after [`Etcd::stop`]).
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "etcd is already running");
+        self.starts += 1;
+        let bin = peer("etcd", "etcd-server");
+        let log = std::fs::File::create(self.log()).expect("etcd log");
+        let client = self.url();
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new(bin)
+            .arg("--name=test")
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=test={peer_url}"))
+            .arg("--log-level=warn")
+            .arg("--logger=zap")
+            // Quick to commit on a busy 2-core machine.
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=500")
+            .arg("--unsafe-no-fsync")
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd log"))
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        self.child = Some(child);
+        let ready = wait_until(Duration::from_secs(30), || {
+            self.ctl(&["endpoint", "health"]).0
+        });
+        assert!(ready, "etcd did not become healthy:\n{}", self.output());
+    }
+
+    /// Kills it (SIGKILL: an outage, not a goodbye) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `etcdctl` against it: (success, stdout + stderr).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let bin = peer("etcdctl", "etcd-client");
+        let out = Command::new(bin)
+            .arg(format!("--endpoints={}", self.url()))
+            .arg("--dial-timeout=2s")
+            .arg("--command-timeout=3s")
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("run etcdctl");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    /// The value of `key`, if it exists.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let (ok, out) = self.ctl(&["get", "--print-value-only", key]);
+        assert!(ok, "etcdctl get {key}: {out}");
+        let value = out.trim_end_matches('\n');
+        (!value.is_empty()).then(|| value.to_string())
+    }
+
+    /// Every key under `prefix`.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let (ok, out) = self.ctl(&["get", "--prefix", "--keys-only", prefix]);
+        assert!(ok, "etcdctl get --prefix {prefix}: {out}");
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

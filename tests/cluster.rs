@@ -1,0 +1,329 @@
+//! A fleet of three real Switchyard nodes sharing one real etcd on loopback: a change on one node
+//! is live on the others, ETags are etcd revisions, a node that loses etcd keeps serving and
+//! refuses writes, catches up when etcd returns, one node leads and another takes over.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use testkit::*;
+
+const BIN: Bin = testkit::bin!();
+
+/// A node of the fleet at `prefix` in `etcd`: service "api" with pools blue (100) and green (0),
+/// the admin API, and `extra` TOML.
+fn node(etcd: &Etcd, prefix: &str, name: &str, extra: &str) -> Running {
+    World::blue_green()
+        .admin()
+        .toml(&format!(
+            "[cluster]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"{name}\"\nlease_ttl = \"2s\"\ntimeout = \"1s\"\n",
+            etcd.url()
+        ))
+        .toml(extra)
+        .start(BIN)
+}
+
+/// Waits until the node has joined its fleet (`/health/ready` says `cluster: ok`).
+fn wait_joined(n: &Running) {
+    let admin = n.admin();
+    let mut last = String::new();
+    let ok = wait_until(Duration::from_secs(30), || {
+        let r = admin.get("/health/ready");
+        last = r.text.clone();
+        r.json["cluster"] == "ok"
+    });
+    assert!(ok, "the node did not join: {last}\n{}", n.proxy.stderr());
+}
+
+fn fleet(etcd: &Etcd, prefix: &str) -> Vec<Running> {
+    let nodes: Vec<Running> = ["a", "b", "c"]
+        .iter()
+        .map(|name| node(etcd, prefix, name, ""))
+        .collect();
+    for n in &nodes {
+        wait_joined(n);
+    }
+    nodes
+}
+
+fn weights(admin: &Admin, body: Value, etag: Option<u64>) -> AdminReply {
+    let tag = etag.map(|e| format!("\"{e}\""));
+    let headers: Vec<(&str, &str)> = tag.iter().map(|t| ("If-Match", t.as_str())).collect();
+    admin.send(
+        "PUT",
+        "/v1/services/api/weights",
+        Some(&body.to_string()),
+        &headers,
+    )
+}
+
+#[test]
+fn a_weight_change_on_one_node_is_live_on_every_node_with_the_etcd_revision_as_etag() {
+    let etcd = Etcd::start();
+    let nodes = fleet(&etcd, "/sy/propagate");
+    let (a, b, c) = (nodes[0].admin(), nodes[1].admin(), nodes[2].admin());
+
+    let before = a.get("/v1/services/api");
+    assert_eq!(before.status, 200, "{}", before.text);
+    assert_eq!(before.generation(), 0, "no entry yet: {}", before.text);
+
+    let sent = Instant::now();
+    let reply = weights(&a, json!({"blue": 50, "green": 50}), Some(0));
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    // Read-your-writes: the answer already shows the change, its ETag the entry's revision.
+    assert_eq!(reply.weight("green"), 50);
+    let revision = reply.generation();
+    assert!(revision > 0);
+    assert_eq!(reply.header("etag"), format!("\"{revision}\""));
+    let stored = etcd
+        .get("/sy/propagate/services/api")
+        .expect("the entry is in etcd");
+    assert!(stored.contains("\"green\":50"), "{stored}");
+
+    let mut seen = Vec::new();
+    for other in [&b, &c] {
+        let ok = wait_until(Duration::from_secs(5), || {
+            other.get("/v1/services/api").weight("green") == 50
+        });
+        assert!(ok, "the change did not reach the node");
+        seen.push(sent.elapsed());
+        let view = other.get("/v1/services/api");
+        assert_eq!(view.generation(), revision, "same ETag on every node");
+    }
+    let slowest = seen.iter().max().copied().unwrap_or_default();
+    eprintln!("propagation: seen on both other nodes within {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "took {slowest:?}");
+
+    // Traffic on node C follows: green answers now.
+    let client = http1_client();
+    let ok = wait_until(Duration::from_secs(5), || {
+        (0..20).any(|_| {
+            client
+                .get(nodes[2].url("api.test", "/"))
+                .send()
+                .ok()
+                .and_then(|r| r.text().ok())
+                .is_some_and(|t| t.contains("green"))
+        })
+    });
+    assert!(ok, "node C never sent a request to green");
+
+    // A stale ETag is refused on another node, with the current revision.
+    let stale = weights(&b, json!({"blue": 100, "green": 0}), Some(revision - 1));
+    assert_eq!(stale.status, 409, "{}", stale.text);
+    assert_eq!(stale.json["generation"], revision);
+    let fresh = weights(&b, json!({"blue": 100, "green": 0}), Some(revision));
+    assert_eq!(fresh.status, 200, "{}", fresh.text);
+    assert!(fresh.generation() > revision);
+    let ok = wait_until(Duration::from_secs(5), || {
+        a.get("/v1/services/api").weight("green") == 0
+    });
+    assert!(ok, "B's change did not reach A");
+
+    // Maintenance goes through the fleet as well.
+    let m = c.send(
+        "PUT",
+        "/v1/services/api/maintenance",
+        Some(r#"{"retry_after": 30}"#),
+        &[],
+    );
+    assert_eq!(m.status, 200, "{}", m.text);
+    let ok = wait_until(Duration::from_secs(5), || {
+        client
+            .get(nodes[0].url("api.test", "/"))
+            .send()
+            .is_ok_and(|r| r.status() == 503)
+    });
+    assert!(ok, "maintenance set on C did not reach A's traffic");
+}
+
+#[test]
+fn a_node_that_loses_etcd_keeps_serving_refuses_writes_and_catches_up() {
+    let mut etcd = Etcd::start();
+    let nodes = fleet(&etcd, "/sy/outage");
+    let (a, b) = (nodes[0].admin(), nodes[1].admin());
+    let reply = weights(&a, json!({"blue": 70, "green": 30}), None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert!(wait_until(Duration::from_secs(5), || b
+        .get("/v1/services/api")
+        .weight("green")
+        == 30));
+
+    etcd.stop();
+    for n in &nodes {
+        let admin = n.admin();
+        let ok = wait_until(Duration::from_secs(20), || {
+            admin.get("/health/ready").json["cluster"] == "degraded"
+        });
+        assert!(ok, "the node did not notice etcd was gone");
+        let ready = admin.get("/health/ready");
+        assert_eq!(
+            ready.status, 200,
+            "a degraded node still serves: {}",
+            ready.text
+        );
+        let metrics = admin.get("/metrics").text;
+        assert!(metrics.contains("switchyard_cluster_up 0"), "{metrics}");
+        let cluster = admin.get("/v1/cluster");
+        assert_eq!(cluster.json["state"], "degraded", "{}", cluster.text);
+        assert!(cluster.json["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("etcd")));
+    }
+    // Writes are refused (never kept by one node alone); traffic keeps the last state.
+    let refused = weights(&a, json!({"blue": 0, "green": 100}), None);
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(refused.error().contains("degraded"), "{}", refused.text);
+    assert_eq!(a.get("/v1/services/api").weight("green"), 30);
+    let client = http1_client();
+    let served = (0..10)
+        .filter(|_| {
+            client
+                .get(nodes[1].url("api.test", "/"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .count();
+    assert_eq!(served, 10, "a degraded node stopped serving");
+
+    // etcd returns: every node rejoins, and a change made now reaches all.
+    etcd.resume();
+    for n in &nodes {
+        wait_joined(n);
+    }
+    let reply = weights(&b, json!({"blue": 10, "green": 90}), None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    for n in &nodes {
+        let admin = n.admin();
+        assert!(wait_until(Duration::from_secs(5), || admin
+            .get("/v1/services/api")
+            .weight("green")
+            == 90));
+    }
+}
+
+#[test]
+fn a_change_made_while_a_node_was_away_reaches_it_when_it_returns() {
+    let etcd = Etcd::start();
+    let prefix = "/sy/away";
+    let a = node(&etcd, prefix, "a", "");
+    wait_joined(&a);
+    let mut b = node(&etcd, prefix, "b", "");
+    wait_joined(&b);
+    b.proxy.stop();
+    let reply = weights(&a.admin(), json!({"blue": 40, "green": 60}), None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    // B starts from its state file (written before the change), then lists the fleet.
+    let config = b.config();
+    b.restart(&config);
+    wait_joined(&b);
+    let view = b.admin().get("/v1/services/api");
+    assert_eq!(view.weight("green"), 60, "{}", view.text);
+}
+
+#[test]
+fn an_entry_naming_a_pool_this_node_lacks_is_ignored_here_and_flagged() {
+    let etcd = Etcd::start();
+    let prefix = "/sy/ignored";
+    let a = node(
+        &etcd,
+        prefix,
+        "a",
+        "[services.api.pools.canary]\nweight = 0\nservers = [\"{blue}\"]\n",
+    );
+    let b = node(&etcd, prefix, "b", "");
+    wait_joined(&a);
+    wait_joined(&b);
+    let reply = weights(&a.admin(), json!({"canary": 10}), None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let admin = b.admin();
+    let ok = wait_until(Duration::from_secs(5), || {
+        admin.get("/v1/cluster").json["ignored"]["api"].is_string()
+    });
+    let cluster = admin.get("/v1/cluster");
+    assert!(ok, "{}", cluster.text);
+    assert!(
+        cluster.json["ignored"]["api"]
+            .as_str()
+            .is_some_and(|w| w.contains("no pool \"canary\"")),
+        "{}",
+        cluster.text
+    );
+    assert_eq!(admin.get("/v1/services/api").weight("blue"), 100);
+    assert!(b
+        .proxy
+        .stderr()
+        .contains("ignoring the fleet's entry for service \"api\""));
+    // The config hashes differ, and the view says which nodes match the leader.
+    let nodes = cluster.json["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(nodes.len(), 2, "{}", cluster.text);
+    assert_ne!(nodes[0]["config_hash"], nodes[1]["config_hash"]);
+}
+
+#[test]
+fn one_node_leads_and_another_takes_over_when_it_dies() {
+    let etcd = Etcd::start();
+    let mut nodes = fleet(&etcd, "/sy/leader");
+    let leader_of = |nodes: &[Running]| -> Vec<usize> {
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.admin().get("/v1/cluster").json["leader_here"] == true)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let mut leaders = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            leaders = leader_of(&nodes);
+            leaders.len() == 1
+        }),
+        "leaders: {leaders:?}"
+    );
+    let first = leaders[0];
+    let names = ["a", "b", "c"];
+    let other = nodes[(first + 1) % 3].admin();
+    let mut view = other.get("/v1/cluster");
+    let ok = wait_until(Duration::from_secs(5), || {
+        view = other.get("/v1/cluster");
+        view.json["leader"] == names[first]
+            && view.json["nodes"].as_array().map(Vec::len) == Some(3)
+    });
+    assert!(ok, "{}", view.text);
+    // The leader matches itself; the others' configs differ here (ports, backends, paths).
+    for n in view.json["nodes"].as_array().into_iter().flatten() {
+        assert_eq!(
+            n["matches_leader"],
+            n["node"] == names[first],
+            "{}",
+            view.text
+        );
+    }
+
+    // SIGKILL: no goodbye; its lease runs out (2 s) and another node is elected.
+    nodes[first].proxy.signal("KILL");
+    let killed = Instant::now();
+    let rest: Vec<Running> = nodes
+        .drain(..)
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, n)| n)
+        .collect();
+    let ok = wait_until(Duration::from_secs(15), || leader_of(&rest).len() == 1);
+    assert!(ok, "no node took over");
+    eprintln!("takeover after {:?}", killed.elapsed());
+    let admin = rest[0].admin();
+    let ok = wait_until(Duration::from_secs(10), || {
+        admin.get("/v1/cluster").json["nodes"]
+            .as_array()
+            .map(Vec::len)
+            == Some(2)
+    });
+    assert!(
+        ok,
+        "the dead node's entry outlived its lease: {}",
+        admin.get("/v1/cluster").text
+    );
+}
