@@ -15,6 +15,9 @@ pub use crate::rollout::{Event, Kind, Phase};
 pub struct Services {
     pub generation: u64,
     pub services: Vec<ServiceView>,
+    /// In a fleet: `ok`, or `degraded` with why (absent on a node of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// `GET /v1/services/{s}`, and the answer to a weight change or a switch.

@@ -169,6 +169,18 @@ fn a_node_that_loses_etcd_keeps_serving_refuses_writes_and_catches_up() {
             .as_str()
             .is_some_and(|r| r.contains("etcd")));
     }
+    // ctl says so too.
+    let url = nodes[0].admin_url();
+    let status = BIN.ctl(&[("SWITCHYARD_ADMIN", &url)], &["status"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(status.stdout.starts_with("cluster: degraded"), "{status}");
+    let cluster = BIN.ctl(&[("SWITCHYARD_ADMIN", &url)], &["cluster"]);
+    assert!(
+        cluster
+            .stdout
+            .contains("node \"a\" in fleet /sy/outage: degraded"),
+        "{cluster}"
+    );
     // Writes are refused (never kept by one node alone); traffic keeps the last state.
     let refused = weights(&a, json!({"blue": 0, "green": 100}), None);
     assert_eq!(refused.status, 503, "{}", refused.text);
@@ -314,6 +326,22 @@ fn one_node_leads_and_another_takes_over_when_it_dies() {
     let ok = wait_until(Duration::from_secs(15), || leader_of(&rest).len() == 1);
     assert!(ok, "no node took over");
     eprintln!("takeover after {:?}", killed.elapsed());
+    let new_leader = rest
+        .iter()
+        .find(|n| n.admin().get("/v1/cluster").json["leader_here"] == true)
+        .expect("a leader");
+    let table = BIN.ctl(
+        &[("SWITCHYARD_ADMIN", &new_leader.admin_url())],
+        &["cluster"],
+    );
+    assert_eq!(table.code, 0, "{table}");
+    assert!(table.stdout.contains("leader: this node"), "{table}");
+    assert!(table.stdout.contains("NODE"), "{table}");
+    let status = BIN.ctl(
+        &[("SWITCHYARD_ADMIN", &new_leader.admin_url())],
+        &["status"],
+    );
+    assert!(status.stdout.starts_with("cluster: ok"), "{status}");
     let admin = rest[0].admin();
     let ok = wait_until(Duration::from_secs(10), || {
         admin.get("/v1/cluster").json["nodes"]

@@ -96,6 +96,10 @@ impl AdminApp {
                 let body = api::Services {
                     generation: snap.generation,
                     services: control::services(&snap),
+                    cluster: rt.cluster.enabled().then(|| match rt.cluster.degraded() {
+                        None => "ok".to_string(),
+                        Some(why) => format!("degraded: {why}"),
+                    }),
                 };
                 Ok(json_response(StatusCode::OK, &body))
             }

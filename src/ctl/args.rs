@@ -128,6 +128,10 @@ pub enum CtlCommand {
         #[arg(long, value_name = "NAME")]
         renew: Option<String>,
     },
+    /// The fleet (`[cluster]`): this node's state, the leader, etcd, and every live node with its
+    /// config generation and whether its config matches the leader's; fleet entries this node
+    /// ignores.
+    Cluster,
     /// Maintenance: `on` makes the service's routes answer 503 with Retry-After and a page, except
     /// to allowed client networks and on health paths; `off` ends it. It survives restarts and
     /// reloads until `off`.

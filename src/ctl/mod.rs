@@ -35,8 +35,8 @@ pub use client::{root_cause, AdminUrl};
 use crate::api::{self, RolloutView, ServiceView};
 use client::{Client, Reply, Target};
 use render::{
-    certs_table, events_table, maintenance_line, rollout_details, rollout_line, rollout_name,
-    status_table, weights_line,
+    certs_table, cluster_table, events_table, maintenance_line, rollout_details, rollout_line,
+    rollout_name, status_table, weights_line,
 };
 
 /// Where the admin API is unless --admin or SWITCHYARD_ADMIN say otherwise.
@@ -132,7 +132,17 @@ fn execute(client: &Client, args: &CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Status { service: None } => {
             let reply: Reply<api::Services> =
                 client.call(Method::GET, "/v1/services", None, None)?;
-            (reply.body, status_table(&reply.view.services))
+            let mut summary = String::new();
+            if let Some(cluster) = &reply.view.cluster {
+                summary.push_str(&format!("cluster: {cluster}\n\n"));
+            }
+            summary.push_str(&status_table(&reply.view.services));
+            (reply.body, summary)
+        }
+        CtlCommand::Cluster => {
+            let reply: Reply<api::ClusterView> =
+                client.call(Method::GET, "/v1/cluster", None, None)?;
+            (reply.body, cluster_table(&reply.view))
         }
         CtlCommand::Weights {
             service,

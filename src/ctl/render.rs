@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::api::{CertStatus, Event, Kind, LiveView, MaintenanceView, RolloutView, ServiceView};
+use crate::api::{
+    CertStatus, ClusterView, Event, Kind, LiveView, MaintenanceView, RolloutView, ServiceView,
+};
 
 /// A float as the API's JSON writes it (`30.0`, `0.25`), so the text matches `--json`.
 fn num(v: f64) -> String {
@@ -341,6 +343,58 @@ pub fn certs_table(certs: &[CertStatus]) -> String {
                 "  last error ({} failure(s) in a row): {e}\n",
                 c.failures
             ));
+        }
+    }
+    out
+}
+
+/// The human view of `GET /v1/cluster`.
+pub fn cluster_table(c: &ClusterView) -> String {
+    let mut out = format!("node \"{}\" in fleet {}: {}", c.node, c.prefix, c.state);
+    if let Some(reason) = &c.reason {
+        out.push_str(&format!(" ({reason})"));
+    }
+    out.push('\n');
+    let leader = match (&c.leader, c.leader_here) {
+        (_, true) => "this node".to_string(),
+        (Some(l), false) => format!("\"{l}\""),
+        (None, false) => "none".to_string(),
+    };
+    out.push_str(&format!("leader: {leader}\n"));
+    out.push_str(&format!(
+        "etcd: {} ({}, revision {})\n",
+        c.etcd.endpoints.join(", "),
+        if c.etcd.reachable && c.state == "ok" {
+            "reachable"
+        } else {
+            "unreachable"
+        },
+        c.etcd.revision
+    ));
+    out.push_str(&format!(
+        "\n{:<20} {:<10} {:<18} {:<8} {:<22} {}\n",
+        "NODE", "GENERATION", "CONFIG", "MATCHES", "ADMIN", "VERSION"
+    ));
+    for n in &c.nodes {
+        let matches = match n.matches_leader {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        out.push_str(&format!(
+            "{:<20} {:<10} {:<18} {:<8} {:<22} {}\n",
+            n.node,
+            n.generation,
+            n.config_hash,
+            matches,
+            n.admin.as_deref().unwrap_or("-"),
+            n.version
+        ));
+    }
+    if !c.ignored.is_empty() {
+        out.push_str("\nfleet entries ignored on this node:\n");
+        for (service, why) in &c.ignored {
+            out.push_str(&format!("  service \"{service}\": {why}\n"));
         }
     }
     out

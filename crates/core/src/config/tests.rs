@@ -374,3 +374,47 @@ fn admin_tls_loads_its_files_or_says_which_is_wrong() {
     let e = errors(with(r#"cert = "localhost.crt""#));
     assert!(e[0].contains("missing field `key`"), "{e:?}");
 }
+
+#[test]
+fn cluster_is_checked_with_locations() {
+    let ok = parse(
+        &format!("{BASE}\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nnode = \"edge-1\"\n"),
+        Path::new("t.toml"),
+    )
+    .expect("valid");
+    let c = ok.cluster.expect("cluster");
+    assert_eq!(c.prefix, "/switchyard");
+    assert_eq!(c.node, "edge-1");
+    assert_eq!(c.lease_ttl, Duration::from_secs(5));
+    assert_eq!(c.redis_timeout, Duration::from_millis(5));
+    assert!(ok.services.len() == 1);
+
+    let e = errors(&format!(
+        "{BASE}\n[cluster]\netcd = [\"ftp://x:1\", \"http://127.0.0.1:2379/v3\"]\nprefix = \"nope\"\nnode = \"a b\"\nlease_ttl = \"1s\"\nredis = \"http://r:6379\"\nca = \"ca.pem\"\nusername = \"u\"\n"
+    ));
+    let line = |n: usize| BASE.lines().count() + 1 + n;
+    let want = [
+        format!("t.toml:{}:9: etcd endpoint \"ftp://x:1\"", line(2)),
+        format!(
+            "t.toml:{}:22: etcd endpoint \"http://127.0.0.1:2379/v3\"",
+            line(2)
+        ),
+        format!("t.toml:{}:10: prefix \"nope\" must start with /", line(3)),
+        format!("t.toml:{}:8: node \"a b\" must be", line(4)),
+        "lease_ttl must be between 2s and 300s".to_string(),
+        format!("t.toml:{}:9: redis must be a redis://", line(6)),
+        format!("t.toml:{}:6: ca, cert and key apply to https://", line(7)),
+        "[cluster] username and password go together".to_string(),
+    ];
+    for w in &want {
+        assert!(
+            e.iter().any(|e| e.contains(w.as_str())),
+            "no {w:?} in {e:#?}"
+        );
+    }
+    let missing = errors(&format!("{BASE}\n[cluster]\nnode = \"a\"\n"));
+    assert!(
+        missing.iter().any(|e| e.contains("[cluster] needs etcd")),
+        "{missing:?}"
+    );
+}
