@@ -122,6 +122,7 @@ pub async fn order(
     );
     // Answers stay up until the order is decided; dropping the guards withdraws them.
     let mut guards = Vec::new();
+    let mut shared = Vec::new();
     let mut dns_records: Vec<(String, String)> = Vec::new();
     let result = async {
         let mut authorizations = order.authorizations();
@@ -151,11 +152,23 @@ pub async fn order(
                 })?;
             let key_auth = challenge.key_authorization();
             match cert.challenge {
-                ChallengeKind::Http01 => guards.push(ChallengeGuard::http01(
-                    state,
-                    &challenge.token,
-                    key_auth.as_str(),
-                )),
+                ChallengeKind::Http01 => {
+                    guards.push(ChallengeGuard::http01(
+                        state,
+                        &challenge.token,
+                        key_auth.as_str(),
+                    ));
+                    if let Some(fleet) = state.fleet.get() {
+                        // Any node of the fleet may get the CA's request: every node answers.
+                        shared.push(
+                            fleet
+                                .share_token(&challenge.token, key_auth.as_str())
+                                .await
+                                .map_err(AcmeError::Fleet)?,
+                        );
+                        tokio::time::sleep(super::fleet::TOKEN_SPREAD).await;
+                    }
+                }
                 ChallengeKind::TlsAlpn01 => {
                     let c = alpn::challenge_cert(&name, key_auth.digest().as_ref())?;
                     guards.push(ChallengeGuard::tls_alpn01(state, &name, c));
@@ -181,6 +194,7 @@ pub async fn order(
     }
     .await;
     drop(guards);
+    drop(shared);
     if let Ok(hook) = hook_path(cfg) {
         for (record, value) in dns_records {
             if let Err(e) = dns::run(hook, "cleanup", &record, &value, cfg.dns_hook_timeout).await {

@@ -15,6 +15,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::fleet::{EtcdStorage, FleetAcme};
 use super::storage::{CertMeta, CertStorage, FsStorage, RetryState, StoredCert};
 use super::view::{rfc3339, CertState, CertStatus};
 use super::AcmeState;
@@ -83,6 +84,9 @@ pub struct AcmeManager {
     account: Mutex<Option<(String, Account)>>,
     /// A directory known to offer no ARI.
     no_ari: Mutex<Option<String>>,
+    /// In a fleet: the etcd store and locks, and the ids of certificates other nodes stored.
+    fleet: Option<Arc<FleetAcme>>,
+    stored_elsewhere: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 impl AcmeManager {
@@ -91,8 +95,30 @@ impl AcmeManager {
     pub fn new(runtime: Arc<Runtime>, acme: Arc<AcmeState>) -> AcmeManager {
         let published = runtime.subscribe();
         let first = published.borrow().clone();
+        // In a fleet the certificates live in etcd and every node follows them (and answers the
+        // fleet's HTTP-01 challenges, with or without `[acme]` of its own).
+        let fleet = first.config.cluster.as_ref().and_then(|c| match FleetAcme::new(c) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                log::error!("acme: {e}; this node neither orders nor answers the fleet's challenges");
+                None
+            }
+        });
+        let mut stored_elsewhere = None;
+        let storage: Arc<dyn CertStorage> = match &fleet {
+            Some(f) => {
+                let _ = acme.fleet.set(f.clone());
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                f.follow(acme.clone(), tx);
+                stored_elsewhere = Some(rx);
+                Arc::new(EtcdStorage(f.clone()))
+            }
+            None => Arc::new(FsStorage::new(&first.config.server.state_dir)),
+        };
         let manager = AcmeManager {
-            storage: Arc::new(FsStorage::new(&first.config.server.state_dir)),
+            fleet,
+            stored_elsewhere: Mutex::new(stored_elsewhere),
+            storage,
             runtime,
             acme,
             published,
@@ -440,6 +466,96 @@ impl AcmeManager {
         }
     }
 
+    /// Counts a failed order of `m` and schedules the next one (backoff).
+    fn note_failure(&self, m: &mut Managed, cfg: &AcmeConfig, e: &AcmeError, challenge: &str) {
+        let id = m.spec.id.as_str();
+        let reason = e.reason();
+        self.acme.metrics.order(challenge, Some(reason));
+        m.failures += 1;
+        let mut delay = backoff(cfg, m.failures);
+        if e.rate_limited() {
+            delay = delay.max(RATE_LIMITED_PAUSE.min(cfg.backoff_max));
+        }
+        m.next_attempt = SystemTime::now() + delay;
+        m.last_error = Some(e.to_string());
+        let names = m.spec.names.join(", ");
+        let retry_in = delay.as_secs_f64();
+        tracing::error!(
+            target: "switchyard::acme",
+            event = "order_failed",
+            certificate = id,
+            names,
+            challenge,
+            reason,
+            error = %e,
+            failures = m.failures,
+            retry_in,
+            "acme: order for {names} failed ({reason}): {e}; {} serves meanwhile; next attempt in {retry_in:.1}s (failure {} in a row)",
+            if m.leaf.is_some() { "the current certificate" } else { "a self-signed certificate" },
+            m.failures
+        );
+    }
+
+    /// A failure before an order was placed (the fleet's lock): counted like a failed order.
+    fn failed(&self, id: &str, cfg: &AcmeConfig, e: AcmeError, challenge: &str) {
+        let mut certs = self.certs.lock();
+        let Some(m) = certs.get_mut(id) else {
+            return;
+        };
+        m.ordering = false;
+        self.note_failure(m, cfg, &e, challenge);
+        self.publish(m);
+    }
+
+    /// Serves the certificate of `id` that the fleet's store holds if it is not the one this
+    /// node serves (another node obtained it). Returns whether it did.
+    fn adopt_from_fleet(&self, id: &str) -> bool {
+        let stored = match self.storage.load_cert(id) {
+            Ok(Some(s)) => s,
+            Ok(None) => return false,
+            Err(e) => {
+                log::warn!("acme: {e}");
+                return false;
+            }
+        };
+        let Some(directory) = self.config().map(|c| c.directory) else {
+            return false;
+        };
+        let mut certs = self.certs.lock();
+        let Some(m) = certs.get_mut(id) else {
+            return false;
+        };
+        if m.leaf.as_ref().is_some_and(|l| l.serial == stored.meta.serial)
+            || stored.meta.directory != directory
+        {
+            return false;
+        }
+        let (key, leaf) = match parse(&stored.chain_pem, &stored.key_pem) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("acme: the fleet's certificate for \"{id}\" is unusable: {e}");
+                return false;
+            }
+        };
+        if !leaf.covers(&m.spec.names) || leaf.renew_at() <= unix(SystemTime::now()) {
+            return false;
+        }
+        self.runtime.set_acme_cert(id, &m.spec.names, Some(key));
+        log::info!(
+            "acme: serving the certificate for {} another node obtained (serial {}, expires {})",
+            m.spec.names.join(", "),
+            leaf.serial,
+            rfc3339(leaf.not_after)
+        );
+        m.next_attempt = std::time::UNIX_EPOCH + Duration::from_secs(leaf.renew_at());
+        m.leaf = Some(leaf);
+        m.failures = 0;
+        m.last_error = None;
+        m.ari_next = Some(SystemTime::now() + ari::MIN_POLL);
+        self.publish(m);
+        true
+    }
+
     /// Places the order for `id` and applies the outcome.
     async fn attempt(&self, id: &str) {
         let Some(cfg) = self.config() else {
@@ -454,6 +570,29 @@ impl AcmeManager {
             m.orders += 1;
             self.publish(m);
             m.spec.clone()
+        };
+        // In a fleet one node orders a certificate: it takes the lock, then looks again, since
+        // another node may have stored a new one while this one waited.
+        let _lock = match &self.fleet {
+            Some(fleet) => match fleet.lock(id).await {
+                Ok(lock) => {
+                    if self.adopt_from_fleet(id) {
+                        let mut certs = self.certs.lock();
+                        if let Some(m) = certs.get_mut(id) {
+                            m.ordering = false;
+                            m.orders -= 1;
+                            self.publish(m);
+                        }
+                        return;
+                    }
+                    Some(lock)
+                }
+                Err(e) => {
+                    self.failed(id, &cfg, AcmeError::Fleet(e), spec.challenge.as_str());
+                    return;
+                }
+            },
+            None => None,
         };
         let started = std::time::Instant::now();
         let mut result = self.order(&cfg, &spec).await;
@@ -499,33 +638,7 @@ impl AcmeManager {
                 m.last_error = None;
                 m.ari_next = Some(SystemTime::now() + ari::MIN_POLL);
             }
-            Err(e) => {
-                let reason = e.reason();
-                self.acme.metrics.order(challenge, Some(reason));
-                m.failures += 1;
-                let mut delay = backoff(&cfg, m.failures);
-                if e.rate_limited() {
-                    delay = delay.max(RATE_LIMITED_PAUSE.min(cfg.backoff_max));
-                }
-                m.next_attempt = SystemTime::now() + delay;
-                m.last_error = Some(e.to_string());
-                let names = m.spec.names.join(", ");
-                let retry_in = delay.as_secs_f64();
-                tracing::error!(
-                    target: "switchyard::acme",
-                    event = "order_failed",
-                    certificate = id,
-                    names,
-                    challenge,
-                    reason,
-                    error = %e,
-                    failures = m.failures,
-                    retry_in,
-                    "acme: order for {names} failed ({reason}): {e}; {} serves meanwhile; next attempt in {retry_in:.1}s (failure {} in a row)",
-                    if m.leaf.is_some() { "the current certificate" } else { "a self-signed certificate" },
-                    m.failures
-                );
-            }
+            Err(e) => self.note_failure(m, &cfg, &e, challenge),
         }
         self.publish(m);
         let retry = m.last_error.as_ref().map(|e| RetryState {
@@ -591,6 +704,7 @@ impl BackgroundService for AcmeManager {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut published = self.published.clone();
         let mut seen = self.first.clone();
+        let mut stored_elsewhere = self.stored_elsewhere.lock().take();
         loop {
             // A reload publishes a new config (a weight change only a new generation of it).
             let next = published.borrow_and_update().clone();
@@ -614,6 +728,15 @@ impl BackgroundService for AcmeManager {
             tokio::select! {
                 _ = tokio::time::sleep(idle) => {}
                 _ = self.acme.wake.notified() => {}
+                Some(id) = async {
+                    match stored_elsewhere.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // Another node stored a certificate (or this one did: then nothing changes).
+                    self.adopt_from_fleet(&id);
+                }
                 _ = published.changed() => {}
                 _ = shutdown.changed() => return,
             }

@@ -11,6 +11,7 @@ pub mod alpn;
 mod ari;
 mod client;
 mod dns;
+pub mod fleet;
 mod manager;
 mod metrics;
 pub mod storage;
@@ -54,6 +55,8 @@ pub enum AcmeError {
     Storage(#[from] storage::StorageError),
     #[error("cannot read ca_root: {0}")]
     CaRoot(String),
+    #[error("the fleet (etcd): {0}")]
+    Fleet(String),
 }
 
 impl AcmeError {
@@ -82,6 +85,7 @@ impl AcmeError {
             AcmeError::Crypto(_) | AcmeError::BadCertificate(_) => "certificate",
             AcmeError::Storage(_) => "storage",
             AcmeError::CaRoot(_) => "config",
+            AcmeError::Fleet(_) => "fleet",
         }
     }
 
@@ -100,6 +104,11 @@ impl AcmeError {
 pub struct AcmeState {
     /// HTTP-01: token → key authorization.
     http01: RwLock<HashMap<String, String>>,
+    /// HTTP-01 answers of the whole fleet (`[cluster]`), mirrored from etcd: any node answers
+    /// the CA, whichever placed the order.
+    pub(crate) fleet_http01: RwLock<HashMap<String, String>>,
+    /// The fleet's ACME store, once the manager has made it (`[cluster]` only).
+    pub(crate) fleet: std::sync::OnceLock<Arc<fleet::FleetAcme>>,
     /// TLS-ALPN-01: name → the challenge certificate.
     alpn: RwLock<HashMap<String, Arc<CertifiedKey>>>,
     /// How many TLS-ALPN-01 challenges are pending: the TLS hook looks at nothing while 0.
@@ -125,6 +134,8 @@ impl AcmeState {
     pub fn new(registry: &prometheus::Registry) -> Arc<AcmeState> {
         Arc::new(AcmeState {
             http01: RwLock::default(),
+            fleet_http01: RwLock::default(),
+            fleet: std::sync::OnceLock::new(),
             alpn: RwLock::default(),
             alpn_pending: AtomicUsize::new(0),
             status: Mutex::default(),
@@ -137,7 +148,10 @@ impl AcmeState {
     /// The key authorization to answer `GET /.well-known/acme-challenge/{token}` with, if pending.
     pub fn http01_response(&self, path: &str) -> Option<String> {
         let token = path.strip_prefix(HTTP01_PREFIX)?;
-        self.http01.read().get(token).cloned()
+        if let Some(answer) = self.http01.read().get(token) {
+            return Some(answer.clone());
+        }
+        self.fleet_http01.read().get(token).cloned()
     }
 
     fn alpn_cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {

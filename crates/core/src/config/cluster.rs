@@ -26,6 +26,7 @@ pub struct RawCluster {
     pub timeout: Option<values::Duration>,
     pub redis: Option<Spanned<Text>>,
     pub redis_timeout: Option<values::Duration>,
+    pub encryption_key: Option<Spanned<Text>>,
 }
 
 /// How this node joins its fleet (absent: the node is on its own, as without `[cluster]`).
@@ -61,6 +62,9 @@ pub struct ClusterConfig {
     /// The most a Redis call may add to a request; past it the zone falls back to a local limit.
     #[serde(serialize_with = "serialize::duration")]
     pub redis_timeout: Duration,
+    /// The key (AES-256-GCM) that ACME account and certificate keys are encrypted with in etcd:
+    /// 32 bytes as 64 hex digits or base64. Needed with `[acme]`.
+    pub encryption_key: Option<Secret<[u8; 32]>>,
 }
 
 impl Validator {
@@ -192,7 +196,24 @@ impl Validator {
             let span = self.header_span("redis_timeout");
             self.error(span, "redis_timeout must be above 0");
         }
+        let encryption_key = c.encryption_key.as_ref().and_then(|k| {
+            let key = parse_key(k.get_ref());
+            if key.is_none() {
+                self.error(
+                    k.span(),
+                    "encryption_key must be 32 bytes as 64 hex digits or base64 (e.g. `openssl rand -hex 32`)",
+                );
+            }
+            key.map(Secret::new)
+        });
+        if raw.acme.is_some() && c.encryption_key.is_none() {
+            self.error(
+                header.clone(),
+                "[cluster] with [acme] needs encryption_key: the fleet keeps ACME keys in etcd, encrypted with it",
+            );
+        }
         Some(ClusterConfig {
+            encryption_key,
             etcd,
             prefix,
             node,
@@ -224,4 +245,18 @@ fn host_name() -> Option<String> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
+}
+
+/// 32 bytes from 64 hex digits or standard base64.
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    let bytes: Vec<u8> = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+            .collect::<Option<_>>()?
+    } else {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(text).ok()?
+    };
+    bytes.try_into().ok()
 }

@@ -307,6 +307,19 @@ impl Validator {
             .map(|a| self.acme(a, &listeners, &certificates));
         let tracing = self.tracing(&raw);
         let cluster = self.cluster(&raw);
+        let alpn = acme.as_ref().is_some_and(|a| {
+            a.certificates
+                .iter()
+                .any(|c| c.challenge == ChallengeKind::TlsAlpn01)
+        });
+        if cluster.is_some() && alpn {
+            // The CA may dial any node; only HTTP-01 tokens and DNS-01 records are shared.
+            let span = self.header_span("tls-alpn-01");
+            self.error(
+                span,
+                "tls-alpn-01 is not available with [cluster]: the CA may reach any node, and only HTTP-01 tokens are shared through etcd; use http-01 or dns-01",
+            );
+        }
         Config {
             cluster,
             tracing,
