@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::ClusterConfig;
 
@@ -32,6 +35,9 @@ impl Keys {
     }
     pub fn node(&self, name: &str) -> String {
         format!("{}/nodes/{name}", self.prefix)
+    }
+    pub fn tickets(&self) -> String {
+        format!("{}/tls/tickets/", self.prefix)
     }
     pub fn election(&self) -> String {
         format!("{}/leader", self.prefix)
@@ -91,4 +97,85 @@ pub async fn connect(cfg: &ClusterConfig) -> Result<Client, String> {
         Client::connect(&cfg.etcd, Some(options(cfg)?)),
     )
     .await
+}
+
+/// Secrets the fleet keeps in etcd, sealed with `[cluster] encryption_key`: AES-256-GCM with the
+/// etcd key as associated data (a sealed value cannot be moved to another key) and a random
+/// nonce, written `v1:` + base64(nonce || ciphertext || tag).
+pub struct Sealer(LessSafeKey);
+
+impl Sealer {
+    pub fn new(key: &[u8; 32]) -> Sealer {
+        // A 32-byte key is always a valid AES-256 key.
+        let unbound = UnboundKey::new(&AES_256_GCM, key).unwrap_or_else(|_| unreachable!());
+        Sealer(LessSafeKey::new(unbound))
+    }
+
+    pub fn seal(&self, aad: &str, plain: &[u8]) -> Result<String, String> {
+        let mut nonce = [0u8; 12];
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| "no randomness for a nonce")?;
+        let mut buf = plain.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| "sealing failed")?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(format!(
+            "v1:{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        ))
+    }
+
+    pub fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>, String> {
+        let body = sealed
+            .strip_prefix("v1:")
+            .ok_or("not a sealed value (no v1: prefix)")?;
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| format!("not base64: {e}"))?;
+        if bytes.len() < 12 + 16 {
+            return Err("too short".into());
+        }
+        let mut rest = bytes.split_off(12);
+        let nonce = Nonce::try_assume_unique_for_key(&bytes).map_err(|_| "bad nonce")?;
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut rest)
+            .map_err(|_| {
+                "cannot decrypt: another encryption_key sealed it, or it was altered".to_string()
+            })?;
+        Ok(plain.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_name() {
+        let a = Sealer::new(&[7; 32]);
+        let sealed = a.seal("/p/acme/certs/x", b"secret").expect("seal");
+        assert!(sealed.starts_with("v1:"));
+        assert!(!sealed.contains("secret"));
+        assert_eq!(a.open("/p/acme/certs/x", &sealed).expect("open"), b"secret");
+        assert!(
+            a.open("/p/acme/certs/y", &sealed).is_err(),
+            "moved to another key"
+        );
+        assert!(Sealer::new(&[8; 32])
+            .open("/p/acme/certs/x", &sealed)
+            .is_err());
+        let mut tampered = sealed.clone();
+        tampered.pop();
+        tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
+        assert!(a.open("/p/acme/certs/x", &tampered).is_err());
+        assert!(a.open("/p/acme/certs/x", "plain").is_err());
+    }
 }

@@ -355,3 +355,62 @@ fn one_node_leads_and_another_takes_over_when_it_dies() {
         admin.get("/v1/cluster").text
     );
 }
+
+#[test]
+fn a_session_ticket_from_one_node_resumes_on_another() {
+    let etcd = Etcd::start();
+    let key = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    let tls_node = |name: &str| {
+        World::bare()
+            .https()
+            .fallback_certificate("localhost")
+            .catch_all_blue()
+            .admin()
+            .toml(&format!(
+                "[cluster]\netcd = [\"{}\"]\nprefix = \"/sy/tickets\"\nnode = \"{name}\"\nlease_ttl = \"2s\"\nencryption_key = \"{key}\"\n",
+                etcd.url()
+            ))
+            .start(BIN)
+    };
+    let (a, b) = (tls_node("a"), tls_node("b"));
+    wait_joined(&a);
+    wait_joined(&b);
+    // Both keys (this epoch's and the next) are in etcd, sealed.
+    assert!(wait_until(Duration::from_secs(5), || etcd
+        .keys("/sy/tickets/tls/tickets/")
+        .len()
+        == 2));
+    for k in etcd.keys("/sy/tickets/tls/tickets/") {
+        assert!(etcd.get(&k).is_some_and(|v| v.starts_with("v1:")));
+    }
+    let ca = format!("{CERTS}/test-ca.crt");
+    let request = Some("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let dir = tempfile::tempdir().expect("dir");
+    for version in ["-tls1_3", "-tls1_2"] {
+        let file = dir.path().join(version);
+        let file = file.to_str().expect("path");
+        // A ticket from A, offered to B. The keys reach both nodes a little after they join.
+        let ok = wait_until(Duration::from_secs(10), || {
+            let first = Handshake::run(
+                a.https(),
+                "localhost",
+                &ca,
+                &[version, "-sess_out", file],
+                request,
+            );
+            assert!(first.out.contains("New, TLS"), "{}", first.out);
+            let second = Handshake::run(
+                b.https(),
+                "localhost",
+                &ca,
+                &[version, "-sess_in", file],
+                request,
+            );
+            second.out.contains("Reused, TLS")
+        });
+        assert!(
+            ok,
+            "a {version} ticket from node a did not resume on node b"
+        );
+    }
+}

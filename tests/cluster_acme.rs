@@ -31,9 +31,17 @@ fn cluster(etcd: &Etcd, node: &str) -> String {
 fn a_fleet_places_one_order_per_name_and_any_node_answers_the_challenge() {
     let etcd = Etcd::start();
     // Node D has no [acme]: it only listens where the CA validates, and answers from the fleet.
-    let d_world = World::new().backend("blue").route("*", "api").pool("api", "blue", 1, &["blue"]);
+    let d_world = World::new()
+        .backend("blue")
+        .route("*", "api")
+        .pool("api", "blue", 1, &["blue"]);
     let dns = Dns::start_with_default("127.0.0.1");
-    let pebble = Pebble::start(dns.port(), d_world.port("http"), ports::closed_port(), NORMAL);
+    let pebble = Pebble::start(
+        dns.port(),
+        d_world.port("http"),
+        ports::closed_port(),
+        NORMAL,
+    );
     let d = d_world.toml(&cluster(&etcd, "d")).start(BIN);
 
     let mut acme = format!(
@@ -90,8 +98,14 @@ fn a_fleet_places_one_order_per_name_and_any_node_answers_the_challenge() {
         mine.sort();
         serials.push(mine);
     }
-    assert_eq!(serials[0], serials[1], "nodes a and b serve different certificates");
-    assert_eq!(serials[0], serials[2], "nodes a and c serve different certificates");
+    assert_eq!(
+        serials[0], serials[1],
+        "nodes a and b serve different certificates"
+    );
+    assert_eq!(
+        serials[0], serials[2],
+        "nodes a and c serve different certificates"
+    );
 
     // One order per name, whoever placed it.
     assert_eq!(pebble.new_orders(), 5, "{}", pebble.log());
@@ -109,14 +123,23 @@ fn a_fleet_places_one_order_per_name_and_any_node_answers_the_challenge() {
             .get(&format!("{PREFIX}/acme/certs/{name}"))
             .unwrap_or_else(|| panic!("no entry for {name}"));
         assert!(entry.contains("BEGIN CERTIFICATE"), "{entry}");
-        assert!(!entry.contains("PRIVATE KEY"), "a key in plain text: {entry}");
+        assert!(
+            !entry.contains("PRIVATE KEY"),
+            "a key in plain text: {entry}"
+        );
         let json: serde_json::Value = serde_json::from_str(&entry).expect("JSON entry");
-        assert!(json["key"].as_str().is_some_and(|k| k.starts_with("v1:")), "{entry}");
+        assert!(
+            json["key"].as_str().is_some_and(|k| k.starts_with("v1:")),
+            "{entry}"
+        );
     }
     let accounts = etcd.keys(&format!("{PREFIX}/acme/accounts/"));
     assert_eq!(accounts.len(), 1, "{accounts:?}");
     let account = etcd.get(&accounts[0]).expect("the account");
-    assert!(account.starts_with("v1:"), "the account's key in plain text: {account}");
+    assert!(
+        account.starts_with("v1:"),
+        "the account's key in plain text: {account}"
+    );
     // No token or lock is left behind.
     assert!(wait_until(Duration::from_secs(10), || etcd
         .keys(&format!("{PREFIX}/acme/http01/"))

@@ -10,9 +10,8 @@
 //! http01/<token>                                 key authorization, on a lease, while pending
 //! ```
 //!
-//! "Sealed" is AES-256-GCM with `[cluster] encryption_key`, the etcd key as associated data (a
-//! sealed value cannot be moved to another key), and a random nonce: `v1:` + base64(nonce ||
-//! ciphertext || tag). Nothing secret is stored in plain text in etcd.
+//! Secrets are sealed with `[cluster] encryption_key` ([`Sealer`]): nothing secret is stored in
+//! plain text in etcd.
 //!
 //! Every call runs on a runtime of this module's own (one thread), which also holds the etcd
 //! connection: the manager's sync storage calls block its thread while they wait, never the
@@ -23,16 +22,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use etcd_client::{EventType, GetOptions, LockOptions, PutOptions, WatchOptions};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::storage::{CertMeta, CertStorage, RetryState, StorageError, StoredCert};
 use super::AcmeState;
 use crate::config::ClusterConfig;
-use crate::etcd::{bounded, Client};
+use crate::etcd::{bounded, Client, Sealer};
+
+const NO_KEY: &str = "[cluster] has no encryption_key";
 
 /// How long a pending HTTP-01 token lives in etcd if its node dies before withdrawing it.
 const TOKEN_TTL: i64 = 600;
@@ -51,7 +49,7 @@ pub struct FleetAcme {
     cfg: ClusterConfig,
     prefix: String,
     /// Absent on a node without `[acme]` (which only answers the fleet's challenges).
-    key: Option<LessSafeKey>,
+    sealer: Option<Sealer>,
 }
 
 /// A certificate as stored in etcd.
@@ -67,13 +65,7 @@ struct CertEntry {
 impl FleetAcme {
     /// Builds the store for `cfg` (with `[acme]`, the config makes sure it has a key).
     pub fn new(cfg: &ClusterConfig) -> Result<Arc<FleetAcme>, String> {
-        let key = match &cfg.encryption_key {
-            Some(k) => Some(LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, k.expose())
-                    .map_err(|_| "the encryption key is unusable".to_string())?,
-            )),
-            None => None,
-        };
+        let sealer = cfg.encryption_key.as_ref().map(|k| Sealer::new(k.expose()));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("acme-fleet")
@@ -85,7 +77,7 @@ impl FleetAcme {
             client: tokio::sync::Mutex::new(None),
             prefix: format!("{}/acme/", cfg.prefix),
             cfg: cfg.clone(),
-            key,
+            sealer,
         }))
     }
 
@@ -110,7 +102,10 @@ impl FleetAcme {
     }
 
     /// Runs `call` on this module's runtime and waits for it (sync callers).
-    fn block<T: Send + 'static, F>(self: &Arc<Self>, call: impl FnOnce(Arc<Self>) -> F) -> Result<T, String>
+    fn block<T: Send + 'static, F>(
+        self: &Arc<Self>,
+        call: impl FnOnce(Arc<Self>) -> F,
+    ) -> Result<T, String>
     where
         F: Future<Output = Result<T, String>> + Send + 'static,
     {
@@ -129,7 +124,10 @@ impl FleetAcme {
     }
 
     /// Runs `call` on this module's runtime (async callers on other runtimes).
-    async fn on_runtime<T: Send + 'static, F>(self: &Arc<Self>, call: impl FnOnce(Arc<Self>) -> F) -> Result<T, String>
+    async fn on_runtime<T: Send + 'static, F>(
+        self: &Arc<Self>,
+        call: impl FnOnce(Arc<Self>) -> F,
+    ) -> Result<T, String>
     where
         F: Future<Output = Result<T, String>> + Send + 'static,
     {
@@ -172,72 +170,16 @@ impl FleetAcme {
             .map(|_| ())
     }
 
-    /// AES-256-GCM with `aad` (the etcd key) bound in.
     fn seal(&self, aad: &str, plain: &[u8]) -> Result<String, String> {
-        let mut nonce = [0u8; 12];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| "no randomness for a nonce")?;
-        let mut buf = plain.to_vec();
-        self.key
-            .as_ref()
-            .ok_or("[cluster] has no encryption_key")?
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad.as_bytes()),
-                &mut buf,
-            )
-            .map_err(|_| "sealing failed")?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(format!(
-            "v1:{}",
-            base64::engine::general_purpose::STANDARD.encode(out)
-        ))
+        self.sealer.as_ref().ok_or(NO_KEY)?.seal(aad, plain)
     }
 
     fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>, String> {
-        let body = sealed
-            .strip_prefix("v1:")
-            .ok_or("not a sealed value (no v1: prefix)")?;
-        let mut bytes = base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .map_err(|e| format!("not base64: {e}"))?;
-        if bytes.len() < 12 + 16 {
-            return Err("too short".into());
-        }
-        let nonce: [u8; 12] = bytes[..12].try_into().map_err(|_| "nonce")?;
-        let mut rest = bytes.split_off(12);
-        let plain = self
-            .key
-            .as_ref()
-            .ok_or("[cluster] has no encryption_key")?
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad.as_bytes()),
-                &mut rest,
-            )
-            .map_err(|_| {
-                "cannot decrypt: another encryption_key sealed it, or it was altered".to_string()
-            })?;
-        Ok(plain.to_vec())
+        self.sealer.as_ref().ok_or(NO_KEY)?.open(aad, sealed)
     }
 
     fn account_key(&self, directory: &str) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, directory.as_bytes());
-        let hex: String = digest.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let host: String = directory
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ':']).next())
-            .unwrap_or("ca")
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-            .collect();
-        self.k(&format!("accounts/{host}-{hex}"))
+        self.k(&format!("accounts/{}", super::storage::account_name(directory)))
     }
 
     /// Takes the fleet's lock on ordering `id`: waits while another node holds it. The lock is
@@ -246,11 +188,19 @@ impl FleetAcme {
         let name = self.k(&format!("locks/{id}"));
         self.on_runtime(move |this| async move {
             let mut c = this.client().await?;
-            let lease = bounded(this.cfg.timeout, "lease grant", c.lease_grant(LOCK_TTL, None))
-                .await?
-                .id();
-            let (mut keeper, mut renewals) =
-                bounded(this.cfg.timeout, "lease keep-alive", c.lease_keep_alive(lease)).await?;
+            let lease = bounded(
+                this.cfg.timeout,
+                "lease grant",
+                c.lease_grant(LOCK_TTL, None),
+            )
+            .await?
+            .id();
+            let (mut keeper, mut renewals) = bounded(
+                this.cfg.timeout,
+                "lease keep-alive",
+                c.lease_keep_alive(lease),
+            )
+            .await?;
             let renew = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs((LOCK_TTL / 3).max(1) as u64)).await;
@@ -279,7 +229,9 @@ impl FleetAcme {
                 Err(_) => {
                     renew.abort();
                     let _ = c.lease_revoke(lease).await;
-                    Err(format!("etcd lock {name}: another node held it for {LOCK_WAIT:?}"))
+                    Err(format!(
+                        "etcd lock {name}: another node held it for {LOCK_WAIT:?}"
+                    ))
                 }
             }
         })
@@ -300,9 +252,13 @@ impl FleetAcme {
                 let key = key.clone();
                 move |this| async move {
                     let mut c = this.client().await?;
-                    let lease = bounded(this.cfg.timeout, "lease grant", c.lease_grant(TOKEN_TTL, None))
-                        .await?
-                        .id();
+                    let lease = bounded(
+                        this.cfg.timeout,
+                        "lease grant",
+                        c.lease_grant(TOKEN_TTL, None),
+                    )
+                    .await?
+                    .id();
                     this.put(key, value, Some(lease)).await?;
                     Ok(lease)
                 }
@@ -317,14 +273,20 @@ impl FleetAcme {
     /// Follows the fleet's ACME keys for this node: HTTP-01 tokens into `state` (so any node
     /// answers the CA) and the ids of certificates another node stored, sent on `stored`.
     /// Runs until the process ends, listing again after any failure.
-    pub fn follow(self: &Arc<Self>, state: Arc<AcmeState>, stored: tokio::sync::mpsc::UnboundedSender<String>) {
+    pub fn follow(
+        self: &Arc<Self>,
+        state: Arc<AcmeState>,
+        stored: tokio::sync::mpsc::UnboundedSender<String>,
+    ) {
         let this = self.clone();
         self.runtime.spawn(async move {
             loop {
                 if let Err(e) = this.follow_once(&state, &stored).await {
                     crate::lograte::warn(
                         "acme-fleet-watch",
-                        format_args!("acme: following the fleet's certificates and tokens: {e}; again in 1s"),
+                        format_args!(
+                            "acme: following the fleet's certificates and tokens: {e}; again in 1s"
+                        ),
                     );
                 }
                 this.reset().await;
@@ -446,7 +408,10 @@ impl Drop for SharedToken {
 }
 
 fn storage_err(path: String, e: String) -> StorageError {
-    StorageError::Corrupt { path: path.into(), reason: e }
+    StorageError::Corrupt {
+        path: path.into(),
+        reason: e,
+    }
 }
 
 /// [`CertStorage`] in etcd (see the module docs): the manager's calls are sync, so each waits on

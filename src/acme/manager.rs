@@ -97,13 +97,19 @@ impl AcmeManager {
         let first = published.borrow().clone();
         // In a fleet the certificates live in etcd and every node follows them (and answers the
         // fleet's HTTP-01 challenges, with or without `[acme]` of its own).
-        let fleet = first.config.cluster.as_ref().and_then(|c| match FleetAcme::new(c) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                log::error!("acme: {e}; this node neither orders nor answers the fleet's challenges");
-                None
-            }
-        });
+        let fleet = first
+            .config
+            .cluster
+            .as_ref()
+            .and_then(|c| match FleetAcme::new(c) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    log::error!(
+                        "acme: {e}; this node neither orders nor answers the fleet's challenges"
+                    );
+                    None
+                }
+            });
         let mut stored_elsewhere = None;
         let storage: Arc<dyn CertStorage> = match &fleet {
             Some(f) => {
@@ -525,7 +531,9 @@ impl AcmeManager {
         let Some(m) = certs.get_mut(id) else {
             return false;
         };
-        if m.leaf.as_ref().is_some_and(|l| l.serial == stored.meta.serial)
+        if m.leaf
+            .as_ref()
+            .is_some_and(|l| l.serial == stored.meta.serial)
             || stored.meta.directory != directory
         {
             return false;

@@ -113,22 +113,9 @@ impl FsStorage {
     }
 
     fn account_path(&self, directory: &str) -> PathBuf {
-        let digest = ring::digest::digest(&ring::digest::SHA256, directory.as_bytes());
-        let hex: String = digest.as_ref()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let host: String = directory
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ':']).next())
-            .unwrap_or("ca")
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-            .collect();
         self.root
             .join("accounts")
-            .join(format!("{host}-{hex}.json"))
+            .join(format!("{}.json", account_name(directory)))
     }
 
     fn cert_dir(&self, id: &str) -> PathBuf {
@@ -153,6 +140,25 @@ impl FsStorage {
             source,
         })
     }
+}
+
+/// An account's name in storage: the CA's host and a hash of its directory URL
+/// (`<host>-<sha256, 16 hex>`), so accounts of several CAs live side by side.
+pub fn account_name(directory: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, directory.as_bytes());
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let host: String = directory
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or("ca")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        .collect();
+    format!("{host}-{hex}")
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {

@@ -28,6 +28,8 @@ use crate::config::{ClusterConfig, Config};
 use crate::etcd::{bounded, Keys};
 use crate::runtime::{Fleet, FleetError, Runtime};
 
+mod tickets;
+
 /// The longest pause between two sessions.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -36,11 +38,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub struct ClusterService {
     runtime: Arc<Runtime>,
     config: ClusterConfig,
+    /// Seals the fleet's session-ticket keys (with `[cluster] encryption_key`).
+    sealer: Option<Arc<crate::etcd::Sealer>>,
 }
 
 impl ClusterService {
     pub fn new(runtime: Arc<Runtime>, config: ClusterConfig) -> ClusterService {
-        ClusterService { runtime, config }
+        let sealer = config
+            .encryption_key
+            .as_ref()
+            .map(|k| Arc::new(crate::etcd::Sealer::new(k.expose())));
+        ClusterService {
+            runtime,
+            config,
+            sealer,
+        }
     }
 }
 
@@ -131,6 +143,7 @@ impl BackgroundService for ClusterService {
         let worker = ClusterService {
             runtime: self.runtime.clone(),
             config: self.config.clone(),
+            sealer: self.sealer.clone(),
         };
         let _ = rt.spawn(async move { worker.run(shutdown).await }).await;
         rt.shutdown_background();
@@ -244,6 +257,7 @@ impl ClusterService {
             cfg.prefix
         );
         self.refresh_view(&mut client, keys, revision).await;
+        self.sync_tickets(&mut client, keys).await;
 
         // Leadership: etcd's election on this node's lease, so it ends when the lease does.
         let (elected_tx, mut elected) = tokio::sync::oneshot::channel();
@@ -317,6 +331,7 @@ impl ClusterService {
                         Err(e) => break Err(e),
                     }
                     self.refresh_view(&mut client, keys, last_revision).await;
+                    self.sync_tickets(&mut client, keys).await;
                 }
                 won = &mut elected, if campaigning => {
                     campaigning = false;
@@ -359,6 +374,33 @@ impl ClusterService {
         campaign.abort();
         self.runtime.cluster.set_leader(false);
         outcome
+    }
+
+    /// Keeps the fleet's session-ticket keys (with an encryption key and tickets on; a failure
+    /// keeps the keys in force and is logged).
+    async fn sync_tickets(&self, client: &mut Client, keys: &Keys) {
+        let (Some(sealer), snap) = (&self.sealer, self.runtime.snapshot()) else {
+            return;
+        };
+        if !snap.config.tls.session_tickets {
+            return;
+        }
+        let fleet_keys = self.runtime.tls.fleet_ticket_keys();
+        if let Err(e) = tickets::sync(
+            client,
+            keys,
+            sealer,
+            snap.config.tls.ticket_rotation,
+            self.config.timeout,
+            &fleet_keys,
+        )
+        .await
+        {
+            crate::lograte::warn(
+                "cluster-tickets",
+                format_args!("cluster: session-ticket keys: {e}; the keys in force stay"),
+            );
+        }
     }
 
     /// Publishes this node's entry (its config generation and hash) on its lease.

@@ -2,7 +2,7 @@
 
 pub mod ocsp;
 pub mod policy;
-mod ticketer;
+pub mod ticketer;
 
 use std::collections::HashMap;
 use std::fmt;

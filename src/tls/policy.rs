@@ -50,6 +50,8 @@ impl fmt::Debug for TlsConfigs {
 struct Shared {
     cache: Option<(usize, Arc<dyn StoresServerSessions>)>,
     ticketer: Option<(Duration, Arc<dyn ProducesTickets>)>,
+    /// The fleet's ticket keys (empty unless the cluster service sets some).
+    fleet_keys: Arc<super::ticketer::FleetKeys>,
 }
 
 impl Shared {
@@ -71,7 +73,8 @@ impl Shared {
         match &self.ticketer {
             Some((r, t)) if *r == rotation => Ok(t.clone()),
             _ => {
-                let t = super::ticketer::rotating(rotation).map_err(|e| e.to_string())?;
+                let t = super::ticketer::fleet(rotation, self.fleet_keys.clone())
+                    .map_err(|e| e.to_string())?;
                 self.ticketer = Some((rotation, t.clone()));
                 Ok(t)
             }
@@ -102,6 +105,11 @@ impl TlsConfigs {
             resolver,
             shared: Mutex::new(shared),
         })
+    }
+
+    /// The fleet's session-ticket keys, which the cluster service keeps in step with etcd.
+    pub fn fleet_ticket_keys(&self) -> Arc<super::ticketer::FleetKeys> {
+        self.shared.lock().fleet_keys.clone()
     }
 
     /// The cell of the TLS listener `name` (present for every TLS listener at start).

@@ -20,8 +20,90 @@ pub fn rotating(rotation: Duration) -> Result<Arc<dyn ProducesTickets>, rustls::
     Ok(Arc::new(TicketRotator::new(secs, AeadTicketer::generate)?))
 }
 
+/// The ticket keys a fleet shares (`[cluster]` with an encryption key): one per epoch
+/// (Unix time / `ticket_rotation`), made once by whichever node needs it first and kept in etcd,
+/// so a ticket one node issued resumes on any node. Empty on a node of its own.
+#[derive(Default)]
+pub struct FleetKeys(arc_swap::ArcSwap<Vec<(u64, AeadTicketer)>>);
+
+impl FleetKeys {
+    /// The keys in force, by epoch (older ones are dropped by whoever sets them).
+    pub fn set(&self, keys: &[(u64, [u8; 32])]) {
+        let list = keys
+            .iter()
+            .filter_map(|(epoch, key)| Some((*epoch, AeadTicketer::from_key(key)?)))
+            .collect();
+        self.0.store(Arc::new(list));
+    }
+
+    pub fn epochs(&self) -> Vec<u64> {
+        self.0.load().iter().map(|(e, _)| *e).collect()
+    }
+}
+
+/// Issues tickets with the fleet's key of the current epoch when there is one, else with this
+/// process's own rotating key; opens tickets of either.
+pub struct FleetTicketer {
+    fleet: Arc<FleetKeys>,
+    rotation: Duration,
+    local: Arc<dyn ProducesTickets>,
+}
+
+impl fmt::Debug for FleetTicketer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetTicketer").finish_non_exhaustive()
+    }
+}
+
+/// [`rotating`] under the fleet's keys (see [`FleetTicketer`]).
+pub fn fleet(
+    rotation: Duration,
+    fleet: Arc<FleetKeys>,
+) -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
+    Ok(Arc::new(FleetTicketer {
+        fleet,
+        rotation,
+        local: rotating(rotation)?,
+    }))
+}
+
+/// The epoch of `unix_secs` under `rotation`.
+pub fn epoch(unix_secs: u64, rotation: Duration) -> u64 {
+    unix_secs / rotation.as_secs().max(1)
+}
+
+impl ProducesTickets for FleetTicketer {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.local.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let current = epoch(now, self.rotation);
+        let keys = self.fleet.0.load();
+        match keys.iter().find(|(e, _)| *e == current) {
+            Some((_, key)) => key.encrypt(plain),
+            None => self.local.encrypt(plain),
+        }
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let keys = self.fleet.0.load();
+        keys.iter()
+            .find(|(_, k)| cipher.starts_with(&k.name))
+            .and_then(|(_, k)| k.decrypt(cipher))
+            .or_else(|| self.local.decrypt(cipher))
+    }
+}
+
 /// One key: tickets are `key name (16) | nonce (12) | ciphertext and tag`, the name as AAD.
-struct AeadTicketer {
+pub struct AeadTicketer {
     key: LessSafeKey,
     name: [u8; 16],
 }
@@ -33,6 +115,19 @@ impl fmt::Debug for AeadTicketer {
 }
 
 impl AeadTicketer {
+    /// A key every node derives the same way from the same bytes (its name from a hash of it).
+    fn from_key(key: &[u8; 32]) -> Option<AeadTicketer> {
+        let mut input = b"switchyard ticket key name".to_vec();
+        input.extend_from_slice(key);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        let name: [u8; 16] = digest.as_ref()[..16].try_into().ok()?;
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key).ok()?;
+        Some(AeadTicketer {
+            key: LessSafeKey::new(key),
+            name,
+        })
+    }
+
     fn generate() -> Result<Box<dyn ProducesTickets>, GetRandomFailed> {
         let rng = SystemRandom::new();
         let mut key = [0u8; 32];
@@ -108,5 +203,35 @@ mod tests {
         tampered[last] ^= 1;
         assert_eq!(a.decrypt(&tampered), None);
         assert_eq!(a.decrypt(&ticket[..20]), None);
+    }
+
+    #[test]
+    fn fleet_tickets_open_on_every_node_with_the_same_keys() {
+        let rotation = Duration::from_secs(3600);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let current = epoch(now, rotation);
+        let keys = [(current, [3u8; 32]), (current + 1, [4u8; 32])];
+        let (ka, kb) = (
+            Arc::new(FleetKeys::default()),
+            Arc::new(FleetKeys::default()),
+        );
+        let a = fleet(rotation, ka.clone()).expect("a");
+        let b = fleet(rotation, kb.clone()).expect("b");
+        // Without fleet keys each node's own key: b cannot open a's ticket.
+        let own = a.encrypt(b"s").expect("encrypt");
+        assert_eq!(b.decrypt(&own), None);
+        ka.set(&keys);
+        kb.set(&keys);
+        let shared = a.encrypt(b"state").expect("encrypt");
+        assert_eq!(b.decrypt(&shared).as_deref(), Some(&b"state"[..]));
+        // Tickets of the node's own key still open on it after the fleet's keys arrive.
+        assert_eq!(a.decrypt(&own).as_deref(), Some(&b"s"[..]));
+        // A key dropped from the set no longer opens its tickets.
+        kb.set(&keys[1..]);
+        assert_eq!(b.decrypt(&shared), None);
+        assert_eq!(kb.epochs(), vec![current + 1]);
     }
 }

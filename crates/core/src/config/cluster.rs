@@ -256,7 +256,9 @@ fn parse_key(text: &str) -> Option<[u8; 32]> {
             .collect::<Option<_>>()?
     } else {
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD.decode(text).ok()?
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?
     };
     bytes.try_into().ok()
 }
