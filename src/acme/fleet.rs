@@ -50,7 +50,13 @@ pub struct FleetAcme {
     prefix: String,
     /// Absent on a node without `[acme]` (which only answers the fleet's challenges).
     sealer: Option<Sealer>,
+    /// When a call last failed: for [`FAIL_FAST`] after it, sync calls fail at once, so a start
+    /// with etcd away does not wait `timeout` for every certificate.
+    failed_at: parking_lot::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long after a failed call sync calls fail without trying.
+const FAIL_FAST: Duration = Duration::from_secs(5);
 
 /// A certificate as stored in etcd.
 #[derive(Serialize, Deserialize)]
@@ -78,6 +84,7 @@ impl FleetAcme {
             prefix: format!("{}/acme/", cfg.prefix),
             cfg: cfg.clone(),
             sealer,
+            failed_at: parking_lot::Mutex::new(None),
         }))
     }
 
@@ -109,6 +116,14 @@ impl FleetAcme {
     where
         F: Future<Output = Result<T, String>> + Send + 'static,
     {
+        if let Some(at) = *self.failed_at.lock() {
+            if at.elapsed() < FAIL_FAST {
+                return Err(format!(
+                    "etcd unreachable (a call failed {:.1}s ago)",
+                    at.elapsed().as_secs_f64()
+                ));
+            }
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         let fut = call(self.clone());
         let this = self.clone();
@@ -119,8 +134,11 @@ impl FleetAcme {
             }
             let _ = tx.send(r);
         });
-        rx.recv_timeout(self.cfg.timeout * 2)
-            .unwrap_or_else(|_| Err("etcd did not answer in time".into()))
+        let result = rx
+            .recv_timeout(self.cfg.timeout * 2)
+            .unwrap_or_else(|_| Err("etcd did not answer in time".into()));
+        *self.failed_at.lock() = result.is_err().then(std::time::Instant::now);
+        result
     }
 
     /// Runs `call` on this module's runtime (async callers on other runtimes).
