@@ -49,11 +49,16 @@ fn main() {
         Err(_) => testkit::bin!(),
     };
     let etcd = Etcd::start();
-    let nodes: Vec<Running> = ["a", "b", "c"].iter().map(|n| node(bin, &etcd, n)).collect();
+    let nodes: Vec<Running> = ["a", "b", "c"]
+        .iter()
+        .map(|n| node(bin, &etcd, n))
+        .collect();
     for n in &nodes {
         let admin = n.admin();
         assert!(
-            wait_until(Duration::from_secs(30), || admin.get("/health/ready").json["cluster"] == "ok"),
+            wait_until(Duration::from_secs(30), || admin.get("/health/ready").json
+                ["cluster"]
+                == "ok"),
             "node did not join"
         );
     }
@@ -92,7 +97,10 @@ fn main() {
     println!(
         "propagation of {changes} weight changes from node a (poll {} ms; load {})",
         poll.as_millis(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let mut all = Vec::new();
     for (k, name) in ["b", "c"].iter().enumerate() {

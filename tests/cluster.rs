@@ -414,3 +414,35 @@ fn a_session_ticket_from_one_node_resumes_on_another() {
         );
     }
 }
+
+#[test]
+fn a_node_starts_from_its_cache_while_etcd_is_away_and_joins_when_it_returns() {
+    let mut etcd = Etcd::start();
+    let mut a = node(&etcd, "/sy/cache", "a", "");
+    wait_joined(&a);
+    let reply = weights(&a.admin(), json!({"blue": 65, "green": 35}), None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    a.proxy.stop();
+    etcd.stop();
+
+    // The state file is the cache: the node starts, degraded, with the fleet's last state.
+    let config = a.config();
+    a.restart(&config);
+    let admin = a.admin();
+    assert_eq!(admin.get("/v1/services/api").weight("green"), 35);
+    let ready = admin.get("/health/ready");
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.json["cluster"], "degraded", "{}", ready.text);
+    let refused = weights(&admin, json!({"blue": 100, "green": 0}), None);
+    assert_eq!(refused.status, 503, "{}", refused.text);
+
+    etcd.resume();
+    wait_joined(&a);
+    let view = admin.get("/v1/services/api");
+    assert_eq!(view.weight("green"), 35, "{}", view.text);
+    assert!(
+        view.generation() > 0,
+        "the ETag is the entry's revision again: {}",
+        view.text
+    );
+}

@@ -197,7 +197,10 @@ impl FleetAcme {
     }
 
     fn account_key(&self, directory: &str) -> String {
-        self.k(&format!("accounts/{}", super::storage::account_name(directory)))
+        self.k(&format!(
+            "accounts/{}",
+            super::storage::account_name(directory)
+        ))
     }
 
     /// Takes the fleet's lock on ordering `id`: waits while another node holds it. The lock is
