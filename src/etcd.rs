@@ -33,6 +33,12 @@ impl Keys {
     pub fn node(&self, name: &str) -> String {
         format!("{}/nodes/{name}", self.prefix)
     }
+    pub fn windows(&self) -> String {
+        format!("{}/windows/", self.prefix)
+    }
+    pub fn window(&self, node: &str) -> String {
+        format!("{}/windows/{node}", self.prefix)
+    }
     pub fn election(&self) -> String {
         format!("{}/leader", self.prefix)
     }

@@ -17,9 +17,11 @@ use tokio::sync::watch;
 
 mod fleet;
 mod traffic;
+mod windows;
 
 pub use fleet::{ClusterStatus, Fleet, FleetError};
 pub use traffic::{TrafficHistory, STEP as TRAFFIC_STEP};
+pub use windows::{FleetWindows, PoolCounts, Publication, PUBLISH_EVERY};
 
 use crate::access_log::AccessLog;
 use crate::book::{self, effective_overrides, Book};
@@ -401,9 +403,10 @@ impl Runtime {
     /// A rollback or promotion goes ahead even if the state file cannot be written (logged):
     /// safety first.
     ///
-    /// In a fleet only the leader decides, and a decision holds once etcd has it (a step or a
-    /// promotion that cannot be written is decided again at the next tick). A node cut off from
-    /// etcd still rolls a bad canary back on its own, never anything else.
+    /// In a fleet only the leader decides, on the fleet's sum: its own window plus every other
+    /// live node's latest published counts ([`FleetWindows`]). A decision holds once etcd has it
+    /// (a step or a promotion that cannot be written is decided again at the next tick). A node
+    /// cut off from etcd still rolls a bad canary back on its own window, never anything else.
     pub fn tick_rollouts(&self, snap: &Snapshot, now: Instant) {
         if snap.book.rollouts.all_active().next().is_none() {
             return;
@@ -413,14 +416,26 @@ impl Runtime {
         if in_fleet && !cut_off && !self.cluster.is_leader() {
             return;
         }
+        let figures = |services: &[crate::upstream::Service], r: &crate::rollout::Rollout| {
+            if in_fleet && !cut_off {
+                self.cluster.windows.canary(services, r, now)
+            } else {
+                book::local_canary(services, r)
+            }
+        };
         let mut probe = (*snap.book).clone();
-        let outcome = book::tick(&snap.services, &mut probe, now);
+        let outcome = book::tick(&snap.services, &mut probe, now, |r| {
+            figures(&snap.services, r)
+        });
         if !outcome.publish && outcome.events.is_empty() {
             return;
         }
         let mut w = self.writer.lock();
         let mut book = (*w.book).clone();
-        let mut outcome = book::tick(&w.current.services, &mut book, now);
+        let current = w.current.clone();
+        let mut outcome = book::tick(&current.services, &mut book, now, |r| {
+            figures(&current.services, r)
+        });
         if in_fleet {
             let rolled_back: Vec<String> = outcome
                 .events

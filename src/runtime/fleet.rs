@@ -42,6 +42,8 @@ pub struct ClusterStatus {
     ignored: parking_lot::Mutex<BTreeMap<String, String>>,
     /// The fleet as last listed (nodes, leader, etcd health), for `GET /v1/cluster`.
     view: parking_lot::Mutex<Option<ClusterView>>,
+    /// The other nodes' published pool windows (the cluster service fills it).
+    pub windows: super::FleetWindows,
 }
 
 impl ClusterStatus {
