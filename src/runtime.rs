@@ -455,6 +455,11 @@ impl Runtime {
                         if !cut_off {
                             log::error!("rollout of service \"{service}\": the rollback holds on this node but etcd did not take it: {e}");
                         }
+                        let made_on = w.book.revisions.get(&service).copied().unwrap_or(0);
+                        self.cluster
+                            .unwritten_rollbacks
+                            .lock()
+                            .insert(service.clone(), made_on);
                     } else {
                         ServiceRecord::of(&w.book, &service).apply(&mut book, &service);
                         undone.push(service);
@@ -475,6 +480,48 @@ impl Runtime {
         drop(w);
         for event in &outcome.events {
             self.note_event(event);
+        }
+    }
+
+    /// Once the node has rejoined the fleet (the cluster service calls it after listing): each
+    /// rollback this node made alone while etcd did not take it is written to the fleet, so the
+    /// bad canary it saw goes off every node, unless the fleet's entry moved on meanwhile (then
+    /// the fleet's entry, already applied by the listing, wins).
+    pub fn push_rollbacks(&self) {
+        let pending = std::mem::take(&mut *self.cluster.unwritten_rollbacks.lock());
+        if pending.is_empty() {
+            return;
+        }
+        let mut w = self.writer.lock();
+        let mut book = (*w.book).clone();
+        let mut pushed = false;
+        for (service, made_on) in pending {
+            let now = book.revisions.get(&service).copied().unwrap_or(0);
+            if now != made_on {
+                log::warn!("rollout of service \"{service}\": this node's rollback made while cut off from etcd is dropped: the fleet's entry changed meanwhile (revision {made_on} → {now}) and wins");
+                continue;
+            }
+            match self.write_one(&w.book, &mut book, &service) {
+                Ok(()) => {
+                    pushed = true;
+                    log::warn!("rollout of service \"{service}\": the rollback this node made while cut off from etcd now holds in the fleet");
+                }
+                Err(e) => {
+                    log::error!("rollout of service \"{service}\": the rollback this node made while cut off from etcd was not written: {e}");
+                    if matches!(e, FleetError::Unavailable(_)) {
+                        self.cluster
+                            .unwritten_rollbacks
+                            .lock()
+                            .insert(service, made_on);
+                    }
+                }
+            }
+        }
+        if pushed {
+            self.persist(&book);
+            w.book = Arc::new(book);
+            let config = w.current.config.clone();
+            self.publish(&mut w, config);
         }
     }
 

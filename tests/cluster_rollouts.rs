@@ -320,3 +320,58 @@ fn a_new_leader_finishes_the_rollout_of_a_leader_killed_mid_rollout() {
     }
     drop(a);
 }
+
+#[test]
+fn a_node_cut_off_from_etcd_rolls_a_bad_canary_back_alone_and_the_fleet_follows_when_etcd_returns()
+{
+    let mut etcd = Etcd::start();
+    // Amber fails on b only.
+    let nodes = fleet(&etcd, "/sy/cutoff", [false, true, false]);
+    let all: Vec<&Running> = nodes.iter().collect();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let started = start_rollout(
+        &a.admin(),
+        json!({"canary": "amber", "steps": [10, 100], "interval": "60s", "min_requests": 50,
+               "max_error_rate": 0.05}),
+    );
+    wait_everywhere(&all, &started["id"], "progressing", Duration::from_secs(5));
+
+    etcd.stop();
+    for n in &all {
+        let admin = n.admin();
+        let ok = wait_until(Duration::from_secs(20), || {
+            admin.get("/health/ready").json["cluster"] == "degraded"
+        });
+        assert!(ok, "a node did not notice etcd was gone");
+    }
+    // b sees its canary fail (10 errors of min_requests 50): it rolls back on its own.
+    forced(b, "amber", 10);
+    let admin_b = b.admin();
+    let ok = wait_until(Duration::from_secs(5), || {
+        current(&admin_b)["state"] == "rolled_back"
+            && admin_b.get("/v1/services/api").weight("amber") == 0
+    });
+    assert!(
+        ok,
+        "the cut-off node kept its bad canary: {:#}",
+        current(&admin_b)
+    );
+    // The others, cut off too, saw nothing bad: theirs goes on.
+    assert_eq!(current(&a.admin())["state"], "progressing");
+
+    // etcd returns: b writes its rollback to the fleet, and every node follows.
+    etcd.resume();
+    let back = Instant::now();
+    wait_everywhere(&all, &started["id"], "rolled_back", Duration::from_secs(20));
+    eprintln!(
+        "the fleet followed the cut-off node's rollback {:?} after etcd returned",
+        back.elapsed()
+    );
+    for n in &all {
+        assert_eq!(n.admin().get("/v1/services/api").weight("amber"), 0);
+    }
+    assert!(b
+        .proxy
+        .stderr()
+        .contains("the rollback this node made while cut off from etcd now holds in the fleet"));
+}

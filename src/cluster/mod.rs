@@ -232,6 +232,9 @@ impl ClusterService {
         self.put_node(&mut client, keys, lease).await?;
         *link.client.lock() = Some(client.clone());
         self.runtime.cluster.set_joined();
+        // Rollbacks made here while cut off go to the fleet now (off the loop: the writer lock).
+        let rt = self.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || rt.push_rollbacks()).await;
         tracing::info!(
             target: "switchyard::cluster",
             event = "joined",
