@@ -39,6 +39,12 @@ impl Keys {
     pub fn tickets(&self) -> String {
         format!("{}/tls/tickets/", self.prefix)
     }
+    pub fn windows(&self) -> String {
+        format!("{}/windows/", self.prefix)
+    }
+    pub fn window(&self, node: &str) -> String {
+        format!("{}/windows/{node}", self.prefix)
+    }
     pub fn election(&self) -> String {
         format!("{}/leader", self.prefix)
     }

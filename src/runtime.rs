@@ -17,9 +17,11 @@ use tokio::sync::watch;
 
 mod fleet;
 mod traffic;
+mod windows;
 
 pub use fleet::{ClusterStatus, Fleet, FleetError};
 pub use traffic::{TrafficHistory, STEP as TRAFFIC_STEP};
+pub use windows::{FleetWindows, PoolCounts, Publication, PUBLISH_EVERY};
 
 use crate::access_log::AccessLog;
 use crate::book::{self, effective_overrides, Book};
@@ -401,9 +403,10 @@ impl Runtime {
     /// A rollback or promotion goes ahead even if the state file cannot be written (logged):
     /// safety first.
     ///
-    /// In a fleet only the leader decides, and a decision holds once etcd has it (a step or a
-    /// promotion that cannot be written is decided again at the next tick). A node cut off from
-    /// etcd still rolls a bad canary back on its own, never anything else.
+    /// In a fleet only the leader decides, on the fleet's sum: its own window plus every other
+    /// live node's latest published counts ([`FleetWindows`]). A decision holds once etcd has it
+    /// (a step or a promotion that cannot be written is decided again at the next tick). A node
+    /// cut off from etcd still rolls a bad canary back on its own window, never anything else.
     pub fn tick_rollouts(&self, snap: &Snapshot, now: Instant) {
         if snap.book.rollouts.all_active().next().is_none() {
             return;
@@ -413,14 +416,26 @@ impl Runtime {
         if in_fleet && !cut_off && !self.cluster.is_leader() {
             return;
         }
+        let figures = |services: &[crate::upstream::Service], r: &crate::rollout::Rollout| {
+            if in_fleet && !cut_off {
+                self.cluster.windows.canary(services, r, now)
+            } else {
+                book::local_canary(services, r)
+            }
+        };
         let mut probe = (*snap.book).clone();
-        let outcome = book::tick(&snap.services, &mut probe, now);
+        let outcome = book::tick(&snap.services, &mut probe, now, |r| {
+            figures(&snap.services, r)
+        });
         if !outcome.publish && outcome.events.is_empty() {
             return;
         }
         let mut w = self.writer.lock();
         let mut book = (*w.book).clone();
-        let mut outcome = book::tick(&w.current.services, &mut book, now);
+        let current = w.current.clone();
+        let mut outcome = book::tick(&current.services, &mut book, now, |r| {
+            figures(&current.services, r)
+        });
         if in_fleet {
             let rolled_back: Vec<String> = outcome
                 .events
@@ -440,6 +455,11 @@ impl Runtime {
                         if !cut_off {
                             log::error!("rollout of service \"{service}\": the rollback holds on this node but etcd did not take it: {e}");
                         }
+                        let made_on = w.book.revisions.get(&service).copied().unwrap_or(0);
+                        self.cluster
+                            .unwritten_rollbacks
+                            .lock()
+                            .insert(service.clone(), made_on);
                     } else {
                         ServiceRecord::of(&w.book, &service).apply(&mut book, &service);
                         undone.push(service);
@@ -460,6 +480,48 @@ impl Runtime {
         drop(w);
         for event in &outcome.events {
             self.note_event(event);
+        }
+    }
+
+    /// Once the node has rejoined the fleet (the cluster service calls it after listing): each
+    /// rollback this node made alone while etcd did not take it is written to the fleet, so the
+    /// bad canary it saw goes off every node, unless the fleet's entry moved on meanwhile (then
+    /// the fleet's entry, already applied by the listing, wins).
+    pub fn push_rollbacks(&self) {
+        let pending = std::mem::take(&mut *self.cluster.unwritten_rollbacks.lock());
+        if pending.is_empty() {
+            return;
+        }
+        let mut w = self.writer.lock();
+        let mut book = (*w.book).clone();
+        let mut pushed = false;
+        for (service, made_on) in pending {
+            let now = book.revisions.get(&service).copied().unwrap_or(0);
+            if now != made_on {
+                log::warn!("rollout of service \"{service}\": this node's rollback made while cut off from etcd is dropped: the fleet's entry changed meanwhile (revision {made_on} → {now}) and wins");
+                continue;
+            }
+            match self.write_one(&w.book, &mut book, &service) {
+                Ok(()) => {
+                    pushed = true;
+                    log::warn!("rollout of service \"{service}\": the rollback this node made while cut off from etcd now holds in the fleet");
+                }
+                Err(e) => {
+                    log::error!("rollout of service \"{service}\": the rollback this node made while cut off from etcd was not written: {e}");
+                    if matches!(e, FleetError::Unavailable(_)) {
+                        self.cluster
+                            .unwritten_rollbacks
+                            .lock()
+                            .insert(service, made_on);
+                    }
+                }
+            }
+        }
+        if pushed {
+            self.persist(&book);
+            w.book = Arc::new(book);
+            let config = w.current.config.clone();
+            self.publish(&mut w, config);
         }
     }
 

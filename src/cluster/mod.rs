@@ -4,6 +4,9 @@
 //! - `services/NAME`: the service's [`ServiceRecord`] (JSON); its mod-revision is its ETag.
 //! - `nodes/NODE`: each live node's [`NodeView`], attached to the node's lease.
 //! - `leader/...`: etcd's election for the node that drives rollouts (v3election, on the lease).
+//! - `windows/NODE`: while a rollout is active, the node's canary and stable pool windows
+//!   ([`Publication`], JSON), put every [`PUBLISH_EVERY`] on the node's lease; every node lists
+//!   and watches the others' (`FleetWindows`), and the leader judges canaries on the sum.
 //!
 //! A session connects, grants a lease, lists every service entry (applied whole: services
 //! without an entry are cleared), watches from the listing's revision on, publishes its node
@@ -26,7 +29,7 @@ use pingora::services::background::BackgroundService;
 use crate::api::{ClusterView, EtcdView, NodeView};
 use crate::config::{ClusterConfig, Config};
 use crate::etcd::{bounded, Keys};
-use crate::runtime::{Fleet, FleetError, Runtime};
+use crate::runtime::{Fleet, FleetError, Publication, Runtime, PUBLISH_EVERY};
 
 mod tickets;
 
@@ -164,6 +167,8 @@ impl ClusterService {
         loop {
             let outcome = self.session(&link, &keys, &mut shutdown).await;
             *link.client.lock() = None;
+            // What the other nodes published goes stale with the session.
+            self.runtime.cluster.windows.clear();
             match outcome {
                 Ok(()) => return,
                 Err(e) => {
@@ -211,14 +216,9 @@ impl ClusterService {
             bounded(t, "lease keep-alive", client.lease_keep_alive(lease)).await?;
 
         // The whole state, then every change after it.
-        let listing = bounded(
-            t,
-            "list",
-            client.get(keys.services(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let revision = listing.header().map_or(0, |h| h.revision());
         let services = keys.services();
+        let (listing, mut watch) = list_then_watch(&mut client, t, "", &services).await?;
+        let revision = listing.header().map_or(0, |h| h.revision());
         let entries = listing
             .kvs()
             .iter()
@@ -229,24 +229,25 @@ impl ClusterService {
             .collect();
         let rt = self.runtime.clone();
         let _ = tokio::task::spawn_blocking(move || rt.apply_fleet(entries, true)).await;
-        let mut watch = bounded(
-            t,
-            "watch",
-            client.watch(
-                keys.services(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            ),
-        )
-        .await?;
+
+        // The other nodes' windows, the same way.
+        let windows = keys.windows();
+        let (listing, mut window_watch) =
+            list_then_watch(&mut client, t, "window ", &windows).await?;
+        for kv in listing.kvs() {
+            self.heard_window(&windows, kv.key_str().ok(), Some(kv.value()));
+        }
+        let mut publisher = Publisher::default();
+        let mut publish_every = tokio::time::interval(PUBLISH_EVERY);
+        publish_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         let mut published = self.runtime.subscribe();
         self.put_node(&mut client, keys, lease).await?;
         *link.client.lock() = Some(client.clone());
         self.runtime.cluster.set_joined();
+        // Rollbacks made here while cut off go to the fleet now (off the loop: the writer lock).
+        let rt = self.runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || rt.push_rollbacks()).await;
         tracing::info!(
             target: "switchyard::cluster",
             event = "joined",
@@ -320,6 +321,27 @@ impl ClusterService {
                         let rt = self.runtime.clone();
                         let _ = tokio::task::spawn_blocking(move || rt.apply_fleet(entries, false)).await;
                     }
+                }
+                message = window_watch.message() => {
+                    let resp = match message {
+                        Ok(Some(resp)) => resp,
+                        Ok(None) => break Err("etcd window watch: the stream ended".to_string()),
+                        Err(e) => break Err(format!("etcd window watch: {e}")),
+                    };
+                    if resp.canceled() {
+                        break Err(format!("etcd window watch canceled: {}", resp.cancel_reason()));
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let value = match ev.event_type() {
+                            EventType::Put => Some(kv.value()),
+                            EventType::Delete => None,
+                        };
+                        self.heard_window(&windows, kv.key_str().ok(), value);
+                    }
+                }
+                _ = publish_every.tick() => {
+                    publisher.publish(&self.runtime, &client, keys, &cfg.node, lease, t);
                 }
                 _ = every.tick() => {
                     if let Err(e) = bounded(t, "lease renewal", keeper.keep_alive()).await {
@@ -403,6 +425,32 @@ impl ClusterService {
         }
     }
 
+    /// Another node's window publication (`None` once its key is gone) under `key`.
+    fn heard_window(&self, windows: &str, key: Option<&str>, value: Option<&[u8]>) {
+        let Some(node) = key.and_then(|k| k.strip_prefix(windows)) else {
+            return;
+        };
+        if node == self.config.node {
+            return;
+        }
+        let publication = match value.map(serde_json::from_slice::<Publication>) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                crate::lograte::warn(
+                    "cluster-windows",
+                    format_args!("cluster: ignoring node \"{node}\"'s windows: {e}"),
+                );
+                return;
+            }
+        };
+        let snap = self.runtime.snapshot();
+        self.runtime
+            .cluster
+            .windows
+            .heard(node, publication, &snap, std::time::Instant::now());
+    }
+
     /// Publishes this node's entry (its config generation and hash) on its lease.
     async fn put_node(&self, client: &mut Client, keys: &Keys, lease: i64) -> Result<(), String> {
         let snap = self.runtime.snapshot();
@@ -478,6 +526,100 @@ impl ClusterService {
             ignored: Default::default(),
         });
     }
+}
+
+/// Puts this node's windows while a rollout is active, off the session's loop: one put at a
+/// time (a tick that finds the last one still in flight skips), bounded by the timeout. A
+/// failed put is logged and the next tick tries again; an etcd outage is noticed by the lease
+/// renewal. When no rollout is active any more, the key is deleted once.
+#[derive(Default)]
+struct Publisher {
+    in_flight: Arc<std::sync::atomic::AtomicBool>,
+    /// The key holds a publication (put since the last delete).
+    holding: bool,
+}
+
+impl Publisher {
+    fn publish(
+        &mut self,
+        runtime: &Runtime,
+        client: &Client,
+        keys: &Keys,
+        node: &str,
+        lease: i64,
+        timeout: Duration,
+    ) {
+        use std::sync::atomic::Ordering;
+        let snap = runtime.snapshot();
+        let publication = Publication::of(node, &snap);
+        if publication.pools.is_empty() && !self.holding {
+            return;
+        }
+        if self.in_flight.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let key = keys.window(node);
+        let value = if publication.pools.is_empty() {
+            self.holding = false;
+            None
+        } else {
+            self.holding = true;
+            Some(serde_json::to_vec(&publication).unwrap_or_default())
+        };
+        let mut client = client.clone();
+        let in_flight = self.in_flight.clone();
+        tokio::spawn(async move {
+            let done = match value {
+                Some(value) => bounded(
+                    timeout,
+                    "window put",
+                    client.put(key, value, Some(PutOptions::new().with_lease(lease))),
+                )
+                .await
+                .map(|_| ()),
+                None => bounded(timeout, "window delete", client.delete(key, None))
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = done {
+                crate::lograte::warn(
+                    "cluster-publish",
+                    format_args!("cluster: publishing this node's windows: {e}"),
+                );
+            }
+            in_flight.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Lists the keys under `prefix`, then watches them from the listing's revision on.
+async fn list_then_watch(
+    client: &mut Client,
+    timeout: Duration,
+    what: &str,
+    prefix: &str,
+) -> Result<(etcd_client::GetResponse, etcd_client::WatchStream), String> {
+    let listing = bounded(
+        timeout,
+        &format!("{what}list"),
+        client.get(prefix, Some(GetOptions::new().with_prefix())),
+    )
+    .await?;
+    let revision = listing.header().map_or(0, |h| h.revision());
+    let watch = bounded(
+        timeout,
+        &format!("{what}watch"),
+        client.watch(
+            prefix,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        ),
+    )
+    .await?;
+    Ok((listing, watch))
 }
 
 fn rev(r: i64) -> u64 {

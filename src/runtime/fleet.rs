@@ -42,6 +42,11 @@ pub struct ClusterStatus {
     ignored: parking_lot::Mutex<BTreeMap<String, String>>,
     /// The fleet as last listed (nodes, leader, etcd health), for `GET /v1/cluster`.
     view: parking_lot::Mutex<Option<ClusterView>>,
+    /// The other nodes' published pool windows (the cluster service fills it).
+    pub windows: super::FleetWindows,
+    /// Rollbacks this node made that etcd did not take (cut off, or the write failed), by
+    /// service, with the revision of the fleet's entry they were made on.
+    pub(super) unwritten_rollbacks: parking_lot::Mutex<BTreeMap<String, u64>>,
 }
 
 impl ClusterStatus {

@@ -64,7 +64,7 @@ impl TrafficHistory {
         for service in snap.services.iter() {
             let mut pools = Vec::with_capacity(service.pools.len());
             for pool in &service.pools {
-                let total = pool.window.total_requests();
+                let total = pool.window.own_requests();
                 let key = (service.name.clone(), pool.name.clone());
                 let before = match inner.totals.get(&key) {
                     Some(r) if Arc::ptr_eq(&r.window, &pool.window) => r.total,

@@ -2,9 +2,10 @@
 //!
 //! The runtime's writer holds the one `Book`; each change works on a copy and the result is
 //! persisted, then compiled into a snapshot. [`tick`] judges each active rollout on its canary's
-//! live window and applies what was decided (advance, hold, promote, roll back) to the book: the
-//! rollout's state and the service's weight overrides. With a 100 ms tick and 1 s buckets, a
-//! breach is acted on within about 100 ms of the request that revealed it.
+//! live figures (this node's window, or the fleet's sum on a fleet's leader) and applies what was
+//! decided (advance, hold, promote, roll back) to the book: the rollout's state and the service's
+//! weight overrides. With a 100 ms tick and 1 s buckets, a breach is acted on within about 100 ms
+//! of the request that revealed it.
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -12,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::maintenance::Maintenance;
 use crate::rollout::{
-    Decision, Event, EventKind, Phase, Rollout, Rollouts, StepClock, WindowStats,
+    Decision, Event, EventKind, Phase, PoolWindow, Rollout, Rollouts, StepClock, WindowStats,
 };
 use crate::upstream::Service;
 
@@ -186,21 +187,39 @@ pub struct Outcome {
     pub events: Vec<Event>,
 }
 
-/// Judges every active rollout once on its canary's live window (see the module docs).
-pub fn tick(services: &[Service], book: &mut Book, now: Instant) -> Outcome {
+/// A canary's live figures as a tick judges them: its window's stats and its request total (a
+/// step's requests are the total's growth since the step began).
+pub type CanaryFigures = (WindowStats, u64);
+
+/// The canary's pool window in `services` (`None` if the pool is gone).
+pub fn canary_window<'a>(services: &'a [Service], r: &Rollout) -> Option<&'a PoolWindow> {
+    let svc = services.iter().find(|s| *s.name == r.service)?;
+    let pool = svc.pools.iter().find(|p| *p.name == r.canary)?;
+    Some(&pool.window)
+}
+
+/// The canary's figures on this node alone: its pool's window here.
+pub fn local_canary(services: &[Service], r: &Rollout) -> Option<CanaryFigures> {
+    let window = canary_window(services, r)?;
+    Some((window.snapshot(), window.total_requests()))
+}
+
+/// Judges every active rollout once on its canary's figures as `canary` gives them
+/// ([`local_canary`] on a node of its own; the fleet's sum on a fleet's leader), and applies what
+/// was decided (see the module docs). A rollout whose figures are `None` is left as it is.
+pub fn tick(
+    services: &[Service],
+    book: &mut Book,
+    now: Instant,
+    canary: impl Fn(&Rollout) -> Option<CanaryFigures>,
+) -> Outcome {
     let mut out = Outcome::default();
     for service in book.rollouts.active_services() {
         let Some(r) = book.rollouts.active_mut(&service) else {
             continue;
         };
-        let window = services
-            .iter()
-            .find(|s| *s.name == service)
-            .and_then(|s| s.pools.iter().find(|p| *p.name == r.canary))
-            .map(|p| &p.window);
-        let (stats, total) = match window {
-            Some(w) => (w.snapshot(), w.total_requests()),
-            None => continue,
+        let Some((stats, total)) = canary(r) else {
+            continue;
         };
         let now_ms = unix_ms();
         let mut cause = None;

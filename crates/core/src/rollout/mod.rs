@@ -14,4 +14,4 @@ pub mod window;
 pub use engine::{
     Decision, Event, EventKind, History, Kind, Phase, Plan, Rollout, Rollouts, StepClock,
 };
-pub use window::{is_error, PoolWindow, WindowError, WindowSpec, WindowStats};
+pub use window::{is_error, PoolWindow, WindowCounts, WindowError, WindowSpec, WindowStats};

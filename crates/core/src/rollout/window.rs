@@ -224,6 +224,9 @@ pub struct PoolWindow {
     buckets: Box<[Box<Bucket>]>,
     /// Every request ever recorded: rollouts count a step's requests by its difference.
     total: AtomicU64,
+    /// In a fleet: requests of this pool that the other nodes served, as they published them
+    /// (added by the cluster service), so a step counts the fleet's requests.
+    elsewhere: AtomicU64,
 }
 
 impl std::fmt::Debug for PoolWindow {
@@ -240,6 +243,7 @@ impl PoolWindow {
             spec,
             buckets: (0..spec.buckets).map(|_| Bucket::new()).collect(),
             total: AtomicU64::new(0),
+            elsewhere: AtomicU64::new(0),
         }
     }
 
@@ -295,9 +299,21 @@ impl PoolWindow {
         }
     }
 
-    /// Requests recorded since the window was made.
+    /// Requests since the window was made: recorded here, plus (in a fleet) those other nodes
+    /// reported ([`PoolWindow::add_elsewhere`]). Rollouts count a step's requests by its growth.
     pub fn total_requests(&self) -> u64 {
+        self.own_requests()
+            .saturating_add(self.elsewhere.load(Ordering::Relaxed))
+    }
+
+    /// Requests recorded on this node since the window was made (what a fleet node publishes).
+    pub fn own_requests(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` requests that another node of the fleet served in this pool.
+    pub fn add_elsewhere(&self, n: u64) {
+        self.elsewhere.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The figures of the window ending now.
@@ -307,10 +323,19 @@ impl PoolWindow {
 
     /// The figures of the window ending at `now_ms` on the windows' clock ([`clock_ms`]).
     pub fn snapshot_at(&self, now_ms: u64) -> WindowStats {
+        self.counts_at(now_ms).stats(self.spec.length())
+    }
+
+    /// The raw counts of the window ending now (what a fleet node publishes).
+    pub fn counts(&self) -> WindowCounts {
+        self.counts_at(clock_ms(Instant::now()))
+    }
+
+    /// The raw counts of the window ending at `now_ms` on the windows' clock ([`clock_ms`]).
+    pub fn counts_at(&self, now_ms: u64) -> WindowCounts {
         let current = now_ms / self.spec.bucket_ms;
         let oldest = (current + 1).saturating_sub(self.spec.buckets);
-        let mut bins = [0u64; BINS];
-        let (mut requests, mut errors) = (0u64, 0u64);
+        let mut sum = WindowCounts::default();
         for slot in self.buckets.iter() {
             let before = slot.epoch.load(Ordering::Acquire);
             if before == RESETTING || !(oldest..=current).contains(&before) {
@@ -327,22 +352,118 @@ impl PoolWindow {
             if slot.epoch.load(Ordering::Relaxed) != before {
                 continue;
             }
-            requests += r;
-            errors += e;
-            for (sum, n) in bins.iter_mut().zip(these) {
-                *sum += u64::from(n);
+            sum.requests += r;
+            sum.errors += e;
+            for (total, n) in sum.bins.iter_mut().zip(these) {
+                *total += u64::from(n);
             }
         }
-        let errors = errors.min(requests);
-        let total: u64 = bins.iter().sum();
-        WindowStats {
-            requests,
-            errors,
-            error_rate: error_rate(errors, requests),
-            p50: quantile(&bins, total, 0.5),
-            p99: quantile(&bins, total, 0.99),
-            window: self.spec.length(),
+        sum
+    }
+}
+
+/// A window's raw counts: requests, errors and the latency histogram. Counts of several windows
+/// of one shape (one pool on several nodes) add up exactly: the fleet's figures are those of the
+/// sum ([`WindowCounts::add`], then [`WindowCounts::stats`]), not an average of figures.
+///
+/// Serialized with the histogram sparse (`[[bin, count], ...]`, non-zero bins only).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "SparseCounts", try_from = "SparseCounts")]
+pub struct WindowCounts {
+    pub requests: u64,
+    pub errors: u64,
+    bins: Box<[u64; BINS]>,
+}
+
+impl Default for WindowCounts {
+    fn default() -> Self {
+        WindowCounts {
+            requests: 0,
+            errors: 0,
+            bins: Box::new([0; BINS]),
         }
+    }
+}
+
+impl std::fmt::Debug for WindowCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowCounts")
+            .field("requests", &self.requests)
+            .field("errors", &self.errors)
+            .field("latencies", &self.bins.iter().sum::<u64>())
+            .finish()
+    }
+}
+
+impl WindowCounts {
+    /// Adds `other`'s counts to these (saturating: a bogus peer cannot wrap them).
+    pub fn add(&mut self, other: &WindowCounts) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        for (sum, n) in self.bins.iter_mut().zip(other.bins.iter()) {
+            *sum = sum.saturating_add(*n);
+        }
+    }
+
+    /// The figures of these counts over a window `window` long: errors clamped to requests,
+    /// quantiles from the histogram's own total.
+    pub fn stats(&self, window: Duration) -> WindowStats {
+        let errors = self.errors.min(self.requests);
+        let total = self.bins.iter().fold(0u64, |t, n| t.saturating_add(*n));
+        WindowStats {
+            requests: self.requests,
+            errors,
+            error_rate: error_rate(errors, self.requests),
+            p50: quantile(&self.bins, total, 0.5),
+            p99: quantile(&self.bins, total, 0.99),
+            window,
+        }
+    }
+}
+
+/// The wire form of [`WindowCounts`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SparseCounts {
+    requests: u64,
+    errors: u64,
+    bins: Vec<(u16, u64)>,
+}
+
+impl From<WindowCounts> for SparseCounts {
+    fn from(c: WindowCounts) -> Self {
+        let bins = c
+            .bins
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(bin, n)| (bin as u16, *n))
+            .collect();
+        SparseCounts {
+            requests: c.requests,
+            errors: c.errors,
+            bins,
+        }
+    }
+}
+
+impl TryFrom<SparseCounts> for WindowCounts {
+    type Error = String;
+
+    fn try_from(s: SparseCounts) -> Result<Self, String> {
+        let mut c = WindowCounts {
+            requests: s.requests,
+            errors: s.errors,
+            ..Default::default()
+        };
+        for (bin, n) in s.bins {
+            let slot = c
+                .bins
+                .get_mut(usize::from(bin))
+                .ok_or_else(|| format!("histogram bin {bin} is out of range (0..{BINS})"))?;
+            *slot = slot.saturating_add(n);
+        }
+        Ok(c)
     }
 }
 
@@ -354,7 +475,7 @@ fn quantile(bins: &[u64; BINS], total: u64, q: f64) -> Option<Duration> {
     let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
     let mut seen = 0u64;
     let bin = bins.iter().position(|&n| {
-        seen += n;
+        seen = seen.saturating_add(n);
         seen >= rank
     })?;
     Some(Duration::from_nanos((bin_value(bin) * 1000.0) as u64))
@@ -538,6 +659,54 @@ mod tests {
         assert_eq!(s.requests, want);
         assert_eq!(s.errors, want / 4);
         assert!(within(s.p50, ms(25)), "{:?}", s.p50);
+    }
+
+    #[test]
+    fn counts_of_several_windows_add_up_to_the_window_of_all_their_requests() {
+        // Three nodes' windows of one pool, and one window that saw every request.
+        let nodes: Vec<PoolWindow> = (0..3)
+            .map(|_| PoolWindow::new(WindowSpec::default()))
+            .collect();
+        let all = PoolWindow::new(WindowSpec::default());
+        for i in 0..3_000u64 {
+            let latency = ms(1 + i % 97 + if i % 50 == 7 { 400 } else { 0 });
+            let error = i % 40 == 3;
+            let at = 1_000 + i % 9 * 1000;
+            nodes[(i % 3) as usize].record_at(at, latency, error);
+            all.record_at(at, latency, error);
+        }
+        let mut sum = WindowCounts::default();
+        for n in &nodes {
+            sum.add(&n.counts_at(9_500));
+        }
+        assert_eq!(sum, all.counts_at(9_500));
+        assert_eq!(
+            sum.stats(WindowSpec::default().length()),
+            all.snapshot_at(9_500)
+        );
+        // No single node's figures are the fleet's.
+        let one = nodes[0].snapshot_at(9_500);
+        assert_eq!(one.requests * 3, sum.requests);
+
+        // The sparse wire form round-trips; a bin out of range is refused.
+        let text = serde_json::to_string(&sum).expect("serializes");
+        assert!(text.len() < 2_000, "sparse: {text}");
+        let back: WindowCounts = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, sum);
+        let empty: WindowCounts =
+            serde_json::from_str(r#"{"requests":0,"errors":0,"bins":[]}"#).expect("parses");
+        assert_eq!(empty.stats(ms(1000)).p99, None);
+        let bad =
+            serde_json::from_str::<WindowCounts>(r#"{"requests":1,"errors":0,"bins":[[400,1]]}"#);
+        assert!(bad.is_err());
+        // Saturating: a bogus peer's counts cannot wrap the sum.
+        let mut huge: WindowCounts = serde_json::from_str(
+            r#"{"requests":18446744073709551615,"errors":5,"bins":[[3,18446744073709551615]]}"#,
+        )
+        .expect("parses");
+        huge.add(&sum);
+        assert_eq!(huge.requests, u64::MAX);
+        assert!(huge.stats(ms(1000)).p50.is_some());
     }
 
     #[test]
