@@ -434,6 +434,7 @@ impl ClusterService {
             },
             nodes,
             ignored: Default::default(),
+            redis: None,
         });
     }
 }

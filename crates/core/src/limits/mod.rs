@@ -329,11 +329,20 @@ impl ZoneRegistry {
 
     /// The zones for a config: unchanged ones reused, changed or new ones fresh, removed ones gone.
     pub fn resolve(&mut self, specs: &[ZoneSpec]) -> HashMap<String, Arc<dyn Limiter>> {
+        self.resolve_with(specs, new_zone)
+    }
+
+    /// [`Self::resolve`], with new zones made by `make` (a fleet's shared zones).
+    pub fn resolve_with(
+        &mut self,
+        specs: &[ZoneSpec],
+        make: impl Fn(ZoneSpec) -> Arc<dyn Limiter>,
+    ) -> HashMap<String, Arc<dyn Limiter>> {
         let mut next = HashMap::new();
         for spec in specs {
             let zone = match self.zones.get(&spec.name) {
                 Some(z) if z.spec() == spec => z.clone(),
-                _ => new_zone(spec.clone()),
+                _ => make(spec.clone()),
             };
             next.insert(spec.name.clone(), zone);
         }
