@@ -1,7 +1,7 @@
 //! The fleet's Redis for `scope = "cluster"` zones: one count per key for every node, and a bounded local share of the limit while Redis is slow or down.
 //!
-//! Each check is one `EVALSHA` of a Lua script (atomic in Redis, on Redis's clock) over one
-//! multiplexed connection per node: concurrent requests pipeline on it. A check waits at most
+//! Each check is one `EVALSHA` of a Lua script (atomic in Redis, on Redis's clock) over a
+//! multiplexed connection of the worker thread's own: concurrent requests pipeline on it. A check waits at most
 //! `[cluster] redis_timeout`; a timeout or an error marks Redis down, and while it is down no
 //! request waits on it at all: the zone answers from a local limiter of `rate / nodes` (and
 //! `burst / nodes`), counted in `switchyard_limit_fallback_total{zone}` and logged at most once per
@@ -100,6 +100,26 @@ const BUCKETS_US: [u64; 10] = [
     500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 
+/// A worker thread's own connection to Redis, and the epoch it belongs to.
+struct LocalConn {
+    epoch: u64,
+    conn: Option<MultiplexedConnection>,
+    connecting: bool,
+}
+
+thread_local! {
+    /// The request path's connection on this thread: pingora runs each worker thread as a
+    /// runtime of its own, and a connection made there has its driver task there too, so a check
+    /// wakes no other thread (the probe's connection lives on the background services' thread).
+    static LOCAL: std::cell::RefCell<LocalConn> = const {
+        std::cell::RefCell::new(LocalConn {
+            epoch: 0,
+            conn: None,
+            connecting: false,
+        })
+    };
+}
+
 /// Why Redis could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -117,8 +137,11 @@ pub struct RedisLimits {
     client: Client,
     /// Where it is, without credentials (for views and logs).
     address: String,
+    /// The probe's connection (and the request path's until a worker thread has its own).
     conn: ArcSwapOption<MultiplexedConnection>,
     up: AtomicBool,
+    /// Counts outages: worker threads' connections made before the latest one are dropped.
+    epoch: AtomicU64,
     reason: parking_lot::Mutex<String>,
     timeout: Duration,
     /// `PREFIX/limits/`: every zone's keys live under it.
@@ -164,6 +187,7 @@ impl RedisLimits {
             address,
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
+            epoch: AtomicU64::new(1),
             reason: parking_lot::Mutex::new("not connected yet".into()),
             timeout: cfg.redis_timeout,
             key_prefix: format!("{}/limits/", cfg.prefix),
@@ -203,12 +227,58 @@ impl RedisLimits {
         })
     }
 
-    /// The connection while Redis is up.
-    fn usable(&self) -> Option<MultiplexedConnection> {
+    /// The connection a check uses while Redis is up: this worker thread's own, or the probe's
+    /// until this thread has one.
+    fn usable(self: &Arc<Self>) -> Option<MultiplexedConnection> {
         if !self.is_up() {
             return None;
         }
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let here = LOCAL.with_borrow(|l| l.conn.clone().filter(|_| l.epoch == epoch));
+        if here.is_some() {
+            return here;
+        }
+        self.connect_here(epoch);
         self.conn.load().as_deref().cloned()
+    }
+
+    /// Starts connecting this worker thread's own connection (once per epoch; a failure leaves
+    /// the thread on the probe's connection until the next outage ends).
+    fn connect_here(self: &Arc<Self>, epoch: u64) {
+        let start = LOCAL.with_borrow_mut(|l| {
+            if l.epoch != epoch {
+                *l = LocalConn {
+                    epoch,
+                    conn: None,
+                    connecting: false,
+                };
+            }
+            !std::mem::replace(&mut l.connecting, true)
+        });
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !start {
+            return;
+        }
+        let redis = self.clone();
+        // Spawned here, so the connection's driver runs on this thread's runtime too.
+        runtime.spawn(async move {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(None);
+            if let Ok(conn) = redis
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                LOCAL.with_borrow_mut(|l| {
+                    if l.epoch == epoch {
+                        l.conn = Some(conn);
+                    }
+                });
+            }
+        });
     }
 
     /// A request found Redis slow or failing: no request waits on it until the probe says so.
@@ -218,6 +288,7 @@ impl RedisLimits {
             _ => self.errors.fetch_add(1, Ordering::Relaxed),
         };
         if self.up.swap(false, Ordering::Relaxed) {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
             *self.reason.lock() = why.to_string();
             log::warn!(
                 "Redis at {} is out of reach ({why}): cluster zones fall back to local limits until it answers again",
@@ -299,9 +370,10 @@ impl RedisLimits {
                 }
             }
             Err(e) => {
-                // A fresh connection next time: a stalled one may hold answers nobody awaits.
+                // Fresh connections next time: a stalled one may hold answers nobody awaits.
                 self.conn.store(None);
                 if self.up.swap(false, Ordering::Relaxed) {
+                    self.epoch.fetch_add(1, Ordering::Relaxed);
                     log::warn!(
                         "Redis at {} is out of reach ({e}): cluster zones fall back to local limits",
                         self.address
