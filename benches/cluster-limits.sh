@@ -21,6 +21,8 @@
 #   REDIS_TIMEOUT=100ms [cluster] redis_timeout: above the default 5 ms so that a saturated 2-CPU
 #                      machine (wrk, nginx, Redis and Switchyard on the same cores) measures Redis
 #                      round trips, not the fallback
+#   REDIS_VIA=tcp      how the proxy reaches Redis: tcp (redis://127.0.0.1:PORT) or unix (its
+#                      socket, unix:///PATH: no TCP stack on either side)
 #   SWITCHYARD_BIN     switchyard binary to use; when unset: cargo build --release
 #
 # The zone (rate 1r/m, burst 1000000) never refuses, and every key it has seen stays in Redis
@@ -45,6 +47,7 @@ WRK_THREADS="${WRK_THREADS:-2}"
 THREADS="${THREADS:-2}"
 KEYS="${KEYS:-10000}"
 REDIS_TIMEOUT="${REDIS_TIMEOUT:-100ms}"
+REDIS_VIA="${REDIS_VIA:-tcp}"
 
 require_tools nginx wrk curl redis-server redis-cli etcd
 find_switchyard
@@ -58,9 +61,14 @@ start_backend "$BACKEND" \
 
 # Redis without persistence, etcd with one member: both on this machine, as the target says.
 redis-server --bind 127.0.0.1 --port "$REDIS" --save "" --appendonly no --dir "$TMP" \
-    >"$TMP/redis.log" 2>&1 &
+    --unixsocket "$TMP/redis.sock" --unixsocketperm 700 >"$TMP/redis.log" 2>&1 &
 PIDS+=("$!")
 wait_port "$REDIS" "$!" "redis-server"
+case "$REDIS_VIA" in
+tcp) REDIS_URL="redis://127.0.0.1:$REDIS" ;;
+unix) REDIS_URL="unix://$TMP/redis.sock" ;;
+*) die "REDIS_VIA must be tcp or unix" ;;
+esac
 ETCD_UNSUPPORTED_ARCH="$(uname -m)" etcd --name bench --data-dir "$TMP/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT" --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
@@ -134,7 +142,7 @@ address = "127.0.0.1:$3"
 etcd = ["http://127.0.0.1:$ETCD_CLIENT"]
 prefix = "/bench/$1"
 node = "$1"
-redis = "redis://127.0.0.1:$REDIS"
+redis = "$REDIS_URL"
 redis_timeout = "$REDIS_TIMEOUT"
 EOF
     "$SY_BIN" check --config "$dir/switchyard.toml" >&2 || die "switchyard check failed for $1"
@@ -180,7 +188,7 @@ CL_CPU="$(median <<<"${CPU[cluster]}")"
 LO_CPU="$(median <<<"${CPU[local]}")"
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, load average $LOAD_BEFORE before, $(loadavg) after"
-echo "switchyard threads=$THREADS access_log=off redis_timeout=$REDIS_TIMEOUT; wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s over $KEYS X-Client values; $ROUNDS rounds; Redis $(redis-server --version | awk '{ print $3 }') on this machine"
+echo "switchyard threads=$THREADS access_log=off redis_timeout=$REDIS_TIMEOUT redis=$REDIS_VIA; wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s over $KEYS X-Client values; $ROUNDS rounds; Redis $(redis-server --version | awk '{ print $3 }') on this machine"
 echo "keys: $REDIS_KEYS in Redis (cluster), $LOCAL_KEYS in the local zone; fallbacks $FALLBACKS"
 echo "scope=cluster rps: ${RPS[cluster]}(median $(median <<<"${RPS[cluster]}"))"
 echo "scope=node    rps: ${RPS[local]}(median $(median <<<"${RPS[local]}"))"

@@ -420,6 +420,14 @@ scope = "cluster"
         "{BASE}\n[limits.zones.z]\nrate = \"1r/s\"\nscope = \"fleet\"\n"
     ));
     assert!(e[0].contains("unknown zone scope \"fleet\""), "{e:?}");
+    // Redis on the same machine may be reached over its socket.
+    let unix = format!("{BASE}{zones}{cluster}redis = \"unix:///run/redis/redis.sock\"\n");
+    assert!(errors(&unix).is_empty(), "{:?}", errors(&unix));
+    let e = errors(&format!("{BASE}{cluster}redis = \"unix://redis.sock\"\n"));
+    assert!(
+        e[0].contains("redis must be a redis:// or rediss:// URL"),
+        "{e:?}"
+    );
     // The default is per node.
     let node = parse(
         &format!("{BASE}\n[limits.zones.z]\nrate = \"1r/s\"\n"),
