@@ -320,6 +320,26 @@ pub struct ClusterView {
     /// Fleet entries this node ignores, by service, with why (a service or pool its config lacks).
     #[serde(default)]
     pub ignored: std::collections::BTreeMap<String, String>,
+    /// The fleet's Redis for `scope = "cluster"` zones, when `[cluster] redis` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisView>,
+}
+
+/// Redis as this node sees it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RedisView {
+    /// `redis://HOST:PORT` (no credentials).
+    pub address: String,
+    /// `up`, or `down`: cluster zones count locally at `rate / nodes` until it answers again.
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// `[cluster] redis_timeout`, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// Requests each cluster zone decided with its local fallback since the start.
+    #[serde(default)]
+    pub fallbacks: std::collections::BTreeMap<String, u64>,
 }
 
 /// etcd as the cluster service last saw it.

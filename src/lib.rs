@@ -30,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod otlp;
 pub mod proxy;
+pub mod redis_limits;
 pub mod runtime;
 pub mod scrape;
 pub mod server;

@@ -28,6 +28,7 @@ use crate::book::{self, effective_overrides, Book};
 use crate::config::{self, Config, ConfigErrors};
 use crate::limits::conn::ConnLimits;
 use crate::metrics::Metrics;
+use crate::redis_limits::{RedisError, RedisLimits};
 use crate::rollout::Event;
 use crate::snapshot::{Registries, Snapshot};
 use crate::state::{ServiceRecord, StateError, StateStore};
@@ -100,6 +101,8 @@ pub enum StartError {
     State(#[from] StateError),
     #[error(transparent)]
     Tls(#[from] PolicyError),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
 }
 
 /// Why a runtime change was not applied.
@@ -156,6 +159,12 @@ impl Runtime {
         ));
         let metrics = Metrics::new();
         let mut registries = Registries::default();
+        if let Some(c) = &config.cluster {
+            registries.redis = RedisLimits::new(c)?;
+            if let Some(redis) = &registries.redis {
+                cluster.attach_redis(redis.clone());
+            }
+        }
         let mut affinity_key_kept = false;
         keep_affinity_key(&config, &mut registries, &mut affinity_key_kept);
         let book = Arc::new(book);

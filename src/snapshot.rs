@@ -10,9 +10,10 @@ use crate::book::Book;
 use crate::config::Config;
 use crate::keepalive::IdleLimits;
 use crate::limits::conn::ConnCaps;
-use crate::limits::{Limiter, ZoneRegistry};
+use crate::limits::{new_zone, Limiter, Scope, ZoneRegistry};
 use crate::maintenance::Gate;
 use crate::metrics::{Handles, Metrics};
+use crate::redis_limits::RedisLimits;
 use crate::rollout::StepClock;
 use crate::routing::RouteTable;
 use crate::upstream::{Addresses, ServerRegistry, Service, Shield};
@@ -76,6 +77,8 @@ pub struct Registries {
     /// The resolver service's latest answers; a change to them compiles a new snapshot.
     pub addresses: Arc<Addresses>,
     zones: ZoneRegistry,
+    /// The fleet's Redis (`[cluster] redis`), where `scope = "cluster"` zones count.
+    pub redis: Option<Arc<RedisLimits>>,
     last: Option<ConfigParts>,
 }
 
@@ -120,7 +123,13 @@ impl Snapshot {
         let parts = match registries.last.take() {
             Some(parts) if Arc::ptr_eq(&parts.config, &config) => parts,
             _ => {
-                let by_name = registries.zones.resolve(&config.limits.zones);
+                let redis = registries.redis.clone();
+                let by_name = registries.zones.resolve_with(&config.limits.zones, |spec| {
+                    match (&redis, spec.scope) {
+                        (Some(redis), Scope::Cluster) => redis.zone(spec),
+                        _ => new_zone(spec),
+                    }
+                });
                 let mut routes = RouteTable::build(&config.routes, |name| {
                     services.iter().position(|s| &*s.name == name)
                 });

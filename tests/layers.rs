@@ -47,7 +47,7 @@ const FLOORS: &[(u32, &[&str])] = &[
             "etcd",
         ],
     ),
-    (4, &["book", "metrics"]),
+    (4, &["book", "metrics", "redis_limits"]),
     (5, &["state"]),
     (6, &["snapshot"]),
     (7, &["scrape"]),

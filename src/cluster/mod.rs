@@ -524,6 +524,7 @@ impl ClusterService {
             },
             nodes,
             ignored: Default::default(),
+            redis: None,
         });
     }
 }

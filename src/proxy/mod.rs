@@ -310,7 +310,7 @@ impl ProxyHttp for Proxy {
         }
 
         let req = session.req_header();
-        if let Some(refused) = self.check_zones(&snap, route, req, ctx) {
+        if let Some(refused) = self.check_zones(&snap, route, req, ctx).await {
             respond::write_rate_limited(session, ctx, refused).await?;
             return Ok(true);
         }

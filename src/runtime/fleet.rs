@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::api::ClusterView;
+use crate::redis_limits::RedisLimits;
 
 /// Writes to the fleet's shared state (etcd).
 pub trait Fleet: Send + Sync {
@@ -47,6 +48,8 @@ pub struct ClusterStatus {
     /// Rollbacks this node made that etcd did not take (cut off, or the write failed), by
     /// service, with the revision of the fleet's entry they were made on.
     pub(super) unwritten_rollbacks: parking_lot::Mutex<BTreeMap<String, u64>>,
+    /// The fleet's Redis (`[cluster] redis`), set at start.
+    redis: std::sync::OnceLock<Arc<RedisLimits>>,
 }
 
 impl ClusterStatus {
@@ -103,6 +106,15 @@ impl ClusterStatus {
         self.nodes.load(Ordering::Relaxed).max(1)
     }
 
+    /// The link to the fleet's Redis (at start, when `[cluster] redis` is set).
+    pub fn attach_redis(&self, redis: Arc<RedisLimits>) {
+        let _ = self.redis.set(redis);
+    }
+
+    pub fn redis(&self) -> Option<&Arc<RedisLimits>> {
+        self.redis.get()
+    }
+
     pub fn set_view(&self, view: ClusterView) {
         self.nodes.store(view.nodes.len(), Ordering::Relaxed);
         *self.view.lock() = Some(view);
@@ -121,6 +133,7 @@ impl ClusterStatus {
         view.reason = self.degraded();
         view.leader_here = self.is_leader();
         view.ignored = self.ignored.lock().clone();
+        view.redis = self.redis().map(|r| r.view());
         Some(view)
     }
 
@@ -155,6 +168,9 @@ impl ClusterStatus {
              switchyard_cluster_ignored_entries {ignored}\n",
             self.nodes()
         ));
+        if let Some(redis) = self.redis() {
+            redis.render_metrics(out);
+        }
     }
 }
 

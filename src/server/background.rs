@@ -157,3 +157,25 @@ impl BackgroundService for TrafficSampler {
         }
     }
 }
+
+/// Pings the fleet's Redis every second, reconnecting as needed, and marks it up or down for the
+/// cluster zones (`redis_limits`): while it is down no request waits on it.
+pub struct RedisProbe {
+    redis: Arc<crate::redis_limits::RedisLimits>,
+}
+
+impl RedisProbe {
+    pub fn new(redis: Arc<crate::redis_limits::RedisLimits>) -> RedisProbe {
+        RedisProbe { redis }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for RedisProbe {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        self.redis.clone().run(stop).await;
+    }
+}

@@ -284,6 +284,12 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
         "traffic history",
         background::TrafficSampler::new(runtime.clone()),
     ));
+    if let Some(redis) = runtime.cluster.redis() {
+        server.add_service(background_service(
+            "redis",
+            background::RedisProbe::new(redis.clone()),
+        ));
+    }
     if let Some(cluster) = &cfg.cluster {
         server.add_service(background_service(
             "cluster",

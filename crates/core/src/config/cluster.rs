@@ -180,13 +180,17 @@ impl Validator {
         }
         let redis = c.redis.as_ref().map(|r| {
             let text: &str = r.get_ref();
-            let ok = text.parse::<http::Uri>().ok().filter(|u| {
+            let tcp = text.parse::<http::Uri>().ok().is_some_and(|u| {
                 matches!(u.scheme_str(), Some("redis" | "rediss")) && u.host().is_some()
             });
-            if ok.is_none() {
+            // A Redis on the same machine, over its Unix socket (cheaper than loopback TCP).
+            let unix = ["unix://", "redis+unix://"]
+                .iter()
+                .any(|s| text.strip_prefix(s).is_some_and(|p| p.starts_with('/')));
+            if !tcp && !unix {
                 self.error(
                     r.span(),
-                    "redis must be a redis:// or rediss:// URL with a host",
+                    "redis must be a redis:// or rediss:// URL with a host, or unix:///PATH (a socket)",
                 );
             }
             Secret::new(text.to_string())

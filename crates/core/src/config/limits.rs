@@ -9,7 +9,7 @@ use super::values::{Bytes, Text};
 use super::{serialize, Validator};
 use crate::limits::client_ip::{IpNet, TrustedProxies};
 use crate::limits::conn::ConnCaps;
-use crate::limits::{KeyKind, Rate, ZoneKind, ZoneSpec, DEFAULT_STATUS};
+use crate::limits::{KeyKind, Rate, Scope, ZoneKind, ZoneSpec, DEFAULT_STATUS};
 
 /// Keys a zone holds at most by default: about 2 MB per zone (see docs/limits.md).
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -46,6 +46,8 @@ pub struct RawZone {
     pub max: Option<Spanned<u32>>,
     pub max_keys: Option<Spanned<usize>>,
     pub status: Option<Spanned<u16>>,
+    /// `"node"` (the default) or `"cluster"` (counters in `[cluster] redis`).
+    pub scope: Option<Spanned<Text>>,
 }
 
 /// The validated `[limits]` table.
@@ -160,6 +162,29 @@ impl Validator {
             let Some(kind) = self.zone_kind(name, zone.span(), z) else {
                 continue;
             };
+            let scope = match z.scope.as_ref().map(|s| (s.span(), s.get_ref().0.as_str())) {
+                None | Some((_, "node")) => Scope::Node,
+                Some((span, "cluster")) => {
+                    if matches!(kind, ZoneKind::Concurrency { .. }) {
+                        self.error(
+                            span,
+                            format!("concurrency zone \"{name}\" cannot be scope = \"cluster\" (requests in progress are counted per node; only rate and window zones are shared)"),
+                        );
+                        continue;
+                    }
+                    self.cluster_zones.push((name.clone(), span));
+                    Scope::Cluster
+                }
+                Some((span, other)) => {
+                    self.error(
+                        span,
+                        format!(
+                            "unknown zone scope \"{other}\" (expected \"node\" or \"cluster\")"
+                        ),
+                    );
+                    continue;
+                }
+            };
             let max_keys = match &z.max_keys {
                 Some(m) if *m.get_ref() < 64 => {
                     self.error(m.span(), "max_keys must be at least 64");
@@ -174,6 +199,7 @@ impl Validator {
                 kind,
                 max_keys,
                 status: z.status.as_ref().map_or(status, |s| self.refusal_status(s)),
+                scope,
             });
         }
         LimitsConfig {

@@ -189,6 +189,8 @@ struct Validator {
     text_len: usize,
     /// Zone names of `[limits.zones]`, known before routes are read.
     zone_names: Vec<String>,
+    /// `scope = "cluster"` zones and where they say so, checked against `[cluster] redis`.
+    cluster_zones: Vec<(String, std::ops::Range<usize>)>,
     /// Host names of addresses, resolved together before validation.
     resolved: HashMap<String, resolve::Resolved>,
     /// Whether host names are looked up at all.
@@ -211,6 +213,7 @@ impl Validator {
             text: text.to_string(),
             text_len: text.len(),
             zone_names: Vec::new(),
+            cluster_zones: Vec::new(),
             resolved: HashMap::new(),
             lookups: true,
             merge_slashes: true,
@@ -319,6 +322,14 @@ impl Validator {
                 span,
                 "tls-alpn-01 is not available with [cluster]: the CA may reach any node, and only HTTP-01 tokens are shared through etcd; use http-01 or dns-01",
             );
+        }
+        if cluster.as_ref().is_none_or(|c| c.redis.is_none()) {
+            for (name, span) in std::mem::take(&mut self.cluster_zones) {
+                self.error(
+                    span,
+                    format!("zone \"{name}\" has scope = \"cluster\", which needs `redis` in [cluster] (its counters live there)"),
+                );
+            }
         }
         Config {
             cluster,

@@ -90,7 +90,7 @@ pub fn zones<S: Serializer>(zones: &[ZoneSpec], s: S) -> Result<S::Ok, S::Error>
                 KeyKind::ClientIpRoute => "client_ip_route".to_string(),
                 KeyKind::Header(h) => format!("header:{h}"),
             };
-            let mut st = s.serialize_struct("Zone", 8)?;
+            let mut st = s.serialize_struct("Zone", 9)?;
             st.serialize_field("name", &z.name)?;
             st.serialize_field("key", &key)?;
             match z.kind {
@@ -112,6 +112,9 @@ pub fn zones<S: Serializer>(zones: &[ZoneSpec], s: S) -> Result<S::Ok, S::Error>
             }
             st.serialize_field("max_keys", &z.max_keys)?;
             st.serialize_field("status", &z.status)?;
+            if z.scope == crate::limits::Scope::Cluster {
+                st.serialize_field("scope", "cluster")?;
+            }
             st.end()
         }
     }

@@ -418,3 +418,65 @@ fn cluster_is_checked_with_locations() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn cluster_scope_zones_need_redis_and_a_rate_or_window_kind() {
+    let zones = r#"
+[limits.zones.fleet]
+rate = "100r/m"
+burst = 10
+scope = "cluster"
+
+[limits.zones.win]
+kind = "window"
+rate = "10r/s"
+scope = "cluster"
+"#;
+    let cluster = "\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nnode = \"a\"\n";
+    // Without [cluster] redis: each cluster zone is refused where it says so.
+    let e = errors(&format!("{BASE}{zones}"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "t.toml:17:9: zone \"fleet\" has scope = \"cluster\", which needs `redis` in [cluster]"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&format!("{BASE}{zones}{cluster}"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    // With it, both kinds are shared.
+    let text = format!("{BASE}{zones}{cluster}redis = \"redis://127.0.0.1:6379\"\n");
+    let cfg = parse(&text, Path::new("t.toml")).expect("valid");
+    assert!(cfg
+        .limits
+        .zones
+        .iter()
+        .all(|z| z.scope == crate::limits::Scope::Cluster));
+    // A concurrency zone cannot be shared; an unknown scope is refused.
+    let conc = format!("{BASE}\n[limits.zones.c]\nkind = \"concurrency\"\nmax = 5\nscope = \"cluster\"\n{cluster}redis = \"redis://127.0.0.1:6379\"\n");
+    let e = errors(&conc);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("t.toml:17:9: concurrency zone \"c\" cannot be scope = \"cluster\""),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{BASE}\n[limits.zones.z]\nrate = \"1r/s\"\nscope = \"fleet\"\n"
+    ));
+    assert!(e[0].contains("unknown zone scope \"fleet\""), "{e:?}");
+    // Redis on the same machine may be reached over its socket.
+    let unix = format!("{BASE}{zones}{cluster}redis = \"unix:///run/redis/redis.sock\"\n");
+    assert!(errors(&unix).is_empty(), "{:?}", errors(&unix));
+    let e = errors(&format!("{BASE}{cluster}redis = \"unix://redis.sock\"\n"));
+    assert!(
+        e[0].contains("redis must be a redis:// or rediss:// URL"),
+        "{e:?}"
+    );
+    // The default is per node.
+    let node = parse(
+        &format!("{BASE}\n[limits.zones.z]\nrate = \"1r/s\"\n"),
+        Path::new("t.toml"),
+    )
+    .expect("valid");
+    assert_eq!(node.limits.zones[0].scope, crate::limits::Scope::Node);
+}

@@ -117,6 +117,7 @@ mod tests {
             kind: ZoneKind::Concurrency { max },
             max_keys,
             status: 429,
+            scope: crate::limits::Scope::Node,
         }))
     }
 

@@ -13,8 +13,10 @@ mod store;
 pub mod window;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::future::Future;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,6 +81,16 @@ pub enum ZoneKind {
 /// The status a refusal gets unless the zone or `[limits] status` says otherwise.
 pub const DEFAULT_STATUS: u16 = 429;
 
+/// Where a zone's counters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// In this process: each node counts on its own.
+    #[default]
+    Node,
+    /// In the fleet's Redis (`[cluster] redis`): one count for every node.
+    Cluster,
+}
+
 /// A zone as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ZoneSpec {
@@ -88,6 +100,7 @@ pub struct ZoneSpec {
     pub max_keys: usize,
     /// The refusal's status (429, or 503 as nginx and ingress-nginx send).
     pub status: u16,
+    pub scope: Scope,
 }
 
 impl ZoneSpec {
@@ -99,6 +112,31 @@ impl ZoneSpec {
             kind: ZoneKind::Rate { rate, burst },
             max_keys,
             status: DEFAULT_STATUS,
+            scope: Scope::Node,
+        }
+    }
+
+    /// The local zone a `cluster` zone falls back to while Redis is out of reach on a fleet of
+    /// `nodes`: its rate and burst divided among them (at least 1 request per period), so the
+    /// fleet together stays near the zone's limit.
+    pub fn fallback(&self, nodes: usize) -> ZoneSpec {
+        let n = u32::try_from(nodes.max(1)).unwrap_or(u32::MAX);
+        let share = |r: Rate| Rate {
+            requests: (r.requests / n).max(1),
+            per: r.per,
+        };
+        let kind = match self.kind {
+            ZoneKind::Rate { rate, burst } => ZoneKind::Rate {
+                rate: share(rate),
+                burst: burst / n,
+            },
+            ZoneKind::Window { rate } => ZoneKind::Window { rate: share(rate) },
+            other => other,
+        };
+        ZoneSpec {
+            kind,
+            scope: Scope::Node,
+            ..self.clone()
         }
     }
 }
@@ -138,6 +176,22 @@ pub trait Limiter: Send + Sync + std::fmt::Debug {
     /// Takes back the request `check` just counted for `key`: another zone of the same route
     /// refused it, and nginx counts a request in its `limit_req` zones only when all pass.
     fn refund(&self, _key: u64) {}
+    /// A zone counted outside the process (`scope = "cluster"`): the request path awaits
+    /// [`SharedZone::check_shared`] instead of calling `check`.
+    fn shared(&self) -> Option<&dyn SharedZone> {
+        None
+    }
+}
+
+/// A check that may wait on the network (bounded by the zone's own timeout).
+pub type SharedCheck<'a> = Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>;
+
+/// A zone whose counters the fleet shares. `key` is a [`stable_key`] (the same on every node);
+/// `nodes` is the fleet's live node count, which a fallback to a local limit divides the rate by.
+pub trait SharedZone: Send + Sync {
+    fn check_shared(&self, key: u64, nodes: usize) -> SharedCheck<'_>;
+    /// Takes back a counted request (see [`Limiter::refund`]), without waiting for it.
+    fn refund_shared(&self, key: u64);
 }
 
 /// A request in progress counted by a concurrency zone: dropping it (when the request's context
@@ -275,11 +329,20 @@ impl ZoneRegistry {
 
     /// The zones for a config: unchanged ones reused, changed or new ones fresh, removed ones gone.
     pub fn resolve(&mut self, specs: &[ZoneSpec]) -> HashMap<String, Arc<dyn Limiter>> {
+        self.resolve_with(specs, new_zone)
+    }
+
+    /// [`Self::resolve`], with new zones made by `make` (a fleet's shared zones).
+    pub fn resolve_with(
+        &mut self,
+        specs: &[ZoneSpec],
+        make: impl Fn(ZoneSpec) -> Arc<dyn Limiter>,
+    ) -> HashMap<String, Arc<dyn Limiter>> {
         let mut next = HashMap::new();
         for spec in specs {
             let zone = match self.zones.get(&spec.name) {
                 Some(z) if z.spec() == spec => z.clone(),
-                _ => new_zone(spec.clone()),
+                _ => make(spec.clone()),
             };
             next.insert(spec.name.clone(), zone);
         }
@@ -291,6 +354,40 @@ impl ZoneRegistry {
 /// Hashes a zone key: 8 bytes per key in the store, whatever the key material.
 pub fn key_hash(hasher: &impl BuildHasher, parts: impl Hash) -> u64 {
     hasher.hash_one(parts)
+}
+
+/// Hashes a shared zone's key material to the same value on every node and in every build
+/// (FNV-1a over the bytes given, in order; `key_hash`'s seed is random per process).
+pub fn stable_key(parts: &[&[u8]]) -> u64 {
+    let mut h = Fnv1a::default();
+    for p in parts {
+        h.write(p);
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
+/// FNV-1a, 64 bits: fixed constants, so its values never change.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]
@@ -355,6 +452,55 @@ mod tests {
         std::thread::sleep(Duration::from_millis(600));
         assert!(matches!(z.check(1), Verdict::Allowed { .. }));
         assert!(matches!(z.check(1), Verdict::Limited { .. }));
+    }
+
+    #[test]
+    fn stable_keys_are_fixed_and_separate_their_parts() {
+        // FNV-1a's published value for "a", then our 0xff separator: the same in every build.
+        assert_eq!(stable_key(&[b"ab", b"c"]), stable_key(&[b"ab", b"c"]));
+        assert_ne!(stable_key(&[b"ab", b"c"]), stable_key(&[b"a", b"bc"]));
+        let mut h = Fnv1a::default();
+        h.write(b"a");
+        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn a_fallback_divides_the_rate_and_burst_among_the_nodes() {
+        let spec = ZoneSpec {
+            scope: Scope::Cluster,
+            ..ZoneSpec::rate(
+                "z",
+                KeyKind::ClientIp,
+                Rate::parse("100r/m").expect("rate"),
+                99,
+                1000,
+            )
+        };
+        let f = spec.fallback(3);
+        assert_eq!(f.scope, Scope::Node);
+        assert_eq!(
+            f.kind,
+            ZoneKind::Rate {
+                rate: Rate::parse("33r/m").expect("rate"),
+                burst: 33
+            }
+        );
+        // Never below one request per period.
+        let tiny = ZoneSpec::rate(
+            "z",
+            KeyKind::ClientIp,
+            Rate::parse("2r/m").expect("rate"),
+            0,
+            1000,
+        );
+        assert_eq!(
+            tiny.fallback(5).kind,
+            ZoneKind::Rate {
+                rate: Rate::parse("1r/m").expect("rate"),
+                burst: 0
+            }
+        );
+        assert_eq!(spec.fallback(0), spec.fallback(1));
     }
 
     #[test]

@@ -210,6 +210,7 @@ mod tests {
             },
             max_keys,
             status: 503,
+            scope: crate::limits::Scope::Node,
         })
     }
 
