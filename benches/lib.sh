@@ -64,6 +64,23 @@ bench_setup() {
 }
 
 # stop_pid PID: TERM, up to 15 s for a graceful stop, then KILL.
+# The head of a bench's Switchyard config: [server] (THREADS workers, access log off, paths under
+# DIR) and one plain listener "http" on 127.0.0.1:PORT.
+server_toml() { # dir port
+    cat <<EOF
+[server]
+threads = $THREADS
+drain_timeout = "2s"
+access_log = "off"
+upgrade_socket = "$1/upgrade.sock"
+state_dir = "$1/state"
+
+[[listeners]]
+name = "http"
+address = "127.0.0.1:$2"
+EOF
+}
+
 stop_pid() {
     local pid="$1" i
     kill -0 "$pid" 2>/dev/null || return 0
