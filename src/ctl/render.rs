@@ -371,6 +371,21 @@ pub fn cluster_table(c: &ClusterView) -> String {
         },
         c.etcd.revision
     ));
+    if let Some(r) = &c.redis {
+        out.push_str(&format!(
+            "redis: {} ({}, timeout {} ms)",
+            r.address, r.state, r.timeout_ms
+        ));
+        if let Some(reason) = &r.reason {
+            out.push_str(&format!(": {reason}"));
+        }
+        out.push('\n');
+        for (zone, n) in r.fallbacks.iter().filter(|(_, n)| **n > 0) {
+            out.push_str(&format!(
+                "  zone \"{zone}\": {n} request(s) decided by the local fallback\n"
+            ));
+        }
+    }
     out.push_str(&format!(
         "\n{:<20} {:<10} {:<18} {:<8} {:<22} {}\n",
         "NODE", "GENERATION", "CONFIG", "MATCHES", "ADMIN", "VERSION"

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::api::{Certificates, Events, Services};
+use crate::api::{Certificates, ClusterView, Events, Services};
 use crate::ctl::follow::outcome;
 
 /// A JSON answer decoded into its view, as the client does.
@@ -200,4 +200,54 @@ fn certs_table_lists_each_certificate() {
     assert!(t.contains("2 failure(s) in a row): boom"), "{t}");
     let row = t.lines().nth(1).expect("a row");
     assert!(row.contains(" - "), "no next order shows as -: {row}");
+}
+
+#[test]
+fn cluster_table_shows_the_fleet_and_flags_drift() {
+    let view: ClusterView = decode(json!({
+        "node": "b", "prefix": "/sy/prod", "state": "degraded",
+        "reason": "etcd watch: the stream ended", "leader": "a", "leader_here": false,
+        "etcd": {"endpoints": ["http://10.0.0.5:2379"], "reachable": false, "revision": 42},
+        "redis": {"address": "redis://10.0.0.8:6379", "state": "down", "reason": "timed out",
+                  "timeout_ms": 5, "fallbacks": {"login": 7, "api": 0}},
+        "nodes": [
+            {"node": "a", "generation": 3, "config_hash": "aaaa", "matches_leader": true,
+             "admin": "10.0.0.1:9900", "version": "0.1.0", "started_at": 1},
+            {"node": "b", "generation": 2, "config_hash": "bbbb", "matches_leader": false,
+             "admin": null, "version": "0.1.0", "started_at": 2}
+        ],
+        "ignored": {"api": "this node's service has no pool \"canary\""}
+    }));
+    let t = cluster_table(&view);
+    assert!(
+        t.starts_with(
+            "node \"b\" in fleet /sy/prod: degraded (etcd watch: the stream ended)\nleader: \"a\"\n"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("etcd: http://10.0.0.5:2379 (unreachable, revision 42)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("redis: redis://10.0.0.8:6379 (down, timeout 5 ms): timed out"),
+        "{t}"
+    );
+    assert!(
+        t.contains("zone \"login\": 7 request(s) decided by the local fallback"),
+        "{t}"
+    );
+    assert!(!t.contains("zone \"api\""), "{t}");
+    let row = |n: &str| {
+        t.lines()
+            .find(|l| l.starts_with(n))
+            .expect("a row")
+            .to_string()
+    };
+    assert!(row("a ").contains(" yes "), "{t}");
+    assert!(row("b ").contains(" NO "), "{t}");
+    assert!(
+        t.contains("service \"api\": this node's service has no pool \"canary\""),
+        "{t}"
+    );
 }
