@@ -118,10 +118,15 @@ fn the_demo_prints_its_pid_config_and_dashboard_and_a_reload_by_that_pid_works()
     has(&format!("config   {}", config.display()));
 
     let client = http1_client();
+    // A request answered, not a TCP connect: the start-up bind probe listens for an instant
+    // before the proxy does, and a connect in that instant proved nothing.
     let up = wait_until(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", http)).is_ok()
+        client
+            .get(format!("http://demo.test:{http}/probe"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
     });
-    assert!(up, "the demo proxy does not listen");
+    assert!(up, "the demo proxy does not answer");
     assert_eq!(backend_via(&client, http, "demo.test"), "blue");
 
     // "edit the weights in the printed config, then reload it with the command the demo prints"
