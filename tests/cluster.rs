@@ -446,3 +446,41 @@ fn a_node_starts_from_its_cache_while_etcd_is_away_and_joins_when_it_returns() {
         view.text
     );
 }
+
+#[test]
+fn nodes_reach_etcd_over_mutual_tls_with_a_user_and_a_wrong_password_is_named() {
+    let etcd = Etcd::start_secure("s3cret-pw");
+    let secure = |name: &str, password: &str| {
+        World::blue_green()
+            .admin()
+            .toml(&format!(
+                "[cluster]\netcd = [\"{}\"]\nprefix = \"/sy/tls\"\nnode = \"{name}\"\nlease_ttl = \"2s\"\n\
+                 ca = \"{CERTS}/test-ca.crt\"\ncert = \"{CERTS}/client.crt\"\nkey = \"{CERTS}/client.key\"\n\
+                 username = \"root\"\npassword = \"{password}\"\n",
+                etcd.url()
+            ))
+            .start(BIN)
+    };
+    assert!(etcd.url().starts_with("https://"));
+    let a = secure("a", "s3cret-pw");
+    wait_joined(&a);
+    let reply = weights(&a.admin(), json!({"blue": 80, "green": 20}), None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let stored = etcd.get("/sy/tls/services/api").expect("the entry");
+    assert!(stored.contains("\"green\":20"), "{stored}");
+    // The password never shows in the config view.
+    let config = a.admin().get("/v1/config").text;
+    assert!(!config.contains("s3cret-pw"), "{config}");
+
+    // A wrong password: the node serves, degraded, and says why.
+    let b = secure("b", "wrong");
+    let admin = b.admin();
+    let mut reason = String::new();
+    let named = wait_until(Duration::from_secs(20), || {
+        let view = admin.get("/v1/cluster");
+        reason = view.json["reason"].as_str().unwrap_or_default().to_string();
+        view.json["state"] == "degraded" && reason.contains("authentication failed")
+    });
+    assert!(named, "reason: {reason}\n{}", b.proxy.stderr());
+    assert_eq!(admin.get("/v1/services/api").weight("blue"), 100);
+}

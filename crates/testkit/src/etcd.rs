@@ -15,25 +15,50 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
+    /// Clients over TLS (the repository's localhost certificate) with a client certificate
+    /// signed by the test CA.
+    tls: bool,
+    /// The password of user `root` once etcd's own auth is on.
+    password: Option<String>,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start() -> Etcd {
+        Etcd::start_with(false)
+    }
+
+    /// Starts etcd for clients over TLS only, asking for a client certificate from the test CA
+    /// (`certs/client.crt`), with auth enabled and a user `root` whose password is `password`.
+    pub fn start_secure(password: &str) -> Etcd {
+        let mut etcd = Etcd::start_with(true);
+        // The user is added and auth enabled without credentials (auth is off until then).
+        let (ok, out) = etcd.ctl(&["user", "add", &format!("root:{password}")]);
+        assert!(ok, "etcdctl user add: {out}");
+        let (ok, out) = etcd.ctl(&["auth", "enable"]);
+        assert!(ok, "etcdctl auth enable: {out}");
+        etcd.password = Some(password.to_string());
+        etcd
+    }
+
+    fn start_with(tls: bool) -> Etcd {
         let mut etcd = Etcd {
             client_port: port(),
             peer_port: port(),
             dir: tempfile::tempdir().expect("etcd's data dir"),
             child: None,
             starts: 0,
+            tls,
+            password: None,
         };
         etcd.resume();
         etcd
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` for [`Etcd::start_secure`].
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn log(&self) -> PathBuf {
@@ -51,6 +76,17 @@ impl Etcd {
         self.starts += 1;
         let bin = peer("etcd", "etcd-server");
         let log = std::fs::File::create(self.log()).expect("etcd log");
+        let certs = crate::CERTS;
+        let tls_args: Vec<String> = if self.tls {
+            vec![
+                format!("--cert-file={certs}/localhost.crt"),
+                format!("--key-file={certs}/localhost.key"),
+                "--client-cert-auth".to_string(),
+                format!("--trusted-ca-file={certs}/test-ca.crt"),
+            ]
+        } else {
+            Vec::new()
+        };
         let client = self.url();
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(bin)
@@ -70,6 +106,7 @@ impl Etcd {
             .arg("--heartbeat-interval=50")
             .arg("--election-timeout=500")
             .arg("--unsafe-no-fsync")
+            .args(&tls_args)
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log"))
@@ -93,9 +130,26 @@ impl Etcd {
 
     /// Runs `etcdctl` against it: (success, stdout + stderr).
     pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let user = self.password.as_ref().map(|pw| format!("root:{pw}"));
+        self.ctl_as(user.as_deref(), args)
+    }
+
+    /// `etcdctl` as `user` (`NAME:PASSWORD`), with the client certificate when over TLS.
+    pub fn ctl_as(&self, user: Option<&str>, args: &[&str]) -> (bool, String) {
         let bin = peer("etcdctl", "etcd-client");
+        let certs = crate::CERTS;
+        let mut extra = Vec::new();
+        if self.tls {
+            extra.push(format!("--cacert={certs}/test-ca.crt"));
+            extra.push(format!("--cert={certs}/client.crt"));
+            extra.push(format!("--key={certs}/client.key"));
+        }
+        if let Some(u) = user {
+            extra.push(format!("--user={u}"));
+        }
         let out = Command::new(bin)
             .arg(format!("--endpoints={}", self.url()))
+            .args(&extra)
             .arg("--dial-timeout=2s")
             .arg("--command-timeout=3s")
             .args(args)
