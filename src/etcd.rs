@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{Certificate, ConnectOptions, GetOptions, Identity, TlsOptions, WatchOptions};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -93,6 +93,53 @@ pub fn options(cfg: &ClusterConfig) -> Result<ConnectOptions, String> {
         o = o.with_tls(tls);
     }
     Ok(o)
+}
+
+/// Lists the keys under `prefix`, then watches them from the listing's revision on.
+pub async fn list_then_watch(
+    client: &mut Client,
+    timeout: Duration,
+    what: &str,
+    prefix: &str,
+) -> Result<(etcd_client::GetResponse, etcd_client::WatchStream), String> {
+    let listing = bounded(
+        timeout,
+        &format!("{what}list"),
+        client.get(prefix, Some(GetOptions::new().with_prefix())),
+    )
+    .await?;
+    let revision = listing.header().map_or(0, |h| h.revision());
+    let watch = bounded(
+        timeout,
+        &format!("{what}watch"),
+        client.watch(
+            prefix,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        ),
+    )
+    .await?;
+    Ok((listing, watch))
+}
+
+/// The next answer of a watch; a watch that ended, failed or was canceled (its start revision
+/// compacted) is an error naming it (`what`: "" or "window ", as [`list_then_watch`] takes it).
+pub async fn next_events(
+    watch: &mut etcd_client::WatchStream,
+    what: &str,
+) -> Result<etcd_client::WatchResponse, String> {
+    match watch.message().await {
+        Ok(Some(resp)) if resp.canceled() => Err(format!(
+            "etcd {what}watch canceled: {}",
+            resp.cancel_reason()
+        )),
+        Ok(Some(resp)) => Ok(resp),
+        Ok(None) => Err(format!("etcd {what}watch: the stream ended")),
+        Err(e) => Err(format!("etcd {what}watch: {e}")),
+    }
 }
 
 /// Connects to the fleet's etcd (bounded by `[cluster] timeout`).

@@ -22,13 +22,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, LockOptions, PutOptions, WatchOptions};
+use etcd_client::{EventType, LockOptions, PutOptions};
 use serde::{Deserialize, Serialize};
 
 use super::storage::{CertMeta, CertStorage, RetryState, StorageError, StoredCert};
 use super::AcmeState;
 use crate::config::ClusterConfig;
-use crate::etcd::{bounded, Client, Sealer};
+use crate::etcd::{bounded, list_then_watch, next_events, Client, Sealer};
 
 const NO_KEY: &str = "[cluster] has no encryption_key";
 
@@ -324,13 +324,9 @@ impl FleetAcme {
         let mut c = self.client().await?;
         let tokens_prefix = self.k("http01/");
         let certs_prefix = self.k("certs/");
-        let listing = bounded(
-            self.cfg.timeout,
-            "list tokens",
-            c.get(tokens_prefix.clone(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-        let revision = listing.header().map_or(0, |h| h.revision());
+        // The whole ACME prefix (a few keys): its tokens now, then every token and certificate.
+        let (listing, mut watch) =
+            list_then_watch(&mut c, self.cfg.timeout, "acme ", &self.prefix).await?;
         let mut tokens = HashMap::new();
         for kv in listing.kvs() {
             if let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) {
@@ -340,28 +336,8 @@ impl FleetAcme {
             }
         }
         *state.fleet_http01.write() = tokens;
-        let mut watch = bounded(
-            self.cfg.timeout,
-            "watch",
-            c.watch(
-                self.prefix.clone(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            ),
-        )
-        .await?;
         loop {
-            let resp = match watch.message().await {
-                Ok(Some(r)) => r,
-                Ok(None) => return Err("the watch ended".into()),
-                Err(e) => return Err(format!("watch: {e}")),
-            };
-            if resp.canceled() {
-                return Err(format!("watch canceled: {}", resp.cancel_reason()));
-            }
+            let resp = next_events(&mut watch, "acme ").await?;
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let Ok(key) = kv.key_str() else { continue };

@@ -21,14 +21,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
 };
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::api::{ClusterView, EtcdView, NodeView};
 use crate::config::{ClusterConfig, Config};
-use crate::etcd::{bounded, Keys};
+use crate::etcd::{bounded, list_then_watch, next_events, Keys};
 use crate::runtime::{Fleet, FleetError, Publication, Runtime, PUBLISH_EVERY};
 
 mod tickets;
@@ -292,15 +291,11 @@ impl ClusterService {
         let started_with = serde_json::to_string(&cfg).unwrap_or_default();
         let outcome = loop {
             tokio::select! {
-                message = watch.message() => {
+                message = next_events(&mut watch, "") => {
                     let resp = match message {
-                        Ok(Some(resp)) => resp,
-                        Ok(None) => break Err("etcd watch: the stream ended".to_string()),
-                        Err(e) => break Err(format!("etcd watch: {e}")),
+                        Ok(resp) => resp,
+                        Err(e) => break Err(e),
                     };
-                    if resp.canceled() {
-                        break Err(format!("etcd watch canceled: {}", resp.cancel_reason()));
-                    }
                     let entries: Vec<_> = resp
                         .events()
                         .iter()
@@ -322,15 +317,11 @@ impl ClusterService {
                         let _ = tokio::task::spawn_blocking(move || rt.apply_fleet(entries, false)).await;
                     }
                 }
-                message = window_watch.message() => {
+                message = next_events(&mut window_watch, "window ") => {
                     let resp = match message {
-                        Ok(Some(resp)) => resp,
-                        Ok(None) => break Err("etcd window watch: the stream ended".to_string()),
-                        Err(e) => break Err(format!("etcd window watch: {e}")),
+                        Ok(resp) => resp,
+                        Err(e) => break Err(e),
                     };
-                    if resp.canceled() {
-                        break Err(format!("etcd window watch canceled: {}", resp.cancel_reason()));
-                    }
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
                         let value = match ev.event_type() {
@@ -591,36 +582,6 @@ impl Publisher {
             in_flight.store(false, Ordering::Release);
         });
     }
-}
-
-/// Lists the keys under `prefix`, then watches them from the listing's revision on.
-async fn list_then_watch(
-    client: &mut Client,
-    timeout: Duration,
-    what: &str,
-    prefix: &str,
-) -> Result<(etcd_client::GetResponse, etcd_client::WatchStream), String> {
-    let listing = bounded(
-        timeout,
-        &format!("{what}list"),
-        client.get(prefix, Some(GetOptions::new().with_prefix())),
-    )
-    .await?;
-    let revision = listing.header().map_or(0, |h| h.revision());
-    let watch = bounded(
-        timeout,
-        &format!("{what}watch"),
-        client.watch(
-            prefix,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision + 1),
-            ),
-        ),
-    )
-    .await?;
-    Ok((listing, watch))
 }
 
 fn rev(r: i64) -> u64 {

@@ -198,15 +198,12 @@ pub(super) fn fits(
     if let Some(missing) = named.into_iter().find(|p| !has(p)) {
         return Err(format!("this node's service has no pool \"{missing}\""));
     }
-    if let Some(w) = &record.weights {
-        let sum: u64 = svc
-            .pools
-            .iter()
-            .map(|p| u64::from(*w.get(&p.name).unwrap_or(&p.weight)))
-            .sum();
-        if sum == 0 {
-            return Err("its weights leave every pool of this node's service at 0".into());
-        }
+    if record
+        .weights
+        .as_ref()
+        .is_some_and(|w| crate::book::weight_sum(svc, w) == 0)
+    {
+        return Err("its weights leave every pool of this node's service at 0".into());
     }
     Ok(())
 }

@@ -273,6 +273,15 @@ pub fn tick(
     out
 }
 
+/// The weights of `svc`'s pools added up, each pool's override from `weights` if it has one,
+/// else its configured weight.
+pub fn weight_sum(svc: &crate::config::ServiceConfig, weights: &BTreeMap<String, u32>) -> u64 {
+    svc.pools
+        .iter()
+        .map(|p| u64::from(*weights.get(&p.name).unwrap_or(&p.weight)))
+        .sum()
+}
+
 /// The overrides that still apply to `config`: entries for services or pools that no longer exist
 /// are dropped, and so are a service's overrides if they would leave it with a weight sum of 0.
 /// Returns the kept overrides and a message for each dropped one.
@@ -294,12 +303,7 @@ pub fn effective_overrides(config: &Config, overrides: &Overrides) -> (Overrides
                 ));
             }
         }
-        let sum: u64 = svc
-            .pools
-            .iter()
-            .map(|p| u64::from(*valid.get(&p.name).unwrap_or(&p.weight)))
-            .sum();
-        if sum == 0 {
+        if weight_sum(svc, &valid) == 0 {
             dropped.push(format!(
                 "overrides of service \"{service}\" would leave every pool at weight 0"
             ));
