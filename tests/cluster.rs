@@ -15,23 +15,11 @@ fn node(etcd: &Etcd, prefix: &str, name: &str, extra: &str) -> Running {
     World::blue_green()
         .admin()
         .toml(&format!(
-            "[cluster]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"{name}\"\nlease_ttl = \"2s\"\ntimeout = \"1s\"\n",
-            etcd.url()
+            "{}timeout = \"1s\"\n",
+            etcd.cluster_toml(prefix, name)
         ))
         .toml(extra)
         .start(BIN)
-}
-
-/// Waits until the node has joined its fleet (`/health/ready` says `cluster: ok`).
-fn wait_joined(n: &Running) {
-    let admin = n.admin();
-    let mut last = String::new();
-    let ok = wait_until(Duration::from_secs(30), || {
-        let r = admin.get("/health/ready");
-        last = r.text.clone();
-        r.json["cluster"] == "ok"
-    });
-    assert!(ok, "the node did not join: {last}\n{}", n.proxy.stderr());
 }
 
 fn fleet(etcd: &Etcd, prefix: &str) -> Vec<Running> {
@@ -40,7 +28,7 @@ fn fleet(etcd: &Etcd, prefix: &str) -> Vec<Running> {
         .map(|name| node(etcd, prefix, name, ""))
         .collect();
     for n in &nodes {
-        wait_joined(n);
+        n.wait_joined();
     }
     nodes
 }
@@ -200,7 +188,7 @@ fn a_node_that_loses_etcd_keeps_serving_refuses_writes_and_catches_up() {
     // etcd returns: every node rejoins, and a change made now reaches all.
     etcd.resume();
     for n in &nodes {
-        wait_joined(n);
+        n.wait_joined();
     }
     let reply = weights(&b, json!({"blue": 10, "green": 90}), None);
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -218,16 +206,16 @@ fn a_change_made_while_a_node_was_away_reaches_it_when_it_returns() {
     let etcd = Etcd::start();
     let prefix = "/sy/away";
     let a = node(&etcd, prefix, "a", "");
-    wait_joined(&a);
+    a.wait_joined();
     let mut b = node(&etcd, prefix, "b", "");
-    wait_joined(&b);
+    b.wait_joined();
     b.proxy.stop();
     let reply = weights(&a.admin(), json!({"blue": 40, "green": 60}), None);
     assert_eq!(reply.status, 200, "{}", reply.text);
     // B starts from its state file (written before the change), then lists the fleet.
     let config = b.config();
     b.restart(&config);
-    wait_joined(&b);
+    b.wait_joined();
     let view = b.admin().get("/v1/services/api");
     assert_eq!(view.weight("green"), 60, "{}", view.text);
 }
@@ -243,8 +231,8 @@ fn an_entry_naming_a_pool_this_node_lacks_is_ignored_here_and_flagged() {
         "[services.api.pools.canary]\nweight = 0\nservers = [\"{blue}\"]\n",
     );
     let b = node(&etcd, prefix, "b", "");
-    wait_joined(&a);
-    wait_joined(&b);
+    a.wait_joined();
+    b.wait_joined();
     let reply = weights(&a.admin(), json!({"canary": 10}), None);
     assert_eq!(reply.status, 200, "{}", reply.text);
     let admin = b.admin();
@@ -367,14 +355,14 @@ fn a_session_ticket_from_one_node_resumes_on_another() {
             .catch_all_blue()
             .admin()
             .toml(&format!(
-                "[cluster]\netcd = [\"{}\"]\nprefix = \"/sy/tickets\"\nnode = \"{name}\"\nlease_ttl = \"2s\"\nencryption_key = \"{key}\"\n",
-                etcd.url()
+                "{}encryption_key = \"{key}\"\n",
+                etcd.cluster_toml("/sy/tickets", name)
             ))
             .start(BIN)
     };
     let (a, b) = (tls_node("a"), tls_node("b"));
-    wait_joined(&a);
-    wait_joined(&b);
+    a.wait_joined();
+    b.wait_joined();
     // Both keys (this epoch's and the next) are in etcd, sealed.
     assert!(wait_until(Duration::from_secs(5), || etcd
         .keys("/sy/tickets/tls/tickets/")
@@ -419,7 +407,7 @@ fn a_session_ticket_from_one_node_resumes_on_another() {
 fn a_node_starts_from_its_cache_while_etcd_is_away_and_joins_when_it_returns() {
     let mut etcd = Etcd::start();
     let mut a = node(&etcd, "/sy/cache", "a", "");
-    wait_joined(&a);
+    a.wait_joined();
     let reply = weights(&a.admin(), json!({"blue": 65, "green": 35}), None);
     assert_eq!(reply.status, 200, "{}", reply.text);
     a.proxy.stop();
@@ -437,7 +425,7 @@ fn a_node_starts_from_its_cache_while_etcd_is_away_and_joins_when_it_returns() {
     assert_eq!(refused.status, 503, "{}", refused.text);
 
     etcd.resume();
-    wait_joined(&a);
+    a.wait_joined();
     let view = admin.get("/v1/services/api");
     assert_eq!(view.weight("green"), 35, "{}", view.text);
     assert!(
@@ -454,16 +442,15 @@ fn nodes_reach_etcd_over_mutual_tls_with_a_user_and_a_wrong_password_is_named() 
         World::blue_green()
             .admin()
             .toml(&format!(
-                "[cluster]\netcd = [\"{}\"]\nprefix = \"/sy/tls\"\nnode = \"{name}\"\nlease_ttl = \"2s\"\n\
-                 ca = \"{CERTS}/test-ca.crt\"\ncert = \"{CERTS}/client.crt\"\nkey = \"{CERTS}/client.key\"\n\
+                "{}ca = \"{CERTS}/test-ca.crt\"\ncert = \"{CERTS}/client.crt\"\nkey = \"{CERTS}/client.key\"\n\
                  username = \"root\"\npassword = \"{password}\"\n",
-                etcd.url()
+                etcd.cluster_toml("/sy/tls", name)
             ))
             .start(BIN)
     };
     assert!(etcd.url().starts_with("https://"));
     let a = secure("a", "s3cret-pw");
-    wait_joined(&a);
+    a.wait_joined();
     let reply = weights(&a.admin(), json!({"blue": 80, "green": 20}), None);
     assert_eq!(reply.status, 200, "{}", reply.text);
     let stored = etcd.get("/sy/tls/services/api").expect("the entry");

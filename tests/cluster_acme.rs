@@ -22,8 +22,8 @@ const PREFIX: &str = "/sy/acme";
 
 fn cluster(etcd: &Etcd, node: &str) -> String {
     format!(
-        "[cluster]\netcd = [\"{}\"]\nprefix = \"{PREFIX}\"\nnode = \"{node}\"\nlease_ttl = \"2s\"\nencryption_key = \"{KEY}\"\n",
-        etcd.url()
+        "{}encryption_key = \"{KEY}\"\n",
+        etcd.cluster_toml(PREFIX, node)
     )
 }
 

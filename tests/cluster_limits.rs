@@ -20,8 +20,8 @@ fn node(etcd: &Etcd, redis: &Redis, name: &str) -> Running {
         .pool("api", "blue", 1, &["blue"])
         .admin()
         .toml(&format!(
-            "[cluster]\netcd = [\"{}\"]\nprefix = \"/sy/limits\"\nnode = \"{name}\"\nlease_ttl = \"2s\"\ntimeout = \"1s\"\nredis = \"{}\"\nredis_timeout = \"{}ms\"\n",
-            etcd.url(),
+            "{}timeout = \"1s\"\nredis = \"{}\"\nredis_timeout = \"{}ms\"\n",
+            etcd.cluster_toml("/sy/limits", name),
             redis.url(),
             TIMEOUT.as_millis()
         ))

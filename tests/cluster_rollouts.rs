@@ -34,26 +34,18 @@ fn node(etcd: &Etcd, prefix: &str, name: &str, bad: bool) -> Running {
         .pool("api", "amber", 0, &["amber"])
         .admin()
         .toml(&format!(
-            "[cluster]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"{name}\"\nlease_ttl = \"2s\"\ntimeout = \"1s\"\n",
-            etcd.url()
+            "{}timeout = \"1s\"\n",
+            etcd.cluster_toml(prefix, name)
         ))
         .toml(OVERRIDE)
         .start(BIN)
-}
-
-fn wait_joined(n: &Running) {
-    let admin = n.admin();
-    let ok = wait_until(Duration::from_secs(30), || {
-        admin.get("/health/ready").json["cluster"] == "ok"
-    });
-    assert!(ok, "the node did not join:\n{}", n.proxy.stderr());
 }
 
 /// Three nodes a, b, c; a starts first and leads (asserted). Red and amber fail on the nodes
 /// `bad` names.
 fn fleet(etcd: &Etcd, prefix: &str, bad: [bool; 3]) -> Vec<Running> {
     let a = node(etcd, prefix, "a", bad[0]);
-    wait_joined(&a);
+    a.wait_joined();
     let admin = a.admin();
     assert!(
         wait_until(Duration::from_secs(10), || admin.get("/v1/cluster").json
@@ -67,7 +59,7 @@ fn fleet(etcd: &Etcd, prefix: &str, bad: [bool; 3]) -> Vec<Running> {
         nodes.push(node(etcd, prefix, name, fails));
     }
     for n in &nodes[1..] {
-        wait_joined(n);
+        n.wait_joined();
     }
     nodes
 }

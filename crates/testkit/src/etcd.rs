@@ -65,6 +65,15 @@ impl Etcd {
         self.dir.path().join(format!("etcd-{}.log", self.starts))
     }
 
+    /// The start of a `[cluster]` table for node `node` of the fleet at `prefix` on this etcd,
+    /// with a 2 s lease (quick takeovers in tests); more keys may follow it.
+    pub fn cluster_toml(&self, prefix: &str, node: &str) -> String {
+        format!(
+            "[cluster]\netcd = [\"{}\"]\nprefix = \"{prefix}\"\nnode = \"{node}\"\nlease_ttl = \"2s\"\n",
+            self.url()
+        )
+    }
+
     /// The server's output so far (its latest start).
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
@@ -187,5 +196,19 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+impl crate::world::Running {
+    /// Waits until this node has joined its fleet (`/health/ready` says `"cluster": "ok"`).
+    pub fn wait_joined(&self) {
+        let admin = self.admin();
+        let mut last = String::new();
+        let ok = wait_until(Duration::from_secs(30), || {
+            let r = admin.get("/health/ready");
+            last = r.text.clone();
+            r.json["cluster"] == "ok"
+        });
+        assert!(ok, "the node did not join: {last}\n{}", self.proxy.stderr());
     }
 }
