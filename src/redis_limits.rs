@@ -1,7 +1,10 @@
 //! The fleet's Redis for `scope = "cluster"` zones: one count per key for every node, and a bounded local share of the limit while Redis is slow or down.
 //!
 //! Each check is one `EVALSHA` of a Lua script (atomic in Redis, on Redis's clock) over a
-//! multiplexed connection of the worker thread's own: concurrent requests pipeline on it. A check waits at most
+//! multiplexed connection of the worker thread's own: concurrent requests pipeline on it. A zone
+//! large enough asks for a lease of a key's requests instead of one (`limits::lease`: a batch taken
+//! at once and spent locally, within 5 % of the zone's capacity each way), so most of its requests
+//! cost no round trip; an expired lease's unspent requests go back. A check waits at most
 //! `[cluster] redis_timeout`; a timeout or an error marks Redis down, and while it is down no
 //! request waits on it at all: the zone answers from a local limiter of `rate / nodes` (and
 //! `burst / nodes`), counted in `switchyard_limit_fallback_total{zone}` and logged at most once per
@@ -18,6 +21,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::api::RedisView;
 use crate::config::ClusterConfig;
+use crate::limits::lease::{self, Held, Leases};
 use crate::limits::{new_zone, Limiter, SharedCheck, SharedZone, Verdict, ZoneKind, ZoneSpec};
 use crate::lograte;
 
@@ -28,34 +32,44 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// GCRA with nginx's `limit_req ... burst=B nodelay`: `burst + 1` at once, then one per interval.
-/// KEYS[1]: the key. ARGV: the emission interval (µs), the burst. The key holds the theoretical
-/// arrival time (µs, Redis's clock) and expires when the bucket is full again.
-/// Returns {1, remaining, reset µs} or {0, retry after µs}.
+/// KEYS[1]: the key. ARGV: the emission interval (µs), the burst, the requests wanted (1, or a
+/// lease's batch), the requests given back first (an expired lease's unspent ones). The key holds
+/// the theoretical arrival time (µs, Redis's clock) and expires when the bucket is full again.
+/// Returns {granted (≥ 1), remaining, reset µs} or {0, retry after µs}.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local want = tonumber(ARGV[3])
+local back = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) - back * interval
 if tat < now then tat = now end
 local tolerance = interval * burst
 if tat - now > tolerance then
+  if back > 0 then
+    redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000))
+  end
   return {0, tat - tolerance - now}
 end
-local new = tat + interval
+local k = math.min(want, math.floor((tolerance - (tat - now)) / interval) + 1)
+local new = tat + k * interval
 redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.ceil((new - now) / 1000))
-return {1, math.floor(((burst + 1) * interval - (new - now)) / interval), new - now}
+return {k, math.floor(((burst + 1) * interval - (new - now)) / interval), new - now}
 "#;
 
 /// The same two fixed windows weighted as a sliding one as the local `window` zone
 /// (`limits/window.rs`), in a hash {w, c, p}: the window number, its count, the previous one's.
-/// KEYS[1]: the key. ARGV: the period (µs), the limit.
-/// Returns {1, remaining, reset µs} or {0, retry after µs}.
+/// KEYS[1]: the key. ARGV: the period (µs), the limit, the requests wanted, the requests given
+/// back first (to the window they were counted in).
+/// Returns {granted (≥ 1), remaining, reset µs} or {0, retry after µs}.
 const WINDOW: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local period = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local back = tonumber(ARGV[4])
 local w = math.floor(now / period)
 local f = (now % period) / period
 local v = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
@@ -64,8 +78,15 @@ local c = tonumber(v[2]) or 0
 local p = tonumber(v[3]) or 0
 if kw == nil or w - kw > 1 then c = 0; p = 0
 elseif w - kw == 1 then p = c; c = 0 end
+if back > 0 and kw == w then c = math.max(0, c - back)
+elseif back > 0 and kw == w - 1 then p = math.max(0, p - back) end
 local seen = p * (1 - f) + c
-if seen + 1 > limit then
+local free = math.floor(limit - seen)
+if free < 1 then
+  if back > 0 then
+    redis.call('HSET', KEYS[1], 'w', w, 'c', c, 'p', p)
+    redis.call('PEXPIRE', KEYS[1], math.ceil(2 * period / 1000))
+  end
   local room = limit - 1
   local wait
   if c <= room and p > 0 then
@@ -77,22 +98,28 @@ if seen + 1 > limit then
   end
   return {0, math.floor(math.max(wait, 0) * period)}
 end
-redis.call('HSET', KEYS[1], 'w', w, 'c', c + 1, 'p', p)
+local k = math.min(want, free)
+redis.call('HSET', KEYS[1], 'w', w, 'c', c + k, 'p', p)
 redis.call('PEXPIRE', KEYS[1], math.ceil(2 * period / 1000))
-return {1, math.floor(math.max(limit - seen - 1, 0)), math.floor((2 - f) * period)}
+return {k, math.floor(math.max(limit - seen - k, 0)), math.floor((2 - f) * period)}
 "#;
 
-/// Takes back one request (another zone of the route refused it). ARGV[1]: "rate" with the
-/// interval (µs) in ARGV[2], or "window".
+/// Takes back requests counted for keys: another zone of the route refused the request, or a
+/// lease expired unspent. KEYS: the keys. ARGV[1]: "rate" (ARGV[2]: the interval, µs) or
+/// "window"; ARGV[2 + i]: how many for KEYS[i].
 const REFUND: &str = r#"
-if ARGV[1] == 'rate' then
-  local tat = tonumber(redis.call('GET', KEYS[1]))
-  if tat then redis.call('SET', KEYS[1], string.format('%d', tat - tonumber(ARGV[2])), 'KEEPTTL') end
-else
-  local c = tonumber(redis.call('HGET', KEYS[1], 'c'))
-  if c and c > 0 then redis.call('HSET', KEYS[1], 'c', c - 1) end
+local interval = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[2 + i])
+  if ARGV[1] == 'rate' then
+    local tat = tonumber(redis.call('GET', key))
+    if tat then redis.call('SET', key, string.format('%d', tat - n * interval), 'KEEPTTL') end
+  else
+    local c = tonumber(redis.call('HGET', key, 'c'))
+    if c and c > 0 then redis.call('HSET', key, 'c', math.max(0, c - n)) end
+  end
 end
-return 1
+return #KEYS
 "#;
 
 /// Upper bounds (µs) of the shared-check duration histogram.
@@ -127,6 +154,8 @@ pub enum RedisError {
     Url(String),
     #[error("{0}")]
     Redis(#[from] ::redis::RedisError),
+    #[error("redis TLS files: {0}")]
+    Tls(String),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
 }
@@ -173,10 +202,27 @@ impl RedisLimits {
         let Some(url) = &cfg.redis else {
             return Ok(None);
         };
-        let client = Client::open(url.expose().as_str()).map_err(|e| {
-            // The error may quote the URL, password included: say only what kind it is.
-            RedisError::Url(format!("{:?}", e.kind()))
-        })?;
+        // The error may quote the URL, password included: say only what kind it is.
+        let bad_url = |e: ::redis::RedisError| RedisError::Url(format!("{:?}", e.kind()));
+        let client = if cfg.redis_ca.is_some() || cfg.redis_cert.is_some() {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| RedisError::Tls(format!("{}: {e}", p.display())))
+            };
+            let client_tls = match (&cfg.redis_cert, &cfg.redis_key) {
+                (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+                    client_cert: read(cert)?,
+                    client_key: read(key)?,
+                }),
+                _ => None,
+            };
+            let certs = ::redis::TlsCertificates {
+                client_tls,
+                root_cert: cfg.redis_ca.as_deref().map(read).transpose()?,
+            };
+            Client::build_with_tls(url.expose().as_str(), certs).map_err(bad_url)?
+        } else {
+            Client::open(url.expose().as_str()).map_err(bad_url)?
+        };
         let address = match client.get_connection_info().addr() {
             ::redis::ConnectionAddr::Tcp(h, p) => format!("redis://{h}:{p}"),
             ::redis::ConnectionAddr::TcpTls { host, port, .. } => format!("rediss://{host}:{port}"),
@@ -220,6 +266,7 @@ impl RedisLimits {
         };
         Arc::new(ClusterZone {
             key_prefix: format!("{}{}/", self.key_prefix, spec.name),
+            leases: Leases::new(spec.max_keys),
             spec,
             redis: self.clone(),
             fallback: ArcSwap::from_pointee(fallback),
@@ -478,6 +525,8 @@ pub struct ClusterZone {
     key_prefix: String,
     fallback: ArcSwap<Fallback>,
     fallbacks: Arc<AtomicU64>,
+    /// Requests taken from Redis ahead, by key (zones large enough to lease: `limits::lease`).
+    leases: Leases,
 }
 
 impl std::fmt::Debug for ClusterZone {
@@ -508,49 +557,91 @@ impl ClusterZone {
         format!("{}{key:016x}", self.key_prefix)
     }
 
-    /// One script call: the verdict as Redis counted it.
-    async fn eval(&self, mut conn: MultiplexedConnection, key: u64) -> Result<Verdict, RedisError> {
-        let k = self.redis_key(key);
-        let (limit, reply): (u32, Vec<i64>) = match self.spec.kind {
+    /// The zone's capacity: requests a fresh key may send at once (the headers' limit).
+    fn limit(&self) -> u32 {
+        match self.spec.kind {
+            ZoneKind::Rate { burst, .. } => burst.saturating_add(1),
+            ZoneKind::Window { rate } => rate.requests,
+            ZoneKind::Concurrency { max } => max,
+        }
+    }
+
+    /// One script call asking for `want` requests (giving `back` first): the verdict as Redis
+    /// counted it, and how many it granted (0 when refused).
+    async fn eval(
+        &self,
+        mut conn: MultiplexedConnection,
+        key: u64,
+        want: u32,
+        back: u32,
+    ) -> Result<(Verdict, u32), RedisError> {
+        let mut call = match self.spec.kind {
             ZoneKind::Rate { rate, burst } => {
-                let interval = micros(rate.interval());
-                let r = self
-                    .redis
-                    .gcra
-                    .key(k)
-                    .arg(interval)
-                    .arg(burst)
-                    .invoke_async(&mut conn)
-                    .await?;
-                (burst.saturating_add(1), r)
+                let mut call = self.redis.gcra.key(self.redis_key(key));
+                call.arg(micros(rate.interval())).arg(burst);
+                call
             }
             ZoneKind::Window { rate } => {
-                let r = self
-                    .redis
-                    .window
-                    .key(k)
-                    .arg(micros(rate.per))
-                    .arg(rate.requests)
-                    .invoke_async(&mut conn)
-                    .await?;
-                (rate.requests, r)
+                let mut call = self.redis.window.key(self.redis_key(key));
+                call.arg(micros(rate.per)).arg(rate.requests);
+                call
             }
             // Refused by the config's validation; counted locally should one ever get here.
-            ZoneKind::Concurrency { .. } => return Ok(self.fallback(1).check(key)),
+            ZoneKind::Concurrency { .. } => return Ok((self.fallback(1).check(key), 1)),
         };
+        let reply: Vec<i64> = call.arg(want).arg(back).invoke_async(&mut conn).await?;
         let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
-        Ok(match reply.first() {
-            Some(1) => Verdict::Allowed {
-                limit,
-                remaining: u32::try_from(at(1)).unwrap_or(u32::MAX),
-                reset: Duration::from_micros(at(2)),
-            },
-            _ => Verdict::Limited {
-                limit,
-                retry_after: Some(Duration::from_micros(at(1))),
-                status: self.spec.status,
-            },
+        let granted = u32::try_from(at(0)).unwrap_or(0);
+        let limit = self.limit();
+        Ok(if granted > 0 {
+            (
+                Verdict::Allowed {
+                    limit,
+                    remaining: u32::try_from(at(1)).unwrap_or(u32::MAX),
+                    reset: Duration::from_micros(at(2)),
+                },
+                granted,
+            )
+        } else {
+            (
+                Verdict::Limited {
+                    limit,
+                    retry_after: Some(Duration::from_micros(at(1))),
+                    status: self.spec.status,
+                },
+                0,
+            )
         })
+    }
+
+    /// Tells Redis, off the request path, that `counts` requests (by key) were not used.
+    fn give_back(&self, conn: MultiplexedConnection, counts: &[(u64, u32)]) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let interval = match self.spec.kind {
+            ZoneKind::Rate { rate, .. } => Some(micros(rate.interval())),
+            _ => None,
+        };
+        for chunk in counts.chunks(1000) {
+            let keys: Vec<(String, u32)> = chunk
+                .iter()
+                .map(|(k, n)| (self.redis_key(*k), *n))
+                .collect();
+            let (redis, mut conn) = (self.redis.clone(), conn.clone());
+            runtime.spawn(async move {
+                let mut call = redis.refund.prepare_invoke();
+                match interval {
+                    Some(us) => call.arg("rate").arg(us),
+                    None => call.arg("window").arg(0),
+                };
+                for (key, n) in &keys {
+                    call.key(key).arg(*n);
+                }
+                let _ =
+                    tokio::time::timeout(redis.timeout, call.invoke_async::<i64>(&mut conn)).await;
+            });
+        }
     }
 
     /// Counts the request locally (Redis out of reach).
@@ -596,8 +687,13 @@ impl Limiter for ClusterZone {
         self.fallback.load().zone.keys()
     }
 
+    /// Also gives back to Redis the unspent requests of leases that expired since.
     fn sweep(&self) {
         self.fallback.load().zone.sweep();
+        let unspent = self.leases.expire(Instant::now());
+        if let Some(conn) = self.redis.conn.load_full().filter(|_| !unspent.is_empty()) {
+            self.give_back((*conn).clone(), &unspent);
+        }
     }
 
     fn refund(&self, key: u64) {
@@ -610,43 +706,75 @@ impl Limiter for ClusterZone {
 }
 
 impl SharedZone for ClusterZone {
+    /// A live lease answers at once; otherwise one script call asks for a lease's batch (or
+    /// one request where the zone is too small to lease) and keeps what the request did not use.
     fn check_shared(&self, key: u64, nodes: usize) -> SharedCheck<'_> {
         Box::pin(async move {
+            let plan = lease::plan(self.spec.kind, nodes);
+            let now = Instant::now();
+            let (mut back, mut used) = (0, 0);
+            if plan.is_some() {
+                match self.leases.spend(key, now) {
+                    Held::Spent { remaining, reset } => {
+                        return Verdict::Allowed {
+                            limit: self.limit(),
+                            remaining,
+                            reset,
+                        }
+                    }
+                    Held::Ask { unspent, used: u } => (back, used) = (unspent, u),
+                }
+            }
             let Some(conn) = self.redis.usable() else {
                 return self.fall_back(key, nodes);
             };
-            let started = Instant::now();
-            let verdict = match bounded(self.redis.timeout, self.eval(conn, key)).await {
-                Ok(v) => v,
-                Err(e) => {
-                    self.redis.mark_down(&e);
-                    self.fall_back(key, nodes)
-                }
+            let want = match plan {
+                Some(p) if self.leases.has_room(key) => p.want(used),
+                _ => 1,
             };
-            self.redis.observe(started.elapsed());
-            verdict
+            let keep = conn.clone();
+            let (verdict, granted) =
+                match bounded(self.redis.timeout, self.eval(conn, key, want, back)).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.redis.mark_down(&e);
+                        (self.fall_back(key, nodes), 0)
+                    }
+                };
+            self.redis.observe(now.elapsed());
+            match (verdict, plan) {
+                (
+                    Verdict::Allowed {
+                        remaining, reset, ..
+                    },
+                    Some(p),
+                ) if granted > 0 => {
+                    let kept = self
+                        .leases
+                        .keep(key, granted, remaining, reset, p.lifetime, now);
+                    match kept {
+                        Err(left) if left > 0 => self.give_back(keep, &[(key, left)]),
+                        _ => {}
+                    }
+                    Verdict::Allowed {
+                        limit: self.limit(),
+                        remaining: remaining.saturating_add(granted - 1),
+                        reset,
+                    }
+                }
+                _ => verdict,
+            }
         })
     }
 
     fn refund_shared(&self, key: u64) {
-        let Some(mut conn) = self.redis.usable() else {
+        if self.leases.give_back(key, Instant::now()) {
+            return;
+        }
+        let Some(conn) = self.redis.usable() else {
             self.fallback.load().zone.refund(key);
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let redis = self.redis.clone();
-        let k = self.redis_key(key);
-        let kind = self.spec.kind;
-        // Off the request path: the refusal does not wait for it.
-        runtime.spawn(async move {
-            let mut call = redis.refund.key(k);
-            match kind {
-                ZoneKind::Rate { rate, .. } => call.arg("rate").arg(micros(rate.interval())),
-                _ => call.arg("window"),
-            };
-            let _ = tokio::time::timeout(redis.timeout, call.invoke_async::<i64>(&mut conn)).await;
-        });
+        self.give_back(conn, &[(key, 1)]);
     }
 }

@@ -11,23 +11,31 @@ const BIN: Bin = testkit::bin!();
 const TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Zone `fleet`: 100 r/m with burst 99 (100 at once) per `x-client`, shared by the fleet; zone
-/// `win`: a shared window of 10 per minute, on `/w`.
+/// `win`: a shared window of 10 per minute, on `/w`; zone `big`: a shared window of 3000 per hour,
+/// large enough for leases (`limits::lease`), on `/big`.
 fn node(etcd: &Etcd, redis: &Redis, name: &str) -> Running {
+    node_with(etcd, redis, name, "")
+}
+
+/// [`node`] with more `[cluster]` keys.
+fn node_with(etcd: &Etcd, redis: &Redis, name: &str, cluster: &str) -> Running {
     World::new()
         .backend("blue")
         .route_with(Route::new("*", "api").path("/w").set("limits", vec!["win"]))
+        .route_with(Route::new("*", "api").path("/big").set("limits", vec!["big"]))
         .route_with(Route::new("*", "api").set("limits", vec!["fleet"]))
         .pool("api", "blue", 1, &["blue"])
         .admin()
         .toml(&format!(
-            "{}timeout = \"1s\"\nredis = \"{}\"\nredis_timeout = \"{}ms\"\n",
+            "{}timeout = \"1s\"\nredis = \"{}\"\nredis_timeout = \"{}ms\"\n{cluster}",
             etcd.cluster_toml("/sy/limits", name),
             redis.url(),
             TIMEOUT.as_millis()
         ))
         .toml(
             "[limits.zones.fleet]\nkey = \"header:x-client\"\nrate = \"100r/m\"\nburst = 99\nscope = \"cluster\"\n\n\
-             [limits.zones.win]\nkind = \"window\"\nkey = \"header:x-client\"\nrate = \"10r/m\"\nscope = \"cluster\"\n",
+             [limits.zones.win]\nkind = \"window\"\nkey = \"header:x-client\"\nrate = \"10r/m\"\nscope = \"cluster\"\n\n\
+             [limits.zones.big]\nkind = \"window\"\nkey = \"header:x-client\"\nrate = \"3000r/h\"\nscope = \"cluster\"\n",
         )
         .start(BIN)
 }
@@ -138,6 +146,60 @@ fn a_cluster_zone_counts_once_for_the_fleet_and_falls_back_to_a_share_per_node_w
     let win = round(&nodes, "alice", "/w", 30);
     assert_eq!(win.passed(), 10, "{:?}", win.passed_per_node);
 
+    // Leases: `big` allows 3000 per hour, so a node may take up to 3000 × 5 % / 3 nodes = 50 of
+    // a client's requests per call and spend them itself for up to 5 s; each lease asks for
+    // twice what the key's last one spent (1 for a key new to the node).
+    // gina, on node a: 1, then 2 (1 left, spent by the 3rd request), then 4 (3 left).
+    let keys_before = redis.keys("/sy/limits/limits/big/*");
+    let gina = round(&nodes[..1], "gina", "/big", 4);
+    let gina_taken = Instant::now();
+    assert_eq!(gina.passed(), 4);
+    let gina_key = redis
+        .keys("/sy/limits/limits/big/*")
+        .into_iter()
+        .find(|k| !keys_before.contains(k))
+        .expect("gina's key in Redis");
+    let counted = |key: &str| -> u64 {
+        let fields = redis.cli(&["HMGET", key, "c", "p"]).unwrap_or_default();
+        fields.lines().filter_map(|v| v.parse::<u64>().ok()).sum()
+    };
+    assert_eq!(
+        counted(&gina_key),
+        1 + 2 + 4,
+        "three leases counted in Redis"
+    );
+    // frank: 3000 requests round-robin over the nodes, then 150 more. Redis sees one call per
+    // lease (1, 2, 4 ... 32, then 50 at a time: about 25 per node), not one per request; the fleet lets through the zone's 3000 and never more (the
+    // sliding window itself lets in 3000 × elapsed / 1 h more should the hour turn meanwhile),
+    // and at most 3 × 49 fewer (requests leased but not spent).
+    let calls = redis.calls("evalsha");
+    let started = Instant::now();
+    let frank = round(&nodes, "frank", "/big", 3000);
+    let leased_calls = redis.calls("evalsha") - calls;
+    let more = round(&nodes, "frank", "/big", 150);
+    let turn = (3000.0 * started.elapsed().as_secs_f64() / 3600.0).ceil() as usize;
+    let passed = frank.passed() + more.passed();
+    eprintln!(
+        "leases: {} + {} of 3000 + 150 passed ({:?}, {:?} per node) in {:?}; {leased_calls} calls to Redis for the first 3000",
+        frank.passed(),
+        more.passed(),
+        frank.passed_per_node,
+        more.passed_per_node,
+        started.elapsed()
+    );
+    assert!(
+        (3000 - 3 * 49..=3000 + turn).contains(&passed),
+        "{passed} passed"
+    );
+    assert!(leased_calls <= 3000 / 20, "{leased_calls} calls to Redis");
+    // gina's last lease expires 5 s after node a took it (a little before `gina_taken`): no
+    // request can see that without spending from it, so this waits out the lifetime, with a
+    // margin. Her next request then gives the 3 unspent back and takes 2 (her last lease spent 1).
+    std::thread::sleep(Duration::from_millis(5500).saturating_sub(gina_taken.elapsed()));
+    let gina = round(&nodes[..1], "gina", "/big", 1);
+    assert_eq!(gina.passed(), 1);
+    assert_eq!(counted(&gina_key), 7 - 3 + 2, "3 given back, 2 taken");
+
     // Slow (SIGSTOP): the first request on each node waits the timeout, marks Redis down and
     // falls back; no later request waits on it. Each node allows 100 / 3 = 33 r/m, burst
     // 99 / 3 = 33: 34 at once, then one per 1.8 s.
@@ -217,4 +279,50 @@ fn a_cluster_zone_counts_once_for_the_fleet_and_falls_back_to_a_share_per_node_w
     assert_eq!(fallbacks(&nodes), before, "counted in Redis again");
     let view = nodes[1].admin().get("/v1/cluster");
     assert_eq!(view.json["redis"]["state"], "up", "{}", view.text);
+}
+
+/// `rediss://` with the fleet's own CA and a client certificate (Redis's `tls-auth-clients yes`):
+/// a node with both counts its cluster zone in Redis over TLS; a node without the certificate is
+/// refused by Redis, says why in `GET /v1/cluster`, and counts on its own.
+#[test]
+fn a_cluster_zone_counts_in_redis_over_tls_with_a_client_certificate() {
+    let etcd = Etcd::start();
+    let redis = Redis::start_tls();
+    assert!(redis.url().starts_with("rediss://"));
+    let ca = format!("redis_ca = \"{CERTS}/test-ca.crt\"\n");
+    let good = node_with(
+        &etcd,
+        &redis,
+        "a",
+        &format!("{ca}redis_cert = \"{CERTS}/client.crt\"\nredis_key = \"{CERTS}/client.key\"\n"),
+    );
+    let bare = node_with(&etcd, &redis, "b", &ca);
+    let good = std::slice::from_ref(&good);
+    wait_all(good, "switchyard_redis_up", 1.0);
+    // The zone's 100 at once for one client, counted in Redis.
+    let r = round(good, "tls-alice", "/", 120);
+    assert_eq!(r.passed(), 100, "{:?}", r.passed_per_node);
+    assert_eq!(fallbacks(good), 0.0);
+    assert!(!redis.keys("/sy/limits/limits/fleet/*").is_empty());
+
+    // Without a client certificate Redis ends the handshake: the probe says so and the node
+    // counts on its own (a share of the zone: 2 nodes live, 50 at once).
+    let said = wait_until(Duration::from_secs(20), || {
+        let view = bare.admin().get("/v1/cluster");
+        view.json["redis"]["state"] == "down"
+            && view.json["redis"]["reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty() && r != "not connected yet")
+    });
+    let view = bare.admin().get("/v1/cluster");
+    assert!(said, "{}", view.text);
+    eprintln!(
+        "without a client certificate: {}",
+        view.json["redis"]["reason"]
+    );
+    let bare = std::slice::from_ref(&bare);
+    let r = round(bare, "tls-bob", "/", 20);
+    assert_eq!(r.passed(), 20);
+    assert_eq!(fallbacks(bare), 20.0);
+    assert_eq!(gauge(&bare[0], "switchyard_redis_up"), 0.0);
 }

@@ -25,6 +25,9 @@ pub struct RawCluster {
     pub lease_ttl: Option<values::Duration>,
     pub timeout: Option<values::Duration>,
     pub redis: Option<Spanned<Text>>,
+    pub redis_ca: Option<Spanned<Text>>,
+    pub redis_cert: Option<Spanned<Text>>,
+    pub redis_key: Option<Spanned<Text>>,
     pub redis_timeout: Option<values::Duration>,
     pub encryption_key: Option<Spanned<Text>>,
 }
@@ -59,6 +62,14 @@ pub struct ClusterConfig {
     pub timeout: Duration,
     /// Redis for `scope = "cluster"` zones (`redis://` or `rediss://`).
     pub redis: Option<Secret>,
+    /// The CA that signs Redis's certificate (`rediss://`); none: the system's roots.
+    #[serde(serialize_with = "serialize::opt_path")]
+    pub redis_ca: Option<PathBuf>,
+    /// A client certificate and key for Redis's mTLS (`tls-auth-clients`).
+    #[serde(serialize_with = "serialize::opt_path")]
+    pub redis_cert: Option<PathBuf>,
+    #[serde(serialize_with = "serialize::opt_path")]
+    pub redis_key: Option<PathBuf>,
     /// The most a Redis call may add to a request; past it the zone falls back to a local limit.
     #[serde(serialize_with = "serialize::duration")]
     pub redis_timeout: Duration,
@@ -168,6 +179,8 @@ impl Validator {
             })
         };
         let (ca, cert, key) = (file(&c.ca), file(&c.cert), file(&c.key));
+        let (redis_ca, redis_cert, redis_key) =
+            (file(&c.redis_ca), file(&c.redis_cert), file(&c.redis_key));
         let lease_ttl = c.lease_ttl.map_or(Duration::from_secs(5), |d| d.0);
         if lease_ttl < Duration::from_secs(2) || lease_ttl > Duration::from_secs(300) {
             let span = self.header_span("lease_ttl");
@@ -195,6 +208,28 @@ impl Validator {
             }
             Secret::new(text.to_string())
         });
+        if c.redis_cert.is_some() != c.redis_key.is_some() {
+            self.error(
+                header.clone(),
+                "[cluster] redis_cert and redis_key go together",
+            );
+        }
+        let rediss = c
+            .redis
+            .as_ref()
+            .is_some_and(|r| r.get_ref().0.starts_with("rediss://"));
+        if !rediss {
+            if let Some(f) = [&c.redis_ca, &c.redis_cert, &c.redis_key]
+                .into_iter()
+                .flatten()
+                .next()
+            {
+                self.error(
+                    f.span(),
+                    "redis_ca, redis_cert and redis_key apply to a rediss:// redis",
+                );
+            }
+        }
         let redis_timeout = c.redis_timeout.map_or(Duration::from_millis(5), |d| d.0);
         if redis_timeout.is_zero() {
             let span = self.header_span("redis_timeout");
@@ -229,6 +264,9 @@ impl Validator {
             lease_ttl,
             timeout,
             redis,
+            redis_ca,
+            redis_cert,
+            redis_key,
             redis_timeout,
         })
     }

@@ -390,7 +390,7 @@ fn cluster_is_checked_with_locations() {
     assert!(ok.services.len() == 1);
 
     let e = errors(&format!(
-        "{BASE}\n[cluster]\netcd = [\"ftp://x:1\", \"http://127.0.0.1:2379/v3\"]\nprefix = \"nope\"\nnode = \"a b\"\nlease_ttl = \"1s\"\nredis = \"http://r:6379\"\nca = \"ca.pem\"\nusername = \"u\"\n"
+        "{BASE}\n[cluster]\netcd = [\"ftp://x:1\", \"http://127.0.0.1:2379/v3\"]\nprefix = \"nope\"\nnode = \"a b\"\nlease_ttl = \"1s\"\nredis = \"http://r:6379\"\nca = \"ca.pem\"\nusername = \"u\"\nredis_ca = \"ca.pem\"\nredis_cert = \"c.pem\"\n"
     ));
     let line = |n: usize| BASE.lines().count() + 1 + n;
     let want = [
@@ -405,6 +405,11 @@ fn cluster_is_checked_with_locations() {
         format!("t.toml:{}:9: redis must be a redis://", line(6)),
         format!("t.toml:{}:6: ca, cert and key apply to https://", line(7)),
         "[cluster] username and password go together".to_string(),
+        format!(
+            "t.toml:{}:12: redis_ca, redis_cert and redis_key apply to a rediss:// redis",
+            line(9)
+        ),
+        "[cluster] redis_cert and redis_key go together".to_string(),
     ];
     for w in &want {
         assert!(

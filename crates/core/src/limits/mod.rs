@@ -9,6 +9,7 @@
 pub mod client_ip;
 pub mod concurrency;
 pub mod conn;
+pub mod lease;
 mod store;
 pub mod window;
 
