@@ -109,7 +109,52 @@ pub async fn list_then_watch(
     )
     .await?;
     let revision = listing.header().map_or(0, |h| h.revision());
-    let watch = bounded(
+    let watch = watch_from(client, timeout, what, prefix, revision + 1).await?;
+    Ok((listing, watch))
+}
+
+/// Says a watch ended because etcd compacted the history it was to start from (in the error
+/// [`next_events`] returns): the follower must list the whole state again.
+pub const COMPACTED: &str = "history compacted";
+
+/// Watches the keys under `prefix` from the revision after `seen` (the last one this node
+/// applied), so every change made since comes on the watch, deletions included, without
+/// listing the whole state again; `None` where etcd has compacted its history past `seen` (a
+/// read at `seen` says so first; a compaction after that read ends the watch with
+/// [`COMPACTED`]).
+pub async fn resume_watch(
+    client: &mut Client,
+    timeout: Duration,
+    prefix: &str,
+    seen: i64,
+) -> Result<Option<etcd_client::WatchStream>, String> {
+    let check = client.get(
+        prefix,
+        Some(
+            GetOptions::new()
+                .with_prefix()
+                .with_count_only()
+                .with_revision(seen),
+        ),
+    );
+    match bounded(timeout, "history check", check).await {
+        Err(e) if e.contains("compacted") => Ok(None),
+        Err(e) => Err(e),
+        Ok(_) => watch_from(client, timeout, "", prefix, seen + 1)
+            .await
+            .map(Some),
+    }
+}
+
+/// A watch of the keys under `prefix` from `revision` on.
+async fn watch_from(
+    client: &mut Client,
+    timeout: Duration,
+    what: &str,
+    prefix: &str,
+    revision: i64,
+) -> Result<etcd_client::WatchStream, String> {
+    bounded(
         timeout,
         &format!("{what}watch"),
         client.watch(
@@ -117,12 +162,11 @@ pub async fn list_then_watch(
             Some(
                 WatchOptions::new()
                     .with_prefix()
-                    .with_start_revision(revision + 1),
+                    .with_start_revision(revision),
             ),
         ),
     )
-    .await?;
-    Ok((listing, watch))
+    .await
 }
 
 /// The next answer of a watch; a watch that ended, failed or was canceled (its start revision
@@ -132,6 +176,10 @@ pub async fn next_events(
     what: &str,
 ) -> Result<etcd_client::WatchResponse, String> {
     match watch.message().await {
+        Ok(Some(resp)) if resp.canceled() && resp.compact_revision() > 0 => Err(format!(
+            "etcd {what}watch: {COMPACTED} (to revision {})",
+            resp.compact_revision()
+        )),
         Ok(Some(resp)) if resp.canceled() => Err(format!(
             "etcd {what}watch canceled: {}",
             resp.cancel_reason()

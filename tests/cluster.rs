@@ -185,20 +185,61 @@ fn a_node_that_loses_etcd_keeps_serving_refuses_writes_and_catches_up() {
         .count();
     assert_eq!(served, 10, "a degraded node stopped serving");
 
-    // etcd returns: every node rejoins, and a change made now reaches all.
+    // etcd returns: every node rejoins, and a change made now reaches all. C is held
+    // (SIGSTOP) until A and B have rejoined and B made the change, so C has missed it: it
+    // catches up with a watch from the last revision it applied (no listing).
+    let c = &nodes[2];
+    c.proxy.signal("STOP");
     etcd.resume();
-    for n in &nodes {
-        n.wait_joined();
-    }
+    nodes[0].wait_joined();
+    nodes[1].wait_joined();
     let reply = weights(&b, json!({"blue": 10, "green": 90}), None);
     assert_eq!(reply.status, 200, "{}", reply.text);
-    for n in &nodes {
+    c.proxy.signal("CONT");
+    let sees_green = |n: &Running, weight: u64| {
+        n.wait_joined();
         let admin = n.admin();
-        assert!(wait_until(Duration::from_secs(5), || admin
-            .get("/v1/services/api")
-            .weight("green")
-            == 90));
+        let ok = wait_until(Duration::from_secs(5), || {
+            admin.get("/v1/services/api").weight("green") == weight
+        });
+        assert!(ok, "green never became {weight}");
+    };
+    for n in &nodes {
+        sees_green(n, 90);
     }
+    let log = c.proxy.stderr();
+    assert!(
+        log.contains("resuming the fleet's watch from revision"),
+        "{log}"
+    );
+    assert!(!log.contains("listing the fleet's whole state"), "{log}");
+
+    // The same, but etcd compacts its history past what C applied: C lists the whole state.
+    etcd.stop();
+    let admin_c = c.admin();
+    assert!(wait_until(Duration::from_secs(20), || {
+        admin_c.get("/health/ready").json["cluster"] == "degraded"
+    }));
+    c.proxy.signal("STOP");
+    etcd.resume();
+    nodes[0].wait_joined();
+    let reply = weights(&a, json!({"blue": 20, "green": 80}), None);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let (ok, out) = etcd.ctl(&["get", "none", "-w", "json"]);
+    assert!(ok, "{out}");
+    let now = serde_json::from_str::<Value>(&out).expect("etcdctl's JSON")["header"]["revision"]
+        .as_i64()
+        .expect("a revision");
+    let (ok, out) = etcd.ctl(&["compact", &now.to_string()]);
+    assert!(ok, "{out}");
+    c.proxy.signal("CONT");
+    sees_green(c, 80);
+    let log = c.proxy.stderr();
+    assert!(
+        log.contains("etcd compacted its history past revision")
+            && log.contains("listing the fleet's whole state"),
+        "{log}"
+    );
 }
 
 #[test]

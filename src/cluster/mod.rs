@@ -27,7 +27,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::api::{ClusterView, EtcdView, NodeView};
 use crate::config::{ClusterConfig, Config};
-use crate::etcd::{bounded, list_then_watch, next_events, Keys};
+use crate::etcd::{bounded, list_then_watch, next_events, resume_watch, Keys};
 use crate::runtime::{Fleet, FleetError, Publication, Runtime, PUBLISH_EVERY};
 
 mod tickets;
@@ -163,8 +163,10 @@ impl ClusterService {
         });
         self.runtime.cluster.attach(link.clone());
         let mut backoff = Duration::from_millis(100);
+        // The last fleet revision this node applied: a new session resumes the watch from it.
+        let mut seen = None;
         loop {
-            let outcome = self.session(&link, &keys, &mut shutdown).await;
+            let outcome = self.session(&link, &keys, &mut seen, &mut shutdown).await;
             *link.client.lock() = None;
             // What the other nodes published goes stale with the session.
             self.runtime.cluster.windows.clear();
@@ -202,6 +204,7 @@ impl ClusterService {
         &self,
         link: &Link,
         keys: &Keys,
+        seen: &mut Option<i64>,
         shutdown: &mut ShutdownWatch,
     ) -> Result<(), String> {
         let cfg = &self.config;
@@ -214,20 +217,50 @@ impl ClusterService {
         let (mut keeper, mut renewals) =
             bounded(t, "lease keep-alive", client.lease_keep_alive(lease)).await?;
 
-        // The whole state, then every change after it.
+        // Every change since the last session, or (first session, history compacted) the whole
+        // state; then every change after it.
         let services = keys.services();
-        let (listing, mut watch) = list_then_watch(&mut client, t, "", &services).await?;
-        let revision = listing.header().map_or(0, |h| h.revision());
-        let entries = listing
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let name = kv.key_str().ok()?.strip_prefix(&services)?.to_string();
-                Some((name, Some(kv.value().to_vec()), rev(kv.mod_revision())))
-            })
-            .collect();
-        let rt = self.runtime.clone();
-        let _ = tokio::task::spawn_blocking(move || rt.apply_fleet(entries, true)).await;
+        let resumed = match *seen {
+            Some(from) => match resume_watch(&mut client, t, &services, from).await? {
+                Some(watch) => {
+                    tracing::info!(
+                        target: "switchyard::cluster",
+                        event = "resumed",
+                        from,
+                        "cluster: resuming the fleet's watch from revision {from}: the changes made since come on it"
+                    );
+                    Some((watch, from))
+                }
+                None => {
+                    tracing::warn!(
+                        target: "switchyard::cluster",
+                        event = "relist",
+                        "cluster: etcd compacted its history past revision {from}: listing the fleet's whole state"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let (mut watch, revision) = match resumed {
+            Some(resumed) => resumed,
+            None => {
+                let (listing, watch) = list_then_watch(&mut client, t, "", &services).await?;
+                let revision = listing.header().map_or(0, |h| h.revision());
+                let entries = listing
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| {
+                        let name = kv.key_str().ok()?.strip_prefix(&services)?.to_string();
+                        Some((name, Some(kv.value().to_vec()), rev(kv.mod_revision())))
+                    })
+                    .collect();
+                let rt = self.runtime.clone();
+                let _ = tokio::task::spawn_blocking(move || rt.apply_fleet(entries, true)).await;
+                (watch, revision)
+            }
+        };
+        *seen = Some(revision);
 
         // The other nodes' windows, the same way.
         let windows = keys.windows();
@@ -294,22 +327,16 @@ impl ClusterService {
                 message = next_events(&mut watch, "") => {
                     let resp = match message {
                         Ok(resp) => resp,
-                        Err(e) => break Err(e),
+                        Err(e) => {
+                            if e.contains(crate::etcd::COMPACTED) {
+                                // The next session lists the whole state.
+                                *seen = None;
+                            }
+                            break Err(e);
+                        }
                     };
-                    let entries: Vec<_> = resp
-                        .events()
-                        .iter()
-                        .filter_map(|ev| {
-                            let kv = ev.kv()?;
-                            let name = kv.key_str().ok()?.strip_prefix(&services)?.to_string();
-                            last_revision = last_revision.max(kv.mod_revision());
-                            let value = match ev.event_type() {
-                                EventType::Put => Some(kv.value().to_vec()),
-                                EventType::Delete => None,
-                            };
-                            Some((name, value, rev(kv.mod_revision())))
-                        })
-                        .collect();
+                    let entries = service_entries(&resp, &services, &mut last_revision);
+                    *seen = Some(last_revision);
                     if !entries.is_empty() {
                         // Off this runtime: the writer lock may be held by a change waiting for
                         // its own etcd answer, which this runtime's thread must process.
@@ -582,6 +609,28 @@ impl Publisher {
             in_flight.store(false, Ordering::Release);
         });
     }
+}
+
+/// The services a watch answer changed (`None`: deleted), with their revisions; `last` becomes
+/// the newest revision seen.
+fn service_entries(
+    resp: &etcd_client::WatchResponse,
+    services: &str,
+    last: &mut i64,
+) -> Vec<(String, Option<Vec<u8>>, u64)> {
+    resp.events()
+        .iter()
+        .filter_map(|ev| {
+            let kv = ev.kv()?;
+            let name = kv.key_str().ok()?.strip_prefix(services)?.to_string();
+            *last = (*last).max(kv.mod_revision());
+            let value = match ev.event_type() {
+                EventType::Put => Some(kv.value().to_vec()),
+                EventType::Delete => None,
+            };
+            Some((name, value, rev(kv.mod_revision())))
+        })
+        .collect()
 }
 
 fn rev(r: i64) -> u64 {
