@@ -9,9 +9,14 @@
 ///
 /// The `system-alloc` feature keeps the system allocator, so that heap profilers that hook
 /// malloc (heaptrack, valgrind) see every allocation.
-#[cfg(not(feature = "system-alloc"))]
+#[cfg(not(any(feature = "system-alloc", feature = "mimalloc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The `mimalloc` feature: mimalloc instead, to measure the two against each other.
+#[cfg(all(feature = "mimalloc", not(feature = "system-alloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     switchyard::cli::main()
