@@ -29,6 +29,9 @@
 #   SKIP_SWITCHYARD=1  leave switchyard and switchyard-log out (to check the harness); their ratios
 #                      then read n/a
 #   BENCH_OUT=dir      copy the configs, raw tool outputs and logs there before the temp dir goes
+#   PERF=1             also profile each proxy during its first measured run of each cell
+#                      (perf record -g at 999 Hz on its processes) and print the top symbols by
+#                      self time (perf report --no-children), kernel and user space apart
 #
 # Everything listens on 127.0.0.1 only, on ports picked free at run time. Every process started
 # here is stopped by PID on exit and the temp dir is removed. See benches/RESULTS.md.
@@ -333,6 +336,15 @@ run_load() {
     pid="${PID_OF[$p]}"
     opens_before="$(passive_opens)"
     read -r user_before sys_before <<<"$(tree_cpu_ticks_split "$pid")"
+    local perf_pid=""
+    if [[ -n "${PERF:-}" && "$out" == *-1 ]]; then
+        # every process of the proxy (nginx: its workers too)
+        local pids="$pid" kids
+        kids="$(pgrep -d, -P "$pid" || true)"
+        [[ -z "$kids" ]] || pids+=",$kids"
+        perf record -q -g -F 999 -o "$out.perf.data" -p "$pids" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     if [[ "$m" == h2 ]]; then
         rm -f "$out.h2log"
         if ! h2load -c"$CONNECTIONS" -m"$STREAMS" -t2 -D "$secs" --log-file="$out.h2log" "$url" \
@@ -370,6 +382,10 @@ run_load() {
         n="$(awk '/ requests in / { print $1 }' "$out.txt")"
     fi
     read -r user_after sys_after <<<"$(tree_cpu_ticks_split "$pid")"
+    if [[ -n "$perf_pid" ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+    fi
     if [[ -z "$LOAD_RPS" || -z "$LOAD_P99" || "$LOAD_P99" == nan || -z "$n" ]]; then
         cat "$out.txt" >&2
         die "could not parse $out.txt"
@@ -474,3 +490,18 @@ echo "ratio16k rps $(line switchyard nginx 16k rps) p99 $(line switchyard nginx 
 echo "vs-haproxy rps $(line switchyard haproxy 100 rps) cpu $(line switchyard haproxy 100 cpu)"
 echo "vs-floor cpu $(line switchyard floor 100 cpu)"
 echo "conn rps switchyard/nginx=$(rat switchyard nginx conn rps) cpu switchyard/nginx=$(rat switchyard nginx conn cpu)"
+
+if [[ -n "${PERF:-}" ]]; then
+    for c in "${CELLS[@]}"; do
+        for p in "${PROXIES[@]}"; do
+            data="$TMP/results/$p-$c-1.perf.data"
+            [[ -s "$data" ]] || continue
+            echo
+            echo "profile $p $c (self time, top symbols at >= 1 %; [k] kernel, [.] user space):"
+            perf report -i "$data" --no-children --sort sym --percent-limit 1 --stdio 2>/dev/null |
+                grep -E '^ +[0-9.]+%' | head -25
+            perf report -i "$data" --no-children --sort dso --stdio 2>/dev/null |
+                grep -E '^ +[0-9.]+%' | head -6 | sed 's/^/  by object: /'
+        done
+    done
+fi

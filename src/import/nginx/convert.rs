@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::parse::{Directive, Pos};
 use super::values::{self, RegexLocation};
+use crate::config::redirect::HTTPS_CODES;
 use crate::import::toml_out::{self, inline, literal, string, strings, Block, Doc, Line};
 use crate::import::{finish, Finding, ImportError, Outcome, Report, Severity};
 
@@ -1013,7 +1014,9 @@ impl Conv {
                                 || cond.contains("$scheme != \"https\"")
                                 || cond.contains("$scheme != https") =>
                         {
-                            if r.url.as_deref().is_some_and(is_https_redirect) {
+                            if !HTTPS_CODES.contains(&r.code) {
+                                self.not_carried(place, e, format!("a {} redirect to https is not carried over: the listener's redirect uses 301, 302, 307 or 308", r.code));
+                            } else if r.url.as_deref().is_some_and(is_https_redirect) {
                                 srv.https_if = Some(r.code);
                             } else {
                                 self.not_carried(place, e, "only the redirect to https://$host$request_uri is carried over");
@@ -1543,7 +1546,8 @@ impl Conv {
                 }
             })?;
             let port = https_redirect_port(r.url.as_deref()?)?;
-            Some((r.code, port))
+            // A listener redirects with these only; any other (303) stays a route's redirect.
+            HTTPS_CODES.contains(&r.code).then_some((r.code, port))
         };
         let mut listener_redirect: BTreeMap<String, (u16, u16)> = BTreeMap::new();
         for (addr, l) in &listeners {

@@ -37,6 +37,27 @@ pub fn convert_text(
 mod tests {
     use super::*;
 
+    /// A `return 303 https://...` server (found by the fuzz target): a listener cannot redirect
+    /// with 303, so it becomes the host's redirect route, with 303 kept.
+    #[test]
+    fn a_303_redirect_to_https_stays_a_route_redirect() {
+        let text = "http {\n  server {\n    listen 80;\n    server_name a.test;\n    return 303 https://$host$request_uri;\n  }\n}\n";
+        let out = Path::new("/nonexistent/switchyard.toml");
+        let converted = convert_text(text, "t.conf", Path::new("/nonexistent"), out);
+        let toml = match converted {
+            Ok(o) => o.toml,
+            Err(e) => panic!("{e}"),
+        };
+        let value: toml::Value = toml::from_str(&toml).expect("TOML");
+        // The host's route, and the catch-all of the port's default server.
+        let routes = value["routes"].as_array().expect("routes");
+        assert_eq!(routes.len(), 2, "{toml}");
+        for r in routes {
+            assert_eq!(r["redirect"]["code"].as_integer(), Some(303), "{toml}");
+        }
+        assert!(!toml.contains("redirect_code"), "{toml}");
+    }
+
     /// Mutated fixtures: the converter answers with a config or a located error, never a panic
     /// and never a config that fails validation (the fuzz target does this at length).
     #[test]
