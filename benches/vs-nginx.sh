@@ -30,8 +30,10 @@
 #                      then read n/a
 #   BENCH_OUT=dir      copy the configs, raw tool outputs and logs there before the temp dir goes
 #   PERF=1             also profile each proxy during its first measured run of each cell
-#                      (perf record -g at 999 Hz on its processes) and print the top symbols by
-#                      self time (perf report --no-children), kernel and user space apart
+#                      (perf record at 999 Hz on its processes) and print the top symbols by
+#                      self time (perf report --no-children), kernel and user space apart;
+#                      PERF_CALLGRAPH=dwarf for call chains through code without frame pointers
+#                      (keep them with BENCH_OUT=dir, read them with perf report -G)
 #
 # Everything listens on 127.0.0.1 only, on ports picked free at run time. Every process started
 # here is stopped by PID on exit and the temp dir is removed. See benches/RESULTS.md.
@@ -342,7 +344,8 @@ run_load() {
         local pids="$pid" kids
         kids="$(pgrep -d, -P "$pid" || true)"
         [[ -z "$kids" ]] || pids+=",$kids"
-        perf record -q -g -F 999 -o "$out.perf.data" -p "$pids" >/dev/null 2>&1 &
+        perf record -q --call-graph "${PERF_CALLGRAPH:-fp}" -F 999 -o "$out.perf.data" -p "$pids" \
+            >/dev/null 2>&1 &
         perf_pid=$!
     fi
     if [[ "$m" == h2 ]]; then

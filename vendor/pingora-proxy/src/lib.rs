@@ -1611,8 +1611,9 @@ where
 
         // Boxed: this future lives as long as the connection, idle keep-alive waits included,
         // and would otherwise be sized for the whole request processing state. Allocated only
-        // once a request has arrived, freed when it is done.
-        Box::pin(self.process_request(session, ctx)).await
+        // once a request has arrived, freed when it is done; built in its allocation, not
+        // built on the stack and copied there (`box_in_place`).
+        box_in_place(|| self.process_request(session, ctx)).await
     }
 
     async fn http_cleanup(&self) {
@@ -2656,5 +2657,55 @@ mod tests {
         .await
         .expect("read_request parked after shutdown");
         assert!(session.is_none());
+    }
+}
+
+/// The future `make` returns, in a box it is written into directly: `Box::pin(make())` builds
+/// the future on the stack and copies all of it (the size of its largest state, kilobytes for a
+/// proxied request) into the allocation, once per request; allocating first lets the compiler
+/// have `make` write the new future's few initial fields straight into the box.
+fn box_in_place<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: `write` has initialised the value.
+    Box::into_pin(unsafe { slot.assume_init() })
+}
+
+#[cfg(test)]
+mod box_in_place_tests {
+    use super::box_in_place;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct CountDrop(Arc<AtomicUsize>);
+    impl Drop for CountDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The boxed future is the one `make` built: it runs to its result with what it captured
+    /// (a large state included), and what it holds is dropped once, with it.
+    #[tokio::test]
+    async fn box_in_place_runs_the_future_it_builds_and_drops_it_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = CountDrop(drops.clone());
+        let fut = box_in_place(|| async move {
+            let big = [7u8; 16 * 1024];
+            tokio::task::yield_now().await;
+            let _keep = &held;
+            big.iter().map(|b| *b as usize).sum::<usize>()
+        });
+        assert!(std::mem::size_of_val(&*fut) >= 16 * 1024);
+        assert_eq!(fut.await, 7 * 16 * 1024);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+
+        // Dropped before it ran: the captured value goes once too.
+        let held = CountDrop(drops.clone());
+        let fut = box_in_place(|| async move {
+            let _keep = held;
+        });
+        drop(fut);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
 }
