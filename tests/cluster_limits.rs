@@ -194,11 +194,17 @@ fn a_cluster_zone_counts_once_for_the_fleet_and_falls_back_to_a_share_per_node_w
     assert!(leased_calls <= 3000 / 20, "{leased_calls} calls to Redis");
     // gina's last lease expires 5 s after node a took it (a little before `gina_taken`): no
     // request can see that without spending from it, so this waits out the lifetime, with a
-    // margin. Her next request then gives the 3 unspent back and takes 2 (her last lease spent 1).
+    // margin. The 3 unspent go back to Redis: with her next request, which then takes 2 (her
+    // last lease spent 1), or earlier, at the zones' sweep (every 10 s), which also forgets the
+    // key, so that her next request takes 1. Without the give-back Redis would count 8 or 9.
     std::thread::sleep(Duration::from_millis(5500).saturating_sub(gina_taken.elapsed()));
     let gina = round(&nodes[..1], "gina", "/big", 1);
     assert_eq!(gina.passed(), 1);
-    assert_eq!(counted(&gina_key), 7 - 3 + 2, "3 given back, 2 taken");
+    let now = counted(&gina_key);
+    assert!(
+        now == 7 - 3 + 2 || now == 7 - 3 + 1,
+        "{now} counted: 3 given back, then 2 (or 1) taken"
+    );
 
     // Slow (SIGSTOP): the first request on each node waits the timeout, marks Redis down and
     // falls back; no later request waits on it. Each node allows 100 / 3 = 33 r/m, burst
@@ -299,9 +305,17 @@ fn a_cluster_zone_counts_in_redis_over_tls_with_a_client_certificate() {
     let bare = node_with(&etcd, &redis, "b", &ca);
     let good = std::slice::from_ref(&good);
     wait_all(good, "switchyard_redis_up", 1.0);
-    // The zone's 100 at once for one client, counted in Redis.
+    // The zone's 100 at once for one client, counted in Redis (plus one more per 600 ms the
+    // round took: the rate refills meanwhile).
+    let started = Instant::now();
     let r = round(good, "tls-alice", "/", 120);
-    assert_eq!(r.passed(), 100, "{:?}", r.passed_per_node);
+    let refilled = (started.elapsed().as_millis() / 600) as usize;
+    assert!(
+        (100..=100 + refilled).contains(&r.passed()),
+        "{} passed in {:?}",
+        r.passed(),
+        started.elapsed()
+    );
     assert_eq!(fallbacks(good), 0.0);
     assert!(!redis.keys("/sy/limits/limits/fleet/*").is_empty());
 

@@ -106,6 +106,16 @@ fn concurrency_counts_h2_streams_and_not_idle_connections() {
         })
         .collect();
     assert!(wait_until(Duration::from_secs(5), || keys(&s, "busy") == Some(1.0)));
+    // Both slow requests in progress (on a busy machine the second may start late).
+    let in_flight = || {
+        let text = Admin::new(s.admin_port(), None).get("/metrics").text;
+        metric(&text, "switchyard_requests_in_flight", &[])
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || in_flight() == Some(2.0)),
+        "in flight: {:?}",
+        in_flight()
+    );
     let mut refused = None;
     // Both slow requests are in progress for most of their 4 s.
     let third = wait_until(Duration::from_secs(4), || {
