@@ -557,15 +557,6 @@ impl ClusterZone {
         format!("{}{key:016x}", self.key_prefix)
     }
 
-    /// The zone's capacity: requests a fresh key may send at once (the headers' limit).
-    fn limit(&self) -> u32 {
-        match self.spec.kind {
-            ZoneKind::Rate { burst, .. } => burst.saturating_add(1),
-            ZoneKind::Window { rate } => rate.requests,
-            ZoneKind::Concurrency { max } => max,
-        }
-    }
-
     /// One script call asking for `want` requests (giving `back` first): the verdict as Redis
     /// counted it, and how many it granted (0 when refused).
     async fn eval(
@@ -592,7 +583,7 @@ impl ClusterZone {
         let reply: Vec<i64> = call.arg(want).arg(back).invoke_async(&mut conn).await?;
         let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
         let granted = u32::try_from(at(0)).unwrap_or(0);
-        let limit = self.limit();
+        let limit = self.spec.kind.capacity();
         Ok(if granted > 0 {
             (
                 Verdict::Allowed {
@@ -717,7 +708,7 @@ impl SharedZone for ClusterZone {
                 match self.leases.spend(key, now) {
                     Held::Spent { remaining, reset } => {
                         return Verdict::Allowed {
-                            limit: self.limit(),
+                            limit: self.spec.kind.capacity(),
                             remaining,
                             reset,
                         }
@@ -757,7 +748,7 @@ impl SharedZone for ClusterZone {
                         _ => {}
                     }
                     Verdict::Allowed {
-                        limit: self.limit(),
+                        limit: self.spec.kind.capacity(),
                         remaining: remaining.saturating_add(granted - 1),
                         reset,
                     }

@@ -54,19 +54,13 @@ impl Plan {
 /// The plan for a zone of `kind` on a fleet of `nodes`, or `None` where the zone is too small to
 /// lease within the slack (every request then asks Redis).
 pub fn plan(kind: ZoneKind, nodes: usize) -> Option<Plan> {
-    // capacity: requests a fresh key may send at once; recovery: time to get all of them back.
-    let (capacity, recovery) = match kind {
-        ZoneKind::Rate { rate, burst } => {
-            let capacity = u64::from(burst) + 1;
-            (
-                capacity,
-                rate.interval()
-                    .saturating_mul(u32::try_from(capacity).unwrap_or(u32::MAX)),
-            )
-        }
-        ZoneKind::Window { rate } => (u64::from(rate.requests), rate.per),
+    // recovery: the time a key takes to get its whole capacity back.
+    let recovery = match kind {
+        ZoneKind::Rate { rate, .. } => rate.interval().saturating_mul(kind.capacity()),
+        ZoneKind::Window { rate } => rate.per,
         ZoneKind::Concurrency { .. } => return None,
     };
+    let capacity = u64::from(kind.capacity());
     let nodes = u64::try_from(nodes.max(1)).unwrap_or(u64::MAX);
     let batch = (capacity * SLACK_PERCENT / 100 / nodes).min(u64::from(MAX_BATCH));
     let lifetime = (recovery.saturating_mul(SLACK_PERCENT as u32) / 100).min(MAX_LIFETIME);

@@ -79,6 +79,18 @@ pub enum ZoneKind {
     Concurrency { max: u32 },
 }
 
+impl ZoneKind {
+    /// Requests a fresh key may send at once (the RateLimit-Limit): `burst + 1`, the window's
+    /// requests, or the requests in progress allowed.
+    pub fn capacity(&self) -> u32 {
+        match *self {
+            ZoneKind::Rate { burst, .. } => burst.saturating_add(1),
+            ZoneKind::Window { rate } => rate.requests,
+            ZoneKind::Concurrency { max } => max,
+        }
+    }
+}
+
 /// The status a refusal gets unless the zone or `[limits] status` says otherwise.
 pub const DEFAULT_STATUS: u16 = 429;
 
