@@ -9,6 +9,9 @@ declare -A PACKAGE=([cmake]=cmake [make]=make [protoc]=protobuf-compiler)
 for tool in "${!PACKAGE[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${PACKAGE[$tool]}")
 done
+# protoc's well-known types (google/protobuf/*.proto), which etcd-client's protos import: Debian
+# ships them in libprotobuf-dev, only a recommendation of protobuf-compiler.
+[[ -e /usr/include/google/protobuf/descriptor.proto ]] || missing+=(libprotobuf-dev)
 if ((${#missing[@]})); then
   echo "demo.sh: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -38,6 +38,10 @@ missing=()
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
 done
+# protoc's well-known types (google/protobuf/*.proto), which etcd-client's protos import: Debian
+# ships them in libprotobuf-dev, only a recommendation of protobuf-compiler.
+PROTO_INCLUDE=/usr/include/google/protobuf/descriptor.proto
+[[ -e $PROTO_INCLUDE ]] || missing+=(libprotobuf-dev)
 if ((${#missing[@]})); then
   echo "test.sh: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -47,6 +51,7 @@ fi
 for cmd in "${!NEED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "test.sh: $cmd is still missing" >&2; exit 1; }
 done
+[[ -e $PROTO_INCLUDE ]] || { echo "test.sh: $PROTO_INCLUDE is still missing" >&2; exit 1; }
 
 # The gRPC tests' server and client: Python's grpcio, from PyPI (Debian's python3-grpcio is years
 # older). Debian's own Python refuses a system-wide pip install without --break-system-packages.
