@@ -115,7 +115,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upstream_upgrade = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upstream_upgrade);
 
         session.upstream_compression.request_filter(&req);
 
@@ -140,6 +141,14 @@ where
             Ok(reader) => reader,
             Err(e) => return (false, false, Some(e)),
         };
+
+        if downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+            && !upstream_upgrade
+            && exchanges_in_turn(session)
+        {
+            return self.proxy_1to1_in_turn(session, client_session, ctx).await;
+        }
 
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
@@ -191,6 +200,125 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// `proxy_1to1` for a request that has no body and is no upgrade, with no cache and no
+    /// custom messages: the request is complete once its header is sent, so the exchange runs in
+    /// turn in this one future (end of request, then the response read and written as it comes,
+    /// batched as the two-task loop batches it) instead of two halves joined by two channels. The
+    /// downstream is still watched while the upstream's answer is awaited, so a client that goes
+    /// away ends the request as before.
+    async fn proxy_1to1_in_turn(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        session.as_mut().enable_retry_buffering();
+
+        // The end of the request goes through the request body filters, as on the pipe.
+        let end_task = match self.request_body_task(session, None, true, ctx).await {
+            Ok((task, _)) => task,
+            Err(e) => return (false, false, Some(e)),
+        };
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        if let Err(e) = send_body_to1(client_session, end_task).await {
+            warn!("send error, draining read buf: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let mut response_state = ResponseStateMachine::new();
+        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
+        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        let mut watch_downstream = true;
+
+        while !response_state.is_done() {
+            let first = tokio::select! {
+                // The upstream first: no random start to draw for each wait.
+                biased;
+                res = client_session.read_response_task() => res,
+                res = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    match res {
+                        Err(e) => return (false, false, Some(e.into_down())),
+                        // An HTTP/1 or h2 session only ends its idle wait with an error.
+                        Ok(_) => {
+                            watch_downstream = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            match first {
+                Ok(task) => {
+                    let mut done = task.is_end();
+                    tasks.push(task);
+                    // What the upstream has already sent goes downstream in the same write.
+                    while !done {
+                        match tokio::task::unconstrained(client_session.read_response_task())
+                            .now_or_never()
+                        {
+                            Some(Ok(task)) => {
+                                done = task.is_end();
+                                tasks.push(task);
+                            }
+                            Some(Err(e)) => {
+                                upstream_can_reuse = false;
+                                tasks.push(HttpTask::Failed(
+                                    send_error.take().unwrap_or(e).into_up(),
+                                ));
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The response's framing was not established: the connection is not reused.
+                    upstream_can_reuse = false;
+                    tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+                }
+            }
+            let failed = matches!(tasks.last(), Some(HttpTask::Failed(_)));
+            match self
+                .filter_and_write_upstream_tasks(
+                    session,
+                    ctx,
+                    tasks,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await
+            {
+                Ok(Some(response_done)) => response_state.maybe_set_upstream_done(response_done),
+                Ok(None) => {}
+                Err(e) => return (false, false, Some(e)),
+            }
+            if failed {
+                // The failure normally comes back from the write above; if not, the two-task loop
+                // would find the pipe closed and end the response the same way.
+                break;
+            }
+        }
+
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => {
+                debug!("finished sending body to downstream");
+                true
+            }
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        (reuse_downstream, upstream_can_reuse, None)
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
@@ -409,6 +537,33 @@ where
             }
         }
 
+        self.filter_and_write_upstream_tasks(
+            session,
+            ctx,
+            tasks,
+            serve_from_cache,
+            range_body_filter,
+            response_state,
+        )
+        .await
+    }
+
+    /// Runs a batch of upstream response tasks through the response filters and writes them
+    /// downstream. Returns `None` when nothing was written (e.g. the response is served from
+    /// cache instead), otherwise whether the response is complete.
+    async fn filter_and_write_upstream_tasks(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        tasks: Vec<HttpTask>,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
+        response_state: &mut ResponseStateMachine,
+    ) -> Result<Option<bool>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
         /* run filters before sending to downstream */
         let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
         for mut t in tasks {
@@ -1035,11 +1190,34 @@ where
     async fn send_body_to_pipe(
         &self,
         session: &mut Session,
-        mut data: Option<Bytes>,
+        data: Option<Bytes>,
         end_of_body: bool,
         tx: mpsc::Permit<'_, HttpTask>,
         ctx: &mut SV::CTX,
     ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let (task, end_of_body) = self
+            .request_body_task(session, data, end_of_body, ctx)
+            .await?;
+        if let Some(task) = task {
+            tx.send(task);
+        }
+        Ok(end_of_body)
+    }
+
+    /// Runs a piece of the downstream request body (`None`: its end) through the request body
+    /// filters and makes the task that sends it upstream, `None` when there is nothing to send.
+    /// Also returns whether the downstream body is finished.
+    async fn request_body_task(
+        &self,
+        session: &mut Session,
+        mut data: Option<Bytes>,
+        end_of_body: bool,
+        ctx: &mut SV::CTX,
+    ) -> Result<(Option<HttpTask>, bool)>
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
@@ -1068,7 +1246,7 @@ where
          * Don't write 0 bytes to the network since it will be
          * treated as the terminating chunk */
         if !upstream_end_of_body && data.as_ref().is_some_and(|d| d.is_empty()) {
-            return Ok(false);
+            return Ok((None, false));
         }
 
         debug!(
@@ -1077,14 +1255,29 @@ where
         );
 
         // upgraded body needs to be marked
-        if session.was_upgraded() {
-            tx.send(HttpTask::UpgradedBody(data, upstream_end_of_body));
+        let task = if session.was_upgraded() {
+            HttpTask::UpgradedBody(data, upstream_end_of_body)
         } else {
-            tx.send(HttpTask::Body(data, upstream_end_of_body));
-        }
+            HttpTask::Body(data, upstream_end_of_body)
+        };
 
-        Ok(end_of_body)
+        Ok((Some(task), end_of_body))
     }
+}
+
+/// Whether `proxy_1to1` may run the exchange in turn (`proxy_1to1_in_turn`): an HTTP/1 or h2
+/// downstream whose request has no body (so nothing to stream or buffer for retries), is no
+/// upgrade (nor made one by the request filters: the caller checks the upstream request), and is served without the cache (whose paths write downstream from a second source).
+fn exchanges_in_turn(session: &mut Session) -> bool {
+    let downstream = &mut session.downstream_session;
+    (downstream.as_http1().is_some() || downstream.is_http2())
+        && !downstream.is_upgrade_req()
+        && !session.cache.enabled()
+        && !session.cache.bypassing()
+        && !session.downstream_session.supports_proxy_task_api()
+        && session.downstream_session.get_retry_buffer().is_none()
+        && session.downstream_session.is_body_empty()
+        && session.downstream_session.is_body_done()
 }
 
 pub(crate) async fn send_body_to1(
@@ -1221,6 +1414,176 @@ mod tests {
             .await
             .expect("test request should parse");
         session
+    }
+
+    struct PassThrough;
+
+    #[async_trait]
+    impl ProxyHttp for PassThrough {
+        type CTX = ();
+
+        fn new_ctx(&self) -> Self::CTX {}
+
+        async fn upstream_peer(
+            &self,
+            _session: &mut Session,
+            _ctx: &mut Self::CTX,
+        ) -> Result<Box<HttpPeer>> {
+            unreachable!("tests call proxy_1to1 directly")
+        }
+    }
+
+    /// A downstream session that has read `request`, and the client's end of its connection.
+    async fn downstream_session(request: &[u8]) -> (Session, tokio::io::DuplexStream) {
+        let (mut client, server) = tokio::io::duplex(4096);
+        client.write_all(request).await.unwrap();
+        let mut session = Session::new_h1(Box::new(server) as pingora_core::protocols::Stream);
+        session.read_request().await.unwrap();
+        (session, client)
+    }
+
+    /// An upstream session, and the server's end of its connection.
+    fn upstream_session() -> (HttpSessionV1, tokio::io::DuplexStream) {
+        let (proxy_end, server) = tokio::io::duplex(4096);
+        let session = HttpSessionV1::new(Box::new(proxy_end) as pingora_core::protocols::Stream);
+        (session, server)
+    }
+
+    /// Reads from `stream` until `wanted` has been seen, returning everything read.
+    async fn read_until(stream: &mut tokio::io::DuplexStream, wanted: &[u8]) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(wanted.len()).any(|w| w == wanted) {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(wanted));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    }
+
+    fn peer() -> HttpPeer {
+        HttpPeer::new("127.0.0.1:80", false, String::new())
+    }
+
+    #[tokio::test]
+    async fn a_bodyless_request_is_exchanged_in_turn_and_both_connections_stay_reusable() {
+        let proxy = HttpProxy::new(PassThrough, Arc::new(ServerConf::default()));
+        let (mut session, mut client) =
+            downstream_session(b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n").await;
+        assert!(exchanges_in_turn(&mut session));
+        let (mut upstream, mut server) = upstream_session();
+
+        let backend = tokio::spawn(async move {
+            let request = read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .await
+                .unwrap();
+            (request, server)
+        });
+        let (reuse_downstream, reuse_upstream, error) = proxy
+            .proxy_1to1(&mut session, &mut upstream, &peer(), &mut ())
+            .await;
+        assert!(error.is_none(), "{error:?}");
+        assert!(reuse_downstream && reuse_upstream);
+
+        let (request, _server) = backend.await.unwrap();
+        assert!(request.starts_with(b"GET /a HTTP/1.1\r\n"));
+        let response = read_until(&mut client, b"hello").await;
+        assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_response_without_length_is_streamed_until_the_upstream_closes() {
+        let proxy = HttpProxy::new(PassThrough, Arc::new(ServerConf::default()));
+        let (mut session, mut client) =
+            downstream_session(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n").await;
+        let (mut upstream, mut server) = upstream_session();
+
+        let backend = tokio::spawn(async move {
+            read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\n\r\nfirst ")
+                .await
+                .unwrap();
+            // The first part is read on its own before the rest comes.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            server.write_all(b"second").await.unwrap();
+        });
+        let (reuse_downstream, reuse_upstream, error) = proxy
+            .proxy_1to1(&mut session, &mut upstream, &peer(), &mut ())
+            .await;
+        backend.await.unwrap();
+        assert!(error.is_none(), "{error:?}");
+        // The exchange kept both framings (as the two-task loop reports it); read to its close,
+        // the upstream connection is not kept alive, and the client's is, the response having
+        // gone to it chunked.
+        assert!(reuse_downstream && reuse_upstream);
+        upstream.respect_keepalive();
+        assert!(!upstream.will_keepalive());
+        let response = read_until(&mut client, b"0\r\n\r\n").await;
+        let response = String::from_utf8_lossy(&response);
+        assert!(response.contains("first "), "{response}");
+        assert!(response.contains("second"), "{response}");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_closes_before_answering_fails_the_exchange() {
+        let proxy = HttpProxy::new(PassThrough, Arc::new(ServerConf::default()));
+        let (mut session, _client) =
+            downstream_session(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n").await;
+        let (mut upstream, mut server) = upstream_session();
+
+        let backend = tokio::spawn(async move {
+            read_until(&mut server, b"\r\n\r\n").await;
+            drop(server);
+        });
+        let (reuse_downstream, reuse_upstream, error) = proxy
+            .proxy_1to1(&mut session, &mut upstream, &peer(), &mut ())
+            .await;
+        backend.await.unwrap();
+        assert!(!reuse_downstream && !reuse_upstream);
+        let error = error.expect("the exchange fails");
+        assert_eq!(error.esource(), &ErrorSource::Upstream, "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_while_the_upstream_thinks_ends_the_exchange() {
+        let proxy = HttpProxy::new(PassThrough, Arc::new(ServerConf::default()));
+        let (mut session, client) =
+            downstream_session(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n").await;
+        let (mut upstream, mut server) = upstream_session();
+
+        let backend = tokio::spawn(async move {
+            read_until(&mut server, b"\r\n\r\n").await;
+            // The client leaves; the upstream never answers.
+            drop(client);
+            server
+        });
+        let (reuse_downstream, reuse_upstream, error) = proxy
+            .proxy_1to1(&mut session, &mut upstream, &peer(), &mut ())
+            .await;
+        let _server = backend.await.unwrap();
+        assert!(!reuse_downstream && !reuse_upstream);
+        let error = error.expect("the exchange ends with the client's close");
+        assert_eq!(error.esource(), &ErrorSource::Downstream, "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_request_with_a_body_or_an_upgrade_takes_the_two_task_loop() {
+        let (mut with_body, _c1) = downstream_session(
+            b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi",
+        )
+        .await;
+        assert!(!exchanges_in_turn(&mut with_body));
+        let mut upgrade = upgrade_request_session().await;
+        assert!(!exchanges_in_turn(&mut upgrade));
+        let (mut empty_length, _c2) = downstream_session(
+            b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(exchanges_in_turn(&mut empty_length));
     }
 
     #[tokio::test]
