@@ -174,7 +174,12 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        self.prepare_buf_with_capacity(buf_to_rewind, self.body_buf_size);
+    }
+
+    /// [`Self::prepare_buf`] with a buffer of `capacity` bytes, or of the rewound bytes if more.
+    fn prepare_buf_with_capacity(&mut self, buf_to_rewind: &[u8], capacity: usize) {
+        let mut body_buf = BytesMut::with_capacity(capacity.max(buf_to_rewind.len()));
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -244,6 +249,13 @@ impl BodyReader {
                     overread.put_slice(buf_to_rewind);
                     self.body_buf_overread = Some(overread);
                 }
+            }
+            _ if buf_to_rewind.len() >= cl => {
+                // The whole body came with the head: no read follows, so the buffer holds just
+                // those bytes instead of the full read size (64 KB, a large allocation for the
+                // allocator, for each message).
+                self.prepare_buf_with_capacity(buf_to_rewind, 0);
+                self.body_state = PS::Partial(0, cl);
             }
             _ => {
                 self.prepare_buf(buf_to_rewind);
@@ -2080,6 +2092,44 @@ mod tests {
         assert_eq!(body_reader.body_state, ParseState::Complete(3));
         assert_eq!(input, body_reader.get_body(&res));
         assert_eq!(body_reader.get_body_overread(), None);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_came_with_the_head_gets_a_buffer_of_its_size() {
+        init_log();
+        // Nothing more is read from the stream: the whole body is in the rewound bytes.
+        let mut mock_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(5, b"hello");
+        assert_eq!(body_reader.body_buf.as_ref().unwrap().capacity(), 5);
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(b"hello", body_reader.get_body(&res));
+        assert_eq!(body_reader.body_state, ParseState::Complete(5));
+        assert_eq!(body_reader.read_body(&mut mock_io).await.unwrap(), None);
+
+        // More than the body (the start of a pipelined message): kept as overread.
+        let mut body_reader = BodyReader::new(false);
+        body_reader.init_content_length(3, b"abcGET");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(b"abc", body_reader.get_body(&res));
+        assert_eq!(body_reader.get_body_overread(), Some(&b"GET"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_did_not_all_come_with_the_head_keeps_the_full_read_buffer() {
+        init_log();
+        let mut mock_io = Builder::new().read(&b"lo"[..]).build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_content_length(5, b"hel");
+        assert_eq!(
+            body_reader.body_buf.as_ref().unwrap().capacity(),
+            BODY_BUFFER_SIZE
+        );
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(b"hel", body_reader.get_body(&res));
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(b"lo", body_reader.get_body(&res));
+        assert_eq!(body_reader.body_state, ParseState::Complete(5));
     }
 
     #[tokio::test]
