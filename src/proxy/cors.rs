@@ -57,7 +57,7 @@ pub(super) async fn preflight(session: &mut Session, ctx: &mut Ctx) -> Result<bo
         return Ok(true);
     }
     let mut resp = preflight_answer(policy, req)?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header(super::names::X_REQUEST_ID, ctx.request_id.as_str())?;
     super::headers::own_headers(&mut resp, ctx, req)?;
     session.write_response_header(Box::new(resp)).await?;
     session.finish_body().await?;

@@ -4,12 +4,16 @@ use std::net::IpAddr;
 
 use crate::access_log::push_ip;
 
+use super::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::Result;
 
 /// Sets X-Forwarded-For (the client's list plus `peer`), X-Real-IP, X-Forwarded-Proto,
 /// X-Forwarded-Host (the request's host as the client sent it) and X-Request-Id on `upstream`.
+/// How many headers `apply` adds at most.
+pub(super) const ADDED: usize = 5;
+
 pub(super) fn apply(
     upstream: &mut RequestHeader,
     original: &RequestHeader,
@@ -19,7 +23,7 @@ pub(super) fn apply(
     request_id: &str,
 ) -> Result<()> {
     if let Some(peer) = peer {
-        let value = match upstream.headers.get("x-forwarded-for") {
+        let value = match upstream.headers.get(X_FORWARDED_FOR) {
             Some(prev) if prev.to_str().is_ok_and(|p| !p.trim().is_empty()) => {
                 let mut list = Vec::with_capacity(prev.len() + 2 + 39);
                 list.extend_from_slice(prev.as_bytes());
@@ -29,19 +33,19 @@ pub(super) fn apply(
             }
             _ => ip_value(peer),
         };
-        upstream.insert_header("x-forwarded-for", value.map_err(invalid)?)?;
+        upstream.insert_header(X_FORWARDED_FOR, value.map_err(invalid)?)?;
     }
     if let Some(ip) = client {
-        upstream.insert_header("x-real-ip", ip_value(ip).map_err(invalid)?)?;
+        upstream.insert_header(X_REAL_IP, ip_value(ip).map_err(invalid)?)?;
     }
     upstream.insert_header(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
     if let Some(host) = host_value(original) {
-        upstream.insert_header("x-forwarded-host", host)?;
+        upstream.insert_header(X_FORWARDED_HOST, host)?;
     }
-    upstream.insert_header("x-request-id", request_id)?;
+    upstream.insert_header(X_REQUEST_ID, request_id)?;
     Ok(())
 }
 

@@ -96,7 +96,7 @@ pub async fn write_status(
     resp.insert_header(CONTENT_TYPE, "application/grpc")?;
     resp.insert_header("grpc-status", code)?;
     resp.insert_header("grpc-message", message_value(&message))?;
-    resp.insert_header("x-request-id", request_id)?;
+    resp.insert_header(super::names::X_REQUEST_ID, request_id)?;
     for (name, value) in extra {
         resp.insert_header(*name, value)?;
     }

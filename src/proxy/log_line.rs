@@ -29,7 +29,8 @@ impl Proxy {
         let service = ctx.service().map(|(_, s)| s);
         let pool = service.zip(ctx.pool).map(|(s, p)| &*s.pools[p].name);
         let req = session.req_header();
-        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let header =
+            |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
         let tls_version = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
@@ -55,9 +56,9 @@ impl Proxy {
             request_id: &ctx.request_id,
             listener: self.listener_name(ctx),
             protocol: if session.is_http2() { "h2" } else { "http/1.1" },
-            referer: header("referer"),
-            user_agent: header("user-agent"),
-            forwarded_for: header("x-forwarded-for"),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            forwarded_for: header(super::names::X_FORWARDED_FOR),
             request_bytes: head_length(req) + ctx.body_bytes,
             tls_version: tls_version.filter(|_| ctx.tls),
             // A shield starts the count over on the stable pool; its canary try counts too.
@@ -72,7 +73,7 @@ impl Proxy {
             }),
             retried: ctx.shield_retried,
             error: e.map(|e| e.to_string()),
-            remote_user: basic_user(header("authorization")),
+            remote_user: basic_user(header(http::header::AUTHORIZATION)),
             version: match req.version {
                 http::Version::HTTP_2 => "HTTP/2.0",
                 http::Version::HTTP_10 => "HTTP/1.0",

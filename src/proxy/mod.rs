@@ -14,6 +14,7 @@ mod limit;
 mod linger;
 mod log_line;
 mod maintenance;
+mod names;
 mod observe;
 mod pages;
 mod peer;
@@ -114,7 +115,7 @@ impl Proxy {
 
 /// A client-supplied request id is kept when it is short and printable; otherwise one is made.
 fn request_id(req: &RequestHeader) -> String {
-    if let Some(v) = req.headers.get("x-request-id") {
+    if let Some(v) = req.headers.get(names::X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
             // All bytes are ASCII graphic, so this is valid UTF-8.
@@ -234,14 +235,14 @@ impl ProxyHttp for Proxy {
         ctx.client_ip = ctx.peer_ip.map(|peer| {
             let xff = req
                 .headers
-                .get("x-forwarded-for")
+                .get(names::X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok());
             trusted.client_ip(peer, xff)
         });
         ctx.request_id = request_id(req);
         ctx.trace = TraceContext::from_header(
             req.headers
-                .get("traceparent")
+                .get(names::TRACEPARENT)
                 .map(http::HeaderValue::as_bytes),
         );
         // What pingora's parser let through but we refuse (Host, list-form Content-Length), and
@@ -517,6 +518,9 @@ impl ProxyHttp for Proxy {
         let Some(route) = ctx.route() else {
             return Ok(());
         };
+        // Room for every header added below at once: the copy of the client's header map has
+        // none to spare, and each time it fills it is grown and rehashed.
+        upstream.reserve_headers(forwarded::ADDED + 1 + route.options.request_headers.set.len());
         forwarded::apply(
             upstream,
             session.req_header(),
@@ -528,7 +532,7 @@ impl ProxyHttp for Proxy {
         // The upstream continues the trace under our span (the client's tracestate passes as is).
         let traceparent = ctx.trace.header_value();
         upstream.insert_header(
-            "traceparent",
+            names::TRACEPARENT,
             http::HeaderValue::from_bytes(&traceparent).map_err(|_| {
                 pingora_error::Error::explain(
                     pingora_error::ErrorType::InternalError,
@@ -624,6 +628,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(route) = ctx.route() {
+            // Room for the headers added here at once (the map parsed from the upstream's answer
+            // has none to spare): the route's, CORS's few, the request id and the rate.
+            resp.reserve_headers(route.options.response_headers.len() + 8);
             compress::response(session, &route.options, resp);
             headers::apply_response(ctx, session.req_header(), resp, &route.options)?;
             if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -632,7 +639,7 @@ impl ProxyHttp for Proxy {
                 session.set_read_timeout(Some(route.options.read_timeout));
             }
         }
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header(names::X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(cookie) = affinity::answer_cookie(session.req_header(), ctx) {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }
@@ -646,9 +653,9 @@ impl ProxyHttp for Proxy {
             )?;
         }
         if let Some((limit, remaining, reset)) = ctx.rate {
-            resp.insert_header("ratelimit-limit", limit)?;
-            resp.insert_header("ratelimit-remaining", remaining)?;
-            resp.insert_header("ratelimit-reset", respond::whole_seconds(reset))?;
+            resp.insert_header(names::RATELIMIT_LIMIT, limit)?;
+            resp.insert_header(names::RATELIMIT_REMAINING, remaining)?;
+            resp.insert_header(names::RATELIMIT_RESET, respond::whole_seconds(reset))?;
         }
         Ok(())
     }
