@@ -1,7 +1,7 @@
 //! Start-up as service managers expect: listen addresses probed before the server runs, systemd's READY once they accept.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -34,13 +34,27 @@ pub struct BindError {
 /// TIME_WAIT from a previous run do not count as in use.
 pub fn probe_binds(addresses: &[(String, SocketAddr)]) -> Result<(), BindError> {
     for (what, address) in addresses {
-        TcpListener::bind(address).map_err(|reason| BindError {
+        bind_without_listening(*address).map_err(|reason| BindError {
             what: what.clone(),
             address: *address,
             reason,
         })?;
     }
     Ok(())
+}
+
+/// A socket bound to `address` that does not listen. A listening probe (`TcpListener::bind`)
+/// would accept, for the instant it lives, the connection of a client already waiting for the
+/// server (a health check, a load balancer, a test), and drop it the moment after.
+fn bind_without_listening(address: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    Ok(socket)
 }
 
 /// Writes this process's id (and a newline) to `path`, replacing what is there.
@@ -134,6 +148,7 @@ pub fn notify_when_accepting(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     #[test]
     fn a_taken_port_is_named_in_the_error() {
@@ -146,6 +161,18 @@ mod tests {
         assert_eq!(err.reason.kind(), io::ErrorKind::AddrInUse);
         drop(taken);
         probe_binds(&[("listener \"http\"".into(), address)]).expect("free again");
+    }
+
+    #[test]
+    fn a_probe_binds_without_ever_accepting_a_connection() {
+        let address = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let probe = bind_without_listening(address).expect("bound");
+        // Bound (the port is taken) but not listening: a client is refused, not accepted.
+        let err = TcpStream::connect(address).expect_err("nothing listens");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        drop(probe);
     }
 
     #[test]
