@@ -941,7 +941,7 @@ impl Conv {
                             _ => self.note(Place::Upstream(id), &e.pos, "server", format!("{arg} is not carried over")),
                         }
                     }
-                    if up.servers.iter().any(|x| x.address == s.address) {
+                    if up.servers.iter().any(|x| same_server(&x.address, &s.address)) {
                         self.note(Place::Upstream(id), &e.pos, "server", format!("{} is listed twice: once is kept", s.address));
                         continue;
                     }
@@ -3005,5 +3005,17 @@ impl Conv {
             }
         }
         blocks
+    }
+}
+
+/// Whether two `server` addresses name the same server as validation counts it: the scheme apart,
+/// a DNS name compared without its case (`Backend:80` and `backend:80` are one server).
+fn same_server(a: &str, b: &str) -> bool {
+    use crate::config::{transport::split_scheme, ServerAddress};
+    let (scheme_a, rest_a) = split_scheme(a);
+    let (scheme_b, rest_b) = split_scheme(b);
+    match (ServerAddress::parse(&rest_a), ServerAddress::parse(&rest_b)) {
+        (Ok(x), Ok(y)) => scheme_a == scheme_b && x == y,
+        _ => a == b,
     }
 }

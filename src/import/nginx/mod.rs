@@ -58,6 +58,33 @@ mod tests {
         assert!(!toml.contains("redirect_code"), "{toml}");
     }
 
+    /// Two `server` lines whose names differ only in case (found by the fuzz target) are one
+    /// server, as validation counts them: the second is reported and left out.
+    #[test]
+    fn servers_that_differ_only_in_case_are_listed_once() {
+        let text = "http {\n  upstream app {\n    server Backend-1:8080;\n    server backend-1:8080;\n    server backend-2:8080;\n  }\n  server {\n    listen 80;\n    location / { proxy_pass http://app; }\n  }\n}\n";
+        let out = Path::new("/nonexistent/switchyard.toml");
+        let converted = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        let toml = &converted.toml;
+        let servers: Vec<&str> = toml
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && l.contains(":8080"))
+            .collect();
+        let first = servers
+            .iter()
+            .filter(|l| l.to_ascii_lowercase().contains("backend-1:8080"))
+            .count();
+        assert_eq!(first, 1, "{toml}");
+        assert!(
+            servers.iter().any(|l| l.contains("backend-2:8080")),
+            "{toml}"
+        );
+        assert!(toml.contains("listed twice"), "{toml}");
+    }
+
     /// Mutated fixtures: the converter answers with a config or a located error, never a panic
     /// and never a config that fails validation (the fuzz target does this at length).
     #[test]
