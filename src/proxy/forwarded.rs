@@ -9,11 +9,11 @@ use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::Result;
 
-/// Sets X-Forwarded-For (the client's list plus `peer`), X-Real-IP, X-Forwarded-Proto,
-/// X-Forwarded-Host (the request's host as the client sent it) and X-Request-Id on `upstream`.
 /// How many headers `apply` adds at most.
 pub(super) const ADDED: usize = 5;
 
+/// Sets X-Forwarded-For (the client's list plus `peer`), X-Real-IP, X-Forwarded-Proto,
+/// X-Forwarded-Host (the request's host as the client sent it) and X-Request-Id on `upstream`.
 pub(super) fn apply(
     upstream: &mut RequestHeader,
     original: &RequestHeader,
