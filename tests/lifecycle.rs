@@ -78,8 +78,72 @@ fn sigterm_gives_up_on_requests_after_the_drain_timeout() {
 
 #[test]
 fn binary_upgrade_hands_over_sockets_without_failed_requests() {
-    let mut w = start("2s");
+    upgrade_under_load(3, 3);
+}
+
+/// A process with fewer worker threads than the one it replaces serves every socket handed over:
+/// one left without an accept loop would take its share of new connections and never answer.
+#[test]
+fn binary_upgrade_to_fewer_threads_serves_every_socket_handed_over() {
+    upgrade_under_load(3, 2);
+}
+
+/// The inodes of the listening TCP sockets on `port` that process `pid` holds.
+fn listening_sockets(pid: u32, port: u16) -> std::collections::BTreeSet<u64> {
+    let mut listening = std::collections::BTreeSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex, st 0A is LISTEN, the inode is field 9.
+            let local_port = fields[1].rsplit(':').next().unwrap();
+            if fields[3] == "0A" && u16::from_str_radix(local_port, 16) == Ok(port) {
+                listening.insert(fields[9].parse::<u64>().unwrap());
+            }
+        }
+    }
+    let held: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    link.strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    listening.intersection(&held).copied().collect()
+}
+
+/// Upgrades a process with `old_threads` worker threads (one listening socket each, `reuseport`
+/// by default) to one with `new_threads`, under a load of one new connection per request, and
+/// checks that no request failed and that the new process holds every socket of the old one.
+fn upgrade_under_load(old_threads: i64, new_threads: i64) {
+    let mut w = World::new()
+        .server_option("drain_timeout", "2s")
+        .server_option("access_log", "off")
+        .server_option("threads", old_threads)
+        .catch_all_blue()
+        .start(BIN);
     let http = w.http();
+    let handed_over = listening_sockets(w.proxy.pid(), http);
+    assert_eq!(
+        handed_over.len(),
+        old_threads as usize,
+        "one listening socket per worker thread"
+    );
+    if new_threads != old_threads {
+        let config = std::fs::read_to_string(w.proxy.config_path()).unwrap();
+        let changed = config.replace(
+            &format!("threads = {old_threads}\n"),
+            &format!("threads = {new_threads}\n"),
+        );
+        assert_ne!(changed, config, "the config names its threads");
+        std::fs::write(w.proxy.config_path(), changed).unwrap();
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let stop = stop.clone();
@@ -124,6 +188,7 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
         .get(format!("http://127.0.0.1:{http}/"))
         .send()
         .map(|r| r.status().as_u16());
+    let held_by_new = listening_sockets(new.id(), http);
     let _ = new.kill();
     let _ = new.wait();
     // When each failed request was sent, relative to the SIGQUIT (the old process stops
@@ -146,6 +211,10 @@ fn binary_upgrade_hands_over_sockets_without_failed_requests() {
         std::fs::read_to_string(w.proxy.dir().join("stderr-upgrade.log")).unwrap_or_default()
     );
     assert!(ok > 20, "load loop made only {ok} requests");
+    assert_eq!(
+        held_by_new, handed_over,
+        "the new process holds every listening socket of the old one, and no other"
+    );
     assert_eq!(
         served_by_new.ok(),
         Some(200),

@@ -187,6 +187,8 @@ pub fn build_server(runtime: &Arc<Runtime>, options: &ServeOptions) -> Result<Se
     let mut conf = ServerConf {
         threads: cfg.server.threads,
         work_stealing: cfg.server.work_stealing,
+        // One listening socket per worker thread (ignored with work stealing or one thread).
+        accept_per_thread: cfg.server.reuseport,
         // pingora sleeps the whole grace period; `exit_when_drained` ends the process earlier once
         // no request is in flight, so the grace period is only the upper bound.
         grace_period_seconds: Some(cfg.server.drain_timeout.as_secs_f64().ceil() as u64),

@@ -17,6 +17,7 @@ use super::{serialize, Validator};
 pub struct RawServer {
     pub threads: Option<Spanned<usize>>,
     pub work_stealing: Option<bool>,
+    pub reuseport: Option<bool>,
     pub preserve_header_case: Option<bool>,
     pub drain_timeout: Option<values::Duration>,
     pub access_log: Option<Text>,
@@ -41,6 +42,12 @@ pub struct ServerSettings {
     /// its own single-threaded one, a connection staying on the thread that took it (`false`,
     /// the default: less CPU per request, benches/RESULTS.md). Read at start.
     pub work_stealing: bool,
+    /// With `work_stealing = false` and more than one thread: one listening socket per worker
+    /// thread on every TCP address (`SO_REUSEPORT`, nginx's `listen ... reuseport`), the kernel
+    /// spreading new connections over them and each thread serving what it accepts. Off: one
+    /// socket per address, each connection handed to a thread at random. Read at start; a binary
+    /// upgrade hands every socket over.
+    pub reuseport: bool,
     /// Whether HTTP/1 header names keep the case the client (and the upstream) wrote them in.
     /// Off (the default, like HAProxy and Envoy): names go out in the titled form of the
     /// well-known ones (`Content-Type`) and lowercase otherwise, and each request and response
@@ -157,6 +164,7 @@ impl Validator {
             resolve_max,
             threads,
             work_stealing: s.work_stealing.unwrap_or(false),
+            reuseport: s.reuseport.unwrap_or(true),
             preserve_header_case: s.preserve_header_case.unwrap_or(false),
             drain_timeout: s.drain_timeout.map_or(Duration::from_secs(10), |d| d.0),
             access_log,

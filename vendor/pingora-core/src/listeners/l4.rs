@@ -16,6 +16,7 @@
 use log::debug;
 use log::warn;
 use pingora_error::{
+    Error,
     ErrorType::{AcceptError, BindError},
     OrErr, Result,
 };
@@ -43,7 +44,7 @@ pub use crate::protocols::l4::stream::Stream;
 use crate::protocols::GetSocketDigest;
 use crate::protocols::TcpKeepalive;
 #[cfg(unix)]
-use crate::server::ListenFds;
+use crate::server::{group_fd_key, ListenFds};
 #[cfg(unix)]
 use std::sync::LazyLock;
 
@@ -296,6 +297,48 @@ async fn bind(addr: &ServerAddress) -> Result<Listener> {
     }
 }
 
+/// The listener under `key` in the fd table handed over at an upgrade, or a newly bound one
+/// that is added to the table under `key`.
+#[cfg(unix)]
+async fn listen_keyed(
+    listen_addr: &ServerAddress,
+    fds: Option<&ListenFds>,
+    key: &str,
+) -> Result<Listener> {
+    let Some(fds_table) = fds else {
+        // no fd table
+        return bind(listen_addr).await;
+    };
+
+    // Acquire a per-key async lock so that only one task at a time can go through the
+    // check-bind-insert sequence for a given key. The flurry guard is dropped before the await
+    // so its !Send pointer does not cross an await point.
+    let addr_lock = {
+        let guard = BIND_LOCKS.pin();
+        match guard.get(key) {
+            Some(existing) => existing.clone(),
+            None => {
+                let new_lock = Arc::new(tokio::sync::Mutex::new(()));
+                match guard.try_insert(key.to_string(), new_lock.clone()) {
+                    Ok(inserted) => inserted.clone(),
+                    Err(e) => e.current.clone(),
+                }
+            }
+        }
+    };
+    let _guard = addr_lock.lock().await;
+
+    let existing_fd = fds_table.lock().get(key).copied();
+
+    if let Some(fd) = existing_fd {
+        from_raw_fd(listen_addr, fd)
+    } else {
+        let listener = bind(listen_addr).await?;
+        fds_table.lock().add(key.to_string(), listener.as_raw_fd());
+        Ok(listener)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ListenerEndpoint {
     listen_addr: ServerAddress,
@@ -331,49 +374,14 @@ impl ListenerEndpointBuilder {
         self
     }
 
-    #[cfg(unix)]
+    /// Listen on the address with one socket, taken from the fd table when an upgrade handed
+    /// one over under the address (see [`Self::listen_group`] for a group of sockets).
+    #[cfg(all(unix, test))]
     pub async fn listen(self, fds: Option<ListenFds>) -> Result<ListenerEndpoint> {
         let listen_addr = self
             .listen_addr
             .expect("Tried to listen with no addr specified");
-
-        let listener = if let Some(fds_table) = fds {
-            let addr_str = listen_addr.as_ref();
-
-            // Acquire a per-address async lock so that only one task at a
-            // time can go through the check-bind-insert sequence for a given
-            // address. The flurry guard is dropped before the await so its
-            // !Send pointer does not cross an await point.
-            let addr_lock = {
-                let guard = BIND_LOCKS.pin();
-                match guard.get(addr_str) {
-                    Some(existing) => existing.clone(),
-                    None => {
-                        let new_lock = Arc::new(tokio::sync::Mutex::new(()));
-                        match guard.try_insert(addr_str.to_string(), new_lock.clone()) {
-                            Ok(inserted) => inserted.clone(),
-                            Err(e) => e.current.clone(),
-                        }
-                    }
-                }
-            };
-            let _guard = addr_lock.lock().await;
-
-            let existing_fd = fds_table.lock().get(addr_str).copied();
-
-            if let Some(fd) = existing_fd {
-                from_raw_fd(&listen_addr, fd)?
-            } else {
-                let listener = bind(&listen_addr).await?;
-                fds_table
-                    .lock()
-                    .add(addr_str.to_string(), listener.as_raw_fd());
-                listener
-            }
-        } else {
-            // no fd table
-            bind(&listen_addr).await?
-        };
+        let listener = listen_keyed(&listen_addr, fds.as_ref(), listen_addr.as_ref()).await?;
 
         #[cfg(feature = "connection_filter")]
         let connection_filter = self
@@ -386,6 +394,85 @@ impl ListenerEndpointBuilder {
             #[cfg(feature = "connection_filter")]
             connection_filter,
         })
+    }
+
+    /// Listen on the address with a group of `count` sockets (patch 25).
+    ///
+    /// For a TCP address and `count > 1`, every socket of the group has `SO_REUSEPORT`, so the
+    /// kernel spreads new connections over them, and each can be accepted from on a thread of
+    /// its own. The sockets are kept in the fd table under [`group_fd_key`] and taken from it at
+    /// an upgrade; a first socket inherited without `SO_REUSEPORT` (from a process that did not
+    /// use groups) cannot be joined by others and is used alone. Other sockets of the group
+    /// that an upgrade handed over beyond `count` (the old process had more threads) are served
+    /// too: one left without an accept loop would take its share of connections and never
+    /// answer them. Unix sockets, and `count <= 1`, give one socket as [`Self::listen`] does.
+    #[cfg(unix)]
+    pub async fn listen_group(
+        self,
+        fds: Option<ListenFds>,
+        count: usize,
+    ) -> Result<Vec<ListenerEndpoint>> {
+        let listen_addr = self
+            .listen_addr
+            .expect("Tried to listen with no addr specified");
+        let addr_str = listen_addr.as_ref().to_string();
+        let group_addr = match &listen_addr {
+            ServerAddress::Tcp(addr, opt) if count > 1 => {
+                let mut opt = opt.clone().unwrap_or_default();
+                opt.so_reuseport = Some(true);
+                ServerAddress::Tcp(addr.clone(), Some(opt))
+            }
+            _ => listen_addr.clone(),
+        };
+
+        let first = listen_keyed(&group_addr, fds.as_ref(), &addr_str).await?;
+        let count = match &first {
+            Listener::Tcp(l) if count > 1 => {
+                if socket2::SockRef::from(l).reuse_port().unwrap_or(false) {
+                    count
+                } else {
+                    warn!("{addr_str}: the inherited listening socket has no SO_REUSEPORT, so it is accepted from alone");
+                    1
+                }
+            }
+            _ => 1,
+        };
+        // The others bind where the first did: the same port when the address asked for any.
+        let group_addr = match (&first, group_addr) {
+            (Listener::Tcp(l), ServerAddress::Tcp(_, opt)) if count > 1 => {
+                let bound = l
+                    .local_addr()
+                    .or_err(BindError, "no local address on a listening socket")?;
+                ServerAddress::Tcp(bound.to_string(), opt)
+            }
+            (_, group_addr) => group_addr,
+        };
+        let mut listeners = vec![first];
+        for index in 1..count {
+            let key = group_fd_key(&addr_str, index);
+            listeners.push(listen_keyed(&group_addr, fds.as_ref(), &key).await?);
+        }
+        if let Some(table) = &fds {
+            let handed_over = table.lock().group_members(&addr_str);
+            for (_, fd) in handed_over.into_iter().filter(|(index, _)| *index >= count) {
+                listeners.push(from_raw_fd(&listen_addr, fd)?);
+            }
+        }
+
+        #[cfg(feature = "connection_filter")]
+        let connection_filter = self
+            .connection_filter
+            .unwrap_or_else(|| Arc::new(AcceptAllFilter));
+
+        Ok(listeners
+            .into_iter()
+            .map(|listener| ListenerEndpoint {
+                listen_addr: listen_addr.clone(),
+                listener: Arc::new(listener),
+                #[cfg(feature = "connection_filter")]
+                connection_filter: connection_filter.clone(),
+            })
+            .collect())
     }
 
     #[cfg(windows)]
@@ -413,6 +500,21 @@ impl ListenerEndpointBuilder {
 impl ListenerEndpoint {
     pub fn builder() -> ListenerEndpointBuilder {
         ListenerEndpointBuilder::new()
+    }
+
+    /// Move the listener to the I/O driver of the runtime this is called on (see
+    /// [`Listener::rebind_to_current_runtime`]); for an endpoint not shared with any clone.
+    pub fn rebind_to_current_runtime(self) -> Result<Self> {
+        let listener = Arc::try_unwrap(self.listener)
+            .map_err(|_| Error::explain(BindError, "a shared listener cannot move runtime"))?
+            .rebind_to_current_runtime()
+            .or_err(BindError, "failed to move the listener to this runtime")?;
+        Ok(ListenerEndpoint {
+            listen_addr: self.listen_addr,
+            listener: Arc::new(listener),
+            #[cfg(feature = "connection_filter")]
+            connection_filter: self.connection_filter,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -586,6 +688,179 @@ mod test {
     }
 
     #[cfg(unix)]
+    /// Accept on every endpoint and count what they accept until `expected` connections were
+    /// made to `addr`; fails after 10 s (a socket of the group that nobody accepts from keeps
+    /// its share of the connections waiting).
+    #[cfg(unix)]
+    async fn accept_all(endpoints: Vec<ListenerEndpoint>, addr: SocketAddr, expected: usize) {
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let per_socket: Vec<_> = endpoints
+            .into_iter()
+            .map(|endpoint| {
+                let accepted = accepted.clone();
+                tokio::spawn(async move {
+                    let mut mine = 0usize;
+                    while let Ok(stream) = endpoint.accept().await {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        mine += 1;
+                        drop(stream);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut clients = Vec::new();
+        for _ in 0..expected {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let all = async {
+            while accepted.load(std::sync::atomic::Ordering::SeqCst) < expected {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .expect("every connection is accepted by a socket of the group");
+        for task in per_socket {
+            task.abort();
+        }
+    }
+
+    #[cfg(unix)]
+    fn dup_table(table: &ListenFds) -> ListenFds {
+        let (keys, fds) = table.lock().serialize();
+        let mut next = crate::server::Fds::new();
+        for (key, fd) in keys.into_iter().zip(fds) {
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let copy = nix::unistd::dup(fd).unwrap();
+            next.add(key, std::os::fd::IntoRawFd::into_raw_fd(copy));
+        }
+        Arc::new(parking_lot::Mutex::new(next))
+    }
+
+    #[cfg(unix)]
+    fn reuse_port(endpoint: &ListenerEndpoint) -> bool {
+        match endpoint.listener.as_ref() {
+            Listener::Tcp(l) => socket2::SockRef::from(l).reuse_port().unwrap(),
+            _ => false,
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_group_binds_one_reuseport_socket_per_member_on_one_port() {
+        let table: ListenFds = Arc::new(parking_lot::Mutex::new(crate::server::Fds::new()));
+        let mut builder = ListenerEndpoint::builder();
+        builder.listen_addr(ServerAddress::Tcp("127.0.0.1:0".into(), None));
+        let group = builder.listen_group(Some(table.clone()), 3).await.unwrap();
+
+        assert_eq!(group.len(), 3);
+        let addr = group[0].local_addr().unwrap();
+        let mut fds: Vec<_> = group.iter().map(|e| e.listener.as_raw_fd()).collect();
+        fds.dedup();
+        assert_eq!(fds.len(), 3, "three sockets");
+        for endpoint in &group {
+            assert_eq!(endpoint.local_addr(), Some(addr), "one port");
+            assert!(reuse_port(endpoint), "every socket has SO_REUSEPORT");
+            assert_eq!(
+                endpoint.as_str(),
+                "127.0.0.1:0",
+                "the address as configured"
+            );
+        }
+        let table_fds: Vec<_> = (0..3)
+            .map(|i| *table.lock().get(&group_fd_key("127.0.0.1:0", i)).unwrap())
+            .collect();
+        assert_eq!(table_fds, fds, "kept in the table under the group's keys");
+        assert_eq!(table.lock().get("127.0.0.1:0#3"), None);
+
+        // The kernel spreads connections over the sockets: all of them are accepted.
+        accept_all(group, addr, 30).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_group_handed_over_is_served_whole_by_fewer_members() {
+        let table: ListenFds = Arc::new(parking_lot::Mutex::new(crate::server::Fds::new()));
+        let mut builder = ListenerEndpoint::builder();
+        builder.listen_addr(ServerAddress::Tcp("127.0.0.1:0".into(), None));
+        let old = builder.listen_group(Some(table.clone()), 3).await.unwrap();
+        let addr = old[0].local_addr().unwrap();
+
+        // The next process gets copies of the three fds and asks for two sockets.
+        let handed_over = dup_table(&table);
+        let mut builder = ListenerEndpoint::builder();
+        builder.listen_addr(ServerAddress::Tcp("127.0.0.1:0".into(), None));
+        let new = builder
+            .listen_group(Some(handed_over.clone()), 2)
+            .await
+            .unwrap();
+        assert_eq!(new.len(), 3, "the third socket handed over is served too");
+        let mut theirs: Vec<_> = new.iter().map(|e| e.listener.as_raw_fd()).collect();
+        theirs.sort_unstable();
+        let (_, mut handed) = handed_over.lock().serialize();
+        handed.sort_unstable();
+        assert_eq!(theirs, handed, "no socket bound anew");
+
+        // The old process closes its copies; every connection is still accepted, none lost to
+        // a socket without an accept loop.
+        drop(old);
+        accept_all(new, addr, 30).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_group_handed_over_grows_to_more_members() {
+        let table: ListenFds = Arc::new(parking_lot::Mutex::new(crate::server::Fds::new()));
+        let mut builder = ListenerEndpoint::builder();
+        builder.listen_addr(ServerAddress::Tcp("127.0.0.1:0".into(), None));
+        let old = builder.listen_group(Some(table.clone()), 2).await.unwrap();
+        let addr = old[0].local_addr().unwrap();
+
+        let handed_over = dup_table(&table);
+        let mut builder = ListenerEndpoint::builder();
+        builder.listen_addr(ServerAddress::Tcp("127.0.0.1:0".into(), None));
+        let new = builder
+            .listen_group(Some(handed_over.clone()), 3)
+            .await
+            .unwrap();
+        assert_eq!(new.len(), 3);
+        assert!(new.iter().all(reuse_port));
+        assert!(
+            handed_over.lock().get("127.0.0.1:0#2").is_some(),
+            "the new socket is kept for the next upgrade"
+        );
+        drop(old);
+        accept_all(new, addr, 30).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_socket_handed_over_without_reuseport_is_served_alone() {
+        let table: ListenFds = Arc::new(parking_lot::Mutex::new(crate::server::Fds::new()));
+        let mut builder = ListenerEndpoint::builder();
+        builder.listen_addr(ServerAddress::Tcp("127.0.0.1:0".into(), None));
+        let old = builder.listen(Some(table.clone())).await.unwrap();
+        assert!(!reuse_port(&old));
+        let addr = old.local_addr().unwrap();
+
+        let handed_over = dup_table(&table);
+        let mut builder = ListenerEndpoint::builder();
+        builder.listen_addr(ServerAddress::Tcp("127.0.0.1:0".into(), None));
+        let new = builder
+            .listen_group(Some(handed_over.clone()), 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            new.len(),
+            1,
+            "no other socket can join one without SO_REUSEPORT"
+        );
+        assert_eq!(handed_over.lock().get("127.0.0.1:0#1"), None);
+        drop(old);
+        accept_all(new, addr, 5).await;
+    }
+
     #[tokio::test]
     async fn test_tcp_so_reuseport() {
         let addr = "127.0.0.1:7201";

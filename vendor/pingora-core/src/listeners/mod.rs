@@ -174,10 +174,13 @@ struct TransportStackBuilder {
 }
 
 impl TransportStackBuilder {
-    pub async fn build(
+    /// The endpoint's stacks: one per socket of its group (see
+    /// [`ListenerEndpointBuilder::listen_group`]), sharing the TLS acceptor and callbacks.
+    pub async fn build_group(
         &mut self,
         #[cfg(unix)] upgrade_listeners: Option<ListenFds>,
-    ) -> Result<TransportStack> {
+        #[cfg(unix)] count: usize,
+    ) -> Result<Vec<TransportStack>> {
         let mut builder = ListenerEndpoint::builder();
 
         builder.listen_addr(self.l4.clone());
@@ -188,17 +191,21 @@ impl TransportStackBuilder {
         }
 
         #[cfg(unix)]
-        let l4 = builder.listen(upgrade_listeners).await?;
+        let l4s = builder.listen_group(upgrade_listeners, count).await?;
 
         #[cfg(windows)]
-        let l4 = builder.listen().await?;
+        let l4s = vec![builder.listen().await?];
 
-        Ok(TransportStack {
-            l4,
-            tls: self.tls.take().map(|tls| Arc::new(tls.build())),
-            l4_buffer: self.l4_buffer,
-            pre_tls_callback: self.pre_tls_callback.clone(),
-        })
+        let tls = self.tls.take().map(|tls| Arc::new(tls.build()));
+        Ok(l4s
+            .into_iter()
+            .map(|l4| TransportStack {
+                l4,
+                tls: tls.clone(),
+                l4_buffer: self.l4_buffer,
+                pre_tls_callback: self.pre_tls_callback.clone(),
+            })
+            .collect())
     }
 }
 
@@ -301,6 +308,15 @@ impl TransportStack {
             l4_buffer: self.l4_buffer,
             pre_tls_callback: self.pre_tls_callback.clone(),
             rebind: false,
+        })
+    }
+
+    /// Move the stack's listener to the I/O driver of the runtime this is called on, for an
+    /// accept loop that runs on another thread than the one that built it (patch 25).
+    pub fn rebind_to_current_runtime(self) -> Result<Self> {
+        Ok(TransportStack {
+            l4: self.l4.rebind_to_current_runtime()?,
+            ..self
         })
     }
 
@@ -522,24 +538,50 @@ impl Listeners {
         })
     }
 
+    /// Every endpoint's stacks, each endpoint as one socket (plus any more of its group an
+    /// upgrade handed over).
+    #[cfg(test)]
     pub(crate) async fn build(
         &mut self,
         #[cfg(unix)] upgrade_listeners: Option<ListenFds>,
     ) -> Result<Vec<TransportStack>> {
-        let mut stacks = Vec::with_capacity(self.stacks.len());
+        Ok(self
+            .build_groups(
+                #[cfg(unix)]
+                upgrade_listeners,
+                1,
+            )
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Build every endpoint as a group of up to `count` sockets (patch 25): one `Vec` per
+    /// endpoint, with one stack per socket. TCP endpoints get `count` sockets with
+    /// `SO_REUSEPORT` when `count > 1`, plus any more of the group an upgrade handed over; other
+    /// endpoints get one.
+    pub(crate) async fn build_groups(
+        &mut self,
+        #[cfg(unix)] upgrade_listeners: Option<ListenFds>,
+        #[cfg_attr(windows, allow(unused_variables))] count: usize,
+    ) -> Result<Vec<Vec<TransportStack>>> {
+        let mut groups = Vec::with_capacity(self.stacks.len());
 
         for b in self.stacks.iter_mut() {
-            let new_stack = b
-                .build(
+            let group = b
+                .build_group(
                     #[cfg(unix)]
                     upgrade_listeners.clone(),
+                    #[cfg(unix)]
+                    count,
                 )
                 .await?;
 
-            stacks.push(new_stack);
+            groups.push(group);
         }
 
-        Ok(stacks)
+        Ok(groups)
     }
 
     pub(crate) fn cleanup(&self) {

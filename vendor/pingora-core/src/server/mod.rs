@@ -54,7 +54,7 @@ use crate::services::{
 use configuration::{Opt, ServerConf};
 use std::collections::HashMap;
 #[cfg(unix)]
-pub use transfer_fd::Fds;
+pub use transfer_fd::{group_fd_key, Fds};
 
 use pingora_error::{Error, ErrorType, Result};
 
@@ -125,6 +125,30 @@ pub enum ExecutionPhase {
 pub type ShutdownWatch = watch::Receiver<bool>;
 #[cfg(unix)]
 pub type ListenFds = Arc<Mutex<Fds>>;
+
+tokio::task_local! {
+    /// The threads of the service's runtime, in the scope of a service's `start_service` when
+    /// it is to accept on each of them ([`ServerConf::accept_per_thread`]).
+    static ACCEPT_WORKERS: Arc<[tokio::runtime::Handle]>;
+}
+
+/// The threads the service being started accepts on, one listening socket per thread: set
+/// around `start_service` when [`ServerConf::accept_per_thread`] is on, work stealing is off and
+/// the service has more than one thread (patch 25).
+pub(crate) fn accept_workers() -> Option<Arc<[tokio::runtime::Handle]>> {
+    ACCEPT_WORKERS.try_with(|workers| workers.clone()).ok()
+}
+
+/// Run `start` (a service's `start_service`) with `workers` as the threads it accepts on.
+pub(crate) async fn accepting_on<F: std::future::Future>(
+    workers: Option<Arc<[tokio::runtime::Handle]>>,
+    start: F,
+) -> F::Output {
+    match workers {
+        Some(workers) => ACCEPT_WORKERS.scope(workers, start).await,
+        None => start.await,
+    }
+}
 
 /// The type of shutdown process that has been requested.
 #[derive(Debug)]
@@ -393,6 +417,7 @@ impl Server {
         shutdown: ShutdownWatch,
         threads: usize,
         work_stealing: bool,
+        accept_per_thread: bool,
         listeners_per_fd: usize,
         ready_notifier: ServiceReadyNotifier,
         dependency_watches: Vec<ServiceReadyWatch>,
@@ -410,6 +435,15 @@ impl Server {
             runtime_opts,
         );
         let service_name = service.name().to_string();
+        // The threads a listening service accepts on, one socket per thread (patch 25).
+        let accept_workers: Option<Arc<[tokio::runtime::Handle]>> = match &service_runtime {
+            Runtime::NoSteal(r) if accept_per_thread && r.threads() > 1 => Some(
+                (0..r.threads())
+                    .map(|i| r.get_runtime_at(i).clone())
+                    .collect(),
+            ),
+            _ => None,
+        };
         service_runtime.get_handle().spawn(async move {
             // Wait for all dependencies to be ready
             let mut time_waited_opt: Option<Duration> = None;
@@ -431,15 +465,14 @@ impl Server {
             }
 
             // Start the actual service, passing the ready notifier
-            service
-                .start_service(
-                    #[cfg(unix)]
-                    Some(fds),
-                    shutdown,
-                    listeners_per_fd,
-                    ready_notifier,
-                )
-                .await;
+            let start = service.start_service(
+                #[cfg(unix)]
+                Some(fds),
+                shutdown,
+                listeners_per_fd,
+                ready_notifier,
+            );
+            accepting_on(accept_workers, start).await;
             info!("service '{}' exited.", service_name);
         });
         service_runtime
@@ -766,6 +799,7 @@ impl Server {
                 self.shutdown_recv.clone(),
                 threads,
                 conf.work_stealing,
+                conf.accept_per_thread,
                 self.configuration.listener_tasks_per_fd,
                 ready_notifier,
                 dependency_watches,

@@ -198,10 +198,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         }
     }
 
+    /// Accept on `stack` until shutdown. With `local`, each connection is served on this
+    /// thread (the accept loop of one of a group's sockets, patch 25); otherwise on a random
+    /// thread of the service's runtime.
     async fn run_endpoint(
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        local: bool,
     ) {
         // the accept loop, until the system is shutting down
         loop {
@@ -229,7 +233,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     let accepted_on = std::thread::current().id();
-                    current_handle().spawn(async move {
+                    let serve = async move {
                         // Under single-threaded runtimes, a connection served on another thread
                         // than the one that accepted it moves to its own thread's I/O driver.
                         if std::thread::current().id() != accepted_on
@@ -262,7 +266,12 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                                 debug!("Downstream handshake timeout");
                             }
                         }
-                    });
+                    };
+                    if local {
+                        tokio::spawn(serve);
+                    } else {
+                        current_handle().spawn(serve);
+                    }
                 }
                 Err(e) => {
                     error!("Accept() failed {e}");
@@ -296,11 +305,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
         listeners_per_fd: usize,
     ) {
         let runtime = current_handle();
-        let endpoints = self
+        // With one socket per thread (patch 25), each accept loop runs on its own thread.
+        let workers = crate::server::accept_workers();
+        let groups = self
             .listeners
-            .build(
+            .build_groups(
                 #[cfg(unix)]
                 fds,
+                workers.as_ref().map_or(1, |w| w.len()),
             )
             .await
             .expect("Failed to build listeners");
@@ -313,19 +325,36 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
 
         let mut handlers = Vec::new();
 
-        endpoints.into_iter().for_each(|endpoint| {
-            for _ in 0..listeners_per_fd {
-                let shutdown = shutdown.clone();
-                let my_app_logic = app_logic.clone();
-                let endpoint = endpoint.clone();
+        for group in groups {
+            let per_thread = workers.as_ref().filter(|_| group.len() > 1);
+            for (index, endpoint) in group.into_iter().enumerate() {
+                if let Some(workers) = per_thread {
+                    let shutdown = shutdown.clone();
+                    let my_app_logic = app_logic.clone();
+                    let jh = workers[index % workers.len()].spawn(async move {
+                        match endpoint.rebind_to_current_runtime() {
+                            Ok(endpoint) => {
+                                Self::run_endpoint(my_app_logic, endpoint, shutdown, true).await
+                            }
+                            Err(e) => error!("Cannot accept on a listening socket: {e}"),
+                        }
+                    });
+                    handlers.push(jh);
+                    continue;
+                }
+                for _ in 0..listeners_per_fd {
+                    let shutdown = shutdown.clone();
+                    let my_app_logic = app_logic.clone();
+                    let endpoint = endpoint.clone();
 
-                let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
-                });
+                    let jh = runtime.spawn(async move {
+                        Self::run_endpoint(my_app_logic, endpoint, shutdown, false).await;
+                    });
 
-                handlers.push(jh);
+                    handlers.push(jh);
+                }
             }
-        });
+        }
 
         futures::future::join_all(handlers).await;
         self.listeners.cleanup();
@@ -348,5 +377,165 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
         Some(self.listeners.addresses())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod accept_per_thread_tests {
+    use super::*;
+    use crate::server::{accepting_on, Fds};
+    use std::io::Read;
+    use std::os::fd::BorrowedFd;
+    use std::thread::ThreadId;
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+
+    /// Answers one byte and records the thread each connection is served on.
+    struct WhoServes {
+        threads: parking_lot::Mutex<Vec<ThreadId>>,
+    }
+
+    #[async_trait]
+    impl ServerApp for WhoServes {
+        async fn process_new(
+            self: &Arc<Self>,
+            mut session: Stream,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<Stream> {
+            self.threads.lock().push(std::thread::current().id());
+            let _ = session.write_all(b"x").await;
+            let _ = session.flush().await;
+            None
+        }
+    }
+
+    /// One two-thread no-steal runtime for these tests, kept for the process's life: a
+    /// runtime's threads that exit leave their thread-local pool handles to the next threads
+    /// given the same thread-local slot (pingora-runtime's `current_handle` would then spawn on
+    /// a runtime that is gone), so the tests share one instead of each starting and ending one.
+    static WORKERS: std::sync::LazyLock<(Arc<[tokio::runtime::Handle]>, Vec<ThreadId>)> =
+        std::sync::LazyLock::new(|| {
+            let runtime: &'static pingora_runtime::Runtime = Box::leak(Box::new(
+                pingora_runtime::Runtime::new_no_steal(2, "accept-per-thread"),
+            ));
+            let pingora_runtime::Runtime::NoSteal(pool) = runtime else {
+                unreachable!("a no-steal runtime")
+            };
+            let workers: Arc<[tokio::runtime::Handle]> =
+                (0..2).map(|i| pool.get_runtime_at(i).clone()).collect();
+            let threads = workers
+                .iter()
+                .map(|handle| {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    handle.spawn(async move { tx.send(std::thread::current().id()).unwrap() });
+                    rx.recv().unwrap()
+                })
+                .collect();
+            (workers, threads)
+        });
+
+    /// Serve on the two-thread runtime, with or without accepting on each thread; make 40
+    /// connections. Returns the fd table's keys, the threads that served and the workers.
+    fn serve_40_connections(
+        per_thread: bool,
+        close_first_socket: bool,
+    ) -> (Vec<String>, Vec<ThreadId>, Vec<ThreadId>) {
+        let (workers, worker_threads) = (WORKERS.0.clone(), WORKERS.1.clone());
+
+        let app = Arc::new(WhoServes {
+            threads: parking_lot::Mutex::new(Vec::new()),
+        });
+        let mut service = Service::new("accept test".into(), ArcApp(app.clone()));
+        service.add_tcp("127.0.0.1:0");
+        let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let group = per_thread.then(|| workers.clone());
+        let table = fds.clone();
+        workers[0].spawn(accepting_on(group, async move {
+            ServiceTrait::start_service(&mut service, Some(table), shutdown_rx, 1).await
+        }));
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let first_fd = loop {
+            if let Some(fd) = fds.lock().get("127.0.0.1:0") {
+                break *fd;
+            }
+            assert!(Instant::now() < deadline, "the service listens");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let first = unsafe { BorrowedFd::borrow_raw(first_fd) };
+        let addr = socket2::SockRef::from(&first)
+            .local_addr()
+            .unwrap()
+            .as_socket()
+            .unwrap();
+        if close_first_socket {
+            // Shutting a listening socket down takes it out of its SO_REUSEPORT group: every
+            // connection then goes to the second socket, accepted on the second thread.
+            while fds.lock().get("127.0.0.1:0#1").is_none() {
+                assert!(Instant::now() < deadline, "the second socket listens");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            nix::sys::socket::shutdown(first_fd, nix::sys::socket::Shutdown::Read).unwrap();
+        }
+        for _ in 0..40 {
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            client
+                .read_exact(&mut byte)
+                .expect("every connection is served");
+        }
+        let (mut keys, _) = fds.lock().serialize();
+        keys.sort();
+        let served = app.threads.lock().clone();
+        shutdown_tx.send(true).unwrap();
+        (keys, served, worker_threads)
+    }
+
+    /// `Service<A>` needs an owned app; the test keeps a handle on it to read what it saw.
+    struct ArcApp(Arc<WhoServes>);
+
+    #[async_trait]
+    impl ServerApp for ArcApp {
+        async fn process_new(
+            self: &Arc<Self>,
+            session: Stream,
+            shutdown: &ShutdownWatch,
+        ) -> Option<Stream> {
+            self.0.process_new(session, shutdown).await
+        }
+    }
+
+    #[test]
+    fn with_accept_per_thread_each_thread_has_a_socket_and_serves_connections() {
+        let (keys, served, workers) = serve_40_connections(true, false);
+        assert_eq!(keys, vec!["127.0.0.1:0", "127.0.0.1:0#1"]);
+        assert_eq!(served.len(), 40);
+        assert!(served.iter().all(|t| workers.contains(t)));
+        // The kernel spreads the connections over both sockets (all 40 on one: 2 in 2^40).
+        for worker in &workers {
+            assert!(served.contains(worker), "a thread served none: {served:?}");
+        }
+    }
+
+    #[test]
+    fn with_accept_per_thread_a_connection_is_served_on_the_thread_that_accepted_it() {
+        let (_, served, workers) = serve_40_connections(true, true);
+        assert_eq!(served.len(), 40);
+        assert!(
+            served.iter().all(|t| *t == workers[1]),
+            "all served by the second socket's thread: {served:?}, workers {workers:?}"
+        );
+    }
+
+    #[test]
+    fn without_accept_per_thread_one_socket_serves_every_thread() {
+        let (keys, served, workers) = serve_40_connections(false, false);
+        assert_eq!(keys, vec!["127.0.0.1:0"]);
+        assert_eq!(served.len(), 40);
+        assert!(served.iter().all(|t| workers.contains(t)));
     }
 }

@@ -67,6 +67,19 @@ impl AsRawSocket for Listener {
 }
 
 impl Listener {
+    /// Register this listener with the I/O driver of the runtime this is called on (patch 25).
+    ///
+    /// A listener belongs to the driver of the runtime that created it; one whose accept loop
+    /// runs on another single-threaded runtime moves first, so that its readiness events wake
+    /// the thread that accepts instead of being relayed from the thread that built it.
+    pub fn rebind_to_current_runtime(self) -> io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(l) => Self::Tcp(TcpListener::from_std(l.into_std()?)?),
+            #[cfg(unix)]
+            Self::Unix(l) => Self::Unix(UnixListener::from_std(l.into_std()?)?),
+        })
+    }
+
     /// Return the local address this listener is bound to.
     ///
     /// For TCP listeners this is the resolved address (including the

@@ -76,6 +76,11 @@ pub struct ServerConf {
     pub listener_tasks_per_fd: usize,
     /// Allow work stealing between threads of the same service. Default `true`.
     pub work_stealing: bool,
+    /// With [`Self::work_stealing`] off and more than one thread: give every TCP listening
+    /// address one socket per thread (`SO_REUSEPORT`), each accepted from on its own thread,
+    /// which also serves the connections it accepts. Default `false`: one socket per address,
+    /// its connections spawned on random threads.
+    pub accept_per_thread: bool,
     /// Enable Tokio's experimental alternative timer on work-stealing service runtimes.
     ///
     /// Requires building with `--cfg tokio_unstable`. Ignored when
@@ -236,6 +241,7 @@ impl Default for ServerConf {
             threads: 1,
             listener_tasks_per_fd: 1,
             work_stealing: true,
+            accept_per_thread: false,
             runtime_enable_alt_timer: false,
             upstream_keepalive_pool_size: 128,
             upstream_connect_offload_threadpools: None,
@@ -483,6 +489,7 @@ mod tests {
             threads: 1,
             listener_tasks_per_fd: 1,
             work_stealing: true,
+            accept_per_thread: false,
             runtime_enable_alt_timer: false,
             upstream_keepalive_pool_size: 4,
             upstream_connect_offload_threadpools: None,

@@ -56,6 +56,22 @@ impl Fds {
         self.map.is_empty()
     }
 
+    /// The sockets after the first of `addr`'s group (patch 25): with one listening socket per
+    /// worker thread (`SO_REUSEPORT`), socket `i > 0` of an address is kept under
+    /// [`group_fd_key`]`(addr, i)`. Sorted by index.
+    pub fn group_members(&self, addr: &str) -> Vec<(usize, RawFd)> {
+        let mut members: Vec<(usize, RawFd)> = self
+            .map
+            .iter()
+            .filter_map(|(key, fd)| match split_group_key(key) {
+                (base, Some(index)) if base == addr => Some((index, *fd)),
+                _ => None,
+            })
+            .collect();
+        members.sort_unstable();
+        members
+    }
+
     pub fn serialize(&self) -> (Vec<String>, Vec<RawFd>) {
         self.map.iter().map(|(key, val)| (key.clone(), val)).unzip()
     }
@@ -73,6 +89,17 @@ impl Fds {
     {
         let (vec_key, vec_fds) = self.serialize();
         let mut ser_buf: [u8; 2048] = [0; 2048];
+        // The keys travel space-separated in this buffer; ones that did not fit would be cut
+        // off and the receiver left with more fds than keys.
+        let keys_len = vec_key.iter().map(|k| k.len() + 1).sum::<usize>();
+        if keys_len > ser_buf.len() + 1 {
+            log::error!(
+                "{} listening sockets' addresses take {keys_len} bytes, more than the {} an upgrade can hand over",
+                vec_key.len(),
+                ser_buf.len()
+            );
+            return Err(Error::E2BIG);
+        }
         let ser_key_size = serialize_vec_string(&vec_key, &mut ser_buf);
         send_fds_to(vec_fds, &ser_buf[..ser_key_size], path, None)
     }
@@ -97,7 +124,8 @@ impl Fds {
     pub fn close_unclaimed(&mut self, keep: &HashSet<String>) -> Vec<String> {
         let mut closed = Vec::new();
         self.map.retain(|bind, fd| {
-            if keep.contains(bind) {
+            // A group's other sockets are claimed with its address.
+            if keep.contains(bind) || keep.contains(split_group_key(bind).0) {
                 return true;
             }
             if let Err(e) = nix::unistd::close(*fd) {
@@ -109,6 +137,28 @@ impl Fds {
             false
         });
         closed
+    }
+}
+
+/// The key of socket `index` of `addr`'s group of listening sockets in the table handed over at
+/// an upgrade: the address itself for the first (as before groups existed), `ADDR#INDEX` for
+/// the others. A TCP address never holds a `#`.
+pub fn group_fd_key(addr: &str, index: usize) -> String {
+    if index == 0 {
+        addr.to_string()
+    } else {
+        format!("{addr}#{index}")
+    }
+}
+
+/// Split a table key into its address and, for a group's socket after the first, its index.
+fn split_group_key(key: &str) -> (&str, Option<usize>) {
+    match key.rsplit_once('#') {
+        Some((base, index)) if !base.is_empty() => match index.parse::<usize>() {
+            Ok(i) if i > 0 && !index.starts_with('+') => (base, Some(i)),
+            _ => (key, None),
+        },
+        _ => (key, None),
     }
 }
 
@@ -394,7 +444,7 @@ where
 #[cfg(test)]
 #[cfg(target_os = "linux")]
 mod tests {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, IntoRawFd};
 
     use super::*;
     use log::{debug, error};
@@ -428,6 +478,64 @@ mod tests {
 
         assert_eq!(128, *fds2.get(&key1).unwrap());
         assert_eq!(129, *fds2.get(&key2).unwrap());
+    }
+
+    #[test]
+    fn group_keys_name_a_groups_sockets_by_address_and_index() {
+        assert_eq!(group_fd_key("0.0.0.0:80", 0), "0.0.0.0:80");
+        assert_eq!(group_fd_key("0.0.0.0:80", 2), "0.0.0.0:80#2");
+        assert_eq!(split_group_key("0.0.0.0:80#2"), ("0.0.0.0:80", Some(2)));
+        assert_eq!(split_group_key("[::]:443#11"), ("[::]:443", Some(11)));
+        for not_a_member in ["0.0.0.0:80", "/run/a#b.sock", "x#0", "x#+1", "#1", "x#"] {
+            assert_eq!(split_group_key(not_a_member), (not_a_member, None));
+        }
+
+        let mut fds = Fds::new();
+        fds.add("0.0.0.0:80".into(), 10);
+        fds.add("0.0.0.0:80#2".into(), 12);
+        fds.add("0.0.0.0:80#1".into(), 11);
+        fds.add("0.0.0.0:8080#1".into(), 21);
+        assert_eq!(fds.group_members("0.0.0.0:80"), vec![(1, 11), (2, 12)]);
+        assert_eq!(fds.group_members("0.0.0.0:8080"), vec![(1, 21)]);
+        assert!(fds.group_members("0.0.0.0:443").is_empty());
+    }
+
+    #[test]
+    fn a_claimed_address_keeps_its_groups_sockets_and_an_unclaimed_one_loses_them() {
+        let socket = || {
+            socket::socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::empty(),
+                None,
+            )
+            .unwrap()
+            .into_raw_fd()
+        };
+        let mut fds = Fds::new();
+        for key in ["a:1", "a:1#1", "a:1#2", "b:2", "b:2#1"] {
+            fds.add(key.into(), socket());
+        }
+        let mut closed = fds.close_unclaimed(&HashSet::from(["a:1".to_string()]));
+        closed.sort();
+        assert_eq!(closed, vec!["b:2".to_string(), "b:2#1".to_string()]);
+        assert_eq!(fds.group_members("a:1").len(), 2);
+        assert!(fds.get("a:1").is_some());
+    }
+
+    #[test]
+    fn keys_longer_than_the_hand_over_buffer_are_refused_not_cut() {
+        let mut fds = Fds::new();
+        for i in 0..200 {
+            fds.add(
+                group_fd_key("[2001:db8::1234:5678]:8443", i),
+                1000 + i as RawFd,
+            );
+        }
+        assert_eq!(
+            fds.send_to_sock("/tmp/pingora_fds_never_used.sock"),
+            Err(Error::E2BIG)
+        );
     }
 
     #[test]
