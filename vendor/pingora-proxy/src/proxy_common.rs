@@ -175,6 +175,32 @@ impl ConnectionNominations {
     }
 }
 
+/// Whether `name` is one the sanitizers act on: a standard hop-by-hop field, or `Connection`
+/// (whose nominations are removed) and `Upgrade` / `HTTP2-Settings` (the upgrade policies).
+fn is_sanitized_name(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "http2-settings"
+    )
+}
+
+/// Whether the request has a field the sanitizers would remove or read (patch 26). Without one
+/// they change nothing: no `Connection` means no nominations and no upgrade, and no standard
+/// hop-by-hop field is there to strip. One pass over the names, instead of a map lookup for each
+/// of the ten to thirteen fields they remove.
+fn has_sanitized_header(req: &RequestHeader) -> bool {
+    req.headers.keys().any(is_sanitized_name)
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
@@ -333,7 +359,7 @@ pub(crate) fn sanitize_h1_upstream_request(
     policy: HttpUpstreamRequestPolicy,
     downstream_is_http11: bool,
 ) -> Result<()> {
-    if policy == HttpUpstreamRequestPolicy::preserve() {
+    if policy == HttpUpstreamRequestPolicy::preserve() || !has_sanitized_header(req) {
         return Ok(());
     }
 
@@ -398,6 +424,9 @@ pub(crate) fn sanitize_h2_upstream_request(
     req: &mut RequestHeader,
     policy: HttpUpstreamRequestPolicy,
 ) -> Result<()> {
+    if !has_sanitized_header(req) {
+        return Ok(());
+    }
     if policy.strip_connection_nominated {
         ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations)?
             .remove_from(req);
@@ -664,6 +693,77 @@ mod tests {
         reconcile_upstream_authority(&mut absolute_deleted).unwrap();
         set_h1_host_from_authority(&mut absolute_deleted).unwrap();
         assert_eq!(absolute_deleted.headers[header::HOST], "client.example");
+    }
+
+    /// Patch 26: the sanitizers skip a request with none of the fields they act on, and act on a
+    /// request with any one of them as before.
+    #[test]
+    fn sanitizers_skip_only_requests_without_any_field_they_act_on() {
+        let plain = [
+            ("Host", "example.com"),
+            ("User-Agent", "curl"),
+            ("Accept", "*/*"),
+            ("X-Custom", "kept"),
+        ];
+        let names = |request: &RequestHeader| {
+            let mut names: Vec<String> = request
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+                .collect();
+            names.sort();
+            names
+        };
+        let mut policies = vec![HttpUpstreamRequestPolicy::standard()];
+        for upgrade in [
+            H1UpgradePolicy::Preserve,
+            H1UpgradePolicy::WebSocketOnly,
+            H1UpgradePolicy::Deny,
+        ] {
+            let mut policy = HttpUpstreamRequestPolicy::standard();
+            policy.h1_upgrade = upgrade;
+            policies.push(policy);
+        }
+        for policy in policies {
+            let mut request = request_with_headers(&plain);
+            let before = names(&request);
+            sanitize_h1_upstream_request(&mut request, policy, true).unwrap();
+            assert_eq!(names(&request), before);
+            sanitize_h2_upstream_request(&mut request, policy).unwrap();
+            assert_eq!(names(&request), before);
+            assert!(!has_sanitized_header(&request));
+
+            // Each field the sanitizers act on, alone among the plain ones, is still acted on.
+            for field in [
+                "Keep-Alive",
+                "Proxy-Connection",
+                "Proxy-Authenticate",
+                "Proxy-Authorization",
+                "TE",
+                "Trailer",
+                "Transfer-Encoding",
+                "HTTP2-Settings",
+            ] {
+                let mut with = plain.to_vec();
+                with.push((field, "x"));
+                let mut h1 = request_with_headers(&with);
+                assert!(has_sanitized_header(&h1), "{field}");
+                sanitize_h1_upstream_request(&mut h1, policy, true).unwrap();
+                assert_eq!(names(&h1), before, "{field} stripped for h1");
+                let mut h2 = request_with_headers(&with);
+                sanitize_h2_upstream_request(&mut h2, policy).unwrap();
+                assert_eq!(names(&h2), before, "{field} stripped for h2");
+            }
+            let mut nominating = plain.to_vec();
+            nominating.push(("Connection", "X-Custom"));
+            let mut request = request_with_headers(&nominating);
+            sanitize_h1_upstream_request(&mut request, policy, true).unwrap();
+            assert!(
+                request.headers.get("x-custom").is_none(),
+                "nomination removed"
+            );
+            assert!(request.headers.get("connection").is_none());
+        }
     }
 
     #[test]
