@@ -31,7 +31,16 @@ pub(super) fn render(out: &mut Vec<u8>, e: &Entry<'_>) {
         Some(a) => {
             // Addresses are digits, dots, colons and brackets: nothing to escape.
             out.push(b'"');
-            let _ = write!(out, "{a}");
+            match a {
+                std::net::SocketAddr::V4(v4) => {
+                    super::push_ip(out, IpAddr::V4(*v4.ip()));
+                    out.push(b':');
+                    out.extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
+                }
+                std::net::SocketAddr::V6(_) => {
+                    let _ = write!(out, "{a}");
+                }
+            }
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
@@ -88,12 +97,54 @@ fn field_int(out: &mut Vec<u8>, name: &str, value: u64) {
 /// Milliseconds rounded to 3 decimals (microseconds), as a JSON number; `null` when absent.
 fn field_millis(out: &mut Vec<u8>, name: &str, ms: Option<f64>) {
     key(out, name);
-    match ms.map(|ms| (ms * 1000.0).round() / 1000.0) {
-        Some(ms) if ms.is_finite() => {
-            out.extend_from_slice(ryu::Buffer::new().format(ms).as_bytes())
-        }
-        _ => out.extend_from_slice(b"null"),
+    match ms {
+        Some(ms) => millis(out, ms),
+        None => out.extend_from_slice(b"null"),
     }
+}
+
+/// `ms` rounded to 3 decimals, as the shortest decimal that reads back as the rounded `f64`
+/// (what `ryu` writes: `12.346`, `1.5`, `2.0`), from integer microseconds instead of float
+/// formatting; `null` when not finite. Values ryu would write otherwise (negative, or past 10^12
+/// ms) go through ryu.
+fn millis(out: &mut Vec<u8>, ms: f64) {
+    let rounded = (ms * 1000.0).round();
+    if !rounded.is_finite() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    if !(0.0..1e15).contains(&rounded) {
+        out.extend_from_slice(ryu::Buffer::new().format(rounded / 1000.0).as_bytes());
+        return;
+    }
+    let micros = rounded as u64;
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    out.push(b'.');
+    let frac = micros % 1000;
+    let digits = [
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ];
+    let len = if frac.is_multiple_of(100) {
+        1
+    } else if frac.is_multiple_of(10) {
+        2
+    } else {
+        3
+    };
+    out.extend_from_slice(&digits[..len]);
+}
+
+/// `n` in decimal, zero-padded to `width` digits (wider when it needs more).
+fn padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n).as_bytes();
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits);
 }
 
 fn quoted_ip(out: &mut Vec<u8>, ip: IpAddr) {
@@ -144,19 +195,30 @@ fn rfc3339_millis(out: &mut Vec<u8>, t: std::time::SystemTime) {
     let millis = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_millis());
-    let _ = write!(
-        out,
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z"
-    );
+    // Digits pushed one field at a time: `write!` with padding is several times the work.
+    padded(out, y.max(0) as u64, 4);
+    for (sep, n) in [
+        (b'-', mo as u64),
+        (b'-', d as u64),
+        (b'T', h),
+        (b':', mi),
+        (b':', s),
+    ] {
+        out.push(sep);
+        padded(out, n, 2);
+    }
+    out.push(b'.');
+    padded(out, u64::from(millis), 3);
+    out.push(b'Z');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_whole_line_is_one_json_object_with_every_value() {
-        let e = Entry {
+    /// A line's entry with every field set.
+    fn example() -> Entry<'static> {
+        Entry {
             time: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_962_535_123),
             client_ip: Some("192.0.2.7".parse().expect("ip")),
             method: "GET",
@@ -188,7 +250,12 @@ mod tests {
             error: Some("upstream said \"no\"\n".into()),
             remote_user: None,
             version: "HTTP/1.1",
-        };
+        }
+    }
+
+    #[test]
+    fn a_whole_line_is_one_json_object_with_every_value() {
+        let e = example();
         let mut out = Vec::new();
         render(&mut out, &e);
         let v: serde_json::Value = serde_json::from_slice(&out).expect("one JSON object");
@@ -226,13 +293,90 @@ mod tests {
 
     #[test]
     fn times_match_rfc3339_with_millis() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_962_535_123);
-        let mut out = Vec::new();
-        rfc3339_millis(&mut out, t);
-        assert_eq!(
-            String::from_utf8(out).expect("ASCII"),
-            humantime::format_rfc3339_millis(t).to_string()
-        );
+        // A time with every field of two digits, one with single digits and millis under 100,
+        // the epoch, and one in another century.
+        for ms in [1_795_962_535_123, 1_772_330_103_007, 0, 4_102_444_800_000] {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            let mut out = Vec::new();
+            rfc3339_millis(&mut out, t);
+            assert_eq!(
+                String::from_utf8(out).expect("ASCII"),
+                humantime::format_rfc3339_millis(t).to_string()
+            );
+        }
+    }
+
+    /// What the log wrote before: the value rounded to 3 decimals in `f64`, through ryu.
+    fn millis_by_ryu(ms: f64) -> String {
+        let rounded = (ms * 1000.0).round() / 1000.0;
+        if rounded.is_finite() {
+            ryu::Buffer::new().format(rounded).to_string()
+        } else {
+            "null".into()
+        }
+    }
+
+    #[test]
+    fn millis_are_written_as_ryu_writes_the_rounded_value() {
+        let mut values = vec![
+            0.0,
+            0.0004,
+            0.0005,
+            0.001,
+            0.01,
+            0.1,
+            1.0,
+            1.0005,
+            2.5,
+            12.345_678,
+            99.999_6,
+            100.0,
+            1_000.000_4,
+            86_400_000.0,
+            123_456_789.123,
+            -1.5,
+            1e13,
+            f64::NAN,
+            f64::INFINITY,
+        ];
+        // And a spread of durations from microseconds to hours.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let scale = 10f64.powi((x % 10) as i32 - 3);
+            values.push((x >> 11) as f64 / (1u64 << 53) as f64 * scale);
+        }
+        for ms in values {
+            let mut out = Vec::new();
+            millis(&mut out, ms);
+            assert_eq!(
+                String::from_utf8(out).expect("ASCII"),
+                millis_by_ryu(ms),
+                "{ms}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_addresses_are_written_as_display_writes_them() {
+        for addr in [
+            "10.0.0.7:8080",
+            "127.0.0.1:1",
+            "192.168.100.200:65535",
+            "[::1]:8080",
+        ] {
+            let addr: std::net::SocketAddr = addr.parse().expect("an address");
+            let e = Entry {
+                upstream: Some(addr),
+                ..example()
+            };
+            let mut out = Vec::new();
+            render(&mut out, &e);
+            let v: serde_json::Value = serde_json::from_slice(&out).expect("one JSON object");
+            assert_eq!(v["upstream"], addr.to_string());
+        }
     }
 
     #[test]
