@@ -6,6 +6,13 @@ use std::net::IpAddr;
 use super::template::civil;
 use super::Entry;
 
+/// A field's key as it is written after the previous value: `,"name":`.
+macro_rules! k {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":")
+    };
+}
+
 /// Appends the line (without its newline) to `out`. Field names and order are the log's public
 /// format (docs/operations.md); milliseconds are rounded to 3 decimals.
 pub(super) fn render(out: &mut Vec<u8>, e: &Entry<'_>) {
@@ -16,16 +23,16 @@ pub(super) fn render(out: &mut Vec<u8>, e: &Entry<'_>) {
         Some(ip) => quoted_ip(out, ip),
         None => out.extend_from_slice(b"null"),
     }
-    field_str(out, "method", e.method);
-    field_str(out, "host", e.host);
-    field_str(out, "path", e.path);
-    field_str(out, "uri", e.uri);
-    field_int(out, "status", u64::from(e.status));
-    field_int(out, "bytes", e.bytes as u64);
-    field_millis(out, "duration_ms", Some(e.duration_ms));
-    field_opt_str(out, "route", e.route);
-    field_opt_str(out, "service", e.service);
-    field_opt_str(out, "pool", e.pool);
+    field_str(out, k!("method"), e.method);
+    field_str(out, k!("host"), e.host);
+    field_str(out, k!("path"), e.path);
+    field_str(out, k!("uri"), e.uri);
+    field_int(out, k!("status"), u64::from(e.status));
+    field_int(out, k!("bytes"), e.bytes as u64);
+    field_millis(out, k!("duration_ms"), Some(e.duration_ms));
+    field_opt_str(out, k!("route"), e.route);
+    field_opt_str(out, k!("service"), e.service);
+    field_opt_str(out, k!("pool"), e.pool);
     out.extend_from_slice(b",\"upstream\":");
     match e.upstream {
         Some(a) => {
@@ -45,35 +52,34 @@ pub(super) fn render(out: &mut Vec<u8>, e: &Entry<'_>) {
         }
         None => out.extend_from_slice(b"null"),
     }
-    field_millis(out, "upstream_ms", e.upstream_ms);
-    field_str(out, "request_id", e.request_id);
-    field_str(out, "trace_id", e.trace_id);
-    field_str(out, "listener", e.listener);
-    field_str(out, "protocol", e.protocol);
-    field_opt_str(out, "referer", e.referer);
-    field_opt_str(out, "user_agent", e.user_agent);
-    field_opt_str(out, "forwarded_for", e.forwarded_for);
-    field_int(out, "request_bytes", e.request_bytes);
-    field_opt_str(out, "tls_version", e.tls_version.as_deref());
-    field_int(out, "tries", e.tries as u64);
-    field_millis(out, "upstream_connect_ms", e.upstream_connect_ms);
-    field_millis(out, "upstream_header_ms", e.upstream_header_ms);
-    field_millis(out, "upstream_response_ms", e.upstream_response_ms);
+    field_millis(out, k!("upstream_ms"), e.upstream_ms);
+    field_str(out, k!("request_id"), e.request_id);
+    field_str(out, k!("trace_id"), e.trace_id);
+    field_str(out, k!("listener"), e.listener);
+    field_str(out, k!("protocol"), e.protocol);
+    field_opt_str(out, k!("referer"), e.referer);
+    field_opt_str(out, k!("user_agent"), e.user_agent);
+    field_opt_str(out, k!("forwarded_for"), e.forwarded_for);
+    field_int(out, k!("request_bytes"), e.request_bytes);
+    field_opt_str(out, k!("tls_version"), e.tls_version.as_deref());
+    field_int(out, k!("tries"), e.tries as u64);
+    field_millis(out, k!("upstream_connect_ms"), e.upstream_connect_ms);
+    field_millis(out, k!("upstream_header_ms"), e.upstream_header_ms);
+    field_millis(out, k!("upstream_response_ms"), e.upstream_response_ms);
     out.extend_from_slice(if e.retried {
         b",\"retried\":true"
     } else {
         b",\"retried\":false"
     });
     if let Some(error) = &e.error {
-        field_str(out, "error", error);
+        field_str(out, k!("error"), error);
     }
     out.push(b'}');
 }
 
-fn key(out: &mut Vec<u8>, name: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
+/// `,"name":` written in one copy (`name` is the literal from the `k!` macro).
+fn key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(key.as_bytes());
 }
 
 fn field_str(out: &mut Vec<u8>, name: &str, value: &str) {

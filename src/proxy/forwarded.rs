@@ -73,11 +73,18 @@ fn ip_value(ip: IpAddr) -> std::result::Result<HeaderValue, http::header::Invali
 /// A new request id: 128 random bits as 32 lowercase hex digits.
 pub(super) fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = fastrand::u128(..);
-    (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((bits >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    // Two 64-bit halves into a byte buffer: no 128-bit shifts and no char-by-char pushes.
+    let mut digits = [0u8; 32];
+    for (half, bits) in digits
+        .chunks_exact_mut(16)
+        .zip([fastrand::u64(..), fastrand::u64(..)])
+    {
+        for (i, digit) in half.iter_mut().enumerate() {
+            *digit = HEX[((bits >> ((15 - i) * 4)) & 0xf) as usize];
+        }
+    }
+    // Hex digits are ASCII: never the default.
+    String::from_utf8(digits.to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
