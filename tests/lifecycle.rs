@@ -11,12 +11,16 @@ use testkit::*;
 const BIN: Bin = testkit::bin!();
 
 /// Every host to backend "blue", no access log, draining for at most `drain_timeout`.
-fn start(drain_timeout: &str) -> Running {
+fn world(drain_timeout: &str) -> World {
     World::new()
         .server_option("drain_timeout", drain_timeout)
         .server_option("access_log", "off")
         .catch_all_blue()
-        .start(BIN)
+}
+
+/// [`world`] started.
+fn start(drain_timeout: &str) -> Running {
+    world(drain_timeout).start(BIN)
 }
 
 /// Waits until `backend` has received `n` requests in all.
@@ -122,12 +126,7 @@ fn listening_sockets(pid: u32, port: u16) -> std::collections::BTreeSet<u64> {
 /// by default) to one with `new_threads`, under a load of one new connection per request, and
 /// checks that no request failed and that the new process holds every socket of the old one.
 fn upgrade_under_load(old_threads: i64, new_threads: i64) {
-    let mut w = World::new()
-        .server_option("drain_timeout", "2s")
-        .server_option("access_log", "off")
-        .server_option("threads", old_threads)
-        .catch_all_blue()
-        .start(BIN);
+    let mut w = world("2s").server_option("threads", old_threads).start(BIN);
     let http = w.http();
     let handed_over = listening_sockets(w.proxy.pid(), http);
     assert_eq!(

@@ -378,22 +378,8 @@ impl ListenerEndpointBuilder {
     /// one over under the address (see [`Self::listen_group`] for a group of sockets).
     #[cfg(all(unix, test))]
     pub async fn listen(self, fds: Option<ListenFds>) -> Result<ListenerEndpoint> {
-        let listen_addr = self
-            .listen_addr
-            .expect("Tried to listen with no addr specified");
-        let listener = listen_keyed(&listen_addr, fds.as_ref(), listen_addr.as_ref()).await?;
-
-        #[cfg(feature = "connection_filter")]
-        let connection_filter = self
-            .connection_filter
-            .unwrap_or_else(|| Arc::new(AcceptAllFilter));
-
-        Ok(ListenerEndpoint {
-            listen_addr,
-            listener: Arc::new(listener),
-            #[cfg(feature = "connection_filter")]
-            connection_filter,
-        })
+        let mut group = self.listen_group(fds, 1).await?;
+        Ok(group.swap_remove(0))
     }
 
     /// Listen on the address with a group of `count` sockets (patch 25).
@@ -687,7 +673,6 @@ mod test {
             .expect("can connect to UDS listener");
     }
 
-    #[cfg(unix)]
     /// Accept on every endpoint and count what they accept until `expected` connections were
     /// made to `addr`; fails after 10 s (a socket of the group that nobody accepts from keeps
     /// its share of the connections waiting).
@@ -699,13 +684,10 @@ mod test {
             .map(|endpoint| {
                 let accepted = accepted.clone();
                 tokio::spawn(async move {
-                    let mut mine = 0usize;
                     while let Ok(stream) = endpoint.accept().await {
                         accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        mine += 1;
                         drop(stream);
                     }
-                    mine
                 })
             })
             .collect();
@@ -861,6 +843,7 @@ mod test {
         accept_all(new, addr, 5).await;
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn test_tcp_so_reuseport() {
         let addr = "127.0.0.1:7201";

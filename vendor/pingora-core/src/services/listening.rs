@@ -392,7 +392,7 @@ mod accept_per_thread_tests {
 
     /// Answers one byte and records the thread each connection is served on.
     struct WhoServes {
-        threads: parking_lot::Mutex<Vec<ThreadId>>,
+        threads: Arc<parking_lot::Mutex<Vec<ThreadId>>>,
     }
 
     #[async_trait]
@@ -442,10 +442,13 @@ mod accept_per_thread_tests {
     ) -> (Vec<String>, Vec<ThreadId>, Vec<ThreadId>) {
         let (workers, worker_threads) = (WORKERS.0.clone(), WORKERS.1.clone());
 
-        let app = Arc::new(WhoServes {
-            threads: parking_lot::Mutex::new(Vec::new()),
-        });
-        let mut service = Service::new("accept test".into(), ArcApp(app.clone()));
+        let threads = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut service = Service::new(
+            "accept test".into(),
+            WhoServes {
+                threads: threads.clone(),
+            },
+        );
         service.add_tcp("127.0.0.1:0");
         let fds: ListenFds = Arc::new(parking_lot::Mutex::new(Fds::new()));
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -490,23 +493,9 @@ mod accept_per_thread_tests {
         }
         let (mut keys, _) = fds.lock().serialize();
         keys.sort();
-        let served = app.threads.lock().clone();
+        let served = threads.lock().clone();
         shutdown_tx.send(true).unwrap();
         (keys, served, worker_threads)
-    }
-
-    /// `Service<A>` needs an owned app; the test keeps a handle on it to read what it saw.
-    struct ArcApp(Arc<WhoServes>);
-
-    #[async_trait]
-    impl ServerApp for ArcApp {
-        async fn process_new(
-            self: &Arc<Self>,
-            session: Stream,
-            shutdown: &ShutdownWatch,
-        ) -> Option<Stream> {
-            self.0.process_new(session, shutdown).await
-        }
     }
 
     #[test]
