@@ -266,7 +266,9 @@ fn reload_outcomes_and_generation_are_exported() {
     // Counters are read as the scrape encodes, the generation a moment before from the snapshot:
     // a scrape that overlaps the reload may show the new count with the old generation.
     let ok = scrape_until(s.admin_port(), "a successful reload", |t| {
-        reloads(t, "success") == 1.0 && metric_value(t, "switchyard_config_generation") == Some(2.0)
+        reloads(t, "success") == 1.0
+            && metric_value(t, "switchyard_config_generation") == Some(2.0)
+            && stamp(t) > stamp(&before)
     });
     assert!(stamp(&ok) > stamp(&before));
     let green = [("service", "api"), ("pool", "green")];

@@ -476,8 +476,9 @@ impl Metrics {
     /// Counts a config reload (SIGHUP or admin API) by its outcome.
     pub fn record_reload(&self, success: bool) {
         if success {
-            self.reloads_success.inc();
+            // Stamped before counted: a scrape that sees the new count sees the new time too.
             self.last_reload_success.set(unix_now());
+            self.reloads_success.inc();
         } else {
             self.reloads_failure.inc();
         }
