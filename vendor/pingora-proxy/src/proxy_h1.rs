@@ -47,7 +47,13 @@ where
 
         // phase 2 send to upstream
 
-        let mut req = session.req_header().clone();
+        // The request as read goes upstream and the session keeps an equal copy: the one read
+        // was built with room for the fields the filters below add, which a clone (sized to its
+        // fields) lacks.
+        let mut req = {
+            let copy = session.req_header().clone();
+            std::mem::replace(session.req_header_mut(), copy)
+        };
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);
@@ -1492,6 +1498,96 @@ mod tests {
         assert!(request.starts_with(b"GET /a HTTP/1.1\r\n"));
         let response = read_until(&mut client, b"hello").await;
         assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    }
+
+    /// Adds six fields to the upstream request and to the response, recording whether adding them
+    /// moved the fields already there (the map's storage was reallocated).
+    #[derive(Default)]
+    struct AddsFields {
+        moved: std::sync::Mutex<Vec<(&'static str, bool)>>,
+    }
+
+    #[async_trait]
+    impl ProxyHttp for AddsFields {
+        type CTX = ();
+
+        fn new_ctx(&self) -> Self::CTX {}
+
+        async fn upstream_peer(
+            &self,
+            _session: &mut Session,
+            _ctx: &mut Self::CTX,
+        ) -> Result<Box<HttpPeer>> {
+            unreachable!("tests call proxy_1to1 directly")
+        }
+
+        async fn upstream_request_filter(
+            &self,
+            _session: &mut Session,
+            upstream_request: &mut RequestHeader,
+            _ctx: &mut Self::CTX,
+        ) -> Result<()> {
+            let before = upstream_request.headers.iter().next().unwrap().1 as *const _;
+            for i in 0..6 {
+                upstream_request.insert_header(format!("x-added-{i}"), "v")?;
+            }
+            let moved = upstream_request.headers.iter().next().unwrap().1 as *const _ != before;
+            self.moved.lock().unwrap().push(("request", moved));
+            Ok(())
+        }
+
+        async fn response_filter(
+            &self,
+            _session: &mut Session,
+            response: &mut ResponseHeader,
+            _ctx: &mut Self::CTX,
+        ) -> Result<()> {
+            let before = response.headers.iter().next().unwrap().1 as *const _;
+            for i in 0..6 {
+                response.insert_header(format!("x-added-{i}"), "v")?;
+            }
+            let moved = response.headers.iter().next().unwrap().1 as *const _ != before;
+            self.moved.lock().unwrap().push(("response", moved));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn filters_add_fields_without_moving_the_fields_read_and_the_client_request_stays_as_read(
+    ) {
+        let proxy = HttpProxy::new(AddsFields::default(), Arc::new(ServerConf::default()));
+        let (mut session, mut client) =
+            downstream_session(b"GET /a HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n\r\n").await;
+        let (mut upstream, mut server) = upstream_session();
+        let backend = tokio::spawn(async move {
+            let request = read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-B: 2\r\n\r\nhello")
+                .await
+                .unwrap();
+            (request, server)
+        });
+        let (_, _, error) = proxy
+            .proxy_1to1(&mut session, &mut upstream, &peer(), &mut ())
+            .await;
+        assert!(error.is_none(), "{error:?}");
+        let (request, _server) = backend.await.unwrap();
+        let request = String::from_utf8(request).unwrap().to_lowercase();
+        assert!(request.contains("x-added-5: v\r\n"), "{request}");
+        let response = String::from_utf8(read_until(&mut client, b"hello").await).unwrap();
+        assert!(response.to_lowercase().contains("x-added-5: v\r\n"), "{response}");
+
+        assert_eq!(
+            *proxy.inner.moved.lock().unwrap(),
+            [("request", false), ("response", false)]
+        );
+        // The client's request, as the log and a retry see it, is the one read.
+        let read = session.req_header();
+        assert_eq!(read.headers.len(), 2);
+        assert!(read.headers.get("x-added-0").is_none());
+        assert_eq!(read.headers.get("x-a").unwrap(), "1");
+        // The upstream session keeps the response as read.
+        assert_eq!(upstream.resp_header().unwrap().headers.len(), 2);
     }
 
     #[tokio::test]

@@ -295,7 +295,7 @@ impl HttpSession {
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
                         let code = resp.code.unwrap();
-                        let size_hint = Some(resp.headers.len());
+                        let size_hint = Some(resp.headers.len() + ADDED_HEADERS_ROOM);
                         let built = if self.keep_header_case {
                             ResponseHeader::build(code, size_hint)
                         } else {
@@ -451,8 +451,12 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        // The header as read goes to the caller, whose filters may add fields: it was built with
+        // room for them, which a clone (sized to its fields) lacks. The session keeps an equal
+        // copy for its own checks. Safe to unwrap because it is just read.
+        let read = self.response_header.take().unwrap();
+        self.response_header = Some(Box::new((*read).clone()));
+        Ok(read)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -989,6 +993,30 @@ mod tests_stream {
         let res = http_stream.read_response().await;
         assert_eq!(input.len(), res.unwrap());
         assert_eq!(0, http_stream.resp_header().unwrap().headers.len());
+    }
+
+    #[tokio::test]
+    async fn read_response_header_map_has_room_for_added_fields() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nServer: a\r\nDate: b\r\nContent-Length: 0\r\nETag: c\r\n\r\n";
+        for keep in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_keep_header_case(keep);
+            let mut resp = http_stream.read_resp_header_parts().await.unwrap();
+            assert_eq!(resp.headers.len(), 4);
+            let room = resp.headers.capacity();
+            assert!(room >= 4 + ADDED_HEADERS_ROOM, "capacity {room}");
+            let first = |h: &ResponseHeader| h.headers.iter().next().unwrap().1 as *const _;
+            let before = first(&resp);
+            for i in 0..ADDED_HEADERS_ROOM {
+                resp.insert_header(format!("x-added-{i}"), "v").unwrap();
+            }
+            assert_eq!(resp.headers.capacity(), room, "the added fields grew the map");
+            assert_eq!(first(&resp), before, "the added fields moved the map's fields");
+            // The session's own copy is the header as read.
+            assert_eq!(http_stream.resp_header().unwrap().headers.len(), 4);
+        }
     }
 
     #[tokio::test]

@@ -31,6 +31,12 @@ pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
+/// Room for this many more fields in a header map built from a parsed message head, beyond the
+/// fields it was parsed with. A proxy's filters add a few (forwarding, ids, security headers);
+/// without the room the first of them outgrows a map sized to the parsed fields, and growing it
+/// rehashes every field and reallocates both of its tables.
+pub(super) const ADDED_HEADERS_ROOM: usize = 8;
+
 pub const CRLF: &[u8; 2] = b"\r\n";
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";

@@ -662,10 +662,11 @@ impl HttpSession {
                         let method = req.method.unwrap_or("");
                         // we path httparse to allow unsafe bytes in the str
                         let path = req.path.unwrap_or("").as_bytes();
+                        let size_hint = Some(req.headers.len() + ADDED_HEADERS_ROOM);
                         let mut request_header = Box::new(if self.keep_header_case {
-                            RequestHeader::build(method, path, Some(req.headers.len()))?
+                            RequestHeader::build(method, path, size_hint)?
                         } else {
-                            RequestHeader::build_no_case(method, path, Some(req.headers.len()))?
+                            RequestHeader::build_no_case(method, path, size_hint)?
                         });
 
                         request_header.set_version(match req.version {
@@ -2224,6 +2225,26 @@ mod tests_stream {
         assert_eq!(Version::HTTP_11, http_stream.req_header().version);
 
         assert_eq!(b"pingora.org", http_stream.get_header_bytes("Host"));
+    }
+
+    #[tokio::test]
+    async fn read_request_header_map_has_room_for_added_fields() {
+        init_log();
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: b\r\nAccept: c\r\nX-Id: d\r\n\r\n";
+        for keep in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.set_keep_header_case(keep);
+            http_stream.read_request().await.unwrap();
+            let req = http_stream.req_header_mut();
+            assert_eq!(req.headers.len(), 4);
+            let room = req.headers.capacity();
+            assert!(room >= 4 + ADDED_HEADERS_ROOM, "capacity {room}");
+            for i in 0..ADDED_HEADERS_ROOM {
+                req.insert_header(format!("x-added-{i}"), "v").unwrap();
+            }
+            assert_eq!(req.headers.capacity(), room, "the added fields grew the map");
+        }
     }
 
     #[tokio::test]
