@@ -63,14 +63,44 @@ impl Idle {
     }
 }
 
+/// Hashes the pool's keys, which are already hashes (a peer's reuse hash) or small counters (a
+/// connector's id), with one multiply each: the default SipHash cost about 160 instructions per
+/// lookup, several lookups per request. The keys come from configured peers, never from clients.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(26) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+}
+
+type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// One connector's share of a thread's pool.
+struct Connector {
+    owner: Owner,
+    /// Its idle connections on this thread.
+    idle: usize,
+}
+
 #[derive(Default)]
 struct Pools {
-    /// By (connector, group key): oldest first.
-    groups: HashMap<(u64, u64), Vec<Idle>>,
-    /// Idle connections per connector on this thread.
-    counts: HashMap<u64, usize>,
-    /// The owners of the connections pooled here, for the sweeper's counters.
-    owners: HashMap<u64, Owner>,
+    /// By (connector, group key): oldest first. A group emptied by `take` keeps its allocation
+    /// for the next release until the sweeper removes it.
+    groups: KeyMap<(u64, u64), Vec<Idle>>,
+    /// The connectors with connections pooled here, for the counts and the sweeper's counters.
+    connectors: KeyMap<u64, Connector>,
     sweeper: bool,
 }
 
@@ -96,13 +126,10 @@ pub(crate) fn take(owner: &Owner, key: u64, fits: impl Fn(&Stream) -> bool) -> O
                     break;
                 }
             }
-            if group.is_empty() {
-                p.groups.remove(&(owner.id, key));
-            }
         }
         if taken > 0 {
-            if let Some(n) = p.counts.get_mut(&owner.id) {
-                *n = n.saturating_sub(taken);
+            if let Some(c) = p.connectors.get_mut(&owner.id) {
+                c.idle = c.idle.saturating_sub(taken);
             }
         }
         found
@@ -123,13 +150,16 @@ pub(crate) fn put(
     }
     let start_sweeper = POOLS.with(|p| {
         let mut p = p.borrow_mut();
-        let count = p.counts.get(&owner.id).copied().unwrap_or(0);
-        if count >= owner.size {
-            evict_oldest(&mut p, owner);
+        let p = &mut *p;
+        let connector = p.connectors.entry(owner.id).or_insert_with(|| Connector {
+            owner: owner.clone(),
+            idle: 0,
+        });
+        if connector.idle >= owner.size {
+            evict_oldest(&mut p.groups, owner);
         } else {
-            p.counts.insert(owner.id, count + 1);
+            connector.idle += 1;
         }
-        p.owners.entry(owner.id).or_insert_with(|| owner.clone());
         p.groups.entry((owner.id, key)).or_default().push(Idle {
             stream,
             since: Instant::now(),
@@ -146,19 +176,14 @@ pub(crate) fn put(
 
 /// Drops the connector's oldest idle connection on this thread (its count stays: the caller
 /// puts one in its place).
-fn evict_oldest(p: &mut Pools, owner: &Owner) {
-    let oldest = p
-        .groups
+fn evict_oldest(groups: &mut KeyMap<(u64, u64), Vec<Idle>>, owner: &Owner) {
+    let oldest = groups
         .iter()
         .filter(|((id, _), g)| *id == owner.id && !g.is_empty())
         .min_by_key(|(_, g)| g[0].since)
         .map(|(k, _)| *k);
     if let Some(k) = oldest {
-        let group = p.groups.get_mut(&k).expect("found above");
-        let idle = group.remove(0);
-        if group.is_empty() {
-            p.groups.remove(&k);
-        }
+        let idle = groups.get_mut(&k).expect("found above").remove(0);
         if let Some(callback) = &owner.evicted {
             callback(idle.since.elapsed());
         }
@@ -177,25 +202,25 @@ async fn sweep_forever() {
 }
 
 /// One sweep of this thread's pool; false (and the sweeper marked stopped) once it is empty.
+/// Emptied groups go here too.
 fn sweep(now: Instant) -> bool {
     POOLS.with(|p| {
         let mut p = p.borrow_mut();
         let Pools {
             groups,
-            counts,
-            owners,
+            connectors,
             sweeper,
         } = &mut *p;
         groups.retain(|(id, _), group| {
-            let owner = owners.get(id);
+            let mut connector = connectors.get_mut(id);
             group.retain_mut(|idle| {
                 let keep = !idle.expired(now)
-                    && owner.is_some_and(|o| {
-                        test_reusable_stream(&mut idle.stream, &o.unexpected_data)
+                    && connector.as_ref().is_some_and(|c| {
+                        test_reusable_stream(&mut idle.stream, &c.owner.unexpected_data)
                     });
                 if !keep {
-                    if let Some(n) = counts.get_mut(id) {
-                        *n = n.saturating_sub(1);
+                    if let Some(c) = connector.as_mut() {
+                        c.idle = c.idle.saturating_sub(1);
                     }
                 }
                 keep
@@ -325,6 +350,31 @@ mod tests {
             connector.release_stream(s, peer.reuse_hash(), None);
             assert_eq!(idle_here(), 1);
             assert!(POOLS.with(|p| p.borrow().sweeper));
+        });
+    }
+
+    #[test]
+    fn an_emptied_group_is_kept_for_the_next_release_until_the_sweep() {
+        let (addr, _close) = holding_server();
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&addr);
+        let groups = || POOLS.with(|p| p.borrow().groups.len());
+        single_threaded().block_on(async {
+            let s = connector.new_stream(&peer).await.unwrap();
+            connector.release_stream(s, peer.reuse_hash(), None);
+            let (s, reused) = connector.get_stream(&peer).await.unwrap();
+            assert!(reused);
+            assert_eq!((idle_here(), groups()), (0, 1));
+            // Released again: into the kept group, counted once.
+            connector.release_stream(s, peer.reuse_hash(), None);
+            assert_eq!((idle_here(), groups()), (1, 1));
+            let (_s, reused) = connector.get_stream(&peer).await.unwrap();
+            assert!(reused);
+            let count: usize = POOLS.with(|p| p.borrow().connectors.values().map(|c| c.idle).sum());
+            assert_eq!(count, 0);
+            // The sweep removes the empty group and, with nothing left, stops.
+            assert!(!sweep(Instant::now()));
+            assert_eq!(groups(), 0);
         });
     }
 
