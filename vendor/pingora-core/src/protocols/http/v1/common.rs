@@ -336,26 +336,58 @@ fn from_digits(bytes: &[u8]) -> Option<u64> {
 /// 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6) this lets identical
 /// duplicates (e.g. `Content-Length: 42, 42`) be collapsed to a single value
 /// while genuinely conflicting framing is rejected.
+#[cfg(test)]
 pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
+    match content_length_fields(headers) {
+        ContentLength::Value(n) => Some(n),
+        ContentLength::Absent | ContentLength::Invalid => None,
+    }
+}
+
+/// What a message's `Content-Length` fields say, found in one walk over them (one lookup in the
+/// header map, where telling "absent" from "unusable" used to take a second).
+enum ContentLength {
+    Absent,
+    /// Every value parses and all are equal.
+    Value(u64),
+    /// A value does not parse, or two disagree.
+    Invalid,
+}
+
+fn content_length_fields(headers: &HMap) -> ContentLength {
     // If multiple Content-Length headers were sent, everything can still be
     // alright if they all contain the same value, and all parse correctly. If
     // not, then it's an error.
     let mut content_length: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
+        // The common value, digits alone, parses as it is; anything else goes
+        // through the list and whitespace handling.
+        if let Some(n) = from_digits(value.as_bytes()) {
+            match content_length {
+                Some(prev) if prev != n => return ContentLength::Invalid,
+                _ => content_length = Some(n),
+            }
+            continue;
+        }
         // A non-visible-ASCII value can't be a valid Content-Length, so the
         // framing is ambiguous.
-        let line = value.to_str().ok()?;
+        let Ok(line) = value.to_str() else {
+            return ContentLength::Invalid;
+        };
         for v in line.split(',') {
-            let n = from_digits(v.trim().as_bytes())?;
+            let Some(n) = from_digits(v.trim().as_bytes()) else {
+                return ContentLength::Invalid;
+            };
             match content_length {
-                None => content_length = Some(n),
-                Some(prev) if prev != n => return None,
-                Some(_) => {}
+                Some(prev) if prev != n => return ContentLength::Invalid,
+                _ => content_length = Some(n),
             }
         }
     }
-
-    content_length
+    match content_length {
+        Some(n) => ContentLength::Value(n),
+        None => ContentLength::Absent,
+    }
 }
 
 /// Resolve the framing `Content-Length` of a message following hyper's decode
@@ -363,8 +395,8 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_parse_all(headers) {
-        Some(cl) => {
+    match content_length_fields(headers) {
+        ContentLength::Value(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
             // (which would misframe bodies larger than `usize::MAX`, e.g. on
@@ -379,13 +411,13 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
                 )
             })
         }
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
+        ContentLength::Invalid => {
             // debug, not warn: per-message, client-influenced; avoids log floods
             // under adversarial load. The error is returned to the caller.
             debug!("invalid Content-Length header");
             Error::e_explain(InvalidHTTPHeader, "invalid Content-Length header")
         }
-        None => Ok(None),
+        ContentLength::Absent => Ok(None),
     }
 }
 
@@ -396,7 +428,7 @@ pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>
 /// `Content-Length` fields having differing values (or a single invalid value)
 /// has invalid framing and the recipient MUST treat it as an unrecoverable
 /// error. Identical duplicates and comma-combined identical values are
-/// reconciled to a single value via [`content_length_parse_all`].
+/// reconciled to a single value via [`content_length_fields`].
 ///
 /// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
 /// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
@@ -526,6 +558,37 @@ mod test {
             headers.append(CONTENT_LENGTH, (*value).try_into().unwrap());
         }
         assert_eq!(content_length_parse_all(&headers), expected);
+    }
+
+    #[rstest]
+    #[case::absent(&[], Ok(None))]
+    #[case::digits(&["5"], Ok(Some(5)))]
+    #[case::spaces(&[" 5 "], Ok(Some(5)))]
+    #[case::digits_then_list(&["5", "5,5"], Ok(Some(5)))]
+    #[case::list_then_digits(&["5, 5", "6"], Err(()))]
+    #[case::digits_then_invalid(&["5", "abc"], Err(()))]
+    #[case::empty_second(&["5", ""], Err(()))]
+    #[case::digits_then_overflow(&["5", "99999999999999999999999999"], Err(()))]
+    fn test_content_length_fields_in_one_walk(
+        #[case] values: &[&str],
+        #[case] expected: std::result::Result<Option<usize>, ()>,
+    ) {
+        let mut headers = HMap::new();
+        for value in values {
+            headers.append(CONTENT_LENGTH, (*value).try_into().unwrap());
+        }
+        assert_eq!(content_length_for_framing(&headers).map_err(|_| ()), expected);
+    }
+
+    #[test]
+    fn test_content_length_not_visible_ascii() {
+        let mut headers = HMap::new();
+        headers.insert(
+            CONTENT_LENGTH,
+            http::HeaderValue::from_bytes(b"5\xff").unwrap(),
+        );
+        assert!(content_length_for_framing(&headers).is_err());
+        assert_eq!(content_length_parse_all(&headers), None);
     }
 
     #[test]
