@@ -113,6 +113,46 @@ fn forwarded_proto_is_https_over_tls() {
     assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
 }
 
+/// Values new on every response (the request id) go out over h2 as HPACK "never indexed"
+/// literals (nghttp marks those fields "sensitive"): indexed, each would take a slot of the
+/// dynamic table that no later response uses, evicting the fields that repeat. The fields that
+/// repeat are still indexed.
+#[test]
+fn per_response_values_are_never_indexed_over_h2() {
+    let s = setup();
+    let nghttp = peer("nghttp", "nghttp2-client");
+    let out = std::process::Command::new(nghttp)
+        .args(["-nv", "-m", "2", "-H", ":authority: fwd.example.com"])
+        .arg(format!("https://127.0.0.1:{}/h2", s.https()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // "[  0.028] recv (stream_id=13, sensitive) x-request-id: 442133dc..."
+    let received = |name: &str| -> Vec<(bool, String)> {
+        text.lines()
+            .filter_map(|l| l.split_once("] recv (stream_id=").map(|(_, r)| r))
+            .filter_map(|r| r.split_once(") "))
+            .filter_map(|(meta, field)| {
+                let value = field.strip_prefix(name)?.strip_prefix(": ")?;
+                Some((meta.contains("sensitive"), value.to_string()))
+            })
+            .collect()
+    };
+    let ids = received("x-request-id");
+    assert_eq!(ids.len(), 2, "two responses:\n{text}");
+    assert!(
+        ids.iter().all(|(never_indexed, _)| *never_indexed),
+        "{text}"
+    );
+    assert_ne!(ids[0].1, ids[1].1);
+    let types = received("content-type");
+    assert_eq!(types.len(), 2, "{text}");
+    assert!(
+        types.iter().all(|(never_indexed, _)| !never_indexed),
+        "{text}"
+    );
+}
+
 /// Waits for the access log line with `request_id`.
 fn access_log_entry(proxy: &Proxy, request_id: &str) -> serde_json::Value {
     let mut found = None;

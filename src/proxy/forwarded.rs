@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use crate::access_log::push_ip;
 
-use super::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
+use super::names::{
+    self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
+};
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::Result;
@@ -45,7 +47,7 @@ pub(super) fn apply(
     if let Some(host) = host_value(original) {
         upstream.insert_header(X_FORWARDED_HOST, host)?;
     }
-    upstream.insert_header(X_REQUEST_ID, request_id)?;
+    upstream.insert_header(X_REQUEST_ID, names::never_indexed_text(request_id)?)?;
     Ok(())
 }
 
@@ -127,5 +129,8 @@ mod tests {
         assert_eq!(get("x-forwarded-proto"), "https");
         assert_eq!(get("x-forwarded-host"), "example.test:8080");
         assert_eq!(get("x-request-id"), "abc");
+        // New on every request: never indexed by an h2 upstream's HPACK encoder.
+        assert!(upstream.headers["x-request-id"].is_sensitive());
+        assert!(!upstream.headers["x-forwarded-proto"].is_sensitive());
     }
 }

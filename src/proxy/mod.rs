@@ -533,12 +533,14 @@ impl ProxyHttp for Proxy {
         let traceparent = ctx.trace.header_value();
         upstream.insert_header(
             names::TRACEPARENT,
-            http::HeaderValue::from_bytes(&traceparent).map_err(|_| {
-                pingora_error::Error::explain(
-                    pingora_error::ErrorType::InternalError,
-                    "traceparent",
-                )
-            })?,
+            http::HeaderValue::from_bytes(&traceparent)
+                .map(names::never_indexed)
+                .map_err(|_| {
+                    pingora_error::Error::explain(
+                        pingora_error::ErrorType::InternalError,
+                        "traceparent",
+                    )
+                })?,
         )?;
         access::apply_auth_headers(upstream, ctx)?;
         // The route's own request headers, after ours so that it may replace them.
@@ -639,7 +641,10 @@ impl ProxyHttp for Proxy {
                 session.set_read_timeout(Some(route.options.read_timeout));
             }
         }
-        resp.insert_header(names::X_REQUEST_ID, ctx.request_id.as_str())?;
+        resp.insert_header(
+            names::X_REQUEST_ID,
+            names::never_indexed_text(&ctx.request_id)?,
+        )?;
         if let Some(cookie) = affinity::answer_cookie(session.req_header(), ctx) {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }
@@ -654,8 +659,14 @@ impl ProxyHttp for Proxy {
         }
         if let Some((limit, remaining, reset)) = ctx.rate {
             resp.insert_header(names::RATELIMIT_LIMIT, limit)?;
-            resp.insert_header(names::RATELIMIT_REMAINING, remaining)?;
-            resp.insert_header(names::RATELIMIT_RESET, respond::whole_seconds(reset))?;
+            resp.insert_header(
+                names::RATELIMIT_REMAINING,
+                names::never_indexed(remaining.into()),
+            )?;
+            resp.insert_header(
+                names::RATELIMIT_RESET,
+                names::never_indexed(respond::whole_seconds(reset).into()),
+            )?;
         }
         Ok(())
     }
