@@ -129,10 +129,32 @@ fn request_id(req: &RequestHeader) -> String {
 /// target's authority (pingora makes sure the last two agree when both are present).
 pub(super) fn request_host(req: &RequestHeader) -> &str {
     req.uri
-        .host()
+        .authority()
+        .map(|a| authority_host(a.as_str()))
         .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .or_else(|| absolute_form_authority(req))
         .unwrap_or("")
+}
+
+/// The host of a URI authority (`user@host:port`, `[v6]:port`), as `http::uri::Authority::host`
+/// reads it, by bytes: that one splits with string patterns, about 400 instructions a call on
+/// every h2 request (whose host is its `:authority`), and a request reads its host three times.
+fn authority_host(authority: &str) -> &str {
+    let bytes = authority.as_bytes();
+    let start = bytes
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(0, |at| at + 1);
+    let host = &bytes[start..];
+    let end = if host.first() == Some(&b'[') {
+        host.iter()
+            .position(|&b| b == b']')
+            .map_or(host.len(), |i| i + 1)
+    } else {
+        host.iter().position(|&b| b == b':').unwrap_or(host.len())
+    };
+    // Both ends sit next to an ASCII byte, so on character boundaries.
+    &authority[start..start + end]
 }
 
 /// The authority of an HTTP/1 absolute-form target (`GET http://host/path`), which pingora
@@ -747,3 +769,28 @@ fn head_limits(h: &HeadLimits) -> pingora::protocols::http::v1::server::RequestH
 
 /// How long a sticky id cookie lives: 30 days.
 const STICKY_MAX_AGE: u64 = 30 * 24 * 3600;
+
+#[cfg(test)]
+mod tests {
+    use super::authority_host;
+
+    #[test]
+    fn authority_host_reads_hosts_as_the_http_crate_does() {
+        for a in [
+            "example.com",
+            "example.com:8443",
+            "user:pw@example.com:8443",
+            "a@b@example.com",
+            "[::1]",
+            "[::1]:443",
+            "u@[fe80::1%25eth0]:80",
+            "127.0.0.1:80",
+            "xn--bcher-kva.example",
+        ] {
+            let parsed: http::uri::Authority = a.parse().expect("an authority");
+            assert_eq!(authority_host(a), parsed.host(), "{a}");
+        }
+        assert_eq!(authority_host(""), "");
+        assert_eq!(authority_host("[::1"), "[::1");
+    }
+}
