@@ -1575,7 +1575,10 @@ mod tests {
         let request = String::from_utf8(request).unwrap().to_lowercase();
         assert!(request.contains("x-added-5: v\r\n"), "{request}");
         let response = String::from_utf8(read_until(&mut client, b"hello").await).unwrap();
-        assert!(response.to_lowercase().contains("x-added-5: v\r\n"), "{response}");
+        assert!(
+            response.to_lowercase().contains("x-added-5: v\r\n"),
+            "{response}"
+        );
 
         assert_eq!(
             *proxy.inner.moved.lock().unwrap(),

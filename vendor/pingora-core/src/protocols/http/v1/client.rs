@@ -998,7 +998,8 @@ mod tests_stream {
     #[tokio::test]
     async fn read_response_header_map_has_room_for_added_fields() {
         init_log();
-        let input = b"HTTP/1.1 200 OK\r\nServer: a\r\nDate: b\r\nContent-Length: 0\r\nETag: c\r\n\r\n";
+        let input =
+            b"HTTP/1.1 200 OK\r\nServer: a\r\nDate: b\r\nContent-Length: 0\r\nETag: c\r\n\r\n";
         for keep in [true, false] {
             let mock_io = Builder::new().read(&input[..]).build();
             let mut http_stream = HttpSession::new(Box::new(mock_io));
@@ -1012,8 +1013,16 @@ mod tests_stream {
             for i in 0..ADDED_HEADERS_ROOM {
                 resp.insert_header(format!("x-added-{i}"), "v").unwrap();
             }
-            assert_eq!(resp.headers.capacity(), room, "the added fields grew the map");
-            assert_eq!(first(&resp), before, "the added fields moved the map's fields");
+            assert_eq!(
+                resp.headers.capacity(),
+                room,
+                "the added fields grew the map"
+            );
+            assert_eq!(
+                first(&resp),
+                before,
+                "the added fields moved the map's fields"
+            );
             // The session's own copy is the header as read.
             assert_eq!(http_stream.resp_header().unwrap().headers.len(), 4);
         }

@@ -577,7 +577,10 @@ mod test {
         for value in values {
             headers.append(CONTENT_LENGTH, (*value).try_into().unwrap());
         }
-        assert_eq!(content_length_for_framing(&headers).map_err(|_| ()), expected);
+        assert_eq!(
+            content_length_for_framing(&headers).map_err(|_| ()),
+            expected
+        );
     }
 
     #[test]

@@ -2243,7 +2243,11 @@ mod tests_stream {
             for i in 0..ADDED_HEADERS_ROOM {
                 req.insert_header(format!("x-added-{i}"), "v").unwrap();
             }
-            assert_eq!(req.headers.capacity(), room, "the added fields grew the map");
+            assert_eq!(
+                req.headers.capacity(),
+                room,
+                "the added fields grew the map"
+            );
         }
     }
 
