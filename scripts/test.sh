@@ -89,8 +89,10 @@ cargo test -p pingora-core -p pingora-http -p pingora-proxy --lib -- \
     --skip connectors::http::v1::tests::test_reuse_rejects_fd_mismatch \
     --skip connectors::l4::tests::test_conn_error_addr_not_avail \
     --skip connectors::l4::tests::test_conn_timeout
-# Vendor patch 17 lives in pingora-core's rustls listener, built only with its `rustls` feature.
-cargo test -p pingora-core --features rustls --lib listeners::tls::rustls::config_cell_tests
+# Vendor patches 17 and 30 live in pingora-core's rustls listener and stream, built only with its
+# `rustls` feature.
+cargo test -p pingora-core --features rustls --lib -- \
+    listeners::tls::rustls::config_cell_tests protocols::tls::rustls::stream::tests
 
 # Fuzz every parser of untrusted input for a bounded time (FUZZ_SECONDS each, default 60).
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -16,7 +16,7 @@ use std::io::Result as IoResult;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::listeners::tls::Acceptor;
@@ -49,7 +49,19 @@ pub struct TlsStream<T> {
     digest: Option<Arc<SslDigest>>,
     ssl: Option<TlsRef>,
     timing: TimingDigest,
+    /// Plaintext written but not yet given to rustls, so that small writes (an HTTP/1 head,
+    /// then a small body) leave in one TLS record at the next flush: see [`COALESCE_LIMIT`].
+    pending: Vec<u8>,
 }
+
+/// Writes are held back, up to this many bytes, until a flush, a shutdown or a write that
+/// would go past it. Rustls seals each write it is given into records of its own (a 22-byte
+/// header and tag and one AEAD seal each), so an HTTP/1 response written as a head and a body
+/// took two records where one does. A write that would go past the limit is given to rustls
+/// together with what is held, in one vectored write, without a copy. The limit is the l4
+/// stream's write buffer (`DEFAULT_L4_WRITE_BUFFER_SIZE`): what a plain connection holds
+/// back until a flush, a TLS one now holds back too.
+const COALESCE_LIMIT: usize = crate::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
 
 impl<T> TlsStream<T>
 where
@@ -73,6 +85,7 @@ where
             digest: None,
             ssl: None,
             timing: Default::default(),
+            pending: Vec::new(),
         })
     }
 
@@ -90,6 +103,7 @@ where
             digest: None,
             ssl: None,
             timing: Default::default(),
+            pending: Vec::new(),
         })
     }
 }
@@ -199,20 +213,82 @@ where
     }
 }
 
+impl<T> TlsStream<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Gives rustls everything held back. The buffer is freed once empty: an idle connection
+    /// keeps none.
+    fn poll_write_pending(&mut self, cx: &mut Context) -> Poll<IoResult<()>> {
+        while !self.pending.is_empty() {
+            let stream = Pin::new(self.tls.stream.as_mut().unwrap());
+            match ready!(stream.poll_write(cx, &self.pending))? {
+                0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                n => drop(self.pending.drain(..n)),
+            }
+        }
+        self.pending = Vec::new();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Holds `bufs` back: they fit under the limit with what is held already.
+    fn hold<'a>(&mut self, bufs: impl IntoIterator<Item = &'a [u8]>) -> usize {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(COALESCE_LIMIT);
+        }
+        let before = self.pending.len();
+        for buf in bufs {
+            self.pending.extend_from_slice(buf);
+        }
+        self.pending.len() - before
+    }
+}
+
 impl<T> AsyncWrite for TlsStream<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context, buf: &[u8]) -> Poll<IoResult<usize>> {
-        Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_write(cx, buf)
+        let this = &mut *self;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if this.pending.len() + buf.len() <= COALESCE_LIMIT {
+            return Poll::Ready(Ok(this.hold([buf])));
+        }
+        while !this.pending.is_empty() {
+            // What is held and `buf` go to rustls together, to be sealed into the same records.
+            let held = this.pending.len();
+            let bufs = [
+                std::io::IoSlice::new(&this.pending),
+                std::io::IoSlice::new(buf),
+            ];
+            let stream = Pin::new(this.tls.stream.as_mut().unwrap());
+            match ready!(stream.poll_write_vectored(cx, &bufs))? {
+                0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                n if n < held => drop(this.pending.drain(..n)),
+                n => {
+                    this.pending = Vec::new();
+                    if n > held {
+                        return Poll::Ready(Ok(n - held));
+                    }
+                }
+            }
+        }
+        if buf.len() <= COALESCE_LIMIT {
+            return Poll::Ready(Ok(this.hold([buf])));
+        }
+        Pin::new(this.tls.stream.as_mut().unwrap()).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<IoResult<()>> {
-        Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_flush(cx)
+        ready!(self.poll_write_pending(cx))?;
+        Pin::new(self.tls.stream.as_mut().unwrap()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<IoResult<()>> {
-        Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_shutdown(cx)
+        ready!(self.poll_write_pending(cx))?;
+        Pin::new(self.tls.stream.as_mut().unwrap()).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -220,7 +296,15 @@ where
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<IoResult<usize>> {
-        Pin::new(&mut self.tls.stream.as_mut().unwrap()).poll_write_vectored(cx, bufs)
+        // Small pieces that follow something held back (a chunk after an HTTP/1 head) join it.
+        // Otherwise the writer (h2) has gathered its frames itself: they go to rustls as they
+        // come, after anything held back.
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if !self.pending.is_empty() && self.pending.len() + total <= COALESCE_LIMIT {
+            return Poll::Ready(Ok(self.hold(bufs.iter().map(|b| &**b))));
+        }
+        ready!(self.poll_write_pending(cx))?;
+        Pin::new(self.tls.stream.as_mut().unwrap()).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -450,5 +534,231 @@ impl<S: Peek + Send> Peek for TlsStream<S> {
             return Ok(true);
         }
         io.wait_readable().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listeners::tls::TlsSettings;
+    use pingora_rustls::{load_ca_file_into_store, ClientConfig, RootCertStore, TlsConnector};
+    use std::io::IoSlice;
+    use std::sync::Mutex;
+    use std::task::Waker;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// The client's end of the connection, keeping every byte it reads off the wire.
+    struct Tap {
+        io: DuplexStream,
+        seen: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl AsyncRead for Tap {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<IoResult<()>> {
+            let before = buf.filled().len();
+            let res = Pin::new(&mut self.io).poll_read(cx, buf);
+            let read = &buf.filled()[before..];
+            self.seen.lock().unwrap().extend_from_slice(read);
+            res
+        }
+    }
+
+    impl AsyncWrite for Tap {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<IoResult<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<IoResult<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<IoResult<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// The lengths of the TLS records in `wire`.
+    fn records(wire: &[u8]) -> Vec<usize> {
+        let mut lengths = Vec::new();
+        let mut at = 0;
+        while at + 5 <= wire.len() {
+            let len = u16::from_be_bytes([wire[at + 3], wire[at + 4]]) as usize;
+            lengths.push(len);
+            at += 5 + len;
+        }
+        assert_eq!(at, wire.len(), "the wire ends inside a record");
+        lengths
+    }
+
+    /// A TLS 1.3 record's length for `n` bytes of data: the content type byte and the tag.
+    fn sealed(n: usize) -> usize {
+        n + 1 + 16
+    }
+
+    /// A handshaken server stream, the client reading from it, and what the client read off
+    /// the wire, with the handshake and a first exchange already in it.
+    async fn connected() -> (
+        TlsStream<DuplexStream>,
+        impl AsyncRead + AsyncWrite + Unpin,
+        Arc<Mutex<Vec<u8>>>,
+    ) {
+        // The workspace's test certificates (Switchyard's `certs/`; this crate ships no keys).
+        let certs = |file: &str| format!("{}/../../certs/{file}", env!("CARGO_MANIFEST_DIR"));
+        let settings =
+            TlsSettings::intermediate(&certs("localhost.crt"), &certs("localhost.key")).unwrap();
+        let acceptor = settings.build();
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tap = Tap {
+            io: client_io,
+            seen: seen.clone(),
+        };
+        let mut roots = RootCertStore::empty();
+        load_ca_file_into_store(certs("test-ca.crt"), &mut roots).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = TlsConnector::from(Arc::new(config));
+        let name = pingora_rustls::ServerName::try_from("localhost").unwrap();
+        let client = tokio::spawn(async move { connector.connect(name, tap).await.unwrap() });
+        let mut server = TlsStream::from_acceptor(&acceptor, server_io)
+            .await
+            .unwrap();
+        server.accept().await.unwrap();
+        let mut client = client.await.unwrap();
+        // Whatever the server sends after its handshake (session tickets) goes before this.
+        server.write_all(b"hello").await.unwrap();
+        server.flush().await.unwrap();
+        let mut hello = [0u8; 5];
+        client.read_exact(&mut hello).await.unwrap();
+        assert_eq!(&hello, b"hello");
+        (server, client, seen)
+    }
+
+    /// Takes what the client read off the wire so far.
+    fn take(seen: &Mutex<Vec<u8>>) -> Vec<u8> {
+        std::mem::take(&mut *seen.lock().unwrap())
+    }
+
+    /// The next byte the client can read now, without waiting, if any.
+    fn next_byte_now(client: &mut (impl AsyncRead + Unpin)) -> Option<u8> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        match Pin::new(client).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) => buf.filled().first().copied(),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn small_writes_leave_in_one_record_at_the_flush() {
+        let (mut server, mut client, seen) = connected().await;
+        take(&seen);
+
+        let head = vec![b'h'; 300];
+        let body = vec![b'b'; 100];
+        server.write_all(&head).await.unwrap();
+        server.write_all(&body).await.unwrap();
+        assert_eq!(
+            next_byte_now(&mut client),
+            None,
+            "nothing leaves before the flush"
+        );
+        assert!(take(&seen).is_empty());
+
+        server.flush().await.unwrap();
+        let mut got = vec![0u8; 400];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [head, body].concat());
+        assert_eq!(records(&take(&seen)), [sealed(400)]);
+        // Once given to rustls, nothing stays allocated for the idle connection.
+        assert_eq!(server.pending.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_large_write_takes_what_is_held_into_its_records() {
+        let (mut server, mut client, seen) = connected().await;
+        take(&seen);
+
+        let head = vec![b'h'; 200];
+        let body = vec![b'b'; 6000];
+        server.write_all(&head).await.unwrap();
+        server.write_all(&body).await.unwrap();
+        server.flush().await.unwrap();
+        let mut got = vec![0u8; 6200];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [head, body].concat());
+        assert_eq!(records(&take(&seen)), [sealed(6200)]);
+
+        // Larger than one record can hold: rustls splits it, held bytes first.
+        let head = vec![b'H'; 200];
+        let body = vec![b'B'; 20000];
+        server.write_all(&head).await.unwrap();
+        server.write_all(&body).await.unwrap();
+        server.flush().await.unwrap();
+        let mut got = vec![0u8; 20200];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [head, body].concat());
+        assert_eq!(
+            records(&take(&seen)),
+            [sealed(16384), sealed(20200 - 16384)]
+        );
+    }
+
+    #[tokio::test]
+    async fn vectored_pieces_join_what_is_held_or_follow_it() {
+        let (mut server, mut client, seen) = connected().await;
+        take(&seen);
+
+        // A chunk after a head: joins it.
+        server.write_all(&[b'h'; 100]).await.unwrap();
+        let chunk = [
+            IoSlice::new(b"5\r\n"),
+            IoSlice::new(b"hello"),
+            IoSlice::new(b"\r\n"),
+        ];
+        let n = server.write_vectored(&chunk).await.unwrap();
+        assert_eq!(n, 10);
+        server.flush().await.unwrap();
+        let mut got = vec![0u8; 110];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[100..], b"5\r\nhello\r\n");
+        assert_eq!(records(&take(&seen)), [sealed(110)]);
+
+        // Nothing held: a vectored write (h2's frames) goes to rustls as it comes.
+        let frames = [IoSlice::new(&[b'f'; 50]), IoSlice::new(&[b'g'; 60])];
+        let n = server.write_vectored(&frames).await.unwrap();
+        assert_eq!(n, 110);
+        assert_eq!(
+            next_byte_now(&mut client),
+            Some(b'f'),
+            "a vectored write is not held back"
+        );
+        server.flush().await.unwrap();
+        let mut got = vec![0u8; 109];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [&[b'f'; 49][..], &[b'g'; 60]].concat());
+        assert_eq!(records(&take(&seen)), [sealed(110)]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_what_is_held_first() {
+        let (mut server, mut client, _seen) = connected().await;
+        server.write_all(b"last words").await.unwrap();
+        server.shutdown().await.unwrap();
+        drop(server);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"last words");
     }
 }
