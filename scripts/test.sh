@@ -84,7 +84,7 @@ cargo test --all-targets "$@"
 # The patched pingora crates' own unit tests (vendor/PATCHES.md). Four connector tests need the
 # internet (one.one.one.one, routes to TEST-NET addresses) and fail offline with or without the
 # patches: they are the only ones left out.
-cargo test -p pingora-core -p pingora-http -p pingora-proxy --lib -- \
+cargo test -p pingora-core -p pingora-http -p pingora-proxy -p pingora-timeout --lib -- \
     --skip connectors::http::v1::tests::test_connect \
     --skip connectors::http::v1::tests::test_reuse_rejects_fd_mismatch \
     --skip connectors::l4::tests::test_conn_error_addr_not_avail \
