@@ -29,6 +29,7 @@ use super::*;
 use once_cell::sync::Lazy;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 static TIMER_MANAGER: Lazy<Arc<TimerManager>> = Lazy::new(|| {
     let tm = Arc::new(TimerManager::new());
@@ -46,7 +47,12 @@ static FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECS: AtomicU64 =
     AtomicU64::new(DEFAULT_FAST_TIMEOUT_TO_TOKIO_THRESHOLD_SECS);
 
 fn check_clock_thread(tm: &Arc<TimerManager>) {
-    if tm.should_i_start_clock() {
+    check_clock_thread_at(tm, Instant::now())
+}
+
+// `check_clock_thread` at the time `now` the caller read
+fn check_clock_thread_at(tm: &TimerManager, now: Instant) {
+    if tm.should_i_start_clock_at(now) {
         std::thread::Builder::new()
             .name("Timer thread".into())
             .spawn(|| TIMER_MANAGER.clock_thread())
@@ -90,7 +96,7 @@ pub struct FastTimeout(Duration);
 
 impl ToTimeout for FastTimeout {
     fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        Box::pin(TIMER_MANAGER.register_timer(self.0).poll())
+        Box::pin(register(self.0).poll())
     }
 
     fn create(d: Duration) -> Self {
@@ -112,6 +118,7 @@ pub struct FastOrTokioTimeout {
 }
 
 impl FastOrTokioTimeout {
+    #[cfg(test)]
     fn use_tokio(&self) -> bool {
         matches!(self.kind, TimeoutKind::Tokio)
     }
@@ -142,18 +149,23 @@ pub fn fast_timeout<T>(duration: Duration, future: T) -> Timeout<T, FastOrTokioT
 where
     T: Future,
 {
-    let callback = FastOrTokioTimeout::create(duration);
-    if !callback.use_tokio() {
-        check_clock_thread(&TIMER_MANAGER);
-    }
-
-    Timeout::new_with_callback(future, callback)
+    // The clock thread is checked when the timer is registered (`register`), which happens only
+    // when `future` is not ready at its first poll: most are, and reading the clock for each of
+    // them was a good part of what a timeout cost.
+    Timeout::new_with_callback(future, FastOrTokioTimeout::create(duration))
 }
 
 /// Similar to [tokio::time::sleep] but more efficient.
 pub async fn fast_sleep(duration: Duration) {
-    check_clock_thread(&TIMER_MANAGER);
-    TIMER_MANAGER.register_timer(duration).poll().await
+    register(duration).poll().await
+}
+
+// Registers a fast timer, after starting the clock thread that fires it if it is not running:
+// both with one reading of the clock.
+fn register(duration: Duration) -> TimerStub {
+    let now = Instant::now();
+    check_clock_thread_at(&TIMER_MANAGER, now);
+    TIMER_MANAGER.register_timer_at(now, duration)
 }
 
 /// Pause the timer for fork()
@@ -209,6 +221,40 @@ mod tests {
         };
         let to = fast_timeout(Duration::from_secs(60), fut);
         assert_eq!(to.await.unwrap(), 1)
+    }
+
+    #[tokio::test]
+    async fn test_timer_registered_only_when_the_future_is_not_ready() {
+        // Ten minutes: a fast timer (under the tokio threshold) that does not fire during the test.
+        let long = Duration::from_secs(600);
+        let before = TIMER_MANAGER.slots_of_this_thread();
+        assert_eq!(fast_timeout(long, async { 1 }).await.unwrap(), 1);
+        assert_eq!(TIMER_MANAGER.slots_of_this_thread(), before);
+
+        let start = Instant::now();
+        let pending_once = fast_timeout(long, tokio::task::yield_now());
+        pending_once.await.unwrap();
+        let added: Vec<u64> = TIMER_MANAGER
+            .slots_of_this_thread()
+            .into_iter()
+            .filter(|slot| !before.contains(slot))
+            .collect();
+        // One timer, its slot read from the clock once, at registration: the first 10 ms slot
+        // at or after the start plus ten minutes.
+        let earliest = (start + long)
+            .duration_since(TIMER_MANAGER.zero())
+            .as_millis() as u64;
+        assert_eq!(added.len(), 1, "{added:?}");
+        assert!(
+            added[0] >= earliest && added[0] < earliest + 60_000,
+            "{added:?} {earliest}"
+        );
+        // And the registered timer fires: the clock thread runs.
+        assert!(
+            fast_timeout(Duration::from_millis(20), std::future::pending::<()>())
+                .await
+                .is_err()
+        );
     }
 
     #[test]

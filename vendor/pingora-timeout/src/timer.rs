@@ -41,27 +41,33 @@ const RESOLUTION_DURATION: Duration = Duration::from_millis(RESOLUTION_MS);
 
 // round to the NEXT timestamp based on the resolution
 #[inline]
-fn round_to(raw: u128, resolution: u128) -> u128 {
+fn round_to(raw: u64, resolution: u64) -> u64 {
     raw - 1 + resolution - (raw - 1) % resolution
 }
 // millisecond resolution as most
+// (milliseconds since the manager's zero: u64 holds 584 million years of them, and u64 keys are
+// compared and rounded without the 128-bit helpers that u128 ones call)
 #[derive(PartialEq, PartialOrd, Eq, Ord, Clone, Copy, Debug)]
-struct Time(u128);
+struct Time(u64);
 
-impl From<u128> for Time {
-    fn from(raw_ms: u128) -> Self {
-        Time(round_to(raw_ms, RESOLUTION_MS as u128))
+impl From<u64> for Time {
+    fn from(raw_ms: u64) -> Self {
+        Time(round_to(raw_ms, RESOLUTION_MS))
     }
 }
 
 impl From<Duration> for Time {
     fn from(d: Duration) -> Self {
-        Time(round_to(d.as_millis(), RESOLUTION_MS as u128))
+        Time(round_to(millis(d), RESOLUTION_MS))
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    d.as_secs() * 1000 + u64::from(d.subsec_millis())
+}
+
 impl Time {
-    pub fn not_after(&self, ts: u128) -> bool {
+    pub fn not_after(&self, ts: u64) -> bool {
         self.0 <= ts
     }
 }
@@ -137,7 +143,7 @@ impl TimerManager {
                 // just stop acquiring the locks, waiting for fork to happen
                 continue;
             }
-            let now = now.as_millis();
+            let now = millis(now);
             // iterate through the timer tree for all threads
             for thread_timer in self.timers.iter() {
                 let mut timers = thread_timer.write();
@@ -165,11 +171,17 @@ impl TimerManager {
 
     // False if the clock is already started
     // If true, the caller must start the clock thread next
+    #[cfg(test)]
     pub(crate) fn should_i_start_clock(&self) -> bool {
-        let Err(prev) = self.is_clock_running() else {
+        self.should_i_start_clock_at(Instant::now())
+    }
+
+    // `should_i_start_clock` at the time `now` the caller read
+    pub(crate) fn should_i_start_clock_at(&self, now: Instant) -> bool {
+        let Err(prev) = self.is_clock_running_at(now) else {
             return false;
         };
-        let now = Instant::now().duration_since(self.zero).as_secs() as i64;
+        let now = now.duration_since(self.zero).as_secs() as i64;
         let res =
             self.clock_watchdog
                 .compare_exchange(prev, now, Ordering::SeqCst, Ordering::SeqCst);
@@ -178,8 +190,13 @@ impl TimerManager {
 
     // Ok(()) if clock is running (watch dog is within DELAYS_SEC of now)
     // Err(time) if watch do stopped at `time`
+    #[cfg(test)]
     pub(crate) fn is_clock_running(&self) -> Result<(), i64> {
-        let now = Instant::now().duration_since(self.zero).as_secs() as i64;
+        self.is_clock_running_at(Instant::now())
+    }
+
+    fn is_clock_running_at(&self, now: Instant) -> Result<(), i64> {
+        let now = now.duration_since(self.zero).as_secs() as i64;
         let prev = self.clock_watchdog.load(Ordering::SeqCst);
         if now < prev + DELAYS_SEC {
             Ok(())
@@ -192,6 +209,11 @@ impl TimerManager {
     ///
     /// When the timer expires, the [TimerStub] will be notified.
     pub fn register_timer(&self, duration: Duration) -> TimerStub {
+        self.register_timer_at(Instant::now(), duration)
+    }
+
+    // `register_timer` at the time `now` the caller read
+    pub(crate) fn register_timer_at(&self, now: Instant, duration: Duration) -> TimerStub {
         if self.is_paused_for_fork() {
             // Return a dummy TimerStub that will trigger right away.
             // This is fine assuming pause_for_fork() is called right before fork().
@@ -202,7 +224,7 @@ impl TimerManager {
             timer.fire();
             return timer.subscribe();
         }
-        let now: Time = (Instant::now() + duration - self.zero).into();
+        let now: Time = (now + duration - self.zero).into();
         {
             let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
             if let Some(t) = timers.get(&now) {
@@ -219,6 +241,20 @@ impl TimerManager {
         let stub = timer.subscribe();
         timers.insert(now, timer);
         stub
+    }
+
+    // The reference zero point of the slots
+    #[cfg(test)]
+    pub(crate) fn zero(&self) -> Instant {
+        self.zero
+    }
+
+    // The slots (milliseconds since zero) of this thread's pending timers. A thread's slot of
+    // `timers` may be one an exited thread left, with its timers (`ThreadLocal` reuses ids).
+    #[cfg(test)]
+    pub(crate) fn slots_of_this_thread(&self) -> Vec<u64> {
+        let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
+        timers.keys().map(|k| k.0).collect()
     }
 
     fn is_paused_for_fork(&self) -> bool {
@@ -281,6 +317,22 @@ mod tests {
         t2.poll().await;
         // t2 fired along t1 so no extra wait time
         assert_eq!(now.elapsed().as_secs(), 0);
+    }
+
+    #[test]
+    fn test_register_timer_at_uses_the_time_given() {
+        let tm = TimerManager::new();
+        let at = |ms| tm.zero + Duration::from_millis(ms);
+        let _a = tm.register_timer_at(at(123), Duration::from_secs(1));
+        assert_eq!(tm.slots_of_this_thread(), [1130]);
+        // The same 10 ms slot: the same timer.
+        let _b = tm.register_timer_at(at(125), Duration::from_secs(1));
+        assert_eq!(tm.slots_of_this_thread(), [1130]);
+        let _c = tm.register_timer_at(at(131), Duration::from_secs(1));
+        assert_eq!(tm.slots_of_this_thread(), [1130, 1140]);
+        // Far from zero: u64 milliseconds, rounded up as before.
+        let _d = tm.register_timer_at(at(86_400_000 * 365), Duration::from_millis(1));
+        assert_eq!(tm.slots_of_this_thread(), [1130, 1140, 31_536_000_010]);
     }
 
     #[test]
