@@ -24,6 +24,9 @@ pub(super) fn apply(
     tls: bool,
     request_id: &str,
 ) -> Result<()> {
+    // A client that comes straight to us has X-Forwarded-For and X-Real-IP both its address
+    // alone: one value, shared.
+    let mut real_ip = None;
     if let Some(peer) = peer {
         let value = match upstream.headers.get(X_FORWARDED_FOR) {
             Some(prev) if prev.to_str().is_ok_and(|p| !p.trim().is_empty()) => {
@@ -31,14 +34,24 @@ pub(super) fn apply(
                 list.extend_from_slice(prev.as_bytes());
                 list.extend_from_slice(b", ");
                 push_ip(&mut list, peer);
-                HeaderValue::from_bytes(&list)
+                owned_value(list).map_err(invalid)?
             }
-            _ => ip_value(peer),
+            _ => {
+                let alone = ip_value(peer).map_err(invalid)?;
+                if client == Some(peer) {
+                    real_ip = Some(alone.clone());
+                }
+                alone
+            }
         };
-        upstream.insert_header(X_FORWARDED_FOR, value.map_err(invalid)?)?;
+        upstream.insert_header(X_FORWARDED_FOR, value)?;
     }
     if let Some(ip) = client {
-        upstream.insert_header(X_REAL_IP, ip_value(ip).map_err(invalid)?)?;
+        let value = match real_ip {
+            Some(value) => value,
+            None => ip_value(ip).map_err(invalid)?,
+        };
+        upstream.insert_header(X_REAL_IP, value)?;
     }
     upstream.insert_header(
         X_FORWARDED_PROTO,
@@ -69,22 +82,20 @@ fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
 fn ip_value(ip: IpAddr) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
     let mut text = Vec::with_capacity(39);
     push_ip(&mut text, ip);
-    HeaderValue::from_bytes(&text)
+    owned_value(text)
+}
+
+/// A header value that takes `bytes` as they are (`from_bytes` would copy them).
+fn owned_value(
+    bytes: Vec<u8>,
+) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes))
 }
 
 /// A new request id: 128 random bits as 32 lowercase hex digits.
 pub(super) fn new_request_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Two 64-bit halves into a byte buffer: no 128-bit shifts and no char-by-char pushes.
     let mut digits = [0u8; 32];
-    for (half, bits) in digits
-        .chunks_exact_mut(16)
-        .zip([fastrand::u64(..), fastrand::u64(..)])
-    {
-        for (i, digit) in half.iter_mut().enumerate() {
-            *digit = HEX[((bits >> ((15 - i) * 4)) & 0xf) as usize];
-        }
-    }
+    switchyard_core::hex::lower_into(&mut digits, &fastrand::u128(..).to_be_bytes());
     // Hex digits are ASCII: never the default.
     String::from_utf8(digits.to_vec()).unwrap_or_default()
 }
@@ -101,6 +112,24 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, new_request_id());
+    }
+
+    #[test]
+    fn a_client_that_comes_straight_has_its_address_alone_in_both() {
+        let original = RequestHeader::build("GET", b"/", None).expect("a request");
+        let mut upstream = original.clone();
+        let ip = "2001:db8::7".parse().ok();
+        apply(&mut upstream, &original, ip, ip, false, "id").expect("a header");
+        assert_eq!(upstream.headers["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(upstream.headers["x-real-ip"], "2001:db8::7");
+
+        // A client that another proxy names (PROXY protocol), no list yet: each its own.
+        let mut upstream = original.clone();
+        let peer = "10.0.0.2".parse().ok();
+        let client = "203.0.113.9".parse().ok();
+        apply(&mut upstream, &original, peer, client, false, "id").expect("a header");
+        assert_eq!(upstream.headers["x-forwarded-for"], "10.0.0.2");
+        assert_eq!(upstream.headers["x-real-ip"], "203.0.113.9");
     }
 
     #[test]

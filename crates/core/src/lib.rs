@@ -7,6 +7,7 @@
 pub mod book;
 pub mod config;
 pub mod fsutil;
+pub mod hex;
 pub mod htpasswd;
 pub mod limits;
 pub mod lograte;

@@ -94,12 +94,10 @@ fn hex(digits: &[u8]) -> Option<u128> {
     })
 }
 
+/// The low `out.len() / 2` bytes of `value` as lowercase hex (`out.len()` is even).
 fn hex_into(out: &mut [u8], value: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let n = out.len();
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = DIGITS[((value >> ((n - 1 - i) * 4)) & 0xf) as usize];
-    }
+    let bytes = value.to_be_bytes();
+    crate::hex::lower_into(out, &bytes[bytes.len() - out.len() / 2..]);
 }
 
 fn nonzero_u128() -> u128 {
