@@ -22,13 +22,13 @@ const FLOORS: &[(u32, &[&str])] = &[
         &[
             "path",
             "fsutil",
+            "hex",
             "lograte",
             "secret",
             "static_files",
-            "trace_context",
         ],
     ),
-    (1, &["limits", "rollout", "htpasswd"]),
+    (1, &["limits", "rollout", "htpasswd", "trace_context"]),
     // The model.
     (2, &["config"]),
     // Parts: routing, pools, the book; metric families, certificates, logs, persistence.
