@@ -19,14 +19,7 @@ const FLOORS: &[(u32, &[&str])] = &[
     // Leaves: no import from the crates.
     (
         0,
-        &[
-            "path",
-            "fsutil",
-            "hex",
-            "lograte",
-            "secret",
-            "static_files",
-        ],
+        &["path", "fsutil", "hex", "lograte", "secret", "static_files"],
     ),
     (1, &["limits", "rollout", "htpasswd", "trace_context"]),
     // The model.
