@@ -406,8 +406,9 @@ impl HttpSession {
         let start = std::time::Instant::now();
         let left = |now: std::time::Instant| keepalive.map(|k| k.saturating_sub(now - start));
         let mut can_wait = true;
+        // The first wait has the whole keep-alive time: no second reading of the clock.
+        let mut remaining = keepalive;
         loop {
-            let remaining = left(std::time::Instant::now());
             if remaining == Some(Duration::ZERO) {
                 debug!("keepalive timeout {keepalive:?} reached");
                 return Ok(None);
@@ -442,6 +443,7 @@ impl HttpSession {
                             Ok(supported) => can_wait = supported,
                             Err(_) => return Ok(None),
                         }
+                        remaining = left(std::time::Instant::now());
                         continue;
                     }
                     Err(_) => {
@@ -583,7 +585,11 @@ impl HttpSession {
         let mut detached_suffix = None;
         // With a header timeout: the first request's head is due that long after accept, a
         // later one's that long after its first byte (set below once it arrives).
-        let mut deadline = self.header_timeout.map(|t| {
+        let waits_next =
+            already_read == 0 && !self.first_on_connection && self.header_timeout.is_some();
+        // (A reused connection that waits for its next request sets it once the request begins:
+        // no clock reading for a deadline that would be replaced.)
+        let mut deadline = self.header_timeout.filter(|_| !waits_next).map(|t| {
             if self.first_on_connection {
                 self.first_request_deadline(t)
             } else {
@@ -591,7 +597,7 @@ impl HttpSession {
             }
         });
         let limits = self.head_limits;
-        if already_read == 0 && !self.first_on_connection && self.header_timeout.is_some() {
+        if waits_next {
             // A reused connection: wait for the next request without holding the buffer.
             match self.wait_next_request(&mut buf).await? {
                 Some(n) => {
