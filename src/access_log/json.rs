@@ -162,7 +162,6 @@ fn quoted_ip(out: &mut Vec<u8>, ip: IpAddr) {
 /// A JSON string: bytes copied as they are up to the next one that needs escaping (`"`, `\`,
 /// control characters); the text is UTF-8 already.
 fn string(out: &mut Vec<u8>, value: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = value.as_bytes();
     let mut start = 0;
@@ -178,14 +177,9 @@ fn string(out: &mut Vec<u8>, value: &str) {
         };
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]);
+            let mut escaped = *b"\\u0000";
+            switchyard_core::hex::lower_into(&mut escaped[4..], &[b]);
+            out.extend_from_slice(&escaped);
         } else {
             out.extend_from_slice(escape);
         }
