@@ -159,34 +159,61 @@ fn quoted_ip(out: &mut Vec<u8>, ip: IpAddr) {
     out.push(b'"');
 }
 
-/// A JSON string: bytes copied as they are up to the next one that needs escaping (`"`, `\`,
-/// control characters); the text is UTF-8 already.
+/// A JSON string: bytes copied as they are up to the next one that needs escaping; the text is
+/// UTF-8 already.
 fn string(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
     let bytes = value.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+    loop {
+        let i = next_to_escape(bytes, start);
         out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            let mut escaped = *b"\\u0000";
-            switchyard_core::hex::lower_into(&mut escaped[4..], &[b]);
-            out.extend_from_slice(&escaped);
-        } else {
-            out.extend_from_slice(escape);
+        let Some(&b) = bytes.get(i) else { break };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                let mut escaped = *b"\\u0000";
+                switchyard_core::hex::lower_into(&mut escaped[4..], &[b]);
+                out.extend_from_slice(&escaped);
+            }
         }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// The index of the first byte at or after `from` that a JSON string must escape, or
+/// `bytes.len()`. Eight bytes are tested at a time: in each of the three tests the lowest byte
+/// flagged is a true match (a borrow only flags bytes above a true match), so the lowest flag of
+/// the three together is the first byte to escape.
+fn next_to_escape(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // High bit set in each byte of `w` below `n` (n <= 0x80), lowest flag exact.
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w;
+    let equal = |w: u64, b: u8| below(w ^ (ONES * u64::from(b)), 1);
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let flags = (below(w, 0x20) | equal(w, b'"') | equal(w, b'\\')) & HIGHS;
+        if flags != 0 {
+            return i + (flags.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| needs_escape(b))
+        .map_or(bytes.len(), |p| i + p)
+}
+
+/// `"`, `\` and control characters; everything else goes into a JSON string as it is.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// `2026-11-29T14:28:55.123Z` (RFC 3339, UTC, milliseconds).
@@ -288,6 +315,36 @@ mod tests {
             string(&mut out, s);
             let back: String = serde_json::from_slice(&out).expect("valid JSON string");
             assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn every_byte_to_escape_is_found_wherever_it_sits() {
+        // Each byte that needs escaping, and neighbours that do not (space, DEL, a byte of
+        // UTF-8), at every offset of a 21-byte string: in each of the eight-byte words tested
+        // together, at their edges, and in the bytes after the last whole word.
+        for special in ["\"", "\\", "\n", "\u{0}", "\u{1f}", " ", "\u{7f}", "é"] {
+            for at in 0..21 {
+                let mut s = "a".repeat(21);
+                s.replace_range(at..at + 1, special);
+                // A second one further on: the scan goes on after an escape.
+                if at + 9 < s.len() {
+                    s.replace_range(at + 9..at + 10, "\u{2}");
+                }
+                let mut out = Vec::new();
+                string(&mut out, &s);
+                let back: String = serde_json::from_slice(&out).expect("valid JSON string");
+                assert_eq!(back, s, "{special:?} at {at}");
+                let escapes = s.bytes().filter(|&b| needs_escape(b)).count();
+                let short = s.bytes().filter(|b| b"\"\\\n\r\t".contains(b)).count();
+                // Two quotes, one byte each for the rest, and 1 or 5 more for each escape.
+                assert_eq!(
+                    out.len(),
+                    s.len() + 2 + short + 5 * (escapes - short),
+                    "{special:?} at {at}: {}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
         }
     }
 
