@@ -52,7 +52,14 @@ pub struct HttpSession {
     pub write_timeout: Option<Duration>,
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
+    /// The response header as read, until `read_resp_header_parts` hands it to the caller.
     response_header: Option<Box<ResponseHeader>>,
+    /// What the session itself consults of the last response header read, kept when the header
+    /// is handed out.
+    response_facts: Option<ResponseFacts>,
+    /// The header handed out, built again from its bytes on the first `resp_header()` after
+    /// (`None` inside: it could not be, which the first read rules out).
+    rebuilt_header: std::sync::OnceLock<Option<Box<ResponseHeader>>>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -92,6 +99,8 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            response_facts: None,
+            rebuilt_header: std::sync::OnceLock::new(),
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -294,63 +303,28 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
-                        let code = resp.code.unwrap();
-                        let size_hint = Some(resp.headers.len() + ADDED_HEADERS_ROOM);
-                        let built = if self.keep_header_case {
-                            ResponseHeader::build(code, size_hint)
-                        } else {
-                            ResponseHeader::build_no_case(code, size_hint)
-                        };
-                        let mut response_header = match built {
-                            Ok(header) => Box::new(header),
+                        let mut response_header =
+                            match new_response_header(&resp, self.keep_header_case) {
+                                Ok(header) => header,
+                                Err(e) => return self.fail_response_header_read(e),
+                            };
+                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        let facts = match add_response_fields(
+                            &mut response_header,
+                            header_refs,
+                            &buf,
+                            self.keep_header_case,
+                        ) {
+                            Ok(facts) => facts,
                             Err(e) => return self.fail_response_header_read(e),
                         };
-
-                        // TODO: enforce https://datatracker.ietf.org/doc/html/rfc9110#section-15.2
-                        // "Since HTTP/1.0 did not define any 1xx status codes,
-                        // a server MUST NOT send a 1xx response to an HTTP/1.0 client."
-                        response_header.set_version(match resp.version {
-                            Some(1) => Version::HTTP_11,
-                            Some(0) => Version::HTTP_10,
-                            _ => Version::HTTP_09,
-                        });
-
-                        if let Err(e) = response_header.set_reason_phrase(resp.reason) {
-                            return self.fail_response_header_read(e);
-                        }
-
-                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
-
-                        for header in header_refs {
-                            let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
-                            let value_bytes = header.get_value_bytes(&buf);
-                            let header_value = pingora_http::header_value_from_raw(value_bytes);
-                            if let Err(e) = response_header
-                                .append_header(header_name, header_value)
-                                .or_err(InvalidHTTPHeader, "while parsing request header")
-                            {
-                                return self.fail_response_header_read(e);
-                            }
-                        }
-
-                        let contains_transfer_encoding = response_header
-                            .headers
-                            .contains_key(header::TRANSFER_ENCODING);
-                        let contains_content_length =
-                            response_header.headers.contains_key(header::CONTENT_LENGTH);
-
-                        // Transfer encoding overrides content length, so when
-                        // both are present, we MUST remove content length. This is
-                        // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3
-                        if contains_content_length && contains_transfer_encoding {
-                            response_header.remove_header(&header::CONTENT_LENGTH);
-                        }
 
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
+                        self.response_facts = Some(facts);
+                        self.rebuilt_header = std::sync::OnceLock::new();
                         if let Err(e) = self.validate_response() {
                             return self.fail_response_header_read(e);
                         }
@@ -448,20 +422,27 @@ impl HttpSession {
         }
     }
 
-    /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    /// Similar to [`Self::read_response()`], read the response header and then return it.
+    ///
+    /// The header as read goes to the caller, whose filters may add fields: it was built with
+    /// room for them. The session keeps what it consults itself (status, version, the fields
+    /// that decide keep-alive) and builds the header again from its bytes if
+    /// [`Self::resp_header()`] is asked for it afterwards, which the proxy never does.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // The header as read goes to the caller, whose filters may add fields: it was built with
-        // room for them, which a clone (sized to its fields) lacks. The session keeps an equal
-        // copy for its own checks. Safe to unwrap because it is just read.
-        let read = self.response_header.take().unwrap();
-        self.response_header = Some(Box::new((*read).clone()));
-        Ok(read)
+        // Safe to unwrap because it is just read.
+        Ok(self.response_header.take().unwrap())
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
-        self.response_header.as_deref()
+        if let Some(header) = self.response_header.as_deref() {
+            return Some(header);
+        }
+        let facts = self.response_facts.as_ref()?;
+        self.rebuilt_header
+            .get_or_init(|| rebuild_response_header(self.get_headers_raw_bytes(), facts))
+            .as_deref()
     }
 
     /// Get the header value for the given header name from the response header
@@ -469,9 +450,7 @@ impl HttpSession {
     /// Use `self.resp_header().header.get_all(name)` to get all the headers under the same name
     /// Always return `None` if the response is not read yet.
     pub fn get_header(&self, name: impl AsHeaderName) -> Option<&HeaderValue> {
-        self.response_header
-            .as_ref()
-            .and_then(|h| h.headers.get(name))
+        self.resp_header().and_then(|h| h.headers.get(name))
     }
 
     /// Get the request header as raw bytes, `b""` when the header doesn't exist or response not read
@@ -481,7 +460,7 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        self.response_facts.as_ref().map(|f| f.status)
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -591,12 +570,8 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        let facts = self.response_facts.as_ref();
+        if facts.is_some_and(|f| f.version == Version::HTTP_10 && f.transfer_encoding) {
             self.set_keepalive(None);
             return;
         }
@@ -611,7 +586,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if facts.map(|f| f.version) == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -632,36 +607,18 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => self
+                .response_facts
+                .as_ref()
+                .and_then(|f| f.connection_keepalive),
         }
     }
 
-    /// `Keep-Alive: timeout=5, max=1000` => 5, 1000
-    /// This is defined in the below spec, this not part of any RFC, so
-    /// it's behavior is different on different platforms.
-    /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+    /// The response's first `Keep-Alive` field, as `keepalive_values` reads it.
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
-            return (None, None);
-        };
-
-        let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
-            return (None, None);
-        };
-
-        let mut timeout = None;
-        let mut max = None;
-
-        for param in header_value.split(',') {
-            let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
-            match parts {
-                Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
-                Some(("max", max_value)) => max = max_value.trim().parse().ok(),
-                _ => {}
-            }
-        }
-
-        (timeout, max)
+        self.response_facts
+            .as_ref()
+            .map_or((None, None), |f| f.keep_alive)
     }
 
     /// Close the connection abruptly. This allows to signal the server that the connection is closed
@@ -898,6 +855,136 @@ impl HttpSession {
     pub fn into_inner(self) -> Stream {
         self.underlying_stream
     }
+}
+
+/// What the session consults of a response header once the header itself has gone to the
+/// caller (`read_resp_header_parts`), and how to build it again.
+#[derive(Debug, Clone, Copy)]
+struct ResponseFacts {
+    status: StatusCode,
+    version: Version,
+    /// `Transfer-Encoding` is present.
+    transfer_encoding: bool,
+    /// What the first `Connection` field says of keep-alive (`is_buf_keepalive`).
+    connection_keepalive: Option<bool>,
+    /// The first `Keep-Alive` field's `timeout` and `max` (`keepalive_values`).
+    keep_alive: (Option<u64>, Option<usize>),
+    /// The header was built keeping the upstream's header-name case.
+    keep_header_case: bool,
+}
+
+/// A response header with the status line `resp` parsed and room for the fields it will get
+/// (`ADDED_HEADERS_ROOM` more for the caller's filters).
+fn new_response_header(
+    resp: &httparse::Response<'_, '_>,
+    keep_header_case: bool,
+) -> Result<Box<ResponseHeader>> {
+    // httparse gives a code with every complete response.
+    let code = resp.code.unwrap_or_default();
+    let size_hint = Some(resp.headers.len() + ADDED_HEADERS_ROOM);
+    let mut header = Box::new(if keep_header_case {
+        ResponseHeader::build(code, size_hint)?
+    } else {
+        ResponseHeader::build_no_case(code, size_hint)?
+    });
+    // TODO: enforce https://datatracker.ietf.org/doc/html/rfc9110#section-15.2
+    // "Since HTTP/1.0 did not define any 1xx status codes,
+    // a server MUST NOT send a 1xx response to an HTTP/1.0 client."
+    header.set_version(match resp.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_09,
+    });
+    header.set_reason_phrase(resp.reason)?;
+    Ok(header)
+}
+
+/// Appends the fields `header_refs` finds in `buf` to `response` (Content-Length dropped when
+/// Transfer-Encoding is there too) and notes what the session consults of them.
+fn add_response_fields(
+    response: &mut ResponseHeader,
+    header_refs: Vec<KVRef>,
+    buf: &Bytes,
+    keep_header_case: bool,
+) -> Result<ResponseFacts> {
+    let mut facts = ResponseFacts {
+        status: response.status,
+        version: response.version,
+        transfer_encoding: false,
+        connection_keepalive: None,
+        keep_alive: (None, None),
+        keep_header_case,
+    };
+    let (mut connection_seen, mut keep_alive_seen) = (false, false);
+    for field in header_refs {
+        let name = field.get_name_bytes(buf);
+        let value = pingora_http::header_value_from_raw(field.get_value_bytes(buf));
+        // The three names the session consults have 10 or 17 bytes; most others are passed by
+        // their length alone.
+        match name.len() {
+            10 if !connection_seen && name.eq_ignore_ascii_case(b"connection") => {
+                connection_seen = true;
+                facts.connection_keepalive = is_buf_keepalive(Some(&value));
+            }
+            10 if !keep_alive_seen && name.eq_ignore_ascii_case(b"keep-alive") => {
+                keep_alive_seen = true;
+                facts.keep_alive = keepalive_values(&value);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                facts.transfer_encoding = true;
+            }
+            _ => {}
+        }
+        response
+            .append_header(name.into_case_header_name(), value)
+            .or_err(InvalidHTTPHeader, "while parsing request header")?;
+    }
+    // Transfer encoding overrides content length, so when
+    // both are present, we MUST remove content length. This is
+    // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3
+    if facts.transfer_encoding && response.headers.contains_key(header::CONTENT_LENGTH) {
+        response.remove_header(&header::CONTENT_LENGTH);
+    }
+    Ok(facts)
+}
+
+/// The response header `raw` held, built again as it was read; `None` if it cannot be (its
+/// first read succeeded, so it can).
+fn rebuild_response_header(raw: Bytes, facts: &ResponseFacts) -> Option<Box<ResponseHeader>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let HeaderParseState::Complete(_) = parse_resp_buffer(&mut resp, &raw) else {
+        return None;
+    };
+    let mut header_refs = Vec::<KVRef>::with_capacity(resp.headers.len());
+    populate_headers(raw.as_ptr() as usize, &mut header_refs, resp.headers);
+    let mut header = new_response_header(&resp, facts.keep_header_case).ok()?;
+    add_response_fields(&mut header, header_refs, &raw, facts.keep_header_case).ok()?;
+    Some(header)
+}
+
+/// `Keep-Alive: timeout=5, max=1000` => 5, 1000
+/// This is defined in the below spec, this not part of any RFC, so
+/// it's behavior is different on different platforms.
+/// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+fn keepalive_values(value: &HeaderValue) -> (Option<u64>, Option<usize>) {
+    let Ok(header_value) = str::from_utf8(value.as_bytes()) else {
+        return (None, None);
+    };
+
+    let mut timeout = None;
+    let mut max = None;
+
+    for param in header_value.split(',') {
+        let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
+        match parts {
+            Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
+            Some(("max", max_value)) => max = max_value.trim().parse().ok(),
+            _ => {}
+        }
+    }
+
+    (timeout, max)
 }
 
 #[inline]
@@ -2997,5 +3084,87 @@ mod test_sync {
         assert!(!request_target_has_forbidden_byte(b"/normal/path?a=b"));
         assert!(request_target_has_forbidden_byte(b"/x HTTP/1.1")); // SP
         assert!(request_target_has_forbidden_byte(b"/a\r\nb")); // CR/LF
+    }
+}
+
+#[cfg(test)]
+mod handed_out_header_tests {
+    use super::*;
+    use tokio_test::io::Builder;
+
+    fn wire(header: &ResponseHeader) -> Vec<u8> {
+        let mut out = Vec::new();
+        header.header_to_h1_wire(&mut out);
+        out
+    }
+
+    #[tokio::test]
+    async fn the_header_handed_out_is_not_kept_but_built_again_when_asked() {
+        let input = b"HTTP/1.1 203 Fine Here\r\nServer: up\r\nx-MULTI: a\r\nX-Multi: b\r\n\
+            Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        for keep_case in [true, false] {
+            let mock_io = Builder::new().read(&input[..]).build();
+            let mut session = HttpSession::new(Box::new(mock_io));
+            session.set_keep_header_case(keep_case);
+            let read = session.read_resp_header_parts().await.unwrap();
+            // The caller has the only copy; the session keeps what it consults.
+            assert!(session.response_header.is_none());
+            assert!(session.rebuilt_header.get().is_none());
+            assert_eq!(
+                session.get_status(),
+                Some(StatusCode::NON_AUTHORITATIVE_INFORMATION)
+            );
+            assert!(read.headers.get(header::CONTENT_LENGTH).is_none());
+
+            // Asked for, the session builds the same header again from its bytes, once.
+            let again = session.resp_header().expect("built again");
+            assert_eq!(again.status, read.status);
+            assert_eq!(again.version, read.version);
+            assert_eq!(again.get_reason_phrase(), Some("Fine Here"));
+            assert_eq!(again.headers, read.headers);
+            assert_eq!(wire(again), wire(&read), "keep case: {keep_case}");
+            assert_eq!(session.get_header("x-multi").unwrap(), "a");
+            assert!(session.rebuilt_header.get().is_some());
+            assert!(std::ptr::eq(again, session.resp_header().unwrap()));
+        }
+    }
+
+    #[tokio::test]
+    async fn keep_alive_is_decided_after_the_header_is_handed_out() {
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nConnection: close\r\n",
+                KeepaliveStatus::Off,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: Keep-Alive\r\nKeep-Alive: timeout=7, max=9\r\n\
+                 Keep-Alive: timeout=8\r\n",
+                KeepaliveStatus::Timeout(Duration::from_secs(7)),
+            ),
+            ("HTTP/1.1 200 OK\r\n", KeepaliveStatus::Infinite),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\n",
+                KeepaliveStatus::Infinite,
+            ),
+            ("HTTP/1.0 200 OK\r\n", KeepaliveStatus::Off),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n",
+                KeepaliveStatus::Infinite,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n",
+                KeepaliveStatus::Off,
+            ),
+        ];
+        for (head, expected) in cases {
+            let input = format!("{head}Content-Length: 0\r\n\r\n");
+            let mock_io = Builder::new().read(input.as_bytes()).build();
+            let mut session = HttpSession::new(Box::new(mock_io));
+            let _read = session.read_resp_header_parts().await.unwrap();
+            session.respect_keepalive();
+            assert_eq!(session.keepalive_timeout, expected, "{head:?}");
+            // Nothing was built again to decide it.
+            assert!(session.rebuilt_header.get().is_none(), "{head:?}");
+        }
     }
 }
