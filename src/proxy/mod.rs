@@ -244,6 +244,9 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = ctx.snapshot.clone();
+        // What was answered is read back for its status only (the log, metrics, retries): an
+        // h2 session need not copy every response header it sends to keep it (vendor patch 34).
+        session.set_keep_response_fields(false);
         if let Some(i) = self.listener_of(session) {
             ctx.tls = self.listeners[i].tls;
             ctx.listener = i;

@@ -706,6 +706,25 @@ impl ResponseHeader {
         clone_resp_parts(&self.base)
     }
 
+    /// Move the fields (and extensions) out of `self` into [http::response::Parts] with the same
+    /// status and version, without a copy. `self` keeps its status line (status, version, reason
+    /// phrase) and no fields, as a record of what was sent once the parts have gone to the wire.
+    pub fn take_parts(&mut self) -> RespParts {
+        let mut parts = RespBuilder::new()
+            .status(self.base.status)
+            .version(self.base.version)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        parts.headers = std::mem::take(&mut self.base.headers);
+        parts.extensions = std::mem::take(&mut self.base.extensions);
+        if let Some(names) = self.header_name_map.as_mut() {
+            names.clear();
+        }
+        parts
+    }
+
     /// Helper function to set the HTTP content length on the response header.
     pub fn set_content_length(&mut self, len: usize) -> Result<()> {
         self.insert_header(http::header::CONTENT_LENGTH, len)
@@ -1104,6 +1123,31 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_parts_moves_the_fields_and_keeps_the_status_line() {
+        let mut resp = ResponseHeader::build(404, None).unwrap();
+        resp.set_version(http::Version::HTTP_2);
+        resp.set_reason_phrase(Some("Gone Fishing")).unwrap();
+        resp.append_header("X-One", "1").unwrap();
+        resp.append_header("x-two", "2").unwrap();
+        let value_ptr = resp.headers["x-two"].as_bytes().as_ptr();
+        let parts = resp.take_parts();
+        assert_eq!(parts.status, 404);
+        assert_eq!(parts.version, http::Version::HTTP_2);
+        assert_eq!(parts.headers.len(), 2);
+        // Moved, not copied.
+        assert_eq!(parts.headers["x-two"].as_bytes().as_ptr(), value_ptr);
+        assert_eq!(resp.status, 404);
+        assert_eq!(resp.version, http::Version::HTTP_2);
+        assert_eq!(resp.get_reason_phrase(), Some("Gone Fishing"));
+        assert!(resp.headers.is_empty());
+        // No names left behind in the case map: a field added now is the only one written.
+        resp.append_header("X-Three", "3").unwrap();
+        let mut wire = vec![];
+        resp.header_to_h1_wire(&mut wire);
+        assert_eq!(wire, b"X-Three: 3\r\n");
+    }
 
     #[test]
     fn a_header_name_goes_into_a_map_without_its_case_as_it_is() {

@@ -141,6 +141,15 @@ impl Session {
         }
     }
 
+    /// Whether [`Self::response_written()`] keeps the fields of the response header written or
+    /// only its status line: see [`SessionV2::set_keep_response_fields`]. HTTP/1 keeps the
+    /// header it serialized, with no copy, and ignores this.
+    pub fn set_keep_response_fields(&mut self, keep: bool) {
+        if let Self::H2(s) = self {
+            s.set_keep_response_fields(keep);
+        }
+    }
+
     /// Return a mutable reference to request header it just read.
     /// # Panic
     /// This function will panic if [`Self::read_request()`] is not called.

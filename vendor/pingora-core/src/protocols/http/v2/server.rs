@@ -274,6 +274,8 @@ pub struct HttpSession {
     send_response_body: Option<SendStream<Bytes>>,
     // Remember what has been written
     response_written: Option<Box<ResponseHeader>>,
+    // Whether `response_written` keeps the fields sent (a copy) or only the status line.
+    keep_response_fields: bool,
     // Indicate that whether a END_STREAM is already sent
     // in order to tell whether needs to send one extra FRAME when this response finishes
     ended: bool,
@@ -494,6 +496,7 @@ impl HttpSession {
             send_response,
             send_response_body: None,
             response_written: None,
+            keep_response_fields: true,
             ended: false,
             body_read: 0,
             body_sent: 0,
@@ -503,6 +506,14 @@ impl HttpSession {
             total_drain_timeout: None,
             read_timeout: None,
         })))
+    }
+
+    /// Whether [`Self::response_written()`] keeps the fields of the response header written
+    /// (the default) or only its status line (status, version, reason). The h2 encoder takes
+    /// the fields by value: keeping them costs a copy of the header per response, which a caller
+    /// that reads back only the status can save.
+    pub fn set_keep_response_fields(&mut self, keep: bool) {
+        self.keep_response_fields = keep;
     }
 
     /// Sets the longest wait for the next piece of the request body (reset by every DATA frame
@@ -675,7 +686,12 @@ impl HttpSession {
         header.remove_header(&HeaderName::from_static("keep-alive"));
         header.remove_header(&HeaderName::from_static("proxy-connection"));
 
-        let resp = Response::from_parts(header.as_owned_parts(), ());
+        let parts = if self.keep_response_fields {
+            header.as_owned_parts()
+        } else {
+            header.take_parts()
+        };
+        let resp = Response::from_parts(parts, ());
 
         let body_writer = self.send_response.send_response(resp, end).or_err(
             ErrorType::WriteError,
@@ -2021,6 +2037,68 @@ mod test {
         for handle in handles {
             // ensure no panics
             assert!(handle.await.is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn test_response_written_keeps_fields_unless_told_not_to() {
+        let (client, server) = duplex(65536);
+        let mut handles = vec![];
+        handles.push(tokio::spawn(async move {
+            let (h2, connection) = h2::client::handshake(client).await.unwrap();
+            tokio::spawn(async move {
+                connection.await.unwrap();
+            });
+            // Two requests, one answered each way: the client gets every field both times.
+            for _ in 0..2 {
+                let mut h2 = h2.clone().ready().await.unwrap();
+                let request = Request::builder()
+                    .uri("https://www.example.com/")
+                    .body(())
+                    .unwrap();
+                let (response, _) = h2.send_request(request, true).unwrap();
+                let head = response.await.unwrap().into_parts().0;
+                assert_eq!(head.status, 201);
+                assert_eq!(head.headers["x-one"], "1");
+                assert_eq!(head.headers["x-two"], "2");
+                assert!(head.headers.contains_key("date"));
+            }
+        }));
+
+        let mut connection = handshake(Box::new(server), None).await.unwrap();
+        let digest = Arc::new(Digest::default());
+        let mut keep = true;
+        while let Some(accepted) = HttpSession::from_h2_conn(&mut connection, digest.clone())
+            .await
+            .unwrap()
+        {
+            let H2Accept::Session(mut http) = accepted else {
+                continue;
+            };
+            let keep_fields = keep;
+            keep = false;
+            handles.push(tokio::spawn(async move {
+                if !keep_fields {
+                    http.set_keep_response_fields(false);
+                }
+                let mut header = ResponseHeader::build(201, None).unwrap();
+                header.insert_header("x-one", "1").unwrap();
+                header.insert_header("x-two", "2").unwrap();
+                http.write_response_header(Box::new(header), true).unwrap();
+                let written = http.response_written().expect("a response was written");
+                assert_eq!(written.status, 201);
+                if keep_fields {
+                    // The default: a copy of what was sent, the date added on the way included.
+                    assert_eq!(written.headers.len(), 3);
+                    assert_eq!(written.headers["x-one"], "1");
+                } else {
+                    // Told not to keep them, the session records the status line alone.
+                    assert!(written.headers.is_empty());
+                }
+            }));
+        }
+        for handle in handles {
+            handle.await.unwrap();
         }
     }
 
