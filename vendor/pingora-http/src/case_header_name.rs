@@ -55,6 +55,10 @@ impl IntoCaseHeaderName for CaseHeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         self
     }
+
+    fn into_header_name(self) -> Result<HeaderName, header::InvalidHeaderName> {
+        header_name_from_bytes(self.as_slice())
+    }
 }
 
 impl IntoCaseHeaderName for String {
@@ -93,6 +97,75 @@ impl IntoCaseHeaderName for Bytes {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(self)
     }
+
+    fn into_header_name(self) -> Result<HeaderName, header::InvalidHeaderName> {
+        header_name_from_bytes(&self)
+    }
+}
+
+/// [`HeaderName::from_bytes`], with the names most messages carry, spelled as peers send them
+/// (`Content-Length`, `content-length`), found by their length and a comparison or two. Parsing
+/// lowers every byte into a scratch buffer before it looks the name up: about 150 instructions a
+/// name, five or more times per response. Any other spelling is parsed.
+pub(crate) fn header_name_from_bytes(name: &[u8]) -> Result<HeaderName, header::InvalidHeaderName> {
+    use header::*;
+    static LEN_3: [(&[u8], HeaderName); 1] = [(b"Age", AGE)];
+    static LEN_4: [(&[u8], HeaderName); 4] = [
+        (b"Date", DATE),
+        (b"Host", HOST),
+        (b"ETag", ETAG),
+        (b"Vary", VARY),
+    ];
+    static LEN_6: [(&[u8], HeaderName); 4] = [
+        (b"Server", SERVER),
+        (b"Accept", ACCEPT),
+        (b"Cookie", COOKIE),
+        (b"Origin", ORIGIN),
+    ];
+    static LEN_7: [(&[u8], HeaderName); 3] = [
+        (b"Expires", EXPIRES),
+        (b"Referer", REFERER),
+        (b"Upgrade", UPGRADE),
+    ];
+    static LEN_10: [(&[u8], HeaderName); 3] = [
+        (b"Connection", CONNECTION),
+        (b"User-Agent", USER_AGENT),
+        (b"Set-Cookie", SET_COOKIE),
+    ];
+    static LEN_12: [(&[u8], HeaderName); 1] = [(b"Content-Type", CONTENT_TYPE)];
+    static LEN_13: [(&[u8], HeaderName); 4] = [
+        (b"Last-Modified", LAST_MODIFIED),
+        (b"Cache-Control", CACHE_CONTROL),
+        (b"Accept-Ranges", ACCEPT_RANGES),
+        (b"Authorization", AUTHORIZATION),
+    ];
+    static LEN_14: [(&[u8], HeaderName); 1] = [(b"Content-Length", CONTENT_LENGTH)];
+    static LEN_15: [(&[u8], HeaderName); 2] = [
+        (b"Accept-Encoding", ACCEPT_ENCODING),
+        (b"Accept-Language", ACCEPT_LANGUAGE),
+    ];
+    static LEN_16: [(&[u8], HeaderName); 1] = [(b"Content-Encoding", CONTENT_ENCODING)];
+    static LEN_17: [(&[u8], HeaderName); 1] = [(b"Transfer-Encoding", TRANSFER_ENCODING)];
+    let common: &[(&[u8], HeaderName)] = match name.len() {
+        3 => &LEN_3,
+        4 => &LEN_4,
+        6 => &LEN_6,
+        7 => &LEN_7,
+        10 => &LEN_10,
+        12 => &LEN_12,
+        13 => &LEN_13,
+        14 => &LEN_14,
+        15 => &LEN_15,
+        16 => &LEN_16,
+        17 => &LEN_17,
+        _ => &[],
+    };
+    for (titled, header_name) in common {
+        if name == *titled || name == header_name.as_str().as_bytes() {
+            return Ok(header_name.clone());
+        }
+    }
+    HeaderName::from_bytes(name)
 }
 
 fn titled_header_name(header_name: &HeaderName) -> Bytes {
@@ -127,6 +200,70 @@ pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_names_are_found_as_the_parser_finds_them() {
+        let names = [
+            "Age",
+            "Date",
+            "Host",
+            "ETag",
+            "Vary",
+            "Server",
+            "Accept",
+            "Cookie",
+            "Origin",
+            "Expires",
+            "Referer",
+            "Upgrade",
+            "Connection",
+            "User-Agent",
+            "Set-Cookie",
+            "Content-Type",
+            "Last-Modified",
+            "Cache-Control",
+            "Accept-Ranges",
+            "Authorization",
+            "Content-Length",
+            "Accept-Encoding",
+            "Accept-Language",
+            "Content-Encoding",
+            "Transfer-Encoding",
+        ];
+        for titled in names {
+            let parsed = HeaderName::from_bytes(titled.as_bytes()).unwrap();
+            // Each spelling listed is found, and as the standard name the parser returns.
+            for spelling in [titled.to_string(), titled.to_ascii_lowercase()] {
+                let found = header_name_from_bytes(spelling.as_bytes()).unwrap();
+                assert_eq!(found, parsed, "{spelling}");
+                assert_eq!(found.as_str(), titled.to_ascii_lowercase());
+            }
+            // Other spellings are parsed.
+            let shouted = header_name_from_bytes(titled.to_ascii_uppercase().as_bytes());
+            assert_eq!(shouted.unwrap(), parsed);
+        }
+        // Names of the same lengths that are not listed, and invalid ones, are parsed.
+        for other in [
+            "Via",
+            "X-Id",
+            "X-Trace",
+            "Keep-Alive",
+            "X-Request-Id",
+            "Content-Range",
+        ] {
+            assert_eq!(
+                header_name_from_bytes(other.as_bytes()).unwrap(),
+                HeaderName::from_bytes(other.as_bytes()).unwrap()
+            );
+        }
+        assert!(header_name_from_bytes(b"Bad Name").is_err());
+        assert!(header_name_from_bytes(b"").is_err());
+        // The conversions the parsers use go through it.
+        let from_bytes = Bytes::from_static(b"Content-Length").into_header_name();
+        assert_eq!(from_bytes.unwrap(), header::CONTENT_LENGTH);
+        let from_case = CaseHeaderName::from_slice(b"date").into_header_name();
+        assert_eq!(from_case.unwrap(), header::DATE);
+    }
 
     #[test]
     fn test_case_header_name() {

@@ -904,9 +904,7 @@ fn append_header_value<T>(
         );
     };
     let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
+    let header_name = case_header_name::header_name_from_bytes(case_header_name.as_slice())
         .or_err(InvalidHTTPHeader, "invalid header name")?;
     // store the original case in the map
     // Use the non-panicking `try_append`: the infallible `append` calls
@@ -953,9 +951,7 @@ fn insert_header_value<T>(
         return Ok(());
     };
     let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
+    let header_name = case_header_name::header_name_from_bytes(case_header_name.as_slice())
         .or_err(InvalidHTTPHeader, "invalid header name")?;
     // store the original case in the map
     name_map.insert(header_name.clone(), case_header_name);
