@@ -90,9 +90,12 @@ cargo test -p pingora-core -p pingora-http -p pingora-proxy -p pingora-timeout -
     --skip connectors::l4::tests::test_conn_error_addr_not_avail \
     --skip connectors::l4::tests::test_conn_timeout
 # Vendor patches 17 and 30 live in pingora-core's rustls listener and stream, built only with its
-# `rustls` feature.
+# `rustls` feature; so do the connector tests (any TLS feature), of which patch 36's probe test and
+# the one it changes run here (the others connect to the internet).
 cargo test -p pingora-core --features rustls --lib -- \
-    listeners::tls::rustls::config_cell_tests protocols::tls::rustls::stream::tests
+    listeners::tls::rustls::config_cell_tests protocols::tls::rustls::stream::tests \
+    connectors::tests::test_reusable_tcp_stream_is_probed_without_polling_a_read \
+    connectors::tests::test_unexpected_data_connection_count_increments
 
 # Fuzz every parser of untrusted input for a bounded time (FUZZ_SECONDS each, default 60).
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

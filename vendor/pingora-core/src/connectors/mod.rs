@@ -556,8 +556,12 @@ use tokio::io::AsyncReadExt;
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
-    // tokio::task::unconstrained because now_or_never may yield None when the future is ready
-    let result = tokio::task::unconstrained(stream.read(&mut buf[..])).now_or_never();
+    let result = match stream.try_read_now(&mut buf[..]) {
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Some(read) => Some(read),
+        // tokio::task::unconstrained because now_or_never may yield None when the future is ready
+        None => tokio::task::unconstrained(stream.read(&mut buf[..])).now_or_never(),
+    };
     if let Some(data_result) = result {
         match data_result {
             Ok(n) => {
@@ -889,6 +893,49 @@ mod tests {
             .connect_local_addr()
             .expect("TLS handshake failure should retain the assigned local address");
         assert_ne!(local_addr.port(), 0);
+    }
+
+    #[tokio::test]
+    async fn test_reusable_tcp_stream_is_probed_without_polling_a_read() {
+        use crate::protocols::l4::stream::Stream as L4Stream;
+        use crate::protocols::Peek;
+        use tokio::io::AsyncWriteExt;
+
+        async fn pair() -> (Stream, tokio::net::TcpStream) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (client, server) = tokio::join!(tokio::net::TcpStream::connect(addr), async {
+                listener.accept().await.unwrap().0
+            });
+            (Box::new(L4Stream::from(client.unwrap())), server)
+        }
+        let counter = AtomicU64::new(0);
+        let mut buf = [0u8; 1];
+
+        // Nothing arrived: the l4 stream says so itself, and the connection is reusable.
+        let (mut stream, mut server) = pair().await;
+        let probe = stream
+            .try_read_now(&mut buf)
+            .expect("an l4 stream can tell");
+        assert_eq!(probe.unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+        assert!(test_reusable_stream(&mut stream, &counter));
+
+        // Data the peer sent: not reusable, and counted.
+        server.write_all(b"late").await.unwrap();
+        stream.wait_readable().await.unwrap();
+        assert!(!test_reusable_stream(&mut stream, &counter));
+        assert_eq!(counter.load(Ordering::Relaxed), 1);
+
+        // The peer closed: not reusable, not counted as data.
+        let (mut stream, server) = pair().await;
+        drop(server);
+        stream.wait_readable().await.unwrap();
+        assert_eq!(stream.try_read_now(&mut buf).unwrap().unwrap(), 0);
+        let (mut stream, server) = pair().await;
+        drop(server);
+        stream.wait_readable().await.unwrap();
+        assert!(!test_reusable_stream(&mut stream, &counter));
+        assert_eq!(counter.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

@@ -87,6 +87,13 @@ pub trait Peek {
     async fn wait_readable(&mut self) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Read what has already arrived, without waiting and without asking to be woken when more
+    /// comes: `Err(WouldBlock)` when nothing has. `None` when the stream cannot tell that way:
+    /// the caller then polls a read.
+    fn try_read_now(&mut self, _buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+        None
+    }
 }
 
 use std::any::Any;

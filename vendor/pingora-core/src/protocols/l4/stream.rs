@@ -806,6 +806,26 @@ impl Peek for Stream {
             RawStream::Virtual(_) => Ok(false),
         }
     }
+
+    fn try_read_now(&mut self, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
+        // Bytes put back or buffered have arrived: say so by reading some of them (the caller
+        // is probing an idle connection, which should have none).
+        let buffered = match self.stream() {
+            BufferedStream::BufferedRead(reader) => !reader.buffer().is_empty(),
+            BufferedStream::UnbufferedRead(_) => false,
+        };
+        if !self.rewind_read_buf.is_empty() || buffered {
+            return None;
+        }
+        // `try_read` reads only when the socket is known to be readable, and asks for no
+        // wake-up: a read polled with a no-op waker registers one with the reactor.
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => Some(s.try_read(buf)),
+            #[cfg(unix)]
+            RawStream::Unix(s) => Some(s.try_read(buf)),
+            RawStream::Virtual(_) => None,
+        }
+    }
 }
 
 #[async_trait]
