@@ -898,7 +898,6 @@ mod tests {
     #[tokio::test]
     async fn test_reusable_tcp_stream_is_probed_without_polling_a_read() {
         use crate::protocols::l4::stream::Stream as L4Stream;
-        use crate::protocols::Peek;
         use tokio::io::AsyncWriteExt;
 
         async fn pair() -> (Stream, tokio::net::TcpStream) {
