@@ -441,7 +441,15 @@ impl HttpSession {
         }
         let facts = self.response_facts.as_ref()?;
         self.rebuilt_header
-            .get_or_init(|| rebuild_response_header(self.get_headers_raw_bytes(), facts))
+            .get_or_init(|| {
+                // The head's bytes, unless a read of the next response (after a 1xx) has begun
+                // and let them go: then there is no header to give.
+                let raw = self
+                    .raw_header
+                    .as_ref()
+                    .filter(|raw| raw.1 <= self.buf.len())?;
+                rebuild_response_header(raw.get_bytes(&self.buf), facts)
+            })
             .as_deref()
     }
 
@@ -3127,6 +3135,32 @@ mod handed_out_header_tests {
             assert!(session.rebuilt_header.get().is_some());
             assert!(std::ptr::eq(again, session.resp_header().unwrap()));
         }
+    }
+
+    #[tokio::test]
+    async fn a_read_begun_after_a_handed_out_1xx_leaves_no_header_to_build() {
+        use tokio::io::AsyncWriteExt;
+        let (client, mut server) = tokio::io::duplex(1024);
+        let mut session = HttpSession::new(Box::new(client));
+        server
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        let informational = session.read_resp_header_parts().await.unwrap();
+        assert_eq!(informational.status, 100);
+        // The next read begins (dropping the 1xx head's bytes) and is given up before its
+        // response comes: asked now, the session has no header to give, and does not panic.
+        let pending = tokio::time::timeout(Duration::from_millis(20), session.read_response());
+        assert!(pending.await.is_err());
+        assert!(session.resp_header().is_none());
+        // The response that then comes is read and can be asked for.
+        server
+            .write_all(b"HTTP/1.1 204 No Content\r\nServer: up\r\n\r\n")
+            .await
+            .unwrap();
+        let _final = session.read_resp_header_parts().await.unwrap();
+        assert_eq!(session.get_status(), Some(StatusCode::NO_CONTENT));
+        assert_eq!(session.get_header("server").unwrap(), "up");
     }
 
     #[tokio::test]
