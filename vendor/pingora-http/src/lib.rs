@@ -710,13 +710,7 @@ impl ResponseHeader {
     /// status and version, without a copy. `self` keeps its status line (status, version, reason
     /// phrase) and no fields, as a record of what was sent once the parts have gone to the wire.
     pub fn take_parts(&mut self) -> RespParts {
-        let mut parts = RespBuilder::new()
-            .status(self.base.status)
-            .version(self.base.version)
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0;
+        let mut parts = status_line_parts(&self.base);
         parts.headers = std::mem::take(&mut self.base.headers);
         parts.extensions = std::mem::take(&mut self.base.extensions);
         if let Some(names) = self.header_name_map.as_mut() {
@@ -851,16 +845,21 @@ fn clone_req_parts(me: &ReqParts) -> ReqParts {
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
-    let mut parts = RespBuilder::new()
+    let mut parts = status_line_parts(me);
+    parts.headers = me.headers.clone();
+    parts.extensions = me.extensions.clone();
+    parts
+}
+
+/// Parts with `me`'s status and version and nothing else.
+fn status_line_parts(me: &RespParts) -> RespParts {
+    RespBuilder::new()
         .status(me.status)
         .version(me.version)
         .body(())
         .unwrap()
         .into_parts()
-        .0;
-    parts.headers = me.headers.clone();
-    parts.extensions = me.extensions.clone();
-    parts
+        .0
 }
 
 // This function returns an upper bound on the size of the header map used inside the http crate.

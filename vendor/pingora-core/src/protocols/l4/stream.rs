@@ -781,6 +781,17 @@ impl UniqueID for Stream {
 
 impl Ssl for Stream {}
 
+impl Stream {
+    /// Bytes put back (`rewind`) or already in the read buffer: a read returns them at once.
+    fn has_read_ahead(&self) -> bool {
+        let buffered = match self.stream() {
+            BufferedStream::BufferedRead(reader) => !reader.buffer().is_empty(),
+            BufferedStream::UnbufferedRead(_) => false,
+        };
+        !self.rewind_read_buf.is_empty() || buffered
+    }
+}
+
 #[async_trait]
 impl Peek for Stream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
@@ -792,11 +803,7 @@ impl Peek for Stream {
     }
 
     async fn wait_readable(&mut self) -> std::io::Result<bool> {
-        let buffered = match self.stream() {
-            BufferedStream::BufferedRead(reader) => !reader.buffer().is_empty(),
-            BufferedStream::UnbufferedRead(_) => false,
-        };
-        if !self.rewind_read_buf.is_empty() || buffered {
+        if self.has_read_ahead() {
             return Ok(true);
         }
         match &self.stream().get_ref().stream {
@@ -808,13 +815,8 @@ impl Peek for Stream {
     }
 
     fn try_read_now(&mut self, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
-        // Bytes put back or buffered have arrived: say so by reading some of them (the caller
-        // is probing an idle connection, which should have none).
-        let buffered = match self.stream() {
-            BufferedStream::BufferedRead(reader) => !reader.buffer().is_empty(),
-            BufferedStream::UnbufferedRead(_) => false,
-        };
-        if !self.rewind_read_buf.is_empty() || buffered {
+        // Bytes put back or buffered are read the usual way.
+        if self.has_read_ahead() {
             return None;
         }
         // `try_read` reads only when the socket is known to be readable, and asks for no
