@@ -10,6 +10,17 @@
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH_NAME="${BENCH_NAME:?set BENCH_NAME before sourcing benches/lib.sh}"
 
+# Optional CPU pinning, for a machine with cores to spare (each a `taskset -c` list, e.g. 0-1):
+# CPUS_BACKEND for the nginx backend; the scripts that honour CPUS_PROXY and CPUS_LOAD say so.
+# Each *_ON array is a command prefix: taskset executes the command, so $! stays its PID.
+pin_prefix() { # CPUS → the words of the prefix, one per line (none when CPUS is empty)
+    [[ -z "$1" ]] || printf '%s\n' taskset -c "$1"
+}
+mapfile -t BACKEND_ON < <(pin_prefix "${CPUS_BACKEND:-}")
+# BACKEND_WORKERS=1: the backend nginx's worker_processes (raise it where the proxies are faster
+# than one backend worker).
+BACKEND_WORKERS="${BACKEND_WORKERS:-1}"
+
 log() { echo "[$BENCH_NAME] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -168,7 +179,7 @@ wait_port() {
 # Backend
 # ------------------------------------------------------------------------------------------------
 
-# start_backend PORT BODY: nginx with one worker in $TMP/backend answering every request with 200
+# start_backend PORT BODY: nginx with BACKEND_WORKERS workers (1) in $TMP/backend answering every request with 200
 # and BODY plus a newline, except /16k: 200 with a 16 KB body (16,384 bytes: 16,383 "x" and a
 # newline, a static file); sets BACKEND_PID once it listens.
 start_backend() {
@@ -177,7 +188,7 @@ start_backend() {
     mkdir -p "$dir/logs" "$dir/www"
     { head -c 16383 /dev/zero | tr '\0' x; echo; } >"$dir/www/16k"
     cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $BACKEND_WORKERS;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
@@ -209,7 +220,7 @@ http {
 EOF
     "$nginx" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" ||
         die "backend nginx config test failed"
-    "$nginx" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
+    "${BACKEND_ON[@]}" "$nginx" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
     BACKEND_PID=$!
     PIDS+=("$BACKEND_PID")
     wait_port "$port" "$BACKEND_PID" "backend nginx"

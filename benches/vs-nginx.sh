@@ -14,6 +14,7 @@
 #                      floor's and switchyard's threads
 #   CONNECTIONS=64     client connections (wrk -c, h2load -c)
 #   STREAMS=10         concurrent streams per h2 connection (h2load -m)
+#   LOAD_THREADS=2     threads of the load generator (wrk -t, h2load -t)
 #   ROUNDS=1           measured runs per proxy and cell (the order rotates); the table shows the median
 #   PROXIES="nginx haproxy floor switchyard switchyard-log"   the proxies to run, in this order
 #   MODES="http tls h2 conn"   http: HTTP/1.1 (wrk); tls: HTTP/1.1 over TLS (wrk); h2: HTTP/2 over
@@ -29,6 +30,9 @@
 #   REUSEPORT=0        run switchyard with [server] reuseport = false (one listening socket per
 #                      address, connections handed to threads at random) instead of its default
 #                      (one SO_REUSEPORT socket per worker thread, vendor patch 25)
+#   CPUS_PROXY, CPUS_BACKEND, CPUS_LOAD  pin the proxies, the nginx backend and the load generator
+#                      to these CPUs (taskset -c lists, e.g. 0-1, 2-5 and 6-9), for a machine with
+#                      cores to spare; BACKEND_WORKERS=1 is the backend's worker_processes
 #   SKIP_SWITCHYARD=1  leave switchyard and switchyard-log out (to check the harness); their ratios
 #                      then read n/a
 #   BENCH_OUT=dir      copy the configs, raw tool outputs and logs there before the temp dir goes
@@ -51,6 +55,9 @@ WARMUP="${WARMUP:-3}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-64}"
 STREAMS="${STREAMS:-10}"
+LOAD_THREADS="${LOAD_THREADS:-2}"
+mapfile -t PROXY_ON < <(pin_prefix "${CPUS_PROXY:-}")
+mapfile -t LOAD_ON < <(pin_prefix "${CPUS_LOAD:-}")
 ROUNDS="${ROUNDS:-1}"
 SKIP_SWITCHYARD="${SKIP_SWITCHYARD:-0}"
 read -r -a PROXIES <<<"${PROXIES:-nginx haproxy floor switchyard switchyard-log}"
@@ -165,6 +172,7 @@ started() {
     wait_port "${HTTP_PORT[$1]}" "$2" "$1"
     wait_port "${TLS_PORT[$1]}" "$2" "$1"
     log "$1: pid $2, http 127.0.0.1:${HTTP_PORT[$1]}, tls+h2 127.0.0.1:${TLS_PORT[$1]}"
+    [[ -z "${CPUS_PROXY:-}" ]] || log "$1: $(taskset -pc "$2")"
 }
 
 start_nginx() {
@@ -175,7 +183,7 @@ start_nginx() {
         CERT="$CERT" KEY="$KEY"
     "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" ||
         die "proxy nginx config test failed"
-    "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
+    "${PROXY_ON[@]}" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" &
     started nginx $!
 }
 
@@ -188,7 +196,7 @@ start_haproxy() {
         HTTP_PORT="${HTTP_PORT[haproxy]}" TLS_PORT="${TLS_PORT[haproxy]}" BACKEND_PORT="$BACKEND_PORT" \
         PEM="$dir/localhost.pem"
     haproxy -c -q -f "$dir/haproxy.cfg" || die "haproxy config check failed"
-    haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    "${PROXY_ON[@]}" haproxy -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>"$dir/stderr.log" &
     started haproxy $!
 }
 
@@ -200,7 +208,7 @@ start_floor() { # name binary
     # Like Switchyard's default (`work_stealing = false`), unless FLOOR_WORK_STEALING=1.
     [[ "${FLOOR_WORK_STEALING:-0}" == 1 ]] || args+=(--no-work-stealing)
     echo "$2 ${args[*]}" >"$dir/command"
-    "$2" "${args[@]}" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    "${PROXY_ON[@]}" "$2" "${args[@]}" >"$dir/stdout.log" 2>"$dir/stderr.log" &
     started "$1" $!
 }
 
@@ -259,7 +267,7 @@ weight = 1
 servers = ["127.0.0.1:$BACKEND_PORT"]
 CONF
     "$SY_BIN" check --config "$dir/switchyard.toml" >&2 || die "$1: switchyard check failed"
-    "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    "${PROXY_ON[@]}" "$SY_BIN" serve --config "$dir/switchyard.toml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
     started "$1" $!
 }
 
@@ -354,7 +362,7 @@ run_load() {
     fi
     if [[ "$m" == h2 ]]; then
         rm -f "$out.h2log"
-        if ! h2load -c"$CONNECTIONS" -m"$STREAMS" -t2 -D "$secs" --log-file="$out.h2log" "$url" \
+        if ! "${LOAD_ON[@]}" h2load -c"$CONNECTIONS" -m"$STREAMS" -t"$LOAD_THREADS" -D "$secs" --log-file="$out.h2log" "$url" \
             >"$out.txt" 2>&1; then
             cat "$out.txt" >&2
             die "h2load failed on $url"
@@ -377,7 +385,7 @@ run_load() {
         # answer says Connection: close.
         local hdr=()
         [[ "$m" == conn ]] && hdr=(-H 'Connection: close')
-        if ! wrk -t2 -c"$CONNECTIONS" -d"${secs}s" --latency "${hdr[@]}" "$url" >"$out.txt" 2>&1; then
+        if ! "${LOAD_ON[@]}" wrk -t"$LOAD_THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "${hdr[@]}" "$url" >"$out.txt" 2>&1; then
             cat "$out.txt" >&2
             die "wrk failed on $url"
         fi
@@ -459,7 +467,8 @@ echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), haproxy $(haproxy -v | aw
 [[ -z "${SY_BIN:-}" ]] || echo "switchyard: $SY_BIN"
 [[ -z "${FLOOR:-}" ]] || echo "floor: $FLOOR"
 [[ -z "${FLOOR_UNPATCHED_BIN:-}" ]] || echo "floor-0.9.1: $FLOOR_UNPATCHED_BIN"
-echo "threads/workers=$THREADS connections=$CONNECTIONS h2 streams/conn=$STREAMS duration=${DURATION}s warm-up=${WARMUP}s rounds=$ROUNDS (median shown) backend bodies=${BODY_LEN}B and ${BODY16_LEN}B"
+echo "threads/workers=$THREADS connections=$CONNECTIONS h2 streams/conn=$STREAMS load threads=$LOAD_THREADS duration=${DURATION}s warm-up=${WARMUP}s rounds=$ROUNDS (median shown) backend bodies=${BODY_LEN}B and ${BODY16_LEN}B, backend workers=$BACKEND_WORKERS"
+echo "CPUs: proxies ${CPUS_PROXY:-any}, backend ${CPUS_BACKEND:-any}, load generator ${CPUS_LOAD:-any}"
 echo
 # MED[proxy:cell:figure]: the medians; "nan" for a proxy or cell that did not run.
 declare -A MED
