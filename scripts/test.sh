@@ -89,7 +89,7 @@ cargo test -p pingora-core -p pingora-http -p pingora-proxy -p pingora-timeout -
     --skip connectors::http::v1::tests::test_reuse_rejects_fd_mismatch \
     --skip connectors::l4::tests::test_conn_error_addr_not_avail \
     --skip connectors::l4::tests::test_conn_timeout
-# Vendor patches 17 and 30 live in pingora-core's rustls listener and stream, built only with its
+# Vendor patches 17, 30 and 38 live in pingora-core's rustls listener and stream, built only with its
 # `rustls` feature; so do the connector tests (any TLS feature), of which patch 36's probe test and
 # the one it changes run here (the others connect to the internet).
 cargo test -p pingora-core --features rustls --lib -- \

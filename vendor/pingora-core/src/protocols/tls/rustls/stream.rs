@@ -38,8 +38,12 @@ use x509_parser::nom::AsBytes;
 #[derive(Debug)]
 pub struct InnerStream<T> {
     pub(crate) stream: Option<RusTlsStream<T>>,
-    connect: NoDebug<Option<Connect<T>>>,
-    accept: NoDebug<Option<Accept<T>>>,
+    // Boxed: each handshake future holds a whole rustls connection (about 1.5 KB), and only one
+    // of the three is ever in use. Inline, all three stayed in every connection for its whole
+    // life, idle keep-alive waits included (4,752 bytes where the established stream alone
+    // takes 1,568).
+    connect: NoDebug<Option<Box<Connect<T>>>>,
+    accept: NoDebug<Option<Box<Accept<T>>>>,
 }
 
 /// The TLS connection
@@ -357,7 +361,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> InnerStream<T> {
         let connect = connector.connect(server.to_owned(), stream);
         Ok(InnerStream {
             accept: None.into(),
-            connect: Some(connect).into(),
+            connect: Some(Box::new(connect)).into(),
             stream: None,
         })
     }
@@ -366,7 +370,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> InnerStream<T> {
         let accept = acceptor.current().accept(stream);
 
         Ok(InnerStream {
-            accept: Some(accept).into(),
+            accept: Some(Box::new(accept)).into(),
             connect: None.into(),
             stream: None,
         })
@@ -760,5 +764,23 @@ mod tests {
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"last words");
+    }
+
+    /// Only the established stream takes room in a connection: the handshake futures, a whole
+    /// rustls connection each, are boxed and dropped once the handshake is done. Inline, they
+    /// made a TLS stream over an l4 one 4,752 bytes where its rustls stream takes 1,568.
+    #[tokio::test]
+    async fn a_handshaken_stream_holds_one_rustls_connection_not_three() {
+        use crate::protocols::l4::stream::Stream;
+        let established = std::mem::size_of::<Option<RusTlsStream<Stream>>>();
+        let whole = std::mem::size_of::<TlsStream<Stream>>();
+        assert!(
+            whole < established + 256,
+            "a TLS stream takes {whole} bytes, its rustls stream {established}"
+        );
+
+        let (server, _client, _seen) = connected().await;
+        assert!(server.tls.stream.is_some());
+        assert!(server.tls.accept.is_none() && server.tls.connect.is_none());
     }
 }
