@@ -528,6 +528,9 @@ pub struct Stream {
     // the data put back at the front of the read buffer, in order to replay the read
     rewind_read_buf: Vec<Vec<u8>>,
     buffer_write: bool,
+    /// The write buffer's capacity as set (`set_buffer`): an idle wait gives the buffer back
+    /// (`wait_readable`) and this is what it gets again.
+    write_capacity: usize,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// When this connection is established
@@ -658,6 +661,7 @@ impl Stream {
                     buffer.write_capacity(),
                     wrapper,
                 ));
+                self.write_capacity = buffer.write_capacity();
                 return Ok(());
             }
         }
@@ -678,6 +682,28 @@ impl Stream {
             )
         });
         let _ = mem::replace(&mut self.stream, stream);
+        self.write_capacity = buffer.write_capacity();
+    }
+
+    /// Gives the write buffer's memory back, or takes it again, when nothing is buffered: an
+    /// idle keep-alive connection need not hold it (1,460 bytes by default). Only a stream
+    /// without a read buffer does; one with a read buffer (64 KB by default) keeps both as they
+    /// are. Returns whether the capacity changed.
+    fn set_write_capacity(&mut self, capacity: usize) -> bool {
+        let Some(BufferedStream::UnbufferedRead(writer)) = self.stream.as_ref() else {
+            return false;
+        };
+        if !writer.buffer().is_empty() {
+            return false;
+        }
+        if let Some(BufferedStream::UnbufferedRead(writer)) = self.stream.take() {
+            // Nothing is buffered, so nothing is lost.
+            let raw = writer.into_inner();
+            self.stream = Some(BufferedStream::UnbufferedRead(BufWriter::with_capacity(
+                capacity, raw,
+            )));
+        }
+        true
     }
 }
 
@@ -691,6 +717,7 @@ impl From<TcpStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -714,6 +741,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -738,6 +766,7 @@ impl From<UnixStream> for Stream {
             )),
             rewind_read_buf: Vec::new(),
             buffer_write: true,
+            write_capacity: 0,
             established_ts: SystemTime::now(),
             establishment_duration: None,
             offload_wait_duration: None,
@@ -806,12 +835,23 @@ impl Peek for Stream {
         if self.has_read_ahead() {
             return Ok(true);
         }
-        match &self.stream().get_ref().stream {
+        if matches!(self.stream().get_ref().stream, RawStream::Virtual(_)) {
+            return Ok(false);
+        }
+        // Idle: the write buffer goes back while the stream waits, and comes again when it
+        // wakes. A wait given up (a keep-alive timeout, a shutdown) leaves the stream without
+        // one: its writes then go straight to the socket, as with a zero write capacity.
+        let shed = self.write_capacity > 0 && self.set_write_capacity(0);
+        let ready = match &self.stream().get_ref().stream {
             RawStream::Tcp(s) => s.readable().await.map(|()| true),
             #[cfg(unix)]
             RawStream::Unix(s) => s.readable().await.map(|()| true),
             RawStream::Virtual(_) => Ok(false),
+        };
+        if shed {
+            self.set_write_capacity(self.write_capacity);
         }
+        ready
     }
 
     fn try_read_now(&mut self, buf: &mut [u8]) -> Option<std::io::Result<usize>> {
@@ -1071,6 +1111,58 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    /// An idle wait gives the write buffer back and takes it again when the stream wakes: a
+    /// small write waits for the flush before such a wait and after it, and goes out at once
+    /// after a wait that was given up (the buffer is gone then).
+    #[tokio::test]
+    async fn an_idle_wait_gives_the_write_buffer_back_until_the_stream_wakes() {
+        use std::io::{Read, Write};
+        use std::task::Waker;
+        let (server, mut client) = socket_pair();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut stream = Stream::from(TcpStream::from_std(server).unwrap());
+        stream.set_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
+        // Nothing the client could read now: the bytes are still in the stream's buffer.
+        let nothing_sent = |client: &mut std::net::TcpStream| {
+            client.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            let got = client.read(&mut byte);
+            client.set_nonblocking(false).unwrap();
+            matches!(got, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        };
+        let receive = |client: &mut std::net::TcpStream, want: &[u8]| {
+            let mut got = vec![0u8; want.len()];
+            client.read_exact(&mut got).unwrap();
+            assert_eq!(got, want);
+        };
+
+        stream.write_all(b"head").await.unwrap();
+        assert!(nothing_sent(&mut client), "a small write waits for the flush");
+        stream.flush().await.unwrap();
+        receive(&mut client, b"head");
+
+        // A wait given up while idle: the buffer went back with it.
+        {
+            let mut wait = stream.wait_readable();
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        stream.write_all(b"now").await.unwrap();
+        receive(&mut client, b"now");
+
+        // A wait that wakes takes the buffer again.
+        client.write_all(b"x").unwrap();
+        assert!(stream.wait_readable().await.unwrap());
+        let mut x = [0u8; 1];
+        stream.read_exact(&mut x).await.unwrap();
+        stream.write_all(b"held").await.unwrap();
+        assert!(nothing_sent(&mut client), "the buffer is back");
+        stream.flush().await.unwrap();
+        receive(&mut client, b"held");
     }
 
     #[test]
