@@ -34,7 +34,7 @@ use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 
 /// The pingora service of [`proxy_service`].
-pub type ProxyService = Service<ObservedApp<LimitedApp<HttpProxy<Proxy>>>>;
+pub type ProxyService = Service<ObservedApp<HttpProxy<Proxy>>>;
 
 /// The HTTP proxy service for every listener, with client connections and TLS handshakes
 /// counted per listener.
@@ -59,8 +59,6 @@ pub fn proxy_service(
             pending: Mutex::new(HashMap::new()),
         })
     });
-    // Connection caps sit inside: a refused connection was still opened (and its TLS handshake
-    // completed), so it counts there and never as a handshake error.
     let mut http = pingora_proxy::http_proxy(conf, proxy);
     // An idle h2 connection (no stream open) is closed like an idle HTTP/1 keep-alive one.
     let mut options = pingora_core::apps::HttpServerOptions::default();
@@ -71,8 +69,7 @@ pub fn proxy_service(
     options.h2c = options_h2c;
     http.server_options = Some(options);
     let runtime_for_hook = runtime.clone();
-    let limited = LimitedApp::new(http, runtime);
-    let app = ObservedApp::new(limited, index, watch.clone());
+    let app = ObservedApp::new(http, index, watch.clone()).with_admission(runtime);
     let name = if options_h2c { "proxy (h2c)" } else { "proxy" };
     let mut svc = Service::new(name.to_string(), app);
     // One callback for every endpoint added afterwards (vendor patch 14): PROXY headers where
@@ -142,15 +139,22 @@ fn local_addr(digest: Option<Arc<SocketDigest>>) -> Option<SocketAddr> {
     digest?.local_addr()?.as_inet().copied()
 }
 
-/// Pingora's app with client connections counted per listener.
+/// Pingora's app with client connections counted per listener and admitted by the connection
+/// caps.
 ///
 /// pingora calls `process_new` once per connection, after accept or after a completed TLS
 /// handshake, and the HTTP app returns only when the connection closes (it loops over
 /// keep-alive requests and h2 streams itself), so the gauge is exact for HTTP apps.
+///
+/// Counting and admission are one wrapper, not two: each wrapper's `process_new` is a boxed
+/// future (`async_trait`) that lives as long as the connection, idle keep-alive waits included.
 pub struct ObservedApp<A> {
     inner: Arc<A>,
     listeners: Arc<ListenerIndex>,
     tls: Option<Arc<TlsWatch>>,
+    /// Connection admission: the caps of the snapshot in force at accept, the counts of the
+    /// whole process. None: every connection is admitted.
+    admission: Option<Arc<Runtime>>,
 }
 
 impl<A> ObservedApp<A> {
@@ -159,7 +163,16 @@ impl<A> ObservedApp<A> {
             inner: Arc::new(app),
             listeners,
             tls,
+            admission: None,
         }
+    }
+
+    /// Admits each connection by `runtime`'s caps (counted first: a refused connection was
+    /// still opened, and its TLS handshake completed, so it counts there and never as a
+    /// handshake error).
+    fn with_admission(mut self, runtime: Arc<Runtime>) -> ObservedApp<A> {
+        self.admission = Some(runtime);
+        self
     }
 }
 
@@ -187,7 +200,22 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ObservedApp<A> {
         listener.opened.inc();
         listener.open.inc();
         let _open = OpenConnection(&listener.open);
-        self.inner.process_new(session, shutdown).await
+        let Some(runtime) = &self.admission else {
+            return self.inner.process_new(session, shutdown).await;
+        };
+        let ip = session
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let caps = runtime.snapshot().caps;
+        match runtime.connections.admit(ip, caps) {
+            Ok(_guard) => self.inner.process_new(session, shutdown).await,
+            Err(reason) => {
+                log::debug!("connection from {ip:?} refused: {reason:?}");
+                // Boxed: a rare path, kept out of the future every connection holds.
+                Box::pin(refuse(session)).await;
+                None
+            }
+        }
     }
 
     async fn cleanup(&self) {
@@ -343,59 +371,19 @@ fn listener_index(metrics: &Metrics, listeners: &[ListenerConfig]) -> ListenerIn
     }
 }
 
-/// Wraps a pingora app (the proxy) with connection admission: the caps of the snapshot in
-/// force at accept, the counts of the whole process.
-pub struct LimitedApp<A> {
-    inner: Arc<A>,
-    runtime: Arc<Runtime>,
-}
-
-impl<A> LimitedApp<A> {
-    pub fn new(inner: A, runtime: Arc<Runtime>) -> Self {
-        LimitedApp {
-            inner: Arc::new(inner),
-            runtime,
-        }
-    }
-}
-
 const REFUSED_503: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 content-length: 61\r\nconnection: close\r\n\r\n\
 {\"error\":\"too many connections\",\"status\":503,\"request_id\":\"\"}";
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let ip = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let caps = self.runtime.snapshot().caps;
-        match self.runtime.connections.admit(ip, caps) {
-            Ok(_guard) => self.inner.process_new(stream, shutdown).await,
-            Err(reason) => {
-                log::debug!("connection from {ip:?} refused: {reason:?}");
-                if stream.get_ssl_digest().is_none() {
-                    let _ = stream.write_all(REFUSED_503).await;
-                    let _ = stream.flush().await;
-                }
-                Shutdown::shutdown(stream.as_mut()).await;
-                None
-            }
-        }
+/// Closes a connection over a cap: a plain-HTTP client gets a 503 first; a TLS one (possibly
+/// speaking h2) is just closed.
+async fn refuse(mut stream: Stream) {
+    if stream.get_ssl_digest().is_none() {
+        let _ = stream.write_all(REFUSED_503).await;
+        let _ = stream.flush().await;
     }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await
-    }
-
-    fn handshake_timeout(&self) -> Duration {
-        self.inner.handshake_timeout()
-    }
+    Shutdown::shutdown(stream.as_mut()).await;
 }
 
 #[cfg(test)]
