@@ -1141,7 +1141,10 @@ mod tests {
         };
 
         stream.write_all(b"head").await.unwrap();
-        assert!(nothing_sent(&mut client), "a small write waits for the flush");
+        assert!(
+            nothing_sent(&mut client),
+            "a small write waits for the flush"
+        );
         stream.flush().await.unwrap();
         receive(&mut client, b"head");
 
