@@ -334,6 +334,19 @@ pub(crate) struct UninitializedStream {
 }
 
 impl UninitializedStream {
+    /// A plain stream as accepted, with no TLS, no pre-handshake callback and its buffers as
+    /// they are.
+    #[cfg(test)]
+    pub(crate) fn plain(l4: L4Stream) -> Self {
+        UninitializedStream {
+            l4,
+            tls: None,
+            l4_buffer: L4BufferSettings::unbuffered(),
+            pre_tls_callback: None,
+            rebind: false,
+        }
+    }
+
     pub async fn handshake(mut self) -> Result<Stream> {
         if self.rebind {
             self.l4.rebind_to_current_runtime(self.l4_buffer).or_err(

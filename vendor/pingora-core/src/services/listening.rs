@@ -24,6 +24,7 @@ use crate::listeners::tls::TlsSettings;
 use crate::listeners::AcceptAllFilter;
 use crate::listeners::{
     ConnectionFilter, ListenerConfig, Listeners, ServerAddress, TcpSocketOptions, TransportStack,
+    UninitializedStream,
 };
 use crate::protocols::Stream;
 #[cfg(unix)]
@@ -187,6 +188,57 @@ impl<A> Service<A> {
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Service<A> {
+    /// One accepted connection, from its handshake to its close: the connection's task.
+    ///
+    /// `io` comes boxed, and leaves its box in a block with no wait in it: an argument's or a
+    /// local's room in an async function's state lasts to the end of its scope, moved out or
+    /// not, and this future lives as long as the connection, idle keep-alive waits included.
+    /// Captured by value, the accepted stream (448 bytes) stayed in every connection's task.
+    async fn serve_connection(
+        mut io: Box<UninitializedStream>,
+        app: Arc<A>,
+        shutdown: ShutdownWatch,
+        accepted_on: std::thread::ThreadId,
+    ) {
+        // Under single-threaded runtimes, a connection served on another thread than the one
+        // that accepted it moves to its own thread's I/O driver.
+        if std::thread::current().id() != accepted_on
+            && tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            io.rebind_to_current_runtime();
+        }
+        let peer_addr = io.peer_addr();
+        let handshake_timeout = app.handshake_timeout();
+        // Boxed: a TLS handshake's future is large and done early; inline, it would size this
+        // task (which lives as long as the connection).
+        let handshake = {
+            let io: Box<UninitializedStream> = io;
+            let io = *io;
+            Box::pin(io.handshake())
+        };
+        match timeout(handshake_timeout, handshake).await {
+            Ok(handshake) => {
+                match handshake {
+                    Ok(io) => Self::handle_event(io, app, shutdown).await,
+                    Err(e) => {
+                        // A failed handshake is the client's doing (a scanner, an old client,
+                        // a reset): debug, not error. Apps count them through a pre-TLS
+                        // callback's tracer.
+                        if let Some(addr) = peer_addr {
+                            debug!("Downstream handshake error from {}: {e}", addr);
+                        } else {
+                            debug!("Downstream handshake error: {e}");
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                debug!("Downstream handshake timeout");
+            }
+        }
+    }
+
     pub async fn handle_event(event: Stream, app_logic: Arc<A>, shutdown: ShutdownWatch) {
         debug!("new event!");
         let mut reuse_event = app_logic.process_new(event, &shutdown).await;
@@ -229,44 +281,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
             };
             match new_io {
-                Ok(mut io) => {
+                Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     let accepted_on = std::thread::current().id();
-                    let serve = async move {
-                        // Under single-threaded runtimes, a connection served on another thread
-                        // than the one that accepted it moves to its own thread's I/O driver.
-                        if std::thread::current().id() != accepted_on
-                            && tokio::runtime::Handle::current().runtime_flavor()
-                                == tokio::runtime::RuntimeFlavor::CurrentThread
-                        {
-                            io.rebind_to_current_runtime();
-                        }
-                        let peer_addr = io.peer_addr();
-                        let handshake_timeout = app.handshake_timeout();
-                        // Boxed: a TLS handshake's future is large and done early; inline, it
-                        // would size this task (which lives as long as the connection).
-                        match timeout(handshake_timeout, Box::pin(io.handshake())).await {
-                            Ok(handshake) => {
-                                match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
-                                    Err(e) => {
-                                        // A failed handshake is the client's doing (a scanner,
-                                        // an old client, a reset): debug, not error. Apps count
-                                        // them through a pre-TLS callback's tracer.
-                                        if let Some(addr) = peer_addr {
-                                            debug!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            debug!("Downstream handshake error: {e}");
-                                        }
-                                    }
-                                }
-                            }
-                            Err(_) => {
-                                debug!("Downstream handshake timeout");
-                            }
-                        }
-                    };
+                    let serve = Self::serve_connection(Box::new(io), app, shutdown, accepted_on);
                     if local {
                         tokio::spawn(serve);
                     } else {
@@ -526,5 +545,47 @@ mod accept_per_thread_tests {
         assert_eq!(keys, vec!["127.0.0.1:0"]);
         assert_eq!(served.len(), 40);
         assert!(served.iter().all(|t| workers.contains(t)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::l4::stream::Stream as L4Stream;
+
+    struct Closes;
+
+    #[async_trait]
+    impl ServerApp for Closes {
+        async fn process_new(
+            self: &Arc<Self>,
+            _session: Stream,
+            _shutdown: &ShutdownWatch,
+        ) -> Option<Stream> {
+            None
+        }
+    }
+
+    /// A connection's task keeps no room for the stream as accepted: it comes boxed and leaves
+    /// its box before the first wait (captured by value, its 448 bytes stayed in the task for
+    /// the connection's life).
+    #[tokio::test]
+    async fn a_connection_task_keeps_no_room_for_the_accepted_stream() {
+        let (ours, _theirs) = tokio::net::UnixStream::pair().unwrap();
+        let io = UninitializedStream::plain(L4Stream::from(ours));
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let task = Service::<Closes>::serve_connection(
+            Box::new(io),
+            Arc::new(Closes),
+            shutdown,
+            std::thread::current().id(),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size < std::mem::size_of::<UninitializedStream>(),
+            "a connection's task takes {size} bytes"
+        );
+        // And it serves: the handshake of a plain stream, then the app, which closes.
+        task.await;
     }
 }
