@@ -26,6 +26,10 @@ pub enum Shield {
     Retrying,
 }
 
+/// What `Ctx::tried` holds past the servers tried.
+const NO_SERVER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// Per-request state, carried across phases.
 pub struct Ctx {
     pub(super) _in_flight: InFlight,
@@ -40,14 +44,19 @@ pub struct Ctx {
     pub(super) upstream: Option<SocketAddr>,
     /// The index of the server `upstream` is, in pool `pool`.
     pub(super) server: Option<usize>,
-    pub(super) tried: [Option<SocketAddr>; MAX_TRIES],
+    /// The servers tried, in order: the first `tries` entries (the rest are unused).
+    pub(super) tried: [SocketAddr; MAX_TRIES],
     pub(super) tries: usize,
     /// When the first attempt started (the route's `retry.timeout` counts from it).
     pub(super) first_try: Option<Instant>,
     /// The upstream's answer is a status of the route's `retry.on` and goes to another server.
     pub(super) status_retry: bool,
     pub(super) guard: Option<ActiveGuard>,
-    pub(super) request_id: String,
+    pub(super) request_id: super::request_id::RequestId,
+    /// The request's host (`super::request_host`) as a header value, read once at the start of
+    /// `request_filter`: the Host field's own value when it is that (shared, not copied). `None`
+    /// before, or when the request names no host.
+    pub(super) host: Option<http::HeaderValue>,
     /// This hop of the request's W3C trace (`traceparent` in, ours out).
     pub(super) trace: crate::trace_context::TraceContext,
     /// The real client: the peer, or who a trusted proxy's X-Forwarded-For names.
@@ -91,12 +100,13 @@ impl Ctx {
             pool: None,
             upstream: None,
             server: None,
-            tried: [None; MAX_TRIES],
+            tried: [NO_SERVER; MAX_TRIES],
             tries: 0,
             first_try: None,
             status_retry: false,
             guard: None,
-            request_id: String::new(),
+            request_id: super::request_id::RequestId::default(),
+            host: None,
             trace: crate::trace_context::TraceContext::default(),
             client_ip: None,
             peer_ip: None,
@@ -113,6 +123,16 @@ impl Ctx {
             refusal: None,
             cors_origin: None,
             auth_headers: None,
+        }
+    }
+
+    /// The request's host, as `super::request_host` reads it: from `host` once
+    /// `request_filter` has read it, else from the request.
+    pub(super) fn host<'a>(&'a self, req: &'a RequestHeader) -> &'a str {
+        match &self.host {
+            // Only a value that read as text was kept.
+            Some(v) => std::str::from_utf8(v.as_bytes()).unwrap_or_default(),
+            None => super::request_host(req),
         }
     }
 
@@ -145,7 +165,12 @@ impl Ctx {
     }
 
     /// The servers tried so far (the first `tries` entries), for the next pick to skip.
-    pub(super) fn tried(&self) -> [SocketAddr; MAX_TRIES] {
-        std::array::from_fn(|i| self.tried[i].unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))))
+    pub(super) fn tried(&self) -> &[SocketAddr] {
+        &self.tried[..self.tries]
+    }
+
+    /// Forgets the servers tried (the shield moves the request to another pool).
+    pub(super) fn forget_tried(&mut self) {
+        self.tries = 0;
     }
 }

@@ -73,7 +73,7 @@ pub(super) async fn ask(auth: &ForwardAuth, req: &RequestHeader, ctx: &Ctx) -> V
             String::from_utf8_lossy(req.raw_path()).as_ref(),
         )
         .header("x-request-id", ctx.request_id.as_str());
-    let host = super::request_host(req);
+    let host = ctx.host(req);
     if !host.is_empty() {
         sub = sub.header("x-forwarded-host", host);
     }

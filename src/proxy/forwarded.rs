@@ -4,9 +4,8 @@ use std::net::IpAddr;
 
 use crate::access_log::push_ip;
 
-use super::names::{
-    self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID,
-};
+use super::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
+use super::request_id::RequestId;
 use http::header::{self, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::Result;
@@ -18,11 +17,11 @@ pub(super) const ADDED: usize = 5;
 /// X-Forwarded-Host (the request's host as the client sent it) and X-Request-Id on `upstream`.
 pub(super) fn apply(
     upstream: &mut RequestHeader,
-    original: &RequestHeader,
+    host: Option<HeaderValue>,
     peer: Option<IpAddr>,
     client: Option<IpAddr>,
     tls: bool,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> Result<()> {
     // A client that comes straight to us has X-Forwarded-For and X-Real-IP both its address
     // alone: one value, shared.
@@ -57,10 +56,10 @@ pub(super) fn apply(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     )?;
-    if let Some(host) = host_value(original) {
+    if let Some(host) = host {
         upstream.insert_header(X_FORWARDED_HOST, host)?;
     }
-    upstream.insert_header(X_REQUEST_ID, names::never_indexed_text(request_id)?)?;
+    upstream.insert_header(X_REQUEST_ID, request_id.header())?;
     Ok(())
 }
 
@@ -68,14 +67,17 @@ fn invalid(e: http::header::InvalidHeaderValue) -> Box<pingora::Error> {
     pingora::Error::because(pingora::ErrorType::InternalError, "forwarding header", e)
 }
 
-/// The request's host as `super::request_host` reads it, as a header value; when that is the
-/// Host header's value, the value is shared, not copied.
-fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
-    let host = super::request_host(req);
-    match req.headers.get(header::HOST) {
-        _ if host.is_empty() => None,
-        Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
-        _ => HeaderValue::from_str(host).ok(),
+/// The request's host as `super::request_host` reads it, as a header value (X-Forwarded-Host):
+/// the Host field's own value when that is it (shared, not copied); `None` when there is none.
+pub(super) fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
+    if req.uri.authority().is_none() {
+        if let Some(v) = req.headers.get(header::HOST).filter(|v| v.to_str().is_ok()) {
+            return (!v.is_empty()).then(|| v.clone());
+        }
+    }
+    match super::request_host(req) {
+        "" => None,
+        host => HeaderValue::from_str(host).ok(),
     }
 }
 
@@ -92,26 +94,15 @@ fn owned_value(
     HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes))
 }
 
-/// A new request id: 128 random bits as 32 lowercase hex digits.
-pub(super) fn new_request_id() -> String {
-    let mut digits = [0u8; 32];
-    switchyard_core::hex::lower_into(&mut digits, &fastrand::u128(..).to_be_bytes());
-    // Hex digits are ASCII: never the default.
-    String::from_utf8(digits.to_vec()).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn request_ids_are_32_lowercase_hex_digits() {
-        let a = new_request_id();
-        assert_eq!(a.len(), 32);
-        assert!(a
-            .bytes()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_ne!(a, new_request_id());
+    /// The id a client sent as `X-Request-Id`.
+    fn id(text: &str) -> RequestId {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
+        req.insert_header(X_REQUEST_ID, text).expect("a header");
+        RequestId::of(&req)
     }
 
     #[test]
@@ -119,7 +110,15 @@ mod tests {
         let original = RequestHeader::build("GET", b"/", None).expect("a request");
         let mut upstream = original.clone();
         let ip = "2001:db8::7".parse().ok();
-        apply(&mut upstream, &original, ip, ip, false, "id").expect("a header");
+        apply(
+            &mut upstream,
+            host_value(&original),
+            ip,
+            ip,
+            false,
+            &RequestId::default(),
+        )
+        .expect("a header");
         assert_eq!(upstream.headers["x-forwarded-for"], "2001:db8::7");
         assert_eq!(upstream.headers["x-real-ip"], "2001:db8::7");
 
@@ -127,7 +126,15 @@ mod tests {
         let mut upstream = original.clone();
         let peer = "10.0.0.2".parse().ok();
         let client = "203.0.113.9".parse().ok();
-        apply(&mut upstream, &original, peer, client, false, "id").expect("a header");
+        apply(
+            &mut upstream,
+            host_value(&original),
+            peer,
+            client,
+            false,
+            &RequestId::default(),
+        )
+        .expect("a header");
         assert_eq!(upstream.headers["x-forwarded-for"], "10.0.0.2");
         assert_eq!(upstream.headers["x-real-ip"], "203.0.113.9");
     }
@@ -144,7 +151,15 @@ mod tests {
         let mut upstream = original.clone();
         let peer = "10.0.0.2".parse().ok();
         let client = "203.0.113.7".parse().ok();
-        apply(&mut upstream, &original, peer, client, true, "abc").expect("a header");
+        apply(
+            &mut upstream,
+            host_value(&original),
+            peer,
+            client,
+            true,
+            &id("abc"),
+        )
+        .expect("a header");
         let get = |n: &str| {
             upstream
                 .headers
@@ -161,5 +176,31 @@ mod tests {
         // New on every request: never indexed by an h2 upstream's HPACK encoder.
         assert!(upstream.headers["x-request-id"].is_sensitive());
         assert!(!upstream.headers["x-forwarded-proto"].is_sensitive());
+    }
+
+    #[test]
+    fn the_host_value_is_the_host_field_itself_or_the_authority() {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
+        assert!(host_value(&req).is_none());
+        req.insert_header("host", "example.test:8080")
+            .expect("a header");
+        let value = host_value(&req).expect("a host");
+        let field = req.headers.get(header::HOST).expect("the field");
+        assert_eq!(value, "example.test:8080");
+        assert_eq!(value.as_bytes().as_ptr(), field.as_bytes().as_ptr());
+
+        // An h2 request's :authority, without its port and user info, as request_host reads it.
+        req.set_uri(http::Uri::from_static("https://user@h2.example:8443/x"));
+        assert_eq!(host_value(&req).expect("a host"), "h2.example");
+
+        // A Host field that is not text does not count; an absolute-form target's does.
+        let mut req =
+            RequestHeader::build("GET", b"http://abs.example/p", None).expect("a request");
+        req.insert_header(
+            "host",
+            HeaderValue::from_bytes(b"caf\xe9").expect("a value"),
+        )
+        .expect("a header");
+        assert_eq!(host_value(&req).expect("a host"), "abs.example");
     }
 }

@@ -46,7 +46,7 @@ pub fn check(req: &RequestHeader) -> Result<(), HeadError> {
 /// A Host value: a registered name (letters, digits, `-`, `.`, `_`, `~`; no empty label run
 /// like `..`) or a bracketed IPv6 literal, then an optional `:port` of 1-5 digits.
 pub fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = if value.first() == Some(&b'[') {
+    let port = if value.first() == Some(&b'[') {
         let Some(end) = value.iter().position(|&b| b == b']') else {
             return false;
         };
@@ -59,27 +59,34 @@ pub fn valid_host(value: &[u8]) -> bool {
             return false;
         }
         match &value[end + 1..] {
-            [] => (&value[..=end], None),
-            [b':', port @ ..] => (&value[..=end], Some(port)),
+            [] => None,
+            [b':', port @ ..] => Some(port),
             _ => return false,
         }
     } else {
-        match value.iter().position(|&b| b == b':') {
-            Some(i) => (&value[..i], Some(&value[i + 1..])),
-            None => (value, None),
+        // One pass over the name (on every request): its bytes up to an optional `:`, then the
+        // port. `prev` starts as a dot, so a leading dot is refused as `..` is.
+        let mut prev = b'.';
+        let mut port = None;
+        for (i, &b) in value.iter().enumerate() {
+            match b {
+                b':' => {
+                    port = Some(&value[i + 1..]);
+                    break;
+                }
+                b'.' if prev == b'.' => return false,
+                b'-' | b'.' | b'_' | b'~' => {}
+                _ if b.is_ascii_alphanumeric() => {}
+                _ => return false,
+            }
+            prev = b;
         }
-    };
-    if host.is_empty() {
-        return false;
-    }
-    if host[0] != b'[' {
-        let name_ok = host
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-        if !name_ok || host.windows(2).any(|w| w == b"..") || host[0] == b'.' {
+        // An empty name: nothing, or a port alone.
+        if value.first().is_none_or(|&b| b == b':') {
             return false;
         }
-    }
+        port
+    };
     match port {
         None => true,
         Some(p) => !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit),

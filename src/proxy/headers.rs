@@ -28,7 +28,7 @@ impl<'a> Live<'a> {
     pub(super) fn new(ctx: &'a Ctx, req: &'a RequestHeader) -> Live<'a> {
         Live {
             ctx,
-            host: routing::normalize_host(super::request_host(req)),
+            host: routing::normalize_host(ctx.host(req)),
             request_uri: request_uri(req),
             uri: ctx.path(req),
         }

@@ -7,7 +7,7 @@ use base64::Engine;
 use pingora::http::RequestHeader;
 use pingora_proxy::Session;
 
-use super::{request_host, Ctx, Proxy};
+use super::{Ctx, Proxy};
 use crate::access_log::Entry;
 use crate::otlp::{Attr, SpanRecord};
 
@@ -42,7 +42,7 @@ impl Proxy {
             time: std::time::SystemTime::now(),
             client_ip: ctx.client_ip,
             method: req.method.as_str(),
-            host: request_host(req),
+            host: ctx.host(req),
             path: std::str::from_utf8(req.raw_path()).unwrap_or("/"),
             uri: ctx.path(req),
             status,
@@ -104,7 +104,7 @@ impl Proxy {
             ("http.request.method", text(req.method.as_str())),
             ("url.path", text(ctx.path(req))),
             ("url.scheme", text(if ctx.tls { "https" } else { "http" })),
-            ("server.address", text(request_host(req))),
+            ("server.address", text(ctx.host(req))),
             ("http.response.status_code", Attr::Int(i64::from(status))),
             (
                 "network.protocol.version",

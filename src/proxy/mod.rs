@@ -22,6 +22,7 @@ pub mod pick;
 pub mod plain;
 mod queue;
 mod redirect;
+mod request_id;
 pub mod respond;
 pub mod retry;
 mod static_files;
@@ -83,7 +84,7 @@ fn listener_at(listeners: &[ListenerInfo], local: Option<SocketAddr>) -> Option<
 }
 
 use crate::trace_context::TraceContext;
-use forwarded::new_request_id;
+use request_id::RequestId;
 
 /// The proxy for every listener: one pingora service, one pool of worker threads.
 pub struct Proxy {
@@ -111,18 +112,6 @@ impl Proxy {
         let local = session.server_addr().and_then(|a| a.as_inet())?;
         self.listeners.iter().position(|l| l.serves(*local))
     }
-}
-
-/// A client-supplied request id is kept when it is short and printable; otherwise one is made.
-fn request_id(req: &RequestHeader) -> String {
-    if let Some(v) = req.headers.get(names::X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            // All bytes are ASCII graphic, so this is valid UTF-8.
-            return String::from_utf8_lossy(b).into_owned();
-        }
-    }
-    new_request_id()
 }
 
 /// The request's host: the URI authority (HTTP/2), the Host header, or an absolute-form
@@ -222,7 +211,7 @@ impl ProxyHttp for Proxy {
             self.runtime.metrics.record_client_error(listener, kind);
         }
         if status != 0 {
-            let id = new_request_id();
+            let id = RequestId::new();
             if let Err(write) = respond::write_bare_error(session, status, &id).await {
                 log::debug!("could not send {status} to the client: {write}");
             }
@@ -264,7 +253,8 @@ impl ProxyHttp for Proxy {
                 .and_then(|v| v.to_str().ok());
             trusted.client_ip(peer, xff)
         });
-        ctx.request_id = request_id(req);
+        ctx.request_id = RequestId::of(req);
+        ctx.host = forwarded::host_value(req);
         ctx.trace = TraceContext::from_header(
             req.headers
                 .get(names::TRACEPARENT)
@@ -304,7 +294,7 @@ impl ProxyHttp for Proxy {
         }
         ctx.route = snap
             .routes
-            .lookup(&routing::normalize_host(request_host(req)), ctx.path(req));
+            .lookup(&routing::normalize_host(ctx.host(req)), ctx.path(req));
         // Timeouts for this request's body and the connection's next request: the route's, or
         // `[defaults]` when no route matched.
         let route = ctx.route.and_then(|i| snap.routes.get(i));
@@ -409,7 +399,6 @@ impl ProxyHttp for Proxy {
             }
         };
         let tried = ctx.tried();
-        let tried = &tried[..ctx.tries];
         let claimed = affinity::claim(service, pool_idx, tried, session.req_header());
         let (picked, guard) = match queue::pick_with_slot(service, pool_idx, tried, claimed).await {
             queue::Slot::Got(choice, guard) => (Some(choice), Some(guard)),
@@ -443,7 +432,7 @@ impl ProxyHttp for Proxy {
         ctx.server = Some(server);
         let server = &service.pools[pool].servers[server];
         if ctx.tries < MAX_TRIES {
-            ctx.tried[ctx.tries] = Some(server.addr);
+            ctx.tried[ctx.tries] = server.addr;
             ctx.tries += 1;
         }
         ctx.first_try.get_or_insert_with(Instant::now);
@@ -549,7 +538,7 @@ impl ProxyHttp for Proxy {
         upstream.reserve_headers(forwarded::ADDED + 1 + route.options.request_headers.set.len());
         forwarded::apply(
             upstream,
-            session.req_header(),
+            ctx.host.clone(),
             ctx.peer_ip,
             ctx.client_ip,
             ctx.tls,
@@ -668,10 +657,7 @@ impl ProxyHttp for Proxy {
                 session.set_read_timeout(Some(route.options.read_timeout));
             }
         }
-        resp.insert_header(
-            names::X_REQUEST_ID,
-            names::never_indexed_text(&ctx.request_id)?,
-        )?;
+        resp.insert_header(names::X_REQUEST_ID, ctx.request_id.header())?;
         if let Some(cookie) = affinity::answer_cookie(session.req_header(), ctx) {
             resp.append_header(header::SET_COOKIE, cookie)?;
         }
@@ -702,7 +688,7 @@ impl ProxyHttp for Proxy {
         let status = respond::status_for(e);
         if status > 0 {
             if ctx.request_id.is_empty() {
-                ctx.request_id = request_id(session.req_header());
+                ctx.request_id = RequestId::of(session.req_header());
             }
             let reason = ctx.refusal.as_deref();
             let written = respond::write_error_with(session, ctx, status, reason);

@@ -24,10 +24,3 @@ pub(super) fn never_indexed(mut value: HeaderValue) -> HeaderValue {
     value.set_sensitive(true);
     value
 }
-
-/// `text` as a never-indexed header value (see [`never_indexed`]).
-pub(super) fn never_indexed_text(text: &str) -> pingora::Result<HeaderValue> {
-    HeaderValue::from_str(text).map(never_indexed).map_err(|e| {
-        pingora::Error::because(pingora::ErrorType::InternalError, "a header value", e)
-    })
-}

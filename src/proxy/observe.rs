@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use pingora_error::{Error, ErrorSource, ErrorType};
 use pingora_proxy::Session;
 
-use super::{request_host, Ctx, Proxy, MAX_TRIES};
+use super::{Ctx, Proxy};
 use crate::metrics::{ClientError, Finished};
 use crate::rollout;
 use crate::upstream::{Failure, ServerState};
@@ -57,7 +57,7 @@ impl Proxy {
         let what = format_args!(
             "{} {} {} (request {}, upstream {}): {e}",
             req.method,
-            request_host(req),
+            ctx.host(req),
             ctx.path(req),
             ctx.request_id,
             ctx.upstream
@@ -101,8 +101,7 @@ impl Proxy {
             .record_shielded(&service.name, &pool.name);
         ctx.pool = Some(stable);
         ctx.shield_retried = true;
-        ctx.tried = [None; MAX_TRIES];
-        ctx.tries = 0;
+        ctx.forget_tried();
         ctx.upstream = None;
         ctx.server = None;
         true

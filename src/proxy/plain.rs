@@ -77,11 +77,11 @@ impl PreTlsProcess for PlainHttpGuard {
                 .record_client_error(&listener, ClientError::PlainHttpOnTls);
         }
         log::debug!("plain HTTP on TLS listener \"{listener}\": answered 400");
-        let id = super::new_request_id();
+        let id = super::request_id::RequestId::new();
         let body = serde_json::json!({
             "error": "plain HTTP request sent to a TLS port",
             "status": 400,
-            "request_id": id,
+            "request_id": id.as_str(),
         })
         .to_string()
             + "\n";

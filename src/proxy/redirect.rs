@@ -49,7 +49,7 @@ pub(super) async fn route(
 
 async fn answer_https(session: &mut Session, ctx: &Ctx, policy: &ListenerPolicy) -> Result<bool> {
     let req = session.req_header();
-    let host = routing::normalize_host(super::request_host(req));
+    let host = routing::normalize_host(ctx.host(req));
     let location = https_location(&host, policy.https_port, req);
     respond::write_redirect_with(session, ctx, policy.redirect_code, &location).await?;
     Ok(true)

@@ -121,7 +121,7 @@ fn attempt<'c>(session: &Session, ctx: &'c Ctx) -> Option<(&'c RetryPolicy, Atte
         idempotent: session.req_header().method.is_idempotent(),
         replayable: !session.as_ref().retry_buffer_truncated(),
         answered: session.response_written().is_some(),
-        server_left: pick::has_untried(service, pool, &tried[..ctx.tries]),
+        server_left: pick::has_untried(service, pool, tried),
     };
     Some((policy, attempt))
 }
