@@ -435,10 +435,12 @@ impl ProxyHttp for Proxy {
             ctx.tried[ctx.tries] = server.addr;
             ctx.tries += 1;
         }
-        ctx.first_try.get_or_insert_with(Instant::now);
+        // One reading of the clock for both.
+        let now = Instant::now();
+        ctx.first_try.get_or_insert(now);
         ctx.guard = guard;
         ctx.upstream = Some(server.addr);
-        ctx.upstream_start = Some(Instant::now());
+        ctx.upstream_start = Some(now);
 
         let transport = &service.pools[pool].transport;
         let mut peer = peer::build(server, transport, &route.options);

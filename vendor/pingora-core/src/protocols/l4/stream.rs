@@ -539,7 +539,10 @@ pub struct Stream {
     offload_wait_duration: Option<Duration>,
     /// The distributed tracing object for this stream
     pub tracer: Option<Tracer>,
+    /// How long reads waited in all, kept only after `set_read_pending_time_tracking(true)`:
+    /// the two clock readings of every read that waits are not paid for a figure nothing reads.
     read_pending_time: AccumulatedDuration,
+    track_read_pending_time: bool,
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
@@ -594,6 +597,16 @@ impl Stream {
             _ => (),
         }
         Ok(())
+    }
+
+    /// Whether reads measure how long they wait, for `get_read_pending_time` (off by default:
+    /// each read that waits would read the clock twice, four times per proxied HTTP/1
+    /// exchange, and nothing in pingora reads the figure). Turning it off keeps the total so far.
+    pub fn set_read_pending_time_tracking(&mut self, on: bool) {
+        if !on {
+            self.read_pending_time.stop();
+        }
+        self.track_read_pending_time = on;
     }
 
     #[cfg(target_os = "linux")]
@@ -725,6 +738,7 @@ impl From<TcpStream> for Stream {
             socket_digest: None,
             tracer: None,
             read_pending_time: AccumulatedDuration::new(),
+            track_read_pending_time: false,
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -749,6 +763,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             socket_digest: None,
             tracer: None,
             read_pending_time: AccumulatedDuration::new(),
+            track_read_pending_time: false,
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -774,6 +789,7 @@ impl From<UnixStream> for Stream {
             socket_digest: None,
             tracer: None,
             read_pending_time: AccumulatedDuration::new(),
+            track_read_pending_time: false,
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
         }
@@ -977,7 +993,9 @@ impl AsyncRead for Stream {
         } else {
             Pin::new(&mut self.stream_mut()).poll_read(cx, buf)
         };
-        self.read_pending_time.poll_time(&result);
+        if self.track_read_pending_time {
+            self.read_pending_time.poll_time(&result);
+        }
         self.rx_ts = self.stream().get_ref().rx_ts;
         result
     }
@@ -1166,6 +1184,38 @@ mod tests {
         assert!(nothing_sent(&mut client), "the buffer is back");
         stream.flush().await.unwrap();
         receive(&mut client, b"held");
+    }
+
+    /// Reads measure how long they wait only when asked (`set_read_pending_time_tracking`): by
+    /// default a read that waits reads no clock and the total stays zero.
+    #[tokio::test]
+    async fn a_read_measures_its_wait_only_when_asked() {
+        use std::io::Write;
+        use std::task::Waker;
+        use tokio::io::ReadBuf;
+        for tracking in [false, true] {
+            let (server, mut client) = socket_pair();
+            let mut stream = Stream::from(TcpStream::from_std(server).unwrap());
+            stream.set_read_pending_time_tracking(tracking);
+            let mut byte = [0u8; 1];
+            {
+                // The read waits from here: nothing has been sent yet.
+                let mut buf = ReadBuf::new(&mut byte);
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(Pin::new(&mut stream)
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            client.write_all(b"x").unwrap();
+            stream.read_exact(&mut byte).await.unwrap();
+            let waited = stream.get_read_pending_time();
+            if tracking {
+                assert!(waited >= Duration::from_millis(20), "{waited:?}");
+            } else {
+                assert_eq!(waited, Duration::ZERO);
+            }
+        }
     }
 
     #[test]
