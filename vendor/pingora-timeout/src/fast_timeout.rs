@@ -96,7 +96,7 @@ pub struct FastTimeout(Duration);
 
 impl ToTimeout for FastTimeout {
     fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        Box::pin(register(self.0).poll())
+        Box::pin(register(self.0).into_wait())
     }
 
     fn create(d: Duration) -> Self {

@@ -29,11 +29,16 @@
 //! - drop: 10.694154ms total, 106ns avg per iteration
 
 use parking_lot::RwLock;
+use pin_project_lite::pin_project;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use thread_local::ThreadLocal;
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 const RESOLUTION_MS: u64 = 10;
@@ -78,10 +83,43 @@ pub struct TimerStub(Arc<Notify>, Arc<AtomicBool>);
 impl TimerStub {
     /// Wait for the timer to expire.
     pub async fn poll(self) {
-        if self.1.load(Ordering::SeqCst) {
-            return;
+        self.into_wait().await
+    }
+
+    /// The wait for the timer as a named future, registered for the timer's notification from
+    /// the moment it is made.
+    pub fn into_wait(self) -> TimerWait {
+        // Registered for the notification before the flag is read: a timer that fires between
+        // the two is seen by one or the other. (Reading the flag first, as `poll` did, missed a
+        // timer fired in between: its one notification went to no waiter, and the wait never
+        // ended.)
+        let notified = self.0.notified_owned();
+        TimerWait {
+            fired: self.1,
+            notified,
         }
-        self.0.notified().await;
+    }
+}
+
+pin_project! {
+    /// Ready once the timer of a [`TimerStub`] has fired (see [`TimerStub::into_wait`]).
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct TimerWait {
+        fired: Arc<AtomicBool>,
+        #[pin]
+        notified: OwnedNotified,
+    }
+}
+
+impl Future for TimerWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let me = self.project();
+        if me.fired.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        me.notified.poll(cx)
     }
 }
 
@@ -284,6 +322,36 @@ impl TimerManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The notification of a timer that fires after its wait was made, before the wait's first
+    /// poll, ends the wait even when the fired flag is not seen: the wait registered for it when
+    /// it was made. (A wait that read the flag first and registered after missed it for good.)
+    #[test]
+    fn a_wait_sees_a_notification_sent_before_its_first_poll() {
+        let notify = Arc::new(Notify::new());
+        let fired = Arc::new(AtomicBool::new(false));
+        let wait = TimerStub(notify.clone(), fired).into_wait();
+        notify.notify_waiters(); // the flag left unset: only the notification tells
+        let mut wait = std::pin::pin!(wait);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// A wait ends when its timer fires, whether it was waiting already or not yet polled.
+    #[test]
+    fn a_wait_ends_when_its_timer_fires() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let timer = Timer::new();
+        let mut waiting = std::pin::pin!(timer.subscribe().into_wait());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        let mut not_polled = std::pin::pin!(timer.subscribe().into_wait());
+        timer.fire();
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
+        assert!(not_polled.as_mut().poll(&mut cx).is_ready());
+        // Made after the fire: the flag tells.
+        let mut late = std::pin::pin!(timer.subscribe().into_wait());
+        assert!(late.as_mut().poll(&mut cx).is_ready());
+    }
 
     #[test]
     fn test_round() {
