@@ -234,7 +234,13 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
+        let framing = match self.response_facts.as_ref() {
+            // As the fields were read: Transfer-Encoding overrides Content-Length.
+            Some(facts) if facts.transfer_encoding => Ok(()),
+            Some(facts) => framing_length(facts.content_length).map(|_| ()),
+            None => super::common::validate_content_length(&resp_header.headers),
+        };
+        if let Err(e) = framing {
             if self.allow_h1_response_invalid_content_length
                 && super::common::content_length_is_single_token(&resp_header.headers)
             {
@@ -738,17 +744,19 @@ impl HttpSession {
         }
     }
 
+    /// The response's framing length, from what its fields said as they were read (no header
+    /// map lookup, and no header rebuilt once the header was handed over).
     fn get_content_length(&self) -> Result<Option<usize>> {
-        match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
+        match self.response_facts.as_ref() {
+            // Transfer-Encoding overrides Content-Length (the field was removed on read).
+            Some(facts) if facts.transfer_encoding => Ok(None),
+            Some(facts) => framing_length(facts.content_length),
             None => Ok(None),
         }
     }
 
     fn is_chunked_encoding(&self) -> bool {
-        self.resp_header()
-            .map(|h| is_chunked_encoding_from_headers(&h.headers))
-            .unwrap_or(false)
+        self.response_facts.as_ref().is_some_and(|f| f.chunked)
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
@@ -873,6 +881,11 @@ struct ResponseFacts {
     version: Version,
     /// `Transfer-Encoding` is present.
     transfer_encoding: bool,
+    /// The last `Transfer-Encoding` field ends in `chunked` (`te_value_is_chunked`).
+    chunked: bool,
+    /// What the `Content-Length` fields say (`content_length_fields`, gathered as they were
+    /// read): the framing checks and the body reader consult it, not the header map.
+    content_length: ContentLength,
     /// What the first `Connection` field says of keep-alive (`is_buf_keepalive`).
     connection_keepalive: Option<bool>,
     /// The first `Keep-Alive` field's `timeout` and `max` (`keepalive_values`).
@@ -919,6 +932,8 @@ fn add_response_fields(
         status: response.status,
         version: response.version,
         transfer_encoding: false,
+        chunked: false,
+        content_length: ContentLength::Absent,
         connection_keepalive: None,
         keep_alive: (None, None),
         keep_header_case,
@@ -927,8 +942,8 @@ fn add_response_fields(
     for field in header_refs {
         let name = field.get_name_bytes(buf);
         let value = pingora_http::header_value_from_raw(field.get_value_bytes(buf));
-        // The three names the session consults have 10 or 17 bytes; most others are passed by
-        // their length alone.
+        // The four names the session consults have 10, 14 or 17 bytes; most others are passed
+        // by their length alone.
         match name.len() {
             10 if !connection_seen && name.eq_ignore_ascii_case(b"connection") => {
                 connection_seen = true;
@@ -940,6 +955,10 @@ fn add_response_fields(
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 facts.transfer_encoding = true;
+                facts.chunked = te_value_is_chunked(value.as_bytes());
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                facts.content_length.add(value.as_bytes());
             }
             _ => {}
         }
@@ -2561,6 +2580,47 @@ hello\r\n\
         assert!(http_stream.body_reader.body_complete());
         assert!(http_stream.body_reader.has_bytes_overread());
         assert!(http_stream.reuse().await.is_none());
+    }
+
+    /// A response's framing comes from its fields as they were read (`ResponseFacts`), the
+    /// same as the header map would give, and still holds once the header is handed over.
+    #[tokio::test]
+    async fn framing_comes_from_the_fields_as_read() {
+        init_log();
+        let input =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 4, 4\r\n\r\nbodyextra";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        let header = http_stream.read_resp_header_parts().await.unwrap();
+        let facts = http_stream.response_facts.as_ref().unwrap();
+        assert_eq!(facts.content_length, ContentLength::Value(4));
+        assert!(!facts.chunked);
+        assert_eq!(http_stream.get_content_length().unwrap(), Some(4));
+        assert_eq!(
+            content_length_for_framing(&header.headers).unwrap(),
+            Some(4)
+        );
+        let body = http_stream.read_body_bytes().await.unwrap();
+        assert_eq!(body.as_deref(), Some(&b"body"[..]));
+        assert!(http_stream.read_body_bytes().await.unwrap().is_none());
+        // Neither the framing nor the body needed the header back.
+        assert!(http_stream.rebuilt_header.get().is_none());
+
+        // Transfer-Encoding ending in chunked overrides Content-Length.
+        let input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_resp_header_parts().await.unwrap();
+        assert!(http_stream.is_chunked_encoding());
+        assert_eq!(http_stream.get_content_length().unwrap(), None);
+        let body = http_stream.read_body_bytes().await.unwrap();
+        assert_eq!(body.as_deref(), Some(&b"ok"[..]));
+
+        // Conflicting values: refused as the header map's check refuses them.
+        let input = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nbody";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        assert!(http_stream.read_response().await.is_err());
     }
 
     #[tokio::test]

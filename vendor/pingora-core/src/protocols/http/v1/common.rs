@@ -178,12 +178,11 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
         .into_iter()
         .next_back();
 
-    let Some(last_header_value) = last_te else {
-        return false;
-    };
+    last_te.is_some_and(|value| te_value_is_chunked(value.as_bytes()))
+}
 
-    let bytes = last_header_value.as_bytes();
-
+/// Whether a `Transfer-Encoding` field's value ends in `chunked` (the last field's decides).
+pub(crate) fn te_value_is_chunked(bytes: &[u8]) -> bool {
     // Fast path: exact match for "chunked"
     if bytes.eq_ignore_ascii_case(b"chunked") {
         return true;
@@ -345,8 +344,10 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 }
 
 /// What a message's `Content-Length` fields say, found in one walk over them (one lookup in the
-/// header map, where telling "absent" from "unusable" used to take a second).
-enum ContentLength {
+/// header map, where telling "absent" from "unusable" used to take a second), or gathered field
+/// by field as a message head is read ([`ContentLength::add`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContentLength {
     Absent,
     /// Every value parses and all are equal.
     Value(u64),
@@ -354,40 +355,55 @@ enum ContentLength {
     Invalid,
 }
 
-fn content_length_fields(headers: &HMap) -> ContentLength {
-    // If multiple Content-Length headers were sent, everything can still be
-    // alright if they all contain the same value, and all parse correctly. If
-    // not, then it's an error.
-    let mut content_length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        // The common value, digits alone, parses as it is; anything else goes
-        // through the list and whitespace handling.
-        if let Some(n) = from_digits(value.as_bytes()) {
-            match content_length {
-                Some(prev) if prev != n => return ContentLength::Invalid,
-                _ => content_length = Some(n),
-            }
-            continue;
+impl ContentLength {
+    /// Takes in one more `Content-Length` field's value. If multiple fields were sent,
+    /// everything can still be alright if they all contain the same value, and all parse
+    /// correctly. If not, then it's an error.
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        if *self == ContentLength::Invalid {
+            return;
         }
-        // A non-visible-ASCII value can't be a valid Content-Length, so the
-        // framing is ambiguous.
-        let Ok(line) = value.to_str() else {
-            return ContentLength::Invalid;
+        // The common value, digits alone, parses as it is; anything else goes through the list
+        // and whitespace handling.
+        if let Some(n) = from_digits(value) {
+            self.add_number(n);
+            return;
+        }
+        // A non-visible-ASCII value (what `HeaderValue::to_str` refuses) can't be a valid
+        // Content-Length, so the framing is ambiguous.
+        if !value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+            *self = ContentLength::Invalid;
+            return;
+        }
+        for v in value.split(|&b| b == b',') {
+            match from_digits(v.trim_ascii()) {
+                Some(n) => self.add_number(n),
+                None => *self = ContentLength::Invalid,
+            }
+            if *self == ContentLength::Invalid {
+                return;
+            }
+        }
+    }
+
+    fn add_number(&mut self, n: u64) {
+        *self = match *self {
+            ContentLength::Value(prev) if prev != n => ContentLength::Invalid,
+            ContentLength::Invalid => ContentLength::Invalid,
+            _ => ContentLength::Value(n),
         };
-        for v in line.split(',') {
-            let Some(n) = from_digits(v.trim().as_bytes()) else {
-                return ContentLength::Invalid;
-            };
-            match content_length {
-                Some(prev) if prev != n => return ContentLength::Invalid,
-                _ => content_length = Some(n),
-            }
+    }
+}
+
+fn content_length_fields(headers: &HMap) -> ContentLength {
+    let mut content_length = ContentLength::Absent;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        content_length.add(value.as_bytes());
+        if content_length == ContentLength::Invalid {
+            break;
         }
     }
-    match content_length {
-        Some(n) => ContentLength::Value(n),
-        None => ContentLength::Absent,
-    }
+    content_length
 }
 
 /// Resolve the framing `Content-Length` of a message following hyper's decode
@@ -395,7 +411,12 @@ fn content_length_fields(headers: &HMap) -> ContentLength {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
-    match content_length_fields(headers) {
+    framing_length(content_length_fields(headers))
+}
+
+/// [`content_length_for_framing`] of what the `Content-Length` fields said.
+pub(crate) fn framing_length(content_length: ContentLength) -> Result<Option<usize>> {
+    match content_length {
         ContentLength::Value(cl) => {
             // Content-Length frames the body, so a value that does not fit in
             // `usize` cannot be represented and must not be silently truncated
@@ -592,6 +613,38 @@ mod test {
         );
         assert!(content_length_for_framing(&headers).is_err());
         assert_eq!(content_length_parse_all(&headers), None);
+    }
+
+    /// `ContentLength::add`, field by field, says what the walk over a header map says.
+    #[test]
+    fn content_length_gathered_field_by_field_matches_the_map() {
+        let cases: &[&[&[u8]]] = &[
+            &[],
+            &[b"5"],
+            &[b"5", b"5"],
+            &[b"5, 5"],
+            &[b" 5 ,\t5 "],
+            &[b"5", b"6"],
+            &[b"5, 6"],
+            &[b"5", b"5, 7"],
+            &[b"-5"],
+            &[b"+5"],
+            &[b""],
+            &[b"5,"],
+            &[b"abc"],
+            &[b"5\x80"],
+            &[b"18446744073709551616"],
+            &[b"5", b"x", b"5"],
+        ];
+        for fields in cases {
+            let mut headers = HMap::new();
+            let mut gathered = ContentLength::Absent;
+            for field in *fields {
+                headers.append(CONTENT_LENGTH, HeaderValue::from_bytes(field).unwrap());
+                gathered.add(field);
+            }
+            assert_eq!(gathered, content_length_fields(&headers), "{fields:?}");
+        }
     }
 
     #[test]
