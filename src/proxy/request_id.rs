@@ -32,8 +32,8 @@ impl RequestId {
         let mut digits = [0u8; 32];
         switchyard_core::hex::lower_into(&mut digits, &fastrand::u128(..).to_be_bytes());
         // Hex digits are visible ASCII: a valid value, never the default.
-        let value = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&digits))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        let value =
+            HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static(""));
         RequestId(names::never_indexed(value))
     }
 

@@ -234,13 +234,8 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        let framing = match self.response_facts.as_ref() {
-            // As the fields were read: Transfer-Encoding overrides Content-Length.
-            Some(facts) if facts.transfer_encoding => Ok(()),
-            Some(facts) => framing_length(facts.content_length).map(|_| ()),
-            None => super::common::validate_content_length(&resp_header.headers),
-        };
-        if let Err(e) = framing {
+        // As the fields were read (the facts are set with the header, just before this).
+        if let Err(e) = self.get_content_length() {
             if self.allow_h1_response_invalid_content_length
                 && super::common::content_length_is_single_token(&resp_header.headers)
             {
