@@ -60,29 +60,50 @@ pub struct Entry<'a> {
     pub version: &'static str,
 }
 
-/// Appends the address in its usual text form (dotted quad, or RFC 5952 for IPv6) without
-/// going through `Display` (the log lines and the forwarding headers).
-pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
+/// The longest text form of an address (`INET6_ADDRSTRLEN` less its NUL).
+pub const IP_TEXT_MAX: usize = 45;
+
+/// The address in its usual text form (dotted quad, or RFC 5952 for IPv6) without going through
+/// `Display` for IPv4, in a buffer on the stack: its first `len` bytes.
+pub fn ip_text(ip: IpAddr) -> ([u8; IP_TEXT_MAX], usize) {
+    let mut text = [0u8; IP_TEXT_MAX];
+    let len = match ip {
         IpAddr::V4(v4) => {
+            let mut n = 0;
+            let mut put = |b: u8| {
+                text[n] = b;
+                n += 1;
+            };
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    put(b'.');
                 }
                 if octet >= 100 {
-                    out.push(b'0' + octet / 100);
+                    put(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
+                    put(b'0' + octet / 10 % 10);
                 }
-                out.push(b'0' + octet % 10);
+                put(b'0' + octet % 10);
             }
+            n
         }
         IpAddr::V6(_) => {
             use std::io::Write;
-            let _ = write!(out, "{ip}");
+            let mut rest = &mut text[..];
+            // At most 39 characters: `Ipv6Addr` writes no zone.
+            let _ = write!(rest, "{ip}");
+            IP_TEXT_MAX - rest.len()
         }
-    }
+    };
+    (text, len)
+}
+
+/// Appends the address in its usual text form ([`ip_text`]; the log lines and the forwarding
+/// headers).
+pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    let (text, len) = ip_text(ip);
+    out.extend_from_slice(&text[..len]);
 }
 
 /// Lines wait here until the writer thread takes them: a short lock per request, no wake-up.
@@ -272,11 +293,20 @@ mod tests {
             "::1",
             "2001:db8::8a2e:370:7334",
             "::ffff:10.0.0.1",
+            // the longest forms: 15 and 39 characters, and a mapped IPv4 at its longest
+            "255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
         ] {
             let ip: IpAddr = ip.parse().expect("an address");
-            let mut out = Vec::new();
+            let mut out = b"before ".to_vec();
             push_ip(&mut out, ip);
-            assert_eq!(String::from_utf8(out).expect("ASCII"), ip.to_string());
+            assert_eq!(
+                out.strip_prefix(b"before "),
+                Some(ip.to_string().as_bytes())
+            );
+            let (text, len) = ip_text(ip);
+            assert_eq!(&text[..len], ip.to_string().as_bytes());
         }
     }
 }

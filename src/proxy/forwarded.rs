@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::access_log::push_ip;
+use crate::access_log::{ip_text, push_ip};
 
 use super::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
 use super::request_id::RequestId;
@@ -81,10 +81,11 @@ pub(super) fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
     }
 }
 
+/// The address as a header value: one allocation, shared by X-Forwarded-For and X-Real-IP when
+/// they carry it alone.
 fn ip_value(ip: IpAddr) -> std::result::Result<HeaderValue, http::header::InvalidHeaderValue> {
-    let mut text = Vec::with_capacity(39);
-    push_ip(&mut text, ip);
-    owned_value(text)
+    let (text, len) = ip_text(ip);
+    super::names::shared_value(text, len)
 }
 
 /// A header value that takes `bytes` as they are (`from_bytes` would copy them).

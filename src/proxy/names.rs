@@ -1,6 +1,7 @@
 //! Header names the proxy reads or sets on every request, made once (a name given as text is parsed, and outside the standard set copied, at each use), and the HPACK marking of values new on every message.
 
-use http::header::{HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, InvalidHeaderValue};
 
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -23,4 +24,53 @@ pub(super) const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimi
 pub(super) fn never_indexed(mut value: HeaderValue) -> HeaderValue {
     value.set_sensitive(true);
     value
+}
+
+/// A header value of the first `len` bytes of `text` (a short text built on the stack: an
+/// address, an id), in one allocation that its clones share. `HeaderValue::from_bytes` copies
+/// the text into a buffer of its own, and the first clone then makes a second allocation to
+/// share it; a value the request and the answer both carry is cloned.
+pub(super) fn shared_value<const N: usize>(
+    text: [u8; N],
+    len: usize,
+) -> Result<HeaderValue, InvalidHeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from_owner(Prefix { text, len }))
+}
+
+/// The first `len` bytes of `text`, owned by the `Bytes` of [`shared_value`].
+struct Prefix<const N: usize> {
+    text: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> AsRef<[u8]> for Prefix<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.text[..self.len.min(N)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_value_is_the_text_it_was_given_and_its_clones_share_it() {
+        let mut text = [b'x'; 16];
+        text[..9].copy_from_slice(b"127.0.0.1");
+        let value = shared_value(text, 9).expect("a valid value");
+        assert_eq!(value.as_bytes(), b"127.0.0.1");
+        let clone = value.clone();
+        assert_eq!(clone.as_bytes().as_ptr(), value.as_bytes().as_ptr());
+        assert_eq!(
+            shared_value(text, 99).expect("a valid value").as_bytes(),
+            &text,
+            "a length past the buffer reads the whole buffer"
+        );
+        let mut bad = text;
+        bad[3] = b'\n';
+        assert!(
+            shared_value(bad, 9).is_err(),
+            "a line break is no header value"
+        );
+    }
 }

@@ -31,9 +31,10 @@ impl RequestId {
     pub(super) fn new() -> RequestId {
         let mut digits = [0u8; 32];
         switchyard_core::hex::lower_into(&mut digits, &fastrand::u128(..).to_be_bytes());
-        // Hex digits are visible ASCII: a valid value, never the default.
-        let value =
-            HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static(""));
+        // Hex digits are visible ASCII: a valid value, never the default. One allocation, which
+        // the headers that carry the id share.
+        let value = names::shared_value(digits, digits.len())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
         RequestId(names::never_indexed(value))
     }
 
