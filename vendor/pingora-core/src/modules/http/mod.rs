@@ -133,24 +133,21 @@ impl HttpModules {
     /// Build the contexts of all the modules added to this [HttpModules]
     pub fn build_ctx(&self) -> HttpModuleCtx {
         let module_ctx: Vec<_> = self.modules.iter().map(|b| b.init()).collect();
-        let module_index = self
-            .module_index
-            .get_or_init(|| {
-                let mut module_index = HashMap::with_capacity(self.modules.len());
-                for (i, c) in module_ctx.iter().enumerate() {
-                    let exist = module_index.insert(c.as_any().type_id(), i);
-                    if exist.is_some() {
-                        panic!("duplicated filters found")
-                    }
+        // Each type once: checked with the first context built. A context finds a module by
+        // scanning its few modules' types (`HttpModuleCtx::get`), cheaper than hashing a
+        // `TypeId` into this map, and the map is not shared with every request's context.
+        self.module_index.get_or_init(|| {
+            let mut module_index = HashMap::with_capacity(self.modules.len());
+            for (i, c) in module_ctx.iter().enumerate() {
+                let exist = module_index.insert(c.as_any().type_id(), i);
+                if exist.is_some() {
+                    panic!("duplicated filters found")
                 }
-                Arc::new(module_index)
-            })
-            .clone();
+            }
+            Arc::new(module_index)
+        });
 
-        HttpModuleCtx {
-            module_ctx,
-            module_index,
-        }
+        HttpModuleCtx { module_ctx }
     }
 }
 
@@ -159,10 +156,8 @@ impl HttpModules {
 /// This is the object that will apply all the included modules to a certain HTTP request.
 /// The modules are ordered according to their `order()`.
 pub struct HttpModuleCtx {
-    // the modules in the order of execution
+    // the modules in the order of execution, each of its own type
     module_ctx: Vec<Module>,
-    // find the module in the vec with its type ID
-    module_index: Arc<HashMap<TypeId, usize>>,
 }
 
 impl HttpModuleCtx {
@@ -170,32 +165,23 @@ impl HttpModuleCtx {
     ///
     /// [HttpModules] should be used to create nonempty [HttpModuleCtx].
     pub fn empty() -> Self {
-        HttpModuleCtx {
-            module_ctx: vec![],
-            module_index: Arc::new(HashMap::new()),
-        }
+        HttpModuleCtx { module_ctx: vec![] }
     }
 
     /// Get a ref to [HttpModule] if any.
     pub fn get<T: 'static>(&self) -> Option<&T> {
-        let idx = self.module_index.get(&TypeId::of::<T>())?;
-        let ctx = &self.module_ctx[*idx];
-        Some(
-            ctx.as_any()
-                .downcast_ref::<T>()
-                .expect("type should always match"),
-        )
+        // A context holds a few modules, each of its own type (`HttpModules::build_ctx`): a scan
+        // of their types is cheaper than hashing a `TypeId`.
+        self.module_ctx
+            .iter()
+            .find_map(|m| m.as_any().downcast_ref::<T>())
     }
 
     /// Get a mut ref to [HttpModule] if any.
     pub fn get_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        let idx = self.module_index.get(&TypeId::of::<T>())?;
-        let ctx = &mut self.module_ctx[*idx];
-        Some(
-            ctx.as_any_mut()
-                .downcast_mut::<T>()
-                .expect("type should always match"),
-        )
+        self.module_ctx
+            .iter_mut()
+            .find_map(|m| m.as_any_mut().downcast_mut::<T>())
     }
 
     /// Run the `request_header_filter` for all the modules according to their orders.
@@ -352,6 +338,62 @@ mod tests {
         assert!(ctx.get_mut::<MyModule>().is_some());
         assert!(ctx.get_mut::<MyOtherModule>().is_some());
         assert!(ctx.get_mut::<usize>().is_none());
+    }
+
+    /// A module to count on: `get_mut` must reach the very instance `get` reads.
+    struct Counter(u32);
+    #[async_trait]
+    impl HttpModule for Counter {
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+        fn as_any_mut(&mut self) -> &mut dyn Any {
+            self
+        }
+    }
+    struct CounterBuilder(i16);
+    impl HttpModuleBuilder for CounterBuilder {
+        fn order(&self) -> i16 {
+            self.0
+        }
+
+        fn init(&self) -> Module {
+            Box::new(Counter(0))
+        }
+    }
+
+    #[test]
+    fn a_context_finds_each_module_by_its_type_wherever_it_runs() {
+        // the counter first, in the middle and last of the order of execution
+        for order in [10, 0, -10] {
+            let mut http_module = HttpModules::new();
+            http_module.add_module(Box::new(MyModuleBuilder));
+            http_module.add_module(Box::new(CounterBuilder(order)));
+            http_module.add_module(Box::new(MyOtherModuleBuilder));
+            let mut ctx = http_module.build_ctx();
+            ctx.get_mut::<Counter>().expect("the counter").0 += 7;
+            assert_eq!(
+                ctx.get::<Counter>().expect("the counter").0,
+                7,
+                "order {order}"
+            );
+            assert!(ctx.get::<MyModule>().is_some());
+            assert!(ctx.get_mut::<MyOtherModule>().is_some());
+            assert!(ctx.get::<u32>().is_none());
+            // every context has modules of its own
+            let other = http_module.build_ctx();
+            assert_eq!(other.get::<Counter>().expect("the counter").0, 0);
+        }
+        assert!(HttpModuleCtx::empty().get::<Counter>().is_none());
+    }
+
+    #[test]
+    #[should_panic(expected = "duplicated filters found")]
+    fn a_type_added_twice_is_refused_when_the_first_context_is_built() {
+        let mut http_module = HttpModules::new();
+        http_module.add_module(Box::new(CounterBuilder(1)));
+        http_module.add_module(Box::new(CounterBuilder(2)));
+        http_module.build_ctx();
     }
 
     #[tokio::test]
