@@ -30,9 +30,7 @@ use once_cell::sync::OnceCell;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::any::Any;
-use std::any::TypeId;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::HashSet;
 
 /// The trait an HTTP traffic module needs to implement
 #[async_trait]
@@ -101,7 +99,8 @@ pub type ModuleBuilder = Box<dyn HttpModuleBuilder + 'static + Send + Sync>;
 /// The object to hold multiple http modules
 pub struct HttpModules {
     modules: Vec<ModuleBuilder>,
-    module_index: OnceCell<Arc<HashMap<TypeId, usize>>>,
+    // set once the first context is built, after its modules' types were found distinct
+    checked: OnceCell<()>,
 }
 
 impl HttpModules {
@@ -109,7 +108,7 @@ impl HttpModules {
     pub fn new() -> Self {
         HttpModules {
             modules: vec![],
-            module_index: OnceCell::new(),
+            checked: OnceCell::new(),
         }
     }
 
@@ -119,9 +118,8 @@ impl HttpModules {
     /// # Panic
     /// Panic if any [HttpModule] is added more than once.
     pub fn add_module(&mut self, builder: ModuleBuilder) {
-        if self.module_index.get().is_some() {
-            // We use a shared module_index the index would be out of sync if we
-            // add more modules.
+        if self.checked.get().is_some() {
+            // The contexts built so far would lack the module, and its type was not checked.
             panic!("cannot add module after ctx is already built")
         }
         self.modules.push(builder);
@@ -133,18 +131,16 @@ impl HttpModules {
     /// Build the contexts of all the modules added to this [HttpModules]
     pub fn build_ctx(&self) -> HttpModuleCtx {
         let module_ctx: Vec<_> = self.modules.iter().map(|b| b.init()).collect();
-        // Each type once: checked with the first context built. A context finds a module by
-        // scanning its few modules' types (`HttpModuleCtx::get`), cheaper than hashing a
-        // `TypeId` into this map, and the map is not shared with every request's context.
-        self.module_index.get_or_init(|| {
-            let mut module_index = HashMap::with_capacity(self.modules.len());
-            for (i, c) in module_ctx.iter().enumerate() {
-                let exist = module_index.insert(c.as_any().type_id(), i);
-                if exist.is_some() {
-                    panic!("duplicated filters found")
-                }
+        // Each type once, checked with the first context built: a context finds a module by
+        // its type (`HttpModuleCtx::get`).
+        self.checked.get_or_init(|| {
+            let mut types = HashSet::with_capacity(module_ctx.len());
+            if !module_ctx
+                .iter()
+                .all(|c| types.insert(c.as_any().type_id()))
+            {
+                panic!("duplicated filters found")
             }
-            Arc::new(module_index)
         });
 
         HttpModuleCtx { module_ctx }
