@@ -6,7 +6,9 @@
 use std::process::Child;
 use std::time::Duration;
 
-use crate::{http1_client, peer, port, spawn_for_process, udp_and_tcp_port, wait_until};
+use crate::{
+    http1_client, peer, port, spawn_for_process, stop_for_process, udp_and_tcp_port, wait_until,
+};
 
 /// A pebble-challtestsrv process, killed on drop or, at the latest, when the test process ends
 /// (see [`spawn_for_process`]).
@@ -114,7 +116,26 @@ impl Dns {
 
 impl Drop for Dns {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_for_process(&mut self.child);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_server_is_gone_not_orphaned() {
+        let dns = Dns::start();
+        let management = dns.management;
+        let listening = || std::net::TcpStream::connect(("127.0.0.1", management)).is_ok();
+        assert!(listening());
+        drop(dns);
+        // The shell stops pebble-challtestsrv by PID on its way out: its port closes. A SIGKILL
+        // to the shell left the server running, reparented, for the rest of the machine's life.
+        assert!(
+            wait_until(Duration::from_secs(10), || !listening()),
+            "pebble-challtestsrv still listens on {management} after its Dns was dropped"
+        );
     }
 }

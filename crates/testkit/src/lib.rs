@@ -45,7 +45,7 @@ pub use load::{failures, Load, Seen};
 pub use nginx::Nginx;
 pub use openssl::Handshake;
 pub use pebble::{CaOptions, Pebble};
-pub use peers::{peer, spawn_for_process};
+pub use peers::{peer, spawn_for_process, stop_for_process};
 pub use ports::{closed_addr, closed_port, port, udp_and_tcp_port};
 pub use prom::{metric, metric_sum, metric_value, samples, Labels, Sample};
 pub use proxy::{check, Proxy};

@@ -32,7 +32,9 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 
 /// Starts `program` with `args` for the rest of this test process, for a peer kept in a static
 /// (started once per test binary, never dropped): a shell runs it and watches this process, and
-/// kills the peer by PID once the test process is gone. Output goes to `log`.
+/// kills the peer by PID once the test process is gone. Output goes to `log`. To stop the peer
+/// sooner, use [`stop_for_process`] on the returned child (the shell), not `Child::kill`: a
+/// SIGKILL ends the shell before it can stop the peer, which then runs on, orphaned.
 pub fn spawn_for_process(
     program: &std::path::Path,
     args: &[String],
@@ -41,6 +43,7 @@ pub fn spawn_for_process(
     let script = r#"prog="$1"; shift
 "$prog" "$@" & peer=$!
 trap 'kill $peer 2>/dev/null' EXIT
+trap 'exit 143' TERM
 while kill -0 "$WATCH" 2>/dev/null && kill -0 "$peer" 2>/dev/null; do sleep 0.2; done"#;
     let out = std::fs::File::create(log).expect("create the peer's log file");
     let err = out.try_clone().expect("clone the log file handle");
@@ -56,4 +59,15 @@ while kill -0 "$WATCH" 2>/dev/null && kill -0 "$peer" 2>/dev/null; do sleep 0.2;
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()))
+}
+
+/// Stops a peer started by [`spawn_for_process`]: SIGTERM to its shell, which kills the peer by
+/// PID on its way out, then waits for the shell.
+pub fn stop_for_process(child: &mut std::process::Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = std::process::Command::new("kill")
+            .arg(child.id().to_string())
+            .status();
+    }
+    let _ = child.wait();
 }
