@@ -123,6 +123,7 @@ impl Future for TimerWait {
     }
 }
 
+#[derive(Clone)]
 struct Timer(Arc<Notify>, Arc<AtomicBool>);
 
 impl Timer {
@@ -140,10 +141,62 @@ impl Timer {
     }
 }
 
+/// How many of a thread's newest slots it finds without searching its tree.
+const RECENT_SLOTS: usize = 4;
+
+/// One thread's pending timers: the tree of every slot, and the slots it added last.
+///
+/// Operations with the same timeout that start within one slot share its timer, so nearly every
+/// registration finds its slot already there: one of the few newest the thread added (one per
+/// timeout in use), which `recent` holds so that finding it is a comparison, not a search of a
+/// tree of (timeout / resolution) slots. A slot leaves `recent` when its timer fires.
+#[derive(Default)]
+struct ThreadTimers {
+    tree: BTreeMap<Time, Timer>,
+    recent: [Option<(Time, Timer)>; RECENT_SLOTS],
+}
+
+impl ThreadTimers {
+    fn find(&self, slot: Time) -> Option<&Timer> {
+        self.recent
+            .iter()
+            .flatten()
+            .find(|(t, _)| *t == slot)
+            .map(|(_, timer)| timer)
+            .or_else(|| self.tree.get(&slot))
+    }
+
+    /// A new slot and its timer: in the tree, and in `recent` in place of the slot due first.
+    fn add(&mut self, slot: Time, timer: Timer) {
+        let oldest = self
+            .recent
+            .iter_mut()
+            .min_by_key(|entry| entry.as_ref().map(|(t, _)| *t))
+            .expect("RECENT_SLOTS > 0");
+        *oldest = Some((slot, timer.clone()));
+        self.tree.insert(slot, timer);
+    }
+
+    /// Removes the slots due at `now` (milliseconds since zero) and fires their timers.
+    fn fire_due(&mut self, now: u64) {
+        while let Some(entry) = self.tree.first_entry() {
+            if !entry.key().not_after(now) {
+                break;
+            }
+            entry.remove().fire();
+        }
+        for entry in &mut self.recent {
+            if entry.as_ref().is_some_and(|(t, _)| t.not_after(now)) {
+                *entry = None;
+            }
+        }
+    }
+}
+
 /// The object that holds all the timers registered to it.
 pub struct TimerManager {
     // each thread insert into its local timer tree to avoid lock contention
-    timers: ThreadLocal<RwLock<BTreeMap<Time, Timer>>>,
+    timers: ThreadLocal<RwLock<ThreadTimers>>,
     zero: Instant, // the reference zero point of Timestamp
     // Start a new clock thread if this is -1 or staled. The clock thread should keep updating this
     clock_watchdog: AtomicI64,
@@ -184,25 +237,8 @@ impl TimerManager {
             let now = millis(now);
             // iterate through the timer tree for all threads
             for thread_timer in self.timers.iter() {
-                let mut timers = thread_timer.write();
-                // Fire all timers until now
-                loop {
-                    let key_to_remove = timers.iter().next().and_then(|(k, _)| {
-                        if k.not_after(now) {
-                            Some(*k)
-                        } else {
-                            None
-                        }
-                    });
-                    if let Some(k) = key_to_remove {
-                        let timer = timers.remove(&k);
-                        // safe to unwrap, the key is from iter().next()
-                        timer.unwrap().fire();
-                    } else {
-                        break;
-                    }
-                }
-                // write lock drops here
+                // Fire all timers until now; the write lock drops at the end of the statement.
+                thread_timer.write().fire_due(now);
             }
         }
     }
@@ -263,21 +299,18 @@ impl TimerManager {
             return timer.subscribe();
         }
         let now: Time = (now + duration - self.zero).into();
-        {
-            let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
-            if let Some(t) = timers.get(&now) {
-                return t.subscribe();
-            }
+        let timers = self.timers.get_or(Default::default);
+        if let Some(t) = timers.read().find(now) {
+            return t.subscribe();
         } // drop read lock
 
         let timer = Timer::new();
-        let mut timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).write();
         // Usually we check if another thread has insert the same node before we get the write lock,
         // but because only this thread will insert anything to its local timers tree, there
         // is no possible race that can happen. The only other thread is the clock thread who
         // only removes timer from the tree
         let stub = timer.subscribe();
-        timers.insert(now, timer);
+        timers.write().add(now, timer);
         stub
     }
 
@@ -291,8 +324,8 @@ impl TimerManager {
     // `timers` may be one an exited thread left, with its timers (`ThreadLocal` reuses ids).
     #[cfg(test)]
     pub(crate) fn slots_of_this_thread(&self) -> Vec<u64> {
-        let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
-        timers.keys().map(|k| k.0).collect()
+        let timers = self.timers.get_or(Default::default).read();
+        timers.tree.keys().map(|k| k.0).collect()
     }
 
     fn is_paused_for_fork(&self) -> bool {
@@ -401,6 +434,53 @@ mod tests {
         // Far from zero: u64 milliseconds, rounded up as before.
         let _d = tm.register_timer_at(at(86_400_000 * 365), Duration::from_millis(1));
         assert_eq!(tm.slots_of_this_thread(), [1130, 1140, 31_536_000_010]);
+    }
+
+    /// A registration finds its slot's timer whether the slot is one of the thread's recent ones
+    /// or only in its tree, and a slot is added once.
+    #[test]
+    fn a_registration_finds_its_slot_whether_recent_or_not() {
+        let tm = TimerManager::new();
+        let at = tm.zero + Duration::from_millis(5);
+        let same = |a: &TimerStub, b: &TimerStub| Arc::ptr_eq(&a.1, &b.1);
+        // One more timeout than the recent slots hold: the first slot is only in the tree.
+        let first: Vec<TimerStub> = (1..=RECENT_SLOTS as u64 + 1)
+            .map(|s| tm.register_timer_at(at, Duration::from_secs(s)))
+            .collect();
+        let again: Vec<TimerStub> = (1..=RECENT_SLOTS as u64 + 1)
+            .map(|s| tm.register_timer_at(at, Duration::from_secs(s)))
+            .collect();
+        for (a, b) in first.iter().zip(&again) {
+            assert!(same(a, b));
+        }
+        assert!(!same(&first[0], &first[1]));
+        assert_eq!(tm.slots_of_this_thread(), [1010, 2010, 3010, 4010, 5010]);
+        let timers = tm.timers.get_or(Default::default).read();
+        let mut recent: Vec<u64> = timers.recent.iter().flatten().map(|(t, _)| t.0).collect();
+        recent.sort_unstable();
+        assert_eq!(recent, [2010, 3010, 4010, 5010]);
+    }
+
+    /// A slot that fires leaves the recent slots with the tree: a later registration for that
+    /// time gets a new timer, not the fired one.
+    #[test]
+    fn a_fired_slot_is_found_no_more() {
+        let mut timers = ThreadTimers::default();
+        let timer = Timer::new();
+        timers.add(Time(100), timer.clone());
+        timers.add(Time(110), Timer::new());
+        timers.fire_due(99);
+        assert!(timers.find(Time(100)).is_some());
+        timers.fire_due(100);
+        assert!(timer.1.load(Ordering::SeqCst));
+        assert!(timers.find(Time(100)).is_none());
+        assert!(timers.recent.iter().flatten().all(|(t, _)| t.0 == 110));
+        assert_eq!(timers.tree.keys().map(|t| t.0).collect::<Vec<_>>(), [110]);
+        let later = Timer::new();
+        timers.add(Time(100), later.clone());
+        let found = timers.find(Time(100)).expect("the new slot");
+        assert!(Arc::ptr_eq(&found.1, &later.1));
+        assert!(!found.1.load(Ordering::SeqCst));
     }
 
     #[test]
