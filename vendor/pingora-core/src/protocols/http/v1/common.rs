@@ -395,6 +395,69 @@ impl ContentLength {
     }
 }
 
+/// What a message's framing fields say: whether `Transfer-Encoding` is there and ends in
+/// `chunked`, and what the `Content-Length` fields say. Gathered field by field as a request head
+/// is read ([`Framing::note`]), so that the checks made on it then look nothing up again, or
+/// found in a header map ([`Framing::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framing {
+    pub(crate) transfer_encoding: bool,
+    /// The last `Transfer-Encoding` field ends in `chunked` (`te_value_is_chunked`).
+    pub(crate) chunked: bool,
+    pub(crate) content_length: ContentLength,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Framing {
+            transfer_encoding: false,
+            chunked: false,
+            content_length: ContentLength::Absent,
+        }
+    }
+}
+
+impl Framing {
+    /// Takes in one field as read, in order. The two names it looks for have 14 and 17 bytes;
+    /// any other field is passed by its length alone.
+    #[inline]
+    pub(crate) fn note(&mut self, name: &[u8], value: &[u8]) {
+        match name.len() {
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.transfer_encoding = true;
+                self.chunked = te_value_is_chunked(value);
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => self.content_length.add(value),
+            _ => {}
+        }
+    }
+
+    /// The framing fields of `headers`.
+    pub(crate) fn of(headers: &HMap) -> Self {
+        Framing {
+            transfer_encoding: headers.contains_key(header::TRANSFER_ENCODING),
+            chunked: is_chunked_encoding_from_headers(headers),
+            content_length: content_length_fields(headers),
+        }
+    }
+
+    /// Validate that a message's `Content-Length` framing is unambiguous.
+    ///
+    /// Per [RFC 9110 section 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6),
+    /// a message received without `Transfer-Encoding` and with multiple
+    /// `Content-Length` fields having differing values (or a single invalid value)
+    /// has invalid framing and the recipient MUST treat it as an unrecoverable
+    /// error. Identical duplicates and comma-combined identical values are
+    /// reconciled to a single value via [`ContentLength::add`].
+    pub(crate) fn validate_content_length(&self) -> Result<()> {
+        if self.transfer_encoding {
+            // HTTP/1: Transfer-Encoding takes precedence over Content-Length.
+            return Ok(());
+        }
+        framing_length(self.content_length).map(|_| ())
+    }
+}
+
 fn content_length_fields(headers: &HMap) -> ContentLength {
     let mut content_length = ContentLength::Absent;
     for value in headers.get_all(header::CONTENT_LENGTH) {
@@ -442,26 +505,6 @@ pub(crate) fn framing_length(content_length: ContentLength) -> Result<Option<usi
     }
 }
 
-/// Validate that a message's `Content-Length` framing is unambiguous.
-///
-/// Per [RFC 9110 section 8.6](https://www.rfc-editor.org/rfc/rfc9110#section-8.6),
-/// a message received without `Transfer-Encoding` and with multiple
-/// `Content-Length` fields having differing values (or a single invalid value)
-/// has invalid framing and the recipient MUST treat it as an unrecoverable
-/// error. Identical duplicates and comma-combined identical values are
-/// reconciled to a single value via [`content_length_fields`].
-///
-/// HTTP/2 does not use `Content-Length` for framing, but reconciling it here
-/// keeps the H2 and downgraded-H1 paths consistent and rejects genuinely
-/// ambiguous values before they cross a proxy boundary.
-pub(crate) fn validate_content_length(headers: &HMap) -> Result<()> {
-    if headers.get(header::TRANSFER_ENCODING).is_some() {
-        // HTTP/1: Transfer-Encoding takes precedence over Content-Length.
-        return Ok(());
-    }
-    content_length_for_framing(headers).map(|_| ())
-}
-
 /// Validate `Content-Length` for transports where `Transfer-Encoding` is not
 /// permitted.
 ///
@@ -505,30 +548,30 @@ mod test {
         let mut headers = HMap::new();
 
         // no CL header is fine
-        assert!(validate_content_length(&headers).is_ok());
+        assert!(Framing::of(&headers).validate_content_length().is_ok());
 
         // a single valid CL is fine
         headers.append(CONTENT_LENGTH, "1".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_ok());
+        assert!(Framing::of(&headers).validate_content_length().is_ok());
 
         // an identical duplicate is reconciled to a single value (RFC 9110 8.6)
         headers.append(CONTENT_LENGTH, "1".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_ok());
+        assert!(Framing::of(&headers).validate_content_length().is_ok());
 
         // a differing duplicate is an unrecoverable framing error
         headers.append(CONTENT_LENGTH, "2".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_err());
+        assert!(Framing::of(&headers).validate_content_length().is_err());
 
         // Transfer-Encoding overrides Content-Length, so CL is ignored
         headers.append(TRANSFER_ENCODING, "chunked".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_ok());
+        assert!(Framing::of(&headers).validate_content_length().is_ok());
     }
 
     #[test]
     fn test_validate_content_length_invalid_value() {
         let mut headers = HMap::new();
         headers.insert(CONTENT_LENGTH, "not-a-number".try_into().unwrap());
-        assert!(validate_content_length(&headers).is_err());
+        assert!(Framing::of(&headers).validate_content_length().is_err());
     }
 
     #[test]
@@ -735,6 +778,34 @@ mod test {
         response.set_status(StatusCode::OK).unwrap();
         response.set_version(Version::HTTP_11);
         assert!(!is_upgrade_resp(&response));
+    }
+
+    /// The framing noted field by field as a head is read is what the header map it builds says.
+    #[rstest]
+    #[case::none(&[("Host", "a")])]
+    #[case::length(&[("Content-Length", "5")])]
+    #[case::equal_lengths(&[("content-length", "5"), ("CONTENT-LENGTH", "5")])]
+    #[case::differing_lengths(&[("Content-Length", "5"), ("Content-Length", "6")])]
+    #[case::length_list(&[("Content-Length", "5, 5")])]
+    #[case::length_not_digits(&[("Content-Length", "5x")])]
+    #[case::chunked(&[("Transfer-Encoding", "chunked")])]
+    #[case::not_chunked(&[("transfer-encoding", "gzip")])]
+    #[case::chunked_last_in_list(&[("Transfer-Encoding", "gzip, chunked")])]
+    #[case::last_field_decides(&[("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "gzip")])]
+    #[case::last_field_chunked(&[("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")])]
+    #[case::both(&[("Content-Length", "3"), ("Transfer-Encoding", "chunked")])]
+    #[case::same_lengths_other_names(&[("Content-Lengthy", "5"), ("Xransfer-Encoding", "chunked")])]
+    fn framing_noted_as_read_is_what_the_map_says(#[case] fields: &[(&str, &str)]) {
+        let mut noted = Framing::default();
+        let mut headers = HMap::new();
+        for (name, value) in fields {
+            noted.note(name.as_bytes(), value.as_bytes());
+            headers.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                (*value).try_into().unwrap(),
+            );
+        }
+        assert_eq!(noted, Framing::of(&headers), "{fields:?}");
     }
 
     #[test]

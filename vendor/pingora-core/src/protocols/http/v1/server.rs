@@ -17,7 +17,7 @@
 use bstr::ByteSlice;
 use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::CONTENT_LENGTH;
 use http::HeaderValue;
 use http::{header, header::AsHeaderName, Method, Version};
 use log::{debug, trace, warn};
@@ -701,10 +701,14 @@ impl HttpSession {
                         };
                         let buf = buf.freeze();
 
+                        // The framing fields are noted as they go by, for the checks below
+                        // and `validate_request_framed`.
+                        let mut framing = Framing::default();
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
-                            let header_name = header_name.into_case_header_name();
                             let value_bytes = header.get_value_bytes(&buf);
+                            framing.note(&header_name, &value_bytes);
+                            let header_name = header_name.into_case_header_name();
                             // safe because this is from what we parsed
                             let header_value = unsafe {
                                 http::HeaderValue::from_maybe_shared_unchecked(value_bytes)
@@ -715,10 +719,9 @@ impl HttpSession {
                                 .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
-                        let contains_transfer_encoding =
-                            request_header.headers.contains_key(TRANSFER_ENCODING);
+                        let contains_transfer_encoding = framing.transfer_encoding;
                         let contains_content_length =
-                            request_header.headers.contains_key(CONTENT_LENGTH);
+                            framing.content_length != ContentLength::Absent;
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we can remove content length. This
@@ -730,6 +733,7 @@ impl HttpSession {
                             contains_content_length && contains_transfer_encoding;
                         if has_both_te_and_cl {
                             request_header.remove_header(&CONTENT_LENGTH);
+                            framing.content_length = ContentLength::Absent;
                         }
 
                         self.buf = buf;
@@ -745,7 +749,7 @@ impl HttpSession {
                         if has_both_te_and_cl {
                             self.set_keepalive(None);
                         }
-                        self.validate_request()?;
+                        self.validate_request_framed(&framing)?;
 
                         return Ok(Some(s));
                     }
@@ -802,6 +806,12 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn validate_request(&self) -> Result<()> {
+        self.validate_request_framed(&Framing::of(&self.req_header().headers))
+    }
+
+    /// [`Self::validate_request`] with what the request's framing fields say (noted as the head
+    /// was read, or found in its header map).
+    fn validate_request_framed(&self, framing: &Framing) -> Result<()> {
         let req_header = self.req_header();
 
         // Reject an ambiguous authority before anything routes on it.
@@ -811,9 +821,9 @@ impl HttpSession {
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed; differing or unparseable values are rejected.
         // This is a no-op when Transfer-Encoding is present (TE overrides CL).
-        super::common::validate_content_length(&req_header.headers)?;
+        framing.validate_content_length()?;
 
-        if req_header.headers.contains_key(TRANSFER_ENCODING) {
+        if framing.transfer_encoding {
             // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
             // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
             // We reject with 400 Bad Request and close the connection.
@@ -825,7 +835,7 @@ impl HttpSession {
             }
             // If chunked is not the final Transfer-Encoding, reject request
             // See https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.4.3
-            if !self.is_chunked_encoding() {
+            if !framing.chunked {
                 return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
             }
         }
@@ -2178,6 +2188,7 @@ fn http_resp_header_to_buf(
 mod tests_stream {
     use super::*;
     use crate::protocols::http::v1::body::{BodyMode, ParseState};
+    use http::header::TRANSFER_ENCODING;
     use http::StatusCode;
     use pingora_error::ErrorType;
     use rstest::rstest;
