@@ -20,8 +20,9 @@ pub enum HeadError {
     ListContentLength,
 }
 
-/// Checks what pingora did not; `Ok` for a head that may be routed.
-pub fn check(req: &RequestHeader) -> Result<(), HeadError> {
+/// Checks what pingora did not; `Ok` for a head that may be routed, with the body length it
+/// declares (its first Content-Length, when that is a number; pingora refused differing ones).
+pub fn check(req: &RequestHeader) -> Result<Option<u64>, HeadError> {
     let host = req.headers.get(header::HOST);
     match (host, req.uri.authority()) {
         (Some(h), _) if !valid_host(h.as_bytes()) => return Err(HeadError::InvalidHost),
@@ -32,15 +33,18 @@ pub fn check(req: &RequestHeader) -> Result<(), HeadError> {
         (None, None) if req.version == Version::HTTP_2 => return Err(HeadError::MissingHost),
         _ => {}
     }
-    if req
-        .headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
+    let mut lengths = req.headers.get_all(header::CONTENT_LENGTH).iter();
+    let declared = lengths.next();
+    if declared
+        .into_iter()
+        .chain(lengths)
         .any(|v| v.as_bytes().contains(&b','))
     {
         return Err(HeadError::ListContentLength);
     }
-    Ok(())
+    Ok(declared
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok()))
 }
 
 /// A Host value: a registered name (letters, digits, `-`, `.`, `_`, `~`; no empty label run
@@ -148,9 +152,9 @@ mod tests {
         let r = head(&[], Version::HTTP_11, "/");
         assert_eq!(check(&r), Err(HeadError::MissingHost));
         let r = head(&[], Version::HTTP_10, "/");
-        assert_eq!(check(&r), Ok(()));
+        assert_eq!(check(&r), Ok(None));
         let r = head(&[("host", "a.example")], Version::HTTP_11, "/");
-        assert_eq!(check(&r), Ok(()));
+        assert_eq!(check(&r), Ok(None));
         // Absolute form does not replace the Host header in HTTP/1.1 (RFC 9112 §3.2).
         let r = head(&[], Version::HTTP_11, "http://a.example/x");
         assert_eq!(check(&r), Err(HeadError::MissingHost));
@@ -177,8 +181,15 @@ mod tests {
         );
         assert_eq!(
             check(&r),
-            Ok(()),
+            Ok(Some(5)),
             "identical lines are collapsed, not refused"
         );
+        // A length that is not a number declares none (pingora refuses it before this check).
+        let r = head(
+            &[("host", "a"), ("content-length", "five")],
+            Version::HTTP_11,
+            "/",
+        );
+        assert_eq!(check(&r), Ok(None));
     }
 }

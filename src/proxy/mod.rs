@@ -262,15 +262,17 @@ impl ProxyHttp for Proxy {
         );
         // What pingora's parser let through but we refuse (Host, list-form Content-Length), and
         // the normalised path every later decision uses.
-        let checked = head::check(req).map_err(|e| e.to_string()).and_then(|()| {
-            crate::path::normalize(req.uri.path(), snap.config.server.merge_slashes)
-                .map(|p| match p {
-                    std::borrow::Cow::Owned(p) => Some(p),
-                    std::borrow::Cow::Borrowed(_) => None,
-                })
-                .map_err(|e| e.to_string())
-        });
-        let path = match checked {
+        let checked = head::check(req)
+            .map_err(|e| e.to_string())
+            .and_then(|declared| {
+                crate::path::normalize(req.uri.path(), snap.config.server.merge_slashes)
+                    .map(|p| match p {
+                        std::borrow::Cow::Owned(p) => (declared, Some(p)),
+                        std::borrow::Cow::Borrowed(_) => (declared, None),
+                    })
+                    .map_err(|e| e.to_string())
+            });
+        let (declared, path) = match checked {
             Ok(path) => path,
             Err(why) => {
                 log::debug!(
@@ -331,11 +333,6 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
 
-        let declared = req
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.options.max_body_size) {
             respond::write_error(session, ctx, Refusal::BodyTooLarge.status()).await?;
             linger::discard_body(session, route.options.max_body_size).await;

@@ -12,15 +12,19 @@ const H2_STREAMS: usize = 100;
 /// The peer for a request to `server` of a pool reached by `transport`, with the route's
 /// timeouts (the caller adds the service's keep-alive settings).
 pub(super) fn build(server: &Server, transport: &Transport, o: &RouteOptions) -> Box<HttpPeer> {
-    let mut peer = match &transport.tls {
-        Some(tls) => {
-            let sni = tls.sni.as_deref().unwrap_or(&server.host).to_string();
-            let mut peer = HttpPeer::new(server.addr, true, sni);
-            peer.options.rustls_config = Some(tls.config.clone());
-            peer
-        }
-        None => HttpPeer::new(server.addr, false, String::new()),
-    };
+    // Built in its box (allocated first), not on the stack and copied there.
+    let mut peer = Box::write(
+        Box::new_uninit(),
+        match &transport.tls {
+            Some(tls) => {
+                let sni = tls.sni.as_deref().unwrap_or(&server.host).to_string();
+                let mut peer = HttpPeer::new(server.addr, true, sni);
+                peer.options.rustls_config = Some(tls.config.clone());
+                peer
+            }
+            None => HttpPeer::new(server.addr, false, String::new()),
+        },
+    );
     if transport.protocol != Protocol::H1 {
         // h2 over TLS is offered by ALPN (the rustls config says "h2"); on plain TCP, h2 with
         // prior knowledge.
@@ -30,5 +34,5 @@ pub(super) fn build(server: &Server, transport: &Transport, o: &RouteOptions) ->
     peer.options.connection_timeout = Some(o.connect_timeout);
     peer.options.read_timeout = Some(o.read_timeout);
     peer.options.write_timeout = Some(o.send_timeout);
-    Box::new(peer)
+    peer
 }
