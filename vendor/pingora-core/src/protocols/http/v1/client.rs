@@ -580,7 +580,7 @@ impl HttpSession {
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
         let facts = self.response_facts.as_ref();
-        if facts.is_some_and(|f| f.version == Version::HTTP_10 && f.transfer_encoding) {
+        if facts.is_some_and(|f| f.version == Version::HTTP_10 && f.framing.transfer_encoding) {
             self.set_keepalive(None);
             return;
         }
@@ -744,14 +744,16 @@ impl HttpSession {
     fn get_content_length(&self) -> Result<Option<usize>> {
         match self.response_facts.as_ref() {
             // Transfer-Encoding overrides Content-Length (the field was removed on read).
-            Some(facts) if facts.transfer_encoding => Ok(None),
-            Some(facts) => framing_length(facts.content_length),
+            Some(facts) if facts.framing.transfer_encoding => Ok(None),
+            Some(facts) => framing_length(facts.framing.content_length),
             None => Ok(None),
         }
     }
 
     fn is_chunked_encoding(&self) -> bool {
-        self.response_facts.as_ref().is_some_and(|f| f.chunked)
+        self.response_facts
+            .as_ref()
+            .is_some_and(|f| f.framing.chunked)
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
@@ -874,13 +876,9 @@ impl HttpSession {
 struct ResponseFacts {
     status: StatusCode,
     version: Version,
-    /// `Transfer-Encoding` is present.
-    transfer_encoding: bool,
-    /// The last `Transfer-Encoding` field ends in `chunked` (`te_value_is_chunked`).
-    chunked: bool,
-    /// What the `Content-Length` fields say (`content_length_fields`, gathered as they were
-    /// read): the framing checks and the body reader consult it, not the header map.
-    content_length: ContentLength,
+    /// What the `Transfer-Encoding` and `Content-Length` fields say, gathered as they were
+    /// read: the framing checks and the body reader consult it, not the header map.
+    framing: Framing,
     /// What the first `Connection` field says of keep-alive (`is_buf_keepalive`).
     connection_keepalive: Option<bool>,
     /// The first `Keep-Alive` field's `timeout` and `max` (`keepalive_values`).
@@ -926,9 +924,7 @@ fn add_response_fields(
     let mut facts = ResponseFacts {
         status: response.status,
         version: response.version,
-        transfer_encoding: false,
-        chunked: false,
-        content_length: ContentLength::Absent,
+        framing: Framing::default(),
         connection_keepalive: None,
         keep_alive: (None, None),
         keep_header_case,
@@ -937,8 +933,8 @@ fn add_response_fields(
     for field in header_refs {
         let name = field.get_name_bytes(buf);
         let value = pingora_http::header_value_from_raw(field.get_value_bytes(buf));
-        // The four names the session consults have 10, 14 or 17 bytes; most others are passed
-        // by their length alone.
+        // The four names the session consults have 10, 14 or 17 bytes (the last two are the
+        // framing fields); most others are passed by their length alone.
         match name.len() {
             10 if !connection_seen && name.eq_ignore_ascii_case(b"connection") => {
                 connection_seen = true;
@@ -948,14 +944,7 @@ fn add_response_fields(
                 keep_alive_seen = true;
                 facts.keep_alive = keepalive_values(&value);
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                facts.transfer_encoding = true;
-                facts.chunked = te_value_is_chunked(value.as_bytes());
-            }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
-                facts.content_length.add(value.as_bytes());
-            }
-            _ => {}
+            _ => facts.framing.note(&name, value.as_bytes()),
         }
         response
             .append_header(name.into_case_header_name(), value)
@@ -964,7 +953,7 @@ fn add_response_fields(
     // Transfer encoding overrides content length, so when
     // both are present, we MUST remove content length. This is
     // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3
-    if facts.transfer_encoding && response.headers.contains_key(header::CONTENT_LENGTH) {
+    if facts.framing.transfer_encoding && response.headers.contains_key(header::CONTENT_LENGTH) {
         response.remove_header(&header::CONTENT_LENGTH);
     }
     Ok(facts)
@@ -2588,8 +2577,8 @@ hello\r\n\
         let mut http_stream = HttpSession::new(Box::new(mock_io));
         let header = http_stream.read_resp_header_parts().await.unwrap();
         let facts = http_stream.response_facts.as_ref().unwrap();
-        assert_eq!(facts.content_length, ContentLength::Value(4));
-        assert!(!facts.chunked);
+        assert_eq!(facts.framing.content_length, ContentLength::Value(4));
+        assert!(!facts.framing.chunked);
         assert_eq!(http_stream.get_content_length().unwrap(), Some(4));
         assert_eq!(
             content_length_for_framing(&header.headers).unwrap(),

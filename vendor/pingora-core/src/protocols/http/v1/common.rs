@@ -346,8 +346,9 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// What a message's `Content-Length` fields say, found in one walk over them (one lookup in the
 /// header map, where telling "absent" from "unusable" used to take a second), or gathered field
 /// by field as a message head is read ([`ContentLength::add`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum ContentLength {
+    #[default]
     Absent,
     /// Every value parses and all are equal.
     Value(u64),
@@ -396,25 +397,16 @@ impl ContentLength {
 }
 
 /// What a message's framing fields say: whether `Transfer-Encoding` is there and ends in
-/// `chunked`, and what the `Content-Length` fields say. Gathered field by field as a request head
-/// is read ([`Framing::note`]), so that the checks made on it then look nothing up again, or
-/// found in a header map ([`Framing::of`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `chunked`, and what the `Content-Length` fields say. Gathered field by field as a message head
+/// is read ([`Framing::note`]: a request's by the server session, a response's by the client
+/// session), so that what consults it then looks nothing up again, or found in a header map
+/// ([`Framing::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Framing {
     pub(crate) transfer_encoding: bool,
     /// The last `Transfer-Encoding` field ends in `chunked` (`te_value_is_chunked`).
     pub(crate) chunked: bool,
     pub(crate) content_length: ContentLength,
-}
-
-impl Default for Framing {
-    fn default() -> Self {
-        Framing {
-            transfer_encoding: false,
-            chunked: false,
-            content_length: ContentLength::Absent,
-        }
-    }
 }
 
 impl Framing {
