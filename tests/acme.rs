@@ -636,12 +636,17 @@ fn a_restart_keeps_the_backoff_of_failed_orders() {
     s.ca.stop_pebble();
     let dir = tempfile::tempdir().unwrap();
     let admin = Admin::new(s.admin, None);
+    let retry = dir
+        .path()
+        .join("state/acme/certs/crashloop.switchyard.test/retry.json");
     {
         let _proxy = Proxy::start_in(BIN, dir.path(), &s.config);
         let failed = wait_until(Duration::from_secs(10), || {
             certs(&admin)[0]["failures"] == 1
         });
         assert!(failed, "{:?}", certs(&admin));
+        // A status that shows the failure is on disk already: killed right now, nothing is lost.
+        assert!(retry.exists(), "{} missing", retry.display());
     }
     // Restarted (as a crash loop would): the failure is remembered, no order is placed before
     // the backoff ends.
@@ -681,9 +686,6 @@ fn a_restart_keeps_the_backoff_of_failed_orders() {
         &roots,
         Duration::from_secs(20),
     );
-    let retry = dir
-        .path()
-        .join("state/acme/certs/crashloop.switchyard.test/retry.json");
     assert!(wait_until(Duration::from_secs(5), || !retry.exists()));
 }
 

@@ -510,7 +510,27 @@ impl AcmeManager {
         };
         m.ordering = false;
         self.note_failure(m, cfg, &e, challenge);
-        self.publish(m);
+        drop(certs);
+        self.save_retry_then_publish(id);
+    }
+
+    /// Writes the failures in a row of `id` (or their end) to storage, then publishes its status:
+    /// a status that reports a failure is on disk before anyone can see it, so a restart right
+    /// after keeps the backoff. The write runs outside the lock.
+    fn save_retry_then_publish(&self, id: &str) {
+        let retry = self.certs.lock().get(id).and_then(|m| {
+            m.last_error.as_ref().map(|e| RetryState {
+                failures: m.failures,
+                next_attempt: unix(m.next_attempt),
+                last_error: e.clone(),
+            })
+        });
+        if let Err(e) = self.storage.save_retry(id, retry.as_ref()) {
+            log::error!("acme: {e}");
+        }
+        if let Some(m) = self.certs.lock().get(id) {
+            self.publish(m);
+        }
     }
 
     /// Serves the certificate of `id` that the fleet's store holds if it is not the one this
@@ -648,16 +668,8 @@ impl AcmeManager {
             }
             Err(e) => self.note_failure(m, &cfg, &e, challenge),
         }
-        self.publish(m);
-        let retry = m.last_error.as_ref().map(|e| RetryState {
-            failures: m.failures,
-            next_attempt: unix(m.next_attempt),
-            last_error: e.clone(),
-        });
         drop(certs);
-        if let Err(e) = self.storage.save_retry(id, retry.as_ref()) {
-            log::error!("acme: {e}");
-        }
+        self.save_retry_then_publish(id);
     }
 }
 
