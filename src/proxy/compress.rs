@@ -4,28 +4,35 @@
 //! through the modules once our phase is done), so the levels set here decide for this response.
 
 use pingora::modules::http::compression::ResponseCompression;
+use pingora::modules::http::HttpModuleCtx;
 use pingora::protocols::http::compression::Algorithm;
 use pingora_proxy::Session;
 
 use crate::config::compression::Levels;
 use crate::config::RouteOptions;
 
-/// Sets the module's levels: `None` turns compression off for what follows.
+/// Sets the module's levels. `None`: nothing more of this request is compressed, and the module
+/// leaves it. Turned down to 0 it would still run for every response header and body chunk, with
+/// a boxed future for each header, only to pass them through unchanged. It is the only
+/// downstream module (`init_downstream_modules`).
 fn set_levels(session: &mut Session, levels: Option<Levels>) {
-    let Some(c) = session
-        .downstream_modules_ctx
-        .get_mut::<ResponseCompression>()
-    else {
+    let Some(l) = levels else {
+        session.downstream_modules_ctx = HttpModuleCtx::empty();
         return;
     };
-    match levels {
-        None => c.adjust_level(0),
-        Some(l) => {
-            c.adjust_algorithm_level(Algorithm::Gzip, l.gzip);
-            c.adjust_algorithm_level(Algorithm::Brotli, l.br);
-            c.adjust_algorithm_level(Algorithm::Zstd, l.zstd);
-        }
+    if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    {
+        c.adjust_algorithm_level(Algorithm::Gzip, l.gzip);
+        c.adjust_algorithm_level(Algorithm::Brotli, l.br);
+        c.adjust_algorithm_level(Algorithm::Zstd, l.zstd);
     }
+}
+
+/// Nothing of this response is compressed (a precompressed file, a range).
+pub(super) fn off(session: &mut Session) {
+    set_levels(session, None);
 }
 
 /// In `request_filter`: the route's levels, or off for a route without compression and for gRPC
@@ -45,6 +52,9 @@ pub(super) fn response(
 ) {
     if !options.compression || super::grpc::is_grpc(session) {
         return; // turned off in request_filter already
+    }
+    if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+        return; // the final response decides (an upgrade is never compressed: below)
     }
     let header = |name| resp.headers.get(name).and_then(|v| v.to_str().ok());
     let length = header(http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());

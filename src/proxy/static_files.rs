@@ -14,7 +14,6 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use http::header;
 use pingora::http::ResponseHeader;
-use pingora::modules::http::compression::ResponseCompression;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
@@ -149,11 +148,8 @@ pub(super) async fn serve(session: &mut Session, ctx: &Ctx, site: &Arc<StaticSit
     // `compression` decides for an upstream answer (types, min_length).
     if status == 200 && found.encoding.is_none() {
         super::compress::response(session, &route.options, &resp);
-    } else if let Some(c) = session
-        .downstream_modules_ctx
-        .get_mut::<ResponseCompression>()
-    {
-        c.adjust_level(0);
+    } else {
+        super::compress::off(session);
     }
 
     let no_body = head || len == 0;
