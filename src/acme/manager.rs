@@ -510,8 +510,8 @@ impl AcmeManager {
         };
         m.ordering = false;
         self.note_failure(m, cfg, &e, challenge);
-        drop(certs);
-        self.save_retry_then_publish(id);
+        // Not saved (as before): the store it would go to, the fleet's, is what failed.
+        self.publish(m);
     }
 
     /// Writes the failures in a row of `id` (or their end) to storage, then publishes its status:
