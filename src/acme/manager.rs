@@ -514,25 +514,6 @@ impl AcmeManager {
         self.publish(m);
     }
 
-    /// Writes the failures in a row of `id` (or their end) to storage, then publishes its status:
-    /// a status that reports a failure is on disk before anyone can see it, so a restart right
-    /// after keeps the backoff. The write runs outside the lock.
-    fn save_retry_then_publish(&self, id: &str) {
-        let retry = self.certs.lock().get(id).and_then(|m| {
-            m.last_error.as_ref().map(|e| RetryState {
-                failures: m.failures,
-                next_attempt: unix(m.next_attempt),
-                last_error: e.clone(),
-            })
-        });
-        if let Err(e) = self.storage.save_retry(id, retry.as_ref()) {
-            log::error!("acme: {e}");
-        }
-        if let Some(m) = self.certs.lock().get(id) {
-            self.publish(m);
-        }
-    }
-
     /// Serves the certificate of `id` that the fleet's store holds if it is not the one this
     /// node serves (another node obtained it). Returns whether it did.
     fn adopt_from_fleet(&self, id: &str) -> bool {
@@ -668,8 +649,20 @@ impl AcmeManager {
             }
             Err(e) => self.note_failure(m, &cfg, &e, challenge),
         }
+        let retry = m.last_error.as_ref().map(|e| RetryState {
+            failures: m.failures,
+            next_attempt: unix(m.next_attempt),
+            last_error: e.clone(),
+        });
         drop(certs);
-        self.save_retry_then_publish(id);
+        // Saved (outside the lock) before it is published: a status that shows a failure is on
+        // disk before anyone can see it, so a restart right after keeps the backoff.
+        if let Err(e) = self.storage.save_retry(id, retry.as_ref()) {
+            log::error!("acme: {e}");
+        }
+        if let Some(m) = self.certs.lock().get(id) {
+            self.publish(m);
+        }
     }
 }
 

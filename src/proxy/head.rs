@@ -33,16 +33,13 @@ pub fn check(req: &RequestHeader) -> Result<Option<u64>, HeadError> {
         (None, None) if req.version == Version::HTTP_2 => return Err(HeadError::MissingHost),
         _ => {}
     }
-    let mut lengths = req.headers.get_all(header::CONTENT_LENGTH).iter();
-    let declared = lengths.next();
-    if declared
-        .into_iter()
-        .chain(lengths)
-        .any(|v| v.as_bytes().contains(&b','))
-    {
+    let lengths = req.headers.get_all(header::CONTENT_LENGTH);
+    if lengths.iter().any(|v| v.as_bytes().contains(&b',')) {
         return Err(HeadError::ListContentLength);
     }
-    Ok(declared
+    Ok(lengths
+        .iter()
+        .next()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok()))
 }

@@ -267,9 +267,10 @@ impl ProxyHttp for Proxy {
             .and_then(|declared| {
                 crate::path::normalize(req.uri.path(), snap.config.server.merge_slashes)
                     .map(|p| match p {
-                        std::borrow::Cow::Owned(p) => (declared, Some(p)),
-                        std::borrow::Cow::Borrowed(_) => (declared, None),
+                        std::borrow::Cow::Owned(p) => Some(p),
+                        std::borrow::Cow::Borrowed(_) => None,
                     })
+                    .map(|p| (declared, p))
                     .map_err(|e| e.to_string())
             });
         let (declared, path) = match checked {
