@@ -543,15 +543,26 @@ fn ca_failures_back_off_while_the_old_certificate_serves() {
     let down = failures("ca_unreachable");
     // Retrying without backoff would make hundreds of attempts in 7 s; with it, 1 + 2 + 4 s.
     assert!((2.0..=6.0).contains(&down), "{down} failures in 7 s");
-    let status = &certs(&admin)[0];
-    assert_eq!(status["status"], "failing", "{status}");
+    // Read between two retries: while one is under way (and until its failure is saved) the
+    // certificate shows "renewing".
+    let mut status = serde_json::Value::Null;
+    let failing = wait_until(Duration::from_secs(10), || {
+        status = certs(&admin)[0].clone();
+        status["status"] == "failing"
+    });
+    assert!(failing, "{status}");
     assert!(status["last_error"].as_str().is_some(), "{status}");
-    let ctl = BIN.ctl(
-        &[],
-        &["--admin", &format!("http://127.0.0.1:{}", s.admin), "certs"],
-    );
+    let admin_url = format!("http://127.0.0.1:{}", s.admin);
+    let mut ctl = None;
+    let failing = wait_until(Duration::from_secs(10), || {
+        let table = BIN.ctl(&[], &["--admin", &admin_url, "certs"]);
+        let shown = table.code == 0 && table.stdout.contains("failing");
+        ctl = Some(table);
+        shown
+    });
+    let ctl = ctl.expect("ctl ran");
+    assert!(failing, "{ctl}");
     let table = &ctl.stdout;
-    assert!(ctl.code == 0 && table.contains("failing"), "{ctl}");
     assert!(table.contains("backoff.switchyard.test"), "{table}");
 
     // 2. pebble back, refusing every nonce: orders fail with bad_nonce; the old one serves.
