@@ -31,7 +31,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -154,7 +153,6 @@ fn absolute_form_authority(req: &RequestHeader) -> Option<&str> {
         .and_then(|a| std::str::from_utf8(a).ok())
 }
 
-#[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
 

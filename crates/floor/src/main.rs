@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 
-use async_trait::async_trait;
 use clap::Parser;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
@@ -61,7 +60,9 @@ struct Floor {
     peer: SocketAddr,
 }
 
-#[async_trait]
+// Published pingora 0.9.1 declares the hooks through `async_trait`; the patched one returns the
+// hooks' own futures (vendor/PATCHES.md, patch 49). The unpatched floor is built with the feature.
+#[cfg_attr(feature = "published-pingora", async_trait::async_trait)]
 impl ProxyHttp for Floor {
     type CTX = ();
 

@@ -1999,7 +1999,6 @@ mod tests {
 
     struct DefaultRetryProxy;
 
-    #[async_trait]
     impl ProxyHttp for DefaultRetryProxy {
         type CTX = ();
 
@@ -2607,7 +2606,6 @@ mod tests {
 
     struct NoopProxy;
 
-    #[async_trait]
     impl ProxyHttp for NoopProxy {
         type CTX = ();
         fn new_ctx(&self) -> Self::CTX {}
@@ -2655,7 +2653,6 @@ mod tests {
     #[tokio::test]
     async fn the_connection_future_keeps_no_room_for_the_request_context() {
         struct BigContext;
-        #[async_trait]
         impl ProxyHttp for BigContext {
             type CTX = [u64; 512];
             fn new_ctx(&self) -> Self::CTX {
@@ -2678,6 +2675,48 @@ mod tests {
             size < std::mem::size_of::<[u64; 512]>(),
             "the connection's future takes {size} bytes"
         );
+    }
+
+    /// Whether `F` is the hook's own future rather than a boxed trait object.
+    fn unboxed<F: std::future::Future + Send>(_: &F) -> bool {
+        !std::any::type_name::<F>().contains("Box<dyn")
+    }
+
+    /// Every hook a proxied request goes through hands back its own future, defaults and
+    /// overrides alike: none is boxed, so none costs an allocation per request (patch 49).
+    #[tokio::test]
+    async fn hook_futures_are_not_boxed() {
+        let proxy = NoopProxy;
+        let stream = L4Stream::from(VirtualSocketStream::new(Box::new(PendingVirtualSocket)));
+        let mut session = Session::new_h1(Box::new(stream));
+        let ctx = &mut ();
+        let s = &mut session;
+        let mut header = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        let mut body = None;
+        let peer = HttpPeer::new("127.0.0.1:80", false, String::new());
+        let e = Error::new(InternalError);
+        assert!(unboxed(&proxy.early_request_filter(s, ctx)));
+        assert!(unboxed(&proxy.request_filter(s, ctx)));
+        assert!(unboxed(&proxy.proxy_upstream_filter(s, ctx)));
+        assert!(unboxed(&proxy.upstream_peer(s, ctx)));
+        assert!(unboxed(
+            &proxy.connected_to_upstream(s, false, &peer, 0, None, ctx)
+        ));
+        assert!(unboxed(&proxy.upstream_request_filter(s, &mut header, ctx)));
+        assert!(unboxed(&proxy.request_body_filter(s, &mut body, true, ctx)));
+        assert!(unboxed(&proxy.upstream_response_filter(
+            s,
+            &mut response,
+            ctx
+        )));
+        assert!(unboxed(&proxy.response_filter(s, &mut response, ctx)));
+        assert!(unboxed(&proxy.logging(s, None, ctx)));
+        assert!(unboxed(&proxy.fail_to_proxy(s, &e, ctx)));
+        // The check itself tells a boxed future from the hook's own.
+        let boxed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+            Box::pin(proxy.logging(s, None, ctx));
+        assert!(!unboxed(&boxed));
     }
 
     #[tokio::test]

@@ -1379,7 +1379,6 @@ mod tests {
 
     struct ResponseFilter101;
 
-    #[async_trait]
     impl ProxyHttp for ResponseFilter101 {
         type CTX = ();
 
@@ -1424,7 +1423,6 @@ mod tests {
 
     struct PassThrough;
 
-    #[async_trait]
     impl ProxyHttp for PassThrough {
         type CTX = ();
 
@@ -1507,7 +1505,6 @@ mod tests {
         moved: std::sync::Mutex<Vec<(&'static str, bool)>>,
     }
 
-    #[async_trait]
     impl ProxyHttp for AddsFields {
         type CTX = ();
 
