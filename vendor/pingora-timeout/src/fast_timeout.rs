@@ -29,6 +29,7 @@ use super::*;
 use once_cell::sync::Lazy;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Context;
 use std::time::Instant;
 
 static TIMER_MANAGER: Lazy<Arc<TimerManager>> = Lazy::new(|| {
@@ -95,8 +96,10 @@ pub fn fast_timeout_to_tokio_threshold() -> Option<Duration> {
 pub struct FastTimeout(Duration);
 
 impl ToTimeout for FastTimeout {
-    fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        Box::pin(register(self.0).into_wait())
+    type Wait = TimerWait;
+
+    fn timeout(&self) -> Self::Wait {
+        register(self.0).into_wait()
     }
 
     fn create(d: Duration) -> Self {
@@ -124,11 +127,38 @@ impl FastOrTokioTimeout {
     }
 }
 
+pin_project! {
+    /// The wait of a [`FastOrTokioTimeout`]: a fast timer's, held in place, or Tokio's, boxed
+    /// (Tokio's timer entry is several times the size, and taken only for long timeouts).
+    #[project = FastOrTokioWaitProj]
+    pub enum FastOrTokioWait {
+        Fast { #[pin] wait: TimerWait },
+        Tokio { sleep: Pin<Box<tokio::time::Sleep>> },
+    }
+}
+
+impl Future for FastOrTokioWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.project() {
+            FastOrTokioWaitProj::Fast { wait } => wait.poll(cx),
+            FastOrTokioWaitProj::Tokio { sleep } => sleep.as_mut().poll(cx),
+        }
+    }
+}
+
 impl ToTimeout for FastOrTokioTimeout {
-    fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+    type Wait = FastOrTokioWait;
+
+    fn timeout(&self) -> Self::Wait {
         match self.kind {
-            TimeoutKind::Fast => FastTimeout::create(self.duration).timeout(),
-            TimeoutKind::Tokio => TokioTimeout::create(self.duration).timeout(),
+            TimeoutKind::Fast => FastOrTokioWait::Fast {
+                wait: FastTimeout::create(self.duration).timeout(),
+            },
+            TimeoutKind::Tokio => FastOrTokioWait::Tokio {
+                sleep: Box::pin(TokioTimeout::create(self.duration).timeout()),
+            },
         }
     }
 
@@ -188,6 +218,54 @@ pub fn unpause() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the allocations each thread makes, for `a_wait_allocates_nothing`.
+    struct CountingAlloc;
+
+    thread_local! {
+        static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    // SAFETY: every call is passed to the system allocator as it is; the count is a
+    // const-initialised thread-local, which does not allocate.
+    unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            ALLOCATIONS.with(|n| n.set(n.get() + 1));
+            std::alloc::System.alloc(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            std::alloc::System.dealloc(ptr, layout)
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: CountingAlloc = CountingAlloc;
+
+    fn allocations() -> usize {
+        ALLOCATIONS.with(|n| n.get())
+    }
+
+    /// A fast timeout whose future has to wait makes its timer's wait in place: no allocation
+    /// (patch 50; it was boxed). A wait may still allocate a new slot of the timer tree when the
+    /// deadline falls in one no timer has used yet, so this tries a few times after a first
+    /// registration has made the slot; with the box every try allocates.
+    #[test]
+    fn a_wait_allocates_nothing() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut poll_once = || {
+            let timeout = fast_timeout(Duration::from_secs(100), std::future::pending::<()>());
+            let mut timeout = std::pin::pin!(timeout);
+            let before = allocations();
+            assert!(timeout.as_mut().poll(&mut cx).is_pending());
+            allocations() - before
+        };
+        poll_once(); // the clock thread, the timer tree, the slot
+        let counts: Vec<usize> = (0..5).map(|_| poll_once()).collect();
+        assert!(
+            counts.contains(&0),
+            "every wait allocated: {counts:?} allocations"
+        );
+    }
 
     #[tokio::test]
     async fn test_timeout() {

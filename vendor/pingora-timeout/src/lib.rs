@@ -49,7 +49,9 @@ use tokio::time::{sleep as tokio_sleep, Duration};
 ///
 /// Users don't need to interact with this trait
 pub trait ToTimeout {
-    fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+    /// The wait [`Timeout`] holds once its future has to wait: held in place, not boxed.
+    type Wait: Future<Output = ()> + Send + Sync;
+    fn timeout(&self) -> Self::Wait;
     fn create(d: Duration) -> Self;
 }
 
@@ -59,8 +61,10 @@ pub trait ToTimeout {
 pub struct TokioTimeout(Duration);
 
 impl ToTimeout for TokioTimeout {
-    fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        Box::pin(tokio_sleep(self.0))
+    type Wait = tokio::time::Sleep;
+
+    fn timeout(&self) -> Self::Wait {
+        tokio_sleep(self.0)
     }
 
     fn create(d: Duration) -> Self {
@@ -95,11 +99,11 @@ where
 pin_project! {
     /// The timeout future returned by the timeout functions
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct Timeout<T, F> {
+    pub struct Timeout<T, F: ToTimeout> {
         #[pin]
         value: T,
         #[pin]
-        delay: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+        delay: Option<F::Wait>,
         callback: F, // callback to create the timer
     }
 }
@@ -136,11 +140,15 @@ where
             return Poll::Ready(Ok(v));
         }
 
-        // `timeout()` returns its future boxed already: boxing it again cost an allocation
-        // and an indirection per poll.
-        let delay = me.delay.get_or_insert_with(|| me.callback.timeout());
+        // The wait is made the first time the future is not ready, in place: no allocation.
+        if me.delay.is_none() {
+            me.delay.set(Some(me.callback.timeout()));
+        }
+        let Some(delay) = me.delay.as_pin_mut() else {
+            unreachable!("the wait was set above");
+        };
 
-        match delay.as_mut().poll(cx) {
+        match delay.poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => Poll::Ready(Err(Elapsed {})),
         }

@@ -39,6 +39,7 @@ impl BufRef {
     }
 
     /// Return a slice of `buf`. This operation is O(1) and increases the reference count of `buf`.
+    #[inline]
     pub fn get_bytes(&self, buf: &Bytes) -> Bytes {
         buf.slice(self.0..self.1)
     }
