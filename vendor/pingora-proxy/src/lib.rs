@@ -381,9 +381,13 @@ where
                     t if *t == REQUEST_HEADER_TIMEOUT => 408,
                     _ => 0,
                 };
-                self.inner
-                    .request_head_error(&mut downstream_session, &e, status)
-                    .await;
+                // Boxed, as on the CONNECT path below: a rare answer, whose future held in
+                // place would size every connection's keep-alive wait for it (patch 49).
+                Box::pin(
+                    self.inner
+                        .request_head_error(&mut downstream_session, &e, status),
+                )
+                .await;
                 downstream_session.shutdown().await;
                 return None;
             }
@@ -405,9 +409,11 @@ where
             && downstream_session.req_header().method == Method::CONNECT
         {
             let e = Error::explain(HTTPStatus(405), "CONNECT is not proxied").into_down();
-            self.inner
-                .request_head_error(&mut downstream_session, &e, 405)
-                .await;
+            Box::pin(
+                self.inner
+                    .request_head_error(&mut downstream_session, &e, 405),
+            )
+            .await;
             downstream_session.shutdown().await;
             return None;
         }
@@ -2675,6 +2681,40 @@ mod tests {
             size < std::mem::size_of::<[u64; 512]>(),
             "the connection's future takes {size} bytes"
         );
+    }
+
+    /// Nor room for the app's answer to a head it cannot read: `request_head_error` runs on
+    /// the connection's future (no request future exists yet), and its future, held in place,
+    /// would size every keep-alive wait for it (patch 49 boxes it at its two calls).
+    #[tokio::test]
+    async fn the_connection_future_keeps_no_room_for_a_head_error_answer() {
+        struct BigAnswer;
+        impl ProxyHttp for BigAnswer {
+            type CTX = ();
+            fn new_ctx(&self) -> Self::CTX {}
+            async fn upstream_peer(
+                &self,
+                _session: &mut Session,
+                _ctx: &mut Self::CTX,
+            ) -> Result<Box<HttpPeer>> {
+                Err(Error::new(InternalError))
+            }
+            async fn request_head_error(
+                &self,
+                session: &mut pingora_core::protocols::http::ServerSession,
+                _e: &Error,
+                status: u16,
+            ) {
+                let page = std::hint::black_box([7u8; 4096]);
+                let _ = session.respond_error(status).await;
+                std::hint::black_box(&page);
+            }
+        }
+        let proxy = Arc::new(HttpProxy::new(BigAnswer, Arc::new(ServerConf::default())));
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let future = proxy.process_new_http(*pending_session(), &shutdown);
+        let size = std::mem::size_of_val(&*future);
+        assert!(size < 4096, "the connection's future takes {size} bytes");
     }
 
     /// Whether `F` is the hook's own future rather than a boxed trait object.
