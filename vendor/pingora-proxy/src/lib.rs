@@ -2672,15 +2672,23 @@ mod tests {
                 Err(Error::new(InternalError))
             }
         }
-        let proxy = Arc::new(HttpProxy::new(BigContext, Arc::new(ServerConf::default())));
-        let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        let session = *pending_session();
-        let future = proxy.process_new_http(session, &shutdown);
-        let size = std::mem::size_of_val(&*future);
+        let size = connection_future_size(BigContext);
         assert!(
             size < std::mem::size_of::<[u64; 512]>(),
             "the connection's future takes {size} bytes"
         );
+    }
+
+    /// The size of the future `app`'s proxy serves a connection's next request with.
+    fn connection_future_size<SV>(app: SV) -> usize
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        SV::CTX: Send + Sync,
+    {
+        let proxy = Arc::new(HttpProxy::new(app, Arc::new(ServerConf::default())));
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        let future = proxy.process_new_http(*pending_session(), &shutdown);
+        std::mem::size_of_val(&*future)
     }
 
     /// Nor room for the app's answer to a head it cannot read: `request_head_error` runs on
@@ -2710,10 +2718,7 @@ mod tests {
                 std::hint::black_box(&page);
             }
         }
-        let proxy = Arc::new(HttpProxy::new(BigAnswer, Arc::new(ServerConf::default())));
-        let (_tx, shutdown) = tokio::sync::watch::channel(false);
-        let future = proxy.process_new_http(*pending_session(), &shutdown);
-        let size = std::mem::size_of_val(&*future);
+        let size = connection_future_size(BigAnswer);
         assert!(size < 4096, "the connection's future takes {size} bytes");
     }
 
