@@ -34,6 +34,29 @@ fn get_in_thread(
     })
 }
 
+/// Waits (up to 10 s) until `backend` has seen its first request, which `first` sent. When
+/// `first` ends before that, its outcome says why (an error answer, a failed connect) where a
+/// bare count would only say "not yet".
+fn wait_first_request(
+    backend: &Backend,
+    first: thread::JoinHandle<Result<(u16, String, Instant), String>>,
+) -> thread::JoinHandle<Result<(u16, String, Instant), String>> {
+    wait_until(Duration::from_secs(10), || {
+        backend.requests() == 1 || first.is_finished()
+    });
+    if backend.requests() != 1 {
+        if first.is_finished() {
+            let outcome = first.join().unwrap();
+            panic!("the first request ended before the backend saw it: {outcome:?}");
+        }
+        panic!(
+            "in 10 s the backend saw {} requests, and the first is still going",
+            backend.requests()
+        );
+    }
+    first
+}
+
 #[test]
 fn a_request_over_max_conns_waits_for_the_slot_and_is_served_after() {
     let w = world("max_conns = 1\nqueue_timeout = \"10s\"\n");
@@ -41,7 +64,7 @@ fn a_request_over_max_conns_waits_for_the_slot_and_is_served_after() {
     // The first holds the one slot for 700 ms from its arrival, which is after this instant.
     let sent = Instant::now();
     let first = get_in_thread(&w, "/delay/700", Duration::from_secs(20));
-    assert!(wait_until(Duration::from_secs(10), || blue.requests() == 1));
+    let first = wait_first_request(blue, first);
     let second = get_in_thread(&w, "/second", Duration::from_secs(20));
     let (s1, _, _) = first.join().unwrap().unwrap();
     let (s2, _, done2) = second.join().unwrap().unwrap();
@@ -61,7 +84,7 @@ fn a_short_queue_timeout_answers_503_and_leaks_no_slot() {
     let w = world("max_conns = 1\nqueue_timeout = \"200ms\"\n");
     let blue = w.backend("blue");
     let slow = get_in_thread(&w, "/delay/2500", Duration::from_secs(20));
-    assert!(wait_until(Duration::from_secs(10), || blue.requests() == 1));
+    let slow = wait_first_request(blue, slow);
 
     let started = Instant::now();
     let resp = http1_client()
