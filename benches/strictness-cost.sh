@@ -66,30 +66,15 @@ servers = ["127.0.0.1:$BACKEND_PORT"]
 EOF
 }
 
-run_wrk() { # out wrk-args... (plain HTTP URL rewritten for the mode)
-    local out="$1"
-    shift
-    local args=("$@") url="${*: -1}"
-    unset 'args[${#args[@]}-1]'
-    case "$MODE" in
-        http) wrk "${args[@]}" "$url" >"$out" ;;
-        tls) wrk "${args[@]}" "${url/http:\/\/127.0.0.1:$HTTP/https://127.0.0.1:$TLS}" >"$out" ;;
-        h2)
-            # -t1 -c4 -dNs → h2load with as many connections and 10 streams each.
-            local secs="${args[2]#-d}"
-            h2load -c4 -m10 -t1 -D "${secs%s}" "${url/http:\/\/127.0.0.1:$HTTP/https://127.0.0.1:$TLS}" >"$out.h2"
-            # callgrind_per_request reads "N requests in" like wrk prints it.
-            awk '/^requests:/ { print $8 " requests in (h2load, succeeded)" }' "$out.h2" >"$out"
-            ;;
-    esac
-}
+# mode_load (benches/lib.sh) aims the TLS and h2 loads at this port.
+MODE_TLS_PORT="$TLS"
 
 declare -A IR
 for MODE in $MODES; do
     for v in OLD NEW; do
         SY_BIN="${!v}"
         write_config "$TMP/$MODE-$v"
-        read -r n IR[$MODE:$v] <<<"$(callgrind_per_request "$TMP/$MODE-$v/switchyard.toml" "$HTTP" run_wrk)"
+        read -r n IR[$MODE:$v] <<<"$(callgrind_per_request "$TMP/$MODE-$v/switchyard.toml" "$HTTP" mode_load)"
         log "$MODE $v: $n requests, ${IR[$MODE:$v]} instructions/request"
     done
 done
