@@ -72,11 +72,28 @@ pub(super) fn apply_request(
     for name in &rules.remove {
         upstream.remove_header(name);
     }
-    let live = Live::new(ctx, req);
-    let vars = live.vars();
-    for (name, template) in &rules.set {
-        if let Some(value) = template.render(&vars) {
-            upstream.insert_header(name.clone(), value)?;
+    render_each(ctx, req, &rules.set, |name, value| {
+        upstream.insert_header(name.clone(), value)
+    })
+}
+
+/// Calls `insert` with each header of `headers` and its value for this request (a template whose
+/// variable made its value invalid is left out). The request's variables are worked out at the
+/// first template that has any: a route whose headers are all literal values never needs them.
+fn render_each(
+    ctx: &Ctx,
+    req: &RequestHeader,
+    headers: &[(http::HeaderName, Template)],
+    mut insert: impl FnMut(&http::HeaderName, http::HeaderValue) -> Result<()>,
+) -> Result<()> {
+    let mut live = None;
+    for (name, template) in headers {
+        let value = match template.literal() {
+            Some(value) => Some(value.clone()),
+            None => template.render(&live.get_or_insert_with(|| Live::new(ctx, req)).vars()),
+        };
+        if let Some(value) = value {
+            insert(name, value)?;
         }
     }
     Ok(())
@@ -118,22 +135,7 @@ fn route_headers(
     for name in &options.response_headers_remove {
         resp.remove_header(name);
     }
-    if !options.response_headers.is_empty() {
-        let live = Live::new(ctx, req);
-        set(resp, &options.response_headers, &live.vars())?;
-    }
-    Ok(())
-}
-
-fn set(
-    resp: &mut ResponseHeader,
-    headers: &[(http::HeaderName, Template)],
-    vars: &Vars<'_>,
-) -> Result<()> {
-    for (name, template) in headers {
-        if let Some(value) = template.render(vars) {
-            resp.insert_header(name.clone(), value)?;
-        }
-    }
-    Ok(())
+    render_each(ctx, req, &options.response_headers, |name, value| {
+        resp.insert_header(name.clone(), value)
+    })
 }

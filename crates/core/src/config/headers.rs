@@ -214,6 +214,14 @@ impl Template {
         }
     }
 
+    /// The value itself when the template has no variable: every request gets it as it is.
+    pub fn literal(&self) -> Option<&HeaderValue> {
+        match &self.form {
+            Form::Static(v) => Some(v),
+            Form::Parts(_) => None,
+        }
+    }
+
     /// The value for one request: a clone of the value itself when it has no variable; `None`
     /// when a variable made it an invalid header value (the header is then left out).
     pub fn render(&self, vars: &Vars<'_>) -> Option<HeaderValue> {
@@ -402,6 +410,14 @@ mod tests {
         assert_eq!(t.render(&vars()).expect("value"), "max-age=63072000");
         let t = Template::parse("costs $5 or $$x").expect("parses");
         assert_eq!(t.render(&vars()).expect("value"), "costs $5 or $x");
+        // Given as they are, with no request's variables to work out first.
+        assert_eq!(t.literal().expect("a literal"), "costs $5 or $x");
+        let t = Template::parse("id $request_id").expect("parses");
+        assert_eq!(
+            t.literal(),
+            None,
+            "a template with a variable is no literal"
+        );
     }
 
     #[test]
