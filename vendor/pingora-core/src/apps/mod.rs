@@ -204,6 +204,8 @@ impl HttpPersistentSettings {
 pub struct ReusedHttpStream {
     stream: Stream,
     persistent_settings: Option<HttpPersistentSettings>,
+    /// The connection's digest from its finished session, for its next one.
+    digest: Option<Box<Digest>>,
 }
 
 impl ReusedHttpStream {
@@ -211,24 +213,39 @@ impl ReusedHttpStream {
         ReusedHttpStream {
             stream,
             persistent_settings,
+            digest: None,
         }
     }
 
     /// Build a reusable HTTP stream from a finished session, preserving any
     /// pipelined prefix bytes in the persistent settings for the next request.
     pub fn from_reusable_stream(
-        reusable: ReusableHttpStream,
+        mut reusable: ReusableHttpStream,
         mut persistent_settings: HttpPersistentSettings,
     ) -> Self {
+        let digest = reusable.take_digest();
         let (stream, pipelined_prefix) = reusable.into_parts();
         if let Some(prefix) = pipelined_prefix {
             persistent_settings.set_pipelined_prefix(prefix);
         }
-        Self::new(stream, Some(persistent_settings))
+        let mut reused = Self::new(stream, Some(persistent_settings));
+        reused.digest = digest;
+        reused
     }
 
     pub fn consume(self) -> (Stream, Option<HttpPersistentSettings>) {
         (self.stream, self.persistent_settings)
+    }
+
+    /// The next session of the connection, with the connection's digest from the last one
+    /// where it came with the stream, and the settings it carried.
+    fn into_next_session(self) -> ServerSession {
+        let mut session = ServerSession::new_http1_with_digest(self.stream, self.digest);
+        session.set_reused_connection();
+        if let Some(persistent_settings) = self.persistent_settings {
+            persistent_settings.apply_to_session(&mut session);
+        }
+        session
     }
 }
 
@@ -397,14 +414,10 @@ where
             self.init_h1_connection(&mut session);
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                let mut session = ServerSession::new_http1(stream);
-                session.set_reused_connection();
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-
-                result = self.process_new_http(session, shutdown).await;
+            while let Some(reused) = result {
+                result = self
+                    .process_new_http(reused.into_next_session(), shutdown)
+                    .await;
             }
         }
         None
@@ -451,6 +464,41 @@ mod tests {
 
         // Keepalive should also have been applied
         assert_eq!(session2.get_keepalive(), Some(60));
+    }
+
+    /// A kept-alive connection's next session takes over the digest its previous session held
+    /// (one digest per connection, as an h2 connection has): it is not built again, with two
+    /// allocations, for every request.
+    #[tokio::test]
+    async fn the_next_session_of_a_connection_takes_over_its_digest() {
+        let request = b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+        let mock_io = Builder::new().read(request).build();
+        let mut session = ServerSession::new_http1(Box::new(mock_io));
+        session.set_keepalive(Some(60));
+        session.read_request().await.unwrap();
+        // A mark only this session's digest has: a digest built again from the stream lacks it.
+        let digest = session.digest_mut().expect("an h1 session has a digest");
+        let built = digest.timing_digest.len();
+        digest.timing_digest.push(None);
+        let settings = HttpPersistentSettings::for_session(&session);
+        let reusable = session
+            .finish()
+            .await
+            .unwrap()
+            .expect("connection reusable");
+
+        let next = ReusedHttpStream::from_reusable_stream(reusable, settings).into_next_session();
+        let digest = next.digest().expect("an h1 session has a digest");
+        assert_eq!(
+            digest.timing_digest.len(),
+            built + 1,
+            "the digest was built again"
+        );
+
+        // A stream handed back without one gets a digest of its own.
+        let (stream, _) = ReusedHttpStream::new(Box::new(Builder::new().build()), None).consume();
+        let fresh = ReusedHttpStream::new(stream, None).into_next_session();
+        assert_eq!(fresh.digest().unwrap().timing_digest.len(), built);
     }
 
     #[test]

@@ -35,6 +35,9 @@ use std::time::Duration;
 pub struct ReusableHttpStream {
     stream: Stream,
     pipelined_prefix: Option<BytesMut>,
+    /// The connection's digest, as the finished session held it: the next session of the
+    /// connection takes it over instead of building its own.
+    digest: Option<Box<Digest>>,
 }
 
 impl ReusableHttpStream {
@@ -42,7 +45,19 @@ impl ReusableHttpStream {
         Self {
             stream,
             pipelined_prefix,
+            digest: None,
         }
+    }
+
+    /// Hands the connection's digest on to the connection's next session.
+    pub(crate) fn with_digest(mut self, digest: Box<Digest>) -> Self {
+        self.digest = Some(digest);
+        self
+    }
+
+    /// The digest [`Self::with_digest`] gave, if any.
+    pub(crate) fn take_digest(&mut self) -> Option<Box<Digest>> {
+        self.digest.take()
     }
 
     /// Split the reusable connection into its underlying stream and optional
@@ -66,6 +81,15 @@ impl Session {
     /// Create a new [`Session`] from an established connection for HTTP/1.x
     pub fn new_http1(stream: Stream) -> Self {
         Self::H1(Box::new(SessionV1::new(stream)))
+    }
+
+    /// [`Self::new_http1`] for the next request of a kept-alive connection: `digest`, where
+    /// given, is the connection's digest its previous session held, taken over as it is.
+    pub(crate) fn new_http1_with_digest(stream: Stream, digest: Option<Box<Digest>>) -> Self {
+        Self::H1(Box::new(match digest {
+            Some(digest) => SessionV1::new_with_digest(stream, digest),
+            None => SessionV1::new(stream),
+        }))
     }
 
     /// Create a new [`Session`] from an established HTTP/2 stream

@@ -283,14 +283,19 @@ impl HttpSession {
     /// The created session needs to call [`Self::read_request()`] first before performing
     /// any other operations.
     pub fn new(underlying_stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
         let digest = Box::new(Digest {
             ssl_digest: underlying_stream.get_ssl_digest(),
             timing_digest: underlying_stream.get_timing_digest(),
             proxy_digest: underlying_stream.get_proxy_digest(),
             socket_digest: underlying_stream.get_socket_digest(),
         });
+        Self::new_with_digest(underlying_stream, digest)
+    }
 
+    /// [`Self::new`] with the digest of `underlying_stream` already built: the one the
+    /// connection's previous session held (see [`Self::reuse`]). The digest describes the
+    /// connection, so it is one per connection, as an h2 connection's is.
+    pub(crate) fn new_with_digest(underlying_stream: Stream, digest: Box<Digest>) -> Self {
         HttpSession {
             underlying_stream,
             buf: Bytes::new(), // zero size, with be replaced by parsed header later
@@ -1793,10 +1798,10 @@ impl HttpSession {
                     .then(|| self.take_body_overread())
                     .flatten()
                     .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(Some(
+                    ReusableHttpStream::new(self.underlying_stream, pipelined_prefix)
+                        .with_digest(self.digest),
+                ))
             }
         }
     }
