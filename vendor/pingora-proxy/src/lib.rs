@@ -1168,15 +1168,25 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// Runs one request. Its context is made here, in the request's own future (`new_ctx`, then
+    /// `on_connection_reuse` with `prev_user_ctx`, the previous request's connection context,
+    /// where there is one), rather than made by the caller and moved in: a context (the
+    /// proxy's, often hundreds of bytes) passed as an argument was copied twice on its way in.
     async fn process_request(
         self: &Arc<Self>,
         mut session: Session,
-        mut ctx: <SV as ProxyHttp>::CTX,
+        prev_user_ctx: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) -> Option<ReusedHttpStream>
     where
         SV: ProxyHttp + Send + Sync + 'static,
         <SV as ProxyHttp>::CTX: Send + Sync,
     {
+        let mut ctx = self.inner.new_ctx();
+        if let Some(prev_ctx) = prev_user_ctx {
+            self.inner
+                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
+        }
+
         if let Err(e) = self
             .inner
             .early_request_filter(&mut session, &mut ctx)
@@ -1479,8 +1489,7 @@ where
 
         session.subrequest_ctx.replace(sub_req_ctx);
         trace!("processing subrequest");
-        let ctx = self.inner.new_ctx();
-        self.process_request(session, ctx).await;
+        self.process_request(session, None).await;
         trace!("subrequest done");
     }
 }
@@ -1615,15 +1624,9 @@ where
                 session.set_keepalive(None);
             }
 
-            let mut ctx = self.inner.new_ctx();
-
-            // Deliver user context from the previous request on this reused connection
-            if let Some(prev_ctx) = prev_user_ctx {
-                self.inner
-                    .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
-            }
-
-            box_in_place(|| self.process_request(session, ctx))
+            // The request's context is made in the request's future, where the user context of
+            // the previous request on this reused connection is delivered to it.
+            box_in_place(|| self.process_request(session, prev_user_ctx))
         };
         request.await
     }
@@ -2677,6 +2680,61 @@ mod tests {
             size < std::mem::size_of::<[u64; 512]>(),
             "the connection's future takes {size} bytes"
         );
+    }
+
+    /// A reused connection's request gets what its previous request left for it
+    /// (`persist_connection_context`) through `on_connection_reuse`, before its first filter; a
+    /// connection's first request gets nothing. The request's context is made in the request's
+    /// own future (patch 52), with the previous one delivered there.
+    #[tokio::test]
+    async fn a_reused_connection_hands_the_previous_context_to_the_new_one() {
+        struct Reuse {
+            seen: Arc<Mutex<Vec<Option<u32>>>>,
+        }
+        impl ProxyHttp for Reuse {
+            type CTX = Option<u32>;
+            fn new_ctx(&self) -> Self::CTX {
+                None
+            }
+            fn on_connection_reuse(
+                &self,
+                _session: &mut Session,
+                ctx: &mut Self::CTX,
+                prev_ctx: Box<dyn std::any::Any + Send + Sync>,
+            ) {
+                *ctx = prev_ctx.downcast::<u32>().ok().map(|v| *v);
+            }
+            async fn early_request_filter(
+                &self,
+                _session: &mut Session,
+                ctx: &mut Self::CTX,
+            ) -> Result<()> {
+                self.seen.lock().unwrap().push(*ctx);
+                Ok(())
+            }
+            async fn upstream_peer(
+                &self,
+                _session: &mut Session,
+                _ctx: &mut Self::CTX,
+            ) -> Result<Box<HttpPeer>> {
+                Err(Error::new(InternalError))
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = Reuse { seen: seen.clone() };
+        let proxy = Arc::new(HttpProxy::new(app, Arc::new(ServerConf::default())));
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        for left in [None, Some(7u32)] {
+            let request = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+            let socket = StaticVirtualSocket::new(request, Arc::new(Mutex::new(Vec::new())));
+            let stream = L4Stream::from(VirtualSocketStream::new(Box::new(socket)));
+            let mut session = HttpSession::new_http1(Box::new(stream));
+            session.set_connection_user_context(
+                left.map(|v| Box::new(v) as Box<dyn std::any::Any + Send + Sync>),
+            );
+            proxy.process_new_http(session, &shutdown).await;
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![None, Some(7)]);
     }
 
     /// The size of the future `app`'s proxy serves a connection's next request with.
