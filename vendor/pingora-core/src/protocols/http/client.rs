@@ -23,8 +23,10 @@ use crate::protocols::{Digest, SocketAddr, Stream};
 
 /// A type for Http client session. It can be either an Http1 connection or an Http2 stream.
 pub enum HttpSession<S = ()> {
-    H1(Http1Session),
-    H2(Http2Session),
+    // Boxed: a session is moved from the connector to the proxy and back to the pool through
+    // several futures, and each move of an unboxed one copied all of it (hundreds of bytes).
+    H1(Box<Http1Session>),
+    H2(Box<Http2Session>),
     Custom(S),
 }
 
@@ -247,6 +249,21 @@ mod tests {
     use pingora_http::{RequestHeader, ResponseHeader};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    /// The HTTP/1 and h2 sessions go in boxes: a client session is moved from the connector to
+    /// the proxy and back to the pool through several futures, and each move copied all of an
+    /// unboxed one (patch 53). A move is now a pointer and a tag.
+    #[test]
+    fn a_client_session_moves_as_a_box() {
+        use super::{Http1Session, Http2Session};
+        let session = std::mem::size_of::<HttpSession>();
+        let h1 = std::mem::size_of::<Http1Session>();
+        let h2 = std::mem::size_of::<Http2Session>();
+        assert!(
+            session <= 2 * std::mem::size_of::<usize>(),
+            "a client session takes {session} bytes (h1 {h1}, h2 {h2})"
+        );
+    }
 
     /// Records which shutdown entry point the session dispatcher reached. Every
     /// other method is `unreachable!()`: this exists to pin the dispatch, not to

@@ -642,20 +642,36 @@ impl HttpSession {
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
     pub async fn reuse(mut self) -> Option<Stream> {
+        if self.keeps_connection() {
+            Some(self.underlying_stream)
+        } else {
+            self.shutdown().await;
+            None
+        }
+    }
+
+    /// [`Self::reuse`] for a boxed session: the session stays in its box and only its stream
+    /// is taken out, where `(*session).reuse()` would move the whole session out first.
+    pub async fn reuse_boxed(mut self: Box<Self>) -> Option<Stream> {
+        if self.keeps_connection() {
+            Some(self.underlying_stream)
+        } else {
+            self.shutdown().await;
+            None
+        }
+    }
+
+    /// Whether the connection can go back to a pool once this exchange is over (a body not
+    /// read to its end, or bytes past it, turn keep-alive off).
+    fn keeps_connection(&mut self) -> bool {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
-
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
-        match self.keepalive_timeout {
-            KeepaliveStatus::Off => {
-                debug!("HTTP shutdown connection");
-                self.shutdown().await;
-                None
-            }
-            _ => Some(self.underlying_stream),
+        if matches!(self.keepalive_timeout, KeepaliveStatus::Off) {
+            debug!("HTTP shutdown connection");
+            return false;
         }
+        true
     }
 
     fn init_body_reader(&mut self) {
@@ -2564,6 +2580,43 @@ hello\r\n\
         assert!(http_stream.body_reader.body_complete());
         assert!(http_stream.body_reader.has_bytes_overread());
         assert!(http_stream.reuse().await.is_none());
+    }
+
+    /// `reuse_boxed` (patch 53) decides as `reuse` does: a response read to its end keeps the
+    /// connection; bytes past its end, or a body not read to its end, close it.
+    #[tokio::test]
+    async fn reuse_boxed_decides_as_reuse_does() {
+        let cases: [(&[u8], bool, bool); 3] = [
+            // response, read its body, connection kept
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na", true, true),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\nextra",
+                true,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab",
+                false,
+                false,
+            ),
+        ];
+        for (input, read_body, kept) in cases {
+            for boxed in [false, true] {
+                let mock_io = Builder::new().read(input).build();
+                let mut http_stream = HttpSession::new(Box::new(mock_io));
+                http_stream.read_response().await.unwrap();
+                http_stream.respect_keepalive();
+                if read_body {
+                    while http_stream.read_body_bytes().await.unwrap().is_some() {}
+                }
+                let stream = if boxed {
+                    Box::new(http_stream).reuse_boxed().await
+                } else {
+                    http_stream.reuse().await
+                };
+                assert_eq!(stream.is_some(), kept, "boxed: {boxed}, response {input:?}");
+            }
+        }
     }
 
     /// A response's framing comes from its fields as they were read (`ResponseFacts`), the
