@@ -7,8 +7,8 @@
 //! the shell that wires them (server, cli, demo).
 
 pub use switchyard_core::{
-    book, config, fsutil, htpasswd, limits, lograte, maintenance, path, rollout, routing, secret,
-    static_files, trace_context, upstream,
+    admin_request, book, config, fsutil, head, htpasswd, limits, lograte, maintenance, path,
+    proxy_protocol, rollout, routing, secret, static_files, trace_context, upstream,
 };
 
 pub mod access_log;

@@ -19,7 +19,16 @@ const FLOORS: &[(u32, &[&str])] = &[
     // Leaves: no import from the crates.
     (
         0,
-        &["path", "fsutil", "hex", "lograte", "secret", "static_files"],
+        &[
+            "path",
+            "fsutil",
+            "hex",
+            "lograte",
+            "secret",
+            "static_files",
+            "head",
+            "proxy_protocol",
+        ],
     ),
     (1, &["limits", "rollout", "htpasswd", "trace_context"]),
     // The model.
@@ -40,7 +49,7 @@ const FLOORS: &[(u32, &[&str])] = &[
             "etcd",
         ],
     ),
-    (4, &["book", "metrics", "redis_limits"]),
+    (4, &["book", "metrics", "redis_limits", "admin_request"]),
     (5, &["state"]),
     (6, &["snapshot"]),
     (7, &["scrape"]),

@@ -1,28 +1,7 @@
 //! Who may use the admin API: the bearer token, checked in constant time, on every resource that is not open.
 
-use super::{route, Action, AdminApp, AdminError, Head, Resource};
-use crate::secret::{constant_time_eq, Secret};
-
-/// Checks an `Authorization: Bearer <token>` header against the token.
-pub fn check_bearer(authorization: Option<&[u8]>, token: &str) -> Result<(), AdminError> {
-    let raw = authorization.ok_or(AdminError::Unauthorized(
-        "missing bearer token (send Authorization: Bearer <token>)",
-    ))?;
-    let text = std::str::from_utf8(raw).unwrap_or_default().trim();
-    let presented = match text.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        _ => {
-            return Err(AdminError::Unauthorized(
-                "the Authorization header is not \"Bearer <token>\"",
-            ))
-        }
-    };
-    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(AdminError::Unauthorized("wrong bearer token"))
-    }
-}
+use super::{check_bearer, route, Action, AdminApp, AdminError, Head, Resource};
+use crate::secret::Secret;
 
 impl AdminApp {
     /// The token (if any) and whether `/metrics` needs it, as the current config says.
@@ -46,7 +25,7 @@ impl AdminApp {
         if let (false, Some(token)) = (open, &token) {
             check_bearer(head.authorization.as_deref(), token.expose())?;
         }
-        route(&head.method, &head.path)
+        Ok(route(&head.method, &head.path)?)
     }
 }
 
@@ -68,10 +47,10 @@ mod tests {
             b"Bearer",
             b"\xff",
         ] {
-            let e = check_bearer(Some(bad), "t0ken").expect_err("refused");
+            let e = AdminError::from(check_bearer(Some(bad), "t0ken").expect_err("refused"));
             assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         }
-        let e = check_bearer(None, "t0ken").expect_err("missing");
+        let e = AdminError::from(check_bearer(None, "t0ken").expect_err("missing"));
         let resp = error_response(&e);
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Bearer");

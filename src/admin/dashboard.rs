@@ -9,16 +9,7 @@
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-/// A file of the dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Asset {
-    /// `/`
-    Page,
-    /// `/dashboard/app.js`
-    Script,
-    /// `/dashboard/app.css`
-    Style,
-}
+use super::Asset;
 
 const PAGE: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
@@ -28,44 +19,34 @@ const STYLE: &str = include_str!("dashboard/app.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
 img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-impl Asset {
-    /// The file named by the last segment of `/dashboard/{file}`.
-    pub fn parse(file: &str) -> Option<Asset> {
-        match file {
-            "app.js" => Some(Asset::Script),
-            "app.css" => Some(Asset::Style),
-            _ => None,
-        }
+/// The file's type and text.
+fn content(asset: Asset) -> (&'static str, &'static str) {
+    match asset {
+        Asset::Page => ("text/html; charset=utf-8", PAGE),
+        Asset::Script => ("text/javascript; charset=utf-8", SCRIPT),
+        Asset::Style => ("text/css; charset=utf-8", STYLE),
     }
+}
 
-    fn content(self) -> (&'static str, &'static str) {
-        match self {
-            Asset::Page => ("text/html; charset=utf-8", PAGE),
-            Asset::Script => ("text/javascript; charset=utf-8", SCRIPT),
-            Asset::Style => ("text/css; charset=utf-8", STYLE),
-        }
-    }
-
-    /// The file with its type and the page's security headers.
-    pub fn response(self) -> Response<Vec<u8>> {
-        let (content_type, body) = self.content();
-        let mut resp = super::text_response(StatusCode::OK, content_type, body.as_bytes().to_vec());
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        headers.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        resp
-    }
+/// The file with its type and the page's security headers.
+pub fn response(asset: Asset) -> Response<Vec<u8>> {
+    let (content_type, body) = content(asset);
+    let mut resp = super::text_response(StatusCode::OK, content_type, body.as_bytes().to_vec());
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
 }
 
 #[cfg(test)]
@@ -74,7 +55,7 @@ mod tests {
 
     #[test]
     fn files_and_headers() {
-        let page = Asset::Page.response();
+        let page = response(Asset::Page);
         assert_eq!(page.status(), StatusCode::OK);
         assert_eq!(
             page.headers()[header::CONTENT_TYPE],

@@ -3,7 +3,7 @@
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::{json_response, MAX_BODY};
+use super::{json_response, RequestError, MAX_BODY};
 use crate::api;
 use crate::config::ConfigErrors;
 use crate::control::ControlError;
@@ -12,19 +12,11 @@ use crate::runtime::{ChangeError, FleetError};
 /// Everything that can go wrong with an admin request; [`AdminError::status`] maps each to HTTP.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    #[error("no such endpoint: {0}")]
-    NotFound(String),
-    #[error("method {method} is not allowed on this endpoint (allowed: {})", .allow.join(", "))]
-    MethodNotAllowed {
-        method: String,
-        allow: &'static [&'static str],
-    },
+    /// Refused by the request's own parse: token, path, method or body.
+    #[error(transparent)]
+    Request(#[from] RequestError),
     #[error("the request body is larger than {MAX_BODY} bytes")]
     TooLarge,
-    #[error("{0}")]
-    BadRequest(String),
     #[error("config rejected")]
     Rejected(#[from] ConfigErrors),
     #[error(transparent)]
@@ -39,11 +31,13 @@ impl AdminError {
     /// The one mapping from errors to status codes.
     pub fn status(&self) -> StatusCode {
         match self {
-            AdminError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-            AdminError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            AdminError::Request(r) => match r {
+                RequestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+                RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+                RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            },
             AdminError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AdminError::Control(c) => match c {
                 ControlError::UnknownService(_) | ControlError::UnknownPool { .. } => {
@@ -102,10 +96,10 @@ pub fn error_response(e: &AdminError) -> Response<Vec<u8>> {
     let mut resp = json_response(status, &body);
     let headers = resp.headers_mut();
     match e {
-        AdminError::Unauthorized(_) => {
+        AdminError::Request(RequestError::Unauthorized(_)) => {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        AdminError::MethodNotAllowed { allow, .. } => {
+        AdminError::Request(RequestError::MethodNotAllowed { allow, .. }) => {
             if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
                 headers.insert(header::ALLOW, v);
             }
@@ -117,7 +111,36 @@ pub fn error_response(e: &AdminError) -> Response<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin_request::{parse_if_match, parse_switch, parse_weights, route};
     use serde_json::Value;
+
+    #[test]
+    fn request_errors_map_to_statuses_and_headers() {
+        let status = |e: RequestError| AdminError::from(e).status().as_u16();
+        let not_found = route("GET", "/v2/services").expect_err("unknown path");
+        assert_eq!(status(not_found), 404);
+        let bad = [
+            parse_if_match(Some(b"abc")).expect_err("If-Match"),
+            parse_weights(b"{\"blue\": -5}").expect_err("weights"),
+            parse_switch(b"{}").expect_err("switch"),
+        ];
+        for e in bad {
+            assert_eq!(status(e), 400);
+        }
+        let method = AdminError::from(route("GET", "/v1/services/api/weights").expect_err("405"));
+        assert_eq!(method.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let resp = error_response(&method);
+        assert_eq!(resp.headers()[header::ALLOW], "PUT, DELETE");
+        let body: Value = serde_json::from_slice(resp.body()).expect("json");
+        assert_eq!(body["status"], 405);
+        assert!(body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allowed: PUT, DELETE"));
+        let unauthorized = AdminError::from(RequestError::Unauthorized("wrong bearer token"));
+        assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(unauthorized.to_string(), "wrong bearer token");
+    }
 
     #[test]
     fn control_errors_map_to_statuses() {

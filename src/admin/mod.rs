@@ -10,8 +10,6 @@
 mod auth;
 mod dashboard;
 mod error;
-mod requests;
-mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +25,11 @@ use pingora::services::listening::Service;
 use serde::Serialize;
 use serde_json::json;
 
-pub use auth::check_bearer;
-pub use dashboard::Asset;
-pub use error::{error_response, AdminError};
-pub use requests::{
-    forced, parse_if_match, parse_maintenance, parse_rollout, parse_switch, parse_weights,
+pub use crate::admin_request::{
+    check_bearer, forced, parse_if_match, parse_maintenance, parse_rollout, parse_switch,
+    parse_weights, route, Action, Asset, RequestError, Resource,
 };
-pub use routes::{route, Action, Resource};
+pub use error::{error_response, AdminError};
 
 use crate::acme::AcmeState;
 use crate::api::{self, ServiceView};
@@ -233,7 +229,7 @@ impl AdminApp {
                 StatusCode::OK,
                 &control::traffic(&rt.snapshot(), &rt.traffic, &name)?,
             )),
-            Action::Dashboard(asset) => Ok(asset.response()),
+            Action::Dashboard(asset) => Ok(dashboard::response(asset)),
             Action::Reload => {
                 let via = format!(" via the admin API ({})", head.peer);
                 let generation = blocking(move || rt.reload(&via)).await?.generation;
@@ -274,9 +270,10 @@ impl AdminApp {
             }
             Action::ShowCluster => match rt.cluster.view() {
                 Some(view) => Ok(json_response(StatusCode::OK, &view)),
-                None => Err(AdminError::NotFound(
+                None => Err(RequestError::NotFound(
                     "/v1/cluster: this node has no [cluster]".into(),
-                )),
+                )
+                .into()),
             },
             Action::ListCerts => Ok(json_response(
                 StatusCode::OK,
@@ -384,7 +381,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, AdminError> {
         session
             .write_continue_response()
             .await
-            .map_err(|e| AdminError::BadRequest(format!("cannot answer Expect: {e}")))?;
+            .map_err(|e| RequestError::BadRequest(format!("cannot answer Expect: {e}")))?;
     }
     session.set_read_timeout(Some(BODY_TIMEOUT));
     let mut body = Vec::new();
@@ -392,7 +389,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, AdminError> {
         let chunk = session
             .read_request_body()
             .await
-            .map_err(|e| AdminError::BadRequest(format!("cannot read the request body: {e}")))?;
+            .map_err(|e| RequestError::BadRequest(format!("cannot read the request body: {e}")))?;
         let Some(chunk) = chunk else {
             return Ok(body);
         };

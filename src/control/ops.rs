@@ -1,11 +1,12 @@
 //! Each control operation as a plain function: the current snapshot and a copy of the book in, the changed book and its events out.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{find, ControlError};
+pub use crate::admin_request::{RolloutAction, RolloutRequest, SwitchRequest};
 use crate::book::{apply_weights, event, unix_ms, Book};
-use crate::config::{ServiceConfig, Share, Steps, Weight};
+use crate::config::{ServiceConfig, Weight};
 use crate::rollout::{Event, EventKind, Kind, Phase, Plan, Rollout};
 use crate::snapshot::Snapshot;
 use crate::upstream::Service;
@@ -114,16 +115,6 @@ pub fn set_maintenance(
     Ok(())
 }
 
-/// A blue/green switch, optionally watched.
-#[derive(Debug, Clone, Default)]
-pub struct SwitchRequest {
-    pub to: String,
-    /// Watch the new pool this long and switch back on a breach.
-    pub watch: Option<Duration>,
-    pub if_match: Option<u64>,
-    pub force: bool,
-}
-
 /// The blue/green flip: `to` gets weight 100, every other pool 0. Refused when `to` has no
 /// available server. In-flight requests on the old pool finish; new ones go to `to`. With a
 /// watch, `to` is judged like a canary at 100 % for that long, and the pool that had the most
@@ -205,19 +196,6 @@ fn config_of<'a>(snap: &'a Snapshot, service: &str) -> Result<&'a ServiceConfig,
 // ------------------------------------------------------------------------------------------------
 // Rollouts
 // ------------------------------------------------------------------------------------------------
-
-/// `POST /v1/services/{service}/rollouts`: what differs from the service's rollout defaults.
-#[derive(Debug, Clone, Default)]
-pub struct RolloutRequest {
-    pub canary: String,
-    pub stable: Option<String>,
-    pub steps: Option<Steps>,
-    pub interval: Option<Duration>,
-    pub max_error_rate: Option<Share>,
-    pub max_p99: Option<Duration>,
-    pub min_requests: Option<u64>,
-    pub shield: Option<bool>,
-}
 
 /// Starts a rollout of `req.canary` (see `rollout::engine`). Refused while another is active, when
 /// the canary has no available server, or on invalid parameters.
@@ -304,27 +282,6 @@ pub fn start_rollout(
     Ok((r, vec![e]))
 }
 
-/// What an operator does to an active rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RolloutAction {
-    Pause,
-    Resume,
-    Promote,
-    Abort,
-}
-
-impl RolloutAction {
-    pub fn parse(s: &str) -> Option<RolloutAction> {
-        Some(match s {
-            "pause" => RolloutAction::Pause,
-            "resume" => RolloutAction::Resume,
-            "promote" => RolloutAction::Promote,
-            "abort" => RolloutAction::Abort,
-            _ => return None,
-        })
-    }
-}
-
 /// Pauses (advancing stops; judging goes on), resumes (the step starts over), promotes (the canary
 /// takes all traffic now) or aborts (traffic back on the stable pool) the active rollout.
 pub fn act_on_rollout(
@@ -387,6 +344,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::snapshot::Registries;
+    use std::time::Duration;
 
     /// Service "api" with pools blue (weight 100) and green (weight 0), and the book compiled in.
     fn snapshot(book: &Book) -> Snapshot {

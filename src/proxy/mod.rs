@@ -8,7 +8,7 @@ mod ctx;
 mod forward_auth;
 mod forwarded;
 pub mod grpc;
-pub mod head;
+pub use crate::head;
 mod headers;
 mod limit;
 mod linger;

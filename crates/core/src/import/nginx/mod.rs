@@ -89,7 +89,7 @@ mod tests {
     /// and never a config that fails validation (the fuzz target does this at length).
     #[test]
     fn mutated_configs_never_panic_nor_fail_validation() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nginx-import");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/nginx-import");
         let out = Path::new("/nonexistent/switchyard.toml");
         let mut rng = fastrand::Rng::with_seed(16);
         for name in ["gorax.conf", "tiris.conf"] {

@@ -7,7 +7,7 @@
 //! per line (`5, 5` is refused, not reconciled, since a peer may read the list differently).
 
 use http::{header, Version};
-use pingora::http::RequestHeader;
+use pingora_http::RequestHeader;
 
 /// Why a request head is refused (all answered 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

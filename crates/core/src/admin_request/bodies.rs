@@ -6,12 +6,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::AdminError;
+use super::{RequestError, RolloutRequest, SwitchRequest};
 use crate::config::{Share, Steps, Weight, MAX_WEIGHT};
-use crate::control::{RolloutRequest, SwitchRequest};
 
 /// `If-Match: 7`, `"7"` or `W/"7"` → `Some(7)`; absent or `*` → `None`; anything else is a 400.
-pub fn parse_if_match(raw: Option<&[u8]>) -> Result<Option<u64>, AdminError> {
+pub fn parse_if_match(raw: Option<&[u8]>) -> Result<Option<u64>, RequestError> {
     let Some(raw) = raw else {
         return Ok(None);
     };
@@ -25,7 +24,7 @@ pub fn parse_if_match(raw: Option<&[u8]>) -> Result<Option<u64>, AdminError> {
         None => tag,
     };
     number.parse::<u64>().map(Some).map_err(|_| {
-        AdminError::BadRequest(format!(
+        RequestError::BadRequest(format!(
             "If-Match must be a generation number such as 7 or \"7\", not {:?}",
             String::from_utf8_lossy(raw)
         ))
@@ -38,19 +37,20 @@ fn parse_body<T: DeserializeOwned>(
     body: &[u8],
     shape: &str,
     field_error: impl FnOnce(&str, String) -> String,
-) -> Result<T, AdminError> {
+) -> Result<T, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(AdminError::BadRequest(
+        return Err(RequestError::BadRequest(
             "the request body is empty; a JSON object is expected".into(),
         ));
     }
     // Through a `Value` first: errors of the typed pass then carry no line and column.
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| AdminError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        RequestError::BadRequest(format!("the request body is not valid JSON: {e}"))
+    })?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let why = e.into_inner().to_string();
-        AdminError::BadRequest(if path == "." {
+        RequestError::BadRequest(if path == "." {
             format!("the body must be {shape}: {why}")
         } else {
             field_error(&path, why)
@@ -59,7 +59,7 @@ fn parse_body<T: DeserializeOwned>(
 }
 
 /// `{"blue": 90, "green": 10}` as pool weights. Every problem names its pool.
-pub fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, Weight>, AdminError> {
+pub fn parse_weights(body: &[u8]) -> Result<BTreeMap<String, Weight>, RequestError> {
     parse_body(
         body,
         "a JSON object of pool weights, e.g. {\"blue\": 90, \"green\": 10}",
@@ -123,7 +123,7 @@ struct RawMaintenance {
 /// `{"page": "<html>...", "json": "{...}", "allow": ["10.0.0.0/8"], "exempt": ["/health"],
 /// "retry_after": "5m"}`, every field optional; an empty body is `{}`. The values are checked by
 /// `maintenance::Maintenance::new`.
-pub fn parse_maintenance(body: &[u8]) -> Result<crate::maintenance::Request, AdminError> {
+pub fn parse_maintenance(body: &[u8]) -> Result<crate::maintenance::Request, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(crate::maintenance::Request::default());
     }
@@ -151,7 +151,7 @@ struct RawSwitch {
 }
 
 /// `{"to": "green", "watch": "30s"}` (watch optional).
-pub fn parse_switch(body: &[u8]) -> Result<SwitchRequest, AdminError> {
+pub fn parse_switch(body: &[u8]) -> Result<SwitchRequest, RequestError> {
     let req: RawSwitch = parse_body(
         body,
         "{\"to\": \"<pool>\", \"watch\": \"<duration>\" (optional)}",
@@ -178,7 +178,7 @@ struct RawRolloutRequest {
 }
 
 /// The body of `POST /v1/services/{s}/rollouts`.
-pub fn parse_rollout(body: &[u8]) -> Result<RolloutRequest, AdminError> {
+pub fn parse_rollout(body: &[u8]) -> Result<RolloutRequest, RequestError> {
     let r: RawRolloutRequest = parse_body(
         body,
         "{\"canary\": \"<pool>\", ...} (see docs/rollouts.md)",
@@ -206,7 +206,6 @@ pub fn forced(query: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::StatusCode;
 
     #[test]
     fn parses_if_match() {
@@ -228,7 +227,7 @@ mod tests {
             b"\xff",
         ] {
             let e = p(bad).expect_err("invalid");
-            assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+            assert!(matches!(e, RequestError::BadRequest(_)), "{e:?}");
             assert!(e.to_string().contains("If-Match"), "{e}");
         }
     }
@@ -246,7 +245,7 @@ mod tests {
 
         let err = |body: &str| {
             let e = parse_weights(body.as_bytes()).expect_err(body);
-            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{body}");
+            assert!(matches!(e, RequestError::BadRequest(_)), "{body}: {e:?}");
             e.to_string()
         };
         assert!(err(r#"{"blue": -5}"#).contains("pool \"blue\" is -5, below 0"));
@@ -285,7 +284,7 @@ mod tests {
             "",
         ] {
             let e = parse_switch(bad.as_bytes()).expect_err(bad);
-            assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{bad}");
+            assert!(matches!(e, RequestError::BadRequest(_)), "{bad}: {e:?}");
         }
     }
 }
