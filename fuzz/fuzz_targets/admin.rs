@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::admin;
+use switchyard_core::admin_request as admin;
 
 fuzz_target!(|data: &[u8]| {
     // METHOD \0 PATH \0 BODY: each part may be anything.

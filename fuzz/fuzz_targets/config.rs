@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // Relative paths resolve under a directory that does not exist; names are not looked up.
     let path = std::path::Path::new("/nonexistent/fuzz.toml");
-    if let Err(errors) = switchyard::config::parse_without_lookups(text, path) {
+    if let Err(errors) = switchyard_core::config::parse_without_lookups(text, path) {
         assert!(!errors.0.is_empty(), "an error result with no error");
         for e in &errors.0 {
             assert!(e.line >= 1 && e.column >= 1, "{e}");

@@ -4,7 +4,7 @@
 use http::Version;
 use libfuzzer_sys::fuzz_target;
 use pingora_http::RequestHeader;
-use switchyard::proxy::head;
+use switchyard_core::head;
 
 fuzz_target!(|data: &[u8]| {
     // First byte: the version; then "METHOD TARGET\n" and "name: value\n" lines.

@@ -9,5 +9,5 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    let _ = switchyard::import::ingress::convert(&[path]);
+    let _ = switchyard_core::import::ingress::convert(&[path]);
 });

@@ -8,9 +8,9 @@ fuzz_target!(|data: &[u8]| {
     // Includes resolve under a directory that does not exist; the output is validated without lookups.
     let prefix = std::path::Path::new("/nonexistent");
     let out = std::path::Path::new("/nonexistent/switchyard.toml");
-    match switchyard::import::nginx::convert_text(&text, "fuzz.conf", prefix, out) {
+    match switchyard_core::import::nginx::convert_text(&text, "fuzz.conf", prefix, out) {
         Ok(_) => {}
-        Err(switchyard::import::ImportError::Invalid(e)) => {
+        Err(switchyard_core::import::ImportError::Invalid(e)) => {
             panic!("the converted config failed validation: {e}")
         }
         Err(_) => {}

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::server::proxy_protocol::{parse, Parsed, MAX_HEADER};
+use switchyard_core::proxy_protocol::{parse, Parsed, MAX_HEADER};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Parsed::Header { len, source }) = parse(data) else {
