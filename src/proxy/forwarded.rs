@@ -6,7 +6,7 @@ use crate::access_log::{ip_text, push_ip};
 
 use super::names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
 use super::request_id::RequestId;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use pingora::http::RequestHeader;
 use pingora::Result;
 
@@ -68,10 +68,14 @@ fn invalid(e: http::header::InvalidHeaderValue) -> Box<pingora::Error> {
 }
 
 /// The request's host as `super::request_host` reads it, as a header value (X-Forwarded-Host):
-/// the Host field's own value when that is it (shared, not copied); `None` when there is none.
-pub(super) fn host_value(req: &RequestHeader) -> Option<HeaderValue> {
+/// the Host field's own value (`host_field`, the request's first Host field) when that is it
+/// (shared, not copied); `None` when there is none.
+pub(super) fn host_value(
+    req: &RequestHeader,
+    host_field: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
     if req.uri.authority().is_none() {
-        if let Some(v) = req.headers.get(header::HOST).filter(|v| v.to_str().is_ok()) {
+        if let Some(v) = host_field.filter(|v| v.to_str().is_ok()) {
             return (!v.is_empty()).then(|| v.clone());
         }
     }
@@ -98,6 +102,7 @@ fn owned_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     /// The id a client sent as `X-Request-Id`.
     fn id(text: &str) -> RequestId {
@@ -113,7 +118,7 @@ mod tests {
         let ip = "2001:db8::7".parse().ok();
         apply(
             &mut upstream,
-            host_value(&original),
+            host_value(&original, original.headers.get(header::HOST)),
             ip,
             ip,
             false,
@@ -129,7 +134,7 @@ mod tests {
         let client = "203.0.113.9".parse().ok();
         apply(
             &mut upstream,
-            host_value(&original),
+            host_value(&original, original.headers.get(header::HOST)),
             peer,
             client,
             false,
@@ -154,7 +159,7 @@ mod tests {
         let client = "203.0.113.7".parse().ok();
         apply(
             &mut upstream,
-            host_value(&original),
+            host_value(&original, original.headers.get(header::HOST)),
             peer,
             client,
             true,
@@ -182,17 +187,20 @@ mod tests {
     #[test]
     fn the_host_value_is_the_host_field_itself_or_the_authority() {
         let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
-        assert!(host_value(&req).is_none());
+        assert!(host_value(&req, req.headers.get(header::HOST)).is_none());
         req.insert_header("host", "example.test:8080")
             .expect("a header");
-        let value = host_value(&req).expect("a host");
+        let value = host_value(&req, req.headers.get(header::HOST)).expect("a host");
         let field = req.headers.get(header::HOST).expect("the field");
         assert_eq!(value, "example.test:8080");
         assert_eq!(value.as_bytes().as_ptr(), field.as_bytes().as_ptr());
 
         // An h2 request's :authority, without its port and user info, as request_host reads it.
         req.set_uri(http::Uri::from_static("https://user@h2.example:8443/x"));
-        assert_eq!(host_value(&req).expect("a host"), "h2.example");
+        assert_eq!(
+            host_value(&req, req.headers.get(header::HOST)).expect("a host"),
+            "h2.example"
+        );
 
         // A Host field that is not text does not count; an absolute-form target's does.
         let mut req =
@@ -202,6 +210,9 @@ mod tests {
             HeaderValue::from_bytes(b"caf\xe9").expect("a value"),
         )
         .expect("a header");
-        assert_eq!(host_value(&req).expect("a host"), "abs.example");
+        assert_eq!(
+            host_value(&req, req.headers.get(header::HOST)).expect("a host"),
+            "abs.example"
+        );
     }
 }

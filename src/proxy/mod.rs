@@ -243,21 +243,15 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header();
+        let fields = names::RequestFields::of(req);
         let trusted = &snap.config.limits.trusted_proxies;
         ctx.client_ip = ctx.peer_ip.map(|peer| {
-            let xff = req
-                .headers
-                .get(names::X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok());
+            let xff = fields.forwarded_for.and_then(|v| v.to_str().ok());
             trusted.client_ip(peer, xff)
         });
-        ctx.request_id = RequestId::of(req);
-        ctx.host = forwarded::host_value(req);
-        ctx.trace = TraceContext::from_header(
-            req.headers
-                .get(names::TRACEPARENT)
-                .map(http::HeaderValue::as_bytes),
-        );
+        ctx.request_id = RequestId::from_field(fields.request_id);
+        ctx.host = forwarded::host_value(req, fields.host);
+        ctx.trace = TraceContext::from_header(fields.traceparent.map(http::HeaderValue::as_bytes));
         // What pingora's parser let through but we refuse (Host, list-form Content-Length), and
         // the normalised path every later decision uses.
         let checked = head::check(req)

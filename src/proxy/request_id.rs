@@ -21,7 +21,12 @@ pub(super) struct RequestId(HeaderValue);
 impl RequestId {
     /// The client's id, or a new one.
     pub(super) fn of(req: &RequestHeader) -> RequestId {
-        match req.headers.get(names::X_REQUEST_ID) {
+        RequestId::from_field(req.headers.get(names::X_REQUEST_ID))
+    }
+
+    /// The id of the request's (first) `X-Request-Id` field, or a new one.
+    pub(super) fn from_field(field: Option<&HeaderValue>) -> RequestId {
+        match field {
             Some(v) if acceptable(v.as_bytes()) => RequestId(names::never_indexed(v.clone())),
             _ => RequestId::new(),
         }
