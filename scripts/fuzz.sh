@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Fuzzes Switchyard's parsers of untrusted input with cargo-fuzz (libFuzzer):
-#   config  the config loader (switchyard::config)
-#   path    the request path normaliser (switchyard::path)
-#   admin   the admin API's request parsing (switchyard::admin)
-#   head    the request-head checks (switchyard::proxy::head)
-#   proxy_header  the PROXY protocol header parse (switchyard::server::proxy_protocol)
-#   import_nginx  `switchyard import nginx`: the nginx config parser and converter (switchyard::import)
-#   import_ingress  `switchyard import ingress`: Ingress YAML and annotations (switchyard::import::ingress)
+# (every one in the core crate, switchyard_core, whose modules switchyard re-exports)
+#   config  the config loader (config)
+#   path    the request path normaliser (path)
+#   admin   the admin API's request parsing (admin_request)
+#   head    the request-head checks (head)
+#   proxy_header  the PROXY protocol header parse (proxy_protocol)
+#   import_nginx  `switchyard import nginx`: the nginx config parser and converter (import::nginx)
+#   import_ingress  `switchyard import ingress`: Ingress YAML and annotations (import::ingress)
 #
 #   scripts/fuzz.sh              # every target for 60 s each, as many at once as there are cores (what CI runs)
 #   scripts/fuzz.sh 600 path     # one target for 10 minutes

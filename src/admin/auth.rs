@@ -1,4 +1,4 @@
-//! Who may use the admin API: the bearer token, checked in constant time, on every resource that is not open.
+//! Who may use the admin API: the bearer token (checked in constant time by the core's `admin_request::check_bearer`) on every resource that is not open.
 
 use super::{check_bearer, route, Action, AdminApp, AdminError, Head, Resource};
 use crate::secret::Secret;

@@ -1,9 +1,11 @@
 //! The admin API: a second pingora service on its own listener, JSON in and out, for deploy tools and `ctl`.
 //!
 //! A request goes through four steps, each a plain function so it can be tested in memory:
-//! `Resource::parse` (path → resource, `routes`), authentication unless the resource is open
-//! (`auth`), `route` (resource + method → `Action`), `dispatch` (the action, through `control` or
-//! `Runtime`, with bodies parsed in `requests`). Every failure is an `AdminError`, and
+//! `Resource::parse` (path → resource), authentication unless the resource is open (`auth`),
+//! `route` (resource + method → `Action`), `dispatch` (the action, through `control` or
+//! `Runtime`, with bodies parsed by `parse_*`). The parsing of paths, tokens and bodies is the
+//! core's `admin_request` (without I/O, fuzzed on its own), re-exported here; its
+//! `RequestError` becomes `AdminError::Request`. Every failure is an `AdminError`, and
 //! `AdminError::status` (`error`) is the one place that turns errors, including `ControlError`,
 //! into status codes; `error_response` the one place that renders them.
 

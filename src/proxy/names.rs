@@ -1,4 +1,4 @@
-//! Header names the proxy reads or sets on every request, made once (a name given as text is parsed, and outside the standard set copied, at each use), and the HPACK marking of values new on every message.
+//! Header names the proxy reads or sets on every request, made once (a name given as text is parsed, and outside the standard set copied, at each use), the request fields it reads found in one walk, and the HPACK marking of values new on every message.
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue, InvalidHeaderValue};
