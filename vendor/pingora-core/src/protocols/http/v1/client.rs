@@ -777,7 +777,8 @@ impl HttpSession {
     }
 
     fn init_body_writer_comm(&mut self, headers: &HMap) {
-        if is_chunked_encoding_from_headers(headers) {
+        let framing = Framing::of(headers);
+        if framing.chunked {
             // transfer-encoding takes priority over content-length
             self.body_writer.init_chunked();
             return;
@@ -787,7 +788,7 @@ impl HttpSession {
         // truncated. Per RFC 9112, requests are never close-delimited: an absent
         // or unusable Content-Length means a zero-length body. Headers are
         // expected to be validated on read.
-        match content_length_for_framing(headers) {
+        match framing.length() {
             Ok(Some(length)) => self.body_writer.init_content_length(length),
             Ok(None) => self.body_writer.init_content_length(0),
             Err(e) => {

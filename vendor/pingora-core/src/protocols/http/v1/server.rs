@@ -1199,9 +1199,14 @@ impl HttpSession {
 
         // Allow informational header (excluding 101) to pass through without affecting the state
         // of the request
+        // The response's framing fields, when the body writer below read them.
+        let mut framing = None;
         if header.status == 101 || !header.status.is_informational() {
+            // Whether the request asked for an upgrade, and the response granted it: asked once
+            // here, for both uses below.
+            let upgrade = self.is_upgrade(header);
             // reset request body to done for incomplete upgrade handshakes
-            if let Some(upgrade_ok) = self.is_upgrade(header) {
+            if let Some(upgrade_ok) = upgrade {
                 if upgrade_ok {
                     debug!("ok upgrade handshake");
                     // For ws we use HTTP1_0 do_read_body_until_closed
@@ -1235,7 +1240,7 @@ impl HttpSession {
                     // continue to read body as-is, this is now just a regular request
                 }
             }
-            self.init_body_writer(header);
+            framing = self.init_body_writer(header, upgrade);
         }
 
         // Defense-in-depth: if response body is close-delimited, mark session
@@ -1254,13 +1259,24 @@ impl HttpSession {
         // likely to be real time communication. So do flush when
         // 1. 1xx response: client needs to see it before the rest of response
         // 2. No content length: the response could be generated in real time
+        // (Whether a Content-Length field is there: the framing the body writer read says so
+        // without a second lookup, and the header has not changed since.)
         let should_flush = header.status.is_informational()
-            || header.headers.get(header::CONTENT_LENGTH).is_none();
+            || framing.map_or_else(
+                || header.headers.get(header::CONTENT_LENGTH).is_none(),
+                |f| f.content_length == ContentLength::Absent,
+            );
 
         Ok(Some((write_buf.freeze(), should_flush)))
     }
 
-    fn init_body_writer(&mut self, header: &ResponseHeader) {
+    /// Sets the body writer up for `header` (`upgrade`: [`Self::is_upgrade`] of it). Returns the
+    /// response's framing fields when it read them.
+    fn init_body_writer(
+        &mut self,
+        header: &ResponseHeader,
+        upgrade: Option<bool>,
+    ) -> Option<Framing> {
         use http::StatusCode;
         /* the following responses don't have body 204, 304, and HEAD */
         if matches!(
@@ -1269,18 +1285,22 @@ impl HttpSession {
         ) || self.get_method() == Some(&Method::HEAD)
         {
             self.body_writer.init_content_length(0);
-            return;
+            return None;
         }
 
         if header.status.is_informational() && header.status != StatusCode::SWITCHING_PROTOCOLS {
             // 1xx response, not enough to init body
-            return;
+            return None;
         }
 
-        if self.is_upgrade(header) == Some(true) {
+        if upgrade == Some(true) {
             self.body_writer.init_close_delimited();
+            None
         } else {
-            init_body_writer_comm(&mut self.body_writer, &header.headers);
+            Some(init_body_writer_comm(
+                &mut self.body_writer,
+                &header.headers,
+            ))
         }
     }
 
@@ -1442,12 +1462,9 @@ impl HttpSession {
         self.body_bytes_read
     }
 
+    #[cfg(test)]
     fn is_chunked_encoding(&self) -> bool {
         is_chunked_encoding_from_headers(&self.req_header().headers)
-    }
-
-    fn get_content_length(&self) -> Result<Option<usize>> {
-        content_length_for_framing(&self.req_header().headers)
     }
 
     fn init_body_reader(&mut self) {
@@ -1464,13 +1481,18 @@ impl HttpSession {
                 // if upgraded _post_ 101 (and body was not init yet)
                 // treat as upgraded body (pass through until closed)
                 self.body_reader.init_close_delimited_owned(preread_body);
-            } else if self.is_chunked_encoding() {
-                // if chunked encoding, content-length should be ignored
-                self.body_reader.init_chunked_owned(preread_body);
             } else {
+                // The two framing fields in one walk (a filter may have changed them since the
+                // head was read, so what was noted then is not used).
+                let framing = Framing::of(&self.req_header().headers);
+                if framing.chunked {
+                    // if chunked encoding, content-length should be ignored
+                    self.body_reader.init_chunked_owned(preread_body);
+                    return;
+                }
                 // At this point, validate_request() should have already been called,
-                // so get_content_length() should not return an error for invalid values
-                let cl = self.get_content_length().unwrap_or(None);
+                // so the length should not be an error for invalid values
+                let cl = framing.length().unwrap_or(None);
                 match cl {
                     Some(i) => {
                         self.body_reader.init_content_length_owned(i, preread_body);
@@ -3863,6 +3885,70 @@ Content-Length: 5\r\n\
         session.set_connection_user_context(Some(Box::new("hello".to_string())));
         session.set_connection_user_context(None);
         assert!(session.take_connection_user_context().is_none());
+    }
+
+    /// Whether a response head is flushed at once (no `Content-Length` field, or a 1xx) is decided
+    /// from the framing the body writer read where it read it, and by a lookup where it did not
+    /// (HEAD, 204, an upgrade): the same answer either way. The body writer is set up from the
+    /// same reading.
+    #[rstest]
+    #[case::length("GET", 200, &[("Content-Length", "5")], false, false)]
+    #[case::chunked("GET", 200, &[("Transfer-Encoding", "chunked")], true, false)]
+    #[case::close_delimited("GET", 200, &[("Server", "x")], true, true)]
+    #[case::both("GET", 200, &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")], false, false)]
+    #[case::unusable_length("GET", 200, &[("Content-Length", "5x")], false, true)]
+    #[case::head_with_length("HEAD", 200, &[("Content-Length", "5")], false, false)]
+    #[case::head_without_length("HEAD", 200, &[], true, false)]
+    #[case::no_content("GET", 204, &[], true, false)]
+    #[case::continue_("GET", 100, &[("Content-Length", "5")], true, false)]
+    #[case::upgrade_granted("UPGRADE", 101, &[("Upgrade", "websocket"), ("Connection", "upgrade")], true, true)]
+    #[case::upgrade_granted_with_length(
+        "UPGRADE",
+        101,
+        &[("Upgrade", "websocket"), ("Connection", "upgrade"), ("Content-Length", "0")],
+        true,
+        true
+    )]
+    #[case::upgrade_refused("UPGRADE", 200, &[("Content-Length", "2")], false, false)]
+    #[tokio::test]
+    async fn flush_decided_from_the_framing_read(
+        #[case] method: &str,
+        #[case] status: u16,
+        #[case] fields: &[(&str, &str)],
+        #[case] flushed: bool,
+        #[case] close_delimited: bool,
+    ) {
+        let request: &[u8] = match method {
+            "UPGRADE" => {
+                b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+            }
+            "HEAD" => b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+            _ => b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        };
+        let mock_io = Builder::new().read(request).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        let mut header = ResponseHeader::build(status, None).unwrap();
+        for (name, value) in fields {
+            header.append_header(name.to_string(), *value).unwrap();
+        }
+        let (_, flush) = http_stream
+            .prepare_response_header(&mut header)
+            .unwrap()
+            .expect("a head to write");
+        assert_eq!(flush, flushed, "{method} {status} {fields:?}");
+        assert_eq!(
+            flush,
+            header.status.is_informational() || header.headers.get(CONTENT_LENGTH).is_none(),
+            "{method} {status} {fields:?}"
+        );
+        // The body writer set up from the same answers (a granted upgrade passes bytes through
+        // until the connection closes).
+        assert_eq!(
+            http_stream.body_writer.is_close_delimited(),
+            close_delimited,
+            "{method} {status} {fields:?}"
+        );
     }
 }
 
