@@ -13,7 +13,9 @@
 // limitations under the License.
 
 use http::header::{self, HeaderName};
-use pingora_core::protocols::http::authority::{raw_target_authority, RawTargetAuthority};
+use pingora_core::protocols::http::authority::{
+    raw_target_authority, validate_request_authority, RawTargetAuthority,
+};
 use pingora_core::upstreams::peer::{H1UpgradePolicy, HttpUpstreamRequestPolicy};
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::RequestHeader;
@@ -343,6 +345,51 @@ pub(crate) fn reconcile_upstream_authority(req: &mut RequestHeader) -> Result<()
     }
 }
 
+/// The HTTP/1 upstream request's authority after the request filters: reconciled with a
+/// filter-selected `Host` ([`reconcile_upstream_authority`]), `Host` restored when the downstream
+/// request had one or the target carries an authority ([`set_h1_host_from_authority`]), then
+/// validated ([`validate_request_authority`]), with the first failure's error.
+///
+/// An origin-form request (no authority in its URI or its target, not CONNECT) is answered by its
+/// `Host` fields alone, read once here: the three steps would look them up three times, and none
+/// of them changes such a request beyond adding an empty `Host` where one was deleted.
+pub(crate) fn settle_h1_upstream_authority(
+    req: &mut RequestHeader,
+    downstream_had_host: bool,
+) -> Result<()> {
+    let origin_form = req.method != http::Method::CONNECT
+        && req.uri.authority().is_none()
+        && matches!(
+            raw_target_authority(req.raw_path()),
+            RawTargetAuthority::None
+        );
+    if origin_form {
+        let mut hosts = req.headers.get_all(header::HOST).iter();
+        let (first, second) = (hosts.next(), hosts.next());
+        // What `reconcile_upstream_authority` checks first, then `validate_request_authority`.
+        if first.is_some_and(|host| host.as_bytes().contains(&b'@')) {
+            return Error::e_explain(InvalidHTTPHeader, "userinfo in Host header");
+        }
+        if second.is_some() {
+            return Error::e_explain(InvalidHTTPHeader, "multiple Host header fields");
+        }
+        // `set_h1_host_from_authority` without an authority: an empty Host when it is gone.
+        if first.is_none() && downstream_had_host {
+            return req.insert_header(header::HOST, "");
+        }
+        return Ok(());
+    }
+    reconcile_upstream_authority(req)?;
+    // A filter may delete Host. Restore it for requests that originally carried one or
+    // whose URI or absolute-form target has an authority, without adding a new empty Host
+    // to Host-less HTTP/1.0 origin-form.
+    let target_has_authority = raw_target_authority(req.raw_path()).authority().is_some();
+    if downstream_had_host || req.uri.authority().is_some() || target_has_authority {
+        set_h1_host_from_authority(req)?;
+    }
+    validate_request_authority(req)
+}
+
 fn parse_host_authority(host: &http::HeaderValue) -> Result<http::uri::Authority> {
     http::uri::Authority::try_from(host.as_bytes()).map_err(|cause| {
         Error::because(
@@ -575,6 +622,67 @@ impl PipeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `settle_h1_upstream_authority` for origin-form requests reads the `Host` fields once; for
+    /// every request it must end as the three steps it stands for end: the same error, or the
+    /// same fields and target.
+    #[test]
+    fn settled_authority_is_what_the_three_steps_give() {
+        fn in_three_steps(req: &mut RequestHeader, downstream_had_host: bool) -> Result<()> {
+            reconcile_upstream_authority(req)?;
+            let target_has_authority = raw_target_authority(req.raw_path()).authority().is_some();
+            if downstream_had_host || req.uri.authority().is_some() || target_has_authority {
+                set_h1_host_from_authority(req)?;
+            }
+            validate_request_authority(req)
+        }
+        fn outcome(req: &RequestHeader, result: Result<()>) -> String {
+            let hosts: Vec<_> = req.headers.get_all(header::HOST).iter().collect();
+            match result {
+                Ok(()) => format!("ok {} {:?} {hosts:?}", req.uri, req.raw_path()),
+                Err(e) => format!("{:?} {:?}", e.etype(), e.context),
+            }
+        }
+        let targets: [(&str, &[u8]); 5] = [
+            ("GET", b"/p?q"),
+            ("GET", b"http://a.example/p"),
+            ("GET", b"http://b.example:8080/p"),
+            ("OPTIONS", b"*"),
+            ("CONNECT", b"a.example:443"),
+        ];
+        let host_sets: [&[&str]; 8] = [
+            &[],
+            &["a.example"],
+            &["b.example:8080"],
+            &[""],
+            &["u@a.example"],
+            &["a.example", "a.example"],
+            &["u@a.example", "a.example"],
+            &["a.example", "u@a.example"],
+        ];
+        let mut origin_form_cases = 0;
+        for (method, target) in targets {
+            for hosts in host_sets {
+                for had_host in [false, true] {
+                    let mut original = RequestHeader::build(method, target, None).unwrap();
+                    for host in hosts {
+                        original.append_header(header::HOST, *host).unwrap();
+                    }
+                    let (mut settled, mut stepped) = (original.clone(), original.clone());
+                    let settled_result = settle_h1_upstream_authority(&mut settled, had_host);
+                    let stepped_result = in_three_steps(&mut stepped, had_host);
+                    assert_eq!(
+                        outcome(&settled, settled_result),
+                        outcome(&stepped, stepped_result),
+                        "{method} {:?} hosts {hosts:?} had_host {had_host}",
+                        String::from_utf8_lossy(target),
+                    );
+                    origin_form_cases += usize::from(target.starts_with(b"/"));
+                }
+            }
+        }
+        assert_eq!(origin_form_cases, 16);
+    }
 
     fn request_with_headers(headers: &[(&str, &str)]) -> RequestHeader {
         let mut request = RequestHeader::build("GET", b"/", Some(headers.len())).unwrap();
