@@ -84,6 +84,27 @@ fn forwarded_headers_over_http() {
         "request ids must differ per request"
     );
 
+    // X-Forwarded-For cannot be named hop-by-hop (pingora refuses a Connection field that names
+    // it, as it does Host and X-Forwarded-Host/-Proto): the list the upstream request carries is
+    // always the one the client sent, which `request_filter` reads once for `forwarded::apply`.
+    let resp = client
+        .get(format!("http://{host}/hop"))
+        .header("Connection", "X-Forwarded-For")
+        .header("X-Forwarded-For", "1.2.3.4")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = client
+        .get(format!("http://{host}/keep"))
+        .header("Connection", "keep-alive, X-Custom")
+        .header("X-Custom", "hop")
+        .header("X-Forwarded-For", "1.2.3.4")
+        .send()
+        .unwrap();
+    let body = json_body(resp);
+    assert_eq!(body["headers"]["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+    assert_eq!(body["headers"]["x-custom"], serde_json::Value::Null);
+
     // A client-supplied request id is kept.
     let resp = client
         .get(format!("http://{host}/mine"))

@@ -57,6 +57,8 @@ pub struct Ctx {
     /// `request_filter`: the Host field's own value when it is that (shared, not copied). `None`
     /// before, or when the request names no host.
     pub(super) host: Option<http::HeaderValue>,
+    /// The client's X-Forwarded-For list as `request_filter` found it (`forwarded::apply`).
+    pub(super) client_list: super::forwarded::ClientList,
     /// This hop of the request's W3C trace (`traceparent` in, ours out).
     pub(super) trace: crate::trace_context::TraceContext,
     /// The real client: the peer, or who a trusted proxy's X-Forwarded-For names.
@@ -107,6 +109,7 @@ impl Ctx {
             guard: None,
             request_id: super::request_id::RequestId::default(),
             host: None,
+            client_list: super::forwarded::ClientList::LookUp,
             trace: crate::trace_context::TraceContext::default(),
             client_ip: None,
             peer_ip: None,

@@ -13,10 +13,33 @@ use pingora::Result;
 /// How many headers `apply` adds at most.
 pub(super) const ADDED: usize = 5;
 
-/// Sets X-Forwarded-For (the client's list plus `peer`), X-Real-IP, X-Forwarded-Proto,
+/// The X-Forwarded-For list the upstream request carries from the client, as `request_filter`
+/// found it (`names::RequestFields`), so that `apply` need not look it up again.
+#[derive(Debug, Clone, Default)]
+pub(super) enum ClientList {
+    /// The request's first X-Forwarded-For field, or none: what the upstream request holds.
+    /// Nothing drops or changes the field on the way there: pingora strips the fields a
+    /// Connection field names but refuses a request that names X-Forwarded-For (400, as for
+    /// Host and X-Forwarded-Host/-Proto; `tests/proxying.rs`), and no hook between
+    /// `request_filter` and `upstream_request_filter` writes it.
+    Known(Option<HeaderValue>),
+    /// Looked up in the upstream request itself (a request `request_filter` did not read).
+    #[default]
+    LookUp,
+}
+
+impl ClientList {
+    /// What `fields` of the request tell of its list.
+    pub(super) fn of(fields: &super::names::RequestFields<'_>) -> ClientList {
+        ClientList::Known(fields.forwarded_for.cloned())
+    }
+}
+
+/// Sets X-Forwarded-For (the client's list, `list`, plus `peer`), X-Real-IP, X-Forwarded-Proto,
 /// X-Forwarded-Host (the request's host as the client sent it) and X-Request-Id on `upstream`.
 pub(super) fn apply(
     upstream: &mut RequestHeader,
+    list: &ClientList,
     host: Option<HeaderValue>,
     peer: Option<IpAddr>,
     client: Option<IpAddr>,
@@ -27,7 +50,15 @@ pub(super) fn apply(
     // alone: one value, shared.
     let mut real_ip = None;
     if let Some(peer) = peer {
-        let value = match upstream.headers.get(X_FORWARDED_FOR) {
+        let looked_up;
+        let prev = match list {
+            ClientList::Known(prev) => prev.as_ref(),
+            ClientList::LookUp => {
+                looked_up = upstream.headers.get(X_FORWARDED_FOR).cloned();
+                looked_up.as_ref()
+            }
+        };
+        let value = match prev {
             Some(prev) if prev.to_str().is_ok_and(|p| !p.trim().is_empty()) => {
                 let mut list = Vec::with_capacity(prev.len() + 2 + 39);
                 list.extend_from_slice(prev.as_bytes());
@@ -118,6 +149,7 @@ mod tests {
         let ip = "2001:db8::7".parse().ok();
         apply(
             &mut upstream,
+            &ClientList::LookUp,
             host_value(&original, original.headers.get(header::HOST)),
             ip,
             ip,
@@ -134,6 +166,7 @@ mod tests {
         let client = "203.0.113.9".parse().ok();
         apply(
             &mut upstream,
+            &ClientList::LookUp,
             host_value(&original, original.headers.get(header::HOST)),
             peer,
             client,
@@ -143,6 +176,51 @@ mod tests {
         .expect("a header");
         assert_eq!(upstream.headers["x-forwarded-for"], "10.0.0.2");
         assert_eq!(upstream.headers["x-real-ip"], "203.0.113.9");
+    }
+
+    /// The list `request_filter` read is the one `apply` extends, as looking it up in the
+    /// upstream request would find it: the first X-Forwarded-For field.
+    #[test]
+    fn the_list_read_once_is_the_one_a_lookup_finds() {
+        let peer = "10.0.0.2".parse().ok();
+        let list_of = |upstream: &RequestHeader, list: &ClientList| {
+            let mut upstream = upstream.clone();
+            apply(&mut upstream, list, None, peer, peer, false, &id("i")).expect("a header");
+            let values: Vec<_> = upstream
+                .headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .cloned()
+                .collect();
+            values
+        };
+        for fields in [
+            &[][..],
+            &["203.0.113.7"],
+            &["203.0.113.7", "198.51.100.1"],
+            &[" "],
+        ] {
+            let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
+            for value in fields {
+                req.append_header(X_FORWARDED_FOR, *value)
+                    .expect("a header");
+            }
+            let read = ClientList::of(&super::super::names::RequestFields::of(&req));
+            assert!(
+                matches!(&read, ClientList::Known(v) if v.as_ref() == req.headers.get(X_FORWARDED_FOR)),
+                "{fields:?}: {read:?}"
+            );
+            assert_eq!(
+                list_of(&req, &read),
+                list_of(&req, &ClientList::LookUp),
+                "{fields:?}"
+            );
+        }
+        // A known list is taken as it is, not looked up again.
+        let bare = RequestHeader::build("GET", b"/", None).expect("a request");
+        let known = ClientList::Known(Some(HeaderValue::from_static("192.0.2.1")));
+        assert_eq!(list_of(&bare, &known), ["192.0.2.1, 10.0.0.2"]);
+        assert_eq!(list_of(&bare, &ClientList::LookUp), ["10.0.0.2"]);
     }
 
     #[test]
@@ -159,6 +237,7 @@ mod tests {
         let client = "203.0.113.7".parse().ok();
         apply(
             &mut upstream,
+            &ClientList::LookUp,
             host_value(&original, original.headers.get(header::HOST)),
             peer,
             client,

@@ -251,6 +251,7 @@ impl ProxyHttp for Proxy {
         });
         ctx.request_id = RequestId::from_field(fields.request_id);
         ctx.host = forwarded::host_value(req, fields.host);
+        ctx.client_list = forwarded::ClientList::of(&fields);
         ctx.trace = TraceContext::from_header(fields.traceparent.map(http::HeaderValue::as_bytes));
         // What pingora's parser let through but we refuse (Host, list-form Content-Length), and
         // the normalised path every later decision uses.
@@ -530,6 +531,7 @@ impl ProxyHttp for Proxy {
         upstream.reserve_headers(forwarded::ADDED + 1 + route.options.request_headers.set.len());
         forwarded::apply(
             upstream,
+            &ctx.client_list,
             ctx.host.clone(),
             ctx.peer_ip,
             ctx.client_ip,
