@@ -1197,10 +1197,10 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
-        // Allow informational header (excluding 101) to pass through without affecting the state
-        // of the request
         // The response's framing fields, when the body writer below read them.
         let mut framing = None;
+        // Allow informational header (excluding 101) to pass through without affecting the state
+        // of the request
         if header.status == 101 || !header.status.is_informational() {
             // Whether the request asked for an upgrade, and the response granted it: asked once
             // here, for both uses below.
