@@ -15,7 +15,7 @@ pub(super) const ADDED: usize = 5;
 
 /// The X-Forwarded-For list the upstream request carries from the client, as `request_filter`
 /// found it (`names::RequestFields`), so that `apply` need not look it up again.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub(super) enum ClientList {
     /// The request's first X-Forwarded-For field, or none: what the upstream request holds.
     /// Nothing drops or changes the field on the way there: pingora strips the fields a
@@ -23,8 +23,8 @@ pub(super) enum ClientList {
     /// Host and X-Forwarded-Host/-Proto; `tests/proxying.rs`), and no hook between
     /// `request_filter` and `upstream_request_filter` writes it.
     Known(Option<HeaderValue>),
-    /// Looked up in the upstream request itself (a request `request_filter` did not read).
-    #[default]
+    /// Looked up in the upstream request itself (a request `request_filter` did not read: what
+    /// `Ctx::new` starts with).
     LookUp,
 }
 
