@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::modules::http::HttpModules;
 use pingora::protocols::http::ServerSession;
 use pingora::upstreams::peer::HttpPeer;
@@ -52,8 +51,6 @@ use respond::Refusal;
 
 /// Servers one request may try (a route's `retry.tries` is at most this).
 const MAX_TRIES: usize = crate::config::retry::MAX_TRIES as usize;
-/// The module's level until `request_filter` sets the route's (`compress`).
-const COMPRESSION_LEVEL: u32 = crate::config::compression::DEFAULT_LEVEL;
 
 /// One listening socket, as the request path needs to know it.
 #[derive(Debug, Clone)]
@@ -91,6 +88,8 @@ pub struct Proxy {
     listeners: Vec<ListenerInfo>,
     /// HTTP-01 challenge answers.
     acme: Arc<AcmeState>,
+    /// The response compression module, built for the requests whose route compresses.
+    compression: compress::Module,
 }
 
 impl Proxy {
@@ -99,6 +98,7 @@ impl Proxy {
             runtime,
             listeners,
             acme,
+            compression: compress::Module::new(),
         }
     }
 
@@ -224,9 +224,9 @@ impl ProxyHttp for Proxy {
         true
     }
 
-    fn init_downstream_modules(&self, modules: &mut HttpModules) {
-        // On for every request; routes with compression off turn it down to 0 in request_filter.
-        modules.add_module(ResponseCompressionBuilder::enable(COMPRESSION_LEVEL));
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // None for every session (pingora's default adds a compression module turned off):
+        // `request_filter` builds the compression module for a route that compresses.
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -338,7 +338,7 @@ impl ProxyHttp for Proxy {
 
         // gRPC frames its messages and compresses them itself (grpc-encoding): never touched.
         let grpc = grpc::is_grpc(session);
-        compress::request(session, &route.options, grpc);
+        compress::request(session, &self.compression, &route.options, grpc);
         if let Some(site) = &route.static_files {
             static_files::serve(session, ctx, site).await?;
             return Ok(true);
