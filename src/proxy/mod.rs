@@ -250,12 +250,12 @@ impl ProxyHttp for Proxy {
             trusted.client_ip(peer, xff)
         });
         ctx.request_id = RequestId::from_field(fields.request_id);
-        ctx.host = forwarded::host_value(req, fields.host);
+        ctx.host = forwarded::host_value(req, fields.head.host);
         ctx.client_list = forwarded::ClientList::of(&fields);
         ctx.trace = TraceContext::from_header(fields.traceparent.map(http::HeaderValue::as_bytes));
         // What pingora's parser let through but we refuse (Host, list-form Content-Length), and
         // the normalised path every later decision uses.
-        let checked = head::check(req)
+        let checked = head::check_fields(req, &fields.head)
             .map_err(|e| e.to_string())
             .and_then(|declared| {
                 crate::path::normalize(req.uri.path(), snap.config.server.merge_slashes)

@@ -1,7 +1,8 @@
 //! Header names the proxy reads or sets on every request, made once (a name given as text is parsed, and outside the standard set copied, at each use), the request fields it reads found in one walk, and the HPACK marking of values new on every message.
 
+use crate::head::HeadFields;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue, InvalidHeaderValue};
+use http::header::{HeaderName, HeaderValue, InvalidHeaderValue};
 use pingora::http::RequestHeader;
 
 pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -16,11 +17,11 @@ pub(super) const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimi
 
 /// The request fields `request_filter` reads, each the first value of its name as
 /// `HeaderMap::get` finds it, found in one walk over the fields: a `get` hashes the name (a name
-/// outside the standard set byte by byte), and four of them cost more than walking a typical
-/// request's fields once.
+/// outside the standard set byte by byte), and six of them cost more than walking a typical
+/// request's fields once. `head` holds those the head checks read (Host, Content-Length).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct RequestFields<'a> {
-    pub host: Option<&'a HeaderValue>,
+    pub head: HeadFields<'a>,
     pub forwarded_for: Option<&'a HeaderValue>,
     pub request_id: Option<&'a HeaderValue>,
     pub traceparent: Option<&'a HeaderValue>,
@@ -30,9 +31,10 @@ impl<'a> RequestFields<'a> {
     pub(super) fn of(req: &'a RequestHeader) -> RequestFields<'a> {
         let mut f = RequestFields::default();
         for (name, value) in req.headers.iter() {
-            let slot = if name == header::HOST {
-                &mut f.host
-            } else if name == X_FORWARDED_FOR {
+            if f.head.note(name, value) {
+                continue;
+            }
+            let slot = if name == X_FORWARDED_FOR {
                 &mut f.forwarded_for
             } else if name == X_REQUEST_ID {
                 &mut f.request_id
@@ -87,6 +89,7 @@ impl<const N: usize> AsRef<[u8]> for Prefix<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn a_shared_value_is_the_text_it_was_given_and_its_clones_share_it() {
@@ -113,7 +116,7 @@ mod tests {
     fn the_fields_found_in_one_walk_are_those_get_finds() {
         let mut req = RequestHeader::build("GET", b"/", None).expect("a request");
         let none = RequestFields::of(&req);
-        assert!(none.host.is_none() && none.forwarded_for.is_none());
+        assert!(none.head.host.is_none() && none.forwarded_for.is_none());
         assert!(none.request_id.is_none() && none.traceparent.is_none());
         for (name, value) in [
             ("accept", "*/*"),
@@ -132,7 +135,8 @@ mod tests {
         }
         let f = RequestFields::of(&req);
         let get = |name: &HeaderName| req.headers.get(name);
-        assert_eq!(f.host, get(&header::HOST));
+        assert_eq!(f.head, HeadFields::of(&req));
+        assert_eq!(f.head.host, get(&header::HOST));
         assert_eq!(f.forwarded_for, get(&X_FORWARDED_FOR));
         assert_eq!(f.request_id, get(&X_REQUEST_ID));
         assert_eq!(f.traceparent, get(&TRACEPARENT));
@@ -140,7 +144,7 @@ mod tests {
         assert_eq!(f.forwarded_for.expect("a list"), "203.0.113.7");
         assert_eq!(f.request_id.expect("an id"), "first");
         assert!(std::ptr::eq(
-            f.host.expect("a host"),
+            f.head.host.expect("a host"),
             get(&header::HOST).expect("a host")
         ));
     }

@@ -6,7 +6,7 @@
 //! must be a host name or IP literal with an optional port, and a Content-Length is one number
 //! per line (`5, 5` is refused, not reconciled, since a peer may read the list differently).
 
-use http::{header, Version};
+use http::{header, HeaderName, HeaderValue, Version};
 use pingora_http::RequestHeader;
 
 /// Why a request head is refused (all answered 400).
@@ -20,11 +20,53 @@ pub enum HeadError {
     ListContentLength,
 }
 
+/// The fields [`check`] reads: found by [`HeadFields::of`], or noted by a caller's own walk over
+/// the request's fields ([`HeadFields::note`]) that looks them up no more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadFields<'a> {
+    /// The first Host field.
+    pub host: Option<&'a HeaderValue>,
+    /// The first Content-Length field.
+    pub content_length: Option<&'a HeaderValue>,
+    /// Whether a Content-Length field holds a list (a comma).
+    pub length_list: bool,
+}
+
+impl<'a> HeadFields<'a> {
+    /// The fields of `req`, looked up by name.
+    pub fn of(req: &'a RequestHeader) -> HeadFields<'a> {
+        let lengths = req.headers.get_all(header::CONTENT_LENGTH);
+        HeadFields {
+            host: req.headers.get(header::HOST),
+            content_length: lengths.iter().next(),
+            length_list: lengths.iter().any(|v| v.as_bytes().contains(&b',')),
+        }
+    }
+
+    /// Notes one of a request's fields, met in the map's order; `false` for a name `check`
+    /// does not read.
+    pub fn note(&mut self, name: &HeaderName, value: &'a HeaderValue) -> bool {
+        if name == header::HOST {
+            self.host.get_or_insert(value);
+        } else if name == header::CONTENT_LENGTH {
+            self.content_length.get_or_insert(value);
+            self.length_list |= value.as_bytes().contains(&b',');
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
 /// Checks what pingora did not; `Ok` for a head that may be routed, with the body length it
 /// declares (its first Content-Length, when that is a number; pingora refused differing ones).
 pub fn check(req: &RequestHeader) -> Result<Option<u64>, HeadError> {
-    let host = req.headers.get(header::HOST);
-    match (host, req.uri.authority()) {
+    check_fields(req, &HeadFields::of(req))
+}
+
+/// [`check`], with the fields it reads already found (`fields`, of `req`).
+pub fn check_fields(req: &RequestHeader, fields: &HeadFields) -> Result<Option<u64>, HeadError> {
+    match (fields.host, req.uri.authority()) {
         (Some(h), _) if !valid_host(h.as_bytes()) => return Err(HeadError::InvalidHost),
         (None, Some(a)) if !valid_host(a.as_str().as_bytes()) => {
             return Err(HeadError::InvalidHost)
@@ -33,13 +75,11 @@ pub fn check(req: &RequestHeader) -> Result<Option<u64>, HeadError> {
         (None, None) if req.version == Version::HTTP_2 => return Err(HeadError::MissingHost),
         _ => {}
     }
-    let lengths = req.headers.get_all(header::CONTENT_LENGTH);
-    if lengths.iter().any(|v| v.as_bytes().contains(&b',')) {
+    if fields.length_list {
         return Err(HeadError::ListContentLength);
     }
-    Ok(lengths
-        .iter()
-        .next()
+    Ok(fields
+        .content_length
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok()))
 }
@@ -188,5 +228,73 @@ mod tests {
             "/",
         );
         assert_eq!(check(&r), Ok(None));
+    }
+
+    #[test]
+    fn fields_noted_in_a_walk_are_the_ones_looked_up() {
+        let heads = [
+            head(&[], Version::HTTP_11, "/"),
+            head(&[("host", "a.example")], Version::HTTP_11, "/"),
+            head(
+                &[("Host", "a.example"), ("host", "b.example")],
+                Version::HTTP_11,
+                "/",
+            ),
+            head(
+                &[
+                    ("accept", "*/*"),
+                    ("content-length", "5"),
+                    ("host", "a"),
+                    ("Content-Length", "5, 5"),
+                ],
+                Version::HTTP_11,
+                "/",
+            ),
+            head(
+                &[
+                    ("content-length", "7, 7"),
+                    ("host", "a"),
+                    ("content-length", "7"),
+                ],
+                Version::HTTP_11,
+                "/",
+            ),
+            head(
+                &[("content-length", "five"), ("x-a", "b")],
+                Version::HTTP_10,
+                "/",
+            ),
+            head(
+                &[("host", "a b"), ("content-length", "3")],
+                Version::HTTP_11,
+                "/",
+            ),
+        ];
+        for req in &heads {
+            let mut noted = HeadFields::default();
+            let mut others = 0;
+            for (name, value) in req.headers.iter() {
+                if !noted.note(name, value) {
+                    others += 1;
+                }
+            }
+            let looked_up = HeadFields::of(req);
+            assert_eq!(noted, looked_up, "{:?}", req.headers);
+            // The very values the map holds, the first of each name.
+            assert!(noted
+                .host
+                .zip(looked_up.host)
+                .is_none_or(|(a, b)| std::ptr::eq(a, b)));
+            assert_eq!(check_fields(req, &noted), check(req), "{:?}", req.headers);
+            let read = req.headers.len() - others;
+            assert_eq!(
+                read,
+                req.headers.get_all(header::HOST).iter().count()
+                    + req.headers.get_all(header::CONTENT_LENGTH).iter().count()
+            );
+        }
+        // The list is found in any Content-Length field, not only the first.
+        assert_eq!(check(&heads[3]), Err(HeadError::ListContentLength));
+        assert_eq!(check(&heads[4]), Err(HeadError::ListContentLength));
     }
 }
