@@ -332,9 +332,11 @@ impl HttpSession {
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
                         // as an "informational" header, this cannot have a body
-                        self.upgraded = self
-                            .is_upgrade(self.response_header.as_deref().expect("init above"))
-                            .unwrap_or(false);
+                        // (The response's status first: the request's Upgrade field is looked
+                        // up only for a 101.)
+                        self.upgraded =
+                            is_upgrade_resp(self.response_header.as_deref().expect("init above"))
+                                && self.is_upgrade_req();
                         // init body reader if upgrade status has changed body mode
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
@@ -730,6 +732,7 @@ impl HttpSession {
     /// `Some(true)` if the this is a successful upgrade
     /// `Some(false)` if the request is an upgrade but the response refuses it
     /// `None` if the request is not an upgrade.
+    #[cfg(test)]
     fn is_upgrade(&self, header: &ResponseHeader) -> Option<bool> {
         if self.is_upgrade_req() {
             Some(is_upgrade_resp(header))
@@ -3083,6 +3086,50 @@ hello";
         }
 
         assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(0));
+    }
+
+    /// A response upgrades the connection when it is an HTTP/1.1 101 to a request that asked for
+    /// an upgrade, whichever of the two is asked first.
+    #[tokio::test]
+    async fn upgraded_when_the_101_answers_an_upgrade_request() {
+        let answers: [(&[u8], bool); 4] = [
+            (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", true),
+            (b"HTTP/1.0 101 Switching Protocols\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            (
+                b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n",
+                false,
+            ),
+        ];
+        for asked in [true, false] {
+            for (answer, grants) in answers {
+                let wire: &[u8] = if asked {
+                    b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: WS\r\n\r\n"
+                } else {
+                    b"GET / HTTP/1.1\r\n\r\n"
+                };
+                let mock_io = Builder::new().write(wire).read(answer).build();
+                let mut http_stream = HttpSession::new(Box::new(mock_io));
+                let mut request = RequestHeader::build("GET", b"/", None).unwrap();
+                if asked {
+                    request.insert_header("Connection", "Upgrade").unwrap();
+                    request.insert_header("Upgrade", "WS").unwrap();
+                }
+                http_stream
+                    .write_request_header(Box::new(request))
+                    .await
+                    .unwrap();
+                http_stream.read_response().await.unwrap();
+                let what = format!("asked {asked}, {}", String::from_utf8_lossy(answer));
+                assert_eq!(http_stream.was_upgraded(), asked && grants, "{what}");
+                let resp = http_stream.response_header.as_deref().unwrap();
+                assert_eq!(
+                    http_stream.was_upgraded(),
+                    http_stream.is_upgrade(resp).unwrap_or(false),
+                    "{what}"
+                );
+            }
+        }
     }
 }
 

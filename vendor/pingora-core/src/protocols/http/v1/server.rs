@@ -1203,8 +1203,15 @@ impl HttpSession {
         // of the request
         if header.status == 101 || !header.status.is_informational() {
             // Whether the request asked for an upgrade, and the response granted it: asked once
-            // here, for both uses below.
-            let upgrade = self.is_upgrade(header);
+            // here, for both uses below. Only a 101 can grant one: for any other status the
+            // request's Upgrade field is looked up only for the debug line of a refused upgrade.
+            let upgrade = if header.status == 101 {
+                self.is_upgrade(header)
+            } else if log::log_enabled!(log::Level::Debug) && self.is_upgrade_req() {
+                Some(false)
+            } else {
+                None
+            };
             // reset request body to done for incomplete upgrade handshakes
             if let Some(upgrade_ok) = upgrade {
                 if upgrade_ok {
@@ -3949,6 +3956,54 @@ Content-Length: 5\r\n\
             close_delimited,
             "{method} {status} {fields:?}"
         );
+    }
+
+    /// An answer upgrades the connection when it is an HTTP/1.1 101 to a request that asked for
+    /// an upgrade; the request's Upgrade field is read only for a 101.
+    #[tokio::test]
+    async fn upgraded_only_by_a_101_to_an_upgrade_request() {
+        let answers = [
+            (101, Version::HTTP_11, true),
+            (101, Version::HTTP_10, false),
+            (200, Version::HTTP_11, false),
+            (426, Version::HTTP_11, false),
+            (204, Version::HTTP_11, false),
+        ];
+        for asked in [true, false] {
+            for (status, version, grants) in answers {
+                let request: &[u8] = if asked {
+                    b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+                } else {
+                    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+                };
+                let mock_io = Builder::new().read(request).build();
+                let mut http_stream = HttpSession::new(Box::new(mock_io));
+                http_stream.read_request().await.unwrap();
+                let mut header = ResponseHeader::build(status, None).unwrap();
+                header.set_version(version);
+                if status == 200 || status == 426 {
+                    header.append_header("Content-Length", "2").unwrap();
+                }
+                http_stream
+                    .prepare_response_header(&mut header)
+                    .unwrap()
+                    .expect("a head to write");
+                let what = format!("asked {asked}, {status} {version:?}");
+                assert_eq!(http_stream.was_upgraded(), asked && grants, "{what}");
+                assert_eq!(
+                    http_stream.was_upgraded(),
+                    http_stream.is_upgrade(&header).unwrap_or(false),
+                    "{what}"
+                );
+                // A granted upgrade passes bytes through until the connection closes, as does
+                // a 101 that grants none (it has no length).
+                assert_eq!(
+                    http_stream.body_writer.is_close_delimited(),
+                    status == 101,
+                    "{what}"
+                );
+            }
+        }
     }
 }
 
