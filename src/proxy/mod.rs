@@ -737,10 +737,10 @@ impl ProxyHttp for Proxy {
 fn apply_connection_timeouts(session: &mut ServerSession, o: &RouteOptions) {
     session.set_read_timeout(Some(o.client_body_timeout));
     session.set_header_timeout(Some(o.client_header_timeout));
-    // Off (Connection: close, HTTP/1.0 without keep-alive) stays off.
-    if session.get_keepalive().is_some() {
-        session.set_keepalive(o.keepalive_seconds());
-    }
+    // Off (Connection: close, HTTP/1.0 without keep-alive) stays off. The Connection field is
+    // not looked up again: nothing has changed it since pingora read it (no module, no hook of
+    // ours before this one writes the request).
+    session.adjust_keepalive(o.keepalive_seconds());
 }
 
 /// pingora's form of `[limits]` head sizes.

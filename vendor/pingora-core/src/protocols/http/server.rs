@@ -357,6 +357,15 @@ impl Session {
         }
     }
 
+    /// Sets the keepalive timeout of an HTTP/1 connection whose keepalive is on (`None` turns
+    /// it off); one whose keepalive is off stays off. The request's Connection field is not read
+    /// again (see [`SessionV1::adjust_keepalive`]). Noop for h2 and subrequests.
+    pub fn adjust_keepalive(&mut self, duration: Option<u64>) {
+        if let Self::H1(s) = self {
+            s.adjust_keepalive(duration);
+        }
+    }
+
     /// Get the keepalive timeout. None if keepalive is disabled. Not applicable for h2 or
     /// subrequest
     pub fn get_keepalive(&self) -> Option<u64> {

@@ -709,15 +709,24 @@ impl HttpSession {
                         // The framing fields are noted as they go by, for the checks below
                         // and `validate_request_framed`.
                         let mut framing = Framing::default();
+                        // So is what the first Connection field says of keep-alive (`None` until
+                        // one is seen), for `respect_keepalive_as` below.
+                        let mut connection = None;
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
                             let value_bytes = header.get_value_bytes(&buf);
                             framing.note(&header_name, &value_bytes);
+                            let is_connection = connection.is_none()
+                                && header_name.len() == 10
+                                && header_name.eq_ignore_ascii_case(b"connection");
                             let header_name = header_name.into_case_header_name();
                             // safe because this is from what we parsed
                             let header_value = unsafe {
                                 http::HeaderValue::from_maybe_shared_unchecked(value_bytes)
                             };
+                            if is_connection {
+                                connection = Some(is_buf_keepalive(Some(&header_value)));
+                            }
 
                             request_header
                                 .append_header(header_name, header_value)
@@ -748,7 +757,8 @@ impl HttpSession {
                         self.body_reader.reinit();
                         self.pipelined_idle_bytes_stashed = false;
                         self.response_written = None;
-                        self.respect_keepalive();
+                        // The Connection field as read: `respect_keepalive` without its lookup.
+                        self.respect_keepalive_as(connection.unwrap_or(None));
 
                         // Disable keepalive if both Transfer-Encoding and Content-Length were present
                         if has_both_te_and_cl {
@@ -1131,7 +1141,13 @@ impl HttpSession {
     /// For HTTP 1.1, assume keepalive as long as there is no `Connection: Close` request header.
     /// For HTTP 1.0, only keepalive if there is an explicit header `Connection: keep-alive`.
     pub fn respect_keepalive(&mut self) {
-        if let Some(keepalive) = self.is_connection_keepalive() {
+        self.respect_keepalive_as(self.is_connection_keepalive());
+    }
+
+    /// [`Self::respect_keepalive`], with what the request's Connection field says of keep-alive
+    /// (`connection`, as [`Self::is_connection_keepalive`] reads it) already known.
+    fn respect_keepalive_as(&mut self, connection: Option<bool>) {
+        if let Some(keepalive) = connection {
             if keepalive {
                 let (timeout, _max_use) = self.get_keepalive_values();
                 // TODO: respect max_use
@@ -1683,6 +1699,17 @@ impl HttpSession {
     /// `Some(0)`: reusing this session is allowed and there is no timeout.
     /// `Some(>0)`: reusing this session is allowed within the given timeout in seconds.
     /// If the client disallows connection reuse, then `keepalive` will be ignored.
+    /// Sets the keep-alive timeout (seconds, `Some(0)` for none; `None` turns keep-alive off)
+    /// of a connection whose keep-alive is on; one whose keep-alive is off stays off. Unlike
+    /// [`Self::set_server_keepalive`], the request's Connection field is not looked up again:
+    /// the verdict taken when the request was read stands, so this is for a caller that has not
+    /// changed that field since.
+    pub fn adjust_keepalive(&mut self, keepalive: Option<u64>) {
+        if self.keepalive_timeout != KeepaliveStatus::Off {
+            self.set_keepalive(keepalive);
+        }
+    }
+
     pub fn set_server_keepalive(&mut self, keepalive: Option<u64>) {
         if let Some(false) = self.is_connection_keepalive() {
             // connection: close is set
@@ -3956,6 +3983,54 @@ Content-Length: 5\r\n\
             close_delimited,
             "{method} {status} {fields:?}"
         );
+    }
+
+    /// The keep-alive verdict taken from the Connection field as the request is read is the one
+    /// `respect_keepalive` takes by looking the field up, and `adjust_keepalive` retimes it as
+    /// `set_server_keepalive` does while the field is unchanged.
+    #[tokio::test]
+    async fn keepalive_noted_as_read_is_what_the_lookup_gives() {
+        let requests: [&[u8]; 11] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            b"GET / HTTP/1.0\r\nconnection: Keep-Alive\r\n\r\n",
+            b"GET / HTTP/1.1\r\nCONNECTION: Close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: upgrade\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.0\r\nConnection: foo\r\nX: y\r\nConnection: keep-alive\r\n\r\n",
+            b"GET / HTTP/1.0\r\nX-Connection: keep-alive\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nKeep-Alive: timeout=5\r\nConnection: close\r\n\r\n",
+        ];
+        let mut kept = 0;
+        for request in requests {
+            let what = String::from_utf8_lossy(request);
+            let mock_io = Builder::new().read(request).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.read_request().await.unwrap();
+            let noted = http_stream.keepalive_timeout;
+            http_stream.respect_keepalive();
+            assert_eq!(noted, http_stream.keepalive_timeout, "{what}");
+            if noted != KeepaliveStatus::Off {
+                kept += 1;
+            }
+            for seconds in [Some(7), Some(0), None] {
+                http_stream.keepalive_timeout = noted;
+                http_stream.adjust_keepalive(seconds);
+                let adjusted = http_stream.keepalive_timeout;
+                http_stream.keepalive_timeout = noted;
+                if noted != KeepaliveStatus::Off {
+                    http_stream.set_server_keepalive(seconds);
+                }
+                assert_eq!(
+                    adjusted, http_stream.keepalive_timeout,
+                    "{what} {seconds:?}"
+                );
+            }
+        }
+        // Both verdicts are among the cases.
+        assert!(kept > 0 && kept < requests.len());
     }
 
     /// An answer upgrades the connection when it is an HTTP/1.1 101 to a request that asked for
