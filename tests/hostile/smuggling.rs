@@ -786,3 +786,67 @@ fn plain_http_on_a_tls_listener_gets_400_and_a_close() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// An upstream that answers in HTTP/1.0 with no length (its body ends where it closes the
+/// connection): `/none` is a 204, anything else a 200 with a short body.
+fn close_delimited_backend() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let answer: &[u8] = if head.starts_with(b"GET /none ") {
+                    b"HTTP/1.0 204 No Content\r\n\r\n"
+                } else {
+                    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nframed by the close"
+                };
+                let _ = stream.write_all(answer);
+            });
+        }
+    });
+    addr
+}
+
+/// An answer whose end is the close of the upstream connection goes to an HTTP/1.1 client
+/// chunked, so the client's connection is kept for its next request (pingora turns it into
+/// chunked encoding when it has neither a Content-Length nor a Transfer-Encoding); a 204 is not
+/// given a body framing.
+#[test]
+fn a_close_delimited_answer_goes_on_chunked_on_a_kept_connection() {
+    use std::io::Write;
+    let backend = close_delimited_backend().to_string();
+    let http = port();
+    let _proxy = Proxy::start(BIN, &fill(CONFIG, &[("http", &http), ("raw", &backend)]));
+    let mut stream = open(local(http));
+    for path in ["/first", "/second"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: h.test\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("send");
+        let ex = read_exchange(&mut stream, 1, QUIET);
+        let resp = ex
+            .responses
+            .first()
+            .unwrap_or_else(|| panic!("{path}: no answer: {}", ex.describe()));
+        assert_eq!(resp.status, 200, "{path}: {}", ex.describe());
+        assert_eq!(resp.header("transfer-encoding"), Some("chunked"), "{path}");
+        assert_eq!(resp.header("content-length"), None, "{path}");
+        assert_eq!(resp.body, b"framed by the close", "{path}");
+        assert!(!ex.closed, "{path}: the client's connection was closed");
+    }
+    stream
+        .write_all(b"GET /none HTTP/1.1\r\nHost: h.test\r\n\r\n")
+        .expect("send");
+    let ex = read_exchange(&mut stream, 1, QUIET);
+    let resp = ex.responses.first().expect("an answer to /none");
+    assert_eq!(resp.status, 204, "{}", ex.describe());
+    assert_eq!(resp.header("transfer-encoding"), None);
+}
