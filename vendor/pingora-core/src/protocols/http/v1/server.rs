@@ -36,8 +36,9 @@ use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use super::header::HeaderWriter;
 use crate::protocols::http::{
-    authority::validate_request_authority, body_buffer::FixedBuffer, date, HttpTask,
-    ReusableHttpStream,
+    authority::{validate_request_authority, validate_request_authority_noted, NotedHosts},
+    body_buffer::FixedBuffer,
+    date, HttpTask, ReusableHttpStream,
 };
 use crate::protocols::{Digest, SocketAddr, Stream};
 use crate::utils::{BufRef, KVRef};
@@ -712,10 +713,13 @@ impl HttpSession {
                         // So is what the first Connection field says of keep-alive (`None` until
                         // one is seen), for `respect_keepalive_as` below.
                         let mut connection = None;
+                        // And the Host fields, for `validate_request_framed`.
+                        let mut hosts = NotedHosts::default();
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
                             let value_bytes = header.get_value_bytes(&buf);
                             framing.note(&header_name, &value_bytes);
+                            hosts.note(&header_name, &value_bytes);
                             let is_connection = connection.is_none()
                                 && header_name.len() == 10
                                 && header_name.eq_ignore_ascii_case(b"connection");
@@ -764,7 +768,7 @@ impl HttpSession {
                         if has_both_te_and_cl {
                             self.set_keepalive(None);
                         }
-                        self.validate_request_framed(&framing)?;
+                        self.validate_request_framed(&framing, Some(hosts))?;
 
                         return Ok(Some(s));
                     }
@@ -821,16 +825,20 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn validate_request(&self) -> Result<()> {
-        self.validate_request_framed(&Framing::of(&self.req_header().headers))
+        self.validate_request_framed(&Framing::of(&self.req_header().headers), None)
     }
 
     /// [`Self::validate_request`] with what the request's framing fields say (noted as the head
-    /// was read, or found in its header map).
-    fn validate_request_framed(&self, framing: &Framing) -> Result<()> {
+    /// was read, or found in its header map), and its Host fields when they were noted as it was
+    /// read (else they are looked up).
+    fn validate_request_framed(&self, framing: &Framing, hosts: Option<NotedHosts>) -> Result<()> {
         let req_header = self.req_header();
 
         // Reject an ambiguous authority before anything routes on it.
-        validate_request_authority(req_header)?;
+        match hosts {
+            Some(hosts) => validate_request_authority_noted(req_header, hosts)?,
+            None => validate_request_authority(req_header)?,
+        }
 
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
