@@ -131,10 +131,16 @@ pub(crate) fn validate_request_authority_noted(
     {
         return validate_request_authority(req);
     }
-    if hosts.count > 1 {
+    check_host_fields(hosts.count > 1, hosts.first_has_userinfo)
+}
+
+/// What is wrong with a request's `Host` fields themselves, in the order it is checked: a
+/// second field, then userinfo in the first.
+fn check_host_fields(duplicate: bool, first_has_userinfo: bool) -> Result<()> {
+    if duplicate {
         return Error::e_explain(InvalidHTTPHeader, "multiple Host header fields");
     }
-    if hosts.first_has_userinfo {
+    if first_has_userinfo {
         return Error::e_explain(InvalidHTTPHeader, "userinfo in Host header");
     }
     Ok(())
@@ -144,14 +150,10 @@ pub(crate) fn validate_request_authority_noted(
 fn checked_authority_fields(req: &RequestHeader) -> Result<Option<&HeaderValue>> {
     let mut hosts = req.headers.get_all(header::HOST).iter();
     let (host, duplicate_host) = (hosts.next(), hosts.next());
-
-    if duplicate_host.is_some() {
-        return Error::e_explain(InvalidHTTPHeader, "multiple Host header fields");
-    }
-
-    if host.is_some_and(|host| host.as_bytes().contains(&b'@')) {
-        return Error::e_explain(InvalidHTTPHeader, "userinfo in Host header");
-    }
+    check_host_fields(
+        duplicate_host.is_some(),
+        host.is_some_and(|host| host.as_bytes().contains(&b'@')),
+    )?;
 
     let uri_authority = req.uri.authority().map(|authority| authority.as_str());
     if uri_authority.is_some_and(|authority| authority.contains('@')) {
