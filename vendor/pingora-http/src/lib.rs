@@ -254,7 +254,24 @@ impl RequestHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(
+            self.header_name_map.as_ref(),
+            &self.base.headers,
+            buf,
+            |_, _| {},
+        )
+    }
+
+    /// [`Self::header_to_h1_wire`], handing `note` each field as it is written (its name as the
+    /// map holds it, and its value, in the map's order): what a writer needs to know of the
+    /// fields (the framing, the Connection field) then comes from the walk that writes them
+    /// instead of a walk or a lookup of its own.
+    pub fn header_to_h1_wire_noting(
+        &self,
+        buf: &mut impl BufMut,
+        note: impl FnMut(&HeaderName, &HeaderValue),
+    ) {
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf, note)
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -619,7 +636,24 @@ impl ResponseHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(
+            self.header_name_map.as_ref(),
+            &self.base.headers,
+            buf,
+            |_, _| {},
+        )
+    }
+
+    /// [`Self::header_to_h1_wire`], handing `note` each field as it is written (its name as the
+    /// map holds it, and its value, in the map's order): what a writer needs to know of the
+    /// fields (the framing, the Connection field) then comes from the walk that writes them
+    /// instead of a walk or a lookup of its own.
+    pub fn header_to_h1_wire_noting(
+        &self,
+        buf: &mut impl BufMut,
+        note: impl FnMut(&HeaderName, &HeaderValue),
+    ) {
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf, note)
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -1100,17 +1134,25 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
 }
 
 #[inline]
-fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl BufMut) {
+fn header_to_h1_wire(
+    key_map: Option<&CaseMap>,
+    value_map: &HMap,
+    buf: &mut impl BufMut,
+    mut note: impl FnMut(&HeaderName, &HeaderValue),
+) {
     const CRLF: &[u8; 2] = b"\r\n";
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 
     if let Some(key_map) = key_map {
-        case_header_iter(key_map.into(), value_map).for_each(|(case_header, val)| {
+        for ((h1, case_header), (h2, val)) in key_map.iter().zip(value_map.iter()) {
+            // in case the header iteration order changes in future versions of HMap
+            assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
             buf.put_slice(case_header.as_slice());
             buf.put_slice(HEADER_KV_DELIMITER);
             buf.put_slice(val.as_ref());
             buf.put_slice(CRLF);
-        });
+            note(h2, val);
+        }
     } else {
         for (header, value) in value_map {
             let titled_header =
@@ -1119,6 +1161,7 @@ fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl
             buf.put_slice(HEADER_KV_DELIMITER);
             buf.put_slice(value.as_ref());
             buf.put_slice(CRLF);
+            note(header, value);
         }
     }
 }
@@ -1228,6 +1271,55 @@ mod tests {
         let mut buf: Vec<u8> = vec![];
         resp.header_to_h1_wire(&mut buf);
         assert_eq!(buf, b"X-A: v\r\nX-B: v\r\nX-C: v\r\n".as_slice());
+    }
+
+    #[test]
+    fn the_fields_noted_while_writing_are_the_fields_written_in_order() {
+        // Each field as the map holds it, in the order it goes on the wire, case kept or not.
+        let fields = [
+            ("Host", "a.test"),
+            ("connection", "close"),
+            ("X-Two", "1"),
+            ("Connection", "keep-alive"),
+            ("x-two", "2"),
+        ];
+        let mut kept = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut dropped = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (name, value) in fields {
+            kept.append_header(name, value).unwrap();
+            dropped.append_header(name, value).unwrap();
+            resp.append_header(name, value).unwrap();
+        }
+        let expected: Vec<(String, String)> = kept
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(expected[1], ("connection".into(), "close".into()));
+        let mut plain = Vec::new();
+        kept.header_to_h1_wire(&mut plain);
+        let written = |write: &dyn Fn(&mut Vec<u8>, &mut dyn FnMut(&HeaderName, &HeaderValue))| {
+            let mut buf = Vec::new();
+            let mut noted = Vec::new();
+            write(&mut buf, &mut |n, v| {
+                noted.push((n.to_string(), v.to_str().unwrap().to_string()))
+            });
+            (buf, noted)
+        };
+        let (buf, noted) = written(&|b, note| kept.header_to_h1_wire_noting(b, note));
+        assert_eq!(noted, expected);
+        assert_eq!(buf, plain, "noting changes nothing written");
+        let (buf, noted) = written(&|b, note| dropped.header_to_h1_wire_noting(b, note));
+        assert_eq!(noted, expected);
+        let mut plain = Vec::new();
+        dropped.header_to_h1_wire(&mut plain);
+        assert_eq!(buf, plain);
+        let (buf, noted) = written(&|b, note| resp.header_to_h1_wire_noting(b, note));
+        assert_eq!(noted, expected);
+        let mut plain = Vec::new();
+        resp.header_to_h1_wire(&mut plain);
+        assert_eq!(buf, plain);
     }
 
     #[test]

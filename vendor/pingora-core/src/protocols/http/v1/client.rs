@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
+use pingora_http::{IntoCaseHeaderName, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
@@ -61,6 +61,9 @@ pub struct HttpSession {
     /// (`None` inside: it could not be, which the first read rules out).
     rebuilt_header: std::sync::OnceLock<Option<Box<ResponseHeader>>>,
     request_written: Option<Box<RequestHeader>>,
+    /// What the first Connection field of `request_written` says of keep-alive, noted as it
+    /// was written.
+    request_keepalive: Option<bool>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
     body_recv: usize,
@@ -102,6 +105,7 @@ impl HttpSession {
             response_facts: None,
             rebuilt_header: std::sync::OnceLock::new(),
             request_written: None,
+            request_keepalive: None,
             read_timeout: None,
             write_timeout: None,
             digest,
@@ -138,15 +142,28 @@ impl HttpSession {
     /// sending request body if any.
     pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
         // TODO: make sure this can only be called once
-        // init body writer
-        self.init_req_body_writer(&req);
-
-        let to_wire = http_req_header_to_wire(&req).ok_or_else(|| {
-            Error::explain(
+        // The walk that writes the fields notes the framing the body writer is set up by, and
+        // what the first Connection field says of keep-alive (`is_connection_keepalive`).
+        let mut framing = Framing::default();
+        let mut connection = None;
+        let to_wire = http_req_header_to_wire_noting(&req, |name, value| {
+            if !framing.note_field(name, value)
+                && connection.is_none()
+                && name == header::CONNECTION
+            {
+                connection = Some(is_buf_keepalive(Some(value)));
+            }
+        });
+        let Some(to_wire) = to_wire else {
+            // init body writer (from the map: no field was walked)
+            self.init_req_body_writer(&req);
+            return Error::e_explain(
                 InvalidHTTPHeader,
                 "request-line contains forbidden delimiter bytes or unsupported HTTP version",
-            )
-        })?;
+            );
+        };
+        // init body writer
+        self.init_body_writer_framed(framing);
         trace!("Writing request header: {to_wire:?}");
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());
@@ -170,6 +187,7 @@ impl HttpSession {
             .or_err(WriteError, "flushing request header")?;
 
         // write was successful
+        self.request_keepalive = connection.flatten();
         self.request_written = Some(req);
         Ok(to_wire.len())
     }
@@ -610,12 +628,7 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        let request_keepalive = self
-            .request_written
-            .as_ref()
-            .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
-
-        match request_keepalive {
+        match self.request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
             _ => self
@@ -776,11 +789,10 @@ impl HttpSession {
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
-        self.init_body_writer_comm(&header.headers)
+        self.init_body_writer_framed(Framing::of(&header.headers))
     }
 
-    fn init_body_writer_comm(&mut self, headers: &HMap) {
-        let framing = Framing::of(headers);
+    fn init_body_writer_framed(&mut self, framing: Framing) {
         if framing.chunked {
             // transfer-encoding takes priority over content-length
             self.body_writer.init_chunked();
@@ -1051,6 +1063,15 @@ pub(crate) fn request_target_has_forbidden_byte(path: &[u8]) -> bool {
 // TODO: change it to to_buf
 #[inline]
 pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
+    http_req_header_to_wire_noting(req, |_, _| {})
+}
+
+/// [`http_req_header_to_wire`], handing `note` each field as it is written.
+#[inline]
+fn http_req_header_to_wire_noting(
+    req: &RequestHeader,
+    note: impl FnMut(&header::HeaderName, &HeaderValue),
+) -> Option<BytesMut> {
     let mut buf = BytesMut::with_capacity(512);
 
     // Request-Line
@@ -1078,7 +1099,7 @@ pub fn http_req_header_to_wire(req: &RequestHeader) -> Option<BytesMut> {
     buf.put_slice(CRLF);
 
     // headers
-    req.header_to_h1_wire(&mut buf);
+    req.header_to_h1_wire_noting(&mut buf, note);
     buf.put_slice(CRLF);
     Some(buf)
 }
@@ -3129,6 +3150,52 @@ hello";
                     "{what}"
                 );
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_noted_while_a_request_is_written_is_what_its_lookups_give() {
+        let cases: [&[(&str, &str)]; 9] = [
+            &[],
+            &[("Connection", "close")],
+            &[("Connection", "keep-alive")],
+            &[("connection", "Upgrade"), ("Connection", "close")],
+            &[("Connection", "close"), ("Connection", "keep-alive")],
+            &[("X-A", "1"), ("connection", "Keep-Alive, x-a")],
+            &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")],
+            &[("Content-Length", "7"), ("Connection", "close")],
+            &[("Content-Length", "3, 3")],
+        ];
+        for fields in cases {
+            let mut request = RequestHeader::build("POST", b"/", None).unwrap();
+            for (name, value) in fields {
+                request.append_header(*name, *value).unwrap();
+            }
+            let wire = http_req_header_to_wire(&request).unwrap();
+            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+            let mock_io = Builder::new().write(&wire).read(answer).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream
+                .write_request_header(Box::new(request.clone()))
+                .await
+                .unwrap();
+            // What the request's own fields say, looked up in the map.
+            let looked_up = is_buf_keepalive(request.headers.get(header::CONNECTION));
+            assert_eq!(http_stream.request_keepalive, looked_up, "{fields:?}");
+            let mut from_map = HttpSession::new(Box::new(Builder::new().build()));
+            from_map.init_req_body_writer(&request);
+            assert_eq!(
+                http_stream.body_writer.body_mode, from_map.body_writer.body_mode,
+                "{fields:?}"
+            );
+            // And keep-alive follows it: a request that asked to close is not kept.
+            http_stream.read_response().await.unwrap();
+            http_stream.respect_keepalive();
+            assert_eq!(
+                http_stream.will_keepalive(),
+                looked_up != Some(false),
+                "{fields:?}"
+            );
         }
     }
 }

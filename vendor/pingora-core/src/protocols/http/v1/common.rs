@@ -14,7 +14,7 @@
 
 //! Common functions and constants
 
-use http::{header, HeaderValue};
+use http::{header, HeaderName, HeaderValue};
 use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::{HMap, RequestHeader, ResponseHeader};
@@ -128,9 +128,8 @@ fn parse_connection_header(value: &[u8]) -> ConnectionValue {
     }
 }
 
-/// Sets `body_writer` up for a response with `headers`, and returns what their framing fields say.
-pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap) -> Framing {
-    let framing = Framing::of(headers);
+/// Sets `body_writer` up for a response whose framing fields say `framing`, and returns it.
+pub(crate) fn init_body_writer_framed(body_writer: &mut BodyWriter, framing: Framing) -> Framing {
     if framing.chunked {
         // transfer-encoding takes priority over content-length
         body_writer.init_chunked();
@@ -434,14 +433,25 @@ impl Framing {
     pub(crate) fn of(headers: &HMap) -> Self {
         let mut framing = Framing::default();
         for (name, value) in headers {
-            if name == header::TRANSFER_ENCODING {
-                framing.transfer_encoding = true;
-                framing.chunked = te_value_is_chunked(value.as_bytes());
-            } else if name == header::CONTENT_LENGTH {
-                framing.content_length.add(value.as_bytes());
-            }
+            framing.note_field(name, value);
         }
         framing
+    }
+
+    /// Takes in one field of a header map, in the map's order (as a walk that writes the fields
+    /// meets them: [`Framing::of`] without a walk of its own); `false` for a field that does not
+    /// frame the message.
+    #[inline]
+    pub(crate) fn note_field(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
+        if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            self.chunked = te_value_is_chunked(value.as_bytes());
+        } else if name == header::CONTENT_LENGTH {
+            self.content_length.add(value.as_bytes());
+        } else {
+            return false;
+        }
+        true
     }
 
     /// The body's length as these fields frame it: [`content_length_for_framing`]'s answer.

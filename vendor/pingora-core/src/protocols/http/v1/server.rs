@@ -1221,6 +1221,16 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
+        // Serialize header to bytes, noting the framing fields on the way: the body writer below
+        // reads them from this walk instead of a walk of its own (from the map as before when
+        // the header could not be written, before that error is returned).
+        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
+        let mut noted = Framing::default();
+        let serialized = http_resp_header_to_buf(header, &mut write_buf, |name, value| {
+            noted.note_field(name, value);
+        });
+        let written_fields = serialized.is_ok().then_some(noted);
+
         // The response's framing fields, when the body writer below read them.
         let mut framing = None;
         // Allow informational header (excluding 101) to pass through without affecting the state
@@ -1271,7 +1281,7 @@ impl HttpSession {
                     // continue to read body as-is, this is now just a regular request
                 }
             }
-            framing = self.init_body_writer(header, upgrade);
+            framing = self.init_body_writer(header, upgrade, written_fields);
         }
 
         // Defense-in-depth: if response body is close-delimited, mark session
@@ -1280,10 +1290,7 @@ impl HttpSession {
             self.set_keepalive(None);
         }
 
-        // Serialize header to bytes
-        let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(header, &mut write_buf)
-            .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+        serialized.map_err(|_| Error::explain(WriteError, "serializing response header"))?;
 
         // Determine if we should flush
         // Don't have to flush response with content length because it is less
@@ -1301,12 +1308,14 @@ impl HttpSession {
         Ok(Some((write_buf.freeze(), should_flush)))
     }
 
-    /// Sets the body writer up for `header` (`upgrade`: [`Self::is_upgrade`] of it). Returns the
-    /// response's framing fields when it read them.
+    /// Sets the body writer up for `header` (`upgrade`: [`Self::is_upgrade`] of it; `fields`: its
+    /// framing fields when a walk already noted them). Returns the response's framing fields
+    /// when it read them.
     fn init_body_writer(
         &mut self,
         header: &ResponseHeader,
         upgrade: Option<bool>,
+        fields: Option<Framing>,
     ) -> Option<Framing> {
         use http::StatusCode;
         /* the following responses don't have body 204, 304, and HEAD */
@@ -1328,9 +1337,9 @@ impl HttpSession {
             self.body_writer.init_close_delimited();
             None
         } else {
-            Some(init_body_writer_comm(
+            Some(init_body_writer_framed(
                 &mut self.body_writer,
-                &header.headers,
+                fields.unwrap_or_else(|| Framing::of(&header.headers)),
             ))
         }
     }
@@ -2225,6 +2234,7 @@ fn parse_req_buffer<'buf>(
 fn http_resp_header_to_buf(
     resp: &ResponseHeader,
     buf: &mut BytesMut,
+    note: impl FnMut(&http::HeaderName, &HeaderValue),
 ) -> std::result::Result<(), ()> {
     // Status-Line
     let version = match resp.version {
@@ -2247,7 +2257,7 @@ fn http_resp_header_to_buf(
 
     // headers
     // TODO: style: make sure Server and Date headers are the first two
-    resp.header_to_h1_wire(buf);
+    resp.header_to_h1_wire_noting(buf, note);
 
     buf.put_slice(CRLF);
     Ok(())
@@ -4088,6 +4098,54 @@ Content-Length: 5\r\n\
             }
         }
     }
+
+    #[tokio::test]
+    async fn a_response_is_framed_by_the_fields_noted_as_it_is_written() {
+        let cases: [&[(&str, &str)]; 7] = [
+            &[],
+            &[("Content-Length", "12")],
+            &[("Content-Length", "7, 7"), ("X-A", "1")],
+            &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")],
+            &[("Transfer-Encoding", "gzip")],
+            &[("Content-Length", "1"), ("Content-Length", "2")],
+            &[("x-a", "1"), ("transfer-encoding", "gzip, chunked")],
+        ];
+        for fields in cases {
+            let mock_io = Builder::new()
+                .read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.read_request().await.unwrap();
+            let mut header = ResponseHeader::build(200, None).unwrap();
+            for (name, value) in fields {
+                header.append_header(*name, *value).unwrap();
+            }
+            let (wire, flush) = http_stream
+                .prepare_response_header(&mut header)
+                .unwrap()
+                .expect("a head to write");
+            // What the map says, found in a walk of its own as before.
+            let mut from_map = BodyWriter::new();
+            let framing = init_body_writer_framed(&mut from_map, Framing::of(&header.headers));
+            assert_eq!(
+                http_stream.body_writer.body_mode, from_map.body_mode,
+                "{fields:?}"
+            );
+            assert_eq!(
+                flush,
+                header.headers.get(header::CONTENT_LENGTH).is_none(),
+                "{fields:?}"
+            );
+            assert_eq!(
+                flush,
+                framing.content_length == ContentLength::Absent,
+                "{fields:?}"
+            );
+            let mut expected = BytesMut::new();
+            http_resp_header_to_buf(&header, &mut expected, |_, _| {}).unwrap();
+            assert_eq!(wire, expected.freeze(), "{fields:?}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -4107,7 +4165,7 @@ mod test_sync {
         let mut new_response = ResponseHeader::build(StatusCode::OK, None).unwrap();
         new_response.append_header("Foo", "Bar").unwrap();
         let mut wire = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
-        http_resp_header_to_buf(&new_response, &mut wire).unwrap();
+        http_resp_header_to_buf(&new_response, &mut wire, |_, _| {}).unwrap();
         debug!("{}", str::from_utf8(wire.as_ref()).unwrap());
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);
