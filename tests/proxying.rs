@@ -116,6 +116,52 @@ fn forwarded_headers_over_http() {
     assert_eq!(body["headers"]["x-request-id"], "client-chosen-id-42");
 }
 
+/// A forwarding field a client sends (each name alone, as a spoofing client would send it) is
+/// replaced by ours upstream, never passed on beside it.
+#[test]
+fn forwarding_fields_a_client_sends_are_replaced_not_repeated() {
+    let s = setup();
+    let client = http1_client();
+    let host = format!("fwd.example.com:{}", s.http());
+    for (name, value) in [
+        ("X-Real-IP", "198.51.100.6"),
+        ("X-Forwarded-Proto", "gopher"),
+        ("X-Forwarded-Host", "evil.test"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+    ] {
+        let resp = client
+            .get(format!("http://{host}/spoof"))
+            .header(name, value)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        let body = json_body(resp);
+        let h = &body["headers"];
+        assert_eq!(h["x-real-ip"], "127.0.0.1", "{name}");
+        assert_eq!(h["x-forwarded-proto"], "http", "{name}");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{name}");
+        let fwd_host = h["x-forwarded-host"].as_str().unwrap_or_default();
+        assert!(
+            fwd_host == host || fwd_host == "fwd.example.com",
+            "{name}: x-forwarded-host {fwd_host:?}"
+        );
+        // The trace goes on under our span: one traceparent, the client's trace id in it.
+        let trace = h["traceparent"].as_str().unwrap_or_default();
+        assert!(!trace.contains(','), "{name}: traceparent {trace:?}");
+        assert_eq!(trace.len(), 55, "{name}: traceparent {trace:?}");
+        if name == "traceparent" {
+            assert!(
+                trace.contains("0af7651916cd43dd8448eb211c80319c"),
+                "{trace:?}"
+            );
+            assert_ne!(trace, value);
+        }
+    }
+}
+
 #[test]
 fn forwarded_proto_is_https_over_tls() {
     let s = setup();
