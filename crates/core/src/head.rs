@@ -84,6 +84,28 @@ pub fn check_fields(req: &RequestHeader, fields: &HeadFields) -> Result<Option<u
         .and_then(|v| v.parse::<u64>().ok()))
 }
 
+/// The class of each byte in a Host's registered name ([`valid_host`]): a name byte (a letter, a
+/// digit, `-`, `_`, `~`), a dot, the colon before the port, or 0 (refused).
+const NAME_BYTE: u8 = 1;
+const DOT: u8 = 2;
+const COLON: u8 = 3;
+static HOST_NAME_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = match byte {
+            b'-' | b'_' | b'~' => NAME_BYTE,
+            _ if byte.is_ascii_alphanumeric() => NAME_BYTE,
+            b'.' => DOT,
+            b':' => COLON,
+            _ => 0,
+        };
+        b += 1;
+    }
+    table
+};
+
 /// A Host value: a registered name (letters, digits, `-`, `.`, `_`, `~`; no empty label run
 /// like `..`) or a bracketed IPv6 literal, then an optional `:port` of 1-5 digits.
 pub fn valid_host(value: &[u8]) -> bool {
@@ -105,22 +127,21 @@ pub fn valid_host(value: &[u8]) -> bool {
             _ => return false,
         }
     } else {
-        // One pass over the name (on every request): its bytes up to an optional `:`, then the
-        // port. `prev` starts as a dot, so a leading dot is refused as `..` is.
-        let mut prev = b'.';
+        // One pass over the name (on every request), each byte's class from a table: its bytes
+        // up to an optional `:`, then the port. It starts as after a dot, so a leading dot is
+        // refused as `..` is.
+        let mut after_dot = true;
         let mut port = None;
         for (i, &b) in value.iter().enumerate() {
-            match b {
-                b':' => {
+            match HOST_NAME_CLASS[usize::from(b)] {
+                NAME_BYTE => after_dot = false,
+                DOT if !after_dot => after_dot = true,
+                COLON => {
                     port = Some(&value[i + 1..]);
                     break;
                 }
-                b'.' if prev == b'.' => return false,
-                b'-' | b'.' | b'_' | b'~' => {}
-                _ if b.is_ascii_alphanumeric() => {}
                 _ => return false,
             }
-            prev = b;
         }
         // An empty name: nothing, or a port alone.
         if value.first().is_none_or(|&b| b == b':') {
@@ -181,6 +202,51 @@ mod tests {
             "a%2fb",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    /// Every name of up to four bytes from an alphabet of each class (and of bytes refused)
+    /// against the rule written another way: a name is non-empty, starts with no dot, has no
+    /// `..` and only name bytes and dots; a port after the first colon is 1-5 digits.
+    #[test]
+    fn names_follow_the_rule_at_every_byte() {
+        let alphabet = b"aZ09-._~:[] @%\\\x7f\x80";
+        let rule = |host: &[u8]| -> bool {
+            let (name, port) = match host.iter().position(|&b| b == b':') {
+                Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+                None => (host, None),
+            };
+            let name_ok = !name.is_empty()
+                && name[0] != b'.'
+                && !name.windows(2).any(|w| w == b"..")
+                && name
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+            let port_ok = port
+                .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+            name_ok && port_ok
+        };
+        let mut host = Vec::new();
+        let mut checked = 0;
+        for len in 0..=4u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                host.clear();
+                for _ in 0..len {
+                    host.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                if host.first() == Some(&b'[') {
+                    continue; // an IPv6 literal: its own branch, `hosts` above
+                }
+                assert_eq!(valid_host(&host), rule(&host), "{:?}", host.escape_ascii());
+                checked += 1;
+            }
+        }
+        assert!(checked > 40_000);
+        // Every byte value once, alone and as the second byte of a name.
+        for b in 0..=255u8 {
+            assert_eq!(valid_host(&[b]), rule(&[b]) && b != b'[', "{b:#x}");
+            assert_eq!(valid_host(&[b'a', b]), rule(&[b'a', b]), "{b:#x}");
         }
     }
 
