@@ -307,4 +307,48 @@ mod tests {
             std::borrow::Cow::Borrowed(_)
         ));
     }
+
+    /// Every host of up to five characters from an alphabet of each kind (letters of both cases,
+    /// digits, the colon, the dot, brackets, a non-ASCII letter) against the rule written with
+    /// string methods: a bracketed literal's inside, else the port after the last colon goes
+    /// when it is all digits (an empty one too); then one trailing dot; then the rest is
+    /// lowercased (borrowed when it already is).
+    #[test]
+    fn hosts_normalize_by_the_rule_at_every_character() {
+        let alphabet = ['a', 'Z', '0', '9', ':', '.', '[', ']', 'É', '-'];
+        let rule = |raw: &str| -> String {
+            let without_port = if let Some(rest) = raw.strip_prefix('[') {
+                rest.split_once(']').map_or(raw, |(inside, _)| inside)
+            } else {
+                match raw.rsplit_once(':') {
+                    Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+                    _ => raw,
+                }
+            };
+            without_port
+                .strip_suffix('.')
+                .unwrap_or(without_port)
+                .to_string()
+        };
+        let mut checked = 0;
+        for len in 0..=5u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                let mut raw = String::new();
+                for _ in 0..len {
+                    raw.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                let got = normalize_host(&raw);
+                let host = rule(&raw);
+                assert_eq!(got, host.to_ascii_lowercase(), "{raw:?}");
+                assert_eq!(
+                    matches!(got, std::borrow::Cow::Borrowed(_)),
+                    !host.chars().any(|c| c.is_ascii_uppercase()),
+                    "{raw:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 100_000);
+    }
 }
