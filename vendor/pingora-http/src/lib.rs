@@ -254,12 +254,7 @@ impl RequestHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(
-            self.header_name_map.as_ref(),
-            &self.base.headers,
-            buf,
-            |_, _| {},
-        )
+        self.header_to_h1_wire_noting(buf, |_, _| {})
     }
 
     /// [`Self::header_to_h1_wire`], handing `note` each field as it is written (its name as the
@@ -636,12 +631,7 @@ impl ResponseHeader {
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(
-            self.header_name_map.as_ref(),
-            &self.base.headers,
-            buf,
-            |_, _| {},
-        )
+        self.header_to_h1_wire_noting(buf, |_, _| {})
     }
 
     /// [`Self::header_to_h1_wire`], handing `note` each field as it is written (its name as the
@@ -1144,14 +1134,12 @@ fn header_to_h1_wire(
     const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
 
     if let Some(key_map) = key_map {
-        for ((h1, case_header), (h2, val)) in key_map.iter().zip(value_map.iter()) {
-            // in case the header iteration order changes in future versions of HMap
-            assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
+        for (header, case_header, val) in case_fields(key_map, value_map) {
             buf.put_slice(case_header.as_slice());
             buf.put_slice(HEADER_KV_DELIMITER);
             buf.put_slice(val.as_ref());
             buf.put_slice(CRLF);
-            note(h2, val);
+            note(header, val);
         }
     } else {
         for (header, value) in value_map {
@@ -1171,16 +1159,25 @@ fn case_header_iter<'a>(
     name_map: Option<&'a CaseMap>,
     value_map: &'a HMap,
 ) -> impl Iterator<Item = (&'a CaseHeaderName, &'a HeaderValue)> + 'a {
-    name_map.into_iter().flat_map(|name_map| {
-        name_map
-            .iter()
-            .zip(value_map.iter())
-            .map(|((h1, name), (h2, value))| {
-                // in case the header iteration order changes in future versions of HMap
-                assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
-                (name, value)
-            })
-    })
+    name_map
+        .into_iter()
+        .flat_map(|name_map| case_fields(name_map, value_map).map(|(_, name, value)| (name, value)))
+}
+
+/// Each field of `value_map` with its name as the map holds it and as `name_map` keeps its case.
+#[inline]
+fn case_fields<'a>(
+    name_map: &'a CaseMap,
+    value_map: &'a HMap,
+) -> impl Iterator<Item = (&'a HeaderName, &'a CaseHeaderName, &'a HeaderValue)> + 'a {
+    name_map
+        .iter()
+        .zip(value_map.iter())
+        .map(|((h1, name), (h2, value))| {
+            // in case the header iteration order changes in future versions of HMap
+            assert_eq!(h1, h2, "header iter mismatch {}, {}", h1, h2);
+            (h2, name, value)
+        })
 }
 
 #[cfg(test)]
