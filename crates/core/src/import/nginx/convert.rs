@@ -1081,14 +1081,17 @@ impl Conv {
         } else {
             format!("{raw}:80")
         };
-        let ip_ok = address.rsplit_once(':').is_some_and(|(h, p)| {
-            h.trim_start_matches('[')
+        // Written as Switchyard will read it (`listen 080` and `listen 80` are one socket, as
+        // validation counts them), so that two spellings of one address are one listener here.
+        let socket = address.rsplit_once(':').and_then(|(h, p)| {
+            let ip = h
+                .trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse::<std::net::IpAddr>()
-                .is_ok()
-                && p.parse::<u16>().is_ok()
+                .ok()?;
+            Some(std::net::SocketAddr::new(ip, p.parse::<u16>().ok()?))
         });
-        if !valid_address(&address) || !ip_ok {
+        let Some(socket) = socket.filter(|_| valid_address(&address)) else {
             self.not_carried(
                 place,
                 e,
@@ -1097,9 +1100,9 @@ impl Conv {
                 ),
             );
             return;
-        }
+        };
         let mut l = Listen {
-            address,
+            address: socket.to_string(),
             tls: false,
             h2: false,
             default: false,

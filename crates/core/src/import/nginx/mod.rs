@@ -58,6 +58,36 @@ mod tests {
         assert!(!toml.contains("redirect_code"), "{toml}");
     }
 
+    /// `listen 080` and `listen 80` (found by the fuzz target) are one socket, as validation
+    /// counts them: both servers are served on one listener, written the way Switchyard reads it.
+    #[test]
+    fn two_spellings_of_one_listen_address_are_one_listener() {
+        let text = "http {\n  server {\n    listen 80;\n    server_name a.test;\n    location / { proxy_pass http://a:8080; }\n  }\n  server {\n    listen 080;\n    server_name b.test;\n    location / { proxy_pass http://b:8080; }\n  }\n  server {\n    listen [::0001]:8443;\n    server_name c.test;\n    location / { proxy_pass http://c:8080; }\n  }\n}\n";
+        let out = Path::new("/nonexistent/switchyard.toml");
+        let toml = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
+            Ok(o) => o.toml,
+            Err(e) => panic!("{e}"),
+        };
+        let value: toml::Value = toml::from_str(&toml).expect("TOML");
+        let mut addresses: Vec<&str> = value["listeners"]
+            .as_array()
+            .expect("listeners")
+            .iter()
+            .filter_map(|l| l["address"].as_str())
+            .collect();
+        addresses.sort_unstable();
+        assert_eq!(addresses, ["0.0.0.0:80", "[::1]:8443"], "{toml}");
+        let hosts: Vec<&str> = value["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .filter_map(|r| r["host"].as_str())
+            .collect();
+        for h in ["a.test", "b.test", "c.test"] {
+            assert!(hosts.contains(&h), "{h} not routed:\n{toml}");
+        }
+    }
+
     /// Two `server` lines whose names differ only in case (found by the fuzz target) are one
     /// server, as validation counts them: the second is reported and left out.
     #[test]
