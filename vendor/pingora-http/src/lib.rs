@@ -752,6 +752,13 @@ impl ResponseHeader {
 /// Build a [Uri] carrying only a path-and-query component. `target` is the original
 /// request-target, used for error context.
 fn path_and_query_uri(path_and_query: &str, target: &str) -> Result<Uri> {
+    // A path that starts with `/` parses straight into the Uri it builds: the same Uri as
+    // the builder's (no scheme, no authority, this path and query) or the same refusal, from
+    // one copy and one parse, without the builder's moves of its parts.
+    if path_and_query.starts_with('/') {
+        return Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(path_and_query.as_bytes()))
+            .explain_err(InvalidHTTPHeader, |_| format!("invalid uri {target}"));
+    }
     Uri::builder()
         .path_and_query(path_and_query)
         .build()
@@ -1732,6 +1739,61 @@ mod tests {
             );
             assert_eq!("/", req.uri.path_and_query().unwrap(), "{label}");
             assert_eq!(target, req.raw_path(), "{label}");
+        }
+    }
+
+    #[test]
+    fn a_path_parses_into_the_uri_the_builder_gives() {
+        let builder = |pq: &str| Uri::builder().path_and_query(pq).build();
+        let mut targets: Vec<String> = [
+            "/",
+            "//",
+            "/index.html",
+            "/a/b/c?d=e&f=g",
+            "/?",
+            "/a?",
+            "/a?b?c",
+            "/%2e%2e/x",
+            "/a+b/c%20d",
+            "/\u{fc}ber",
+            "/a b",
+            "/a\"b",
+            "/a\u{7f}",
+            "/a\tb",
+            "/a{b}",
+            "/a|b^c`d",
+            "?q",
+            "*",
+            "",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        // The longest path both take, and one byte more, which both refuse.
+        for tail in [usize::from(u16::MAX) - 2, usize::from(u16::MAX) - 1] {
+            targets.push(format!("/{}", "a".repeat(tail)));
+        }
+        for t in &targets {
+            let label = &t[..t.len().min(20)];
+            match (path_and_query_uri(t, t), builder(t)) {
+                (Ok(ours), Ok(theirs)) => {
+                    assert_eq!(ours, theirs, "{label}");
+                    assert_eq!(ours.path_and_query(), theirs.path_and_query(), "{label}");
+                    assert_eq!(ours.path(), theirs.path(), "{label}");
+                    assert_eq!(ours.query(), theirs.query(), "{label}");
+                    assert_eq!(ours.scheme(), None, "{label}");
+                    assert_eq!(ours.authority(), None, "{label}");
+                }
+                (Err(ours), Err(_)) => {
+                    assert_eq!(ours.etype(), &InvalidHTTPHeader, "{label}");
+                    assert_eq!(
+                        ours.context.as_ref().map(|c| c.as_str()),
+                        Some(format!("invalid uri {t}").as_str()),
+                        "{label}"
+                    );
+                }
+                (ours, theirs) => panic!("{label}: {ours:?} against the builder's {theirs:?}"),
+            }
         }
     }
 
