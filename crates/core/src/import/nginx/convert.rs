@@ -832,17 +832,15 @@ impl Conv {
                         self.not_carried(Place::Defaults, d, format!("the key {key} has no equivalent (client address or a request header)"));
                         continue;
                     };
-                    let rate_ok = |r: &str| {
-                        r.split_once("r/").is_some_and(|(n, u)| {
-                            !n.is_empty()
-                                && n.len() < 10
-                                && n.bytes().all(|b| b.is_ascii_digit())
-                                && n != "0"
-                                && (u == "s" || u == "m")
-                        })
-                    };
-                    if d.name == "limit_req_zone" && !rate.as_deref().is_some_and(rate_ok) {
-                        self.not_carried(Place::Defaults, d, "needs rate=Nr/s or rate=Nr/m");
+                    // Written as Switchyard reads it: `rate=005r/s` is 5 requests a second, and
+                    // `rate=000r/m` none, which nginx refuses too.
+                    let rate = rate.as_deref().and_then(nginx_rate);
+                    if d.name == "limit_req_zone" && rate.is_none() {
+                        self.not_carried(
+                            Place::Defaults,
+                            d,
+                            "needs rate=Nr/s or rate=Nr/m with N at least 1",
+                        );
                         continue;
                     }
                     let z = Zone {
@@ -1291,6 +1289,15 @@ impl Conv {
             .or(on.first())
             .map(|s| s.id)
     }
+}
+
+/// An nginx `rate=` value (`Nr/s` or `Nr/m`, N of 1 to 9 digits and not zero), with N written
+/// without leading zeros; `None` for anything else.
+fn nginx_rate(r: &str) -> Option<String> {
+    let (n, unit) = r.split_once("r/")?;
+    let digits = !n.is_empty() && n.len() < 10 && n.bytes().all(|b| b.is_ascii_digit());
+    let requests = n.parse::<u32>().ok().filter(|v| digits && *v > 0)?;
+    matches!(unit, "s" | "m").then(|| format!("{requests}r/{unit}"))
 }
 
 /// `host:port` or `[v6]:port` that Switchyard can take as a server or listener address.
@@ -1986,11 +1993,28 @@ impl Conv {
                 self.note(Place::Upstream(up.id), &up.pos, "server", "servers with different max_fails/fail_timeout: Switchyard has one setting per service, the first server's is kept");
             }
             let mut upstream = Vec::new();
-            if let Some(k) = up.keepalive {
-                upstream.push(("keepalive".to_string(), k.to_string()));
-            }
-            if let Some(t) = &up.keepalive_timeout {
-                upstream.push(("keepalive_timeout".to_string(), string(t)));
+            // nginx closes an idle connection at once after `keepalive_timeout 0`: no reuse,
+            // which Switchyard writes as keepalive = 0 (it takes no zero idle time).
+            let no_idle = up
+                .keepalive_timeout
+                .as_deref()
+                .and_then(values::duration_ms)
+                == Some(0);
+            if no_idle {
+                self.note(
+                    Place::Upstream(up.id),
+                    &up.pos,
+                    "keepalive_timeout",
+                    "0 keeps no idle connection: written as keepalive = 0 (no reuse)",
+                );
+                upstream.push(("keepalive".to_string(), "0".to_string()));
+            } else {
+                if let Some(k) = up.keepalive {
+                    upstream.push(("keepalive".to_string(), k.to_string()));
+                }
+                if let Some(t) = &up.keepalive_timeout {
+                    upstream.push(("keepalive_timeout".to_string(), string(t)));
+                }
             }
             if let Some(m) = up.servers.iter().find_map(|s| s.max_conns) {
                 upstream.push(("max_conns".to_string(), m.to_string()));

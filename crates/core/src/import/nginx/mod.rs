@@ -88,6 +88,52 @@ mod tests {
         }
     }
 
+    /// `rate=000r/m` (found by the fuzz target) allows nothing, which nginx refuses and
+    /// validation too: the zone is reported, not carried over. `rate=005r/s` is 5 a second.
+    #[test]
+    fn a_rate_is_written_as_switchyard_reads_it() {
+        let text = "http {\n  limit_req_zone $binary_remote_addr zone=none:10m rate=000r/m;\n  limit_req_zone $binary_remote_addr zone=five:10m rate=005r/s;\n  server {\n    listen 80;\n    location /a { limit_req zone=none; proxy_pass http://a:8080; }\n    location /b { limit_req zone=five; proxy_pass http://b:8080; }\n  }\n}\n";
+        let out = Path::new("/nonexistent/switchyard.toml");
+        let converted = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        let toml = &converted.toml;
+        let value: toml::Value = toml::from_str(toml).expect("TOML");
+        let zones = value["limits"]["zones"].as_table().expect("zones");
+        assert_eq!(zones.len(), 1, "{toml}");
+        let rates: Vec<&str> = zones.values().filter_map(|z| z["rate"].as_str()).collect();
+        assert_eq!(rates, ["5r/s"], "{toml}");
+        assert!(
+            toml.contains("needs rate=Nr/s or rate=Nr/m with N at least 1"),
+            "{toml}"
+        );
+    }
+
+    /// An upstream's `keepalive_timeout 0` keeps no idle connection; Switchyard takes no zero
+    /// idle time, so it is written as `keepalive = 0` (no reuse), whatever `keepalive` says.
+    #[test]
+    fn an_upstream_without_idle_time_reuses_nothing() {
+        let text = "http {\n  upstream u {\n    server a:8080;\n    keepalive_timeout 0s;\n    keepalive 16;\n  }\n  upstream v {\n    server b:8080;\n    keepalive 16;\n    keepalive_timeout 30s;\n  }\n  server {\n    listen 80;\n    location /u { proxy_pass http://u; }\n    location /v { proxy_pass http://v; }\n  }\n}\n";
+        let out = Path::new("/nonexistent/switchyard.toml");
+        let converted = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        let toml = &converted.toml;
+        let value: toml::Value = toml::from_str(toml).expect("TOML");
+        let services = value["services"].as_table().expect("services");
+        let upstream = |name: &str| &services[name]["upstream"];
+        assert_eq!(upstream("u")["keepalive"].as_integer(), Some(0), "{toml}");
+        assert!(upstream("u").get("keepalive_timeout").is_none(), "{toml}");
+        assert_eq!(upstream("v")["keepalive"].as_integer(), Some(16), "{toml}");
+        assert_eq!(
+            upstream("v")["keepalive_timeout"].as_str(),
+            Some("30s"),
+            "{toml}"
+        );
+    }
+
     /// Two `server` lines whose names differ only in case (found by the fuzz target) are one
     /// server, as validation counts them: the second is reported and left out.
     #[test]
