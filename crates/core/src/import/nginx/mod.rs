@@ -37,18 +37,23 @@ pub fn convert_text(
 mod tests {
     use super::*;
 
+    /// `text` converted (a failed conversion fails the test), as TOML text and parsed.
+    fn converted(text: &str) -> (String, toml::Value) {
+        let out = Path::new("/nonexistent/switchyard.toml");
+        let toml = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
+            Ok(o) => o.toml,
+            Err(e) => panic!("{e}"),
+        };
+        let value = toml::from_str(&toml).expect("TOML");
+        (toml, value)
+    }
+
     /// A `return 303 https://...` server (found by the fuzz target): a listener cannot redirect
     /// with 303, so it becomes the host's redirect route, with 303 kept.
     #[test]
     fn a_303_redirect_to_https_stays_a_route_redirect() {
         let text = "http {\n  server {\n    listen 80;\n    server_name a.test;\n    return 303 https://$host$request_uri;\n  }\n}\n";
-        let out = Path::new("/nonexistent/switchyard.toml");
-        let converted = convert_text(text, "t.conf", Path::new("/nonexistent"), out);
-        let toml = match converted {
-            Ok(o) => o.toml,
-            Err(e) => panic!("{e}"),
-        };
-        let value: toml::Value = toml::from_str(&toml).expect("TOML");
+        let (toml, value) = converted(text);
         // The host's route, and the catch-all of the port's default server.
         let routes = value["routes"].as_array().expect("routes");
         assert_eq!(routes.len(), 2, "{toml}");
@@ -63,12 +68,7 @@ mod tests {
     #[test]
     fn two_spellings_of_one_listen_address_are_one_listener() {
         let text = "http {\n  server {\n    listen 80;\n    server_name a.test;\n    location / { proxy_pass http://a:8080; }\n  }\n  server {\n    listen 080;\n    server_name b.test;\n    location / { proxy_pass http://b:8080; }\n  }\n  server {\n    listen [::0001]:8443;\n    server_name c.test;\n    location / { proxy_pass http://c:8080; }\n  }\n}\n";
-        let out = Path::new("/nonexistent/switchyard.toml");
-        let toml = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
-            Ok(o) => o.toml,
-            Err(e) => panic!("{e}"),
-        };
-        let value: toml::Value = toml::from_str(&toml).expect("TOML");
+        let (toml, value) = converted(text);
         let mut addresses: Vec<&str> = value["listeners"]
             .as_array()
             .expect("listeners")
@@ -93,13 +93,7 @@ mod tests {
     #[test]
     fn a_rate_is_written_as_switchyard_reads_it() {
         let text = "http {\n  limit_req_zone $binary_remote_addr zone=none:10m rate=000r/m;\n  limit_req_zone $binary_remote_addr zone=five:10m rate=005r/s;\n  server {\n    listen 80;\n    location /a { limit_req zone=none; proxy_pass http://a:8080; }\n    location /b { limit_req zone=five; proxy_pass http://b:8080; }\n  }\n}\n";
-        let out = Path::new("/nonexistent/switchyard.toml");
-        let converted = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
-            Ok(o) => o,
-            Err(e) => panic!("{e}"),
-        };
-        let toml = &converted.toml;
-        let value: toml::Value = toml::from_str(toml).expect("TOML");
+        let (toml, value) = converted(text);
         let zones = value["limits"]["zones"].as_table().expect("zones");
         assert_eq!(zones.len(), 1, "{toml}");
         let rates: Vec<&str> = zones.values().filter_map(|z| z["rate"].as_str()).collect();
@@ -115,13 +109,7 @@ mod tests {
     #[test]
     fn an_upstream_without_idle_time_reuses_nothing() {
         let text = "http {\n  upstream u {\n    server a:8080;\n    keepalive_timeout 0s;\n    keepalive 16;\n  }\n  upstream v {\n    server b:8080;\n    keepalive 16;\n    keepalive_timeout 30s;\n  }\n  server {\n    listen 80;\n    location /u { proxy_pass http://u; }\n    location /v { proxy_pass http://v; }\n  }\n}\n";
-        let out = Path::new("/nonexistent/switchyard.toml");
-        let converted = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
-            Ok(o) => o,
-            Err(e) => panic!("{e}"),
-        };
-        let toml = &converted.toml;
-        let value: toml::Value = toml::from_str(toml).expect("TOML");
+        let (toml, value) = converted(text);
         let services = value["services"].as_table().expect("services");
         let upstream = |name: &str| &services[name]["upstream"];
         assert_eq!(upstream("u")["keepalive"].as_integer(), Some(0), "{toml}");
@@ -139,12 +127,7 @@ mod tests {
     #[test]
     fn servers_that_differ_only_in_case_are_listed_once() {
         let text = "http {\n  upstream app {\n    server Backend-1:8080;\n    server backend-1:8080;\n    server backend-2:8080;\n  }\n  server {\n    listen 80;\n    location / { proxy_pass http://app; }\n  }\n}\n";
-        let out = Path::new("/nonexistent/switchyard.toml");
-        let converted = match convert_text(text, "t.conf", Path::new("/nonexistent"), out) {
-            Ok(o) => o,
-            Err(e) => panic!("{e}"),
-        };
-        let toml = &converted.toml;
+        let (toml, _) = converted(text);
         let servers: Vec<&str> = toml
             .lines()
             .filter(|l| !l.trim_start().starts_with('#') && l.contains(":8080"))
