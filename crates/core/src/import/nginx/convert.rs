@@ -1079,17 +1079,10 @@ impl Conv {
         } else {
             format!("{raw}:80")
         };
-        // Written as Switchyard will read it (`listen 080` and `listen 80` are one socket, as
-        // validation counts them), so that two spellings of one address are one listener here.
-        let socket = address.rsplit_once(':').and_then(|(h, p)| {
-            let ip = h
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .ok()?;
-            Some(std::net::SocketAddr::new(ip, p.parse::<u16>().ok()?))
-        });
-        let Some(socket) = socket.filter(|_| valid_address(&address)) else {
+        // Read as the config loader reads it (a `SocketAddr`) and written back in its form, so
+        // that two spellings of one socket (`listen 080`, `listen 80`) are one listener here.
+        let socket = address.parse::<std::net::SocketAddr>().ok();
+        let Some(socket) = socket.filter(|s| s.port() > 0) else {
             self.not_carried(
                 place,
                 e,
@@ -1291,13 +1284,16 @@ impl Conv {
     }
 }
 
-/// An nginx `rate=` value (`Nr/s` or `Nr/m`, N of 1 to 9 digits and not zero), with N written
-/// without leading zeros; `None` for anything else.
+/// An nginx `rate=` value (`Nr/s` or `Nr/m`, N digits) as the config loader reads it
+/// ([`Rate::parse`](crate::limits::Rate::parse): at least 1, within `u32`), N written without
+/// leading zeros; `None` for anything else.
 fn nginx_rate(r: &str) -> Option<String> {
     let (n, unit) = r.split_once("r/")?;
-    let digits = !n.is_empty() && n.len() < 10 && n.bytes().all(|b| b.is_ascii_digit());
-    let requests = n.parse::<u32>().ok().filter(|v| digits && *v > 0)?;
-    matches!(unit, "s" | "m").then(|| format!("{requests}r/{unit}"))
+    if !matches!(unit, "s" | "m") || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let rate = crate::limits::Rate::parse(r).ok()?;
+    Some(format!("{}r/{unit}", rate.requests))
 }
 
 /// `host:port` or `[v6]:port` that Switchyard can take as a server or listener address.
